@@ -1,0 +1,146 @@
+//! The incident record.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The version of [`IncidentRecord`]'s stored form. Bump it, and teach
+/// [`crate::store`] to migrate, whenever a stored field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where an incident is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentStatus {
+    /// Opened; nothing has run yet.
+    Open,
+    /// Evidence steps are running.
+    Diagnosing,
+    /// Remediation steps are running.
+    Remediating,
+    /// Waiting for the fix to show.
+    Verifying,
+    /// Every alert resolved, or the runbook verified its fix.
+    Resolved,
+    /// Handed to a human.
+    Escalated,
+    /// The runbook failed.
+    Failed,
+    /// Stopped by a human or by the alert resolving first.
+    Cancelled,
+}
+
+impl IncidentStatus {
+    /// True for the states an incident never leaves.
+    pub fn is_closed(self) -> bool {
+        matches!(
+            self,
+            IncidentStatus::Resolved
+                | IncidentStatus::Escalated
+                | IncidentStatus::Failed
+                | IncidentStatus::Cancelled
+        )
+    }
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Diagnosing => "diagnosing",
+            IncidentStatus::Remediating => "remediating",
+            IncidentStatus::Verifying => "verifying",
+            IncidentStatus::Resolved => "resolved",
+            IncidentStatus::Escalated => "escalated",
+            IncidentStatus::Failed => "failed",
+            IncidentStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An alert's state as the record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// Still firing.
+    Firing,
+    /// Resolved by its sender.
+    Resolved,
+}
+
+/// One alert of an incident: the latest notification for its fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Position of the latest notification in the engine's alert log.
+    pub seq: u64,
+    /// The sender (`alertmanager`, `pagerduty`, `generic/NAME`, ...).
+    pub source: String,
+    /// The sender's fingerprint.
+    pub fingerprint: String,
+    /// Firing or resolved, as of the latest notification.
+    pub state: AlertState,
+    /// Labels, untrusted.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations, untrusted.
+    pub annotations: BTreeMap<String, String>,
+    /// When the sender says the condition began.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// When the sender says it ended.
+    pub ends_at: Option<DateTime<Utc>>,
+    /// When quench first received this fingerprint.
+    pub first_received_at: DateTime<Utc>,
+    /// How many notifications for this fingerprint reached the incident.
+    pub notifications: u32,
+}
+
+/// The runbook an incident runs, pinned to the commit it was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunbookRef {
+    /// The runbook's name.
+    pub name: String,
+    /// Its file, relative to the runbook repository.
+    pub path: String,
+    /// The commit it was loaded from, when it came from git.
+    pub commit: Option<String>,
+}
+
+/// One entry on an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    /// When it happened, UTC.
+    pub at: DateTime<Utc>,
+    /// A stable kind: `opened`, `alert`, `resolved`, ...
+    pub kind: String,
+    /// A human sentence.
+    pub detail: String,
+}
+
+/// Everything known about one incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRecord {
+    /// Stored-form version; see [`SCHEMA_VERSION`].
+    pub schema: u32,
+    /// `inc-<n>`, increasing.
+    pub id: String,
+    /// A one-line title, from the first alert.
+    pub title: String,
+    /// Where it is in its life.
+    pub status: IncidentStatus,
+    /// The runbook, if one matched.
+    pub runbook: Option<RunbookRef>,
+    /// The `group_by` values that alerts attach by.
+    pub group_key: String,
+    /// One entry per fingerprint.
+    pub alerts: Vec<AlertRecord>,
+    /// When the first alert's condition started (sender's clock), else when
+    /// quench received it.
+    pub first_alert_at: DateTime<Utc>,
+    /// When quench opened the incident.
+    pub opened_at: DateTime<Utc>,
+    /// The last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it closed.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// What happened, in order.
+    pub timeline: Vec<TimelineEvent>,
+}
