@@ -1,1 +1,153 @@
-fn main(){}
+//! The `quench` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use quench_engine::client::{self, Client};
+use quench_engine::config::{Config, DEFAULT_LISTEN};
+
+#[derive(Parser)]
+#[command(name = "quench", version, about = "Incident-response orchestration: alerts in, evidence and remediation out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: webhooks, incidents, API.
+    Serve {
+        /// YAML configuration file; flags override it.
+        #[arg(long, env = "QUENCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address [default: 127.0.0.1:9797].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory [default: ./.quench].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Runbook directory [default: ./runbooks/examples].
+        #[arg(long)]
+        runbooks: Option<PathBuf>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Read incidents from a running server.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+        /// The server's base URL.
+        #[arg(long, global = true, env = "QUENCH_SERVER", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+        server: String,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Check a runbook directory and list every problem.
+    Lint {
+        /// The runbook directory.
+        #[arg(default_value = "runbooks/examples")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// Newest first.
+    List {
+        /// Only this status (`open` means not yet closed).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One incident with its alerts and timeline.
+    Show {
+        /// The incident id, for example inc-1.
+        id: String,
+    },
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    quench_engine::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data,
+            runbooks,
+            log_json,
+        } => {
+            init_logging(log_json);
+            let mut cfg = match &config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = data {
+                cfg.data_dir = d;
+            }
+            if let Some(r) = runbooks {
+                cfg.runbooks = r;
+            }
+            quench_engine::serve(cfg, |addr| {
+                // One machine-readable line on stdout, for scripts and tests.
+                println!("quench listening on http://{addr}");
+            })
+            .await?;
+        }
+        Command::Incidents {
+            command,
+            server,
+            json,
+        } => {
+            let c = Client::new(&server);
+            match command {
+                IncidentsCommand::List { status, limit } => {
+                    let list = c.incidents(status.as_deref(), limit).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        print!("{}", client::format_list(&list));
+                    }
+                }
+                IncidentsCommand::Show { id } => {
+                    let r = c.incident(&id).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        print!("{}", client::format_incident(&r));
+                    }
+                }
+            }
+        }
+        Command::Lint { dir } => match quench_runbooks::load_dir(&dir) {
+            Ok(set) => println!("{}: {} runbooks, no problems", dir.display(), set.runbooks.len()),
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display());
+            }
+        },
+    }
+    Ok(())
+}

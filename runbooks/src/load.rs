@@ -53,7 +53,13 @@ impl Runbook {
     /// alerts only; resolved notifications are matched by the incident they
     /// belong to, not by runbook.
     pub fn matches(&self, alert: &Alert) -> bool {
-        alert.status == AlertStatus::Firing && self.matchers.iter().all(|m| m.matches(&alert.labels))
+        alert.status == AlertStatus::Firing && self.matches_labels(alert)
+    }
+
+    /// Whether the matchers hold, whatever the alert's status. A resolved
+    /// notification finds the incident its firing twin opened this way.
+    pub fn matches_labels(&self, alert: &Alert) -> bool {
+        self.matchers.iter().all(|m| m.matches(&alert.labels))
     }
 
     /// The key alerts of one incident share: the runbook name and the values
@@ -81,6 +87,11 @@ impl RunbookSet {
     /// The first runbook that applies to a firing alert.
     pub fn select(&self, alert: &Alert) -> Option<&Runbook> {
         self.runbooks.iter().find(|r| r.matches(alert))
+    }
+
+    /// The runbook whose incident a resolved (or firing) alert belongs to.
+    pub fn select_by_labels(&self, alert: &Alert) -> Option<&Runbook> {
+        self.runbooks.iter().find(|r| r.matches_labels(alert))
     }
 
     /// The runbook called `name`.

@@ -1,0 +1,154 @@
+//! The CLI side of the HTTP API. `quench incidents ...` asks the running
+//! server rather than opening the database, which the server holds locked.
+
+use std::fmt::Write;
+
+use quench_knowledge::IncidentRecord;
+use serde::Deserialize;
+
+/// A request to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot reach quench at {url}: {source}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("quench answered {status} for {url}: {message}")]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The server's error message.
+        message: String,
+    },
+    /// The answer did not decode.
+    #[error("unexpected answer from {url}: {source}")]
+    Decode {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Talks to one quench server.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct IncidentList {
+    incidents: Vec<IncidentRecord>,
+}
+
+impl Client {
+    /// A client for the server at `base` (for example `http://127.0.0.1:9797`).
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no error message")
+                .to_string();
+            return Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        resp.json().await.map_err(|source| ClientError::Decode { url, source })
+    }
+
+    /// `GET /api/v1/incidents`.
+    pub async fn incidents(&self, status: Option<&str>, limit: usize) -> Result<Vec<IncidentRecord>, ClientError> {
+        let mut path = format!("/api/v1/incidents?limit={limit}");
+        if let Some(s) = status {
+            let _ = write!(path, "&status={s}");
+        }
+        Ok(self.get::<IncidentList>(&path).await?.incidents)
+    }
+
+    /// `GET /api/v1/incidents/{id}`.
+    pub async fn incident(&self, id: &str) -> Result<IncidentRecord, ClientError> {
+        self.get(&format!("/api/v1/incidents/{id}")).await
+    }
+}
+
+/// One line per incident.
+pub fn format_list(list: &[IncidentRecord]) -> String {
+    let mut out = format!(
+        "{:<10} {:<10} {:<22} {:>6}  {:<20}  {}\n",
+        "ID", "STATUS", "RUNBOOK", "ALERTS", "OPENED (UTC)", "TITLE"
+    );
+    for r in list {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<10} {:<22} {:>6}  {:<20}  {}",
+            r.id,
+            r.status.as_str(),
+            r.runbook.as_ref().map(|r| r.name.as_str()).unwrap_or("-"),
+            r.alerts.len(),
+            r.opened_at.format("%Y-%m-%d %H:%M:%S"),
+            r.title
+        );
+    }
+    out
+}
+
+/// One incident, for a human.
+pub fn format_incident(r: &IncidentRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}  {}  {}", r.id, r.status.as_str(), r.title);
+    if let Some(rb) = &r.runbook {
+        let commit = rb.commit.as_deref().unwrap_or("not from git");
+        let _ = writeln!(out, "runbook: {} ({}, {commit})", rb.name, rb.path);
+    }
+    let _ = writeln!(out, "opened:  {}", r.opened_at.to_rfc3339());
+    if let Some(t) = r.resolved_at {
+        let _ = writeln!(out, "closed:  {}", t.to_rfc3339());
+    }
+    let _ = writeln!(out, "\nalerts:");
+    for a in &r.alerts {
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        let _ = writeln!(
+            out,
+            "  {} {:<8} {} {{{}}}",
+            a.fingerprint,
+            format!("{:?}", a.state).to_lowercase(),
+            a.source,
+            labels.join(", ")
+        );
+    }
+    let _ = writeln!(out, "\ntimeline:");
+    for e in &r.timeline {
+        let _ = writeln!(out, "  {}  {:<8} {}", e.at.format("%H:%M:%S%.3f"), e.kind, e.detail);
+    }
+    out
+}

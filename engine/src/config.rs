@@ -1,0 +1,158 @@
+//! Configuration: built-in defaults, then a YAML file (`--config`), then
+//! flags. Each layer overrides the one before it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use quench_connectors::inbound::{alertmanager, datadog, generic, pagerduty};
+use serde::Deserialize;
+
+/// The address `quench serve` listens on by default: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+
+/// Everything `quench serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listen address.
+    pub listen: SocketAddr,
+    /// Where the sled database lives.
+    pub data_dir: PathBuf,
+    /// The runbook directory.
+    pub runbooks: PathBuf,
+    /// The largest webhook body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Per-sender authentication and mappings.
+    pub hooks: Hooks,
+}
+
+/// Per-sender settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// `POST /hooks/alertmanager`.
+    pub alertmanager: alertmanager::Config,
+    /// `POST /hooks/pagerduty`.
+    pub pagerduty: pagerduty::Config,
+    /// `POST /hooks/datadog`.
+    pub datadog: datadog::Config,
+    /// `POST /hooks/generic/{name}`, one mapping per name.
+    pub generic: BTreeMap<String, generic::Mapping>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: PathBuf::from(".quench"),
+            runbooks: PathBuf::from("runbooks/examples"),
+            max_body_bytes: 1 << 20,
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is not a valid configuration.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value parses but makes no sense.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a YAML configuration file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(path, &text)
+    }
+
+    /// Parses YAML text; `path` only names it in errors.
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let cfg: Config =
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid("max_body_bytes must be positive".into()));
+        }
+        for (name, m) in &self.hooks.generic {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "generic hook name {name:?} must be letters, digits, '-' or '_'"
+                )));
+            }
+            if m.token.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "hooks.generic.{name}.token must not be empty"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults_and_unknown_keys_are_refused() {
+        let c = Config::from_yaml(Path::new("c.yaml"), "{}").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+
+        let c = Config::from_yaml(
+            Path::new("c.yaml"),
+            "listen: 127.0.0.1:1234\nhooks:\n  pagerduty:\n    secrets: [a, b]\n  generic:\n    grafana:\n      token: t\n      status: /state\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.hooks.pagerduty.secrets, ["a", "b"]);
+        assert_eq!(c.hooks.generic["grafana"].status.as_deref(), Some("/state"));
+
+        let err = Config::from_yaml(Path::new("c.yaml"), "listen: 127.0.0.1:1\nlisten_addr: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.yaml") && err.contains("listen_addr"), "{err}");
+        let err = Config::from_yaml(
+            Path::new("c.yaml"),
+            "hooks:\n  generic:\n    'bad name':\n      token: t\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bad name"), "{err}");
+    }
+}

@@ -1,0 +1,322 @@
+//! The HTTP surface: webhook intake, the incident API, `/healthz` and
+//! `/metrics`.
+//!
+//! Every error is a JSON body `{"error": {"code", "message", ...}}` with the
+//! status the sender needs: 400 malformed JSON, 401 authentication, 404
+//! unknown hook, 413 too large, 422 wrong shape, 503 storage unavailable
+//! (the only one a sender should retry).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use quench_connectors::alert::content_address;
+use quench_connectors::inbound::{IntakeError, Parsed, alertmanager, datadog, generic, pagerduty};
+use quench_knowledge::{IncidentFilter, IncidentStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::alert_log::AlertLog;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::SharedRunbooks;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// The durable alert log.
+    pub log: AlertLog,
+    /// Incident records.
+    pub incidents: IncidentStore,
+    /// The runbook set.
+    pub runbooks: SharedRunbooks,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/hooks/alertmanager", post(hook_alertmanager))
+        .route("/hooks/pagerduty", post(hook_pagerduty))
+        .route("/hooks/datadog", post(hook_datadog))
+        .route("/hooks/generic/{name}", post(hook_generic))
+        .route("/api/v1/incidents", get(list_incidents))
+        .route("/api/v1/incidents/{id}", get(show_incident))
+        .route("/api/v1/alerts", get(list_alerts))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A JSON error response.
+fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Value) -> Response {
+    let mut body = json!({"code": code, "message": message.into()});
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    (status, axum::Json(json!({ "error": body }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", Value::Null)
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let runbooks = s.runbooks.read().unwrap_or_else(|e| e.into_inner()).runbooks.len();
+    axum::Json(json!({
+        "status": "ok",
+        "alerts_stored": s.log.len(),
+        "runbooks": runbooks,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn hook_alertmanager(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let cfg = s.config.clone();
+    intake(&s, "alertmanager", headers, body, move |h, b| {
+        alertmanager::parse(&cfg.hooks.alertmanager, h, b)
+    })
+    .await
+}
+
+async fn hook_pagerduty(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let cfg = s.config.clone();
+    intake(&s, "pagerduty", headers, body, move |h, b| {
+        pagerduty::parse(&cfg.hooks.pagerduty, h, b)
+    })
+    .await
+}
+
+async fn hook_datadog(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let cfg = s.config.clone();
+    intake(&s, "datadog", headers, body, move |h, b| {
+        datadog::parse(&cfg.hooks.datadog, h, b)
+    })
+    .await
+}
+
+async fn hook_generic(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let cfg = s.config.clone();
+    if !cfg.hooks.generic.contains_key(&name) {
+        s.metrics.add(
+            "quench_webhook_rejected_total",
+            &[("source", "generic"), ("reason", "unknown_hook")],
+            1,
+        );
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_hook",
+            format!("no generic hook named {name:?} is configured"),
+            Value::Null,
+        );
+    }
+    intake(&s, "generic", headers, body, move |h, b| {
+        generic::parse(&name, &cfg.hooks.generic[&name], h, b)
+    })
+    .await
+}
+
+/// Reads the body up to the configured limit.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body exceeds the limit of {limit} bytes"),
+            json!({"limit": limit}),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b.to_vec()),
+        Err(e) => {
+            let inner = e.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                Err(too_large())
+            } else {
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "body_unreadable",
+                    format!("could not read the request body: {inner}"),
+                    Value::Null,
+                ))
+            }
+        }
+    }
+}
+
+/// The shared intake path: read, verify and parse, append and flush, answer.
+async fn intake(
+    s: &AppState,
+    source: &'static str,
+    headers: HeaderMap,
+    body: Body,
+    parse: impl FnOnce(&HeaderMap, &[u8]) -> Result<Parsed, IntakeError>,
+) -> Response {
+    let started = Instant::now();
+    let response = intake_inner(s, source, &headers, body, parse).await;
+    let outcome = if response.status().is_success() { "accepted" } else { "rejected" };
+    s.metrics.add(
+        "quench_webhook_requests_total",
+        &[("source", source), ("outcome", outcome)],
+        1,
+    );
+    s.metrics.observe_intake(source, started.elapsed());
+    response
+}
+
+async fn intake_inner(
+    s: &AppState,
+    source: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+    parse: impl FnOnce(&HeaderMap, &[u8]) -> Result<Parsed, IntakeError>,
+) -> Response {
+    let reject = |reason: &str| {
+        s.metrics.add(
+            "quench_webhook_rejected_total",
+            &[("source", source), ("reason", reason)],
+            1,
+        );
+    };
+    let bytes = match read_body(headers, body, s.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => {
+            reject(if resp.status() == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "unreadable" });
+            return resp;
+        }
+    };
+    let parsed = match parse(headers, &bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            reject(e.reason());
+            warn!(source, reason = e.reason(), error = %e, "webhook refused");
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let extra = match &e {
+                IntakeError::Syntax { line, column, .. } => json!({"line": line, "column": column}),
+                IntakeError::Shape { path, .. } => json!({"field": path}),
+                IntakeError::Unauthorized(_) => Value::Null,
+            };
+            return error(status, e.reason(), e.to_string(), extra);
+        }
+    };
+    let count = parsed.alerts.len() as u64;
+    s.metrics.add("quench_alerts_received_total", &[("source", source)], count);
+    let raw_ref = content_address(&bytes);
+    match s.log.append(bytes, parsed.alerts).await {
+        Ok(appended) => {
+            let dups = appended.iter().filter(|a| a.duplicate).count() as u64;
+            s.metrics.add("quench_alerts_accepted_total", &[("source", source)], count - dups);
+            s.metrics.add("quench_alerts_duplicate_total", &[("source", source)], dups);
+            info!(source, accepted = count - dups, duplicates = dups, "webhook stored");
+            axum::Json(json!({
+                "status": "ok",
+                "accepted": count - dups,
+                "duplicates": dups,
+                "raw_ref": raw_ref,
+                "alerts": appended,
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            reject("storage");
+            tracing::error!(source, error = %e, "alert log append failed");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                format!("could not store the alerts durably, retry later: {e}"),
+                Value::Null,
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string(), Value::Null)
+}
+
+async fn list_incidents(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    let store: &IncidentStore = &s.incidents;
+    let filter = IncidentFilter {
+        open_only: q.status.as_deref() == Some("open"),
+        limit: None,
+    };
+    let limit = q.limit.unwrap_or(100);
+    match store.list(&filter) {
+        Ok(list) => {
+            let list: Vec<_> = list
+                .into_iter()
+                .filter(|r| match q.status.as_deref() {
+                    None | Some("open") => true,
+                    Some(st) => r.status.as_str() == st,
+                })
+                .take(limit)
+                .collect();
+            axum::Json(json!({ "incidents": list })).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn show_incident(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match s.incidents.get(&id) {
+        Ok(Some(r)) => axum::Json(r).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no incident {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    limit: Option<usize>,
+    fingerprint: Option<String>,
+}
+
+async fn list_alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
+    match s.log.recent(q.limit.unwrap_or(100), q.fingerprint.as_deref()) {
+        Ok(list) => axum::Json(json!({ "alerts": list })).into_response(),
+        Err(e) => internal(e),
+    }
+}

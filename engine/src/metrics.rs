@@ -1,0 +1,134 @@
+//! Prometheus metrics for `/metrics`, in the text exposition format.
+//!
+//! A handful of counters and one histogram do not justify a metrics crate;
+//! one mutex around a map is plenty at webhook rates (one lock per request).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the intake latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The counters quench exports, with their help text.
+const COUNTERS: &[(&str, &str)] = &[
+    ("quench_webhook_requests_total", "Webhook deliveries, by source and outcome."),
+    ("quench_alerts_received_total", "Alerts parsed from accepted deliveries, by source."),
+    ("quench_alerts_accepted_total", "Alerts stored for the first time, by source."),
+    ("quench_alerts_duplicate_total", "Alerts acknowledged but not stored again (same idempotency key), by source."),
+    ("quench_webhook_rejected_total", "Deliveries refused, by source and reason."),
+    ("quench_alerts_unmatched_total", "Firing alerts no runbook matched."),
+    ("quench_incidents_opened_total", "Incidents opened, by runbook."),
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    counters: BTreeMap<(&'static str, String), u64>,
+    latency: BTreeMap<String, Histogram>,
+}
+
+/// The registry.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{k}=\"{}\"", escape(v));
+    }
+    s
+}
+
+impl Metrics {
+    /// Adds `n` to a counter. `name` must be one of [`COUNTERS`].
+    pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
+        debug_assert!(COUNTERS.iter().any(|(c, _)| *c == name), "unknown counter {name}");
+        if n == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.counters.entry((name, labels(pairs))).or_default() += n;
+    }
+
+    /// Records how long one delivery took, from first byte to response.
+    pub fn observe_intake(&self, source: &str, d: Duration) {
+        let secs = d.as_secs_f64();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let h = inner.latency.entry(source.to_string()).or_default();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        for (name, help) in COUNTERS {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((n, l), v) in inner.counters.range((*name, String::new())..) {
+                if n != name {
+                    break;
+                }
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
+            }
+        }
+        let name = "quench_intake_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from request to acknowledgement, including the flush, by source.\n# TYPE {name} histogram"
+        );
+        for (source, h) in &inner.latency {
+            let src = escape(source);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "{name}_bucket{{source=\"{src}\",le=\"{le}\"}} {}", h.counts[i]);
+            }
+            let _ = writeln!(out, "{name}_bucket{{source=\"{src}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{source=\"{src}\"}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{source=\"{src}\"}} {}", h.count);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.add("quench_webhook_rejected_total", &[("source", "datadog"), ("reason", "bad \"x\"")], 2);
+        m.add("quench_alerts_accepted_total", &[("source", "alertmanager")], 3);
+        m.observe_intake("alertmanager", Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("quench_webhook_rejected_total{source=\"datadog\",reason=\"bad \\\"x\\\"\"} 2"), "{text}");
+        assert!(text.contains("quench_alerts_accepted_total{source=\"alertmanager\"} 3"));
+        assert!(text.contains("quench_intake_duration_seconds_bucket{source=\"alertmanager\",le=\"0.0025\"} 0"));
+        assert!(text.contains("quench_intake_duration_seconds_bucket{source=\"alertmanager\",le=\"0.005\"} 1"));
+        assert!(text.contains("quench_intake_duration_seconds_count{source=\"alertmanager\"} 1"));
+    }
+}
