@@ -1,1 +1,7 @@
+//! End-to-end tests: the real `quench` binary against real senders.
+//! One test binary, one module per area (see STYLE.md, ripgrep's layout).
 
+mod alertmanager;
+mod bad_input;
+mod crash;
+mod senders;

@@ -1,1 +1,339 @@
-//! placeholder
+//! The test harness: starts the real `quench` binary and the real components
+//! it talks to (Alertmanager now; Prometheus, a Go pprof target, git and a
+//! Kubernetes API server as later work needs them), all on 127.0.0.1.
+//!
+//! A component that is not installed is a loud failure that names the
+//! install command, never a silently skipped test.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Installs ring as the rustls provider, once per process.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest client with the ring provider installed.
+pub fn http() -> reqwest::Client {
+    init_tls();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Fails loudly when a program the tests need is missing.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "`{program}` is not installed; the tests need the real thing. Install it with:\n  \
+         sudo apt-get install -y --no-install-recommends {package}\n\
+         (or run scripts/test.sh, which installs every test dependency)"
+    );
+}
+
+/// A free loopback port (bind to 0, read it, let go).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+static BUILD: Once = Once::new();
+
+/// The `quench` binary of this build profile, rebuilt if stale. `QUENCH_BIN`
+/// overrides it.
+pub fn quench_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("QUENCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let release = dir.ends_with("release");
+    BUILD.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(repo_root())
+            .args(["build", "--quiet", "-p", "quench-engine", "--bin", "quench"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p quench-engine --bin quench failed");
+    });
+    let bin = dir.join("quench");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p quench-engine --bin quench`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `quench serve`.
+pub struct Quench {
+    child: Option<Child>,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data directory (kept across restarts).
+    pub data: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Quench {
+    /// Starts quench with a YAML config body and a runbook directory, in a
+    /// fresh temporary data directory.
+    pub fn start(config_yaml: &str, runbooks: &Path) -> Quench {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let config = tmp.path().join("quench.yaml");
+        std::fs::write(&config, config_yaml).expect("write config");
+        let mut q = Quench::spawn(&config, &data, runbooks, None);
+        q._tmp = Some(tmp);
+        q
+    }
+
+    /// Starts quench on an existing config and data directory, optionally
+    /// on a given port (to come back where senders expect it).
+    pub fn spawn(config: &Path, data: &Path, runbooks: &Path, port: Option<u16>) -> Quench {
+        let log = data.with_extension("log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let mut child = Command::new(quench_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &listen, "--data"])
+            .arg(data)
+            .arg("--runbooks")
+            .arg(runbooks)
+            .env("QUENCH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn quench");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("quench did not start within 20 s; its log:\n{log}");
+            }
+        };
+        let url = line
+            .strip_prefix("quench listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from quench: {line:?}"))
+            .to_string();
+        Quench {
+            child: Some(child),
+            url,
+            data: data.to_path_buf(),
+            config: config.to_path_buf(),
+            log,
+            _tmp: None,
+        }
+    }
+
+    /// The listen port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url")
+    }
+
+    /// SIGKILL, no goodbye: what a crash looks like.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a JSON document, panicking with the log on failure.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nlog:\n{}", self.log_text()));
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("json")
+    }
+
+    /// Polls `f` on `GET path` until it returns `Some`, or fails after
+    /// `timeout` with the last document and the server log.
+    pub async fn wait_for<T>(&self, path: &str, timeout: Duration, mut f: impl FnMut(&Value) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let doc = self.get_json(path).await;
+            if let Some(t) = f(&doc) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "condition on {path} not met within {timeout:?}; last answer:\n{doc:#}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Quench {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real Prometheus Alertmanager whose only receiver is a quench webhook.
+pub struct Alertmanager {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager delivering to `webhook_url` without credentials.
+    pub async fn start(webhook_url: &str) -> Alertmanager {
+        Alertmanager::launch(Some((webhook_url, None))).await
+    }
+
+    /// Starts Alertmanager delivering to `webhook_url` with a bearer token.
+    pub async fn start_with_token(webhook_url: &str, token: &str) -> Alertmanager {
+        Alertmanager::launch(Some((webhook_url, Some(token)))).await
+    }
+
+    /// Starts Alertmanager with a receiver that delivers nowhere (for
+    /// measuring its own intake).
+    pub async fn start_silent() -> Alertmanager {
+        Alertmanager::launch(None).await
+    }
+
+    /// Starts Alertmanager 0.25 on a free port, delivering to the webhook
+    /// with `group_wait: 0s` so notifications arrive within about a second.
+    async fn launch(webhook: Option<(&str, Option<&str>)>) -> Alertmanager {
+        let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let receiver = match webhook {
+            Some((url, token)) => {
+                let auth = token
+                    .map(|t| format!("        http_config:\n          authorization:\n            credentials: {t}\n"))
+                    .unwrap_or_default();
+                format!(
+                    "  - name: quench\n    webhook_configs:\n      - url: {url}\n        send_resolved: true\n{auth}"
+                )
+            }
+            None => "  - name: quench\n".to_string(),
+        };
+        let cfg = format!(
+            "route:\n  receiver: quench\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
+        );
+        let cfg_path = tmp.path().join("am.yml");
+        std::fs::write(&cfg_path, cfg).expect("write am.yml");
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(tmp.path().join("am.log")).expect("am log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!("--storage.path={}", tmp.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.external-url={url}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn alertmanager");
+        let am = Alertmanager {
+            child,
+            url,
+            _tmp: tmp,
+        };
+        let client = http();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{}/-/ready", am.url)).send().await
+                && r.status().is_success()
+            {
+                return am;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(am._tmp.path().join("am.log")).unwrap_or_default();
+                panic!("alertmanager not ready within 20 s:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `POST /api/v2/alerts`.
+    pub async fn post_alerts(&self, alerts: &Value) {
+        let r = http()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(alerts)
+            .send()
+            .await
+            .expect("post to alertmanager");
+        assert!(r.status().is_success(), "alertmanager refused alerts: {}", r.status());
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address a URL's host and port name.
+pub fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("host:port")
+}
