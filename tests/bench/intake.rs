@@ -1,1 +1,167 @@
-fn main(){}
+//! Durable ingest rate: quench's `POST /hooks/alertmanager` (acknowledged
+//! only after the sled flush) against Alertmanager's own
+//! `POST /api/v2/alerts`, on this machine, in one run, with the same batches.
+//!
+//! Run it with `scripts/bench-intake.sh` (a release build). Arguments:
+//! `--seconds N` per cell (default 3), `--quick` (fewer cells).
+//!
+//! Every alert is distinct (its own labels and fingerprint), so neither side
+//! can take a de-duplication shortcut. The alerts match no runbook: this
+//! measures intake, not incident handling.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use quench_tests::{Alertmanager, Quench, http, repo_root};
+use serde_json::json;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Quench,
+    Alertmanager,
+}
+
+struct Cell {
+    alerts_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    requests: usize,
+}
+
+fn body(peer: Peer, run: u64, first: u64, batch: usize) -> String {
+    let now = Utc::now().to_rfc3339();
+    let alerts: Vec<_> = (0..batch as u64)
+        .map(|k| {
+            let n = first + k;
+            let labels = json!({"alertname": "BenchAlert", "instance": format!("host-{run}-{n}"), "job": "bench"});
+            match peer {
+                Peer::Quench => json!({
+                    "status": "firing", "labels": labels, "annotations": {"summary": "bench"},
+                    "startsAt": now, "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://bench/", "fingerprint": format!("{run:04x}{n:012x}")
+                }),
+                Peer::Alertmanager => json!({
+                    "labels": labels, "annotations": {"summary": "bench"},
+                    "startsAt": now, "generatorURL": "http://bench/"
+                }),
+            }
+        })
+        .collect();
+    match peer {
+        Peer::Quench => json!({
+            "version": "4", "groupKey": "{}:{alertname=\"BenchAlert\"}", "truncatedAlerts": 0,
+            "status": "firing", "receiver": "quench", "groupLabels": {"alertname": "BenchAlert"},
+            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://bench", "alerts": alerts
+        })
+        .to_string(),
+        Peer::Alertmanager => serde_json::Value::Array(alerts).to_string(),
+    }
+}
+
+async fn measure(peer: Peer, url: &str, run: u64, batch: usize, concurrency: usize, secs: f64) -> Cell {
+    let endpoint = match peer {
+        Peer::Quench => format!("{url}/hooks/alertmanager"),
+        Peer::Alertmanager => format!("{url}/api/v2/alerts"),
+    };
+    let counter = Arc::new(AtomicU64::new(0));
+    let client = http();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, endpoint, counter) = (client.clone(), endpoint.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let first = counter.fetch_add(batch as u64, Ordering::Relaxed);
+                let b = body(peer, run, first, batch);
+                let t = Instant::now();
+                let r = client
+                    .post(&endpoint)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await
+                    .expect("request");
+                let status = r.status();
+                let _ = r.bytes().await;
+                assert!(status.is_success(), "{endpoint} answered {status}");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("worker"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Cell {
+        alerts_per_sec: (lat.len() * batch) as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        requests: lat.len(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let secs = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let quick = args.iter().any(|a| a == "--quick");
+
+    let q = Quench::start("{}\n", &repo_root().join("runbooks/examples"));
+    let am = Alertmanager::start_silent().await;
+    println!("quench:       {} (data in {})", q.url, q.data.display());
+    println!("alertmanager: {} (0.25, in-memory alert store, no fsync)", am.url);
+    println!("{secs} s per cell; every alert distinct; quench acknowledges after the sled flush\n");
+    println!(
+        "{:>5} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6}",
+        "batch", "conc", "quench a/s", "p50 ms", "p99 ms", "AM a/s", "p50 ms", "p99 ms", "ratio"
+    );
+    let batches: &[usize] = if quick { &[1, 100] } else { &[1, 10, 100] };
+    let concs: &[usize] = if quick { &[1, 16] } else { &[1, 8, 32] };
+    let mut run = 0;
+    // A short warm-up of both, so the first cell does not pay for it.
+    measure(Peer::Quench, &q.url, 9999, 10, 4, 0.5).await;
+    measure(Peer::Alertmanager, &am.url, 9999, 10, 4, 0.5).await;
+    let mut ratios = Vec::new();
+    for &batch in batches {
+        for &conc in concs {
+            run += 1;
+            let qc = measure(Peer::Quench, &q.url, run, batch, conc, secs).await;
+            let ac = measure(Peer::Alertmanager, &am.url, run, batch, conc, secs).await;
+            let ratio = qc.alerts_per_sec / ac.alerts_per_sec;
+            ratios.push(ratio);
+            println!(
+                "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x   ({} / {} requests)",
+                qc.alerts_per_sec,
+                ms(qc.p50),
+                ms(qc.p99),
+                ac.alerts_per_sec,
+                ms(ac.p50),
+                ms(ac.p99),
+                ratio,
+                qc.requests,
+                ac.requests
+            );
+        }
+    }
+    let geo = ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64;
+    println!("\ngeometric mean ratio quench/alertmanager: {:.2}x", geo.exp());
+    let health = q.get_json("/healthz").await;
+    println!("quench stored {} alerts", health["alerts_stored"]);
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs, idempotently, every Debian package the tests start for real.
+# See ../shared/REAL-COMPONENTS.md for why each is needed.
+set -euo pipefail
+need=()
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing test dependencies: ${need[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+  -o DPkg::Lock::Timeout=300 "${need[@]}" >&2
