@@ -7,23 +7,33 @@
 //! for one flush and nothing more.
 //!
 //! Trees (all under `intake/`):
-//! - `alerts`: sequence number (u64, big-endian) to a JSON [`StoredAlert`];
-//! - `keys`: idempotency key to the sequence number that first stored it;
+//! - `deliveries`: one entry per webhook delivery that brought anything new,
+//!   keyed by the sequence number of its first new alert (u64, big-endian).
+//!   Its alerts have consecutive sequence numbers from there. One entry per
+//!   delivery, not per alert, because sled's cost is per insert: a delivery
+//!   of 100 alerts is one insert, not 100.
+//! - `keys`: a 128-bit hash of each idempotency key to the alert's sequence
+//!   number;
 //! - `raw`: content address to the raw payload bytes;
 //! - `meta`: the pipeline's cursor.
 //!
-//! Within one append an alert is written before its idempotency key. If the
-//! process dies between the two (before the flush, so nothing was
+//! Alerts are encoded in the request's own task (in parallel); the writer
+//! thread only de-duplicates, inserts and flushes.
+//!
+//! Within one append the delivery is written before its idempotency keys. If
+//! the process dies between the two (before the flush, so nothing was
 //! acknowledged), the sender's retry stores the alert again rather than
 //! losing it: at-least-once, never at-most-once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use chrono::{DateTime, Utc};
 use quench_connectors::Alert;
 use quench_connectors::alert::content_address;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// The most requests one flush covers. Bounds the latency of the first
@@ -44,9 +54,9 @@ pub enum LogError {
     #[error("alert log: writer stopped")]
     Stopped,
     /// A stored entry does not decode.
-    #[error("alert log: entry {seq} does not decode: {source}")]
+    #[error("alert log: delivery {seq} does not decode: {source}")]
     Corrupt {
-        /// The entry's sequence number.
+        /// The delivery's first sequence number.
         seq: u64,
         /// Why.
         #[source]
@@ -65,6 +75,13 @@ pub struct StoredAlert {
     pub alert: Alert,
 }
 
+/// One stored delivery.
+#[derive(Deserialize)]
+struct Delivery {
+    received_at: DateTime<Utc>,
+    alerts: Vec<Alert>,
+}
+
 /// The outcome for one alert of an append.
 #[derive(Debug, Clone, Serialize)]
 pub struct Appended {
@@ -76,9 +93,17 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// One alert, encoded before it reaches the writer.
+struct Item {
+    key: [u8; 16],
+    fingerprint: String,
+    json: Vec<u8>,
+}
+
 struct Request {
     raw: Vec<u8>,
-    alerts: Vec<Alert>,
+    raw_ref: String,
+    items: Vec<Item>,
     reply: oneshot::Sender<Result<Vec<Appended>, LogError>>,
 }
 
@@ -86,31 +111,45 @@ struct Request {
 #[derive(Clone)]
 pub struct AlertLog {
     tx: mpsc::Sender<Request>,
-    alerts: sled::Tree,
+    deliveries: sled::Tree,
     raw: sled::Tree,
     meta: sled::Tree,
+    next_seq: Arc<AtomicU64>,
     appended: Arc<Notify>,
+}
+
+/// The idempotency key as stored: a 128-bit hash, so every key is 16 bytes
+/// however long the sender's identifiers are.
+fn key_hash(key: &str) -> [u8; 16] {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 impl AlertLog {
     /// Opens the log's trees and starts the writer thread.
     pub fn open(db: &sled::Db) -> Result<AlertLog, LogError> {
-        let alerts = db.open_tree("intake/alerts")?;
+        let deliveries = db.open_tree("intake/deliveries")?;
         let keys = db.open_tree("intake/keys")?;
         let raw = db.open_tree("intake/raw")?;
         let meta = db.open_tree("intake/meta")?;
-        let next_seq = match alerts.last()? {
-            Some((k, _)) => seq_of(&k) + 1,
+        let next_seq = match deliveries.last()? {
+            Some((k, v)) => {
+                let first = seq_of(&k);
+                first + decode(first, &v)?.alerts.len() as u64
+            }
             None => 1,
         };
+        let next_seq = Arc::new(AtomicU64::new(next_seq));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let appended = Arc::new(Notify::new());
         let writer = Writer {
             db: db.clone(),
-            alerts: alerts.clone(),
+            deliveries: deliveries.clone(),
             keys,
             raw: raw.clone(),
-            next_seq,
+            next_seq: next_seq.clone(),
             appended: appended.clone(),
         };
         thread::Builder::new()
@@ -119,9 +158,10 @@ impl AlertLog {
             .map_err(|e| LogError::Sled(sled::Error::Io(e)))?;
         Ok(AlertLog {
             tx,
-            alerts,
+            deliveries,
             raw,
             meta,
+            next_seq,
             appended,
         })
     }
@@ -129,9 +169,26 @@ impl AlertLog {
     /// Appends the alerts of one delivery and its raw payload. Returns once
     /// they are flushed to disk, never before.
     pub async fn append(&self, raw: Vec<u8>, alerts: Vec<Alert>) -> Result<Vec<Appended>, LogError> {
+        let raw_ref = content_address(&raw);
+        let items = alerts
+            .into_iter()
+            .map(|mut alert| {
+                alert.raw_ref.clone_from(&raw_ref);
+                Item {
+                    key: key_hash(&alert.idempotency_key),
+                    json: serde_json::to_vec(&alert).expect("alerts always serialise"),
+                    fingerprint: alert.fingerprint,
+                }
+            })
+            .collect();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { raw, alerts, reply })
+            .send(Request {
+                raw,
+                raw_ref,
+                items,
+                reply,
+            })
             .await
             .map_err(|_| LogError::Stopped)?;
         rx.await.map_err(|_| LogError::Stopped)?
@@ -142,28 +199,53 @@ impl AlertLog {
         self.appended.clone()
     }
 
-    /// Up to `limit` entries after `seq`, oldest first.
+    /// At least `limit` alerts after `seq` (fewer at the end of the log),
+    /// oldest first. Whole deliveries are returned, so it may be more.
     pub fn read_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredAlert>, LogError> {
-        self.alerts
-            .range((seq + 1).to_be_bytes()..)
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                decode(seq_of(&k), &v)
-            })
-            .collect()
+        let start = seq + 1;
+        let from = match self.deliveries.range(..=start.to_be_bytes()).next_back() {
+            Some(item) => item?.0,
+            None => sled::IVec::from(&start.to_be_bytes()),
+        };
+        let mut out = Vec::new();
+        for item in self.deliveries.range(from..) {
+            let (k, v) = item?;
+            let first = seq_of(&k);
+            let d = decode(first, &v)?;
+            for (i, alert) in d.alerts.into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq >= start {
+                    out.push(StoredAlert {
+                        seq,
+                        received_at: d.received_at,
+                        alert,
+                    });
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
-    /// The newest entries, newest first, optionally only one fingerprint's.
+    /// The newest alerts, newest first, optionally only one fingerprint's.
     pub fn recent(&self, limit: usize, fingerprint: Option<&str>) -> Result<Vec<StoredAlert>, LogError> {
         let mut out = Vec::new();
-        for item in self.alerts.iter().rev() {
+        for item in self.deliveries.iter().rev() {
             let (k, v) = item?;
-            let s = decode(seq_of(&k), &v)?;
-            if fingerprint.is_none_or(|f| s.alert.fingerprint == f) {
-                out.push(s);
-                if out.len() >= limit {
-                    break;
+            let first = seq_of(&k);
+            let d = decode(first, &v)?;
+            for (i, alert) in d.alerts.into_iter().enumerate().rev() {
+                if fingerprint.is_none_or(|f| alert.fingerprint == f) {
+                    out.push(StoredAlert {
+                        seq: first + i as u64,
+                        received_at: d.received_at,
+                        alert,
+                    });
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
                 }
             }
         }
@@ -187,13 +269,13 @@ impl AlertLog {
     }
 
     /// The number of stored alerts.
-    pub fn len(&self) -> usize {
-        self.alerts.len()
+    pub fn len(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire) - 1
     }
 
     /// True when nothing was ever stored.
     pub fn is_empty(&self) -> bool {
-        self.alerts.is_empty()
+        self.len() == 0
     }
 }
 
@@ -201,21 +283,21 @@ fn seq_of(k: &[u8]) -> u64 {
     <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0)
 }
 
-fn decode(seq: u64, bytes: &[u8]) -> Result<StoredAlert, LogError> {
+fn decode(seq: u64, bytes: &[u8]) -> Result<Delivery, LogError> {
     serde_json::from_slice(bytes).map_err(|source| LogError::Corrupt { seq, source })
 }
 
 struct Writer {
     db: sled::Db,
-    alerts: sled::Tree,
+    deliveries: sled::Tree,
     keys: sled::Tree,
     raw: sled::Tree,
-    next_seq: u64,
+    next_seq: Arc<AtomicU64>,
     appended: Arc<Notify>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    fn run(self, mut rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -247,42 +329,56 @@ impl Writer {
         let _ = self.db.flush();
     }
 
-    fn write(&mut self, req: &Request) -> Result<Vec<Appended>, LogError> {
-        let raw_ref = content_address(&req.raw);
-        if !self.raw.contains_key(raw_ref.as_bytes())? {
-            self.raw.insert(raw_ref.as_bytes(), req.raw.as_slice())?;
-        }
-        let now = Utc::now();
-        let mut out = Vec::with_capacity(req.alerts.len());
-        for alert in &req.alerts {
-            if let Some(seq) = self.keys.get(alert.idempotency_key.as_bytes())? {
+    fn write(&self, req: &Request) -> Result<Vec<Appended>, LogError> {
+        let first = self.next_seq.load(Ordering::Acquire);
+        let mut out = Vec::with_capacity(req.items.len());
+        let mut new: Vec<&Item> = Vec::with_capacity(req.items.len());
+        for item in &req.items {
+            // Only this thread writes keys, so a read-then-write is race free.
+            if let Some(seq) = self.keys.get(item.key)? {
                 out.push(Appended {
                     seq: seq_of(&seq),
-                    fingerprint: alert.fingerprint.clone(),
+                    fingerprint: item.fingerprint.clone(),
                     duplicate: true,
                 });
-                continue;
+            } else if let Some(pos) = new.iter().position(|n| n.key == item.key) {
+                // The same key twice in one delivery.
+                out.push(Appended {
+                    seq: first + pos as u64,
+                    fingerprint: item.fingerprint.clone(),
+                    duplicate: true,
+                });
+            } else {
+                out.push(Appended {
+                    seq: first + new.len() as u64,
+                    fingerprint: item.fingerprint.clone(),
+                    duplicate: false,
+                });
+                new.push(item);
             }
-            let seq = self.next_seq;
-            let mut alert = alert.clone();
-            alert.raw_ref.clone_from(&raw_ref);
-            let fingerprint = alert.fingerprint.clone();
-            let stored = StoredAlert {
-                seq,
-                received_at: now,
-                alert,
-            };
-            let bytes = serde_json::to_vec(&stored).expect("alerts always serialise");
-            self.alerts.insert(seq.to_be_bytes(), bytes)?;
-            self.keys
-                .insert(stored.alert.idempotency_key.as_bytes(), &seq.to_be_bytes())?;
-            self.next_seq += 1;
-            out.push(Appended {
-                seq,
-                fingerprint,
-                duplicate: false,
-            });
         }
+        if new.is_empty() {
+            return Ok(out);
+        }
+        // {"received_at":"...","alerts":[<encoded>,<encoded>]}
+        let received_at = serde_json::to_string(&Utc::now()).expect("timestamps serialise");
+        let mut value = Vec::with_capacity(64 + new.iter().map(|i| i.json.len() + 1).sum::<usize>());
+        value.extend_from_slice(b"{\"received_at\":");
+        value.extend_from_slice(received_at.as_bytes());
+        value.extend_from_slice(b",\"alerts\":[");
+        for (i, item) in new.iter().enumerate() {
+            if i > 0 {
+                value.push(b',');
+            }
+            value.extend_from_slice(&item.json);
+        }
+        value.extend_from_slice(b"]}");
+        self.raw.insert(req.raw_ref.as_bytes(), req.raw.as_slice())?;
+        self.deliveries.insert(first.to_be_bytes(), value)?;
+        for (i, item) in new.iter().enumerate() {
+            self.keys.insert(item.key, &(first + i as u64).to_be_bytes())?;
+        }
+        self.next_seq.store(first + new.len() as u64, Ordering::Release);
         Ok(out)
     }
 }
@@ -360,6 +456,12 @@ mod tests {
         assert_eq!(log.len(), 52);
         let first = log.read_after(0, 1).unwrap();
         assert_eq!(first[0].seq, 1);
+        // Reading from the middle of a delivery starts at the next alert.
+        let mid = log.read_after(1, 1).unwrap();
+        assert_eq!(mid[0].seq, 2);
+        assert_eq!(mid[0].alert.idempotency_key, "b");
+        let all = log.read_after(0, 1000).unwrap();
+        assert_eq!(all.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=52).collect::<Vec<_>>());
         let raw = log.raw_payload(&first[0].alert.raw_ref).unwrap().unwrap();
         assert_eq!(raw, b"payload");
         let r = log.append(b"again".to_vec(), vec![alert("b"), alert("c")]).await.unwrap();

@@ -37,6 +37,7 @@ pub fn open(data_dir: &Path) -> Result<sled::Db, OpenError> {
     let path = data_dir.join("db");
     sled::Config::new()
         .path(&path)
+        .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|source| OpenError::Sled { path, source })
 }
