@@ -34,7 +34,7 @@ use quench_connectors::Alert;
 use quench_connectors::alert::content_address;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// The most requests one flush covers. Bounds the latency of the first
 /// request of a batch.
@@ -43,6 +43,57 @@ const MAX_BATCH: usize = 1024;
 /// Requests waiting for the writer beyond this make senders wait (back
 /// pressure) instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 4096;
+
+/// Flushed batches the live feed holds before the writer drops them.
+const LIVE_DEPTH: usize = 1024;
+
+/// Bits in the filter of idempotency keys already stored (8 MiB): about 1 %
+/// false positives at 7 million keys. Past that it only gets slower, never
+/// wrong: a positive is always checked against sled.
+const BLOOM_BITS: usize = 1 << 26;
+
+/// A Bloom filter over stored idempotency keys. Almost every alert is new,
+/// and proving that with sled costs a tree lookup; the filter answers "new"
+/// for certain in a few nanoseconds.
+struct Bloom {
+    bits: Vec<u64>,
+}
+
+impl Bloom {
+    fn load(keys: &sled::Tree) -> Result<Bloom, LogError> {
+        let mut b = Bloom {
+            bits: vec![0; BLOOM_BITS / 64],
+        };
+        for k in keys.iter().keys() {
+            if let Ok(k) = <[u8; 16]>::try_from(k?.as_ref()) {
+                b.insert(&k);
+            }
+        }
+        Ok(b)
+    }
+
+    /// Four probes taken from the key, which is already a uniform hash.
+    fn probes(key: &[u8; 16]) -> [usize; 4] {
+        let mut out = [0; 4];
+        for (i, chunk) in key.chunks_exact(4).enumerate() {
+            let v = u32::from_le_bytes(chunk.try_into().expect("4 bytes")) as usize;
+            out[i] = v % BLOOM_BITS;
+        }
+        out
+    }
+
+    fn insert(&mut self, key: &[u8; 16]) {
+        for p in Self::probes(key) {
+            self.bits[p / 64] |= 1 << (p % 64);
+        }
+    }
+
+    fn may_contain(&self, key: &[u8; 16]) -> bool {
+        Self::probes(key)
+            .iter()
+            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
+    }
+}
 
 /// What went wrong while appending.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +147,8 @@ pub struct Appended {
 /// One alert, encoded before it reaches the writer.
 struct Item {
     key: [u8; 16],
-    fingerprint: String,
     json: Vec<u8>,
+    alert: Alert,
 }
 
 struct Request {
@@ -115,7 +166,7 @@ pub struct AlertLog {
     raw: sled::Tree,
     meta: sled::Tree,
     next_seq: Arc<AtomicU64>,
-    appended: Arc<Notify>,
+    live: Arc<std::sync::Mutex<Option<mpsc::Receiver<Vec<StoredAlert>>>>>,
 }
 
 /// The idempotency key as stored: a 128-bit hash, so every key is 16 bytes
@@ -143,14 +194,16 @@ impl AlertLog {
         };
         let next_seq = Arc::new(AtomicU64::new(next_seq));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let appended = Arc::new(Notify::new());
+        let (live_tx, live_rx) = mpsc::channel(LIVE_DEPTH);
+        let seen = Bloom::load(&keys)?;
         let writer = Writer {
             db: db.clone(),
             deliveries: deliveries.clone(),
             keys,
             raw: raw.clone(),
             next_seq: next_seq.clone(),
-            appended: appended.clone(),
+            seen,
+            live: live_tx,
         };
         thread::Builder::new()
             .name("alert-log-writer".into())
@@ -162,7 +215,7 @@ impl AlertLog {
             raw,
             meta,
             next_seq,
-            appended,
+            live: Arc::new(std::sync::Mutex::new(Some(live_rx))),
         })
     }
 
@@ -177,7 +230,7 @@ impl AlertLog {
                 Item {
                     key: key_hash(&alert.idempotency_key),
                     json: serde_json::to_vec(&alert).expect("alerts always serialise"),
-                    fingerprint: alert.fingerprint,
+                    alert,
                 }
             })
             .collect();
@@ -194,9 +247,14 @@ impl AlertLog {
         rx.await.map_err(|_| LogError::Stopped)?
     }
 
-    /// Wakes whenever an append has been flushed.
-    pub fn appended(&self) -> Arc<Notify> {
-        self.appended.clone()
+    /// The live feed of flushed alerts, in sequence order, for the one
+    /// consumer that follows the log (the pipeline). `None` if taken.
+    ///
+    /// The feed is best effort: when the consumer falls behind, the writer
+    /// drops batches rather than wait, and the consumer, seeing a gap in
+    /// the sequence numbers, reads the missing alerts back from the log.
+    pub fn take_live_feed(&self) -> Option<mpsc::Receiver<Vec<StoredAlert>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// At least `limit` alerts after `seq` (fewer at the end of the log),
@@ -293,11 +351,12 @@ struct Writer {
     keys: sled::Tree,
     raw: sled::Tree,
     next_seq: Arc<AtomicU64>,
-    appended: Arc<Notify>,
+    seen: Bloom,
+    live: mpsc::Sender<Vec<StoredAlert>>,
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Request>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -307,11 +366,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let results: Vec<_> = batch.iter().map(|r| self.write(r)).collect();
+            let mut fresh = Vec::new();
+            let results: Vec<_> = batch.iter().map(|r| self.write(r, &mut fresh)).collect();
             let flushed = self.db.flush();
-            let stored_any = results
-                .iter()
-                .any(|r| r.as_ref().is_ok_and(|v| v.iter().any(|a| !a.duplicate)));
             for (req, result) in batch.drain(..).zip(results) {
                 let result = match &flushed {
                     Ok(_) => result,
@@ -321,37 +378,44 @@ impl Writer {
                 // stored all the same.
                 let _ = req.reply.send(result);
             }
-            if flushed.is_ok() && stored_any {
-                self.appended.notify_one();
+            if flushed.is_ok() && !fresh.is_empty() {
+                // Full means the consumer is behind; it will find the gap
+                // and read these back from the log.
+                let _ = self.live.try_send(fresh);
             }
         }
         // Every handle is gone: make whatever is left durable.
         let _ = self.db.flush();
     }
 
-    fn write(&self, req: &Request) -> Result<Vec<Appended>, LogError> {
+    fn write(&mut self, req: &Request, fresh: &mut Vec<StoredAlert>) -> Result<Vec<Appended>, LogError> {
         let first = self.next_seq.load(Ordering::Acquire);
         let mut out = Vec::with_capacity(req.items.len());
         let mut new: Vec<&Item> = Vec::with_capacity(req.items.len());
         for item in &req.items {
             // Only this thread writes keys, so a read-then-write is race free.
-            if let Some(seq) = self.keys.get(item.key)? {
+            let stored = if self.seen.may_contain(&item.key) {
+                self.keys.get(item.key)?
+            } else {
+                None
+            };
+            if let Some(seq) = stored {
                 out.push(Appended {
                     seq: seq_of(&seq),
-                    fingerprint: item.fingerprint.clone(),
+                    fingerprint: item.alert.fingerprint.clone(),
                     duplicate: true,
                 });
             } else if let Some(pos) = new.iter().position(|n| n.key == item.key) {
                 // The same key twice in one delivery.
                 out.push(Appended {
                     seq: first + pos as u64,
-                    fingerprint: item.fingerprint.clone(),
+                    fingerprint: item.alert.fingerprint.clone(),
                     duplicate: true,
                 });
             } else {
                 out.push(Appended {
                     seq: first + new.len() as u64,
-                    fingerprint: item.fingerprint.clone(),
+                    fingerprint: item.alert.fingerprint.clone(),
                     duplicate: false,
                 });
                 new.push(item);
@@ -361,7 +425,8 @@ impl Writer {
             return Ok(out);
         }
         // {"received_at":"...","alerts":[<encoded>,<encoded>]}
-        let received_at = serde_json::to_string(&Utc::now()).expect("timestamps serialise");
+        let now = Utc::now();
+        let received_at = serde_json::to_string(&now).expect("timestamps serialise");
         let mut value = Vec::with_capacity(64 + new.iter().map(|i| i.json.len() + 1).sum::<usize>());
         value.extend_from_slice(b"{\"received_at\":");
         value.extend_from_slice(received_at.as_bytes());
@@ -376,7 +441,14 @@ impl Writer {
         self.raw.insert(req.raw_ref.as_bytes(), req.raw.as_slice())?;
         self.deliveries.insert(first.to_be_bytes(), value)?;
         for (i, item) in new.iter().enumerate() {
-            self.keys.insert(item.key, &(first + i as u64).to_be_bytes())?;
+            let seq = first + i as u64;
+            self.keys.insert(item.key, &seq.to_be_bytes())?;
+            self.seen.insert(&item.key);
+            fresh.push(StoredAlert {
+                seq,
+                received_at: now,
+                alert: item.alert.clone(),
+            });
         }
         self.next_seq.store(first + new.len() as u64, Ordering::Release);
         Ok(out)

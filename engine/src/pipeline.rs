@@ -48,33 +48,86 @@ pub enum PipelineError {
 }
 
 impl Pipeline {
-    /// Runs until the task is dropped. Never returns on a storage error: it
-    /// logs, waits and tries the same entry again, so nothing is skipped.
+    /// Runs until the log's writer stops. Never gives up on a storage
+    /// error: it logs, waits and tries the same entry again, so nothing is
+    /// skipped.
+    ///
+    /// It reads the log from the persisted cursor until it is level with the
+    /// writer, then follows the writer's live feed, which spares reading
+    /// back and decoding what was just written. A gap in the feed's sequence
+    /// numbers (the feed drops batches when this loop falls behind) sends
+    /// it back to the log.
     pub async fn run(self) {
-        let appended = self.log.appended();
-        loop {
-            match self.catch_up() {
-                Ok(0) => appended.notified().await,
-                Ok(_) => {}
+        let Some(mut live) = self.log.take_live_feed() else {
+            error!("the alert log's live feed is already taken; pipeline not started");
+            return;
+        };
+        let mut cursor = loop {
+            match self.log.cursor() {
+                Ok(c) => break c,
                 Err(e) => {
-                    error!(error = %e, "pipeline failed, retrying in 1s");
+                    error!(error = %e, "cannot read the pipeline cursor, retrying in 1s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+            }
+        };
+        let mut behind = true;
+        let mut persisted_at = cursor;
+        loop {
+            let step = if behind {
+                self.catch_up(&mut cursor).map(|n| {
+                    behind = n > 0;
+                })
+            } else {
+                match live.recv().await {
+                    None => return,
+                    Some(batch) => self.follow(&mut cursor, &batch).map(|gap| {
+                        behind = gap;
+                    }),
+                }
+            };
+            let persisted = step.and_then(|()| {
+                if cursor != persisted_at
+                    && (behind || live.is_empty() || cursor - persisted_at >= CHUNK as u64)
+                {
+                    self.log.set_cursor(cursor)?;
+                    persisted_at = cursor;
+                }
+                Ok(())
+            });
+            if let Err(e) = persisted {
+                error!(error = %e, cursor, "pipeline failed, retrying in 1s");
+                behind = true;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
 
-    /// Processes one chunk after the cursor; returns how many entries it did.
-    pub fn catch_up(&self) -> Result<usize, PipelineError> {
-        let cursor = self.log.cursor()?;
-        let entries = self.log.read_after(cursor, CHUNK)?;
+    /// Processes one chunk of the log after `cursor`; returns how many
+    /// entries it did.
+    pub fn catch_up(&self, cursor: &mut u64) -> Result<usize, PipelineError> {
+        let entries = self.log.read_after(*cursor, CHUNK)?;
         for entry in &entries {
             self.process(entry)?;
-        }
-        if let Some(last) = entries.last() {
-            self.log.set_cursor(last.seq)?;
+            *cursor = entry.seq;
         }
         Ok(entries.len())
+    }
+
+    /// Processes a live batch; returns true when it found a gap and the log
+    /// must be read.
+    fn follow(&self, cursor: &mut u64, batch: &[StoredAlert]) -> Result<bool, PipelineError> {
+        for entry in batch {
+            if entry.seq <= *cursor {
+                continue; // already read from the log
+            }
+            if entry.seq != *cursor + 1 {
+                return Ok(true);
+            }
+            self.process(entry)?;
+            *cursor = entry.seq;
+        }
+        Ok(false)
     }
 
     fn process(&self, entry: &StoredAlert) -> Result<(), PipelineError> {
@@ -143,5 +196,99 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use quench_connectors::{Alert, Source};
+    use quench_knowledge::IncidentFilter;
+
+    use super::*;
+
+    fn alert(service: &str, status: AlertStatus) -> Alert {
+        Alert {
+            source: Source::Alertmanager,
+            fingerprint: format!("fp-{service}"),
+            status,
+            labels: BTreeMap::from([
+                ("alertname".to_string(), "HighCPU".to_string()),
+                ("service".to_string(), service.to_string()),
+            ]),
+            annotations: BTreeMap::new(),
+            starts_at: None,
+            ends_at: None,
+            meta: BTreeMap::new(),
+            idempotency_key: format!("{service}-{}", status.as_str()),
+            raw_ref: String::new(),
+        }
+    }
+
+    fn pipeline(db: &sled::Db) -> (Pipeline, AlertLog, IncidentStore) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/examples");
+        let set = quench_runbooks::load_dir(&dir).unwrap();
+        let log = AlertLog::open(db).unwrap();
+        let incidents = IncidentStore::open(db).unwrap();
+        let p = Pipeline {
+            log: log.clone(),
+            incidents: incidents.clone(),
+            runbooks: Arc::new(RwLock::new(Arc::new(set))),
+            metrics: Arc::new(Metrics::default()),
+        };
+        (p, log, incidents)
+    }
+
+    async fn wait_for(incidents: &IncidentStore, n: usize, resolved: usize) {
+        for _ in 0..200 {
+            let all = incidents.list(&IncidentFilter::default()).unwrap();
+            let r = all.iter().filter(|i| i.status.is_closed()).count();
+            if all.len() == n && r == resolved {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("expected {n} incidents, {resolved} resolved: {:#?}", incidents.list(&IncidentFilter::default()));
+    }
+
+    #[tokio::test]
+    async fn reads_the_backlog_then_follows_the_live_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (p, log, incidents) = pipeline(&db);
+        // A backlog written before the pipeline starts (as after a restart).
+        log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing), alert("b", AlertStatus::Firing)])
+            .await
+            .unwrap();
+        let task = tokio::spawn(p.run());
+        wait_for(&incidents, 2, 0).await;
+        // Live: a new group, and a resolution of an old one.
+        log.append(b"2".to_vec(), vec![alert("c", AlertStatus::Firing)]).await.unwrap();
+        log.append(b"3".to_vec(), vec![alert("a", AlertStatus::Resolved)]).await.unwrap();
+        wait_for(&incidents, 3, 1).await;
+        task.abort();
+        let _ = task.await;
+        assert_eq!(log.cursor().unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_the_feed_sends_it_back_to_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (p, log, incidents) = pipeline(&db);
+        log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing)]).await.unwrap();
+        log.append(b"2".to_vec(), vec![alert("b", AlertStatus::Firing)]).await.unwrap();
+        let all = log.read_after(0, 10).unwrap();
+        let mut cursor = 0;
+        // The feed lost seq 1: the batch holding seq 2 is a gap.
+        assert!(p.follow(&mut cursor, &all[1..]).unwrap());
+        assert_eq!(cursor, 0);
+        assert_eq!(p.catch_up(&mut cursor).unwrap(), 2);
+        assert_eq!(cursor, 2);
+        // Entries already read from the log are skipped, not processed twice.
+        assert!(!p.follow(&mut cursor, &all).unwrap());
+        assert_eq!(incidents.list(&IncidentFilter::default()).unwrap().len(), 2);
     }
 }
