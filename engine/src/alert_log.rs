@@ -17,8 +17,12 @@
 //! - `raw`: content address to the raw payload bytes;
 //! - `meta`: the pipeline's cursor.
 //!
-//! Alerts are encoded in the request's own task (in parallel); the writer
-//! thread only de-duplicates, inserts and flushes.
+//! Alerts are encoded in the request's own task (in parallel). The writer
+//! thread only de-duplicates and inserts; it hands each batch to the
+//! flusher thread, which flushes (one fsync for every batch waiting) and
+//! then answers. While one batch is being flushed, the writer is already
+//! inserting the next: a flush covers every insert that finished before it
+//! began, so answering after it is sound.
 //!
 //! Within one append the delivery is written before its idempotency keys. If
 //! the process dies between the two (before the flush, so nothing was
@@ -197,17 +201,23 @@ impl AlertLog {
         let (live_tx, live_rx) = mpsc::channel(LIVE_DEPTH);
         let seen = Bloom::load(&keys)?;
         let writer = Writer {
-            db: db.clone(),
             deliveries: deliveries.clone(),
             keys,
             raw: raw.clone(),
             next_seq: next_seq.clone(),
             seen,
-            live: live_tx,
         };
+        // A few batches in flight between writer and flusher; beyond that
+        // the writer waits, and so do senders (back pressure).
+        let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel(8);
+        let flush_db = db.clone();
+        thread::Builder::new()
+            .name("alert-log-flush".into())
+            .spawn(move || flush_loop(flush_db, flush_rx, live_tx))
+            .map_err(|e| LogError::Sled(sled::Error::Io(e)))?;
         thread::Builder::new()
             .name("alert-log-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, flush_tx))
             .map_err(|e| LogError::Sled(sled::Error::Io(e)))?;
         Ok(AlertLog {
             tx,
@@ -337,6 +347,46 @@ impl AlertLog {
     }
 }
 
+/// A batch the writer has inserted, waiting for a flush.
+struct Written {
+    replies: Vec<(oneshot::Sender<Result<Vec<Appended>, LogError>>, Result<Vec<Appended>, LogError>)>,
+    fresh: Vec<StoredAlert>,
+}
+
+/// Flushes whatever the writer has inserted, then answers the senders.
+fn flush_loop(
+    db: sled::Db,
+    rx: std::sync::mpsc::Receiver<Written>,
+    live: mpsc::Sender<Vec<StoredAlert>>,
+) {
+    let mut groups = Vec::new();
+    while let Ok(first) = rx.recv() {
+        groups.push(first);
+        while let Ok(more) = rx.try_recv() {
+            groups.push(more);
+        }
+        let flushed = db.flush();
+        for group in groups.drain(..) {
+            for (reply, result) in group.replies {
+                let result = match &flushed {
+                    Ok(_) => result,
+                    Err(e) => Err(LogError::Sled(e.clone())),
+                };
+                // The sender may have gone (client hung up); the alert is
+                // stored all the same.
+                let _ = reply.send(result);
+            }
+            if flushed.is_ok() && !group.fresh.is_empty() {
+                // Full means the consumer is behind; it will find the gap
+                // and read these back from the log.
+                let _ = live.try_send(group.fresh);
+            }
+        }
+    }
+    // The writer is gone: make whatever is left durable.
+    let _ = db.flush();
+}
+
 fn seq_of(k: &[u8]) -> u64 {
     <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0)
 }
@@ -346,17 +396,15 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<Delivery, LogError> {
 }
 
 struct Writer {
-    db: sled::Db,
     deliveries: sled::Tree,
     keys: sled::Tree,
     raw: sled::Tree,
     next_seq: Arc<AtomicU64>,
     seen: Bloom,
-    live: mpsc::Sender<Vec<StoredAlert>>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>, flusher: std::sync::mpsc::SyncSender<Written>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -367,25 +415,17 @@ impl Writer {
                 }
             }
             let mut fresh = Vec::new();
-            let results: Vec<_> = batch.iter().map(|r| self.write(r, &mut fresh)).collect();
-            let flushed = self.db.flush();
-            for (req, result) in batch.drain(..).zip(results) {
-                let result = match &flushed {
-                    Ok(_) => result,
-                    Err(e) => Err(LogError::Sled(e.clone())),
-                };
-                // The sender may have gone (client hung up); the alert is
-                // stored all the same.
-                let _ = req.reply.send(result);
-            }
-            if flushed.is_ok() && !fresh.is_empty() {
-                // Full means the consumer is behind; it will find the gap
-                // and read these back from the log.
-                let _ = self.live.try_send(fresh);
+            let replies = batch
+                .drain(..)
+                .map(|r| {
+                    let result = self.write(&r, &mut fresh);
+                    (r.reply, result)
+                })
+                .collect();
+            if flusher.send(Written { replies, fresh }).is_err() {
+                return;
             }
         }
-        // Every handle is gone: make whatever is left durable.
-        let _ = self.db.flush();
     }
 
     fn write(&mut self, req: &Request, fresh: &mut Vec<StoredAlert>) -> Result<Vec<Appended>, LogError> {

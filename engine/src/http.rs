@@ -20,7 +20,7 @@ use quench_connectors::inbound::{IntakeError, Parsed, alertmanager, datadog, gen
 use quench_knowledge::{IncidentFilter, IncidentStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::alert_log::AlertLog;
 use crate::config::Config;
@@ -237,7 +237,7 @@ async fn intake_inner(
             let dups = appended.iter().filter(|a| a.duplicate).count() as u64;
             s.metrics.add("quench_alerts_accepted_total", &[("source", source)], count - dups);
             s.metrics.add("quench_alerts_duplicate_total", &[("source", source)], dups);
-            info!(source, accepted = count - dups, duplicates = dups, "webhook stored");
+            debug!(source, accepted = count - dups, duplicates = dups, "webhook stored");
             axum::Json(json!({
                 "status": "ok",
                 "accepted": count - dups,

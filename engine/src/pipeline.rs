@@ -13,7 +13,7 @@ use chrono::Utc;
 use quench_connectors::AlertStatus;
 use quench_knowledge::{AlertRecord, AlertState, Attach, IncidentStore, RunbookRef};
 use quench_runbooks::RunbookSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::alert_log::{AlertLog, StoredAlert};
 use crate::metrics::Metrics;
@@ -144,7 +144,7 @@ impl Pipeline {
         let Some(runbook) = runbook else {
             if alert.status == AlertStatus::Firing {
                 self.metrics.add("quench_alerts_unmatched_total", &[], 1);
-                info!(seq = entry.seq, fingerprint = %alert.fingerprint, alertname = alert.name(), "no runbook matched");
+                debug!(seq = entry.seq, fingerprint = %alert.fingerprint, alertname = alert.name(), "no runbook matched");
             }
             return Ok(());
         };
@@ -186,13 +186,13 @@ impl Pipeline {
                 info!(incident_id = %r.id, runbook = %rb.name, seq = entry.seq, "incident opened");
             }
             Attach::Attached(r) => {
-                info!(incident_id = %r.id, runbook = %rb.name, seq = entry.seq, status = r.status.as_str(), "alert attached");
+                debug!(incident_id = %r.id, runbook = %rb.name, seq = entry.seq, status = r.status.as_str(), "alert attached");
             }
             Attach::AlreadyAttached(r) => {
-                info!(incident_id = %r.id, seq = entry.seq, "alert already attached (replay)");
+                debug!(incident_id = %r.id, seq = entry.seq, "alert already attached (replay)");
             }
             Attach::NoOpenIncident => {
-                warn!(seq = entry.seq, fingerprint = %alert.fingerprint, "resolved alert has no open incident");
+                debug!(seq = entry.seq, fingerprint = %alert.fingerprint, "resolved alert has no open incident");
             }
         }
         Ok(())

@@ -128,10 +128,9 @@ async fn main() {
         .unwrap_or(3.0);
     let quick = args.iter().any(|a| a == "--quick");
 
-    let q = Quench::start("{}\n", &repo_root().join("runbooks/examples"));
-    let am = Alertmanager::start_silent().await;
-    println!("quench:       {} (data in {})", q.url, q.data.display());
-    println!("alertmanager: {} (0.25, in-memory alert store, no fsync)", am.url);
+    println!("each peer runs alone: a fresh quench (empty data dir) and a fresh Alertmanager per cell,");
+    println!("the other stopped, so neither's background work (Alertmanager's dispatcher walks every");
+    println!("alert it holds each group_interval) slows the other down");
     println!("{secs} s per cell; every alert distinct; quench acknowledges after the sled flush\n");
     println!(
         "{:>5} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6}",
@@ -139,20 +138,23 @@ async fn main() {
     );
     let batches: &[usize] = if quick { &[1, 100] } else { &[1, 10, 100] };
     let concs: &[usize] = if quick { &[1, 16] } else { &[1, 8, 32] };
-    let mut run = 0;
-    // A short warm-up of both, so the first cell does not pay for it.
-    measure(Peer::Quench, &q.url, 9999, 10, 4, 0.5).await;
-    measure(Peer::Alertmanager, &am.url, 9999, 10, 4, 0.5).await;
+    let examples = repo_root().join("runbooks/examples");
     let mut ratios = Vec::new();
     for &batch in batches {
         for &conc in concs {
-            run += 1;
-            let qc = measure(Peer::Quench, &q.url, run, batch, conc, secs).await;
-            let ac = measure(Peer::Alertmanager, &am.url, run, batch, conc, secs).await;
+            let q = Quench::start("{}\n", &examples);
+            measure(Peer::Quench, &q.url, 0, 10, 4, 0.3).await; // warm-up
+            let qc = measure(Peer::Quench, &q.url, 1, batch, conc, secs).await;
+            let stored = q.get_json("/healthz").await["alerts_stored"].as_u64().unwrap_or(0);
+            drop(q);
+            let am = Alertmanager::start_silent().await;
+            measure(Peer::Alertmanager, &am.url, 0, 10, 4, 0.3).await;
+            let ac = measure(Peer::Alertmanager, &am.url, 1, batch, conc, secs).await;
+            drop(am);
             let ratio = qc.alerts_per_sec / ac.alerts_per_sec;
             ratios.push(ratio);
             println!(
-                "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x   ({} / {} requests)",
+                "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x   ({} / {} requests, quench stored {stored})",
                 qc.alerts_per_sec,
                 ms(qc.p50),
                 ms(qc.p99),
@@ -167,6 +169,4 @@ async fn main() {
     }
     let geo = ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64;
     println!("\ngeometric mean ratio quench/alertmanager: {:.2}x", geo.exp());
-    let health = q.get_json("/healthz").await;
-    println!("quench stored {} alerts", health["alerts_stored"]);
 }
