@@ -417,9 +417,10 @@ impl Writer {
             let mut fresh = Vec::new();
             let replies = batch
                 .drain(..)
-                .map(|r| {
-                    let result = self.write(&r, &mut fresh);
-                    (r.reply, result)
+                .map(|r: Request| {
+                    let reply = r.reply;
+                    let result = self.write(&r.raw, &r.raw_ref, r.items, &mut fresh);
+                    (reply, result)
                 })
                 .collect();
             if flusher.send(Written { replies, fresh }).is_err() {
@@ -428,31 +429,42 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, req: &Request, fresh: &mut Vec<StoredAlert>) -> Result<Vec<Appended>, LogError> {
+    fn write(
+        &mut self,
+        raw: &[u8],
+        raw_ref: &str,
+        items: Vec<Item>,
+        fresh: &mut Vec<StoredAlert>,
+    ) -> Result<Vec<Appended>, LogError> {
         let first = self.next_seq.load(Ordering::Acquire);
-        let mut out = Vec::with_capacity(req.items.len());
-        let mut new: Vec<&Item> = Vec::with_capacity(req.items.len());
-        for item in &req.items {
-            // Only this thread writes keys, so a read-then-write is race free.
-            let stored = if self.seen.may_contain(&item.key) {
-                self.keys.get(item.key)?
+        let mut out = Vec::with_capacity(items.len());
+        let mut new: Vec<Item> = Vec::with_capacity(items.len());
+        for item in items {
+            // Only this thread writes keys, so a read-then-write is race
+            // free. The filter holds every stored key and every key of this
+            // delivery so far; when it says no, the key is certainly new.
+            let earlier = if self.seen.may_contain(&item.key) {
+                match self.keys.get(item.key)? {
+                    Some(seq) => Some(seq_of(&seq)),
+                    // The same key twice in one delivery.
+                    None => new
+                        .iter()
+                        .position(|n| n.key == item.key)
+                        .map(|pos| first + pos as u64),
+                }
             } else {
                 None
             };
-            if let Some(seq) = stored {
+            if let Some(seq) = earlier {
                 out.push(Appended {
-                    seq: seq_of(&seq),
-                    fingerprint: item.alert.fingerprint.clone(),
-                    duplicate: true,
-                });
-            } else if let Some(pos) = new.iter().position(|n| n.key == item.key) {
-                // The same key twice in one delivery.
-                out.push(Appended {
-                    seq: first + pos as u64,
+                    seq,
                     fingerprint: item.alert.fingerprint.clone(),
                     duplicate: true,
                 });
             } else {
+                // Set now, so a repeat later in this delivery is caught. If
+                // the write fails, the stray bits only cost a lookup.
+                self.seen.insert(&item.key);
                 out.push(Appended {
                     seq: first + new.len() as u64,
                     fingerprint: item.alert.fingerprint.clone(),
@@ -478,19 +490,19 @@ impl Writer {
             value.extend_from_slice(&item.json);
         }
         value.extend_from_slice(b"]}");
-        self.raw.insert(req.raw_ref.as_bytes(), req.raw.as_slice())?;
+        self.raw.insert(raw_ref.as_bytes(), raw)?;
         self.deliveries.insert(first.to_be_bytes(), value)?;
-        for (i, item) in new.iter().enumerate() {
+        let count = new.len() as u64;
+        for (i, item) in new.into_iter().enumerate() {
             let seq = first + i as u64;
             self.keys.insert(item.key, &seq.to_be_bytes())?;
-            self.seen.insert(&item.key);
             fresh.push(StoredAlert {
                 seq,
                 received_at: now,
-                alert: item.alert.clone(),
+                alert: item.alert,
             });
         }
-        self.next_seq.store(first + new.len() as u64, Ordering::Release);
+        self.next_seq.store(first + count, Ordering::Release);
         Ok(out)
     }
 }
