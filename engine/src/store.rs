@@ -38,7 +38,6 @@ pub fn open(data_dir: &Path) -> Result<sled::Db, OpenError> {
     sled::Config::new()
         .path(&path)
         .mode(sled::Mode::HighThroughput)
-        .segment_size(8 << 20)
         .open()
         .map_err(|source| OpenError::Sled { path, source })
 }
