@@ -101,7 +101,10 @@ pub struct Alert {
 impl Alert {
     /// The `alertname` label, or `""` when the sender gave none.
     pub fn name(&self) -> &str {
-        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+        self.labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 

@@ -159,7 +159,7 @@ struct Request {
     raw: Vec<u8>,
     raw_ref: String,
     items: Vec<Item>,
-    reply: oneshot::Sender<Result<Vec<Appended>, LogError>>,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// The handle the HTTP handlers and the pipeline share.
@@ -231,7 +231,11 @@ impl AlertLog {
 
     /// Appends the alerts of one delivery and its raw payload. Returns once
     /// they are flushed to disk, never before.
-    pub async fn append(&self, raw: Vec<u8>, alerts: Vec<Alert>) -> Result<Vec<Appended>, LogError> {
+    pub async fn append(
+        &self,
+        raw: Vec<u8>,
+        alerts: Vec<Alert>,
+    ) -> Result<Vec<Appended>, LogError> {
         let raw_ref = content_address(&raw);
         let items = alerts
             .into_iter()
@@ -298,7 +302,11 @@ impl AlertLog {
     }
 
     /// The newest alerts, newest first, optionally only one fingerprint's.
-    pub fn recent(&self, limit: usize, fingerprint: Option<&str>) -> Result<Vec<StoredAlert>, LogError> {
+    pub fn recent(
+        &self,
+        limit: usize,
+        fingerprint: Option<&str>,
+    ) -> Result<Vec<StoredAlert>, LogError> {
         let mut out = Vec::new();
         for item in self.deliveries.iter().rev() {
             let (k, v) = item?;
@@ -347,9 +355,12 @@ impl AlertLog {
     }
 }
 
+/// What an append request is answered with.
+type Reply = Result<Vec<Appended>, LogError>;
+
 /// A batch the writer has inserted, waiting for a flush.
 struct Written {
-    replies: Vec<(oneshot::Sender<Result<Vec<Appended>, LogError>>, Result<Vec<Appended>, LogError>)>,
+    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
     fresh: Vec<StoredAlert>,
 }
 
@@ -404,7 +415,11 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Request>, flusher: std::sync::mpsc::SyncSender<Written>) {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        flusher: std::sync::mpsc::SyncSender<Written>,
+    ) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -479,7 +494,8 @@ impl Writer {
         // {"received_at":"...","alerts":[<encoded>,<encoded>]}
         let now = Utc::now();
         let received_at = serde_json::to_string(&now).expect("timestamps serialise");
-        let mut value = Vec::with_capacity(64 + new.iter().map(|i| i.json.len() + 1).sum::<usize>());
+        let mut value =
+            Vec::with_capacity(64 + new.iter().map(|i| i.json.len() + 1).sum::<usize>());
         value.extend_from_slice(b"{\"received_at\":");
         value.extend_from_slice(received_at.as_bytes());
         value.extend_from_slice(b",\"alerts\":[");
@@ -537,7 +553,10 @@ mod tests {
             let db = sled::open(dir.path()).unwrap();
             let log = AlertLog::open(&db).unwrap();
             let r = log
-                .append(b"payload".to_vec(), vec![alert("a"), alert("b"), alert("a")])
+                .append(
+                    b"payload".to_vec(),
+                    vec![alert("a"), alert("b"), alert("a")],
+                )
                 .await
                 .unwrap();
             assert_eq!(
@@ -549,8 +568,11 @@ mod tests {
             for i in 0..50 {
                 let log = log.clone();
                 tasks.push(tokio::spawn(async move {
-                    log.append(format!("p{i}").into_bytes(), vec![alert(&format!("k{i}")), alert("a")])
-                        .await
+                    log.append(
+                        format!("p{i}").into_bytes(),
+                        vec![alert(&format!("k{i}")), alert("a")],
+                    )
+                    .await
                 }));
             }
             for t in tasks {
@@ -585,10 +607,16 @@ mod tests {
         assert_eq!(mid[0].seq, 2);
         assert_eq!(mid[0].alert.idempotency_key, "b");
         let all = log.read_after(0, 1000).unwrap();
-        assert_eq!(all.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=52).collect::<Vec<_>>());
+        assert_eq!(
+            all.iter().map(|a| a.seq).collect::<Vec<_>>(),
+            (1..=52).collect::<Vec<_>>()
+        );
         let raw = log.raw_payload(&first[0].alert.raw_ref).unwrap().unwrap();
         assert_eq!(raw, b"payload");
-        let r = log.append(b"again".to_vec(), vec![alert("b"), alert("c")]).await.unwrap();
+        let r = log
+            .append(b"again".to_vec(), vec![alert("b"), alert("c")])
+            .await
+            .unwrap();
         assert!(r[0].duplicate);
         assert_eq!(r[1].seq, 53, "sequence numbers continue after a reopen");
         assert_eq!(log.recent(1, None).unwrap()[0].seq, 53);

@@ -83,11 +83,17 @@ impl Client {
                 message,
             });
         }
-        resp.json().await.map_err(|source| ClientError::Decode { url, source })
+        resp.json()
+            .await
+            .map_err(|source| ClientError::Decode { url, source })
     }
 
     /// `GET /api/v1/incidents`.
-    pub async fn incidents(&self, status: Option<&str>, limit: usize) -> Result<Vec<IncidentRecord>, ClientError> {
+    pub async fn incidents(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IncidentRecord>, ClientError> {
         let mut path = format!("/api/v1/incidents?limit={limit}");
         if let Some(s) = status {
             let _ = write!(path, "&status={s}");
@@ -148,7 +154,13 @@ pub fn format_incident(r: &IncidentRecord) -> String {
     }
     let _ = writeln!(out, "\ntimeline:");
     for e in &r.timeline {
-        let _ = writeln!(out, "  {}  {:<8} {}", e.at.format("%H:%M:%S%.3f"), e.kind, e.detail);
+        let _ = writeln!(
+            out,
+            "  {}  {:<8} {}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.kind,
+            e.detail
+        );
     }
     out
 }

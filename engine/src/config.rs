@@ -103,7 +103,9 @@ impl Config {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes == 0 {
-            return Err(ConfigError::Invalid("max_body_bytes must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be positive".into(),
+            ));
         }
         for (name, m) in &self.hooks.generic {
             if name.is_empty()
@@ -147,7 +149,10 @@ mod tests {
         let err = Config::from_yaml(Path::new("c.yaml"), "listen: 127.0.0.1:1\nlisten_addr: x\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("c.yaml") && err.contains("listen_addr"), "{err}");
+        assert!(
+            err.contains("c.yaml") && err.contains("listen_addr"),
+            "{err}"
+        );
         let err = Config::from_yaml(
             Path::new("c.yaml"),
             "hooks:\n  generic:\n    'bad name':\n      token: t\n",

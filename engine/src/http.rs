@@ -68,11 +68,21 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Valu
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint", Value::Null)
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+        Value::Null,
+    )
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    let runbooks = s.runbooks.read().unwrap_or_else(|e| e.into_inner()).runbooks.len();
+    let runbooks = s
+        .runbooks
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .runbooks
+        .len();
     axum::Json(json!({
         "status": "ok",
         "alerts_stored": s.log.len(),
@@ -83,7 +93,10 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         s.metrics.render(),
     )
         .into_response()
@@ -184,7 +197,11 @@ async fn intake(
 ) -> Response {
     let started = Instant::now();
     let response = intake_inner(s, source, &headers, body, parse).await;
-    let outcome = if response.status().is_success() { "accepted" } else { "rejected" };
+    let outcome = if response.status().is_success() {
+        "accepted"
+    } else {
+        "rejected"
+    };
     s.metrics.add(
         "quench_webhook_requests_total",
         &[("source", source), ("outcome", outcome)],
@@ -211,7 +228,11 @@ async fn intake_inner(
     let bytes = match read_body(headers, body, s.config.max_body_bytes).await {
         Ok(b) => b,
         Err(resp) => {
-            reject(if resp.status() == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "unreadable" });
+            reject(if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "unreadable"
+            });
             return resp;
         }
     };
@@ -230,14 +251,25 @@ async fn intake_inner(
         }
     };
     let count = parsed.alerts.len() as u64;
-    s.metrics.add("quench_alerts_received_total", &[("source", source)], count);
+    s.metrics
+        .add("quench_alerts_received_total", &[("source", source)], count);
     let raw_ref = content_address(&bytes);
     match s.log.append(bytes, parsed.alerts).await {
         Ok(appended) => {
             let dups = appended.iter().filter(|a| a.duplicate).count() as u64;
-            s.metrics.add("quench_alerts_accepted_total", &[("source", source)], count - dups);
-            s.metrics.add("quench_alerts_duplicate_total", &[("source", source)], dups);
-            debug!(source, accepted = count - dups, duplicates = dups, "webhook stored");
+            s.metrics.add(
+                "quench_alerts_accepted_total",
+                &[("source", source)],
+                count - dups,
+            );
+            s.metrics
+                .add("quench_alerts_duplicate_total", &[("source", source)], dups);
+            debug!(
+                source,
+                accepted = count - dups,
+                duplicates = dups,
+                "webhook stored"
+            );
             axum::Json(json!({
                 "status": "ok",
                 "accepted": count - dups,
@@ -256,7 +288,8 @@ async fn intake_inner(
                 format!("could not store the alerts durably, retry later: {e}"),
                 Value::Null,
             );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             r
         }
     }
@@ -269,7 +302,12 @@ struct ListQuery {
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string(), Value::Null)
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        e.to_string(),
+        Value::Null,
+    )
 }
 
 async fn list_incidents(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
@@ -315,7 +353,10 @@ struct AlertsQuery {
 }
 
 async fn list_alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
-    match s.log.recent(q.limit.unwrap_or(100), q.fingerprint.as_deref()) {
+    match s
+        .log
+        .recent(q.limit.unwrap_or(100), q.fingerprint.as_deref())
+    {
         Ok(list) => axum::Json(json!({ "alerts": list })).into_response(),
         Err(e) => internal(e),
     }

@@ -77,11 +77,15 @@ pub enum ServeError {
 
 /// Runs the server until SIGINT or SIGTERM. `on_listening` is told the
 /// bound address (useful with port 0).
-pub async fn serve(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
-    let runbooks = quench_runbooks::load_dir(&config.runbooks).map_err(|errs| ServeError::Runbooks {
-        dir: config.runbooks.display().to_string(),
-        errors: errs.iter().map(|e| e.to_string()).collect(),
-    })?;
+pub async fn serve(
+    config: Config,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let runbooks =
+        quench_runbooks::load_dir(&config.runbooks).map_err(|errs| ServeError::Runbooks {
+            dir: config.runbooks.display().to_string(),
+            errors: errs.iter().map(|e| e.to_string()).collect(),
+        })?;
     info!(dir = %config.runbooks.display(), count = runbooks.runbooks.len(), "runbooks loaded");
     let db = store::open(&config.data_dir)?;
     let log = AlertLog::open(&db)?;

@@ -14,7 +14,11 @@ use quench_engine::config::{Config, DEFAULT_LISTEN};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "quench", version, about = "Incident-response orchestration: alerts in, evidence and remediation out")]
+#[command(
+    name = "quench",
+    version,
+    about = "Incident-response orchestration: alerts in, evidence and remediation out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -150,7 +154,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Lint { dir } => match quench_runbooks::load_dir(&dir) {
-            Ok(set) => println!("{}: {} runbooks, no problems", dir.display(), set.runbooks.len()),
+            Ok(set) => println!(
+                "{}: {} runbooks, no problems",
+                dir.display(),
+                set.runbooks.len()
+            ),
             Err(errors) => {
                 for e in &errors {
                     eprintln!("{e}");

@@ -15,13 +15,34 @@ const BUCKETS: [f64; 12] = [
 
 /// The counters quench exports, with their help text.
 const COUNTERS: &[(&str, &str)] = &[
-    ("quench_webhook_requests_total", "Webhook deliveries, by source and outcome."),
-    ("quench_alerts_received_total", "Alerts parsed from accepted deliveries, by source."),
-    ("quench_alerts_accepted_total", "Alerts stored for the first time, by source."),
-    ("quench_alerts_duplicate_total", "Alerts acknowledged but not stored again (same idempotency key), by source."),
-    ("quench_webhook_rejected_total", "Deliveries refused, by source and reason."),
-    ("quench_alerts_unmatched_total", "Firing alerts no runbook matched."),
-    ("quench_incidents_opened_total", "Incidents opened, by runbook."),
+    (
+        "quench_webhook_requests_total",
+        "Webhook deliveries, by source and outcome.",
+    ),
+    (
+        "quench_alerts_received_total",
+        "Alerts parsed from accepted deliveries, by source.",
+    ),
+    (
+        "quench_alerts_accepted_total",
+        "Alerts stored for the first time, by source.",
+    ),
+    (
+        "quench_alerts_duplicate_total",
+        "Alerts acknowledged but not stored again (same idempotency key), by source.",
+    ),
+    (
+        "quench_webhook_rejected_total",
+        "Deliveries refused, by source and reason.",
+    ),
+    (
+        "quench_alerts_unmatched_total",
+        "Firing alerts no runbook matched.",
+    ),
+    (
+        "quench_incidents_opened_total",
+        "Incidents opened, by runbook.",
+    ),
 ];
 
 #[derive(Default)]
@@ -44,7 +65,9 @@ pub struct Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
@@ -61,7 +84,10 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 impl Metrics {
     /// Adds `n` to a counter. `name` must be one of [`COUNTERS`].
     pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        debug_assert!(COUNTERS.iter().any(|(c, _)| *c == name), "unknown counter {name}");
+        debug_assert!(
+            COUNTERS.iter().any(|(c, _)| *c == name),
+            "unknown counter {name}"
+        );
         if n == 0 {
             return;
         }
@@ -104,9 +130,17 @@ impl Metrics {
         for (source, h) in &inner.latency {
             let src = escape(source);
             for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "{name}_bucket{{source=\"{src}\",le=\"{le}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{source=\"{src}\",le=\"{le}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "{name}_bucket{{source=\"{src}\",le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{source=\"{src}\",le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "{name}_sum{{source=\"{src}\"}} {}", h.sum);
             let _ = writeln!(out, "{name}_count{{source=\"{src}\"}} {}", h.count);
         }
@@ -121,14 +155,31 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
-        m.add("quench_webhook_rejected_total", &[("source", "datadog"), ("reason", "bad \"x\"")], 2);
-        m.add("quench_alerts_accepted_total", &[("source", "alertmanager")], 3);
+        m.add(
+            "quench_webhook_rejected_total",
+            &[("source", "datadog"), ("reason", "bad \"x\"")],
+            2,
+        );
+        m.add(
+            "quench_alerts_accepted_total",
+            &[("source", "alertmanager")],
+            3,
+        );
         m.observe_intake("alertmanager", Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("quench_webhook_rejected_total{source=\"datadog\",reason=\"bad \\\"x\\\"\"} 2"), "{text}");
+        assert!(
+            text.contains(
+                "quench_webhook_rejected_total{source=\"datadog\",reason=\"bad \\\"x\\\"\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains("quench_alerts_accepted_total{source=\"alertmanager\"} 3"));
-        assert!(text.contains("quench_intake_duration_seconds_bucket{source=\"alertmanager\",le=\"0.0025\"} 0"));
-        assert!(text.contains("quench_intake_duration_seconds_bucket{source=\"alertmanager\",le=\"0.005\"} 1"));
+        assert!(text.contains(
+            "quench_intake_duration_seconds_bucket{source=\"alertmanager\",le=\"0.0025\"} 0"
+        ));
+        assert!(text.contains(
+            "quench_intake_duration_seconds_bucket{source=\"alertmanager\",le=\"0.005\"} 1"
+        ));
         assert!(text.contains("quench_intake_duration_seconds_count{source=\"alertmanager\"} 1"));
     }
 }

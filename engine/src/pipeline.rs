@@ -155,7 +155,11 @@ impl Pipeline {
             .filter(|s| !s.is_empty())
             .map(String::as_str)
             .unwrap_or_else(|| alert.name());
-        let title = if title.is_empty() { runbook.file.name.as_str() } else { title };
+        let title = if title.is_empty() {
+            runbook.file.name.as_str()
+        } else {
+            title
+        };
         let rb = RunbookRef {
             name: runbook.file.name.clone(),
             path: runbook.path.clone(),
@@ -250,7 +254,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("expected {n} incidents, {resolved} resolved: {:#?}", incidents.list(&IncidentFilter::default()));
+        panic!(
+            "expected {n} incidents, {resolved} resolved: {:#?}",
+            incidents.list(&IncidentFilter::default())
+        );
     }
 
     #[tokio::test]
@@ -259,14 +266,24 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let (p, log, incidents) = pipeline(&db);
         // A backlog written before the pipeline starts (as after a restart).
-        log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing), alert("b", AlertStatus::Firing)])
-            .await
-            .unwrap();
+        log.append(
+            b"1".to_vec(),
+            vec![
+                alert("a", AlertStatus::Firing),
+                alert("b", AlertStatus::Firing),
+            ],
+        )
+        .await
+        .unwrap();
         let task = tokio::spawn(p.run());
         wait_for(&incidents, 2, 0).await;
         // Live: a new group, and a resolution of an old one.
-        log.append(b"2".to_vec(), vec![alert("c", AlertStatus::Firing)]).await.unwrap();
-        log.append(b"3".to_vec(), vec![alert("a", AlertStatus::Resolved)]).await.unwrap();
+        log.append(b"2".to_vec(), vec![alert("c", AlertStatus::Firing)])
+            .await
+            .unwrap();
+        log.append(b"3".to_vec(), vec![alert("a", AlertStatus::Resolved)])
+            .await
+            .unwrap();
         wait_for(&incidents, 3, 1).await;
         task.abort();
         let _ = task.await;
@@ -278,8 +295,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let (p, log, incidents) = pipeline(&db);
-        log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing)]).await.unwrap();
-        log.append(b"2".to_vec(), vec![alert("b", AlertStatus::Firing)]).await.unwrap();
+        log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing)])
+            .await
+            .unwrap();
+        log.append(b"2".to_vec(), vec![alert("b", AlertStatus::Firing)])
+            .await
+            .unwrap();
         let all = log.read_after(0, 10).unwrap();
         let mut cursor = 0;
         // The feed lost seq 1: the batch holding seq 2 is a gap.

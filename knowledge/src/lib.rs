@@ -12,5 +12,7 @@
 pub mod record;
 pub mod store;
 
-pub use record::{AlertRecord, AlertState, IncidentRecord, IncidentStatus, RunbookRef, TimelineEvent};
+pub use record::{
+    AlertRecord, AlertState, IncidentRecord, IncidentStatus, RunbookRef, TimelineEvent,
+};
 pub use store::{Attach, IncidentFilter, IncidentStore, StoreError};

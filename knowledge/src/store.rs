@@ -29,7 +29,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// A record's schema is newer than this build understands.
-    #[error("incident store: record {key} has schema {found}, this build reads up to {SCHEMA_VERSION}")]
+    #[error(
+        "incident store: record {key} has schema {found}, this build reads up to {SCHEMA_VERSION}"
+    )]
     FutureSchema {
         /// The record's key.
         key: String,
@@ -209,7 +211,11 @@ impl IncidentStore {
                 detail,
             });
             record.updated_at = now;
-            if record.alerts.iter().all(|a| a.state == AlertState::Resolved) {
+            if record
+                .alerts
+                .iter()
+                .all(|a| a.state == AlertState::Resolved)
+            {
                 record.status = IncidentStatus::Resolved;
                 record.resolved_at = Some(now);
                 record.timeline.push(TimelineEvent {
@@ -291,8 +297,14 @@ mod tests {
 
         // a resolved alert alone opens nothing
         assert_eq!(
-            s.attach("g", "HighCPU", None, alert(1, "a", AlertState::Resolved), now)
-                .unwrap(),
+            s.attach(
+                "g",
+                "HighCPU",
+                None,
+                alert(1, "a", AlertState::Resolved),
+                now
+            )
+            .unwrap(),
             Attach::NoOpenIncident
         );
         let Attach::Opened(r) = s
@@ -315,11 +327,26 @@ mod tests {
                 .unwrap(),
             Attach::AlreadyAttached(_)
         ));
-        s.attach("g", "HighCPU", None, alert(4, "a", AlertState::Resolved), now)
-            .unwrap();
-        assert_eq!(s.get("inc-1").unwrap().unwrap().status, IncidentStatus::Open);
+        s.attach(
+            "g",
+            "HighCPU",
+            None,
+            alert(4, "a", AlertState::Resolved),
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            s.get("inc-1").unwrap().unwrap().status,
+            IncidentStatus::Open
+        );
         let Attach::Attached(r) = s
-            .attach("g", "HighCPU", None, alert(5, "b", AlertState::Resolved), now)
+            .attach(
+                "g",
+                "HighCPU",
+                None,
+                alert(5, "b", AlertState::Resolved),
+                now,
+            )
             .unwrap()
         else {
             panic!()
@@ -354,12 +381,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let s = IncidentStore::open(&db).unwrap();
-        s.incidents.insert(7u64.to_be_bytes(), b"{not json".to_vec()).unwrap();
+        s.incidents
+            .insert(7u64.to_be_bytes(), b"{not json".to_vec())
+            .unwrap();
         let err = s.get("inc-7").unwrap_err();
         assert!(err.to_string().contains("inc-7"), "{err}");
         s.incidents
             .insert(8u64.to_be_bytes(), br#"{"schema": 99}"#.to_vec())
             .unwrap();
-        assert!(matches!(s.get("inc-8"), Err(StoreError::FutureSchema { found: 99, .. })));
+        assert!(matches!(
+            s.get("inc-8"),
+            Err(StoreError::FutureSchema { found: 99, .. })
+        ));
     }
 }

@@ -115,7 +115,10 @@ pub fn parse_runbook(path: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         message,
     };
     if file.version != 1 {
-        errors.push(invalid(format!("version {} is not supported (expected 1)", file.version)));
+        errors.push(invalid(format!(
+            "version {} is not supported (expected 1)",
+            file.version
+        )));
     }
     if file.name.trim().is_empty() {
         errors.push(invalid("name must not be empty".into()));
@@ -130,7 +133,10 @@ pub fn parse_runbook(path: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
     let mut ids = std::collections::BTreeSet::new();
     for (i, s) in file.steps.iter().enumerate() {
         if !ids.insert(s.id.as_str()) {
-            errors.push(invalid(format!("steps[{i}].id: duplicate step id {:?}", s.id)));
+            errors.push(invalid(format!(
+                "steps[{i}].id: duplicate step id {:?}",
+                s.id
+            )));
         }
     }
     if !errors.is_empty() {
@@ -177,13 +183,20 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, Vec<LoadError>> {
                 continue;
             }
         };
-        let rel = p.strip_prefix(dir).unwrap_or(&p).to_string_lossy().into_owned();
+        let rel = p
+            .strip_prefix(dir)
+            .unwrap_or(&p)
+            .to_string_lossy()
+            .into_owned();
         match parse_runbook(&p, &rel, &text) {
             Ok(r) => {
                 if let Some(other) = runbooks.iter().find(|o| o.file.name == r.file.name) {
                     errors.push(LoadError::Invalid {
                         path: p.clone(),
-                        message: format!("runbook name {:?} is also used by {}", r.file.name, other.path),
+                        message: format!(
+                            "runbook name {:?} is also used by {}",
+                            r.file.name, other.path
+                        ),
                     });
                 } else {
                     runbooks.push(r);
@@ -235,10 +248,16 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let set = load_dir(&dir).unwrap();
         assert!(set.runbooks.len() >= 2);
-        let a = alert(&[("alertname", "HighCPU"), ("service", "checkout")], AlertStatus::Firing);
+        let a = alert(
+            &[("alertname", "HighCPU"), ("service", "checkout")],
+            AlertStatus::Firing,
+        );
         let r = set.select(&a).expect("HighCPU has an example runbook");
         assert_eq!(r.file.name, "go-high-cpu");
-        assert!(set.select(&alert(&[("alertname", "HighCPU")], AlertStatus::Resolved)).is_none());
+        assert!(
+            set.select(&alert(&[("alertname", "HighCPU")], AlertStatus::Resolved))
+                .is_none()
+        );
     }
 
     #[test]
@@ -266,7 +285,11 @@ mod tests {
     #[test]
     fn reports_every_broken_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.yaml"), "version: 1\nname: a\nmatchh: []\n").unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "version: 1\nname: a\nmatchh: []\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("b.yaml"),
             "version: 2\nname: b\nmatch: ['x=~\"y\"']\n",
@@ -275,8 +298,16 @@ mod tests {
         let errs = load_dir(dir.path()).unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(text.len(), 3, "{text:#?}");
-        assert!(text[0].contains("a.yaml") && text[0].contains("matchh"), "{}", text[0]);
-        assert!(text[0].contains("line 3"), "yaml errors carry a position: {}", text[0]);
+        assert!(
+            text[0].contains("a.yaml") && text[0].contains("matchh"),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[0].contains("line 3"),
+            "yaml errors carry a position: {}",
+            text[0]
+        );
         assert!(text[1].contains("version 2"), "{}", text[1]);
         assert!(text[2].contains("match[0]"), "{}", text[2]);
     }

@@ -30,7 +30,9 @@ impl Matcher {
     pub fn parse(s: &str) -> Result<Matcher, String> {
         let s = s.trim();
         let Some(idx) = s.find(['=', '!']) else {
-            return Err(format!("matcher {s:?} has no operator (expected name=\"value\")"));
+            return Err(format!(
+                "matcher {s:?} has no operator (expected name=\"value\")"
+            ));
         };
         let name = s[..idx].trim();
         let rest = &s[idx..];
@@ -46,9 +48,7 @@ impl Matcher {
             return Err(format!("matcher {s:?}: unknown operator"));
         };
         if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || name.starts_with(|c: char| c.is_ascii_digit())
         {
             return Err(format!("matcher {s:?}: {name:?} is not a valid label name"));
@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn parses_the_string_form() {
         let m = Matcher::parse(r#"alertname="High CPU""#).unwrap();
-        assert_eq!((m.name.as_str(), m.op, m.value.as_str()), ("alertname", MatchOp::Equal, "High CPU"));
+        assert_eq!(
+            (m.name.as_str(), m.op, m.value.as_str()),
+            ("alertname", MatchOp::Equal, "High CPU")
+        );
         let m = Matcher::parse("severity != page").unwrap();
         assert_eq!((m.op, m.value.as_str()), (MatchOp::NotEqual, "page"));
         let m = Matcher::parse(r#"msg="a \"q\"""#).unwrap();

@@ -45,9 +45,8 @@ fn body(peer: Peer, run: u64, first: u64, batch: usize, now: &str) -> String {
         if k > 0 {
             out.push(',');
         }
-        let labels = format!(
-            r#"{{"alertname":"BenchAlert","instance":"host-{run}-{n}","job":"bench"}}"#
-        );
+        let labels =
+            format!(r#"{{"alertname":"BenchAlert","instance":"host-{run}-{n}","job":"bench"}}"#);
         match peer {
             Peer::Quench => out.push_str(&format!(
                 r#"{{"status":"firing","labels":{labels},"annotations":{{"summary":"bench"}},"startsAt":"{now}","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://bench/","fingerprint":"{run:04x}{n:012x}"}}"#
@@ -64,7 +63,14 @@ fn body(peer: Peer, run: u64, first: u64, batch: usize, now: &str) -> String {
     out
 }
 
-async fn measure(peer: Peer, url: &str, run: u64, batch: usize, concurrency: usize, secs: f64) -> Cell {
+async fn measure(
+    peer: Peer,
+    url: &str,
+    run: u64,
+    batch: usize,
+    concurrency: usize,
+    secs: f64,
+) -> Cell {
     let endpoint = match peer {
         Peer::Quench => format!("{url}/hooks/alertmanager"),
         Peer::Alertmanager => format!("{url}/api/v2/alerts"),
@@ -76,7 +82,12 @@ async fn measure(peer: Peer, url: &str, run: u64, batch: usize, concurrency: usi
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, endpoint, counter, now) = (client.clone(), endpoint.clone(), counter.clone(), now.clone());
+        let (client, endpoint, counter, now) = (
+            client.clone(),
+            endpoint.clone(),
+            counter.clone(),
+            now.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
@@ -128,8 +139,12 @@ async fn main() {
         .unwrap_or(3.0);
     let quick = args.iter().any(|a| a == "--quick");
 
-    println!("each peer runs alone: a fresh quench (empty data dir) and a fresh Alertmanager per cell,");
-    println!("the other stopped, so neither's background work (Alertmanager's dispatcher walks every");
+    println!(
+        "each peer runs alone: a fresh quench (empty data dir) and a fresh Alertmanager per cell,"
+    );
+    println!(
+        "the other stopped, so neither's background work (Alertmanager's dispatcher walks every"
+    );
     println!("alert it holds each group_interval) slows the other down");
     println!("{secs} s per cell; every alert distinct; quench acknowledges after the sled flush\n");
     println!(
@@ -145,7 +160,9 @@ async fn main() {
             let q = Quench::start("{}\n", &examples);
             measure(Peer::Quench, &q.url, 0, 10, 4, 0.3).await; // warm-up
             let qc = measure(Peer::Quench, &q.url, 1, batch, conc, secs).await;
-            let stored = q.get_json("/healthz").await["alerts_stored"].as_u64().unwrap_or(0);
+            let stored = q.get_json("/healthz").await["alerts_stored"]
+                .as_u64()
+                .unwrap_or(0);
             drop(q);
             let am = Alertmanager::start_silent().await;
             measure(Peer::Alertmanager, &am.url, 0, 10, 4, 0.3).await;
@@ -168,5 +185,8 @@ async fn main() {
         }
     }
     let geo = ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64;
-    println!("\ngeometric mean ratio quench/alertmanager: {:.2}x", geo.exp());
+    println!(
+        "\ngeometric mean ratio quench/alertmanager: {:.2}x",
+        geo.exp()
+    );
 }

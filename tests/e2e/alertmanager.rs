@@ -78,9 +78,11 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
     .await;
     let id = incident["id"].as_str().unwrap().to_string();
     let resolved = q
-        .wait_for(&format!("/api/v1/incidents/{id}"), Duration::from_secs(30), |d| {
-            (d["status"] == "resolved").then(|| d.clone())
-        })
+        .wait_for(
+            &format!("/api/v1/incidents/{id}"),
+            Duration::from_secs(30),
+            |d| (d["status"] == "resolved").then(|| d.clone()),
+        )
         .await;
     assert_eq!(resolved["alerts"][0]["state"], "resolved");
     assert!(resolved["resolved_at"].is_string());
@@ -99,8 +101,15 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&id) && text.contains("resolved") && text.contains("go-high-cpu"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&id) && text.contains("resolved") && text.contains("go-high-cpu"),
+        "{text}"
+    );
     let out = std::process::Command::new(quench_tests::quench_bin())
         .args(["incidents", "show", &id, "--json", "--server", &q.url])
         .output()
@@ -122,7 +131,8 @@ async fn alertmanager_without_the_token_is_refused_and_retries() {
         "hooks:\n  alertmanager:\n    bearer_token: right\n",
         &repo_root().join("runbooks/examples"),
     );
-    let am = Alertmanager::start_with_token(&format!("{}/hooks/alertmanager", q.url), "wrong").await;
+    let am =
+        Alertmanager::start_with_token(&format!("{}/hooks/alertmanager", q.url), "wrong").await;
     am.post_alerts(&json!([{"labels": {"alertname": "HighCPU", "service": "x"}}]))
         .await;
     // Alertmanager delivers (and retries); every delivery is refused.
@@ -136,10 +146,15 @@ async fn alertmanager_without_the_token_is_refused_and_retries() {
             .text()
             .await
             .unwrap();
-        if text.contains("quench_webhook_rejected_total{source=\"alertmanager\",reason=\"unauthorized\"}") {
+        if text.contains(
+            "quench_webhook_rejected_total{source=\"alertmanager\",reason=\"unauthorized\"}",
+        ) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no refused delivery seen:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused delivery seen:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stored = q.get_json("/api/v1/alerts").await;

@@ -15,7 +15,8 @@ async fn post(q: &Quench, path: &str, body: Vec<u8>, token: Option<&str>) -> (u1
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text:?}"));
+    let v =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is not JSON: {text:?}"));
     (status, v)
 }
 
@@ -31,11 +32,23 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
         "alerts": [{"status": "firing", "labels": {"alertname": "HighCPU", "service": "a"},
                     "startsAt": "2026-11-27T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "keepme"}]
     });
-    let (status, _) = post(&q, "/hooks/alertmanager", good.to_string().into_bytes(), Some("t")).await;
+    let (status, _) = post(
+        &q,
+        "/hooks/alertmanager",
+        good.to_string().into_bytes(),
+        Some("t"),
+    )
+    .await;
     assert_eq!(status, 200);
 
     // Malformed JSON: 400 with the position.
-    let (status, v) = post(&q, "/hooks/alertmanager", b"{\n \"version\": \"4\",\n oops}".to_vec(), Some("t")).await;
+    let (status, v) = post(
+        &q,
+        "/hooks/alertmanager",
+        b"{\n \"version\": \"4\",\n oops}".to_vec(),
+        Some("t"),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(v["error"]["code"], "malformed_json");
     assert_eq!(v["error"]["line"], 3);
@@ -44,14 +57,29 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     // Wrong shape: 422 naming the field.
     let mut wrong = good.clone();
     wrong["alerts"][0]["startsAt"] = json!(17);
-    let (status, v) = post(&q, "/hooks/alertmanager", wrong.to_string().into_bytes(), Some("t")).await;
+    let (status, v) = post(
+        &q,
+        "/hooks/alertmanager",
+        wrong.to_string().into_bytes(),
+        Some("t"),
+    )
+    .await;
     assert_eq!(status, 422);
     assert_eq!(v["error"]["field"], "alerts[0].startsAt");
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("alerts");
-    let (status, v) = post(&q, "/hooks/alertmanager", missing.to_string().into_bytes(), Some("t")).await;
+    let (status, v) = post(
+        &q,
+        "/hooks/alertmanager",
+        missing.to_string().into_bytes(),
+        Some("t"),
+    )
+    .await;
     assert_eq!(status, 422);
-    assert!(v["error"]["message"].as_str().unwrap().contains("alerts"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("alerts"),
+        "{v}"
+    );
 
     // Oversized: 413, with and without a Content-Length.
     let big = vec![b' '; 5000];
@@ -65,9 +93,21 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     );
 
     // Missing and wrong token: 401.
-    let (status, _) = post(&q, "/hooks/alertmanager", good.to_string().into_bytes(), None).await;
+    let (status, _) = post(
+        &q,
+        "/hooks/alertmanager",
+        good.to_string().into_bytes(),
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, v) = post(&q, "/hooks/alertmanager", good.to_string().into_bytes(), Some("x")).await;
+    let (status, v) = post(
+        &q,
+        "/hooks/alertmanager",
+        good.to_string().into_bytes(),
+        Some("x"),
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
 
@@ -75,7 +115,13 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     let (status, v) = post(&q, "/hooks/generic/nope", b"{}".to_vec(), Some("g")).await;
     assert_eq!(status, 404);
     assert_eq!(v["error"]["code"], "unknown_hook");
-    let (status, v) = post(&q, "/hooks/generic/app", br#"{"status": "weird"}"#.to_vec(), Some("g")).await;
+    let (status, v) = post(
+        &q,
+        "/hooks/generic/app",
+        br#"{"status": "weird"}"#.to_vec(),
+        Some("g"),
+    )
+    .await;
     assert_eq!(status, 422);
     assert_eq!(v["error"]["field"], "/status");
 
@@ -88,7 +134,11 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     // Unknown endpoints are JSON 404s; unknown incidents too.
     let r = http().get(format!("{}/nope", q.url)).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = http().get(format!("{}/api/v1/incidents/inc-42", q.url)).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/api/v1/incidents/inc-42", q.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // Still alive, and the accepted alert is still there, exactly once.
@@ -100,14 +150,32 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     assert_eq!(alerts[0]["alert"]["fingerprint"], "keepme");
 
     // The rejections are counted by reason.
-    let text = http().get(format!("{}/metrics", q.url)).send().await.unwrap().text().await.unwrap();
-    for reason in ["malformed_json", "invalid_shape", "too_large", "unauthorized"] {
+    let text = http()
+        .get(format!("{}/metrics", q.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "malformed_json",
+        "invalid_shape",
+        "too_large",
+        "unauthorized",
+    ] {
         assert!(
-            text.contains(&format!("quench_webhook_rejected_total{{source=\"alertmanager\",reason=\"{reason}\"}}")),
+            text.contains(&format!(
+                "quench_webhook_rejected_total{{source=\"alertmanager\",reason=\"{reason}\"}}"
+            )),
             "{reason} missing from\n{text}"
         );
     }
-    assert!(text.contains("quench_webhook_rejected_total{source=\"generic\",reason=\"unknown_hook\"} 1"));
+    assert!(
+        text.contains(
+            "quench_webhook_rejected_total{source=\"generic\",reason=\"unknown_hook\"} 1"
+        )
+    );
 }
 
 /// Sends `body` with `Transfer-Encoding: chunked` (no Content-Length) over
@@ -121,7 +189,9 @@ async fn post_chunked(q: &Quench, path: &str, token: &str, body: &[u8]) -> u16 {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     for chunk in body.chunks(1000) {
-        let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        let _ = s
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
         let _ = s.write_all(chunk).await;
         let _ = s.write_all(b"\r\n").await;
     }

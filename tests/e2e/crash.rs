@@ -36,8 +36,13 @@ async fn acknowledged_alerts_survive_kill_9() {
 
     let mut workers = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (acked, ok_count, next, client, url) =
-            (acked.clone(), ok_count.clone(), next.clone(), client.clone(), url.clone());
+        let (acked, ok_count, next, client, url) = (
+            acked.clone(),
+            ok_count.clone(),
+            next.clone(),
+            client.clone(),
+            url.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -64,7 +69,10 @@ async fn acknowledged_alerts_survive_kill_9() {
     // Kill it mid-stream, while requests are in flight.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while ok_count.load(Ordering::SeqCst) < KILL_AFTER {
-        assert!(std::time::Instant::now() < deadline, "intake too slow to reach {KILL_AFTER} acks");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake too slow to reach {KILL_AFTER} acks"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     q.kill9();
@@ -73,7 +81,10 @@ async fn acknowledged_alerts_survive_kill_9() {
     }
     let acked = acked.lock().await.clone();
     assert!(acked.len() >= KILL_AFTER);
-    assert!(acked.len() < ALERTS, "the kill came too late to test anything");
+    assert!(
+        acked.len() < ALERTS,
+        "the kill came too late to test anything"
+    );
 
     // Restart on the same data directory.
     let q2 = Quench::spawn(&q.config, &q.data, &examples, None);
@@ -85,18 +96,26 @@ async fn acknowledged_alerts_survive_kill_9() {
         .map(|a| a["alert"]["fingerprint"].as_str().unwrap().to_string())
         .collect();
     let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged alerts lost after kill -9: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged alerts lost after kill -9: {lost:?}",
+        lost.len()
+    );
 
     // The pipeline resumes: every stored alert ends up in an incident.
     let want = stored.len();
-    q2.wait_for("/api/v1/incidents?limit=100000", Duration::from_secs(60), |d| {
-        let covered: BTreeSet<&str> = d["incidents"]
-            .as_array()?
-            .iter()
-            .flat_map(|i| i["alerts"].as_array().into_iter().flatten())
-            .filter_map(|a| a["fingerprint"].as_str())
-            .collect();
-        (covered.len() == want).then_some(())
-    })
+    q2.wait_for(
+        "/api/v1/incidents?limit=100000",
+        Duration::from_secs(60),
+        |d| {
+            let covered: BTreeSet<&str> = d["incidents"]
+                .as_array()?
+                .iter()
+                .flat_map(|i| i["alerts"].as_array().into_iter().flatten())
+                .filter_map(|a| a["fingerprint"].as_str())
+                .collect();
+            (covered.len() == want).then_some(())
+        },
+    )
     .await;
 }

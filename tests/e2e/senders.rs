@@ -38,7 +38,12 @@ fn runbook_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 const PD_BODY: &str = r#"{"event":{"id":"01DEN1HWXM5W5X3KO4VQGGGHIK","event_type":"incident.triggered","resource_type":"incident","occurred_at":"2026-11-27T10:00:00.000Z","agent":{"html_url":"https://acme.pagerduty.com/users/PLH1HKV","id":"PLH1HKV","self":"https://api.pagerduty.com/users/PLH1HKV","summary":"Tenex Engineer","type":"user_reference"},"client":null,"data":{"id":"PGR0VU2","type":"incident","self":"https://api.pagerduty.com/incidents/PGR0VU2","html_url":"https://acme.pagerduty.com/incidents/PGR0VU2","number":2,"status":"triggered","incident_key":"d3640fbd41094207a1c11e58e46b1662","created_at":"2026-11-27T09:59:58Z","title":"Checkout latency high","service":{"html_url":"https://acme.pagerduty.com/services/PF9KMXH","id":"PF9KMXH","self":"https://api.pagerduty.com/services/PF9KMXH","summary":"checkout","type":"service_reference"},"assignees":[],"escalation_policy":{"id":"PUS0KTE","type":"escalation_policy_reference","summary":"Default"},"teams":[],"priority":{"id":"PSO75BM","type":"priority_reference","summary":"P1"},"urgency":"high","conference_bridge":null,"resolve_reason":null}}}"#;
 
-async fn post_pd(q: &Quench, body: &str, signature: Option<String>, webhook_id: &str) -> (u16, Value) {
+async fn post_pd(
+    q: &Quench,
+    body: &str,
+    signature: Option<String>,
+    webhook_id: &str,
+) -> (u16, Value) {
     let mut req = http()
         .post(format!("{}/hooks/pagerduty", q.url))
         .header("content-type", "application/json")
@@ -71,12 +76,20 @@ async fn pagerduty_signatures_rotation_and_replay() {
     let retired = openssl_hmac("retired-secret", PD_BODY.as_bytes());
     let (status, body) = post_pd(&q, PD_BODY, Some(format!("v1={retired}")), "wh-0").await;
     assert_eq!(status, 401);
-    assert!(body["error"]["message"].as_str().unwrap().contains("none of the configured secrets"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("none of the configured secrets")
+    );
     // A valid signature over another body is refused too.
     let (status, _) = post_pd(
         &q,
         &PD_BODY.replace("Checkout latency high", "Something else"),
-        Some(format!("v1={}", openssl_hmac("current-secret", PD_BODY.as_bytes()))),
+        Some(format!(
+            "v1={}",
+            openssl_hmac("current-secret", PD_BODY.as_bytes())
+        )),
         "wh-0",
     )
     .await;
@@ -84,7 +97,8 @@ async fn pagerduty_signatures_rotation_and_replay() {
 
     // During rotation PagerDuty sends several signatures; one match is enough.
     let next = openssl_hmac("next-secret", PD_BODY.as_bytes());
-    let (status, body) = post_pd(&q, PD_BODY, Some(format!("v1={retired},v1={next}")), "wh-1").await;
+    let (status, body) =
+        post_pd(&q, PD_BODY, Some(format!("v1={retired},v1={next}")), "wh-1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 1);
 
@@ -98,7 +112,10 @@ async fn pagerduty_signatures_rotation_and_replay() {
     let alerts = stored["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 1, "{stored:#}");
     assert_eq!(alerts[0]["alert"]["labels"]["service"], "checkout");
-    assert_eq!(alerts[0]["alert"]["meta"]["event_type"], "incident.triggered");
+    assert_eq!(
+        alerts[0]["alert"]["meta"]["event_type"],
+        "incident.triggered"
+    );
 
     let inc = q
         .wait_for("/api/v1/incidents", Duration::from_secs(10), |d| {
@@ -116,9 +133,11 @@ async fn pagerduty_signatures_rotation_and_replay() {
     let (status, _) = post_pd(&q, &resolved, Some(format!("v1={sig}")), "wh-2").await;
     assert_eq!(status, 200);
     let id = inc["id"].as_str().unwrap().to_string();
-    q.wait_for(&format!("/api/v1/incidents/{id}"), Duration::from_secs(10), |d| {
-        (d["status"] == "resolved").then_some(())
-    })
+    q.wait_for(
+        &format!("/api/v1/incidents/{id}"),
+        Duration::from_secs(10),
+        |d| (d["status"] == "resolved").then_some(()),
+    )
     .await;
 }
 
@@ -175,9 +194,11 @@ async fn datadog_template_and_generic_mapping() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let id = inc["id"].as_str().unwrap().to_string();
-    q.wait_for(&format!("/api/v1/incidents/{id}"), Duration::from_secs(10), |d| {
-        (d["status"] == "resolved").then_some(())
-    })
+    q.wait_for(
+        &format!("/api/v1/incidents/{id}"),
+        Duration::from_secs(10),
+        |d| (d["status"] == "resolved").then_some(()),
+    )
     .await;
 
     // Generic: two alerts in one body, mapped by JSON pointers.
@@ -197,7 +218,10 @@ async fn datadog_template_and_generic_mapping() {
     assert_eq!(v["accepted"], 2);
     let stored = q.get_json("/api/v1/alerts?fingerprint=g-2").await;
     assert_eq!(stored["alerts"][0]["alert"]["status"], "resolved");
-    assert_eq!(stored["alerts"][0]["alert"]["source"], json!({"kind": "generic", "name": "grafana"}));
+    assert_eq!(
+        stored["alerts"][0]["alert"]["source"],
+        json!({"kind": "generic", "name": "grafana"})
+    );
     let r = http()
         .post(format!("{}/hooks/generic/grafana", q.url))
         .bearer_auth("wrong")

@@ -75,13 +75,22 @@ pub fn quench_bin() -> PathBuf {
     let release = dir.ends_with("release");
     BUILD.call_once(|| {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(repo_root())
-            .args(["build", "--quiet", "-p", "quench-engine", "--bin", "quench"]);
+        cmd.current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "-p",
+            "quench-engine",
+            "--bin",
+            "quench",
+        ]);
         if release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p quench-engine --bin quench failed");
+        assert!(
+            status.success(),
+            "cargo build -p quench-engine --bin quench failed"
+        );
     });
     let bin = dir.join("quench");
     assert!(
@@ -207,7 +216,12 @@ impl Quench {
 
     /// Polls `f` on `GET path` until it returns `Some`, or fails after
     /// `timeout` with the last document and the server log.
-    pub async fn wait_for<T>(&self, path: &str, timeout: Duration, mut f: impl FnMut(&Value) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        path: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&Value) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             let doc = self.get_json(path).await;
@@ -282,7 +296,10 @@ impl Alertmanager {
         let log = std::fs::File::create(tmp.path().join("am.log")).expect("am log");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!("--storage.path={}", tmp.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                tmp.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg(format!("--web.external-url={url}"))
             .arg("--cluster.listen-address=")
@@ -304,7 +321,8 @@ impl Alertmanager {
                 return am;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(am._tmp.path().join("am.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(am._tmp.path().join("am.log")).unwrap_or_default();
                 panic!("alertmanager not ready within 20 s:\n{log}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -319,7 +337,11 @@ impl Alertmanager {
             .send()
             .await
             .expect("post to alertmanager");
-        assert!(r.status().is_success(), "alertmanager refused alerts: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "alertmanager refused alerts: {}",
+            r.status()
+        );
     }
 }
 

@@ -69,7 +69,10 @@ pub fn parse(cfg: &Config, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, I
     if hook.version != "4" {
         return Err(IntakeError::shape(
             "version",
-            format!("unsupported webhook version {:?}, expected \"4\"", hook.version),
+            format!(
+                "unsupported webhook version {:?}, expected \"4\"",
+                hook.version
+            ),
         ));
     }
     let mut alerts = Vec::with_capacity(hook.alerts.len());

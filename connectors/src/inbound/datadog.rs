@@ -66,7 +66,9 @@ fn status_of(transition: &str) -> Result<AlertStatus, IntakeError> {
         | "renotify" | "re-notify" | "escalated" => Ok(AlertStatus::Firing),
         _ => Err(IntakeError::shape(
             "transition",
-            format!("unknown alert transition {transition:?} (expected Triggered, Recovered, Warn, No Data or a Re- form)"),
+            format!(
+                "unknown alert transition {transition:?} (expected Triggered, Recovered, Warn, No Data or a Re- form)"
+            ),
         )),
     }
 }
@@ -171,8 +173,16 @@ pub fn parse(cfg: &Config, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, I
             status,
             labels,
             annotations,
-            starts_at: if status == AlertStatus::Firing { date } else { None },
-            ends_at: if status == AlertStatus::Resolved { date } else { None },
+            starts_at: if status == AlertStatus::Firing {
+                date
+            } else {
+                None
+            },
+            ends_at: if status == AlertStatus::Resolved {
+                date
+            } else {
+                None
+            },
             meta,
             idempotency_key,
             raw_ref: String::new(),

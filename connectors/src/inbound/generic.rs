@@ -71,9 +71,16 @@ pub struct Mapping {
 }
 
 fn default_firing() -> Vec<String> {
-    ["firing", "triggered", "alerting", "alert", "open", "problem"]
-        .map(String::from)
-        .to_vec()
+    [
+        "firing",
+        "triggered",
+        "alerting",
+        "alert",
+        "open",
+        "problem",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_resolved() -> Vec<String> {
@@ -110,9 +117,12 @@ fn get_string(
     let Some(ptr) = ptr else { return Ok(None) };
     match lookup(root, base, ptr)? {
         None => Ok(None),
-        Some(v) => scalar(v)
-            .map(Some)
-            .ok_or_else(|| IntakeError::shape(format!("{base}{ptr}"), "expected a string, number or boolean")),
+        Some(v) => scalar(v).map(Some).ok_or_else(|| {
+            IntakeError::shape(
+                format!("{base}{ptr}"),
+                "expected a string, number or boolean",
+            )
+        }),
     }
 }
 
@@ -127,11 +137,17 @@ fn get_map(
         && let Some(v) = lookup(root, base, ptr)?
     {
         let Value::Object(obj) = v else {
-            return Err(IntakeError::shape(format!("{base}{ptr}"), "expected an object"));
+            return Err(IntakeError::shape(
+                format!("{base}{ptr}"),
+                "expected an object",
+            ));
         };
         for (k, v) in obj {
             let s = scalar(v).ok_or_else(|| {
-                IntakeError::shape(format!("{base}{ptr}/{k}"), "expected a string, number or boolean")
+                IntakeError::shape(
+                    format!("{base}{ptr}/{k}"),
+                    "expected a string, number or boolean",
+                )
             })?;
             out.insert(k.clone(), s);
         }
@@ -161,7 +177,12 @@ pub fn parse(
                 .enumerate()
                 .map(|(i, v)| (format!("{ptr}/{i}"), v))
                 .collect(),
-            Some(_) => return Err(IntakeError::shape(ptr.clone(), "expected an array of alerts")),
+            Some(_) => {
+                return Err(IntakeError::shape(
+                    ptr.clone(),
+                    "expected an array of alerts",
+                ));
+            }
             None => return Err(IntakeError::shape(ptr.clone(), "missing array of alerts")),
         },
     };
@@ -169,14 +190,27 @@ pub fn parse(
     let mut alerts = Vec::with_capacity(items.len());
     for (base, item) in items {
         let labels = get_map(item, &base, &mapping.labels, &mapping.label_fields)?;
-        let annotations = get_map(item, &base, &mapping.annotations, &mapping.annotation_fields)?;
+        let annotations = get_map(
+            item,
+            &base,
+            &mapping.annotations,
+            &mapping.annotation_fields,
+        )?;
         let status = match get_string(item, &base, &mapping.status)? {
             None => AlertStatus::Firing,
             Some(s) => {
                 let l = s.to_ascii_lowercase();
-                if mapping.firing_values.iter().any(|v| v.eq_ignore_ascii_case(&l)) {
+                if mapping
+                    .firing_values
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(&l))
+                {
                     AlertStatus::Firing
-                } else if mapping.resolved_values.iter().any(|v| v.eq_ignore_ascii_case(&l)) {
+                } else if mapping
+                    .resolved_values
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(&l))
+                {
                     AlertStatus::Resolved
                 } else {
                     let ptr = mapping.status.as_deref().unwrap_or_default();
@@ -188,9 +222,15 @@ pub fn parse(
             }
         };
         let starts_raw = get_string(item, &base, &mapping.starts_at)?.unwrap_or_default();
-        let starts_at = parse_time(&format!("{base}{}", mapping.starts_at.as_deref().unwrap_or_default()), &starts_raw)?;
+        let starts_at = parse_time(
+            &format!("{base}{}", mapping.starts_at.as_deref().unwrap_or_default()),
+            &starts_raw,
+        )?;
         let ends_raw = get_string(item, &base, &mapping.ends_at)?.unwrap_or_default();
-        let ends_at = parse_time(&format!("{base}{}", mapping.ends_at.as_deref().unwrap_or_default()), &ends_raw)?;
+        let ends_at = parse_time(
+            &format!("{base}{}", mapping.ends_at.as_deref().unwrap_or_default()),
+            &ends_raw,
+        )?;
         let fingerprint = match get_string(item, &base, &mapping.fingerprint)? {
             Some(f) if !f.is_empty() => f,
             _ => {
@@ -281,9 +321,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let body = br#"{"items": 3}"#;
-        assert_eq!(parse("g", &mapping(), &auth(), body).unwrap_err().http_status(), 422);
         assert_eq!(
-            parse("g", &mapping(), &HeaderMap::new(), body).unwrap_err().http_status(),
+            parse("g", &mapping(), &auth(), body)
+                .unwrap_err()
+                .http_status(),
+            422
+        );
+        assert_eq!(
+            parse("g", &mapping(), &HeaderMap::new(), body)
+                .unwrap_err()
+                .http_status(),
             401
         );
     }

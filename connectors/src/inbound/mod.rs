@@ -146,7 +146,9 @@ pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Result<(), IntakeErr
     if constant_time_eq(token, expected.as_bytes()) {
         Ok(())
     } else {
-        Err(IntakeError::Unauthorized("bearer token does not match".into()))
+        Err(IntakeError::Unauthorized(
+            "bearer token does not match".into(),
+        ))
     }
 }
 
@@ -215,9 +217,11 @@ mod tests {
     #[test]
     fn go_zero_time_means_none() {
         assert_eq!(parse_time("x", "0001-01-01T00:00:00Z").unwrap(), None);
-        assert!(parse_time("x", "2026-11-27T10:00:00.123+01:00")
-            .unwrap()
-            .is_some());
+        assert!(
+            parse_time("x", "2026-11-27T10:00:00.123+01:00")
+                .unwrap()
+                .is_some()
+        );
         assert!(matches!(
             parse_time("endsAt", "yesterday"),
             Err(IntakeError::Shape { path, .. }) if path == "endsAt"

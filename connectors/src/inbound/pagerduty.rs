@@ -108,8 +108,8 @@ pub fn verify_signature(
     }
     let mut ok = false;
     for secret in secrets {
-        let mut mac =
-            <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key length");
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+            .expect("any key length");
         mac.update(body);
         for sig in &candidates {
             // verify_slice compares in constant time; keep looping so the
