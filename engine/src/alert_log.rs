@@ -40,6 +40,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::Syncer;
+
 /// The most requests one flush covers. Bounds the latency of the first
 /// request of a batch.
 const MAX_BATCH: usize = 1024;
@@ -183,8 +185,9 @@ fn key_hash(key: &str) -> [u8; 16] {
 }
 
 impl AlertLog {
-    /// Opens the log's trees and starts the writer thread.
-    pub fn open(db: &sled::Db) -> Result<AlertLog, LogError> {
+    /// Opens the log's trees and starts the writer thread. `syncer`, when
+    /// given, runs after every flush, before anything is acknowledged.
+    pub fn open(db: &sled::Db, syncer: Option<Syncer>) -> Result<AlertLog, LogError> {
         let deliveries = db.open_tree("intake/deliveries")?;
         let keys = db.open_tree("intake/keys")?;
         let raw = db.open_tree("intake/raw")?;
@@ -213,7 +216,7 @@ impl AlertLog {
         let flush_db = db.clone();
         thread::Builder::new()
             .name("alert-log-flush".into())
-            .spawn(move || flush_loop(flush_db, flush_rx, live_tx))
+            .spawn(move || flush_loop(flush_db, syncer, flush_rx, live_tx))
             .map_err(|e| LogError::Sled(sled::Error::Io(e)))?;
         thread::Builder::new()
             .name("alert-log-writer".into())
@@ -367,6 +370,7 @@ struct Written {
 /// Flushes whatever the writer has inserted, then answers the senders.
 fn flush_loop(
     db: sled::Db,
+    syncer: Option<Syncer>,
     rx: std::sync::mpsc::Receiver<Written>,
     live: mpsc::Sender<Vec<StoredAlert>>,
 ) {
@@ -376,7 +380,10 @@ fn flush_loop(
         while let Ok(more) = rx.try_recv() {
             groups.push(more);
         }
-        let flushed = db.flush();
+        let flushed = db.flush().and_then(|n| match &syncer {
+            Some(s) => s.sync().map(|()| n).map_err(sled::Error::Io),
+            None => Ok(n),
+        });
         for group in groups.drain(..) {
             for (reply, result) in group.replies {
                 let result = match &flushed {
@@ -551,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let log = AlertLog::open(&db).unwrap();
+            let log = AlertLog::open(&db, None).unwrap();
             let r = log
                 .append(
                     b"payload".to_vec(),
@@ -598,7 +605,7 @@ mod tests {
                 }
             }
         };
-        let log = AlertLog::open(&db).unwrap();
+        let log = AlertLog::open(&db, None).unwrap();
         assert_eq!(log.len(), 52);
         let first = log.read_after(0, 1).unwrap();
         assert_eq!(first[0].seq, 1);

@@ -87,8 +87,9 @@ pub async fn serve(
             errors: errs.iter().map(|e| e.to_string()).collect(),
         })?;
     info!(dir = %config.runbooks.display(), count = runbooks.runbooks.len(), "runbooks loaded");
-    let db = store::open(&config.data_dir)?;
-    let log = AlertLog::open(&db)?;
+    let store = store::open(&config.data_dir)?;
+    let db = store.db.clone();
+    let log = AlertLog::open(&db, Some(store.syncer()?))?;
     let incidents = IncidentStore::open(&db)?;
     let metrics = Arc::new(Metrics::default());
     let runbooks = Arc::new(RwLock::new(Arc::new(runbooks)));
@@ -122,6 +123,7 @@ pub async fn serve(
         .await?;
     pipeline_task.abort();
     db.flush().map_err(|e| ServeError::Log(e.into()))?;
+    store.sync()?;
     info!("stopped");
     Ok(())
 }

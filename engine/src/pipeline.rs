@@ -234,7 +234,7 @@ mod tests {
     fn pipeline(db: &sled::Db) -> (Pipeline, AlertLog, IncidentStore) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/examples");
         let set = quench_runbooks::load_dir(&dir).unwrap();
-        let log = AlertLog::open(db).unwrap();
+        let log = AlertLog::open(db, None).unwrap();
         let incidents = IncidentStore::open(db).unwrap();
         let p = Pipeline {
             log: log.clone(),

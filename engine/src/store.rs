@@ -17,6 +17,15 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// sled's log file is not where sled 0.34 keeps it.
+    #[error("cannot open sled's log file {path}: {source}")]
+    LogFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// sled refused (already open by another quench, or corrupted).
     #[error("cannot open the database in {path} (is another quench using it?): {source}")]
     Sled {
@@ -28,16 +37,62 @@ pub enum OpenError {
     },
 }
 
+/// The open database.
+pub struct Store {
+    /// The sled database.
+    pub db: sled::Db,
+    /// sled's log file, for [`Store::sync`].
+    log_file: std::fs::File,
+}
+
+impl Store {
+    /// Makes everything sled has flushed durable on the disk, not only in
+    /// the kernel.
+    ///
+    /// On Linux sled's `flush` ends with `sync_file_range`, which survives a
+    /// crash of the process but does not write file metadata or the drive's
+    /// cache: a power cut could still take acknowledged alerts. `fdatasync`
+    /// on its log file closes that gap.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.log_file.sync_data()
+    }
+
+    /// A handle that syncs the same file, for another thread.
+    pub fn syncer(&self) -> std::io::Result<Syncer> {
+        Ok(Syncer(self.log_file.try_clone()?))
+    }
+}
+
+/// Syncs sled's log file; see [`Store::sync`].
+pub struct Syncer(std::fs::File);
+
+impl Syncer {
+    /// `fdatasync` on sled's log file.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
 /// Opens (creating if needed) `DATA_DIR/db`.
-pub fn open(data_dir: &Path) -> Result<sled::Db, OpenError> {
+pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
         path: data_dir.to_path_buf(),
         source,
     })?;
     let path = data_dir.join("db");
-    sled::Config::new()
+    let db = sled::Config::new()
         .path(&path)
         .mode(sled::Mode::HighThroughput)
         .open()
-        .map_err(|source| OpenError::Sled { path, source })
+        .map_err(|source| OpenError::Sled {
+            path: path.clone(),
+            source,
+        })?;
+    // sled 0.34 keeps its log in `<path>/db`.
+    let log_path = path.join("db");
+    let log_file = std::fs::File::open(&log_path).map_err(|source| OpenError::LogFile {
+        path: log_path,
+        source,
+    })?;
+    Ok(Store { db, log_file })
 }
