@@ -82,7 +82,13 @@ pub struct Parsed {
 
 /// Decodes JSON into `T`, telling a syntax error (400, with its position)
 /// apart from a shape error (422, with the path of the field).
+///
+/// The common case, a well-formed body, is decoded without path tracking;
+/// only a failure pays for decoding again to find the path.
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, IntakeError> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
