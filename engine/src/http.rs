@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use quench_connectors::alert::content_address;
 use quench_connectors::inbound::{IntakeError, Parsed, alertmanager, datadog, generic, pagerduty};
-use quench_knowledge::{IncidentFilter, IncidentStore};
+use quench_knowledge::{IncidentFilter, IncidentStatus, IncidentStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
@@ -26,6 +26,9 @@ use crate::alert_log::AlertLog;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::SharedRunbooks;
+
+/// The most entries one list request returns.
+const MAX_LIST: usize = 100_000;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -253,7 +256,6 @@ async fn intake_inner(
     let count = parsed.alerts.len() as u64;
     s.metrics
         .add("quench_alerts_received_total", &[("source", source)], count);
-    let raw_ref = content_address(&bytes);
     match s.log.append(bytes, parsed.alerts).await {
         Ok(appended) => {
             let dups = appended.iter().filter(|a| a.duplicate).count() as u64;
@@ -274,7 +276,6 @@ async fn intake_inner(
                 "status": "ok",
                 "accepted": count - dups,
                 "duplicates": dups,
-                "raw_ref": raw_ref,
                 "alerts": appended,
             }))
             .into_response()
@@ -310,25 +311,50 @@ fn internal(e: impl std::fmt::Display) -> Response {
     )
 }
 
-async fn list_incidents(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let store: &IncidentStore = &s.incidents;
-    let filter = IncidentFilter {
-        open_only: q.status.as_deref() == Some("open"),
-        limit: None,
+/// A query string that does not parse: a JSON 400, like every other error.
+fn bad_query(e: QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad_query",
+        e.body_text(),
+        Value::Null,
+    )
+}
+
+async fn list_incidents(
+    State(s): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
     };
-    let limit = q.limit.unwrap_or(100);
-    match store.list(&filter) {
-        Ok(list) => {
-            let list: Vec<_> = list
-                .into_iter()
-                .filter(|r| match q.status.as_deref() {
-                    None | Some("open") => true,
-                    Some(st) => r.status.as_str() == st,
-                })
-                .take(limit)
-                .collect();
-            axum::Json(json!({ "incidents": list })).into_response()
+    let mut filter = IncidentFilter {
+        open_only: false,
+        status: None,
+        limit: Some(q.limit.unwrap_or(100).min(MAX_LIST)),
+    };
+    match q.status.as_deref() {
+        None => {}
+        Some("open") => filter.open_only = true,
+        Some(other) => {
+            match serde_json::from_value::<IncidentStatus>(Value::String(other.into())) {
+                Ok(st) => filter.status = Some(st),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_query",
+                        format!(
+                            "unknown status {other:?}: use open, diagnosing, remediating, verifying, resolved, escalated, failed or cancelled"
+                        ),
+                        Value::Null,
+                    );
+                }
+            }
         }
+    }
+    match s.incidents.list(&filter) {
+        Ok(list) => axum::Json(json!({ "incidents": list })).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -352,11 +378,16 @@ struct AlertsQuery {
     fingerprint: Option<String>,
 }
 
-async fn list_alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
-    match s
-        .log
-        .recent(q.limit.unwrap_or(100), q.fingerprint.as_deref())
-    {
+async fn list_alerts(
+    State(s): State<AppState>,
+    q: Result<Query<AlertsQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    match s.log.recent(limit, q.fingerprint.as_deref()) {
         Ok(list) => axum::Json(json!({ "alerts": list })).into_response(),
         Err(e) => internal(e),
     }

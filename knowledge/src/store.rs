@@ -67,6 +67,8 @@ pub enum Attach {
 pub struct IncidentFilter {
     /// Only open (not closed) incidents.
     pub open_only: bool,
+    /// Only incidents in this state.
+    pub status: Option<IncidentStatus>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
 }
@@ -251,6 +253,9 @@ impl IncidentStore {
             if filter.open_only && r.status.is_closed() {
                 continue;
             }
+            if filter.status.is_some_and(|s| s != r.status) {
+                continue;
+            }
             out.push(r);
             if filter.limit.is_some_and(|l| out.len() >= l) {
                 break;
@@ -369,10 +374,19 @@ mod tests {
         let open = s
             .list(&IncidentFilter {
                 open_only: true,
-                limit: None,
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(open.len(), 1);
+        let resolved = s
+            .list(&IncidentFilter {
+                status: Some(IncidentStatus::Resolved),
+                limit: Some(5),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].id, "inc-1");
         assert_eq!(s.get("nope").unwrap(), None);
     }
 

@@ -141,6 +141,20 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
+    // Bad query strings on the API: JSON 400s naming the problem.
+    for path in [
+        "/api/v1/incidents?status=bogus",
+        "/api/v1/incidents?limit=abc",
+        "/api/v1/alerts?limit=-1",
+    ] {
+        let r = http().get(format!("{}{path}", q.url)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "bad_query", "{path}: {v}");
+    }
+    let v = q.get_json("/api/v1/incidents?status=resolved").await;
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 0);
+
     // Still alive, and the accepted alert is still there, exactly once.
     let health = q.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
