@@ -138,14 +138,7 @@ async fn alertmanager_without_the_token_is_refused_and_retries() {
     // Alertmanager delivers (and retries); every delivery is refused.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let text = quench_tests::http()
-            .get(format!("{}/metrics", q.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = q.get_text("/metrics").await;
         if text.contains(
             "quench_webhook_rejected_total{source=\"alertmanager\",reason=\"unauthorized\"}",
         ) {
@@ -159,4 +152,26 @@ async fn alertmanager_without_the_token_is_refused_and_retries() {
     }
     let stored = q.get_json("/api/v1/alerts").await;
     assert_eq!(stored["alerts"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn truncated_groups_are_recorded() {
+    let q = Quench::start("{}\n", &repo_root().join("runbooks/examples"));
+    let am = Alertmanager::start_truncating(&format!("{}/hooks/alertmanager", q.url), 1).await;
+    // Three alerts in one group (group_by: alertname); Alertmanager sends one
+    // and reports the other two as truncated.
+    let alerts: Vec<Value> = (0..3)
+        .map(|i| json!({"labels": {"alertname": "GoroutineLeak", "service": "api", "pod": format!("api-{i}")}}))
+        .collect();
+    am.post_alerts(&Value::Array(alerts)).await;
+    let stored = q
+        .wait_for("/api/v1/alerts", Duration::from_secs(30), |d| {
+            d["alerts"].as_array().and_then(|a| a.first()).cloned()
+        })
+        .await;
+    assert_eq!(
+        stored["alert"]["meta"]["truncatedAlerts"], "2",
+        "{stored:#}"
+    );
+    assert_eq!(stored["alert"]["labels"]["alertname"], "GoroutineLeak");
 }

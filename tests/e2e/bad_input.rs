@@ -164,14 +164,7 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     assert_eq!(alerts[0]["alert"]["fingerprint"], "keepme");
 
     // The rejections are counted by reason.
-    let text = http()
-        .get(format!("{}/metrics", q.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = q.get_text("/metrics").await;
     for reason in [
         "malformed_json",
         "invalid_shape",

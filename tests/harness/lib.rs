@@ -214,6 +214,17 @@ impl Quench {
         resp.json().await.expect("json")
     }
 
+    /// GET a text document (such as `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = http()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nlog:\n{}", self.log_text()));
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.text().await.expect("text body")
+    }
+
     /// Polls `f` on `GET path` until it returns `Some`, or fails after
     /// `timeout` with the last document and the server log.
     pub async fn wait_for<T>(
@@ -256,23 +267,34 @@ pub struct Alertmanager {
 impl Alertmanager {
     /// Starts Alertmanager delivering to `webhook_url` without credentials.
     pub async fn start(webhook_url: &str) -> Alertmanager {
-        Alertmanager::launch(Some((webhook_url, None))).await
+        Alertmanager::launch(Some((webhook_url, None)), "").await
+    }
+
+    /// Starts Alertmanager sending at most `max_alerts` alerts per
+    /// notification, so it reports the rest in `truncatedAlerts`.
+    pub async fn start_truncating(webhook_url: &str, max_alerts: u32) -> Alertmanager {
+        Alertmanager::launch(
+            Some((webhook_url, None)),
+            &format!("        max_alerts: {max_alerts}\n"),
+        )
+        .await
     }
 
     /// Starts Alertmanager delivering to `webhook_url` with a bearer token.
     pub async fn start_with_token(webhook_url: &str, token: &str) -> Alertmanager {
-        Alertmanager::launch(Some((webhook_url, Some(token)))).await
+        Alertmanager::launch(Some((webhook_url, Some(token))), "").await
     }
 
     /// Starts Alertmanager with a receiver that delivers nowhere (for
     /// measuring its own intake).
     pub async fn start_silent() -> Alertmanager {
-        Alertmanager::launch(None).await
+        Alertmanager::launch(None, "").await
     }
 
     /// Starts Alertmanager 0.25 on a free port, delivering to the webhook
     /// with `group_wait: 0s` so notifications arrive within about a second.
-    async fn launch(webhook: Option<(&str, Option<&str>)>) -> Alertmanager {
+    /// `extra` is appended to the webhook config (YAML, 8 spaces deep).
+    async fn launch(webhook: Option<(&str, Option<&str>)>, extra: &str) -> Alertmanager {
         let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -282,7 +304,7 @@ impl Alertmanager {
                     .map(|t| format!("        http_config:\n          authorization:\n            credentials: {t}\n"))
                     .unwrap_or_default();
                 format!(
-                    "  - name: quench\n    webhook_configs:\n      - url: {url}\n        send_resolved: true\n{auth}"
+                    "  - name: quench\n    webhook_configs:\n      - url: {url}\n        send_resolved: true\n{auth}{extra}"
                 )
             }
             None => "  - name: quench\n".to_string(),
