@@ -21,6 +21,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The runbook directory.
     pub runbooks: PathBuf,
+    /// The runbook for firing alerts no other runbook matches (it must be
+    /// in the directory). None: such alerts are stored, explained and
+    /// counted, and open no incident.
+    pub triage_runbook: Option<String>,
     /// The largest webhook body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Per-sender authentication and mappings.
@@ -47,6 +51,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             data_dir: PathBuf::from(".quench"),
             runbooks: PathBuf::from("runbooks/examples"),
+            triage_runbook: None,
             max_body_bytes: 1 << 20,
             hooks: Hooks::default(),
         }

@@ -10,6 +10,7 @@
 //! - [`metrics`]: the `/metrics` registry.
 //! - [`store`]: opens the one sled database every tree lives in.
 //! - [`client`]: the CLI side of the HTTP API (`quench incidents ...`).
+//! - [`explain`]: reading alerts from a file for `quench explain`.
 //!
 //! `docs/ARCHITECTURE.md` walks one alert through these files.
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@
 pub mod alert_log;
 pub mod client;
 pub mod config;
+pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
@@ -81,8 +83,8 @@ pub async fn serve(
     config: Config,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let runbooks =
-        quench_runbooks::load_dir(&config.runbooks).map_err(|errs| ServeError::Runbooks {
+    let runbooks = quench_runbooks::load_dir(&config.runbooks, config.triage_runbook.as_deref())
+        .map_err(|errs| ServeError::Runbooks {
             dir: config.runbooks.display().to_string(),
             errors: errs.iter().map(|e| e.to_string()).collect(),
         })?;

@@ -55,11 +55,29 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
-    /// Check a runbook directory and list every problem.
+    /// Check a runbook directory and list every problem, as
+    /// `file:line:col: error[RBnnn]: ...`. Exits 1 when there is one.
     Lint {
         /// The runbook directory.
         #[arg(default_value = "runbooks/examples")]
         dir: PathBuf,
+        /// The triage runbook, which must exist in the directory.
+        #[arg(long)]
+        triage: Option<String>,
+    },
+    /// Which runbooks an alert would run, and why each other one would not.
+    Explain {
+        /// The runbook directory.
+        #[arg(long, default_value = "runbooks/examples")]
+        runbooks: PathBuf,
+        /// The triage runbook.
+        #[arg(long)]
+        triage: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// An Alertmanager webhook payload, or `{"labels": {...}}` (or a list).
+        alert: PathBuf,
     },
 }
 
@@ -79,6 +97,19 @@ enum IncidentsCommand {
         /// The incident id, for example inc-1.
         id: String,
     },
+}
+
+/// Loads a runbook directory, printing every diagnostic to stderr.
+fn load_runbooks(
+    dir: &std::path::Path,
+    triage: Option<&str>,
+) -> anyhow::Result<quench_runbooks::RunbookSet> {
+    quench_runbooks::load_dir(dir, triage).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::anyhow!("{} problem(s) in {}", errors.len(), dir.display())
+    })
 }
 
 fn init_logging(json: bool) {
@@ -153,19 +184,52 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Lint { dir } => match quench_runbooks::load_dir(&dir) {
-            Ok(set) => println!(
+        Command::Lint { dir, triage } => {
+            let set = load_runbooks(&dir, triage.as_deref())?;
+            println!(
                 "{}: {} runbooks, no problems",
                 dir.display(),
                 set.runbooks.len()
-            ),
-            Err(errors) => {
-                for e in &errors {
-                    eprintln!("{e}");
+            );
+        }
+        Command::Explain {
+            runbooks,
+            triage,
+            json,
+            alert,
+        } => {
+            let set = load_runbooks(&runbooks, triage.as_deref())?;
+            let bytes = std::fs::read(&alert)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", alert.display()))?;
+            let alerts = quench_engine::explain::read_alerts(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
+            let all: Vec<_> = alerts.iter().map(|a| (a, set.explain(a))).collect();
+            if json {
+                let out: Vec<_> = all
+                    .iter()
+                    .map(|(a, e)| serde_json::json!({"labels": a.labels, "status": a.status, "runs": e.matched(), "explanation": e}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for (a, e) in &all {
+                    let labels: Vec<String> =
+                        a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                    println!("{} alert {{{}}}", a.status.as_str(), labels.join(", "));
+                    let runs = e.matched();
+                    println!(
+                        "  runs: {}",
+                        if runs.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            runs.join(", ")
+                        }
+                    );
+                    for line in e.lines() {
+                        println!("  {line}");
+                    }
                 }
-                anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display());
             }
-        },
+        }
     }
     Ok(())
 }

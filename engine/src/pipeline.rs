@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use quench_connectors::AlertStatus;
-use quench_knowledge::{AlertRecord, AlertState, Attach, IncidentStore, RunbookRef};
-use quench_runbooks::RunbookSet;
+use quench_knowledge::{
+    AlertRecord, AlertState, Attach, IncidentStore, MatchDecision, Opening, RunbookRef,
+};
+use quench_runbooks::{Explanation, Runbook, RunbookSet};
 use tracing::{debug, error, info};
 
 use crate::alert_log::{AlertLog, StoredAlert};
@@ -137,34 +139,34 @@ impl Pipeline {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let runbook = match alert.status {
-            AlertStatus::Firing => set.select(alert),
-            AlertStatus::Resolved => set.select_by_labels(alert),
+        // A firing alert goes to the runbooks that apply, and the why is kept
+        // with the incident it opens. A resolved one goes to the incidents its
+        // firing twin opened, found by source and labels alone.
+        let (runbooks, explanation) = match alert.status {
+            AlertStatus::Firing => {
+                let why = set.explain(alert);
+                let runbooks: Vec<&Runbook> = why
+                    .matched()
+                    .into_iter()
+                    .filter_map(|name| set.by_name(name))
+                    .collect();
+                (runbooks, decisions(&why))
+            }
+            AlertStatus::Resolved => (set.select_by_labels(alert), Vec::new()),
         };
-        let Some(runbook) = runbook else {
+        if runbooks.is_empty() {
             if alert.status == AlertStatus::Firing {
                 self.metrics.add("quench_alerts_unmatched_total", &[], 1);
                 debug!(seq = entry.seq, fingerprint = %alert.fingerprint, alertname = alert.name(), "no runbook matched");
             }
             return Ok(());
-        };
-        let group_key = runbook.group_key(alert);
+        }
         let title = alert
             .annotations
             .get("summary")
             .filter(|s| !s.is_empty())
             .map(String::as_str)
             .unwrap_or_else(|| alert.name());
-        let title = if title.is_empty() {
-            runbook.file.name.as_str()
-        } else {
-            title
-        };
-        let rb = RunbookRef {
-            name: runbook.file.name.clone(),
-            path: runbook.path.clone(),
-            commit: None,
-        };
         let record = AlertRecord {
             seq: entry.seq,
             source: alert.source.to_string(),
@@ -180,27 +182,65 @@ impl Pipeline {
             first_received_at: entry.received_at,
             notifications: 1,
         };
-        match self
-            .incidents
-            .attach(&group_key, title, Some(&rb), record, Utc::now())?
-        {
-            Attach::Opened(r) => {
-                self.metrics
-                    .add("quench_incidents_opened_total", &[("runbook", &rb.name)], 1);
-                info!(incident_id = %r.id, runbook = %rb.name, seq = entry.seq, "incident opened");
-            }
-            Attach::Attached(r) => {
-                debug!(incident_id = %r.id, runbook = %rb.name, seq = entry.seq, status = r.status.as_str(), "alert attached");
-            }
-            Attach::AlreadyAttached(r) => {
-                debug!(incident_id = %r.id, seq = entry.seq, "alert already attached (replay)");
-            }
-            Attach::NoOpenIncident => {
-                debug!(seq = entry.seq, fingerprint = %alert.fingerprint, "resolved alert has no open incident");
+        for runbook in runbooks {
+            let name = runbook.name();
+            let opening = Opening {
+                title: if title.is_empty() { name } else { title }.to_string(),
+                runbook: Some(RunbookRef {
+                    name: name.to_string(),
+                    path: runbook.path.clone(),
+                    commit: None,
+                }),
+                explanation: explanation.clone(),
+            };
+            let group_key = runbook.group_key(alert);
+            match self
+                .incidents
+                .attach(&group_key, &opening, record.clone(), Utc::now())?
+            {
+                Attach::Opened(r) => {
+                    self.metrics
+                        .add("quench_incidents_opened_total", &[("runbook", name)], 1);
+                    info!(incident_id = %r.id, runbook = name, seq = entry.seq, "incident opened");
+                }
+                Attach::Attached(r) => {
+                    debug!(incident_id = %r.id, runbook = name, seq = entry.seq, status = r.status.as_str(), "alert attached");
+                }
+                Attach::AlreadyAttached(r) => {
+                    debug!(incident_id = %r.id, seq = entry.seq, "alert already attached (replay)");
+                }
+                Attach::NoOpenIncident => {
+                    debug!(seq = entry.seq, fingerprint = %alert.fingerprint, runbook = name, "resolved alert has no open incident");
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The explanation in the knowledge store's own terms.
+fn decisions(why: &Explanation) -> Vec<MatchDecision> {
+    let mut out: Vec<MatchDecision> = why
+        .decisions
+        .iter()
+        .map(|d| MatchDecision {
+            runbook: d.runbook.clone(),
+            matched: d.skipped.is_none(),
+            reason: d
+                .skipped
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        })
+        .collect();
+    if let Some(t) = &why.triage {
+        out.push(MatchDecision {
+            runbook: t.clone(),
+            matched: true,
+            reason: "triage runbook: nothing else matched".into(),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -220,6 +260,7 @@ mod tests {
             status,
             labels: BTreeMap::from([
                 ("alertname".to_string(), "HighCPU".to_string()),
+                ("severity".to_string(), "page".to_string()),
                 ("service".to_string(), service.to_string()),
             ]),
             annotations: BTreeMap::new(),
@@ -233,7 +274,7 @@ mod tests {
 
     fn pipeline(db: &sled::Db) -> (Pipeline, AlertLog, IncidentStore) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/examples");
-        let set = quench_runbooks::load_dir(&dir).unwrap();
+        let set = quench_runbooks::load_dir(&dir, None).unwrap();
         let log = AlertLog::open(db, None).unwrap();
         let incidents = IncidentStore::open(db).unwrap();
         let p = Pipeline {

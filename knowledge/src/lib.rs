@@ -13,6 +13,7 @@ pub mod record;
 pub mod store;
 
 pub use record::{
-    AlertRecord, AlertState, IncidentRecord, IncidentStatus, RunbookRef, TimelineEvent,
+    AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef,
+    TimelineEvent,
 };
-pub use store::{Attach, IncidentFilter, IncidentStore, StoreError};
+pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

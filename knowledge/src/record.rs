@@ -104,6 +104,20 @@ pub struct RunbookRef {
     pub commit: Option<String>,
 }
 
+/// Why one runbook did or did not apply to the alert that opened the
+/// incident (`quench explain`, kept with the record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchDecision {
+    /// The runbook.
+    pub runbook: String,
+    /// Whether it applied.
+    pub matched: bool,
+    /// Why not (the failing matcher and the value it saw, ...); for the
+    /// triage runbook, why it ran; otherwise empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
 /// One entry on an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {
@@ -130,6 +144,9 @@ pub struct IncidentRecord {
     pub runbook: Option<RunbookRef>,
     /// The `group_by` values that alerts attach by.
     pub group_key: String,
+    /// Every runbook's decision for the alert that opened the incident.
+    #[serde(default)]
+    pub match_explanation: Vec<MatchDecision>,
     /// One entry per fingerprint.
     pub alerts: Vec<AlertRecord>,
     /// When the first alert's condition started (sender's clock), else when

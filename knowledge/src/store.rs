@@ -9,9 +9,20 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::record::{
-    AlertRecord, AlertState, IncidentRecord, IncidentStatus, RunbookRef, SCHEMA_VERSION,
-    TimelineEvent,
+    AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef,
+    SCHEMA_VERSION, TimelineEvent,
 };
+
+/// What a new incident starts with, when an alert opens one.
+#[derive(Debug, Clone, Default)]
+pub struct Opening {
+    /// A one-line title.
+    pub title: String,
+    /// The runbook, pinned to its commit.
+    pub runbook: Option<RunbookRef>,
+    /// Every runbook's decision for the alert.
+    pub explanation: Vec<MatchDecision>,
+}
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +141,11 @@ impl IncidentStore {
     pub fn attach(
         &self,
         group_key: &str,
-        title: &str,
-        runbook: Option<&RunbookRef>,
+        opening: &Opening,
         alert: AlertRecord,
         now: DateTime<Utc>,
     ) -> Result<Attach, StoreError> {
+        let title = opening.title.as_str();
         let outcome = (&self.incidents, &self.open_groups).transaction(|(inc, open)| {
             let abort = ConflictableTransactionError::Abort;
             let existing = match open.get(group_key.as_bytes())? {
@@ -157,8 +168,9 @@ impl IncidentStore {
                     id: format!("inc-{n}"),
                     title: title.to_string(),
                     status: IncidentStatus::Open,
-                    runbook: runbook.cloned(),
+                    runbook: opening.runbook.clone(),
                     group_key: group_key.to_string(),
+                    match_explanation: opening.explanation.clone(),
                     first_alert_at: alert.starts_at.unwrap_or(alert.first_received_at),
                     opened_at: now,
                     updated_at: now,
@@ -278,6 +290,13 @@ mod tests {
 
     use super::*;
 
+    fn op() -> Opening {
+        Opening {
+            title: "HighCPU".into(),
+            ..Default::default()
+        }
+    }
+
     fn alert(seq: u64, fp: &str, state: AlertState) -> AlertRecord {
         AlertRecord {
             seq,
@@ -302,25 +321,19 @@ mod tests {
 
         // a resolved alert alone opens nothing
         assert_eq!(
-            s.attach(
-                "g",
-                "HighCPU",
-                None,
-                alert(1, "a", AlertState::Resolved),
-                now
-            )
-            .unwrap(),
+            s.attach("g", &op(), alert(1, "a", AlertState::Resolved), now)
+                .unwrap(),
             Attach::NoOpenIncident
         );
         let Attach::Opened(r) = s
-            .attach("g", "HighCPU", None, alert(2, "a", AlertState::Firing), now)
+            .attach("g", &op(), alert(2, "a", AlertState::Firing), now)
             .unwrap()
         else {
             panic!("expected open")
         };
         assert_eq!(r.id, "inc-1");
         let Attach::Attached(r) = s
-            .attach("g", "HighCPU", None, alert(3, "b", AlertState::Firing), now)
+            .attach("g", &op(), alert(3, "b", AlertState::Firing), now)
             .unwrap()
         else {
             panic!("expected attach")
@@ -328,30 +341,18 @@ mod tests {
         assert_eq!(r.alerts.len(), 2);
         // replaying seq 3 changes nothing
         assert!(matches!(
-            s.attach("g", "HighCPU", None, alert(3, "b", AlertState::Firing), now)
+            s.attach("g", &op(), alert(3, "b", AlertState::Firing), now)
                 .unwrap(),
             Attach::AlreadyAttached(_)
         ));
-        s.attach(
-            "g",
-            "HighCPU",
-            None,
-            alert(4, "a", AlertState::Resolved),
-            now,
-        )
-        .unwrap();
+        s.attach("g", &op(), alert(4, "a", AlertState::Resolved), now)
+            .unwrap();
         assert_eq!(
             s.get("inc-1").unwrap().unwrap().status,
             IncidentStatus::Open
         );
         let Attach::Attached(r) = s
-            .attach(
-                "g",
-                "HighCPU",
-                None,
-                alert(5, "b", AlertState::Resolved),
-                now,
-            )
+            .attach("g", &op(), alert(5, "b", AlertState::Resolved), now)
             .unwrap()
         else {
             panic!()
@@ -360,7 +361,7 @@ mod tests {
         assert_eq!(r.alerts[0].notifications, 2);
         // the group is free again: a new firing alert opens inc-2
         let Attach::Opened(r2) = s
-            .attach("g", "HighCPU", None, alert(6, "a", AlertState::Firing), now)
+            .attach("g", &op(), alert(6, "a", AlertState::Firing), now)
             .unwrap()
         else {
             panic!()

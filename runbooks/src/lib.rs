@@ -2,19 +2,24 @@
 //!
 //! Module map:
 //! - [`model`]: the file format (`version: 1`), parsed straight from YAML
-//!   into typed structs that refuse unknown fields.
-//! - [`matcher`]: label matchers in Alertmanager's string form.
-//! - [`load`]: reading a directory of runbooks into a [`RunbookSet`] that
-//!   picks the runbook for an alert.
+//!   into typed structs that refuse unknown fields and keep positions.
+//! - [`matcher`]: label matchers with Alertmanager's exact semantics.
+//! - [`load`]: validation (every problem, with file:line:column and a code),
+//!   the runbook set, selection and the "why" of every decision.
+//! - [`diag`]: diagnostics and their stable codes.
+//! - [`duration`]: `30s`, `5m`, `1h30m`.
 //!
-//! This is the first cut the intake path needs: equality matchers and a
-//! `group_by`. The full language (every matcher operator, templates, step
-//! validation, lint, tests and git sync) is the runbook-language issue.
+//! Still to come (the rest of the runbook-language issue): templates,
+//! suppression (`inhibit_when`, time intervals), embedded tests, the JSON
+//! schema and git sync.
 #![warn(missing_docs)]
 
+pub mod diag;
+pub mod duration;
 pub mod load;
 pub mod matcher;
 pub mod model;
 
-pub use load::{LoadError, Runbook, RunbookSet, load_dir};
+pub use diag::{Code, Diagnostic};
+pub use load::{Decision, Explanation, Runbook, RunbookSet, Skip, load_dir, parse_runbook};
 pub use matcher::{MatchOp, Matcher};

@@ -1,41 +1,17 @@
-//! Loading a directory of runbooks.
+//! Loading runbooks: parse, validate (every problem, with its place), and
+//! choose the runbooks for an alert, with a reason for every decision.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use quench_connectors::steps::StepType;
 use quench_connectors::{Alert, AlertStatus};
+use serde::Serialize;
+use serde_saphyr::{Location, MessageFormatter, Spanned};
 
-use crate::matcher::Matcher;
-use crate::model::RunbookFile;
-
-/// A runbook file that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The directory or a file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path that failed.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The YAML does not parse into a runbook.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with line and column.
-        message: String,
-    },
-    /// The runbook parses but is not valid.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
+use crate::diag::{Code, Diagnostic};
+use crate::matcher::{Matcher, is_label_name};
+use crate::model::{RunbookFile, StatusFilter, StepFile};
 
 /// A validated runbook.
 #[derive(Debug, Clone)]
@@ -46,31 +22,173 @@ pub struct Runbook {
     pub path: String,
     /// The parsed matchers.
     pub matchers: Vec<Matcher>,
+    /// The parsed cooldown.
+    pub cooldown: Option<Duration>,
+    /// The step types, in step order.
+    pub step_types: Vec<StepType>,
+}
+
+/// Why a runbook did not apply to an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Skip {
+    /// The alert's status is not the one the runbook reacts to.
+    Status {
+        /// `firing`, `resolved` or `any`.
+        wanted: String,
+        /// The alert's status.
+        got: String,
+    },
+    /// The alert came from another sender.
+    Source {
+        /// The runbook's `match.source`.
+        wanted: String,
+        /// The alert's source.
+        got: String,
+    },
+    /// A matcher failed.
+    Matcher {
+        /// The matcher, as written.
+        matcher: String,
+        /// The label value it saw (`""` for a missing label).
+        seen: String,
+    },
+    /// An earlier runbook matched and did not say `continue: true`.
+    Stopped {
+        /// That runbook.
+        by: String,
+    },
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::Status { wanted, got } => write!(f, "status is {got}, runbook wants {wanted}"),
+            Skip::Source { wanted, got } => write!(f, "source is {got}, runbook wants {wanted}"),
+            Skip::Matcher { matcher, seen } => write!(f, "{matcher} does not hold (saw {seen:?})"),
+            Skip::Stopped { by } => write!(f, "not tried: {by} matched first without continue"),
+        }
+    }
+}
+
+/// One runbook's decision for one alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The runbook.
+    pub runbook: String,
+    /// Its file.
+    pub path: String,
+    /// `None` when it matched.
+    pub skipped: Option<Skip>,
+}
+
+/// Every runbook's decision for one alert, in the order they were tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// One per runbook, highest priority first.
+    pub decisions: Vec<Decision>,
+    /// The triage runbook, when nothing matched and one is configured.
+    pub triage: Option<String>,
+}
+
+impl Explanation {
+    /// The runbooks that matched, in order (the triage runbook if none did).
+    pub fn matched(&self) -> Vec<&str> {
+        let m: Vec<&str> = self
+            .decisions
+            .iter()
+            .filter(|d| d.skipped.is_none())
+            .map(|d| d.runbook.as_str())
+            .collect();
+        if m.is_empty() {
+            self.triage.iter().map(String::as_str).collect()
+        } else {
+            m
+        }
+    }
+
+    /// One line per decision, for humans.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .decisions
+            .iter()
+            .map(|d| match &d.skipped {
+                None => format!("{} ({}): matched", d.runbook, d.path),
+                Some(s) => format!("{} ({}): skipped, {s}", d.runbook, d.path),
+            })
+            .collect();
+        if let Some(t) = &self.triage {
+            out.push(format!("{t}: triage runbook, nothing else matched"));
+        }
+        out
+    }
 }
 
 impl Runbook {
-    /// Whether this runbook applies to the alert. Runbooks act on firing
-    /// alerts only; resolved notifications are matched by the incident they
-    /// belong to, not by runbook.
-    pub fn matches(&self, alert: &Alert) -> bool {
-        alert.status == AlertStatus::Firing && self.matches_labels(alert)
+    /// The runbook's name.
+    pub fn name(&self) -> &str {
+        &self.file.name.value
     }
 
-    /// Whether the matchers hold, whatever the alert's status. A resolved
-    /// notification finds the incident its firing twin opened this way.
+    /// Why this runbook does not apply to the alert, or `None` if it does.
+    pub fn check(&self, alert: &Alert) -> Option<Skip> {
+        let status = alert.status;
+        let wanted = self.file.matching.status;
+        let ok = match wanted {
+            StatusFilter::Firing => status == AlertStatus::Firing,
+            StatusFilter::Resolved => status == AlertStatus::Resolved,
+            StatusFilter::Any => true,
+        };
+        if !ok {
+            return Some(Skip::Status {
+                wanted: format!("{wanted:?}").to_lowercase(),
+                got: status.as_str().to_string(),
+            });
+        }
+        self.check_source_and_labels(alert)
+    }
+
+    fn check_source_and_labels(&self, alert: &Alert) -> Option<Skip> {
+        if let Some(src) = &self.file.matching.source {
+            let got = alert.source.to_string();
+            if got != src.value {
+                return Some(Skip::Source {
+                    wanted: src.value.clone(),
+                    got,
+                });
+            }
+        }
+        self.matchers
+            .iter()
+            .find(|m| !m.matches(&alert.labels))
+            .map(|m| Skip::Matcher {
+                matcher: m.to_string(),
+                seen: m.seen(&alert.labels).to_string(),
+            })
+    }
+
+    /// Whether source and matchers hold, whatever the alert's status. A
+    /// resolved notification finds the incident its firing twin opened
+    /// this way.
     pub fn matches_labels(&self, alert: &Alert) -> bool {
-        self.matchers.iter().all(|m| m.matches(&alert.labels))
+        self.check_source_and_labels(alert).is_none()
     }
 
     /// The key alerts of one incident share: the runbook name and the values
     /// of its `group_by` labels.
     pub fn group_key(&self, alert: &Alert) -> String {
-        let mut key = self.file.name.clone();
+        let mut key = self.name().to_string();
         for label in &self.file.group_by {
             key.push('\u{1f}');
-            key.push_str(label);
+            key.push_str(&label.value);
             key.push('=');
-            key.push_str(alert.labels.get(label).map(String::as_str).unwrap_or(""));
+            key.push_str(
+                alert
+                    .labels
+                    .get(&label.value)
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            );
         }
         key
     }
@@ -81,90 +199,296 @@ impl Runbook {
 pub struct RunbookSet {
     /// The runbooks in match order.
     pub runbooks: Vec<Runbook>,
+    /// The runbook for alerts nothing else matches.
+    pub triage: Option<String>,
 }
 
 impl RunbookSet {
-    /// The first runbook that applies to a firing alert.
-    pub fn select(&self, alert: &Alert) -> Option<&Runbook> {
-        self.runbooks.iter().find(|r| r.matches(alert))
+    /// Every runbook's decision for the alert.
+    pub fn explain(&self, alert: &Alert) -> Explanation {
+        let mut decisions = Vec::with_capacity(self.runbooks.len());
+        let mut stopped_by: Option<&str> = None;
+        for r in &self.runbooks {
+            if Some(r.name()) == self.triage.as_deref() {
+                continue;
+            }
+            let skipped = match stopped_by {
+                Some(by) => Some(Skip::Stopped { by: by.to_string() }),
+                None => r.check(alert),
+            };
+            if skipped.is_none() && !r.file.continue_matching {
+                stopped_by = Some(r.name());
+            }
+            decisions.push(Decision {
+                runbook: r.name().to_string(),
+                path: r.path.clone(),
+                skipped,
+            });
+        }
+        let none_matched = decisions.iter().all(|d| d.skipped.is_some());
+        let triage = match &self.triage {
+            Some(t) if none_matched && alert.status == AlertStatus::Firing => Some(t.clone()),
+            _ => None,
+        };
+        Explanation { decisions, triage }
+    }
+
+    /// The runbooks that apply to the alert, in order (the triage runbook
+    /// when nothing else does).
+    pub fn select(&self, alert: &Alert) -> Vec<&Runbook> {
+        self.explain(alert)
+            .matched()
+            .into_iter()
+            .filter_map(|n| self.by_name(n))
+            .collect()
     }
 
     /// The runbook whose incident a resolved (or firing) alert belongs to.
-    pub fn select_by_labels(&self, alert: &Alert) -> Option<&Runbook> {
-        self.runbooks.iter().find(|r| r.matches_labels(alert))
+    pub fn select_by_labels(&self, alert: &Alert) -> Vec<&Runbook> {
+        self.runbooks
+            .iter()
+            .filter(|r| r.matches_labels(alert))
+            .collect()
     }
 
     /// The runbook called `name`.
     pub fn by_name(&self, name: &str) -> Option<&Runbook> {
-        self.runbooks.iter().find(|r| r.file.name == name)
+        self.runbooks.iter().find(|r| r.name() == name)
     }
 }
 
-/// Parses one runbook from YAML text. `path` names it in errors.
-pub fn parse_runbook(path: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<LoadError>> {
-    let options = serde_saphyr::options! { strict_booleans: true };
-    let file: RunbookFile = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        vec![LoadError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        }]
-    })?;
-    let mut errors = Vec::new();
-    let invalid = |message: String| LoadError::Invalid {
-        path: path.to_path_buf(),
-        message,
-    };
-    if file.version != 1 {
-        errors.push(invalid(format!(
-            "version {} is not supported (expected 1)",
-            file.version
-        )));
+fn at(
+    file: &Path,
+    loc: &Location,
+    code: Code,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Diagnostic {
+    Diagnostic {
+        file: file.to_path_buf(),
+        line: loc.line(),
+        column: loc.column(),
+        code,
+        path: path.into(),
+        message: message.into(),
     }
-    if file.name.trim().is_empty() {
-        errors.push(invalid("name must not be empty".into()));
+}
+
+fn spanned_at<T>(
+    file: &Path,
+    s: &Spanned<T>,
+    code: Code,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Diagnostic {
+    at(file, &s.referenced, code, path, message)
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn check_duration(
+    file: &Path,
+    d: &Option<Spanned<String>>,
+    path: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    let d = d.as_ref()?;
+    match crate::duration::parse(&d.value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.push(spanned_at(file, d, Code::Duration, path, e));
+            None
+        }
+    }
+}
+
+fn check_steps(
+    file: &Path,
+    list: &str,
+    steps: &[StepFile],
+    ids: &mut Vec<String>,
+    types: &mut Vec<StepType>,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (i, s) in steps.iter().enumerate() {
+        let base = format!("{list}[{i}]");
+        let id = &s.id.value;
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            out.push(spanned_at(file, &s.id, Code::StepId, format!("{base}.id"), format!("step id {id:?} must be lowercase letters, digits and '_' (templates use steps.<id>)")));
+        } else if ids.contains(id) {
+            out.push(spanned_at(
+                file,
+                &s.id,
+                Code::DuplicateStep,
+                format!("{base}.id"),
+                format!("step id {id:?} is used twice"),
+            ));
+        } else {
+            ids.push(id.clone());
+        }
+        match StepType::from_name(&s.uses.value) {
+            Some(t) => types.push(t),
+            None => out.push(spanned_at(
+                file,
+                &s.uses,
+                Code::UnknownStep,
+                format!("{base}.uses"),
+                format!(
+                    "unknown step type {:?}; valid step types: {}",
+                    s.uses.value,
+                    StepType::names()
+                ),
+            )),
+        }
+        check_duration(file, &s.timeout, &format!("{base}.timeout"), out);
+        if let Some(r) = &s.retries {
+            check_duration(file, &r.backoff, &format!("{base}.retries.backoff"), out);
+        }
+        if let Some(a) = &s.approval {
+            check_duration(file, &a.timeout, &format!("{base}.approval.timeout"), out);
+        }
+    }
+}
+
+/// Parses and validates one runbook. `file` names it in diagnostics, `rel`
+/// is its path inside the runbook directory. Reports every problem.
+pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<Diagnostic>> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let parsed: RunbookFile = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let message = serde_saphyr::DefaultMessageFormatter
+            .format_message(e.without_snippet())
+            .into_owned();
+        vec![at(file, &loc, Code::Syntax, "", message)]
+    })?;
+    let mut out = Vec::new();
+    if parsed.version.value != 1 {
+        out.push(spanned_at(
+            file,
+            &parsed.version,
+            Code::Version,
+            "version",
+            format!(
+                "version {} is not supported (expected 1)",
+                parsed.version.value
+            ),
+        ));
+    }
+    if !is_name(&parsed.name.value) {
+        out.push(spanned_at(
+            file,
+            &parsed.name,
+            Code::Name,
+            "name",
+            format!(
+                "runbook name {:?} must be lowercase letters, digits, '-' or '_'",
+                parsed.name.value
+            ),
+        ));
     }
     let mut matchers = Vec::new();
-    for (i, m) in file.matchers.iter().enumerate() {
-        match Matcher::parse(m) {
+    for (i, m) in parsed.matching.matchers.iter().enumerate() {
+        match Matcher::parse(&m.value) {
             Ok(m) => matchers.push(m),
-            Err(e) => errors.push(invalid(format!("match[{i}]: {e}"))),
+            Err(e) => out.push(spanned_at(
+                file,
+                m,
+                Code::Matcher,
+                format!("match.matchers[{i}]"),
+                e,
+            )),
         }
     }
-    let mut ids = std::collections::BTreeSet::new();
-    for (i, s) in file.steps.iter().enumerate() {
-        if !ids.insert(s.id.as_str()) {
-            errors.push(invalid(format!(
-                "steps[{i}].id: duplicate step id {:?}",
-                s.id
-            )));
+    if let Some(src) = &parsed.matching.source {
+        let ok = matches!(src.value.as_str(), "alertmanager" | "pagerduty" | "datadog")
+            || src
+                .value
+                .strip_prefix("generic/")
+                .is_some_and(|n| !n.is_empty());
+        if !ok {
+            out.push(spanned_at(
+                file,
+                src,
+                Code::Source,
+                "match.source",
+                format!(
+                    "unknown source {:?} (alertmanager, pagerduty, datadog or generic/NAME)",
+                    src.value
+                ),
+            ));
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    for (i, g) in parsed.group_by.iter().enumerate() {
+        if !is_label_name(&g.value) {
+            out.push(spanned_at(
+                file,
+                g,
+                Code::GroupBy,
+                format!("group_by[{i}]"),
+                format!("{:?} is not a label name", g.value),
+            ));
+        }
+    }
+    let cooldown = check_duration(file, &parsed.cooldown, "cooldown", &mut out);
+    let mut ids = Vec::new();
+    let mut step_types = Vec::new();
+    check_steps(
+        file,
+        "steps",
+        &parsed.steps,
+        &mut ids,
+        &mut step_types,
+        &mut out,
+    );
+    let mut failure_types = Vec::new();
+    check_steps(
+        file,
+        "on_failure",
+        &parsed.on_failure,
+        &mut ids,
+        &mut failure_types,
+        &mut out,
+    );
+    if !out.is_empty() {
+        out.sort_by_key(|d| (d.line, d.column));
+        return Err(out);
     }
     Ok(Runbook {
-        file,
+        file: parsed,
         path: rel.to_string(),
         matchers,
+        cooldown,
+        step_types,
     })
 }
 
-/// Loads every `*.yaml` and `*.yml` file under `dir`. Returns every error of
-/// every file, not just the first, and no set at all if any file is broken:
-/// half a runbook set is worse than the last good one.
-pub fn load_dir(dir: &Path) -> Result<RunbookSet, Vec<LoadError>> {
-    let io = |path: &Path, source| {
-        vec![LoadError::Io {
-            path: path.to_path_buf(),
-            source,
-        }]
+/// Loads every `*.yaml` and `*.yml` file under `dir` (recursively, in path
+/// order). Returns every problem of every file, and no set at all if any
+/// file is broken: half a runbook set is worse than the last good one.
+/// `triage` names the runbook for alerts nothing else matches.
+pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diagnostic>> {
+    let io = |path: &Path, e: std::io::Error| Diagnostic {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        code: Code::Io,
+        path: String::new(),
+        message: format!("cannot read: {e}"),
     };
-    let mut files = Vec::new();
+    let mut files: Vec<PathBuf> = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
-            let entry = entry.map_err(|e| io(&d, e))?;
-            let p = entry.path();
+        let entries = std::fs::read_dir(&d).map_err(|e| vec![io(&d, e)])?;
+        for entry in entries {
+            let p = entry.map_err(|e| vec![io(&d, e)])?.path();
             if p.is_dir() {
                 stack.push(p);
             } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
@@ -179,7 +503,7 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, Vec<LoadError>> {
         let text = match std::fs::read_to_string(&p) {
             Ok(t) => t,
             Err(e) => {
-                errors.extend(io(&p, e));
+                errors.push(io(&p, e));
                 continue;
             }
         };
@@ -190,20 +514,33 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, Vec<LoadError>> {
             .into_owned();
         match parse_runbook(&p, &rel, &text) {
             Ok(r) => {
-                if let Some(other) = runbooks.iter().find(|o| o.file.name == r.file.name) {
-                    errors.push(LoadError::Invalid {
-                        path: p.clone(),
-                        message: format!(
-                            "runbook name {:?} is also used by {}",
-                            r.file.name, other.path
-                        ),
-                    });
+                if let Some(other) = runbooks.iter().find(|o| o.name() == r.name()) {
+                    errors.push(spanned_at(
+                        &p,
+                        &r.file.name,
+                        Code::DuplicateRunbook,
+                        "name",
+                        format!("runbook name {:?} is also used by {}", r.name(), other.path),
+                    ));
                 } else {
                     runbooks.push(r);
                 }
             }
             Err(e) => errors.extend(e),
         }
+    }
+    if let Some(t) = triage
+        && errors.is_empty()
+        && !runbooks.iter().any(|r| r.name() == t)
+    {
+        errors.push(Diagnostic {
+            file: dir.to_path_buf(),
+            line: 0,
+            column: 0,
+            code: Code::Name,
+            path: String::new(),
+            message: format!("the triage runbook {t:?} is not in this directory"),
+        });
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -212,9 +549,12 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, Vec<LoadError>> {
         b.file
             .priority
             .cmp(&a.file.priority)
-            .then_with(|| a.file.name.cmp(&b.file.name))
+            .then_with(|| a.name().cmp(b.name()))
     });
-    Ok(RunbookSet { runbooks })
+    Ok(RunbookSet {
+        runbooks,
+        triage: triage.map(str::to_string),
+    })
 }
 
 #[cfg(test)]
@@ -222,18 +562,30 @@ mod tests {
     use std::collections::BTreeMap;
 
     use quench_connectors::Source;
+    use serde_json::Value;
 
     use super::*;
 
-    fn alert(labels: &[(&str, &str)], status: AlertStatus) -> Alert {
+    fn testdata() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+    }
+
+    fn alert_from(v: &Value) -> Alert {
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(v["labels"].clone()).unwrap_or_default();
         Alert {
-            source: Source::Alertmanager,
+            source: match v["source"].as_str().unwrap_or("alertmanager") {
+                "pagerduty" => Source::Pagerduty,
+                "datadog" => Source::Datadog,
+                _ => Source::Alertmanager,
+            },
             fingerprint: "f".into(),
-            status,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            status: if v["status"] == "resolved" {
+                AlertStatus::Resolved
+            } else {
+                AlertStatus::Firing
+            },
+            labels,
             annotations: BTreeMap::new(),
             starts_at: None,
             ends_at: None,
@@ -243,72 +595,155 @@ mod tests {
         }
     }
 
+    /// Each `testdata/bad/X.yaml` must produce exactly `X.expected`
+    /// (paths relative to testdata/bad).
+    #[test]
+    fn bad_runbooks_produce_their_exact_errors() {
+        let dir = testdata().join("bad");
+        let mut checked = 0;
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for yaml in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        {
+            let name = yaml.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(yaml).unwrap();
+            let errs = parse_runbook(Path::new(&name), &name, &text).expect_err(&name);
+            let got: String = errs.iter().map(|e| format!("{e}\n")).collect();
+            let want = std::fs::read_to_string(yaml.with_extension("expected"))
+                .unwrap_or_else(|_| panic!("{name} has no .expected file; it produced:\n{got}"));
+            assert_eq!(got, want, "{name}");
+            checked += 1;
+        }
+        assert!(checked >= 5);
+    }
+
+    #[test]
+    fn alerts_match_the_runbooks_their_fixtures_name() {
+        let dir = testdata().join("match");
+        let set = load_dir(&dir.join("runbooks"), Some("triage")).unwrap();
+        let cases: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap())
+                .unwrap();
+        assert!(cases.len() >= 10);
+        for case in &cases {
+            let alert = alert_from(&case["alert"]);
+            let got: Vec<&str> = set.select(&alert).iter().map(|r| r.name()).collect();
+            let want: Vec<&str> = case["expect"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                got,
+                want,
+                "{}: {:#?}",
+                case["name"],
+                set.explain(&alert).lines()
+            );
+        }
+    }
+
+    #[test]
+    fn explain_names_the_failing_matcher_and_the_value_seen() {
+        let set = load_dir(&testdata().join("match/runbooks"), Some("triage")).unwrap();
+        let alert = alert_from(
+            &serde_json::json!({"labels": {"alertname": "HighCPU", "severity": "info", "pod": "canary-1"}}),
+        );
+        let e = set.explain(&alert);
+        let by = |n: &str| e.decisions.iter().find(|d| d.runbook == n).unwrap();
+        assert_eq!(by("high-cpu-canary").skipped, None);
+        assert_eq!(
+            by("high-cpu").skipped,
+            Some(Skip::Matcher {
+                matcher: r#"severity=~"critical|page""#.into(),
+                seen: "info".into()
+            })
+        );
+        assert_eq!(
+            by("not-db-team").skipped,
+            Some(Skip::Matcher {
+                matcher: r#"alertname=~"Disk.*""#.into(),
+                seen: "HighCPU".into()
+            })
+        );
+        assert!(matches!(
+            by("on-resolve").skipped,
+            Some(Skip::Status { .. })
+        ));
+        assert_eq!(e.triage, None, "something matched, so no triage");
+        let lines = e.lines().join("\n");
+        assert!(lines.contains(r#"high-cpu (a-high-cpu.yaml): skipped, severity=~"critical|page" does not hold (saw "info")"#), "{lines}");
+
+        // A first match without `continue` stops the search.
+        let alert = alert_from(
+            &serde_json::json!({"labels": {"alertname": "HighCPU", "severity": "page"}}),
+        );
+        let e = set.explain(&alert);
+        let by = |n: &str| e.decisions.iter().find(|d| d.runbook == n).unwrap();
+        assert_eq!(
+            by("not-db-team").skipped,
+            Some(Skip::Stopped {
+                by: "high-cpu".into()
+            })
+        );
+    }
+
     #[test]
     fn loads_the_shipped_examples() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        let set = load_dir(&dir).unwrap();
+        let set = load_dir(&dir, None).unwrap();
         assert!(set.runbooks.len() >= 2);
-        let a = alert(
-            &[("alertname", "HighCPU"), ("service", "checkout")],
-            AlertStatus::Firing,
+        let a = alert_from(
+            &serde_json::json!({"labels": {"alertname": "HighCPU", "severity": "page", "service": "checkout"}}),
         );
-        let r = set.select(&a).expect("HighCPU has an example runbook");
-        assert_eq!(r.file.name, "go-high-cpu");
-        assert!(
-            set.select(&alert(&[("alertname", "HighCPU")], AlertStatus::Resolved))
-                .is_none()
+        let r = set.select(&a);
+        assert_eq!(r[0].name(), "go-high-cpu");
+        assert_eq!(
+            r[0].group_key(&a),
+            "go-high-cpu\u{1f}alertname=HighCPU\u{1f}service=checkout"
+        );
+        assert_eq!(r[0].cooldown, Some(Duration::from_secs(1800)));
+        assert_eq!(
+            r[0].step_types,
+            [StepType::PprofCapture, StepType::GoroutineDump]
         );
     }
 
     #[test]
-    fn priority_orders_and_group_by_keys() {
+    fn every_file_of_a_directory_is_reported_and_names_are_unique() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("a.yaml"),
-            "version: 1\nname: low\nmatch: ['alertname=\"X\"']\n",
+            "version: 1\nname: same\nmatch: {}\n",
         )
         .unwrap();
         std::fs::write(
             dir.path().join("b.yaml"),
-            "version: 1\nname: high\npriority: 10\nmatch: ['alertname=\"X\"', 'team!=\"db\"']\ngroup_by: [alertname, pod]\n",
-        )
-        .unwrap();
-        let set = load_dir(dir.path()).unwrap();
-        let a = alert(&[("alertname", "X"), ("pod", "web-1")], AlertStatus::Firing);
-        let r = set.select(&a).unwrap();
-        assert_eq!(r.file.name, "high");
-        assert_eq!(r.group_key(&a), "high\u{1f}alertname=X\u{1f}pod=web-1");
-        let db = alert(&[("alertname", "X"), ("team", "db")], AlertStatus::Firing);
-        assert_eq!(set.select(&db).unwrap().file.name, "low");
-    }
-
-    #[test]
-    fn reports_every_broken_file() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("a.yaml"),
-            "version: 1\nname: a\nmatchh: []\n",
+            "version: 1\nname: same\nmatch: {}\n",
         )
         .unwrap();
         std::fs::write(
-            dir.path().join("b.yaml"),
-            "version: 2\nname: b\nmatch: ['x=~\"y\"']\n",
+            dir.path().join("c.yml"),
+            "version: 1\nname: c\nmatch: {matchers: ['x=~\"(\"']}\n",
         )
         .unwrap();
-        let errs = load_dir(dir.path()).unwrap_err();
-        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert_eq!(text.len(), 3, "{text:#?}");
-        assert!(
-            text[0].contains("a.yaml") && text[0].contains("matchh"),
-            "{}",
-            text[0]
-        );
-        assert!(
-            text[0].contains("line 3"),
-            "yaml errors carry a position: {}",
-            text[0]
-        );
-        assert!(text[1].contains("version 2"), "{}", text[1]);
-        assert!(text[2].contains("match[0]"), "{}", text[2]);
+        std::fs::write(dir.path().join("notes.txt"), "not a runbook").unwrap();
+        let errs = load_dir(dir.path(), None).unwrap_err();
+        let codes: Vec<Code> = errs.iter().map(|e| e.code).collect();
+        assert_eq!(codes, [Code::DuplicateRunbook, Code::Matcher], "{errs:#?}");
+        assert_eq!(errs[0].line, 2);
+        assert!(errs[0].message.contains("a.yaml"));
+        let errs = load_dir(&dir.path().join("missing"), None).unwrap_err();
+        assert_eq!(errs[0].code, Code::Io);
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        std::fs::remove_file(dir.path().join("c.yml")).unwrap();
+        let errs = load_dir(dir.path(), Some("triage")).unwrap_err();
+        assert!(errs[0].message.contains("triage"), "{errs:#?}");
     }
 }

@@ -56,6 +56,15 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
     assert_eq!(alert["labels"]["service"], "checkout");
     assert_eq!(alert["state"], "firing");
     assert_eq!(alert["source"], "alertmanager");
+    // The why of the match is kept with the incident.
+    let why = incident["match_explanation"].as_array().unwrap();
+    let decision = |name: &str| why.iter().find(|d| d["runbook"] == name).unwrap().clone();
+    assert_eq!(decision("go-high-cpu")["matched"], true);
+    assert_eq!(decision("goroutine-leak")["matched"], false);
+    assert_eq!(
+        decision("goroutine-leak")["reason"],
+        "not tried: go-high-cpu matched first without continue"
+    );
 
     // What was stored: the alert with Alertmanager's envelope facts and a
     // reference to the raw payload.

@@ -18,7 +18,7 @@ fn payload(i: usize) -> String {
     json!({
         "version": "4", "groupKey": format!("crash-{i}"), "status": "firing", "receiver": "quench",
         "alerts": [{"status": "firing",
-                    "labels": {"alertname": "HighCPU", "service": format!("svc-{i}")},
+                    "labels": {"alertname": "HighCPU", "severity": "critical", "service": format!("svc-{i}")},
                     "startsAt": "2026-11-27T10:00:00Z", "fingerprint": format!("crash-{i:04}")}]
     })
     .to_string()

@@ -1,0 +1,100 @@
+//! Diagnostics: every problem in a runbook, with its place and a stable code.
+//!
+//! Printed the way compilers print them, so editors and CI annotate the
+//! line: `runbooks/cpu.yaml:12:11: error[RB006]: steps[1].uses: ...`.
+//! The codes are stable; `docs/RUNBOOK-ERRORS.md` lists them all.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A stable error code. Never renumber; retire a code instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Code {
+    /// RB001: not YAML, or not the runbook format (unknown field, wrong type,
+    /// missing field).
+    Syntax,
+    /// RB002: a `version` other than 1.
+    Version,
+    /// RB003: a name that is empty or not lowercase letters, digits, `-`, `_`.
+    Name,
+    /// RB004: a label matcher that does not parse or compile.
+    Matcher,
+    /// RB005: two steps with the same id.
+    DuplicateStep,
+    /// RB006: a `uses:` that names no step type.
+    UnknownStep,
+    /// RB007: two runbooks with the same name.
+    DuplicateRunbook,
+    /// RB008: a duration that does not parse (`30s`, `5m`, `1h30m`).
+    Duration,
+    /// RB009: a `group_by` entry that is not a label name.
+    GroupBy,
+    /// RB010: a `match.source` that names no sender.
+    Source,
+    /// RB011: a step id that is not lowercase letters, digits and `_`.
+    StepId,
+    /// RB012: the file or directory could not be read.
+    Io,
+}
+
+impl Code {
+    /// `RB001` and so on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Syntax => "RB001",
+            Code::Version => "RB002",
+            Code::Name => "RB003",
+            Code::Matcher => "RB004",
+            Code::DuplicateStep => "RB005",
+            Code::UnknownStep => "RB006",
+            Code::DuplicateRunbook => "RB007",
+            Code::Duration => "RB008",
+            Code::GroupBy => "RB009",
+            Code::Source => "RB010",
+            Code::StepId => "RB011",
+            Code::Io => "RB012",
+        }
+    }
+}
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, 0 when the problem has no place (an unreadable file).
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// The stable code.
+    pub code: Code,
+    /// Where in the document: `steps[2].with.replicas`; empty for the whole file.
+    pub path: String,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        write!(f, ": error[{}]: ", self.code.as_str())?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        // Text from the file is echoed in messages; keep control characters
+        // from reaching the terminal.
+        for c in self.message.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostic {}
