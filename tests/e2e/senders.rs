@@ -60,7 +60,7 @@ async fn post_pd(
 async fn pagerduty_signatures_rotation_and_replay() {
     let rb = runbook_dir(&[(
         "pd.yaml",
-        "version: 1\nname: pd-checkout\nmatch: ['service=\"checkout\"']\ngroup_by: [pd_incident_id]\n",
+        "version: 1\nname: pd-checkout\nmatch: {matchers: ['service=\"checkout\"']}\ngroup_by: [pd_incident_id]\n",
     )]);
     let q = Quench::start(
         "hooks:\n  pagerduty:\n    secrets: [current-secret, next-secret]\n",
@@ -145,7 +145,7 @@ async fn pagerduty_signatures_rotation_and_replay() {
 async fn datadog_template_and_generic_mapping() {
     let rb = runbook_dir(&[(
         "cpu.yaml",
-        "version: 1\nname: cpu\nmatch: ['alertname=\"High CPU\"']\ngroup_by: [alertname, host]\n",
+        "version: 1\nname: cpu\nmatch: {matchers: ['alertname=\"High CPU\"']}\ngroup_by: [alertname, host]\n",
     )]);
     let q = Quench::start(
         "hooks:\n  datadog:\n    secret: dd-secret\n  generic:\n    grafana:\n      token: gr-token\n      alerts: /alerts\n      fingerprint: /fp\n      status: /state\n      labels: /labels\n      starts_at: /since\n",

@@ -164,7 +164,7 @@ impl Quench {
             Err(_) => {
                 let _ = child.kill();
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("quench did not start within 20 s; its log:\n{log}");
+                panic!("quench exited or did not start within 20 s; its log:\n{log}");
             }
         };
         let url = line
