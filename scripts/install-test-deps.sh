@@ -6,6 +6,7 @@ need=()
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
+command -v git >/dev/null || need+=(git)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

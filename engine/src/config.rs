@@ -29,6 +29,85 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
+    /// Runbooks from git instead of the `runbooks` directory.
+    pub git: Option<GitConfig>,
+}
+
+/// A git repository of runbooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    /// The remote (`https://`, `ssh://` or `file://`).
+    pub url: String,
+    /// The branch to follow.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// The runbook directory inside the repository.
+    #[serde(default = "default_git_path")]
+    pub path: PathBuf,
+    /// How often to fetch, such as `60s`; `POST /hooks/git` fetches at once.
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    /// The HTTPS user name (`x-access-token` for GitHub app tokens).
+    #[serde(default = "default_git_user")]
+    pub username: String,
+    /// A file holding the HTTPS password or token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding it.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// `POST /hooks/git` accepts `Authorization: Bearer <this>`.
+    #[serde(default)]
+    pub webhook_token: Option<String>,
+    /// `POST /hooks/git` accepts a GitHub `X-Hub-Signature-256` made with this.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+fn default_git_path() -> PathBuf {
+    PathBuf::from(".")
+}
+
+fn default_interval() -> String {
+    "60s".into()
+}
+
+fn default_git_user() -> String {
+    "git".into()
+}
+
+impl GitConfig {
+    /// The fetch interval.
+    pub fn interval(&self) -> Result<std::time::Duration, ConfigError> {
+        quench_runbooks::duration::parse(&self.interval)
+            .map_err(|e| ConfigError::Invalid(format!("git.interval: {e}")))
+    }
+
+    /// The HTTPS credentials, read from the file or the environment.
+    pub fn credentials(&self) -> Result<Option<(String, String)>, ConfigError> {
+        let secret = match (&self.token_file, &self.token_env) {
+            (Some(f), _) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!("git.token_file {}: {e}", f.display()))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "git.token_env: environment variable {var} is not set"
+                ))
+            })?),
+            (None, None) => None,
+        };
+        Ok(secret.map(|s| (self.username.clone(), s)))
+    }
 }
 
 /// Per-sender settings.
@@ -52,6 +131,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".quench"),
             runbooks: PathBuf::from("runbooks/examples"),
             triage_runbook: None,
+            git: None,
             max_body_bytes: 1 << 20,
             hooks: Hooks::default(),
         }
@@ -111,6 +191,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be positive".into(),
             ));
+        }
+        if let Some(g) = &self.git {
+            g.interval()?;
+            if g.url.is_empty() {
+                return Err(ConfigError::Invalid("git.url must not be empty".into()));
+            }
         }
         for (name, m) in &self.hooks.generic {
             if name.is_empty()

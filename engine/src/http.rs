@@ -16,7 +16,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use quench_connectors::inbound::{IntakeError, Parsed, alertmanager, datadog, generic, pagerduty};
+use quench_connectors::inbound::{
+    IntakeError, Parsed, alertmanager, check_bearer, check_github_signature, datadog, generic,
+    pagerduty,
+};
 use quench_knowledge::{IncidentFilter, IncidentStatus, IncidentStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,7 +28,7 @@ use tracing::{debug, warn};
 use crate::alert_log::AlertLog;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::SharedRunbooks;
+use crate::runbook_source::Runbooks;
 
 /// The most entries one list request returns.
 const MAX_LIST: usize = 100_000;
@@ -39,8 +42,8 @@ pub struct AppState {
     pub log: AlertLog,
     /// Incident records.
     pub incidents: IncidentStore,
-    /// The runbook set.
-    pub runbooks: SharedRunbooks,
+    /// The runbooks in force.
+    pub runbooks: Arc<Runbooks>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -57,6 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(show_incident))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/runbooks", get(list_runbooks))
+        .route("/hooks/git", post(hook_git))
         .fallback(not_found)
         .with_state(state)
 }
@@ -80,18 +85,89 @@ async fn not_found() -> Response {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    let runbooks = s
-        .runbooks
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .runbooks
-        .len();
+    let loaded = s.runbooks.current();
     axum::Json(json!({
         "status": "ok",
         "alerts_stored": s.log.len(),
+        "runbooks": loaded.set.runbooks.len(),
+        "runbooks_commit": loaded.commit,
+    }))
+    .into_response()
+}
+
+/// The runbook set in force, where it came from, and the last sync.
+async fn list_runbooks(State(s): State<AppState>) -> Response {
+    let loaded = s.runbooks.current();
+    let runbooks: Vec<Value> = loaded
+        .set
+        .runbooks
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name(),
+                "path": r.path,
+                "description": r.file.description,
+                "priority": r.file.priority,
+                "continue": r.file.continue_matching,
+                "matchers": r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+                "group_by": r.file.group_by.iter().map(|g| g.value.as_str()).collect::<Vec<_>>(),
+                "steps": r.step_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "source": s.runbooks.origin(),
+        "commit": loaded.commit,
+        "loaded_at": loaded.loaded_at,
+        "triage": loaded.set.triage,
+        "sync": s.runbooks.status(),
         "runbooks": runbooks,
     }))
     .into_response()
+}
+
+/// `POST /hooks/git`: fetch the runbook repository now. Authenticated by
+/// a bearer token or a GitHub `X-Hub-Signature-256`. Answers 202 at once;
+/// `GET /api/v1/runbooks` shows the outcome.
+async fn hook_git(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let Some(git) = &s.config.git else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no_git_source",
+            "runbooks come from a local directory; there is nothing to fetch",
+            Value::Null,
+        );
+    };
+    let bytes = match read_body(&headers, body, s.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut result = Err(IntakeError::Unauthorized(
+        "POST /hooks/git needs git.webhook_token or git.webhook_secret in the config".into(),
+    ));
+    if let Some(token) = &git.webhook_token
+        && headers.contains_key(header::AUTHORIZATION)
+    {
+        result = check_bearer(&headers, token);
+    } else if let Some(secret) = &git.webhook_secret {
+        result = check_github_signature(&headers, secret, &bytes);
+    } else if let Some(token) = &git.webhook_token {
+        result = check_bearer(&headers, token);
+    }
+    if let Err(e) = result {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            e.reason(),
+            e.to_string(),
+            Value::Null,
+        );
+    }
+    s.runbooks.trigger();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": "sync requested"})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

@@ -7,6 +7,8 @@
 //! - [`alert_log`]: durable append with group commit; the 2xx waits for it.
 //! - [`pipeline`]: follows the log, matches runbooks, opens or attaches
 //!   incidents in `quench_knowledge`.
+//! - [`runbook_source`]: the runbook set in force, from a directory or git,
+//!   swapped whole.
 //! - [`metrics`]: the `/metrics` registry.
 //! - [`store`]: opens the one sled database every tree lives in.
 //! - [`client`]: the CLI side of the HTTP API (`quench incidents ...`).
@@ -22,19 +24,22 @@ pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod runbook_source;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use quench_knowledge::IncidentStore;
-use tracing::info;
+use quench_runbooks::sync::GitSource;
+use tracing::{info, warn};
 
 use crate::alert_log::AlertLog;
 use crate::config::Config;
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::runbook_source::{Origin, Runbooks};
 
 /// Installs ring as the process-wide rustls provider. kube and reqwest would
 /// otherwise disagree about it and panic at the first TLS connection. Safe
@@ -52,6 +57,9 @@ pub enum ServeError {
     /// The alert log could not be opened.
     #[error(transparent)]
     Log(#[from] alert_log::LogError),
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// The incident store could not be opened.
     #[error(transparent)]
     Incidents(#[from] quench_knowledge::StoreError),
@@ -83,18 +91,45 @@ pub async fn serve(
     config: Config,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let runbooks = quench_runbooks::load_dir(&config.runbooks, config.triage_runbook.as_deref())
-        .map_err(|errs| ServeError::Runbooks {
-            dir: config.runbooks.display().to_string(),
-            errors: errs.iter().map(|e| e.to_string()).collect(),
-        })?;
-    info!(dir = %config.runbooks.display(), count = runbooks.runbooks.len(), "runbooks loaded");
-    let store = store::open(&config.data_dir)?;
-    let db = store.db.clone();
-    let log = AlertLog::open(&db, Some(store.syncer()?))?;
-    let incidents = IncidentStore::open(&db)?;
+    let origin = match &config.git {
+        None => Origin::Dir(config.runbooks.clone()),
+        Some(g) => Origin::Git(GitSource {
+            url: g.url.clone(),
+            branch: g.branch.clone(),
+            path: g.path.clone(),
+            checkout: config.data_dir.join("runbooks-checkout"),
+            credentials: g.credentials()?,
+        }),
+    };
+    let runbooks = Arc::new(Runbooks::new(origin, config.triage_runbook.clone()));
+    {
+        let r = runbooks.clone();
+        let first = tokio::task::spawn_blocking(move || r.reload())
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("runbook loader crashed: {e}")]));
+        if let Err(errors) = first {
+            if config.git.is_none() {
+                // A local directory that is broken at start is a mistake
+                // to fix now, not a state to run in.
+                return Err(ServeError::Runbooks {
+                    dir: runbooks.origin(),
+                    errors,
+                });
+            }
+            // The git server may be down; serve what is checked out, if
+            // anything, and keep trying.
+            if !runbooks.load_existing_checkout() {
+                warn!(source = %runbooks.origin(), "starting with no runbooks; alerts are stored and explained until a valid set arrives");
+            }
+        }
+    }
+    let storage = store::open(&config.data_dir)?;
+    let log = AlertLog::open(&storage.db, Some(storage.syncer()?))?;
+    let incidents = IncidentStore::open(&storage.db)?;
     let metrics = Arc::new(Metrics::default());
-    let runbooks = Arc::new(RwLock::new(Arc::new(runbooks)));
+    if let Some(g) = &config.git {
+        tokio::spawn(runbooks.clone().sync_loop(g.interval()?));
+    }
 
     let pipeline = Pipeline {
         log: log.clone(),
@@ -124,8 +159,8 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     pipeline_task.abort();
-    db.flush().map_err(|e| ServeError::Log(e.into()))?;
-    store.sync()?;
+    storage.db.flush().map_err(|e| ServeError::Log(e.into()))?;
+    storage.sync()?;
     info!("stopped");
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! the alert's sequence number, so replaying the entries between the last
 //! cursor write and the crash changes nothing.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -14,14 +14,12 @@ use quench_connectors::AlertStatus;
 use quench_knowledge::{
     AlertRecord, AlertState, Attach, IncidentStore, MatchDecision, Opening, RunbookRef,
 };
-use quench_runbooks::{Explanation, Runbook, RunbookSet};
+use quench_runbooks::{Explanation, Runbook};
 use tracing::{debug, error, info};
 
 use crate::alert_log::{AlertLog, StoredAlert};
 use crate::metrics::Metrics;
-
-/// The runbook set in force. Swapped whole, never edited in place.
-pub type SharedRunbooks = Arc<RwLock<Arc<RunbookSet>>>;
+use crate::runbook_source::Runbooks;
 
 /// Entries processed between cursor writes.
 const CHUNK: usize = 256;
@@ -33,7 +31,7 @@ pub struct Pipeline {
     /// Where incidents go.
     pub incidents: IncidentStore,
     /// The runbooks alerts are matched against.
-    pub runbooks: SharedRunbooks,
+    pub runbooks: Arc<Runbooks>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -134,11 +132,8 @@ impl Pipeline {
 
     fn process(&self, entry: &StoredAlert) -> Result<(), PipelineError> {
         let alert = &entry.alert;
-        let set = self
-            .runbooks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let loaded = self.runbooks.current();
+        let set = &loaded.set;
         // A firing alert goes to the runbooks that apply, and the why is kept
         // with the incident it opens. A resolved one goes to the incidents its
         // firing twin opened, found by source and labels alone.
@@ -189,7 +184,7 @@ impl Pipeline {
                 runbook: Some(RunbookRef {
                     name: name.to_string(),
                     path: runbook.path.clone(),
-                    commit: None,
+                    commit: loaded.commit.clone(),
                 }),
                 explanation: explanation.clone(),
             };
@@ -280,7 +275,7 @@ mod tests {
         let p = Pipeline {
             log: log.clone(),
             incidents: incidents.clone(),
-            runbooks: Arc::new(RwLock::new(Arc::new(set))),
+            runbooks: Arc::new(Runbooks::fixed(set)),
             metrics: Arc::new(Metrics::default()),
         };
         (p, log, incidents)

@@ -8,10 +8,11 @@
 //!   the runbook set, selection and the "why" of every decision.
 //! - [`diag`]: diagnostics and their stable codes.
 //! - [`duration`]: `30s`, `5m`, `1h30m`.
+//! - [`sync`]: following a git branch with libgit2.
 //!
 //! Still to come (the rest of the runbook-language issue): templates,
-//! suppression (`inhibit_when`, time intervals), embedded tests, the JSON
-//! schema and git sync.
+//! suppression (`inhibit_when`, time intervals), embedded tests and the
+//! JSON schema.
 #![warn(missing_docs)]
 
 pub mod diag;
@@ -19,6 +20,7 @@ pub mod duration;
 pub mod load;
 pub mod matcher;
 pub mod model;
+pub mod sync;
 
 pub use diag::{Code, Diagnostic};
 pub use load::{Decision, Explanation, Runbook, RunbookSet, Skip, load_dir, parse_runbook};

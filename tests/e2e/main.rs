@@ -4,4 +4,5 @@
 mod alertmanager;
 mod bad_input;
 mod crash;
+mod gitops;
 mod senders;

@@ -137,6 +137,41 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Whether `signature` is the HMAC-SHA256 of `body` under `secret`,
+/// compared in constant time.
+pub fn hmac_sha256_matches(secret: &[u8], body: &[u8], signature: &[u8]) -> bool {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret)
+        .expect("HMAC takes keys of any length");
+    mac.update(body);
+    mac.verify_slice(signature).is_ok()
+}
+
+/// Checks a GitHub-style `X-Hub-Signature-256: sha256=<hex>` header.
+pub fn check_github_signature(
+    headers: &HeaderMap,
+    secret: &str,
+    body: &[u8],
+) -> Result<(), IntakeError> {
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| {
+            IntakeError::Unauthorized(
+                "missing or malformed X-Hub-Signature-256 (expected sha256=<hex>)".into(),
+            )
+        })?;
+    if hmac_sha256_matches(secret.as_bytes(), body, &sig) {
+        Ok(())
+    } else {
+        Err(IntakeError::Unauthorized(
+            "X-Hub-Signature-256 does not match".into(),
+        ))
+    }
+}
+
 /// Checks `Authorization: Bearer <token>` against the expected token.
 pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Result<(), IntakeError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
@@ -242,6 +277,17 @@ mod tests {
         assert!(check_bearer(&h, "s3cret").is_ok());
         assert!(check_bearer(&h, "s3cre").is_err());
         h.insert("x-quench-token", "abc".parse().unwrap());
+        assert!(check_github_signature(&h, "s3cret", b"{}").is_err());
+        // echo -n '{}' | openssl dgst -sha256 -hmac s3cret
+        h.insert(
+            "x-hub-signature-256",
+            "sha256=adbde1ce40c89c14215687d5d762a47df6dfaefcfad61e2e86718ffc8498571b"
+                .parse()
+                .unwrap(),
+        );
+        assert!(check_github_signature(&h, "s3cret", b"{}").is_ok());
+        assert!(check_github_signature(&h, "other", b"{}").is_err());
+        assert!(check_github_signature(&h, "s3cret", b"{ }").is_err());
         assert!(check_secret_header(&h, "x-quench-token", "abc").is_ok());
         assert!(check_secret_header(&h, "x-quench-token", "abd").is_err());
         assert!(check_secret_header(&h, "x-other", "abc").is_err());
