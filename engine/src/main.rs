@@ -65,6 +65,16 @@ enum Command {
         #[arg(long)]
         triage: Option<String>,
     },
+    /// Run the tests embedded in runbooks (nothing is executed). Exits 1
+    /// when one fails.
+    Test {
+        /// The runbook directory.
+        #[arg(default_value = "runbooks/examples")]
+        dir: PathBuf,
+        /// The triage runbook.
+        #[arg(long)]
+        triage: Option<String>,
+    },
     /// Which runbooks an alert would run, and why each other one would not.
     Explain {
         /// The runbook directory.
@@ -191,6 +201,30 @@ async fn main() -> anyhow::Result<()> {
                 dir.display(),
                 set.runbooks.len()
             );
+        }
+        Command::Test { dir, triage } => {
+            let set = load_runbooks(&dir, triage.as_deref())?;
+            let results = quench_runbooks::testing::run_tests(&set, &dir);
+            let mut failed = 0;
+            for r in &results {
+                if r.failures.is_empty() {
+                    println!("ok   {} ({}): {}", r.runbook, r.path, r.test);
+                } else {
+                    failed += 1;
+                    println!("FAIL {} ({}): {}", r.runbook, r.path, r.test);
+                    for f in &r.failures {
+                        println!("     {f}");
+                    }
+                }
+            }
+            println!(
+                "{} tests, {} passed, {failed} failed",
+                results.len(),
+                results.len() - failed
+            );
+            if failed > 0 {
+                std::process::exit(1);
+            }
         }
         Command::Explain {
             runbooks,

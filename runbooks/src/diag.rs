@@ -35,6 +35,10 @@ pub enum Code {
     StepId,
     /// RB012: the file or directory could not be read.
     Io,
+    /// RB013: a template that does not compile, in `with` or `when`.
+    Template,
+    /// RB014: an embedded test that is not well formed.
+    Test,
 }
 
 impl Code {
@@ -53,6 +57,8 @@ impl Code {
             Code::Source => "RB010",
             Code::StepId => "RB011",
             Code::Io => "RB012",
+            Code::Template => "RB013",
+            Code::Test => "RB014",
         }
     }
 }

@@ -9,10 +9,11 @@
 //! - [`diag`]: diagnostics and their stable codes.
 //! - [`duration`]: `30s`, `5m`, `1h30m`.
 //! - [`sync`]: following a git branch with libgit2.
+//! - [`template`]: handlebars in strict mode, with validating helpers.
+//! - [`testing`]: `quench test`, the tests embedded in runbooks.
 //!
-//! Still to come (the rest of the runbook-language issue): templates,
-//! suppression (`inhibit_when`, time intervals), embedded tests and the
-//! JSON schema.
+//! Still to come (the rest of the runbook-language issue):
+//! suppression (`inhibit_when`, time intervals) and the JSON schema.
 #![warn(missing_docs)]
 
 pub mod diag;
@@ -21,6 +22,8 @@ pub mod load;
 pub mod matcher;
 pub mod model;
 pub mod sync;
+pub mod template;
+pub mod testing;
 
 pub use diag::{Code, Diagnostic};
 pub use load::{Decision, Explanation, Runbook, RunbookSet, Skip, load_dir, parse_runbook};

@@ -12,6 +12,7 @@ use serde_saphyr::{Location, MessageFormatter, Spanned};
 use crate::diag::{Code, Diagnostic};
 use crate::matcher::{Matcher, is_label_name};
 use crate::model::{RunbookFile, StatusFilter, StepFile};
+use crate::template::Templates;
 
 /// A validated runbook.
 #[derive(Debug, Clone)]
@@ -348,6 +349,27 @@ fn check_steps(
                 ),
             )),
         }
+        if let Some(with) = &s.with {
+            let value = serde_json::Value::Object(with.value.clone());
+            let mut strings = Vec::new();
+            Templates::strings(&value, format!("{base}.with"), &mut strings);
+            for (path, text) in strings {
+                if let Err(e) = Templates::check(text) {
+                    out.push(spanned_at(file, with, Code::Template, path, e));
+                }
+            }
+        }
+        if let Some(when) = &s.when
+            && let Err(e) = Templates::check(&when.value)
+        {
+            out.push(spanned_at(
+                file,
+                when,
+                Code::Template,
+                format!("{base}.when"),
+                e,
+            ));
+        }
         check_duration(file, &s.timeout, &format!("{base}.timeout"), out);
         if let Some(r) = &s.retries {
             check_duration(file, &r.backoff, &format!("{base}.retries.backoff"), out);
@@ -457,6 +479,38 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         &mut failure_types,
         &mut out,
     );
+    for (i, t) in parsed.tests.iter().enumerate() {
+        let base = format!("tests[{i}]");
+        let test_err = |msg: String| Diagnostic {
+            file: file.to_path_buf(),
+            line: t.name.referenced.line(),
+            column: t.name.referenced.column(),
+            code: Code::Test,
+            path: base.clone(),
+            message: format!("test {:?}: {msg}", t.name.value),
+        };
+        match (&t.alert, &t.payload) {
+            (Some(_), Some(_)) | (None, None) => {
+                out.push(test_err("give either `alert` or `payload`".into()))
+            }
+            (_, Some(p))
+                if !matches!(p.source.as_str(), "alertmanager" | "pagerduty" | "datadog") =>
+            {
+                out.push(test_err(format!(
+                    "payload source {:?}: alertmanager, pagerduty or datadog",
+                    p.source
+                )))
+            }
+            _ => {}
+        }
+        for id in t.with.keys() {
+            if !ids.contains(id) {
+                out.push(test_err(format!(
+                    "`with` names step {id:?}, which this runbook does not have"
+                )));
+            }
+        }
+    }
     if !out.is_empty() {
         out.sort_by_key(|d| (d.line, d.column));
         return Err(out);
@@ -711,7 +765,7 @@ mod tests {
         assert_eq!(r[0].cooldown, Some(Duration::from_secs(1800)));
         assert_eq!(
             r[0].step_types,
-            [StepType::PprofCapture, StepType::GoroutineDump]
+            [StepType::PprofCapture, StepType::PromqlQuery]
         );
     }
 

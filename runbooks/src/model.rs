@@ -44,6 +44,64 @@ pub struct RunbookFile {
     /// Steps run when a step fails (escalation).
     #[serde(default)]
     pub on_failure: Vec<StepFile>,
+    /// Embedded tests, run by `quench test`: nothing is executed.
+    #[serde(default)]
+    pub tests: Vec<TestCase>,
+}
+
+/// One embedded test: an alert, whether this runbook must match it, and
+/// what given steps' `with` must render to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// Names the test in the report.
+    pub name: Spanned<String>,
+    /// An alert written inline.
+    #[serde(default)]
+    pub alert: Option<TestAlert>,
+    /// Or a payload file as a sender delivers it, relative to the runbook.
+    #[serde(default)]
+    pub payload: Option<TestPayload>,
+    /// Whether this runbook must run for the alert (default true).
+    #[serde(default = "yes", rename = "match")]
+    pub should_match: bool,
+    /// Outputs of earlier steps, for templates that read `steps.<id>.output`.
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Step id to the `with` it must render to.
+    #[serde(default)]
+    pub with: serde_json::Map<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An alert written inline in a test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestAlert {
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `firing` (default) or `resolved`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The sender (default `alertmanager`).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// A sender's payload file used as a test's alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestPayload {
+    /// `alertmanager`, `pagerduty` or `datadog`.
+    pub source: String,
+    /// The JSON file, relative to the runbook file.
+    pub file: String,
 }
 
 /// Which alerts a runbook applies to.
@@ -87,10 +145,11 @@ pub struct StepFile {
     /// The step type, for example `pprof.capture`.
     pub uses: Spanned<String>,
     /// The step type's parameters, kept apart from the step's own fields.
+    /// Strings may be templates (`{{alert.labels.pod}}`).
     #[serde(default)]
-    pub with: serde_json::Map<String, serde_json::Value>,
-    /// A condition on the alert and earlier steps' outputs; the step is
-    /// skipped when it is false.
+    pub with: Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    /// A condition on the alert and earlier steps' outputs, a template that
+    /// renders to `true` or `false`; the step is skipped when it is false.
     #[serde(default)]
     pub when: Option<Spanned<String>>,
     /// How long the step may take, such as `2m`.

@@ -147,6 +147,15 @@ pub fn hmac_sha256_matches(secret: &[u8], body: &[u8], signature: &[u8]) -> bool
     mac.verify_slice(signature).is_ok()
 }
 
+/// The hex HMAC-SHA256 of `body` under `secret`, as signers send it.
+pub fn hmac_sha256_hex(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret)
+        .expect("HMAC takes keys of any length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Checks a GitHub-style `X-Hub-Signature-256: sha256=<hex>` header.
 pub fn check_github_signature(
     headers: &HeaderMap,

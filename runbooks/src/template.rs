@@ -1,0 +1,287 @@
+//! Templates in runbooks: handlebars in strict mode.
+//!
+//! A missing variable is an error, never an empty string: `{{alert.labels.pod}}`
+//! on an alert without `pod` fails the step instead of acting on `""`.
+//! Rendered values come from alert labels, which are untrusted, so the
+//! helpers that turn them into something an API will act on validate them:
+//!
+//! - `{{k8s_name alert.labels.pod}}`: a DNS-1123 name (lowercase letters,
+//!   digits, `-` and `.`, at most 253 characters) or the render fails;
+//! - `{{duration alert.labels.window}}`: a duration such as `5m`.
+//!
+//! No step type takes a shell string: `k8s.exec` takes an argv list whose
+//! elements are rendered one by one, so a label value can never become a
+//! second command.
+//!
+//! The context a template sees: `alert` (`labels`, `annotations`,
+//! `fingerprint`, `status`, `source`, `startsAt`), `incident`,
+//! `steps.<id>.output`, `env` (an allowlist) and `runbook`.
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
+    ScopedJson,
+};
+use serde_json::Value;
+
+/// A strict handlebars registry with quench's helpers.
+pub struct Templates {
+    hb: Handlebars<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+/// Whether `s` is a DNS-1123 subdomain, the rule for most Kubernetes names.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+struct Validate {
+    what: &'static str,
+    ok: fn(&str) -> bool,
+}
+
+impl HelperDef for Validate {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let v = h
+            .param(0)
+            .ok_or_else(|| RenderErrorReason::Other(format!("{} takes one value", h.name())))?;
+        // Strict mode does not cover helper arguments; a missing one is as
+        // much an error here as anywhere.
+        if v.is_value_missing() {
+            let path = v.relative_path().map(String::as_str).unwrap_or("a value");
+            return Err(RenderErrorReason::Other(format!(
+                "{path} is not defined for this alert (templates are strict)"
+            ))
+            .into());
+        }
+        let s = match v.value() {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(RenderErrorReason::Other(format!(
+                    "{}: {} is not a string",
+                    h.name(),
+                    other
+                ))
+                .into());
+            }
+        };
+        if (self.ok)(&s) {
+            Ok(ScopedJson::Derived(Value::String(s)))
+        } else {
+            Err(RenderErrorReason::Other(format!("{s:?} is not a valid {}", self.what)).into())
+        }
+    }
+}
+
+impl Templates {
+    /// A registry in strict mode, without HTML escaping, with `k8s_name`
+    /// and `duration`.
+    pub fn new() -> Templates {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper(
+            "k8s_name",
+            Box::new(Validate {
+                what: "Kubernetes name (DNS-1123: lowercase letters, digits, '-', '.')",
+                ok: is_dns1123_subdomain,
+            }),
+        );
+        hb.register_helper(
+            "duration",
+            Box::new(Validate {
+                what: "duration (30s, 5m, 1h30m)",
+                ok: |s| crate::duration::parse(s).is_ok(),
+            }),
+        );
+        Templates { hb }
+    }
+
+    /// Checks a template's syntax without rendering it.
+    pub fn check(text: &str) -> Result<(), String> {
+        handlebars::Template::compile(text)
+            .map(|_| ())
+            .map_err(|e| match e.pos() {
+                Some((line, col)) => format!("template error at {line}:{col}: {}", e.reason()),
+                None => format!("template error: {}", e.reason()),
+            })
+    }
+
+    /// Renders one template.
+    pub fn render(&self, text: &str, ctx: &Value) -> Result<String, String> {
+        self.hb
+            .render_template(text, ctx)
+            .map_err(|e| match e.reason() {
+                RenderErrorReason::MissingVariable(Some(v)) => {
+                    format!("{v} is not defined for this alert (templates are strict)")
+                }
+                other => other.to_string(),
+            })
+    }
+
+    /// Renders every string of a `with` block that holds a template; other
+    /// values are kept as written. `path` names the block in errors.
+    pub fn render_value(&self, v: &Value, ctx: &Value, path: &str) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) if s.contains("{{") => {
+                Value::String(self.render(s, ctx).map_err(|e| format!("{path}: {e}"))?)
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| self.render_value(x, ctx, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, x)| {
+                        Ok((
+                            k.clone(),
+                            self.render_value(x, ctx, &format!("{path}.{k}"))?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Evaluates a `when` condition: a template that renders to `true` or
+    /// `false`, such as `{{eq alert.labels.severity "critical"}}`.
+    pub fn eval_when(&self, text: &str, ctx: &Value) -> Result<bool, String> {
+        match self.render(text, ctx)?.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(format!(
+                "`when` must render to true or false, got {other:?}"
+            )),
+        }
+    }
+
+    /// Every template string in a `with` block, with its path.
+    pub fn strings<'v>(v: &'v Value, path: String, out: &mut Vec<(String, &'v str)>) {
+        match v {
+            Value::String(s) if s.contains("{{") => out.push((path, s)),
+            Value::Array(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    Templates::strings(x, format!("{path}[{i}]"), out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, x) in map {
+                    Templates::strings(x, format!("{path}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> Value {
+        json!({"alert": {"labels": {"pod": "web-1", "bad": "web; rm -rf /", "up": "../x", "sev": "critical", "win": "5m"}}})
+    }
+
+    #[test]
+    fn strict_mode_refuses_missing_variables() {
+        let t = Templates::new();
+        assert_eq!(t.render("{{alert.labels.pod}}", &ctx()).unwrap(), "web-1");
+        let err = t.render("{{alert.labels.namespace}}", &ctx()).unwrap_err();
+        assert!(
+            err.contains("alert.labels.namespace") && err.contains("not defined"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_html_escaping() {
+        let t = Templates::new();
+        assert_eq!(
+            t.render("{{alert.labels.bad}}", &ctx()).unwrap(),
+            "web; rm -rf /"
+        );
+    }
+
+    #[test]
+    fn k8s_name_rejects_untrusted_values() {
+        let t = Templates::new();
+        assert_eq!(
+            t.render("{{k8s_name alert.labels.pod}}", &ctx()).unwrap(),
+            "web-1"
+        );
+        for label in ["bad", "up"] {
+            let err = t
+                .render(&format!("{{{{k8s_name alert.labels.{label}}}}}"), &ctx())
+                .unwrap_err();
+            assert!(err.contains("not a valid Kubernetes name"), "{err}");
+        }
+        assert!(is_dns1123_subdomain("a.b-c.d"));
+        for bad in ["", "A", "-a", "a-", "a..b", "a_b", &"a".repeat(64)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+        assert_eq!(
+            t.render("{{duration alert.labels.win}}", &ctx()).unwrap(),
+            "5m"
+        );
+        assert!(t.render("{{duration alert.labels.pod}}", &ctx()).is_err());
+        let err = t
+            .render("{{k8s_name alert.labels.namespace}}", &ctx())
+            .unwrap_err();
+        assert!(
+            err.contains("alert.labels.namespace is not defined"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn renders_with_blocks_and_when() {
+        let t = Templates::new();
+        let with = json!({"pod": "{{alert.labels.pod}}", "argv": ["reset", "{{alert.labels.bad}}"], "n": 3});
+        assert_eq!(
+            t.render_value(&with, &ctx(), "steps[0].with").unwrap(),
+            json!({"pod": "web-1", "argv": ["reset", "web; rm -rf /"], "n": 3})
+        );
+        let err = t
+            .render_value(&json!({"x": ["{{nope}}"]}), &ctx(), "steps[0].with")
+            .unwrap_err();
+        assert!(err.starts_with("steps[0].with.x[0]: "), "{err}");
+        assert!(
+            t.eval_when(r#"{{eq alert.labels.sev "critical"}}"#, &ctx())
+                .unwrap()
+        );
+        assert!(
+            !t.eval_when(r#"{{eq alert.labels.sev "page"}}"#, &ctx())
+                .unwrap()
+        );
+        assert!(t.eval_when("{{alert.labels.pod}}", &ctx()).is_err());
+        assert!(Templates::check("{{#if x}}unclosed").is_err());
+        assert!(Templates::check("{{alert.labels.pod}}").is_ok());
+    }
+}

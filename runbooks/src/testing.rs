@@ -1,0 +1,289 @@
+//! `quench test`: runs the tests embedded in runbooks. Nothing is executed:
+//! a test checks that its alert is (or is not) matched by the runbook, as
+//! the whole set decides it, and that the runbook's steps render, with the
+//! given steps rendering to exactly the expected `with`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use http::HeaderMap;
+use quench_connectors::inbound::{self, alertmanager, datadog, pagerduty};
+use quench_connectors::{Alert, AlertStatus, Source};
+use serde_json::{Value, json};
+
+use crate::load::{Runbook, RunbookSet};
+use crate::model::{StepFile, TestCase};
+use crate::template::Templates;
+
+/// The template context for an alert: what `{{...}}` can reach.
+pub fn context(
+    alert: &Alert,
+    runbook: &Runbook,
+    incident_id: &str,
+    outputs: &serde_json::Map<String, Value>,
+) -> Value {
+    let steps: serde_json::Map<String, Value> = outputs
+        .iter()
+        .map(|(id, out)| (id.clone(), json!({ "output": out })))
+        .collect();
+    json!({
+        "alert": {
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "fingerprint": alert.fingerprint,
+            "status": alert.status.as_str(),
+            "source": alert.source.to_string(),
+            "startsAt": alert.starts_at,
+        },
+        "runbook": {"name": runbook.name(), "path": runbook.path},
+        "incident": {"id": incident_id},
+        "steps": steps,
+        "env": {},
+    })
+}
+
+/// One test's result.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// The runbook.
+    pub runbook: String,
+    /// Its file.
+    pub path: String,
+    /// The test's name.
+    pub test: String,
+    /// What went wrong; empty when it passed.
+    pub failures: Vec<String>,
+}
+
+/// Test mode signs payloads with a throwaway secret and checks them with the
+/// same parsers as production, so no parser needs a way around its checks.
+const TEST_SECRET: &str = "quench-test";
+
+fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert>, String> {
+    if let Some(a) = &case.alert {
+        let source = match a.source.as_deref().unwrap_or("alertmanager") {
+            "alertmanager" => Source::Alertmanager,
+            "pagerduty" => Source::Pagerduty,
+            "datadog" => Source::Datadog,
+            other => match other.strip_prefix("generic/") {
+                Some(n) if !n.is_empty() => Source::Generic(n.into()),
+                _ => return Err(format!("unknown source {other:?}")),
+            },
+        };
+        let status = match a.status.as_deref().unwrap_or("firing") {
+            "firing" => AlertStatus::Firing,
+            "resolved" => AlertStatus::Resolved,
+            other => return Err(format!("unknown status {other:?}")),
+        };
+        return Ok(vec![Alert {
+            fingerprint: quench_connectors::alert::fingerprint_of(&source, &a.labels),
+            source,
+            status,
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            starts_at: None,
+            ends_at: None,
+            meta: BTreeMap::new(),
+            idempotency_key: String::new(),
+            raw_ref: String::new(),
+        }]);
+    }
+    let Some(p) = &case.payload else {
+        return Err("the test has no alert".into());
+    };
+    let base = dir.join(&runbook.path);
+    let file = base.parent().unwrap_or(dir).join(&p.file);
+    let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut headers = HeaderMap::new();
+    let parsed = match p.source.as_str() {
+        "alertmanager" => alertmanager::parse(&Default::default(), &headers, &body),
+        "pagerduty" => {
+            let sig = format!(
+                "v1={}",
+                inbound::hmac_sha256_hex(TEST_SECRET.as_bytes(), &body)
+            );
+            headers.insert(
+                "x-pagerduty-signature",
+                sig.parse().map_err(|_| "signature header")?,
+            );
+            pagerduty::parse(
+                &pagerduty::Config {
+                    secrets: vec![TEST_SECRET.into()],
+                },
+                &headers,
+                &body,
+            )
+        }
+        "datadog" => {
+            headers.insert(
+                datadog::DEFAULT_SECRET_HEADER,
+                TEST_SECRET.parse().map_err(|_| "secret header")?,
+            );
+            datadog::parse(
+                &datadog::Config {
+                    secret: Some(TEST_SECRET.into()),
+                    header: None,
+                },
+                &headers,
+                &body,
+            )
+        }
+        other => return Err(format!("unknown payload source {other:?}")),
+    };
+    let alerts = parsed
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .alerts;
+    if alerts.is_empty() {
+        return Err(format!("{} holds no alert", file.display()));
+    }
+    Ok(alerts)
+}
+
+fn steps(r: &Runbook) -> impl Iterator<Item = &StepFile> {
+    r.file.steps.iter().chain(r.file.on_failure.iter())
+}
+
+fn run_case(
+    set: &RunbookSet,
+    dir: &Path,
+    runbook: &Runbook,
+    case: &TestCase,
+    t: &Templates,
+) -> Vec<String> {
+    let alerts = match alerts_of(dir, runbook, case) {
+        Ok(a) => a,
+        Err(e) => return vec![e],
+    };
+    let mut failures = Vec::new();
+    for alert in &alerts {
+        let why = set.explain(alert);
+        let runs = why.matched().contains(&runbook.name());
+        if runs != case.should_match {
+            failures.push(format!(
+                "expected the runbook {}to run, but {}",
+                if case.should_match { "" } else { "not " },
+                why.lines()
+                    .into_iter()
+                    .find(|l| l.starts_with(&format!("{} (", runbook.name())))
+                    .unwrap_or_else(|| format!("it {}", if runs { "ran" } else { "did not run" })),
+            ));
+            continue;
+        }
+        if !runs {
+            continue;
+        }
+        let ctx = context(alert, runbook, "inc-test", &case.outputs);
+        for step in steps(runbook) {
+            let id = &step.id.value;
+            let with = Value::Object(
+                step.with
+                    .as_ref()
+                    .map(|w| w.value.clone())
+                    .unwrap_or_default(),
+            );
+            let rendered = match t.render_value(&with, &ctx, &format!("{id}.with")) {
+                Ok(v) => v,
+                Err(e) => {
+                    failures.push(format!("step {id} does not render: {e}"));
+                    continue;
+                }
+            };
+            if let Some(when) = &step.when
+                && let Err(e) = t.eval_when(&when.value, &ctx)
+            {
+                failures.push(format!("step {id}: when: {e}"));
+            }
+            if let Some(want) = case.with.get(id)
+                && &rendered != want
+            {
+                failures.push(format!("step {id} renders {rendered}, expected {want}"));
+            }
+        }
+    }
+    failures
+}
+
+/// Runs every embedded test of every runbook of the set. `dir` is the
+/// runbook directory (payload files are relative to their runbook).
+pub fn run_tests(set: &RunbookSet, dir: &Path) -> Vec<TestResult> {
+    let t = Templates::new();
+    let mut out = Vec::new();
+    for r in &set.runbooks {
+        for case in &r.file.tests {
+            out.push(TestResult {
+                runbook: r.name().to_string(),
+                path: r.path.clone(),
+                test: case.name.value.clone(),
+                failures: run_case(set, dir, r, case, &t),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::load::load_dir;
+
+    fn run(dir: &Path) -> Vec<TestResult> {
+        let set = load_dir(dir, None).unwrap_or_else(|e| panic!("{e:#?}"));
+        run_tests(&set, dir)
+    }
+
+    #[test]
+    fn every_shipped_example_passes_its_tests() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let results = run(&dir);
+        assert!(results.len() >= 10, "{results:#?}");
+        let failed: Vec<_> = results.iter().filter(|r| !r.failures.is_empty()).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+        let runbooks: std::collections::BTreeSet<_> =
+            results.iter().map(|r| r.runbook.as_str()).collect();
+        assert_eq!(
+            runbooks.len(),
+            6,
+            "every example carries tests: {runbooks:?}"
+        );
+    }
+
+    #[test]
+    fn failures_say_what_went_wrong() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/tests");
+        let results = run(&dir);
+        let by = |name: &str| {
+            results
+                .iter()
+                .find(|r| r.test == name)
+                .unwrap_or_else(|| panic!("no test {name}"))
+                .failures
+                .join("\n")
+        };
+        assert_eq!(by("passes"), "");
+        assert!(
+            by("hostile label").contains(r#""cart; rm -rf /" is not a valid Kubernetes name"#),
+            "{}",
+            by("hostile label")
+        );
+        assert!(
+            by("missing label").contains("alert.labels.namespace is not defined"),
+            "{}",
+            by("missing label")
+        );
+        assert!(
+            by("wrong expectation").contains(r#"expected {"name":"cart","namespace":"prod"}"#),
+            "{}",
+            by("wrong expectation")
+        );
+        assert!(
+            by("wrong match expectation")
+                .contains(r#"alertname="Leak" does not hold (saw "Other")"#),
+            "{}",
+            by("wrong match expectation")
+        );
+        // the PagerDuty payload parsed (signed by the test runner) and did not match
+        assert_eq!(by("pagerduty payload"), "");
+    }
+}
