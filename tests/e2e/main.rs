@@ -5,4 +5,5 @@ mod alertmanager;
 mod bad_input;
 mod crash;
 mod gitops;
+mod prometheus_rules;
 mod senders;
