@@ -173,6 +173,7 @@ pub struct AlertLog {
     meta: sled::Tree,
     next_seq: Arc<AtomicU64>,
     live: Arc<std::sync::Mutex<Option<mpsc::Receiver<Vec<StoredAlert>>>>>,
+    firing: sled::Tree,
 }
 
 /// The idempotency key as stored: a 128-bit hash, so every key is 16 bytes
@@ -192,6 +193,7 @@ impl AlertLog {
         let keys = db.open_tree("intake/keys")?;
         let raw = db.open_tree("intake/raw")?;
         let meta = db.open_tree("intake/meta")?;
+        let firing = db.open_tree("intake/firing")?;
         let next_seq = match deliveries.last()? {
             Some((k, v)) => {
                 let first = seq_of(&k);
@@ -229,7 +231,37 @@ impl AlertLog {
             meta,
             next_seq,
             live: Arc::new(std::sync::Mutex::new(Some(live_rx))),
+            firing,
         })
+    }
+
+    /// The alerts firing now, as of the last notification of each (for
+    /// `inhibit_when`), with when that notification arrived.
+    pub fn firing_alerts(&self) -> Result<Vec<StoredAlert>, LogError> {
+        self.firing
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v?;
+                serde_json::from_slice(&v).map_err(|source| LogError::Corrupt { seq: 0, source })
+            })
+            .collect()
+    }
+
+    /// Records the latest notification of an alert in the firing index:
+    /// kept while firing, dropped once resolved.
+    pub fn track_firing(&self, entry: &StoredAlert) -> Result<(), LogError> {
+        let key = format!("{}\u{1f}{}", entry.alert.source, entry.alert.fingerprint);
+        match entry.alert.status {
+            quench_connectors::AlertStatus::Firing => {
+                let bytes = serde_json::to_vec(entry).expect("alerts always serialise");
+                self.firing.insert(key.as_bytes(), bytes)?;
+            }
+            quench_connectors::AlertStatus::Resolved => {
+                self.firing.remove(key.as_bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// Appends the alerts of one delivery and its raw payload. Returns once

@@ -136,6 +136,8 @@ pub async fn serve(
         incidents: incidents.clone(),
         runbooks: runbooks.clone(),
         metrics: metrics.clone(),
+        firing: Default::default(),
+        clock: chrono::Utc::now,
     };
     let pipeline_task = tokio::spawn(pipeline.run());
 

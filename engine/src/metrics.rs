@@ -43,6 +43,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "quench_incidents_opened_total",
         "Incidents opened, by runbook.",
     ),
+    (
+        "quench_alerts_suppressed_total",
+        "Matching runbooks not run because of inhibit_when, mute_time or active_time, by runbook.",
+    ),
 ];
 
 #[derive(Default)]

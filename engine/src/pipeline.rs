@@ -24,6 +24,12 @@ use crate::runbook_source::Runbooks;
 /// Entries processed between cursor writes.
 const CHUNK: usize = 256;
 
+/// A firing alert whose sender has said nothing for this long no longer
+/// inhibits anything: senders repeat firing alerts (Alertmanager every
+/// `repeat_interval`, 4 h by default), so silence this long means the
+/// sender lost it.
+const FIRING_TTL: chrono::Duration = chrono::Duration::hours(24);
+
 /// Follows the alert log.
 pub struct Pipeline {
     /// The log it follows.
@@ -34,6 +40,11 @@ pub struct Pipeline {
     pub runbooks: Arc<Runbooks>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The alerts firing now, by source and fingerprint (a mirror of the
+    /// log's firing index, loaded when the pipeline starts).
+    pub firing: std::sync::Mutex<std::collections::HashMap<String, StoredAlert>>,
+    /// The wall clock, for time intervals; injected so tests can fix it.
+    pub clock: fn() -> chrono::DateTime<Utc>,
 }
 
 /// Why one entry could not be processed.
@@ -71,6 +82,15 @@ impl Pipeline {
                 }
             }
         };
+        match self.log.firing_alerts() {
+            Ok(list) => {
+                let mut map = self.firing.lock().unwrap_or_else(|e| e.into_inner());
+                for a in list {
+                    map.insert(firing_key(&a), a);
+                }
+            }
+            Err(e) => error!(error = %e, "cannot read the firing index; inhibition starts empty"),
+        }
         let mut behind = true;
         let mut persisted_at = cursor;
         loop {
@@ -134,12 +154,45 @@ impl Pipeline {
         let alert = &entry.alert;
         let loaded = self.runbooks.current();
         let set = &loaded.set;
+        let now = (self.clock)();
+        self.log.track_firing(entry)?;
+        let mut firing_map = self.firing.lock().unwrap_or_else(|e| e.into_inner());
+        match alert.status {
+            AlertStatus::Firing => {
+                firing_map.insert(firing_key(entry), entry.clone());
+            }
+            AlertStatus::Resolved => {
+                firing_map.remove(&firing_key(entry));
+            }
+        }
+        // Only inhibition looks at other alerts; skip the walk when no
+        // runbook inhibits.
+        let firing: Vec<&quench_connectors::Alert> =
+            if set.runbooks.iter().any(|r| !r.inhibit.is_empty()) {
+                firing_map
+                    .values()
+                    .filter(|a| now - a.received_at < FIRING_TTL)
+                    .map(|a| &a.alert)
+                    .collect()
+            } else {
+                Vec::new()
+            };
         // A firing alert goes to the runbooks that apply, and the why is kept
         // with the incident it opens. A resolved one goes to the incidents its
         // firing twin opened, found by source and labels alone.
         let (runbooks, explanation) = match alert.status {
             AlertStatus::Firing => {
-                let why = set.explain(alert);
+                let why = set.explain_at(alert, now, &firing);
+                for d in &why.decisions {
+                    if let Some(skip) = d.skipped.as_ref().filter(|s| s.is_suppression()) {
+                        self.metrics.add(
+                            "quench_alerts_suppressed_total",
+                            &[("runbook", &d.runbook)],
+                            1,
+                        );
+                        info!(seq = entry.seq, fingerprint = %alert.fingerprint, runbook = %d.runbook, reason = %skip, "runbook suppressed");
+                    }
+                }
                 let runbooks: Vec<&Runbook> = why
                     .matched()
                     .into_iter()
@@ -149,6 +202,8 @@ impl Pipeline {
             }
             AlertStatus::Resolved => (set.select_by_labels(alert), Vec::new()),
         };
+        drop(firing);
+        drop(firing_map);
         if runbooks.is_empty() {
             if alert.status == AlertStatus::Firing {
                 self.metrics.add("quench_alerts_unmatched_total", &[], 1);
@@ -213,6 +268,10 @@ impl Pipeline {
     }
 }
 
+fn firing_key(a: &StoredAlert) -> String {
+    format!("{}\u{1f}{}", a.alert.source, a.alert.fingerprint)
+}
+
 /// The explanation in the knowledge store's own terms.
 fn decisions(why: &Explanation) -> Vec<MatchDecision> {
     let mut out: Vec<MatchDecision> = why
@@ -268,8 +327,16 @@ mod tests {
     }
 
     fn pipeline(db: &sled::Db) -> (Pipeline, AlertLog, IncidentStore) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/examples");
-        let set = quench_runbooks::load_dir(&dir, None).unwrap();
+        pipeline_with(db, "../runbooks/examples", None)
+    }
+
+    fn pipeline_with(
+        db: &sled::Db,
+        rel: &str,
+        triage: Option<&str>,
+    ) -> (Pipeline, AlertLog, IncidentStore) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        let set = quench_runbooks::load_dir(&dir, triage).unwrap();
         let log = AlertLog::open(db, None).unwrap();
         let incidents = IncidentStore::open(db).unwrap();
         let p = Pipeline {
@@ -277,6 +344,8 @@ mod tests {
             incidents: incidents.clone(),
             runbooks: Arc::new(Runbooks::fixed(set)),
             metrics: Arc::new(Metrics::default()),
+            firing: Default::default(),
+            clock: Utc::now,
         };
         (p, log, incidents)
     }
@@ -347,5 +416,118 @@ mod tests {
         // Entries already read from the log are skipped, not processed twice.
         assert!(!p.follow(&mut cursor, &all).unwrap());
         assert_eq!(incidents.list(&IncidentFilter::default()).unwrap().len(), 2);
+    }
+
+    /// Friday 2026-11-27 11:00 UTC: inside business hours, outside maintenance.
+    fn friday_noon() -> chrono::DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap()
+    }
+
+    fn labelled(name: &str, service: &str, status: AlertStatus, key: &str) -> Alert {
+        let mut a = alert(service, status);
+        a.labels.insert("alertname".into(), name.into());
+        a.fingerprint = format!("{name}-{service}");
+        a.idempotency_key = key.into();
+        a
+    }
+
+    #[tokio::test]
+    async fn a_firing_circuit_breaker_inhibits_the_latency_runbook() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let (mut p, log, incidents) =
+            pipeline_with(&db, "../runbooks/testdata/suppress", Some("triage"));
+        p.clock = friday_noon;
+        let metrics = p.metrics.clone();
+        let task = tokio::spawn(p.run());
+        let open = |name: &'static str| {
+            let incidents = incidents.clone();
+            async move {
+                for _ in 0..200 {
+                    let all = incidents.list(&IncidentFilter::default()).unwrap();
+                    if all.iter().any(|i| {
+                        i.runbook.as_ref().is_some_and(|r| r.name == name) && !i.status.is_closed()
+                    }) {
+                        return all;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!(
+                    "no open {name} incident: {:#?}",
+                    incidents.list(&IncidentFilter::default())
+                )
+            }
+        };
+        log.append(
+            b"1".to_vec(),
+            vec![labelled(
+                "CircuitBreakerOpen",
+                "checkout",
+                AlertStatus::Firing,
+                "cb-1",
+            )],
+        )
+        .await
+        .unwrap();
+        open("triage").await;
+        log.append(
+            b"2".to_vec(),
+            vec![labelled(
+                "Latency",
+                "checkout",
+                AlertStatus::Firing,
+                "lat-1",
+            )],
+        )
+        .await
+        .unwrap();
+        // Suppressed: counted, explained in the log, no incident, no triage.
+        for _ in 0..200 {
+            if metrics
+                .render()
+                .contains("quench_alerts_suppressed_total{runbook=\"latency\"} 1")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            metrics
+                .render()
+                .contains("quench_alerts_suppressed_total{runbook=\"latency\"} 1")
+        );
+        assert_eq!(incidents.list(&IncidentFilter::default()).unwrap().len(), 1);
+        // The breaker closes; the next latency notification runs.
+        log.append(
+            b"3".to_vec(),
+            vec![labelled(
+                "CircuitBreakerOpen",
+                "checkout",
+                AlertStatus::Resolved,
+                "cb-2",
+            )],
+        )
+        .await
+        .unwrap();
+        log.append(
+            b"4".to_vec(),
+            vec![labelled(
+                "Latency",
+                "checkout",
+                AlertStatus::Firing,
+                "lat-2",
+            )],
+        )
+        .await
+        .unwrap();
+        let all = open("latency").await;
+        let lat = all
+            .iter()
+            .find(|i| i.runbook.as_ref().is_some_and(|r| r.name == "latency"))
+            .unwrap();
+        assert_eq!(lat.match_explanation[0].runbook, "latency");
+        assert!(lat.match_explanation[0].matched);
+        task.abort();
     }
 }

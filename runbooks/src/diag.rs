@@ -39,6 +39,11 @@ pub enum Code {
     Template,
     /// RB014: an embedded test that is not well formed.
     Test,
+    /// RB015: `active_time` or `mute_time` names an interval that
+    /// `time-intervals.yaml` does not define.
+    UnknownInterval,
+    /// RB016: a time interval that does not parse (weekday, time, zone).
+    Interval,
 }
 
 impl Code {
@@ -59,6 +64,8 @@ impl Code {
             Code::Io => "RB012",
             Code::Template => "RB013",
             Code::Test => "RB014",
+            Code::UnknownInterval => "RB015",
+            Code::Interval => "RB016",
         }
     }
 }

@@ -8,6 +8,7 @@
 //!   the runbook set, selection and the "why" of every decision.
 //! - [`diag`]: diagnostics and their stable codes.
 //! - [`duration`]: `30s`, `5m`, `1h30m`.
+//! - [`suppress`]: time intervals and inhibition.
 //! - [`sync`]: following a git branch with libgit2.
 //! - [`template`]: handlebars in strict mode, with validating helpers.
 //! - [`testing`]: `quench test`, the tests embedded in runbooks.
@@ -21,6 +22,7 @@ pub mod duration;
 pub mod load;
 pub mod matcher;
 pub mod model;
+pub mod suppress;
 pub mod sync;
 pub mod template;
 pub mod testing;

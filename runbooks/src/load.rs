@@ -1,8 +1,11 @@
 //! Loading runbooks: parse, validate (every problem, with its place), and
 //! choose the runbooks for an alert, with a reason for every decision.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use quench_connectors::steps::StepType;
 use quench_connectors::{Alert, AlertStatus};
@@ -12,6 +15,7 @@ use serde_saphyr::{Location, MessageFormatter, Spanned};
 use crate::diag::{Code, Diagnostic};
 use crate::matcher::{Matcher, is_label_name};
 use crate::model::{RunbookFile, StatusFilter, StepFile};
+use crate::suppress::{IntervalSpec, IntervalsFile, interval_contains};
 use crate::template::Templates;
 
 /// A validated runbook.
@@ -27,6 +31,9 @@ pub struct Runbook {
     pub cooldown: Option<Duration>,
     /// The step types, in step order.
     pub step_types: Vec<StepType>,
+    /// Parsed `inhibit_when`: the inhibiting alert's matchers and the
+    /// labels that must be equal.
+    pub inhibit: Vec<(Vec<Matcher>, Vec<String>)>,
 }
 
 /// Why a runbook did not apply to an alert.
@@ -59,6 +66,33 @@ pub enum Skip {
         /// That runbook.
         by: String,
     },
+    /// It matched, but another firing alert inhibits it.
+    Inhibited {
+        /// The inhibiting alert (`alertname{equal labels}`).
+        by: String,
+    },
+    /// It matched, but one of its `mute_time` intervals holds.
+    Muted {
+        /// The interval.
+        interval: String,
+    },
+    /// It matched, but none of its `active_time` intervals holds.
+    Inactive {
+        /// The intervals.
+        intervals: Vec<String>,
+    },
+}
+
+impl Skip {
+    /// True when the runbook matched and was suppressed: it still ends the
+    /// search (and keeps the triage runbook away), as a muted route does in
+    /// Alertmanager.
+    pub fn is_suppression(&self) -> bool {
+        matches!(
+            self,
+            Skip::Inhibited { .. } | Skip::Muted { .. } | Skip::Inactive { .. }
+        )
+    }
 }
 
 impl std::fmt::Display for Skip {
@@ -68,6 +102,15 @@ impl std::fmt::Display for Skip {
             Skip::Source { wanted, got } => write!(f, "source is {got}, runbook wants {wanted}"),
             Skip::Matcher { matcher, seen } => write!(f, "{matcher} does not hold (saw {seen:?})"),
             Skip::Stopped { by } => write!(f, "not tried: {by} matched first without continue"),
+            Skip::Inhibited { by } => write!(f, "suppressed: inhibited by firing {by}"),
+            Skip::Muted { interval } => write!(f, "suppressed: muted during {interval}"),
+            Skip::Inactive { intervals } => {
+                write!(
+                    f,
+                    "suppressed: outside its active time ({})",
+                    intervals.join(", ")
+                )
+            }
         }
     }
 }
@@ -168,6 +211,65 @@ impl Runbook {
             })
     }
 
+    /// Why this matching runbook must not run now: inhibited by another
+    /// firing alert, muted, or outside its active time.
+    pub fn suppression(
+        &self,
+        alert: &Alert,
+        now: DateTime<Utc>,
+        intervals: &BTreeMap<String, Vec<IntervalSpec>>,
+        firing: &[&Alert],
+    ) -> Option<Skip> {
+        for (matchers, equal) in &self.inhibit {
+            let inhibitor = firing.iter().find(|other| {
+                other.fingerprint != alert.fingerprint
+                    && other.status == AlertStatus::Firing
+                    && matchers.iter().all(|m| m.matches(&other.labels))
+                    && equal.iter().all(|l| {
+                        other.labels.get(l).map(String::as_str).unwrap_or("")
+                            == alert.labels.get(l).map(String::as_str).unwrap_or("")
+                    })
+            });
+            if let Some(other) = inhibitor {
+                let eq: Vec<String> = equal
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{l}={:?}",
+                            other.labels.get(l).map(String::as_str).unwrap_or("")
+                        )
+                    })
+                    .collect();
+                return Some(Skip::Inhibited {
+                    by: format!("{}{{{}}}", other.name(), eq.join(", ")),
+                });
+            }
+        }
+        let holds = |name: &str| {
+            intervals
+                .get(name)
+                .is_some_and(|s| interval_contains(s, now))
+        };
+        if let Some(m) = self.file.mute_time.iter().find(|m| holds(&m.value)) {
+            return Some(Skip::Muted {
+                interval: m.value.clone(),
+            });
+        }
+        if !self.file.active_time.is_empty()
+            && !self.file.active_time.iter().any(|a| holds(&a.value))
+        {
+            return Some(Skip::Inactive {
+                intervals: self
+                    .file
+                    .active_time
+                    .iter()
+                    .map(|a| a.value.clone())
+                    .collect(),
+            });
+        }
+        None
+    }
+
     /// Whether source and matchers hold, whatever the alert's status. A
     /// resolved notification finds the incident its firing twin opened
     /// this way.
@@ -202,11 +304,20 @@ pub struct RunbookSet {
     pub runbooks: Vec<Runbook>,
     /// The runbook for alerts nothing else matches.
     pub triage: Option<String>,
+    /// Named time intervals (`time-intervals.yaml`).
+    pub intervals: BTreeMap<String, Vec<IntervalSpec>>,
 }
 
 impl RunbookSet {
-    /// Every runbook's decision for the alert.
+    /// Every runbook's decision for the alert, now, with no other alert
+    /// firing.
     pub fn explain(&self, alert: &Alert) -> Explanation {
+        self.explain_at(alert, Utc::now(), &[])
+    }
+
+    /// Every runbook's decision for the alert at `now`, while `firing`
+    /// alerts fire (for `inhibit_when`).
+    pub fn explain_at(&self, alert: &Alert, now: DateTime<Utc>, firing: &[&Alert]) -> Explanation {
         let mut decisions = Vec::with_capacity(self.runbooks.len());
         let mut stopped_by: Option<&str> = None;
         for r in &self.runbooks {
@@ -215,9 +326,12 @@ impl RunbookSet {
             }
             let skipped = match stopped_by {
                 Some(by) => Some(Skip::Stopped { by: by.to_string() }),
-                None => r.check(alert),
+                None => r
+                    .check(alert)
+                    .or_else(|| r.suppression(alert, now, &self.intervals, firing)),
             };
-            if skipped.is_none() && !r.file.continue_matching {
+            let matched = skipped.as_ref().is_none_or(Skip::is_suppression);
+            if matched && !r.file.continue_matching {
                 stopped_by = Some(r.name());
             }
             decisions.push(Decision {
@@ -226,7 +340,9 @@ impl RunbookSet {
                 skipped,
             });
         }
-        let none_matched = decisions.iter().all(|d| d.skipped.is_some());
+        let none_matched = decisions
+            .iter()
+            .all(|d| d.skipped.as_ref().is_some_and(|s| !s.is_suppression()));
         let triage = match &self.triage {
             Some(t) if none_matched && alert.status == AlertStatus::Firing => Some(t.clone()),
             _ => None,
@@ -459,6 +575,34 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             ));
         }
     }
+    let mut inhibit = Vec::new();
+    for (i, rule) in parsed.inhibit_when.iter().enumerate() {
+        let mut ms = Vec::new();
+        for (j, m) in rule.matchers.iter().enumerate() {
+            match Matcher::parse(&m.value) {
+                Ok(m) => ms.push(m),
+                Err(e) => out.push(spanned_at(
+                    file,
+                    m,
+                    Code::Matcher,
+                    format!("inhibit_when[{i}].matchers[{j}]"),
+                    e,
+                )),
+            }
+        }
+        for (j, l) in rule.equal.iter().enumerate() {
+            if !is_label_name(&l.value) {
+                out.push(spanned_at(
+                    file,
+                    l,
+                    Code::GroupBy,
+                    format!("inhibit_when[{i}].equal[{j}]"),
+                    format!("{:?} is not a label name", l.value),
+                ));
+            }
+        }
+        inhibit.push((ms, rule.equal.iter().map(|l| l.value.clone()).collect()));
+    }
     let cooldown = check_duration(file, &parsed.cooldown, "cooldown", &mut out);
     let mut ids = Vec::new();
     let mut step_types = Vec::new();
@@ -521,6 +665,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         matchers,
         cooldown,
         step_types,
+        inhibit,
     })
 }
 
@@ -553,7 +698,24 @@ pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diag
     files.sort();
     let mut runbooks: Vec<Runbook> = Vec::new();
     let mut errors = Vec::new();
-    for p in files {
+    let mut intervals = BTreeMap::new();
+    let is_intervals = |p: &Path| {
+        p.parent() == Some(dir)
+            && matches!(
+                p.file_name().and_then(|n| n.to_str()),
+                Some("time-intervals.yaml" | "time-intervals.yml")
+            )
+    };
+    for p in files.iter().filter(|p| is_intervals(p)) {
+        match std::fs::read_to_string(p) {
+            Ok(text) => match load_intervals(p, &text) {
+                Ok(i) => intervals = i,
+                Err(e) => errors.extend(e),
+            },
+            Err(e) => errors.push(io(p, e)),
+        }
+    }
+    for p in files.into_iter().filter(|p| !is_intervals(p)) {
         let text = match std::fs::read_to_string(&p) {
             Ok(t) => t,
             Err(e) => {
@@ -583,6 +745,24 @@ pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diag
             Err(e) => errors.extend(e),
         }
     }
+    for r in &runbooks {
+        for (field, names) in [
+            ("active_time", &r.file.active_time),
+            ("mute_time", &r.file.mute_time),
+        ] {
+            for (i, n) in names.iter().enumerate() {
+                if !intervals.contains_key(&n.value) {
+                    errors.push(spanned_at(
+                        &dir.join(&r.path),
+                        n,
+                        Code::UnknownInterval,
+                        format!("{field}[{i}]"),
+                        format!("no time interval {:?} in time-intervals.yaml", n.value),
+                    ));
+                }
+            }
+        }
+    }
     if let Some(t) = triage
         && errors.is_empty()
         && !runbooks.iter().any(|r| r.name() == t)
@@ -608,7 +788,61 @@ pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diag
     Ok(RunbookSet {
         runbooks,
         triage: triage.map(str::to_string),
+        intervals,
     })
+}
+
+/// Parses `time-intervals.yaml`.
+fn load_intervals(
+    file: &Path,
+    text: &str,
+) -> Result<BTreeMap<String, Vec<IntervalSpec>>, Vec<Diagnostic>> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let parsed: IntervalsFile =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let loc = e.location().unwrap_or(Location::UNKNOWN);
+            let message = serde_saphyr::DefaultMessageFormatter
+                .format_message(e.without_snippet())
+                .into_owned();
+            vec![at(file, &loc, Code::Syntax, "", message)]
+        })?;
+    let mut out = Vec::new();
+    if parsed.version.value != 1 {
+        out.push(spanned_at(
+            file,
+            &parsed.version,
+            Code::Version,
+            "version",
+            format!(
+                "version {} is not supported (expected 1)",
+                parsed.version.value
+            ),
+        ));
+    }
+    let mut intervals = BTreeMap::new();
+    for (name, specs) in &parsed.time_intervals {
+        let mut built = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            match IntervalSpec::build(spec) {
+                Ok(s) => built.push(s),
+                Err(errs) => out.extend(errs.into_iter().map(|(loc, e)| {
+                    at(
+                        file,
+                        &loc,
+                        Code::Interval,
+                        format!("time_intervals.{name}[{i}]"),
+                        e,
+                    )
+                })),
+            }
+        }
+        intervals.insert(name.clone(), built);
+    }
+    if out.is_empty() {
+        Ok(intervals)
+    } else {
+        Err(out)
+    }
 }
 
 #[cfg(test)]
@@ -799,5 +1033,117 @@ mod tests {
         std::fs::remove_file(dir.path().join("c.yml")).unwrap();
         let errs = load_dir(dir.path(), Some("triage")).unwrap_err();
         assert!(errs[0].message.contains("triage"), "{errs:#?}");
+    }
+
+    #[test]
+    fn suppression_inhibits_mutes_and_keeps_triage_away() {
+        use chrono::TimeZone;
+        let set = load_dir(&testdata().join("suppress"), Some("triage")).unwrap();
+        let friday_noon = Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap();
+        let latency = alert_from(
+            &serde_json::json!({"labels": {"alertname": "Latency", "service": "checkout"}}),
+        );
+        let mut breaker = alert_from(
+            &serde_json::json!({"labels": {"alertname": "CircuitBreakerOpen", "service": "checkout"}}),
+        );
+        breaker.fingerprint = "breaker".into();
+        let mut other_breaker = breaker.clone();
+        other_breaker
+            .labels
+            .insert("service".into(), "search".into());
+
+        let e = set.explain_at(&latency, friday_noon, &[&breaker]);
+        assert!(
+            e.matched().is_empty(),
+            "inhibited, and no triage either: {:#?}",
+            e.lines()
+        );
+        assert_eq!(
+            e.decisions[0].skipped,
+            Some(Skip::Inhibited {
+                by: r#"CircuitBreakerOpen{service="checkout"}"#.into()
+            })
+        );
+        assert_eq!(
+            set.explain_at(&latency, friday_noon, &[&other_breaker])
+                .matched(),
+            ["latency"]
+        );
+        // An alert never inhibits itself, even when it matches the rule.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "version: 1\nname: a\nmatch: {}\ninhibit_when: [{matchers: ['severity=\"page\"'], equal: [service]}]\n",
+        )
+        .unwrap();
+        let own = load_dir(dir.path(), None).unwrap();
+        let page = alert_from(&serde_json::json!({"labels": {"severity": "page", "service": "x"}}));
+        assert_eq!(
+            own.explain_at(&page, friday_noon, &[&page]).matched(),
+            ["a"]
+        );
+        let mut twin = page.clone();
+        twin.fingerprint = "twin".into();
+        assert!(
+            own.explain_at(&page, friday_noon, &[&twin])
+                .matched()
+                .is_empty()
+        );
+
+        let sunday_3am = Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap();
+        let e = set.explain_at(&latency, sunday_3am, &[]);
+        assert_eq!(
+            e.decisions[0].skipped,
+            Some(Skip::Muted {
+                interval: "maintenance".into()
+            })
+        );
+        assert!(
+            e.lines()[0].contains("suppressed: muted during maintenance"),
+            "{:?}",
+            e.lines()
+        );
+
+        let office = alert_from(&serde_json::json!({"labels": {"alertname": "Office"}}));
+        assert_eq!(
+            set.explain_at(&office, friday_noon, &[]).matched(),
+            ["office-hours-only"]
+        );
+        let saturday = Utc.with_ymd_and_hms(2026, 11, 28, 11, 0, 0).unwrap();
+        let e = set.explain_at(&office, saturday, &[]);
+        let d = e
+            .decisions
+            .iter()
+            .find(|d| d.runbook == "office-hours-only")
+            .unwrap();
+        assert_eq!(
+            d.skipped,
+            Some(Skip::Inactive {
+                intervals: vec!["business_hours".into()]
+            })
+        );
+        assert!(e.matched().is_empty());
+    }
+
+    #[test]
+    fn unknown_intervals_and_bad_interval_files_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "version: 1\nname: a\nmatch: {}\nmute_time: [lunch]\n",
+        )
+        .unwrap();
+        let errs = load_dir(dir.path(), None).unwrap_err();
+        assert_eq!(errs[0].code, Code::UnknownInterval);
+        assert_eq!((errs[0].line, errs[0].column), (4, 13));
+        std::fs::write(
+            dir.path().join("time-intervals.yaml"),
+            "version: 1\ntime_intervals:\n  lunch:\n    - location: Moon/Base\n",
+        )
+        .unwrap();
+        let errs = load_dir(dir.path(), None).unwrap_err();
+        assert_eq!(errs[0].code, Code::Interval, "{errs:#?}");
+        assert_eq!(errs[0].line, 4);
+        assert!(errs[0].to_string().contains("Moon/Base"));
     }
 }

@@ -44,6 +44,17 @@ pub struct RunbookFile {
     /// Steps run when a step fails (escalation).
     #[serde(default)]
     pub on_failure: Vec<StepFile>,
+    /// Run only while one of these named time intervals holds
+    /// (`time-intervals.yaml`).
+    #[serde(default)]
+    pub active_time: Vec<Spanned<String>>,
+    /// Do not run while one of these named time intervals holds.
+    #[serde(default)]
+    pub mute_time: Vec<Spanned<String>>,
+    /// Do not run while another alert matching these fires with the same
+    /// values of the `equal` labels (Alertmanager's inhibition).
+    #[serde(default)]
+    pub inhibit_when: Vec<InhibitRule>,
     /// Embedded tests, run by `quench test`: nothing is executed.
     #[serde(default)]
     pub tests: Vec<TestCase>,
@@ -102,6 +113,18 @@ pub struct TestPayload {
     pub source: String,
     /// The JSON file, relative to the runbook file.
     pub file: String,
+}
+
+/// An inhibition: another firing alert that stops this runbook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRule {
+    /// Matchers the inhibiting alert must satisfy.
+    pub matchers: Vec<Spanned<String>>,
+    /// Labels whose values must be equal in both alerts (missing counts as
+    /// `""`).
+    #[serde(default)]
+    pub equal: Vec<Spanned<String>>,
 }
 
 /// Which alerts a runbook applies to.

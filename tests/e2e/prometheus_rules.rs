@@ -10,7 +10,10 @@ use quench_tests::{repo_root, require};
 fn example_rules_pass_promtool() {
     let promtool = require("promtool", "prometheus");
     let dir = repo_root().join("runbooks/prometheus");
-    for args in [&["check", "rules", "rules.yml"][..], &["test", "rules", "rules_test.yml"][..]] {
+    for args in [
+        &["check", "rules", "rules.yml"][..],
+        &["test", "rules", "rules_test.yml"][..],
+    ] {
         let out = Command::new(&promtool)
             .current_dir(&dir)
             .args(args)
