@@ -65,6 +65,8 @@ enum Command {
         #[arg(long)]
         triage: Option<String>,
     },
+    /// Print the JSON schema of the runbook format (for editors).
+    Schema,
     /// Run the tests embedded in runbooks (nothing is executed). Exits 1
     /// when one fails.
     Test {
@@ -200,6 +202,12 @@ async fn main() -> anyhow::Result<()> {
                 "{}: {} runbooks, no problems",
                 dir.display(),
                 set.runbooks.len()
+            );
+        }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&quench_runbooks::model::schema())?
             );
         }
         Command::Test { dir, triage } => {

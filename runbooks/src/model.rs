@@ -7,17 +7,20 @@
 //! a flattened step reports a typo in its params at the wrong line, or
 //! accepts it silently.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 /// A runbook file, exactly as parsed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunbookFile {
     /// The format version; only `1` exists.
+    #[schemars(with = "u32")]
     pub version: Spanned<u32>,
     /// A unique name (lowercase letters, digits, `-`, `_`), used in
     /// incidents, metrics and `quench explain`.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// What the runbook is for.
     #[serde(default)]
@@ -27,6 +30,7 @@ pub struct RunbookFile {
     pub matching: MatchSpec,
     /// Labels whose values group alerts into one incident.
     #[serde(default = "default_group_by")]
+    #[schemars(with = "Vec<String>")]
     pub group_by: Vec<Spanned<String>>,
     /// Higher is tried first when several runbooks could match.
     #[serde(default)]
@@ -37,6 +41,7 @@ pub struct RunbookFile {
     pub continue_matching: bool,
     /// The least time between two runs for the same group, such as `30m`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub cooldown: Option<Spanned<String>>,
     /// The steps, in order.
     #[serde(default)]
@@ -47,9 +52,11 @@ pub struct RunbookFile {
     /// Run only while one of these named time intervals holds
     /// (`time-intervals.yaml`).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub active_time: Vec<Spanned<String>>,
     /// Do not run while one of these named time intervals holds.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub mute_time: Vec<Spanned<String>>,
     /// Do not run while another alert matching these fires with the same
     /// values of the `equal` labels (Alertmanager's inhibition).
@@ -62,10 +69,11 @@ pub struct RunbookFile {
 
 /// One embedded test: an alert, whether this runbook must match it, and
 /// what given steps' `with` must render to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestCase {
     /// Names the test in the report.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// An alert written inline.
     #[serde(default)]
@@ -89,7 +97,7 @@ fn yes() -> bool {
 }
 
 /// An alert written inline in a test.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestAlert {
     /// Labels.
@@ -106,7 +114,7 @@ pub struct TestAlert {
 }
 
 /// A sender's payload file used as a test's alert.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestPayload {
     /// `alertmanager`, `pagerduty` or `datadog`.
@@ -116,28 +124,32 @@ pub struct TestPayload {
 }
 
 /// An inhibition: another firing alert that stops this runbook.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InhibitRule {
     /// Matchers the inhibiting alert must satisfy.
+    #[schemars(with = "Vec<String>")]
     pub matchers: Vec<Spanned<String>>,
     /// Labels whose values must be equal in both alerts (missing counts as
     /// `""`).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub equal: Vec<Spanned<String>>,
 }
 
 /// Which alerts a runbook applies to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     /// Label matchers in Alertmanager's string form (`severity=~"critical|page"`);
     /// all must hold. None matches every alert.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub matchers: Vec<Spanned<String>>,
     /// Only alerts from this sender: `alertmanager`, `pagerduty`, `datadog`,
     /// or `generic/NAME`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub source: Option<Spanned<String>>,
     /// Which notifications: `firing` (the default), `resolved` or `any`.
     #[serde(default)]
@@ -145,7 +157,7 @@ pub struct MatchSpec {
 }
 
 /// Which notifications a runbook reacts to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusFilter {
     /// Firing alerts only: the default, so nothing acts on a resolved alert
@@ -159,24 +171,29 @@ pub enum StatusFilter {
 }
 
 /// One step as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepFile {
     /// Unique within the runbook; templates reach its output as
     /// `steps.<id>.output`.
+    #[schemars(with = "String")]
     pub id: Spanned<String>,
     /// The step type, for example `pprof.capture`.
+    #[schemars(schema_with = "step_type_schema")]
     pub uses: Spanned<String>,
     /// The step type's parameters, kept apart from the step's own fields.
     /// Strings may be templates (`{{alert.labels.pod}}`).
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub with: Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
     /// A condition on the alert and earlier steps' outputs, a template that
     /// renders to `true` or `false`; the step is skipped when it is false.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub when: Option<Spanned<String>>,
     /// How long the step may take, such as `2m`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
     /// Retries with exponential backoff.
     #[serde(default)]
@@ -190,18 +207,19 @@ pub struct StepFile {
 }
 
 /// Retry policy of a step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Attempts after the first.
     pub attempts: u32,
     /// The first wait, doubled each time (with jitter), such as `2s`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub backoff: Option<Spanned<String>>,
 }
 
 /// An approval gate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approval {
     /// Whether a human must approve.
@@ -209,6 +227,7 @@ pub struct Approval {
     pub required: bool,
     /// How long to wait, such as `15m`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
     /// What happens when nobody answers in time.
     #[serde(default)]
@@ -216,7 +235,7 @@ pub struct Approval {
 }
 
 /// What an unanswered approval does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnTimeout {
     /// The step fails (the default).
@@ -228,10 +247,87 @@ pub enum OnTimeout {
     Proceed,
 }
 
+/// `uses:` in the schema: one of the step type names, so editors complete it.
+fn step_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = quench_connectors::steps::StepType::ALL
+        .iter()
+        .map(|t| t.name())
+        .collect();
+    schemars::json_schema!({
+        "type": "string",
+        "description": "The step type.",
+        "enum": names,
+    })
+}
+
+/// The JSON schema of the runbook format, for editors and `quench schema`.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RunbookFile)).expect("schemas serialise")
+}
+
 fn default_group_by() -> Vec<Spanned<String>> {
     vec![Spanned::new(
         "alertname".to_string(),
         serde_saphyr::Location::UNKNOWN,
         serde_saphyr::Location::UNKNOWN,
     )]
+}
+
+#[cfg(test)]
+mod tests {
+    use quench_connectors::steps::StepType;
+
+    use super::*;
+
+    #[test]
+    fn the_schema_describes_every_field_and_lists_every_step_type() {
+        let s = schema();
+        let text = s.to_string();
+        let props = &s["properties"];
+        for field in [
+            "version",
+            "name",
+            "match",
+            "group_by",
+            "priority",
+            "continue",
+            "cooldown",
+            "steps",
+            "on_failure",
+            "tests",
+            "inhibit_when",
+            "active_time",
+            "mute_time",
+        ] {
+            assert!(props.get(field).is_some(), "schema lacks {field}");
+        }
+        // Doc comments became descriptions.
+        assert!(text.contains("Higher is tried first"), "{text}");
+        let step = &s["$defs"]["StepFile"]["properties"];
+        for field in [
+            "id",
+            "uses",
+            "with",
+            "when",
+            "timeout",
+            "retries",
+            "continue_on_error",
+            "approval",
+        ] {
+            assert!(step.get(field).is_some(), "step schema lacks {field}");
+        }
+        let names = step["uses"]["enum"]
+            .as_array()
+            .expect("uses lists the step types");
+        for t in StepType::ALL {
+            assert!(
+                names.iter().any(|n| n == t.name()),
+                "{t} missing from the schema"
+            );
+        }
+        assert_eq!(
+            s["$defs"]["StepFile"]["additionalProperties"], false,
+            "unknown fields are refused"
+        );
+    }
 }
