@@ -173,7 +173,6 @@ pub struct AlertLog {
     meta: sled::Tree,
     next_seq: Arc<AtomicU64>,
     live: Arc<std::sync::Mutex<Option<mpsc::Receiver<Vec<StoredAlert>>>>>,
-    firing: sled::Tree,
 }
 
 /// The idempotency key as stored: a 128-bit hash, so every key is 16 bytes
@@ -193,7 +192,6 @@ impl AlertLog {
         let keys = db.open_tree("intake/keys")?;
         let raw = db.open_tree("intake/raw")?;
         let meta = db.open_tree("intake/meta")?;
-        let firing = db.open_tree("intake/firing")?;
         let next_seq = match deliveries.last()? {
             Some((k, v)) => {
                 let first = seq_of(&k);
@@ -231,37 +229,31 @@ impl AlertLog {
             meta,
             next_seq,
             live: Arc::new(std::sync::Mutex::new(Some(live_rx))),
-            firing,
         })
     }
 
-    /// The alerts firing now, as of the last notification of each (for
-    /// `inhibit_when`), with when that notification arrived.
-    pub fn firing_alerts(&self) -> Result<Vec<StoredAlert>, LogError> {
-        self.firing
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v?;
-                serde_json::from_slice(&v).map_err(|source| LogError::Corrupt { seq: 0, source })
-            })
-            .collect()
-    }
-
-    /// Records the latest notification of an alert in the firing index:
-    /// kept while firing, dropped once resolved.
-    pub fn track_firing(&self, entry: &StoredAlert) -> Result<(), LogError> {
-        let key = format!("{}\u{1f}{}", entry.alert.source, entry.alert.fingerprint);
-        match entry.alert.status {
-            quench_connectors::AlertStatus::Firing => {
-                let bytes = serde_json::to_vec(entry).expect("alerts always serialise");
-                self.firing.insert(key.as_bytes(), bytes)?;
+    /// Every alert received since `cutoff`, oldest first. Reads the log
+    /// backwards from its end, so it costs what is that recent, not what is
+    /// stored.
+    pub fn received_since(&self, cutoff: DateTime<Utc>) -> Result<Vec<StoredAlert>, LogError> {
+        let mut out = Vec::new();
+        for item in self.deliveries.iter().rev() {
+            let (k, v) = item?;
+            let first = seq_of(&k);
+            let d = decode(first, &v)?;
+            if d.received_at < cutoff {
+                break;
             }
-            quench_connectors::AlertStatus::Resolved => {
-                self.firing.remove(key.as_bytes())?;
+            for (i, alert) in d.alerts.into_iter().enumerate().rev() {
+                out.push(StoredAlert {
+                    seq: first + i as u64,
+                    received_at: d.received_at,
+                    alert,
+                });
             }
         }
-        Ok(())
+        out.reverse();
+        Ok(out)
     }
 
     /// Appends the alerts of one delivery and its raw payload. Returns once
@@ -660,6 +652,16 @@ mod tests {
         assert_eq!(r[1].seq, 53, "sequence numbers continue after a reopen");
         assert_eq!(log.recent(1, None).unwrap()[0].seq, 53);
         assert_eq!(log.recent(10, Some("fp-b")).unwrap().len(), 1);
+        let all = log
+            .received_since(Utc::now() - chrono::Duration::hours(1))
+            .unwrap();
+        assert_eq!(all.len(), 53, "everything is recent");
+        assert_eq!(all.first().unwrap().seq, 1, "oldest first");
+        assert!(
+            log.received_since(Utc::now() + chrono::Duration::hours(1))
+                .unwrap()
+                .is_empty()
+        );
         log.set_cursor(7).unwrap();
         assert_eq!(log.cursor().unwrap(), 7);
     }

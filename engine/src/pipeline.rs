@@ -82,14 +82,18 @@ impl Pipeline {
                 }
             }
         };
-        match self.log.firing_alerts() {
+        // The firing index lives in memory; rebuild it from the log's last
+        // FIRING_TTL, the only part of it that can still inhibit.
+        match self.log.received_since((self.clock)() - FIRING_TTL) {
             Ok(list) => {
                 let mut map = self.firing.lock().unwrap_or_else(|e| e.into_inner());
                 for a in list {
-                    map.insert(firing_key(&a), a);
+                    track(&mut map, a);
                 }
             }
-            Err(e) => error!(error = %e, "cannot read the firing index; inhibition starts empty"),
+            Err(e) => {
+                error!(error = %e, "cannot read the log; inhibition starts with no firing alerts")
+            }
         }
         let mut behind = true;
         let mut persisted_at = cursor;
@@ -155,15 +159,10 @@ impl Pipeline {
         let loaded = self.runbooks.current();
         let set = &loaded.set;
         let now = (self.clock)();
-        self.log.track_firing(entry)?;
         let mut firing_map = self.firing.lock().unwrap_or_else(|e| e.into_inner());
-        match alert.status {
-            AlertStatus::Firing => {
-                firing_map.insert(firing_key(entry), entry.clone());
-            }
-            AlertStatus::Resolved => {
-                firing_map.remove(&firing_key(entry));
-            }
+        track(&mut firing_map, entry.clone());
+        if entry.seq.is_multiple_of(4096) {
+            firing_map.retain(|_, a| now - a.received_at < FIRING_TTL);
         }
         // Only inhibition looks at other alerts; skip the walk when no
         // runbook inhibits.
@@ -268,8 +267,18 @@ impl Pipeline {
     }
 }
 
-fn firing_key(a: &StoredAlert) -> String {
-    format!("{}\u{1f}{}", a.alert.source, a.alert.fingerprint)
+/// Keeps the latest notification of each firing alert; drops it once
+/// resolved.
+fn track(map: &mut std::collections::HashMap<String, StoredAlert>, a: StoredAlert) {
+    let key = format!("{}\u{1f}{}", a.alert.source, a.alert.fingerprint);
+    match a.alert.status {
+        AlertStatus::Firing => {
+            map.insert(key, a);
+        }
+        AlertStatus::Resolved => {
+            map.remove(&key);
+        }
+    }
 }
 
 /// The explanation in the knowledge store's own terms.
