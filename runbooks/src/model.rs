@@ -7,6 +7,8 @@
 //! a flattened step reports a typo in its params at the wrong line, or
 //! accepts it silently.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -87,6 +89,10 @@ pub struct TestCase {
     /// Outputs of earlier steps, for templates that read `steps.<id>.output`.
     #[serde(default)]
     pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Values of allowlisted environment variables, for templates that read
+    /// `env.<NAME>` (tests never read the real environment).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Step id to the `with` it must render to.
     #[serde(default)]
     pub with: serde_json::Map<String, serde_json::Value>,

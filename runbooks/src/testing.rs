@@ -15,12 +15,14 @@ use crate::load::{Runbook, RunbookSet};
 use crate::model::{StepFile, TestCase};
 use crate::template::Templates;
 
-/// The template context for an alert: what `{{...}}` can reach.
+/// The template context for an alert: what `{{...}}` can reach. `vars`
+/// becomes `env`: only allowlisted variables; the caller decides which.
 pub fn context(
     alert: &Alert,
     runbook: &Runbook,
     incident_id: &str,
     outputs: &serde_json::Map<String, Value>,
+    vars: &BTreeMap<String, String>,
 ) -> Value {
     let steps: serde_json::Map<String, Value> = outputs
         .iter()
@@ -38,7 +40,7 @@ pub fn context(
         "runbook": {"name": runbook.name(), "path": runbook.path},
         "incident": {"id": incident_id},
         "steps": steps,
-        "env": {},
+        "env": vars,
     })
 }
 
@@ -172,7 +174,7 @@ fn run_case(
         if !runs {
             continue;
         }
-        let ctx = context(alert, runbook, "inc-test", &case.outputs);
+        let ctx = context(alert, runbook, "inc-test", &case.outputs, &case.env);
         for step in steps(runbook) {
             let id = &step.id.value;
             let with = Value::Object(
