@@ -40,9 +40,8 @@ pub struct Pipeline {
     pub runbooks: Arc<Runbooks>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// The alerts firing now, by source and fingerprint (a mirror of the
-    /// log's firing index, loaded when the pipeline starts).
-    pub firing: std::sync::Mutex<std::collections::HashMap<String, StoredAlert>>,
+    /// The alerts firing now, for `inhibit_when`.
+    pub firing: std::sync::Mutex<FiringIndex>,
     /// The wall clock, for time intervals; injected so tests can fix it.
     pub clock: fn() -> chrono::DateTime<Utc>,
 }
@@ -82,19 +81,6 @@ impl Pipeline {
                 }
             }
         };
-        // The firing index lives in memory; rebuild it from the log's last
-        // FIRING_TTL, the only part of it that can still inhibit.
-        match self.log.received_since((self.clock)() - FIRING_TTL) {
-            Ok(list) => {
-                let mut map = self.firing.lock().unwrap_or_else(|e| e.into_inner());
-                for a in list {
-                    track(&mut map, a);
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "cannot read the log; inhibition starts with no firing alerts")
-            }
-        }
         let mut behind = true;
         let mut persisted_at = cursor;
         loop {
@@ -159,23 +145,32 @@ impl Pipeline {
         let loaded = self.runbooks.current();
         let set = &loaded.set;
         let now = (self.clock)();
-        let mut firing_map = self.firing.lock().unwrap_or_else(|e| e.into_inner());
-        track(&mut firing_map, entry.clone());
-        if entry.seq.is_multiple_of(4096) {
-            firing_map.retain(|_, a| now - a.received_at < FIRING_TTL);
+        // Only inhibition looks at other alerts, so the index is kept only
+        // while some runbook inhibits; when one starts to, it is rebuilt
+        // from the log (the last FIRING_TTL is all that can still inhibit).
+        let inhibits = set.runbooks.iter().any(|r| !r.inhibit.is_empty());
+        let mut index = self.firing.lock().unwrap_or_else(|e| e.into_inner());
+        if !inhibits {
+            index.kept = false;
+            index.alerts.clear();
+        } else if !index.kept {
+            index.alerts.clear();
+            for a in self.log.received_since(now - FIRING_TTL)? {
+                index.track(a);
+            }
+            index.kept = true;
+        } else {
+            index.track(entry.clone());
+            if entry.seq.is_multiple_of(4096) {
+                index.alerts.retain(|_, a| now - a.received_at < FIRING_TTL);
+            }
         }
-        // Only inhibition looks at other alerts; skip the walk when no
-        // runbook inhibits.
-        let firing: Vec<&quench_connectors::Alert> =
-            if set.runbooks.iter().any(|r| !r.inhibit.is_empty()) {
-                firing_map
-                    .values()
-                    .filter(|a| now - a.received_at < FIRING_TTL)
-                    .map(|a| &a.alert)
-                    .collect()
-            } else {
-                Vec::new()
-            };
+        let firing: Vec<&quench_connectors::Alert> = index
+            .alerts
+            .values()
+            .filter(|a| now - a.received_at < FIRING_TTL)
+            .map(|a| &a.alert)
+            .collect();
         // A firing alert goes to the runbooks that apply, and the why is kept
         // with the incident it opens. A resolved one goes to the incidents its
         // firing twin opened, found by source and labels alone.
@@ -202,7 +197,7 @@ impl Pipeline {
             AlertStatus::Resolved => (set.select_by_labels(alert), Vec::new()),
         };
         drop(firing);
-        drop(firing_map);
+        drop(index);
         if runbooks.is_empty() {
             if alert.status == AlertStatus::Firing {
                 self.metrics.add("quench_alerts_unmatched_total", &[], 1);
@@ -267,16 +262,26 @@ impl Pipeline {
     }
 }
 
-/// Keeps the latest notification of each firing alert; drops it once
-/// resolved.
-fn track(map: &mut std::collections::HashMap<String, StoredAlert>, a: StoredAlert) {
-    let key = format!("{}\u{1f}{}", a.alert.source, a.alert.fingerprint);
-    match a.alert.status {
-        AlertStatus::Firing => {
-            map.insert(key, a);
-        }
-        AlertStatus::Resolved => {
-            map.remove(&key);
+/// The alerts firing now, by source and fingerprint.
+#[derive(Default)]
+pub struct FiringIndex {
+    /// Whether the index is being kept (some runbook inhibits).
+    kept: bool,
+    alerts: std::collections::HashMap<String, StoredAlert>,
+}
+
+impl FiringIndex {
+    /// Keeps the latest notification of each firing alert; drops it once
+    /// resolved.
+    fn track(&mut self, a: StoredAlert) {
+        let key = format!("{}\u{1f}{}", a.alert.source, a.alert.fingerprint);
+        match a.alert.status {
+            AlertStatus::Firing => {
+                self.alerts.insert(key, a);
+            }
+            AlertStatus::Resolved => {
+                self.alerts.remove(&key);
+            }
         }
     }
 }
