@@ -4,16 +4,19 @@
 //! - [`record`]: the incident record and its parts. This crate owns its types
 //!   and depends on no other quench crate; the engine converts into them.
 //! - [`store`]: incident records in sled, opened or attached atomically.
+//! - [`audit`]: the append-only audit log.
 //!
 //! Search, similar-incident suggestions, KPIs and postmortems arrive with the
 //! knowledge-store issue.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod record;
 pub mod store;
 
 pub use record::{
     AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef,
-    TimelineEvent,
+    StepRecord, StepState, TimelineEvent,
 };
+pub use audit::{AuditEntry, AuditLog};
 pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

@@ -29,6 +29,9 @@ pub enum IncidentStatus {
     Failed,
     /// Stopped by a human or by the alert resolving first.
     Cancelled,
+    /// Automation stopped in the middle (the engine died during a step that
+    /// could not be resumed safely); a human takes over.
+    Interrupted,
 }
 
 impl IncidentStatus {
@@ -54,6 +57,7 @@ impl IncidentStatus {
             IncidentStatus::Escalated => "escalated",
             IncidentStatus::Failed => "failed",
             IncidentStatus::Cancelled => "cancelled",
+            IncidentStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -118,6 +122,60 @@ pub struct MatchDecision {
     pub reason: String,
 }
 
+/// Where one step of a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Started; an attempt is under way.
+    Running,
+    /// Waiting for a human's approval.
+    AwaitingApproval,
+    /// Finished with an output.
+    Succeeded,
+    /// Failed after its retries.
+    Failed,
+    /// Not run: `when` was false, the approval timed out with `skip`, or
+    /// the run ended before it.
+    Skipped,
+    /// Reported what it would do, changed nothing.
+    DryRun,
+    /// Refused by a guard (kill switch, budget, lock, resolved alert,
+    /// rejected approval).
+    Blocked,
+    /// The engine died while it ran.
+    Interrupted,
+}
+
+/// One step of an incident's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step id.
+    pub id: String,
+    /// The step type.
+    pub uses: String,
+    /// Whether the step changes something outside quench.
+    pub destructive: bool,
+    /// Where it is.
+    pub state: StepState,
+    /// Attempts started.
+    pub attempts: u32,
+    /// The parameters after rendering.
+    #[serde(default)]
+    pub rendered: serde_json::Value,
+    /// What it returned.
+    #[serde(default)]
+    pub output: serde_json::Value,
+    /// Why it failed, was skipped or blocked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// When the first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
 /// One entry on an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {
@@ -160,4 +218,7 @@ pub struct IncidentRecord {
     pub resolved_at: Option<DateTime<Utc>>,
     /// What happened, in order.
     pub timeline: Vec<TimelineEvent>,
+    /// The runbook's steps and where each one is.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
 }

@@ -184,6 +184,7 @@ impl IncidentStore {
                         ),
                     }],
                     alerts: vec![alert.clone()],
+                    steps: Vec::new(),
                 };
                 inc.insert(&n.to_be_bytes(), encode(&record))?;
                 open.insert(group_key.as_bytes(), &n.to_be_bytes())?;
@@ -243,6 +244,35 @@ impl IncidentStore {
             Ok(Attach::Attached(record))
         })?;
         Ok(outcome)
+    }
+
+    /// Changes one incident in a transaction: `f` gets the stored record
+    /// and returns the value to hand back; the changed record is written.
+    /// Returns `None` when there is no such incident.
+    pub fn update<T>(
+        &self,
+        id: &str,
+        f: impl Fn(&mut IncidentRecord) -> T,
+    ) -> Result<Option<(IncidentRecord, T)>, StoreError> {
+        let Some(key) = key_of(id) else {
+            return Ok(None);
+        };
+        let out = (&self.incidents, &self.open_groups).transaction(|(inc, open)| {
+            let Some(bytes) = inc.get(key)? else {
+                return Ok(None);
+            };
+            let mut r = decode(&key, &bytes).map_err(ConflictableTransactionError::Abort)?;
+            let t = f(&mut r);
+            if r.status.is_closed() {
+                // Only drop the group if it still points here.
+                if open.get(r.group_key.as_bytes())?.as_deref() == Some(&key[..]) {
+                    open.remove(r.group_key.as_bytes())?;
+                }
+            }
+            inc.insert(&key, encode(&r))?;
+            Ok(Some((r, t)))
+        })?;
+        Ok(out)
     }
 
     /// One incident by id (`inc-<n>`).

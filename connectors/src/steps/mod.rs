@@ -7,6 +7,60 @@
 //! names.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+pub mod wait;
+
+/// Why a step failed. The executor decides what follows (retry, escalate);
+/// the step only says what happened.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// The rendered parameters do not fit the step type. Retrying cannot help.
+    #[error("invalid parameters: {0}")]
+    Params(String),
+    /// The step ran and failed; a retry may succeed.
+    #[error("{0}")]
+    Failed(String),
+    /// This build does not carry the step type yet.
+    #[error("step type {0} is not available in this build")]
+    Unavailable(&'static str),
+}
+
+impl StepError {
+    /// Whether trying again may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StepError::Failed(_))
+    }
+}
+
+/// A boxed step future.
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send + 'a>>;
+
+/// Runs steps. The executor holds one and wraps every call in its guards
+/// (timeout, retry, dry-run, approval, locks, budget, audit); an
+/// implementation only does the work.
+pub trait StepRunner: Send + Sync {
+    /// Runs one step with its rendered parameters.
+    fn run<'a>(&'a self, step: StepType, with: &'a Value) -> StepFuture<'a>;
+}
+
+/// The real steps of this build.
+#[derive(Debug, Default, Clone)]
+pub struct Builtin;
+
+impl StepRunner for Builtin {
+    fn run<'a>(&'a self, step: StepType, with: &'a Value) -> StepFuture<'a> {
+        Box::pin(async move {
+            match step {
+                StepType::Wait => wait::run(with).await,
+                other => Err(StepError::Unavailable(other.name())),
+            }
+        })
+    }
+}
 
 macro_rules! step_types {
     ($( $(#[$doc:meta])* $variant:ident = $name:literal, destructive: $destructive:literal; )*) => {
