@@ -5,12 +5,14 @@
 //!   and depends on no other quench crate; the engine converts into them.
 //! - [`store`]: incident records in sled, opened or attached atomically.
 //! - [`audit`]: the append-only audit log.
+//! - [`control`]: the kill switch.
 //!
 //! Search, similar-incident suggestions, KPIs and postmortems arrive with the
 //! knowledge-store issue.
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod control;
 pub mod record;
 pub mod store;
 
@@ -19,4 +21,5 @@ pub use record::{
     StepRecord, StepState, TimelineEvent,
 };
 pub use audit::{AuditEntry, AuditLog};
+pub use control::{Control, PauseState};
 pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

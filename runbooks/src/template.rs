@@ -21,7 +21,41 @@ use handlebars::{
     Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
     ScopedJson,
 };
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use quench_connectors::Alert;
+use serde_json::{Value, json};
+
+use crate::load::Runbook;
+
+/// The template context for an alert: what `{{...}}` can reach. `vars`
+/// becomes `env`: only allowlisted variables; the caller decides which.
+pub fn context(
+    alert: &Alert,
+    runbook: &Runbook,
+    incident_id: &str,
+    outputs: &serde_json::Map<String, Value>,
+    vars: &BTreeMap<String, String>,
+) -> Value {
+    let steps: serde_json::Map<String, Value> = outputs
+        .iter()
+        .map(|(id, out)| (id.clone(), json!({ "output": out })))
+        .collect();
+    json!({
+        "alert": {
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "fingerprint": alert.fingerprint,
+            "status": alert.status.as_str(),
+            "source": alert.source.to_string(),
+            "startsAt": alert.starts_at,
+        },
+        "runbook": {"name": runbook.name(), "path": runbook.path},
+        "incident": {"id": incident_id},
+        "steps": steps,
+        "env": vars,
+    })
+}
 
 /// A strict handlebars registry with quench's helpers.
 pub struct Templates {

@@ -9,40 +9,11 @@ use std::path::Path;
 use http::HeaderMap;
 use quench_connectors::inbound::{self, alertmanager, datadog, pagerduty};
 use quench_connectors::{Alert, AlertStatus, Source};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::load::{Runbook, RunbookSet};
 use crate::model::{StepFile, TestCase};
-use crate::template::Templates;
-
-/// The template context for an alert: what `{{...}}` can reach. `vars`
-/// becomes `env`: only allowlisted variables; the caller decides which.
-pub fn context(
-    alert: &Alert,
-    runbook: &Runbook,
-    incident_id: &str,
-    outputs: &serde_json::Map<String, Value>,
-    vars: &BTreeMap<String, String>,
-) -> Value {
-    let steps: serde_json::Map<String, Value> = outputs
-        .iter()
-        .map(|(id, out)| (id.clone(), json!({ "output": out })))
-        .collect();
-    json!({
-        "alert": {
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "fingerprint": alert.fingerprint,
-            "status": alert.status.as_str(),
-            "source": alert.source.to_string(),
-            "startsAt": alert.starts_at,
-        },
-        "runbook": {"name": runbook.name(), "path": runbook.path},
-        "incident": {"id": incident_id},
-        "steps": steps,
-        "env": vars,
-    })
-}
+use crate::template::{Templates, context};
 
 /// One test's result.
 #[derive(Debug, Clone)]
