@@ -9,6 +9,7 @@
 //!   incidents in `quench_knowledge`.
 //! - [`runbook_source`]: the runbook set in force, from a directory or git,
 //!   swapped whole.
+//! - [`executor`]: runs an incident's runbook inside the guards.
 //! - [`metrics`]: the `/metrics` registry.
 //! - [`store`]: opens the one sled database every tree lives in.
 //! - [`client`]: the CLI side of the HTTP API (`quench incidents ...`).
@@ -20,6 +21,7 @@
 pub mod alert_log;
 pub mod client;
 pub mod config;
+pub mod executor;
 pub mod explain;
 pub mod http;
 pub mod metrics;

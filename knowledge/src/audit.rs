@@ -60,14 +60,22 @@ impl AuditLog {
     }
 
     /// The newest entries first, optionally of one incident.
-    pub fn list(&self, limit: usize, incident: Option<&str>) -> Result<Vec<AuditEntry>, StoreError> {
+    pub fn list(
+        &self,
+        limit: usize,
+        incident: Option<&str>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.iter().rev() {
             let (k, v) = item?;
-            let e: AuditEntry = serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
-                key: format!("audit-{}", u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))),
-                source,
-            })?;
+            let e: AuditEntry =
+                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                    key: format!(
+                        "audit-{}",
+                        u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))
+                    ),
+                    source,
+                })?;
             if incident.is_none_or(|i| e.incident.as_deref() == Some(i)) {
                 out.push(e);
                 if out.len() >= limit {
@@ -104,7 +112,10 @@ mod tests {
             assert!(seq > i as u64);
         }
         let all = log.list(10, None).unwrap();
-        assert_eq!(all.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), ["n2", "n1", "n0"]);
+        assert_eq!(
+            all.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(),
+            ["n2", "n1", "n0"]
+        );
         assert!(all[0].seq > all[1].seq && all[1].seq > all[2].seq);
         assert_eq!(log.list(10, Some("inc-1")).unwrap().len(), 2);
         assert_eq!(log.list(1, None).unwrap()[0].detail, "n2");

@@ -57,7 +57,10 @@ impl Control {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|source| StoreError::Corrupt { key: KEY.into(), source }),
+                .map_err(|source| StoreError::Corrupt {
+                    key: KEY.into(),
+                    source,
+                }),
         }
     }
 
@@ -69,7 +72,8 @@ impl Control {
             at: Utc::now(),
             reason: reason.to_string(),
         };
-        self.tree.insert(KEY, serde_json::to_vec(&s).expect("pause state serialises"))?;
+        self.tree
+            .insert(KEY, serde_json::to_vec(&s).expect("pause state serialises"))?;
         self.tree.flush()?;
         self.paused.store(paused, Ordering::SeqCst);
         Ok(s)

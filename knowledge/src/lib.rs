@@ -16,10 +16,10 @@ pub mod control;
 pub mod record;
 pub mod store;
 
-pub use record::{
-    AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef,
-    StepRecord, StepState, TimelineEvent,
-};
 pub use audit::{AuditEntry, AuditLog};
 pub use control::{Control, PauseState};
+pub use record::{
+    AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef, StepRecord,
+    StepState, TimelineEvent,
+};
 pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

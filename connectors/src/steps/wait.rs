@@ -24,9 +24,13 @@ pub struct Params {
 
 /// Waits, then reports how long.
 pub async fn run(with: &Value) -> Result<Value, StepError> {
-    let p: Params = serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: Params =
+        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
     if !(0.0..=86_400.0).contains(&p.seconds) {
-        return Err(StepError::Params(format!("seconds must be between 0 and 86400, got {}", p.seconds)));
+        return Err(StepError::Params(format!(
+            "seconds must be between 0 and 86400, got {}",
+            p.seconds
+        )));
     }
     tokio::time::sleep(Duration::from_secs_f64(p.seconds)).await;
     Ok(json!({ "waited_seconds": p.seconds }))
@@ -42,7 +46,13 @@ mod tests {
         let out = run(&json!({"seconds": 90})).await.unwrap();
         assert_eq!(out["waited_seconds"], 90.0);
         assert_eq!(t.elapsed(), Duration::from_secs(90));
-        assert!(matches!(run(&json!({"seconds": -1})).await, Err(StepError::Params(_))));
-        assert!(matches!(run(&json!({"secs": 1})).await, Err(StepError::Params(_))));
+        assert!(matches!(
+            run(&json!({"seconds": -1})).await,
+            Err(StepError::Params(_))
+        ));
+        assert!(matches!(
+            run(&json!({"secs": 1})).await,
+            Err(StepError::Params(_))
+        ));
     }
 }

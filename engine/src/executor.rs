@@ -1,0 +1,1127 @@
+//! The executor: runs an incident's runbook, step by step, and wraps every
+//! step in the same guards from the outside. No step implements any of
+//! them itself:
+//!
+//! - `when` (skip), rendering in strict mode (fail);
+//! - for destructive steps only: the kill switch, a still-firing check,
+//!   the approval gate, the blast-radius budget, dry-run, and a lock per
+//!   target so two incidents never act on the same object at once;
+//! - timeout, and retries with exponential backoff and jitter;
+//! - an audit entry for every action, and the step's record on the incident.
+//!
+//! A failed step (without `continue_on_error`) runs `on_failure` and ends
+//! the run as escalated.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use quench_connectors::Alert;
+use quench_connectors::steps::{StepError, StepRunner, StepType};
+use quench_knowledge::{
+    AlertState, AuditEntry, AuditLog, Control, IncidentRecord, IncidentStatus, IncidentStore,
+    StepRecord, StepState, TimelineEvent,
+};
+use quench_runbooks::Runbook;
+use quench_runbooks::model::{OnTimeout, StepFile};
+use quench_runbooks::template::{Templates, context};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How runs behave.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Destructive steps report what they would do and change nothing.
+    pub dry_run: bool,
+    /// At most this many destructive actions per namespace per hour.
+    pub budget_per_namespace_per_hour: usize,
+    /// How long a step may take when the runbook does not say.
+    pub default_timeout: Duration,
+    /// How long an approval waits when the runbook does not say.
+    pub default_approval_timeout: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            dry_run: false,
+            budget_per_namespace_per_hour: 10,
+            default_timeout: Duration::from_secs(300),
+            default_approval_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+/// A human's answer to an approval gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go ahead.
+    Approve {
+        /// Who.
+        by: String,
+    },
+    /// Do not.
+    Reject {
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Approval gates waiting for an answer, by incident and step.
+#[derive(Default)]
+pub struct Approvals {
+    waiting: Mutex<HashMap<(String, String), oneshot::Sender<Verdict>>>,
+}
+
+impl Approvals {
+    fn wait(&self, incident: &str, step: &str) -> oneshot::Receiver<Verdict> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((incident.to_string(), step.to_string()), tx);
+        rx
+    }
+
+    /// Answers a waiting gate. Returns false when nothing waits there.
+    pub fn answer(&self, incident: &str, step: &str, verdict: Verdict) -> bool {
+        let tx = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(incident.to_string(), step.to_string()));
+        tx.is_some_and(|tx| tx.send(verdict).is_ok())
+    }
+
+    /// The gates waiting now.
+    pub fn pending(&self) -> Vec<(String, String)> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Runs runbooks.
+pub struct Executor {
+    /// Incident records.
+    pub incidents: IncidentStore,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The kill switch.
+    pub control: Control,
+    /// Approval gates.
+    pub approvals: Arc<Approvals>,
+    /// The steps.
+    pub runner: Arc<dyn StepRunner>,
+    /// Behaviour.
+    pub config: ExecConfig,
+    /// Environment variables templates may read (`env.NAME`).
+    pub env: BTreeMap<String, String>,
+    budget: Mutex<HashMap<String, VecDeque<Instant>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    templates: Templates,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every step ran (or was skipped).
+    Completed,
+    /// A step failed; `on_failure` ran.
+    Escalated,
+    /// A guard stopped it (resolved alert, rejected approval).
+    Cancelled,
+}
+
+/// The object a step acts on, for locks, budgets and the audit log:
+/// `namespace/name` from the rendered parameters.
+fn target_of(with: &Value) -> (String, String) {
+    let ns = with["namespace"].as_str().unwrap_or("-").to_string();
+    let name = ["name", "deployment", "pod", "node"]
+        .iter()
+        .find_map(|k| with[*k].as_str())
+        .unwrap_or("-");
+    (ns.clone(), format!("{ns}/{name}"))
+}
+
+fn jitter(base: Duration) -> Duration {
+    // Up to a quarter more, from the clock's low bits: enough to keep
+    // retries of many incidents from marching in step.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+impl Executor {
+    /// An executor over the given stores.
+    pub fn new(
+        incidents: IncidentStore,
+        audit: AuditLog,
+        control: Control,
+        runner: Arc<dyn StepRunner>,
+        config: ExecConfig,
+    ) -> Executor {
+        Executor {
+            incidents,
+            audit,
+            control,
+            approvals: Arc::new(Approvals::default()),
+            runner,
+            config,
+            env: BTreeMap::new(),
+            budget: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            templates: Templates::new(),
+        }
+    }
+
+    fn audit(
+        &self,
+        incident: &str,
+        step: Option<&str>,
+        target: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: String,
+    ) {
+        let entry = AuditEntry {
+            seq: 0,
+            at: Utc::now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            incident: Some(incident.to_string()),
+            step: step.map(str::to_string),
+            target: target.map(str::to_string),
+            detail,
+        };
+        if let Err(e) = self.audit.append(entry) {
+            // The action is also in the incident record; losing the audit
+            // line must not stop remediation.
+            warn!(incident_id = incident, error = %e, "audit append failed");
+        }
+    }
+
+    fn record(&self, incident: &str, f: impl Fn(&mut IncidentRecord)) -> Option<IncidentRecord> {
+        match self.incidents.update(incident, |r| {
+            f(r);
+            r.updated_at = Utc::now();
+        }) {
+            Ok(r) => r.map(|(r, ())| r),
+            Err(e) => {
+                warn!(incident_id = incident, error = %e, "incident update failed");
+                None
+            }
+        }
+    }
+
+    fn set_step(
+        &self,
+        incident: &str,
+        idx: usize,
+        f: impl Fn(&mut StepRecord),
+    ) -> Option<IncidentRecord> {
+        self.record(incident, |r| {
+            if let Some(s) = r.steps.get_mut(idx) {
+                f(s);
+            }
+        })
+    }
+
+    fn event(&self, incident: &str, kind: &str, detail: String) {
+        self.record(incident, |r| {
+            r.timeline.push(TimelineEvent {
+                at: Utc::now(),
+                kind: kind.to_string(),
+                detail: detail.clone(),
+            })
+        });
+    }
+
+    fn status(&self, incident: &str, status: IncidentStatus) {
+        self.record(incident, |r| {
+            if !r.status.is_closed() && r.status != status {
+                r.timeline.push(TimelineEvent {
+                    at: Utc::now(),
+                    kind: "status".into(),
+                    detail: format!("{} -> {}", r.status.as_str(), status.as_str()),
+                });
+                r.status = status;
+            }
+        });
+    }
+
+    /// Runs the runbook for an incident to its end. The incident record
+    /// holds every step's state, so the run can be watched (and, after a
+    /// crash, told apart from a finished one).
+    pub async fn run(&self, incident: &str, runbook: &Runbook, alert: &Alert) -> RunEnd {
+        let steps: Vec<&StepFile> = runbook.file.steps.iter().collect();
+        let records: Vec<StepRecord> = steps
+            .iter()
+            .chain(runbook.file.on_failure.iter().collect::<Vec<_>>().iter())
+            .map(|s| {
+                let t = StepType::from_name(&s.uses.value);
+                StepRecord {
+                    id: s.id.value.clone(),
+                    uses: s.uses.value.clone(),
+                    destructive: t.is_some_and(StepType::is_destructive),
+                    state: StepState::Pending,
+                    attempts: 0,
+                    rendered: Value::Null,
+                    output: Value::Null,
+                    reason: String::new(),
+                    started_at: None,
+                    ended_at: None,
+                }
+            })
+            .collect();
+        self.record(incident, |r| r.steps = records.clone());
+        self.status(incident, IncidentStatus::Diagnosing);
+        let mut outputs = serde_json::Map::new();
+        for (idx, step) in steps.iter().enumerate() {
+            match self
+                .step(incident, runbook, alert, idx, step, &mut outputs)
+                .await
+            {
+                Ok(()) => {}
+                Err(Stop::Failed(reason)) if step.continue_on_error => {
+                    self.event(
+                        incident,
+                        "step",
+                        format!("{} failed, continuing: {reason}", step.id.value),
+                    );
+                }
+                Err(Stop::Failed(reason)) => {
+                    self.event(
+                        incident,
+                        "escalation",
+                        format!("{} failed: {reason}", step.id.value),
+                    );
+                    let base = steps.len();
+                    for (j, f) in runbook.file.on_failure.iter().enumerate() {
+                        let _ = self
+                            .step(incident, runbook, alert, base + j, f, &mut outputs)
+                            .await;
+                    }
+                    self.skip_rest(incident, idx + 1, steps.len(), "an earlier step failed");
+                    self.status(incident, IncidentStatus::Escalated);
+                    return RunEnd::Escalated;
+                }
+                Err(Stop::Cancelled(reason)) => {
+                    self.skip_rest(incident, idx + 1, steps.len(), &reason);
+                    self.status(incident, IncidentStatus::Cancelled);
+                    return RunEnd::Cancelled;
+                }
+            }
+        }
+        self.skip_rest(
+            incident,
+            steps.len(),
+            steps.len() + runbook.file.on_failure.len(),
+            "no step failed",
+        );
+        self.status(incident, IncidentStatus::Verifying);
+        RunEnd::Completed
+    }
+
+    fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {
+        self.record(incident, |r| {
+            for s in r.steps.iter_mut().take(to).skip(from) {
+                if s.state == StepState::Pending {
+                    s.state = StepState::Skipped;
+                    s.reason = reason.to_string();
+                }
+            }
+        });
+    }
+
+    async fn step(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        idx: usize,
+        step: &StepFile,
+        outputs: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Stop> {
+        let id = step.id.value.as_str();
+        let Some(kind) = StepType::from_name(&step.uses.value) else {
+            // Validation refuses unknown types; a set changed under us.
+            return Err(self.fail(
+                incident,
+                idx,
+                id,
+                format!("unknown step type {}", step.uses.value),
+            ));
+        };
+        let ctx = context(alert, runbook, incident, outputs, &self.env);
+        if let Some(when) = &step.when {
+            match self.templates.eval_when(&when.value, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.set_step(incident, idx, |s| {
+                        s.state = StepState::Skipped;
+                        s.reason = "when is false".into();
+                    });
+                    return Ok(());
+                }
+                Err(e) => return Err(self.fail(incident, idx, id, format!("when: {e}"))),
+            }
+        }
+        let with = Value::Object(
+            step.with
+                .as_ref()
+                .map(|w| w.value.clone())
+                .unwrap_or_default(),
+        );
+        let rendered = match self
+            .templates
+            .render_value(&with, &ctx, &format!("{id}.with"))
+        {
+            Ok(v) => v,
+            Err(e) => return Err(self.fail(incident, idx, id, e)),
+        };
+        let (namespace, target) = target_of(&rendered);
+        self.set_step(incident, idx, |s| s.rendered = rendered.clone());
+
+        let _guard;
+        if kind.is_destructive() {
+            self.status(incident, IncidentStatus::Remediating);
+            if self.control.is_paused() {
+                return Err(self.block(
+                    incident,
+                    idx,
+                    id,
+                    &target,
+                    "automation is paused (kill switch)".into(),
+                    false,
+                ));
+            }
+            if !self.still_firing(incident) {
+                return Err(self.block(
+                    incident,
+                    idx,
+                    id,
+                    &target,
+                    "the alert resolved before this step".into(),
+                    true,
+                ));
+            }
+            if let Some(approval) = step.approval.as_ref().filter(|a| a.required) {
+                let timeout = approval
+                    .timeout
+                    .as_ref()
+                    .and_then(|t| quench_runbooks::duration::parse(&t.value).ok())
+                    .unwrap_or(self.config.default_approval_timeout);
+                self.set_step(incident, idx, |s| s.state = StepState::AwaitingApproval);
+                self.audit(
+                    incident,
+                    Some(id),
+                    Some(&target),
+                    "approval.requested",
+                    "quench",
+                    format!("waiting up to {}s", timeout.as_secs()),
+                );
+                let rx = self.approvals.wait(incident, id);
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(Verdict::Approve { by })) => {
+                        self.audit(
+                            incident,
+                            Some(id),
+                            Some(&target),
+                            "approval.approved",
+                            &by,
+                            "approved".into(),
+                        );
+                        self.event(incident, "approval", format!("{id} approved by {by}"));
+                    }
+                    Ok(Ok(Verdict::Reject { by, reason })) => {
+                        self.audit(
+                            incident,
+                            Some(id),
+                            Some(&target),
+                            "approval.rejected",
+                            &by,
+                            reason.clone(),
+                        );
+                        return Err(self.block(
+                            incident,
+                            idx,
+                            id,
+                            &target,
+                            format!("rejected by {by}: {reason}"),
+                            true,
+                        ));
+                    }
+                    Ok(Err(_)) | Err(_) => match approval.on_timeout {
+                        OnTimeout::Proceed => {
+                            self.audit(
+                                incident,
+                                Some(id),
+                                Some(&target),
+                                "approval.timeout",
+                                "quench",
+                                "no answer; proceeding as the runbook says".into(),
+                            );
+                        }
+                        OnTimeout::Skip => {
+                            self.audit(
+                                incident,
+                                Some(id),
+                                Some(&target),
+                                "approval.timeout",
+                                "quench",
+                                "no answer; skipping as the runbook says".into(),
+                            );
+                            self.set_step(incident, idx, |s| {
+                                s.state = StepState::Skipped;
+                                s.reason = "approval timed out".into();
+                            });
+                            return Ok(());
+                        }
+                        OnTimeout::Fail => {
+                            self.audit(
+                                incident,
+                                Some(id),
+                                Some(&target),
+                                "approval.timeout",
+                                "quench",
+                                "no answer; failing as the runbook says".into(),
+                            );
+                            return Err(self.fail(incident, idx, id, "approval timed out".into()));
+                        }
+                    },
+                }
+                // Time passed while waiting: check again.
+                if self.control.is_paused() {
+                    return Err(self.block(
+                        incident,
+                        idx,
+                        id,
+                        &target,
+                        "automation is paused (kill switch)".into(),
+                        false,
+                    ));
+                }
+                if !self.still_firing(incident) {
+                    return Err(self.block(
+                        incident,
+                        idx,
+                        id,
+                        &target,
+                        "the alert resolved while waiting for approval".into(),
+                        true,
+                    ));
+                }
+            }
+            if !self.take_budget(&namespace) {
+                return Err(self.block(
+                    incident,
+                    idx,
+                    id,
+                    &target,
+                    format!(
+                        "blast-radius budget spent: {} destructive actions in namespace {namespace} within the hour",
+                        self.config.budget_per_namespace_per_hour
+                    ),
+                    false,
+                ));
+            }
+            if self.config.dry_run {
+                self.audit(
+                    incident,
+                    Some(id),
+                    Some(&target),
+                    "step.dry_run",
+                    "quench",
+                    format!("{} would run with {rendered}", kind.name()),
+                );
+                self.set_step(incident, idx, |s| {
+                    s.state = StepState::DryRun;
+                    s.reason = "dry-run: nothing was changed".into();
+                    s.ended_at = Some(Utc::now());
+                });
+                return Ok(());
+            }
+            let lock = self.lock_for(&target);
+            _guard = lock.lock_owned().await;
+        }
+
+        let timeout = step
+            .timeout
+            .as_ref()
+            .and_then(|t| quench_runbooks::duration::parse(&t.value).ok())
+            .unwrap_or(self.config.default_timeout);
+        let retries = step.retries.as_ref().map(|r| r.attempts).unwrap_or(0);
+        let mut backoff = step
+            .retries
+            .as_ref()
+            .and_then(|r| r.backoff.as_ref())
+            .and_then(|b| quench_runbooks::duration::parse(&b.value).ok())
+            .unwrap_or(Duration::from_secs(1));
+        let started = Utc::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.set_step(incident, idx, |s| {
+                s.state = StepState::Running;
+                s.attempts = attempt;
+                s.started_at.get_or_insert(started);
+            });
+            info!(incident_id = incident, step = id, attempt, "step started");
+            let result = match tokio::time::timeout(timeout, self.runner.run(kind, &rendered)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(StepError::Failed(format!(
+                    "timed out after {}s",
+                    timeout.as_secs_f64()
+                ))),
+            };
+            match result {
+                Ok(output) => {
+                    self.audit(
+                        incident,
+                        Some(id),
+                        Some(&target),
+                        "step.run",
+                        "quench",
+                        format!("{} succeeded (attempt {attempt})", kind.name()),
+                    );
+                    outputs.insert(id.to_string(), output.clone());
+                    self.set_step(incident, idx, |s| {
+                        s.state = StepState::Succeeded;
+                        s.output = output.clone();
+                        s.ended_at = Some(Utc::now());
+                    });
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && attempt <= retries => {
+                    self.audit(
+                        incident,
+                        Some(id),
+                        Some(&target),
+                        "step.retry",
+                        "quench",
+                        format!("attempt {attempt} failed: {e}"),
+                    );
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                Err(e) => {
+                    self.audit(
+                        incident,
+                        Some(id),
+                        Some(&target),
+                        "step.failed",
+                        "quench",
+                        format!("attempt {attempt}: {e}"),
+                    );
+                    return Err(self.fail(incident, idx, id, e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn fail(&self, incident: &str, idx: usize, id: &str, reason: String) -> Stop {
+        warn!(incident_id = incident, step = id, reason = %reason, "step failed");
+        self.set_step(incident, idx, |s| {
+            s.state = StepState::Failed;
+            s.reason = reason.clone();
+            s.ended_at = Some(Utc::now());
+        });
+        Stop::Failed(reason)
+    }
+
+    /// A guard refused the step. `cancel` ends the run (resolved alert,
+    /// rejection); otherwise it counts as a failure and escalates.
+    fn block(
+        &self,
+        incident: &str,
+        idx: usize,
+        id: &str,
+        target: &str,
+        reason: String,
+        cancel: bool,
+    ) -> Stop {
+        warn!(incident_id = incident, step = id, reason = %reason, "step blocked");
+        self.audit(
+            incident,
+            Some(id),
+            Some(target),
+            "step.blocked",
+            "quench",
+            reason.clone(),
+        );
+        self.set_step(incident, idx, |s| {
+            s.state = StepState::Blocked;
+            s.reason = reason.clone();
+            s.ended_at = Some(Utc::now());
+        });
+        if cancel {
+            Stop::Cancelled(reason)
+        } else {
+            Stop::Failed(reason)
+        }
+    }
+
+    fn still_firing(&self, incident: &str) -> bool {
+        match self.incidents.get(incident) {
+            Ok(Some(r)) => r.alerts.iter().any(|a| a.state == AlertState::Firing),
+            // Unknown state: do not act.
+            _ => false,
+        }
+    }
+
+    fn take_budget(&self, namespace: &str) -> bool {
+        let now = Instant::now();
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        let used = budget.entry(namespace.to_string()).or_default();
+        while used
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
+        {
+            used.pop_front();
+        }
+        if used.len() >= self.config.budget_per_namespace_per_hour {
+            return false;
+        }
+        used.push_back(now);
+        true
+    }
+
+    fn lock_for(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(target.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+enum Stop {
+    Failed(String),
+    Cancelled(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use quench_connectors::steps::StepFuture;
+    use quench_connectors::{AlertStatus, Source};
+    use quench_knowledge::{AlertRecord, Attach, Opening};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Behaves as its parameters say: `sleep` seconds, then fail the first
+    /// `fail` attempts (counted per `key`). Records concurrency per target.
+    #[derive(Default)]
+    struct Fake {
+        attempts: Mutex<HashMap<String, u32>>,
+        calls: AtomicUsize,
+        running: Mutex<HashMap<String, usize>>,
+        max_running: AtomicUsize,
+    }
+
+    impl StepRunner for Fake {
+        fn run<'a>(&'a self, _step: StepType, with: &'a Value) -> StepFuture<'a> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let key = with["key"].as_str().unwrap_or("k").to_string();
+                let target = target_of(with).1;
+                {
+                    let mut r = self.running.lock().unwrap();
+                    let n = r.entry(target.clone()).or_default();
+                    *n += 1;
+                    self.max_running.fetch_max(*n, Ordering::SeqCst);
+                }
+                if let Some(s) = with["sleep"].as_f64() {
+                    tokio::time::sleep(Duration::from_secs_f64(s)).await;
+                }
+                *self.running.lock().unwrap().get_mut(&target).unwrap() -= 1;
+                let n = {
+                    let mut a = self.attempts.lock().unwrap();
+                    let n = a.entry(key).or_default();
+                    *n += 1;
+                    *n
+                };
+                if u64::from(n) <= with["fail"].as_u64().unwrap_or(0) {
+                    Err(StepError::Failed(format!("fake failure {n}")))
+                } else {
+                    Ok(json!({"ok": true, "attempt": n}))
+                }
+            })
+        }
+    }
+
+    struct World {
+        _dir: tempfile::TempDir,
+        exec: Arc<Executor>,
+        fake: Arc<Fake>,
+    }
+
+    fn world(config: ExecConfig) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let fake = Arc::new(Fake::default());
+        let exec = Executor::new(
+            IncidentStore::open(&db).unwrap(),
+            AuditLog::open(&db).unwrap(),
+            Control::open(&db).unwrap(),
+            fake.clone(),
+            config,
+        );
+        World {
+            _dir: dir,
+            exec: Arc::new(exec),
+            fake,
+        }
+    }
+
+    fn runbook(yaml: &str) -> Runbook {
+        quench_runbooks::parse_runbook(Path::new("t.yaml"), "t.yaml", yaml)
+            .unwrap_or_else(|e| panic!("{e:#?}"))
+    }
+
+    fn alert(service: &str) -> Alert {
+        Alert {
+            source: Source::Alertmanager,
+            fingerprint: format!("fp-{service}"),
+            status: AlertStatus::Firing,
+            labels: BTreeMap::from([
+                ("alertname".to_string(), "X".to_string()),
+                ("service".to_string(), service.to_string()),
+                ("namespace".to_string(), "shop".to_string()),
+            ]),
+            annotations: BTreeMap::new(),
+            starts_at: None,
+            ends_at: None,
+            meta: BTreeMap::new(),
+            idempotency_key: String::new(),
+            raw_ref: String::new(),
+        }
+    }
+
+    fn open_incident(w: &World, a: &Alert, seq: u64) -> String {
+        let rec = AlertRecord {
+            seq,
+            source: "alertmanager".into(),
+            fingerprint: a.fingerprint.clone(),
+            state: AlertState::Firing,
+            labels: a.labels.clone(),
+            annotations: BTreeMap::new(),
+            starts_at: None,
+            ends_at: None,
+            first_received_at: Utc::now(),
+            notifications: 1,
+        };
+        match w
+            .exec
+            .incidents
+            .attach(
+                &a.fingerprint,
+                &Opening {
+                    title: "t".into(),
+                    ..Default::default()
+                },
+                rec,
+                Utc::now(),
+            )
+            .unwrap()
+        {
+            Attach::Opened(r) => r.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn steps(w: &World, id: &str) -> Vec<StepRecord> {
+        w.exec.incidents.get(id).unwrap().unwrap().steps
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_exponentially() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: flaky\n    uses: wait\n    retries: {attempts: 3, backoff: 2s}\n    with: {fail: 2}\n",
+        );
+        let a = alert("a");
+        let id = open_incident(&w, &a, 1);
+        let t = Instant::now();
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+        let s = &steps(&w, &id)[0];
+        assert_eq!((s.state, s.attempts), (StepState::Succeeded, 3));
+        // 2 s then 4 s, each plus at most a quarter of jitter.
+        let e = t.elapsed();
+        assert!(
+            e >= Duration::from_secs(6) && e <= Duration::from_millis(7500),
+            "{e:?}"
+        );
+        assert_eq!(
+            w.exec.incidents.get(&id).unwrap().unwrap().status,
+            IncidentStatus::Verifying
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_fails_the_step_and_runs_on_failure() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: slow\n    uses: wait\n    timeout: 5s\n    with: {sleep: 60}\n  - id: never\n    uses: wait\non_failure:\n  - id: page\n    uses: wait\n    with: {key: page}\n",
+        );
+        let a = alert("a");
+        let id = open_incident(&w, &a, 1);
+        let t = Instant::now();
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
+        assert_eq!(t.elapsed(), Duration::from_secs(5));
+        let s = steps(&w, &id);
+        assert_eq!(s[0].state, StepState::Failed);
+        assert!(
+            s[0].reason.contains("timed out after 5s"),
+            "{}",
+            s[0].reason
+        );
+        assert_eq!(s[1].state, StepState::Skipped);
+        assert_eq!(s[2].state, StepState::Succeeded, "on_failure ran");
+        assert_eq!(
+            w.exec.incidents.get(&id).unwrap().unwrap().status,
+            IncidentStatus::Escalated
+        );
+    }
+
+    const DESTRUCTIVE: &str = "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: wait\n    with: {key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: '{{alert.labels.service}}', key: '{{alert.labels.service}}'}\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn the_kill_switch_blocks_destructive_steps_only() {
+        let w = world(ExecConfig::default());
+        w.exec.control.set(true, "alice", "freeze").unwrap();
+        let rb = runbook(DESTRUCTIVE);
+        let a = alert("cart");
+        let id = open_incident(&w, &a, 1);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
+        let s = steps(&w, &id);
+        assert_eq!(
+            s[0].state,
+            StepState::Succeeded,
+            "evidence is still gathered"
+        );
+        assert_eq!(s[1].state, StepState::Blocked);
+        assert!(s[1].reason.contains("kill switch"));
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
+        let audit = w.exec.audit.list(10, Some(&id)).unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == "step.blocked" && e.target.as_deref() == Some("shop/cart"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dry_run_reports_and_changes_nothing() {
+        let w = world(ExecConfig {
+            dry_run: true,
+            ..Default::default()
+        });
+        let rb = runbook(DESTRUCTIVE);
+        let a = alert("cart");
+        let id = open_incident(&w, &a, 1);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+        let s = steps(&w, &id);
+        assert_eq!(s[1].state, StepState::DryRun);
+        assert_eq!(s[1].rendered["name"], "cart");
+        assert_eq!(
+            w.fake.calls.load(Ordering::SeqCst),
+            1,
+            "only the evidence step ran"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resolved_alert_cancels_the_pending_destructive_step() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: wait\n    with: {sleep: 30, key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: cart}\n",
+        );
+        let a = alert("cart");
+        let id = open_incident(&w, &a, 1);
+        let exec = w.exec.clone();
+        let (id2, a2) = (id.clone(), a.clone());
+        let run = tokio::spawn(async move { exec.run(&id2, &rb, &a2).await });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The alert resolves while evidence is being gathered.
+        w.exec
+            .incidents
+            .update(&id, |r| r.alerts[0].state = AlertState::Resolved)
+            .unwrap();
+        assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
+        let s = steps(&w, &id);
+        assert_eq!(s[1].state, StepState::Blocked);
+        assert!(s[1].reason.contains("resolved"));
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn approvals_approve_reject_and_time_out() {
+        let gate = |on_timeout: &str| {
+            format!(
+                "version: 1\nname: r\nmatch: {{}}\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {{required: true, timeout: 15m, on_timeout: {on_timeout}}}\n    with: {{namespace: shop, name: cart}}\n"
+            )
+        };
+        // approve
+        let w = world(ExecConfig::default());
+        let a = alert("cart");
+        let id = open_incident(&w, &a, 1);
+        let rb = runbook(&gate("fail"));
+        let (exec, id2, a2) = (w.exec.clone(), id.clone(), a.clone());
+        let run = tokio::spawn(async move { exec.run(&id2, &rb, &a2).await });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(steps(&w, &id)[0].state, StepState::AwaitingApproval);
+        assert_eq!(
+            w.exec.approvals.pending(),
+            [(id.clone(), "restart".to_string())]
+        );
+        assert!(
+            w.exec
+                .approvals
+                .answer(&id, "restart", Verdict::Approve { by: "alice".into() })
+        );
+        assert_eq!(run.await.unwrap(), RunEnd::Completed);
+        assert_eq!(steps(&w, &id)[0].state, StepState::Succeeded);
+        let audit = w.exec.audit.list(20, Some(&id)).unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == "approval.approved" && e.actor == "alice")
+        );
+
+        // reject
+        let w = world(ExecConfig::default());
+        let id = open_incident(&w, &a, 1);
+        let rb = runbook(&gate("fail"));
+        let (exec, id2, a2) = (w.exec.clone(), id.clone(), a.clone());
+        let run = tokio::spawn(async move { exec.run(&id2, &rb, &a2).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        w.exec.approvals.answer(
+            &id,
+            "restart",
+            Verdict::Reject {
+                by: "bob".into(),
+                reason: "not now".into(),
+            },
+        );
+        assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
+        assert!(
+            steps(&w, &id)[0]
+                .reason
+                .contains("rejected by bob: not now")
+        );
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 0);
+
+        // time out: fail, skip, proceed
+        for (policy, state, end) in [
+            ("fail", StepState::Failed, RunEnd::Escalated),
+            ("skip", StepState::Skipped, RunEnd::Completed),
+            ("proceed", StepState::Succeeded, RunEnd::Completed),
+        ] {
+            let w = world(ExecConfig::default());
+            let id = open_incident(&w, &a, 1);
+            let t = Instant::now();
+            assert_eq!(
+                w.exec.run(&id, &runbook(&gate(policy)), &a).await,
+                end,
+                "{policy}"
+            );
+            assert!(t.elapsed() >= Duration::from_secs(900), "{policy}");
+            assert_eq!(steps(&w, &id)[0].state, state, "{policy}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_incidents_on_one_deployment_are_serialised() {
+        let w = world(ExecConfig::default());
+        let rb = Arc::new(runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: cart, sleep: 10, key: '{{alert.labels.service}}'}\n",
+        ));
+        let mut runs = Vec::new();
+        for svc in ["one", "two"] {
+            let a = alert(svc);
+            let id = open_incident(&w, &a, 1);
+            let (exec, rb) = (w.exec.clone(), rb.clone());
+            runs.push(tokio::spawn(async move { exec.run(&id, &rb, &a).await }));
+        }
+        let t = Instant::now();
+        for r in runs {
+            assert_eq!(r.await.unwrap(), RunEnd::Completed);
+        }
+        assert_eq!(
+            w.fake.max_running.load(Ordering::SeqCst),
+            1,
+            "never two at once on shop/cart"
+        );
+        assert_eq!(t.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_stops_the_next_destructive_action_and_escalates() {
+        let w = world(ExecConfig {
+            budget_per_namespace_per_hour: 2,
+            ..Default::default()
+        });
+        let rb = runbook(DESTRUCTIVE);
+        let mut ends = Vec::new();
+        for (i, svc) in ["a", "b", "c"].iter().enumerate() {
+            let a = alert(svc);
+            let id = open_incident(&w, &a, i as u64 + 1);
+            ends.push((id.clone(), w.exec.run(&id, &rb, &a).await));
+        }
+        assert_eq!(ends[0].1, RunEnd::Completed);
+        assert_eq!(ends[1].1, RunEnd::Completed);
+        assert_eq!(ends[2].1, RunEnd::Escalated);
+        let s = steps(&w, &ends[2].0);
+        assert!(
+            s[1].reason.contains("blast-radius budget"),
+            "{}",
+            s[1].reason
+        );
+        // An hour later the budget is back.
+        tokio::time::sleep(Duration::from_secs(3601)).await;
+        let a = alert("d");
+        let id = open_incident(&w, &a, 9);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_and_strict_rendering() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: first\n    uses: wait\n    with: {key: first}\n  - id: only_if_failed\n    uses: wait\n    when: '{{not steps.first.output.ok}}'\n  - id: missing\n    uses: wait\n    with: {pod: '{{alert.labels.pod}}'}\n",
+        );
+        let a = alert("a");
+        let id = open_incident(&w, &a, 1);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
+        let s = steps(&w, &id);
+        assert_eq!(s[0].state, StepState::Succeeded);
+        assert_eq!(
+            (s[1].state, s[1].reason.as_str()),
+            (StepState::Skipped, "when is false")
+        );
+        assert_eq!(s[2].state, StepState::Failed);
+        assert!(
+            s[2].reason.contains("alert.labels.pod is not defined"),
+            "{}",
+            s[2].reason
+        );
+    }
+}
