@@ -31,6 +31,57 @@ pub struct Config {
     pub hooks: Hooks,
     /// Runbooks from git instead of the `runbooks` directory.
     pub git: Option<GitConfig>,
+    /// How runbooks run.
+    pub executor: ExecutorConfig,
+    /// Bearer tokens for the HTTP API, stored as SHA-256 hashes. With none,
+    /// the API is open, which `quench serve` allows on loopback only.
+    pub api_tokens: Vec<ApiToken>,
+}
+
+/// How runbooks run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// Destructive steps report what they would do and change nothing.
+    pub dry_run: bool,
+    /// At most this many destructive actions per namespace per hour.
+    pub budget_per_namespace_per_hour: usize,
+    /// Environment variables templates may read as `env.NAME`; no others.
+    pub env_allowlist: Vec<String>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            dry_run: false,
+            budget_per_namespace_per_hour: 10,
+            env_allowlist: Vec::new(),
+        }
+    }
+}
+
+/// Who may call the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read.
+    Viewer,
+    /// Read, approve, annotate.
+    Responder,
+    /// Everything: pause, resume, chaos, config.
+    Admin,
+}
+
+/// One API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it; it names them in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The SHA-256 of the token, hex (`printf %s TOKEN | sha256sum`).
+    pub sha256: String,
 }
 
 /// A git repository of runbooks.
@@ -132,6 +183,8 @@ impl Default for Config {
             runbooks: PathBuf::from("runbooks/examples"),
             triage_runbook: None,
             git: None,
+            executor: ExecutorConfig::default(),
+            api_tokens: Vec::new(),
             max_body_bytes: 1 << 20,
             hooks: Hooks::default(),
         }
@@ -191,6 +244,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be positive".into(),
             ));
+        }
+        for t in &self.api_tokens {
+            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(format!(
+                    "api_tokens {:?}: sha256 must be 64 hex digits (the hash, never the token)",
+                    t.name
+                )));
+            }
+        }
+        if self.api_tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "listen {} is not loopback: configure api_tokens so the API is not open to the network",
+                self.listen
+            )));
         }
         if let Some(g) = &self.git {
             g.interval()?;

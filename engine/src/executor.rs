@@ -127,6 +127,7 @@ pub struct Executor {
     pub env: BTreeMap<String, String>,
     budget: Mutex<HashMap<String, VecDeque<Instant>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cooldowns: Mutex<HashMap<String, Instant>>,
     templates: Templates,
 }
 
@@ -181,6 +182,7 @@ impl Executor {
             env: BTreeMap::new(),
             budget: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            cooldowns: Mutex::new(HashMap::new()),
             templates: Templates::new(),
         }
     }
@@ -257,6 +259,45 @@ impl Executor {
                 });
                 r.status = status;
             }
+        });
+    }
+
+    /// Starts the runbook for a new incident in its own task, unless the
+    /// runbook's cooldown for this group has not passed; that is recorded
+    /// on the incident instead.
+    pub fn start(
+        self: &Arc<Self>,
+        incident: String,
+        runbook: Runbook,
+        group_key: String,
+        alert: Alert,
+    ) {
+        if let Some(cooldown) = runbook.cooldown {
+            let now = Instant::now();
+            let key = format!("{}\u{1f}{group_key}", runbook.name());
+            let mut c = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = c.get(&key)
+                && now.duration_since(*last) < cooldown
+            {
+                let left = cooldown - now.duration_since(*last);
+                drop(c);
+                self.event(&incident, "cooldown", format!("{} ran for this group {}s ago; its cooldown has {}s left, so it does not run", runbook.name(), (cooldown - left).as_secs(), left.as_secs()));
+                self.audit(
+                    &incident,
+                    None,
+                    None,
+                    "run.cooldown",
+                    "quench",
+                    format!("{} in cooldown", runbook.name()),
+                );
+                return;
+            }
+            c.insert(key, now);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let end = me.run(&incident, &runbook, &alert).await;
+            info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "run ended");
         });
     }
 

@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use quench_connectors::inbound::{
-    IntakeError, Parsed, alertmanager, check_bearer, check_github_signature, datadog, generic,
-    pagerduty,
+    IntakeError, Parsed, alertmanager, check_bearer, check_github_signature, constant_time_eq,
+    datadog, generic, pagerduty,
 };
 use quench_knowledge::{IncidentFilter, IncidentStatus, IncidentStore};
 use serde::Deserialize;
@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 use tracing::{debug, warn};
 
 use crate::alert_log::AlertLog;
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::executor::Verdict;
 use crate::metrics::Metrics;
 use crate::runbook_source::Runbooks;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub runbooks: Arc<Runbooks>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Runs runbooks; holds approvals, the kill switch and the audit log.
+    pub executor: Arc<crate::executor::Executor>,
 }
 
 /// Builds the router.
@@ -61,6 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}", get(show_incident))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/runbooks", get(list_runbooks))
+        .route("/api/v1/incidents/{id}/approvals", post(approve))
+        .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/control", get(control_state))
+        .route("/api/v1/control/pause", post(pause))
+        .route("/api/v1/control/resume", post(resume))
         .route("/hooks/git", post(hook_git))
         .fallback(not_found)
         .with_state(state)
@@ -96,7 +104,10 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 /// The runbook set in force, where it came from, and the last sync.
-async fn list_runbooks(State(s): State<AppState>) -> Response {
+async fn list_runbooks(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
     let loaded = s.runbooks.current();
     let runbooks: Vec<Value> = loaded
         .set
@@ -399,8 +410,12 @@ fn bad_query(e: QueryRejection) -> Response {
 
 async fn list_incidents(
     State(s): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
@@ -435,7 +450,14 @@ async fn list_incidents(
     }
 }
 
-async fn show_incident(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+async fn show_incident(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
     match s.incidents.get(&id) {
         Ok(Some(r)) => axum::Json(r).into_response(),
         Ok(None) => error(
@@ -456,8 +478,12 @@ struct AlertsQuery {
 
 async fn list_alerts(
     State(s): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
@@ -467,4 +493,216 @@ async fn list_alerts(
         Ok(list) => axum::Json(json!({ "alerts": list })).into_response(),
         Err(e) => internal(e),
     }
+}
+
+/// Checks the caller's bearer token against the configured hashes and
+/// returns the token's name for the audit log. With no tokens configured
+/// (loopback only, see the config check) everyone is `anonymous`.
+// Handlers return a Response either way; boxing the error side would only
+// add noise at every call.
+#[allow(clippy::result_large_err)]
+fn authorize(s: &AppState, headers: &HeaderMap, need: Role) -> Result<String, Response> {
+    if s.config.api_tokens.is_empty() {
+        return Ok("anonymous".into());
+    }
+    let unauthorized =
+        |msg: &str| error(StatusCode::UNAUTHORIZED, "unauthorized", msg, Value::Null);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+    let hash = hex_sha256(token.as_bytes());
+    let found = s
+        .config
+        .api_tokens
+        .iter()
+        .find(|t| constant_time_eq(t.sha256.to_ascii_lowercase().as_bytes(), hash.as_bytes()));
+    match found {
+        None => Err(unauthorized("unknown token")),
+        Some(t) if t.role < need => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {:?} has role {:?}; this needs {:?}",
+                t.name, t.role, need
+            )
+            .to_lowercase(),
+            Value::Null,
+        )),
+        Some(t) => Ok(t.name.clone()),
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct ApprovalBody {
+    step: String,
+    decision: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/incidents/{id}/approvals`: answers a waiting approval gate
+/// (responder role). The approver's name goes into the audit log.
+async fn approve(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Responder) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let bytes = match read_body(&headers, body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req: ApprovalBody = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_shape",
+                format!(
+                    "expected {{\"step\", \"decision\": \"approve\"|\"reject\", \"reason\"}}: {e}"
+                ),
+                Value::Null,
+            );
+        }
+    };
+    let verdict = match req.decision.as_str() {
+        "approve" => Verdict::Approve { by: actor.clone() },
+        "reject" => Verdict::Reject {
+            by: actor.clone(),
+            reason: req.reason.clone(),
+        },
+        other => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_shape",
+                format!("decision {other:?}: approve or reject"),
+                json!({"field": "decision"}),
+            );
+        }
+    };
+    if s.executor.approvals.answer(&id, &req.step, verdict) {
+        axum::Json(json!({"status": "ok", "incident": id, "step": req.step, "decision": req.decision, "by": actor})).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_waiting",
+            format!("no approval is waiting for step {:?} of {id}", req.step),
+            Value::Null,
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    incident: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_audit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    match s
+        .executor
+        .audit
+        .list(q.limit.unwrap_or(100).min(MAX_LIST), q.incident.as_deref())
+    {
+        Ok(list) => axum::Json(json!({ "audit": list })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn control_state(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    match s.executor.control.state() {
+        Ok(st) => axum::Json(json!({"paused": s.executor.control.is_paused(), "last_change": st}))
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn set_paused(s: AppState, headers: HeaderMap, body: Body, paused: bool) -> Response {
+    let actor = match authorize(&s, &headers, Role::Admin) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let bytes = match read_body(&headers, body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason: ReasonBody = if bytes.is_empty() {
+        ReasonBody::default()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_shape",
+                    format!("expected {{\"reason\": ...}}: {e}"),
+                    Value::Null,
+                );
+            }
+        }
+    };
+    match s.executor.control.set(paused, &actor, &reason.reason) {
+        Ok(st) => {
+            let action = if paused {
+                "control.pause"
+            } else {
+                "control.resume"
+            };
+            let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
+                seq: 0,
+                at: st.at,
+                actor: actor.clone(),
+                action: action.into(),
+                incident: None,
+                step: None,
+                target: None,
+                detail: reason.reason.clone(),
+            });
+            warn!(by = %actor, paused, reason = %reason.reason, "kill switch changed");
+            axum::Json(json!({"paused": paused, "last_change": st})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn pause(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    set_paused(s, headers, body, true).await
+}
+
+async fn resume(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    set_paused(s, headers, body, false).await
 }

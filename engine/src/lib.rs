@@ -32,12 +32,13 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use quench_knowledge::IncidentStore;
+use quench_knowledge::{AuditLog, Control, IncidentStore};
 use quench_runbooks::sync::GitSource;
 use tracing::{info, warn};
 
 use crate::alert_log::AlertLog;
 use crate::config::Config;
+use crate::executor::{ExecConfig, Executor};
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -93,6 +94,7 @@ pub async fn serve(
     config: Config,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    config.validate()?;
     let origin = match &config.git {
         None => Origin::Dir(config.runbooks.clone()),
         Some(g) => Origin::Git(GitSource {
@@ -129,6 +131,36 @@ pub async fn serve(
     let log = AlertLog::open(&storage.db, Some(storage.syncer()?))?;
     let incidents = IncidentStore::open(&storage.db)?;
     let metrics = Arc::new(Metrics::default());
+    let control = Control::open(&storage.db)?;
+    if control.is_paused() {
+        warn!(
+            "automation is paused (kill switch): no destructive step will run until `quench resume`"
+        );
+    }
+    let mut executor = Executor::new(
+        incidents.clone(),
+        AuditLog::open(&storage.db)?,
+        control,
+        Arc::new(quench_connectors::steps::Builtin),
+        ExecConfig {
+            dry_run: config.executor.dry_run,
+            budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
+            ..ExecConfig::default()
+        },
+    );
+    executor.env = config
+        .executor
+        .env_allowlist
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect();
+    let executor = Arc::new(executor);
+    if config.api_tokens.is_empty() {
+        warn!(
+            "no api_tokens configured: the HTTP API is open to anyone who can reach {}",
+            config.listen
+        );
+    }
     if let Some(g) = &config.git {
         tokio::spawn(runbooks.clone().sync_loop(g.interval()?));
     }
@@ -140,6 +172,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         firing: Default::default(),
         clock: chrono::Utc::now,
+        executor: Some(executor.clone()),
     };
     let pipeline_task = tokio::spawn(pipeline.run());
 
@@ -149,6 +182,7 @@ pub async fn serve(
         incidents,
         runbooks,
         metrics,
+        executor,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

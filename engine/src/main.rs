@@ -48,12 +48,53 @@ enum Command {
     Incidents {
         #[command(subcommand)]
         command: IncidentsCommand,
-        /// The server's base URL.
-        #[arg(long, global = true, env = "QUENCH_SERVER", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
-        server: String,
+        #[command(flatten)]
+        remote: Remote,
         /// Print JSON instead of text.
         #[arg(long, global = true)]
         json: bool,
+    },
+    /// Answer an approval gate: approve (or --reject) a waiting step.
+    Approve {
+        /// The incident, for example inc-7.
+        incident: String,
+        /// The step id.
+        step: String,
+        /// Reject instead of approve.
+        #[arg(long)]
+        reject: bool,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Kill switch: stop every destructive step until `quench resume`.
+    Pause {
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift the kill switch.
+    Resume {
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log, newest first.
+    Audit {
+        /// Only this incident.
+        #[arg(long)]
+        incident: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Check a runbook directory and list every problem, as
     /// `file:line:col: error[RBnnn]: ...`. Exits 1 when there is one.
@@ -91,6 +132,23 @@ enum Command {
         /// An Alertmanager webhook payload, or `{"labels": {...}}` (or a list).
         alert: PathBuf,
     },
+}
+
+/// Where the server is and how to authenticate.
+#[derive(clap::Args)]
+struct Remote {
+    /// The server's base URL.
+    #[arg(long, global = true, env = "QUENCH_SERVER", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    server: String,
+    /// An API token (or QUENCH_TOKEN).
+    #[arg(long, global = true, env = "QUENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    fn client(&self) -> Client {
+        Client::new(&self.server).with_token(self.token.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -171,12 +229,74 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
+        Command::Approve {
+            incident,
+            step,
+            reject,
+            reason,
+            remote,
+        } => {
+            let decision = if reject { "reject" } else { "approve" };
+            let v: serde_json::Value = remote
+                .client()
+                .post(
+                    &format!("/api/v1/incidents/{incident}/approvals"),
+                    &serde_json::json!({"step": step, "decision": decision, "reason": reason}),
+                )
+                .await?;
+            println!(
+                "{incident} {step}: {decision}d by {}",
+                v["by"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Pause { reason, remote } => {
+            let _: serde_json::Value = remote
+                .client()
+                .post(
+                    "/api/v1/control/pause",
+                    &serde_json::json!({ "reason": reason }),
+                )
+                .await?;
+            println!("paused: no destructive step will run until `quench resume`");
+        }
+        Command::Resume { reason, remote } => {
+            let _: serde_json::Value = remote
+                .client()
+                .post(
+                    "/api/v1/control/resume",
+                    &serde_json::json!({ "reason": reason }),
+                )
+                .await?;
+            println!("resumed");
+        }
+        Command::Audit {
+            incident,
+            limit,
+            remote,
+        } => {
+            let mut path = format!("/api/v1/audit?limit={limit}");
+            if let Some(i) = &incident {
+                path.push_str(&format!("&incident={i}"));
+            }
+            let v: serde_json::Value = remote.client().get_json(&path).await?;
+            for e in v["audit"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<10} {:<18} {:<8} {:<10} {}",
+                    e["at"].as_str().unwrap_or(""),
+                    e["actor"].as_str().unwrap_or(""),
+                    e["action"].as_str().unwrap_or(""),
+                    e["incident"].as_str().unwrap_or("-"),
+                    e["step"].as_str().unwrap_or("-"),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
         Command::Incidents {
             command,
-            server,
+            remote,
             json,
         } => {
-            let c = Client::new(&server);
+            let c = remote.client();
             match command {
                 IncidentsCommand::List { status, limit } => {
                     let list = c.incidents(status.as_deref(), limit).await?;

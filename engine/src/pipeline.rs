@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub firing: std::sync::Mutex<FiringIndex>,
     /// The wall clock, for time intervals; injected so tests can fix it.
     pub clock: fn() -> chrono::DateTime<Utc>,
+    /// Runs the runbooks of new incidents; `None` only records them.
+    pub executor: Option<Arc<crate::executor::Executor>>,
 }
 
 /// Why one entry could not be processed.
@@ -246,6 +248,14 @@ impl Pipeline {
                     self.metrics
                         .add("quench_incidents_opened_total", &[("runbook", name)], 1);
                     info!(incident_id = %r.id, runbook = name, seq = entry.seq, "incident opened");
+                    if let Some(exec) = &self.executor {
+                        exec.start(
+                            r.id.clone(),
+                            runbook.clone(),
+                            group_key.clone(),
+                            alert.clone(),
+                        );
+                    }
                 }
                 Attach::Attached(r) => {
                     debug!(incident_id = %r.id, runbook = name, seq = entry.seq, status = r.status.as_str(), "alert attached");
@@ -360,6 +370,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             firing: Default::default(),
             clock: Utc::now,
+            executor: None,
         };
         (p, log, incidents)
     }

@@ -48,14 +48,16 @@ impl AuditLog {
         })
     }
 
-    /// Appends an entry; returns its sequence number. Entries are never
-    /// changed or removed.
+    /// Appends an entry durably (flushed before returning); returns its
+    /// sequence number. Entries are never changed or removed.
     pub fn append(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
         // Ids are unique and increasing across threads, not gap-free.
         let seq = self.db.generate_id()? + 1;
         entry.seq = seq;
         let bytes = serde_json::to_vec(&entry).expect("audit entries serialise");
         self.tree.insert(seq.to_be_bytes(), bytes)?;
+        // An action that happened must stay on record after a crash.
+        self.tree.flush()?;
         Ok(seq)
     }
 

@@ -35,15 +35,12 @@ pub enum IncidentStatus {
 }
 
 impl IncidentStatus {
-    /// True for the states an incident never leaves.
+    /// True once the incident is over: its alerts resolved, or a run was
+    /// cancelled because they did. An escalated, failed or interrupted run
+    /// leaves the incident open: alerts still attach to it, and it resolves
+    /// when they do.
     pub fn is_closed(self) -> bool {
-        matches!(
-            self,
-            IncidentStatus::Resolved
-                | IncidentStatus::Escalated
-                | IncidentStatus::Failed
-                | IncidentStatus::Cancelled
-        )
+        matches!(self, IncidentStatus::Resolved | IncidentStatus::Cancelled)
     }
 
     /// The lowercase name.
