@@ -327,8 +327,22 @@ impl Executor {
             .collect();
         self.record(incident, |r| r.steps = records.clone());
         self.status(incident, IncidentStatus::Diagnosing);
-        let mut outputs = serde_json::Map::new();
-        for (idx, step) in steps.iter().enumerate() {
+        self.run_from(incident, runbook, alert, 0, serde_json::Map::new())
+            .await
+    }
+
+    /// Runs the main steps from `first` on, with the outputs of the steps
+    /// before it.
+    async fn run_from(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        first: usize,
+        mut outputs: serde_json::Map<String, Value>,
+    ) -> RunEnd {
+        let steps: Vec<&StepFile> = runbook.file.steps.iter().collect();
+        for (idx, step) in steps.iter().enumerate().skip(first) {
             match self
                 .step(incident, runbook, alert, idx, step, &mut outputs)
                 .await
@@ -754,6 +768,193 @@ enum Stop {
     Cancelled(String),
 }
 
+/// What recovery decided for one incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The run resumes at this step.
+    Resumed(String),
+    /// The run never started; it starts now.
+    Started,
+    /// Marked interrupted, for this reason.
+    Interrupted(String),
+}
+
+/// Rebuilds an alert from the record an incident keeps of it.
+fn alert_of(r: &quench_knowledge::AlertRecord) -> Alert {
+    let source = match r.source.as_str() {
+        "pagerduty" => quench_connectors::Source::Pagerduty,
+        "datadog" => quench_connectors::Source::Datadog,
+        s => match s.strip_prefix("generic/") {
+            Some(n) => quench_connectors::Source::Generic(n.to_string()),
+            None => quench_connectors::Source::Alertmanager,
+        },
+    };
+    Alert {
+        source,
+        fingerprint: r.fingerprint.clone(),
+        status: match r.state {
+            AlertState::Firing => quench_connectors::AlertStatus::Firing,
+            AlertState::Resolved => quench_connectors::AlertStatus::Resolved,
+        },
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
+        starts_at: r.starts_at,
+        ends_at: r.ends_at,
+        meta: BTreeMap::new(),
+        idempotency_key: String::new(),
+        raw_ref: String::new(),
+    }
+}
+
+impl Executor {
+    /// After a restart, every incident whose run had not finished either
+    /// resumes or is marked interrupted, never forgotten:
+    ///
+    /// - a run that never started, starts;
+    /// - a step that was pending, waiting for approval, or running but not
+    ///   destructive (evidence), resumes there;
+    /// - a destructive step that was running is NOT run again: it may have
+    ///   taken effect, and running it twice (a scale to N+1) could do
+    ///   harm. The incident is marked interrupted for a human;
+    /// - so is a run whose runbook is gone, or changed since it started
+    ///   (the run is pinned to its commit).
+    pub fn recover(
+        self: &Arc<Self>,
+        set: &quench_runbooks::RunbookSet,
+        commit: Option<&str>,
+    ) -> Vec<(String, Recovery)> {
+        let open = match self.incidents.list(&quench_knowledge::IncidentFilter {
+            open_only: true,
+            ..Default::default()
+        }) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "cannot list incidents to recover");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for r in open {
+            let unfinished = |s: &StepRecord| {
+                matches!(
+                    s.state,
+                    StepState::Pending | StepState::Running | StepState::AwaitingApproval
+                )
+            };
+            let n_main = r.steps.len();
+            let in_flight = matches!(
+                r.status,
+                IncidentStatus::Open | IncidentStatus::Diagnosing | IncidentStatus::Remediating
+            );
+            if !in_flight {
+                continue;
+            }
+            let Some(rb_ref) = &r.runbook else { continue };
+            let interrupt = |reason: String| {
+                self.record(&r.id, |rec| {
+                    for s in rec.steps.iter_mut().filter(|s| unfinished(s)) {
+                        s.state = if s.state == StepState::Running {
+                            StepState::Interrupted
+                        } else {
+                            StepState::Skipped
+                        };
+                        s.reason = reason.clone();
+                    }
+                    rec.status = IncidentStatus::Interrupted;
+                    rec.timeline.push(TimelineEvent {
+                        at: Utc::now(),
+                        kind: "interrupted".into(),
+                        detail: reason.clone(),
+                    });
+                });
+                self.audit(
+                    &r.id,
+                    None,
+                    None,
+                    "run.interrupted",
+                    "quench",
+                    reason.clone(),
+                );
+                Recovery::Interrupted(reason)
+            };
+            let Some(runbook) = set.by_name(&rb_ref.name) else {
+                out.push((
+                    r.id.clone(),
+                    interrupt(format!("runbook {} is no longer loaded", rb_ref.name)),
+                ));
+                continue;
+            };
+            if rb_ref.commit.as_deref() != commit {
+                out.push((
+                    r.id.clone(),
+                    interrupt(format!(
+                        "runbook {} changed since the run started ({} then, {} now)",
+                        rb_ref.name,
+                        rb_ref.commit.as_deref().unwrap_or("local"),
+                        commit.unwrap_or("local")
+                    )),
+                ));
+                continue;
+            }
+            let Some(first_alert) = r.alerts.first() else {
+                continue;
+            };
+            let alert = alert_of(first_alert);
+            if n_main == 0 {
+                self.start(r.id.clone(), runbook.clone(), r.group_key.clone(), alert);
+                out.push((r.id.clone(), Recovery::Started));
+                continue;
+            }
+            let main = runbook.file.steps.len().min(n_main);
+            let Some(k) = r.steps[..main].iter().position(unfinished) else {
+                // Only on_failure steps were left: a human takes it from here.
+                out.push((
+                    r.id.clone(),
+                    interrupt("the engine stopped during on_failure".into()),
+                ));
+                continue;
+            };
+            let s = &r.steps[k];
+            if s.state == StepState::Running && s.destructive {
+                out.push((
+                    r.id.clone(),
+                    interrupt(format!(
+                        "the engine stopped while {} ({}) was running; it may have taken effect, so it is not run again",
+                        s.id, s.uses
+                    )),
+                ));
+                continue;
+            }
+            let outputs: serde_json::Map<String, Value> = r.steps[..k]
+                .iter()
+                .filter(|s| s.state == StepState::Succeeded)
+                .map(|s| (s.id.clone(), s.output.clone()))
+                .collect();
+            let step_id = s.id.clone();
+            self.event(
+                &r.id,
+                "resumed",
+                format!("resuming at step {step_id} after a restart"),
+            );
+            self.audit(
+                &r.id,
+                Some(&step_id),
+                None,
+                "run.resumed",
+                "quench",
+                "after a restart".into(),
+            );
+            let (me, rb, id) = (self.clone(), runbook.clone(), r.id.clone());
+            tokio::spawn(async move {
+                let end = me.run_from(&id, &rb, &alert, k, outputs).await;
+                info!(incident_id = %id, end = ?end, "resumed run ended");
+            });
+            out.push((r.id.clone(), Recovery::Resumed(step_id)));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1164,5 +1365,108 @@ mod tests {
             "{}",
             s[2].reason
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovery_resumes_evidence_and_interrupts_a_running_destructive_step() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(DESTRUCTIVE);
+        let set = quench_runbooks::RunbookSet {
+            runbooks: vec![rb.clone()],
+            ..Default::default()
+        };
+        let running = |idx: usize| {
+            let mut records: Vec<StepRecord> = rb
+                .file
+                .steps
+                .iter()
+                .map(|s| StepRecord {
+                    id: s.id.value.clone(),
+                    uses: s.uses.value.clone(),
+                    destructive: StepType::from_name(&s.uses.value).unwrap().is_destructive(),
+                    state: StepState::Pending,
+                    attempts: 0,
+                    rendered: Value::Null,
+                    output: Value::Null,
+                    reason: String::new(),
+                    started_at: None,
+                    ended_at: None,
+                })
+                .collect();
+            for r in records.iter_mut().take(idx) {
+                r.state = StepState::Succeeded;
+                r.output = json!({"ok": true});
+            }
+            records[idx].state = StepState::Running;
+            records[idx].attempts = 1;
+            records
+        };
+        let with_runbook = |w: &World, id: &str, steps: Vec<StepRecord>, commit: Option<&str>| {
+            w.exec
+                .incidents
+                .update(id, |r| {
+                    r.steps = steps.clone();
+                    r.status = IncidentStatus::Remediating;
+                    r.runbook = Some(quench_knowledge::RunbookRef {
+                        name: "r".into(),
+                        path: "t.yaml".into(),
+                        commit: commit.map(str::to_string),
+                    });
+                })
+                .unwrap();
+        };
+        // The engine died during the destructive restart.
+        let a = alert("cart");
+        let destructive = open_incident(&w, &a, 1);
+        with_runbook(&w, &destructive, running(1), None);
+        // ... and during the evidence step of another incident.
+        let b = alert("shelf");
+        let evidence = open_incident(&w, &b, 2);
+        with_runbook(&w, &evidence, running(0), None);
+        // ... and a third ran a runbook from another commit.
+        let c = alert("till");
+        let moved = open_incident(&w, &c, 3);
+        with_runbook(&w, &moved, running(0), Some("abc123"));
+
+        let got = w.exec.recover(&set, None);
+        assert_eq!(got.len(), 3);
+        assert!(
+            got.contains(&(evidence.clone(), Recovery::Resumed("evidence".into()))),
+            "{got:?}"
+        );
+        let get = |id: &str| w.exec.incidents.get(id).unwrap().unwrap();
+        let d = get(&destructive);
+        assert_eq!(d.status, IncidentStatus::Interrupted);
+        assert_eq!(d.steps[1].state, StepState::Interrupted);
+        assert!(
+            d.steps[1].reason.contains("not run again"),
+            "{}",
+            d.steps[1].reason
+        );
+        assert!(
+            get(&moved)
+                .timeline
+                .iter()
+                .any(|e| e.detail.contains("changed since the run started"))
+        );
+        // The evidence run resumes and finishes; the destructive step of the
+        // first incident never ran.
+        for _ in 0..100 {
+            if get(&evidence).status == IncidentStatus::Verifying {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let e = get(&evidence);
+        assert_eq!(e.status, IncidentStatus::Verifying, "{:#?}", e.steps);
+        assert_eq!(e.steps[1].state, StepState::Succeeded);
+        assert_eq!(
+            w.fake.attempts.lock().unwrap().get("cart"),
+            None,
+            "the interrupted restart did not run again"
+        );
+        let audit = w.exec.audit.list(50, None).unwrap();
+        assert!(audit.iter().any(|x| x.action == "run.interrupted"));
+        assert!(audit.iter().any(|x| x.action == "run.resumed"));
     }
 }

@@ -155,6 +155,12 @@ pub async fn serve(
         .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
     let executor = Arc::new(executor);
+    {
+        let loaded = runbooks.current();
+        for (id, what) in executor.recover(&loaded.set, loaded.commit.as_deref()) {
+            warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
+        }
+    }
     if config.api_tokens.is_empty() {
         warn!(
             "no api_tokens configured: the HTTP API is open to anyone who can reach {}",
