@@ -317,6 +317,7 @@ impl Executor {
                     destructive: t.is_some_and(StepType::is_destructive),
                     state: StepState::Pending,
                     attempts: 0,
+                    attempt_key: String::new(),
                     rendered: Value::Null,
                     output: Value::Null,
                     reason: String::new(),
@@ -630,8 +631,19 @@ impl Executor {
             self.set_step(incident, idx, |s| {
                 s.state = StepState::Running;
                 s.attempts = attempt;
+                s.attempt_key = format!("{incident}/{id}/{attempt}");
                 s.started_at.get_or_insert(started);
             });
+            // Durable before the step acts: after a crash, a step recorded
+            // as running may have taken effect, and one still pending did not.
+            if let Err(e) = self.incidents.flush() {
+                return Err(self.fail(
+                    incident,
+                    idx,
+                    id,
+                    format!("cannot record the step durably before running it: {e}"),
+                ));
+            }
             info!(incident_id = incident, step = id, attempt, "step started");
             let result = match tokio::time::timeout(timeout, self.runner.run(kind, &rendered)).await
             {
@@ -1386,6 +1398,7 @@ mod tests {
                     destructive: StepType::from_name(&s.uses.value).unwrap().is_destructive(),
                     state: StepState::Pending,
                     attempts: 0,
+                    attempt_key: String::new(),
                     rendered: Value::Null,
                     output: Value::Null,
                     reason: String::new(),

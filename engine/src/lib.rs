@@ -141,7 +141,7 @@ pub async fn serve(
         incidents.clone(),
         AuditLog::open(&storage.db)?,
         control,
-        Arc::new(quench_connectors::steps::Builtin),
+        Arc::new(quench_connectors::steps::Builtin::default()),
         ExecConfig {
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,

@@ -158,6 +158,11 @@ pub struct StepRecord {
     pub state: StepState,
     /// Attempts started.
     pub attempts: u32,
+    /// `incident/step/attempt` of the latest attempt: the idempotency key a
+    /// step can hand to the system it calls, so a repeated attempt is
+    /// recognisable there.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub attempt_key: String,
     /// The parameters after rendering.
     #[serde(default)]
     pub rendered: serde_json::Value,

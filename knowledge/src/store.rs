@@ -275,6 +275,14 @@ impl IncidentStore {
         Ok(out)
     }
 
+    /// Makes every change so far durable. The executor calls it before a
+    /// step starts, so that after a crash a step that was running is known
+    /// to have been running.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.incidents.flush()?;
+        Ok(())
+    }
+
     /// One incident by id (`inc-<n>`).
     pub fn get(&self, id: &str) -> Result<Option<IncidentRecord>, StoreError> {
         let Some(key) = key_of(id) else {

@@ -4,6 +4,7 @@
 mod alertmanager;
 mod bad_input;
 mod crash;
+mod crash_resume;
 mod executor;
 mod gitops;
 mod prometheus_rules;

@@ -12,6 +12,9 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
+pub mod http_request;
+pub mod notify_slack;
+pub mod pagerduty_event;
 pub mod wait;
 
 /// Why a step failed. The executor decides what follows (retry, escalate);
@@ -24,6 +27,10 @@ pub enum StepError {
     /// The step ran and failed; a retry may succeed.
     #[error("{0}")]
     Failed(String),
+    /// The other side refused the request for good (HTTP 4xx other than
+    /// 429); a retry would be refused too.
+    #[error("refused: {0}")]
+    Refused(String),
     /// This build does not carry the step type yet.
     #[error("step type {0} is not available in this build")]
     Unavailable(&'static str),
@@ -49,16 +56,151 @@ pub trait StepRunner: Send + Sync {
 
 /// The real steps of this build.
 #[derive(Debug, Default, Clone)]
-pub struct Builtin;
+pub struct Builtin {
+    http: reqwest::Client,
+}
 
 impl StepRunner for Builtin {
     fn run<'a>(&'a self, step: StepType, with: &'a Value) -> StepFuture<'a> {
         Box::pin(async move {
             match step {
                 StepType::Wait => wait::run(with).await,
+                StepType::HttpRequest => http_request::run(&self.http, with).await,
+                StepType::NotifySlack => notify_slack::run(&self.http, with).await,
+                StepType::PagerdutyEvent => pagerduty_event::run(&self.http, with).await,
                 other => Err(StepError::Unavailable(other.name())),
             }
         })
+    }
+}
+
+/// A secret read from the environment or a file, never written in a runbook.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    /// An environment variable holding it.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file holding it (trailing whitespace dropped).
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+impl Secret {
+    /// Reads the secret.
+    pub fn read(&self) -> Result<String, StepError> {
+        match (&self.env, &self.file) {
+            (Some(v), None) => std::env::var(v)
+                .map_err(|_| StepError::Params(format!("environment variable {v} is not set"))),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|s| s.trim_end().to_string())
+                .map_err(|e| StepError::Params(format!("cannot read secret file {f}: {e}"))),
+            _ => Err(StepError::Params(
+                "a secret needs exactly one of env or file".into(),
+            )),
+        }
+    }
+}
+
+/// Sends a request and sorts the answer: 2xx is success, 429 and 5xx and
+/// network errors may be retried, other 4xx are refused for good.
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(u16, String), StepError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| StepError::Failed(format!("{what}: {e}")))?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let short: String = body.chars().take(500).collect();
+    match status {
+        200..=299 => Ok((status, body)),
+        429 | 500..=599 => Err(StepError::Failed(format!("{what}: HTTP {status}: {short}"))),
+        _ => Err(StepError::Refused(format!(
+            "{what}: HTTP {status}: {short}"
+        ))),
+    }
+}
+
+/// A one-shot HTTP receiver on loopback for tests: answers each request
+/// with the next scripted status and keeps what it received.
+#[cfg(test)]
+pub(crate) mod receiver {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One received request.
+    #[derive(Debug, Clone)]
+    pub struct Received {
+        pub head: String,
+        pub body: Vec<u8>,
+    }
+
+    impl Received {
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body).expect("JSON body")
+        }
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        }
+    }
+
+    /// Starts a receiver; returns its URL and what it got.
+    pub async fn start(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Received>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        tokio::spawn(async move {
+            let mut statuses = statuses.into_iter();
+            loop {
+                let Ok((mut sock, _)) = l.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = sock.read(&mut tmp).await.unwrap_or(0);
+                    if n == 0 {
+                        break (String::from_utf8_lossy(&buf).into_owned(), Vec::new());
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        let mut body = buf[i + 4..].to_vec();
+                        while body.len() < len {
+                            let n = sock.read(&mut tmp).await.unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&tmp[..n]);
+                        }
+                        break (head, body);
+                    }
+                };
+                g.lock().unwrap().push(Received { head, body });
+                let status = statuses.next().unwrap_or(200);
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            }
+        });
+        (url, got)
     }
 }
 

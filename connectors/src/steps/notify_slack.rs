@@ -1,0 +1,134 @@
+//! `notify.slack`: a message to a Slack incoming webhook, in Block Kit: a
+//! header, the key labels as fields, and the incident link and state.
+//!
+//! ```yaml
+//! - id: tell_the_channel
+//!   uses: notify.slack
+//!   with:
+//!     webhook: {env: SLACK_WEBHOOK_URL}
+//!     title: "{{alert.labels.alertname}} on {{alert.labels.service}}"
+//!     state: remediating
+//!     link: "https://quench.internal/incidents/{{incident.id}}"
+//!     fields: {service: "{{alert.labels.service}}", severity: "{{alert.labels.severity}}"}
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Secret, StepError, send};
+
+/// The parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The incoming webhook URL: a secret, from env or a file.
+    pub webhook: Secret,
+    /// The header line.
+    pub title: String,
+    /// The incident's state, shown with the link.
+    #[serde(default)]
+    pub state: String,
+    /// The incident link.
+    #[serde(default)]
+    pub link: String,
+    /// Key labels, shown as fields (Slack shows at most 10).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Slack's documented limits: a header's text is at most 150 characters, a
+/// section at most 10 fields of at most 2000 characters.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The message body, built apart from sending it so its shape can be tested.
+pub fn message(p: &Params) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&p.title, 150)}}),
+    ];
+    if !p.fields.is_empty() {
+        let fields: Vec<Value> = p
+            .fields
+            .iter()
+            .take(10)
+            .map(|(k, v)| json!({"type": "mrkdwn", "text": clip(&format!("*{k}*\n{v}"), 2000)}))
+            .collect();
+        blocks.push(json!({"type": "section", "fields": fields}));
+    }
+    let mut line = Vec::new();
+    if !p.link.is_empty() {
+        line.push(format!("<{}|Open the incident>", p.link));
+    }
+    if !p.state.is_empty() {
+        line.push(format!("state: *{}*", p.state));
+    }
+    if !line.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&line.join(" · "), 3000)}}));
+    }
+    // `text` is the fallback for notifications and old clients.
+    json!({"text": clip(&p.title, 3000), "blocks": blocks})
+}
+
+/// Posts the message.
+pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
+    let p: Params =
+        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let url = p.webhook.read()?;
+    send(http.post(&url).json(&message(&p)), "slack webhook").await?;
+    Ok(json!({"posted": true}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::receiver;
+
+    #[tokio::test]
+    async fn posts_block_kit_within_slacks_limits() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (url, got) = receiver::start(vec![200]).await;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), format!("{url}/services/T0/B0/x")).unwrap();
+        let fields: serde_json::Map<String, Value> =
+            (0..12).map(|i| (format!("l{i:02}"), json!("v"))).collect();
+        let with = json!({"webhook": {"file": f.path()}, "title": "x".repeat(200), "state": "remediating",
+                          "link": "https://quench/incidents/inc-1", "fields": fields});
+        run(&reqwest::Client::new(), &with).await.unwrap();
+        let body = got.lock().unwrap()[0].json();
+        // The documented shape: text fallback, a header of plain_text <= 150
+        // characters, a section of at most 10 mrkdwn fields, a link line.
+        assert!(body["text"].is_string());
+        let blocks = body["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        assert_eq!(
+            blocks[0]["text"]["text"].as_str().unwrap().chars().count(),
+            150
+        );
+        assert_eq!(blocks[1]["fields"].as_array().unwrap().len(), 10);
+        assert!(
+            blocks[1]["fields"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*l00*")
+        );
+        assert_eq!(
+            blocks[2]["text"]["text"],
+            "<https://quench/incidents/inc-1|Open the incident> · state: *remediating*"
+        );
+        assert!(
+            got.lock().unwrap()[0]
+                .head
+                .starts_with("POST /services/T0/B0/x ")
+        );
+    }
+}
