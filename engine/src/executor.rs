@@ -326,8 +326,18 @@ impl Executor {
                 }
             })
             .collect();
-        self.record(incident, |r| r.steps = records.clone());
-        self.status(incident, IncidentStatus::Diagnosing);
+        // One write: the steps and the first status change together.
+        self.record(incident, |r| {
+            r.steps = records.clone();
+            if !r.status.is_closed() && r.status != IncidentStatus::Diagnosing {
+                r.timeline.push(TimelineEvent {
+                    at: Utc::now(),
+                    kind: "status".into(),
+                    detail: format!("{} -> diagnosing", r.status.as_str()),
+                });
+                r.status = IncidentStatus::Diagnosing;
+            }
+        });
         self.run_from(incident, runbook, alert, 0, serde_json::Map::new())
             .await
     }
@@ -447,7 +457,6 @@ impl Executor {
             Err(e) => return Err(self.fail(incident, idx, id, e)),
         };
         let (namespace, target) = target_of(&rendered);
-        self.set_step(incident, idx, |s| s.rendered = rendered.clone());
 
         let _guard;
         if kind.is_destructive() {
@@ -602,6 +611,7 @@ impl Executor {
                     format!("{} would run with {rendered}", kind.name()),
                 );
                 self.set_step(incident, idx, |s| {
+                    s.rendered = rendered.clone();
                     s.state = StepState::DryRun;
                     s.reason = "dry-run: nothing was changed".into();
                     s.ended_at = Some(Utc::now());
@@ -630,13 +640,19 @@ impl Executor {
             attempt += 1;
             self.set_step(incident, idx, |s| {
                 s.state = StepState::Running;
+                s.rendered = rendered.clone();
                 s.attempts = attempt;
                 s.attempt_key = format!("{incident}/{id}/{attempt}");
                 s.started_at.get_or_insert(started);
             });
-            // Durable before the step acts: after a crash, a step recorded
-            // as running may have taken effect, and one still pending did not.
-            if let Err(e) = self.incidents.flush() {
+            // A destructive step's start is durable before it acts: after a
+            // crash, one recorded as running may have taken effect and is
+            // not run again, one still pending did not. Evidence steps only
+            // read, so running one twice after a crash is harmless, and
+            // they skip the flush.
+            if kind.is_destructive()
+                && let Err(e) = self.incidents.flush()
+            {
                 return Err(self.fail(
                     incident,
                     idx,
