@@ -136,8 +136,10 @@ pub struct Executor {
 pub enum RunEnd {
     /// Every step ran (or was skipped).
     Completed,
-    /// A step failed; `on_failure` ran.
+    /// A step failed; `on_failure` ran and reached someone.
     Escalated,
+    /// A step failed, and there was no `on_failure` or it failed too.
+    Failed,
     /// A guard stopped it (resolved alert, rejected approval).
     Cancelled,
 }
@@ -373,14 +375,22 @@ impl Executor {
                         format!("{} failed: {reason}", step.id.value),
                     );
                     let base = steps.len();
+                    let mut escalated = false;
                     for (j, f) in runbook.file.on_failure.iter().enumerate() {
-                        let _ = self
+                        escalated |= self
                             .step(incident, runbook, alert, base + j, f, &mut outputs)
-                            .await;
+                            .await
+                            .is_ok();
                     }
                     self.skip_rest(incident, idx + 1, steps.len(), "an earlier step failed");
-                    self.status(incident, IncidentStatus::Escalated);
-                    return RunEnd::Escalated;
+                    // Escalated when on_failure reached someone; failed when
+                    // there was nothing to run or all of it failed too.
+                    if escalated {
+                        self.status(incident, IncidentStatus::Escalated);
+                        return RunEnd::Escalated;
+                    }
+                    self.status(incident, IncidentStatus::Failed);
+                    return RunEnd::Failed;
                 }
                 Err(Stop::Cancelled(reason)) => {
                     self.skip_rest(incident, idx + 1, steps.len(), &reason);
@@ -1180,7 +1190,11 @@ mod tests {
         let rb = runbook(DESTRUCTIVE);
         let a = alert("cart");
         let id = open_incident(&w, &a, 1);
-        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
+        assert_eq!(
+            w.exec.run(&id, &rb, &a).await,
+            RunEnd::Failed,
+            "no on_failure to escalate to"
+        );
         let s = steps(&w, &id);
         assert_eq!(
             s[0].state,
@@ -1301,7 +1315,7 @@ mod tests {
 
         // time out: fail, skip, proceed
         for (policy, state, end) in [
-            ("fail", StepState::Failed, RunEnd::Escalated),
+            ("fail", StepState::Failed, RunEnd::Failed),
             ("skip", StepState::Skipped, RunEnd::Completed),
             ("proceed", StepState::Succeeded, RunEnd::Completed),
         ] {
@@ -1349,7 +1363,9 @@ mod tests {
             budget_per_namespace_per_hour: 2,
             ..Default::default()
         });
-        let rb = runbook(DESTRUCTIVE);
+        let rb = runbook(&format!(
+            "{DESTRUCTIVE}on_failure:\n  - id: page\n    uses: wait\n    with: {{key: page}}\n"
+        ));
         let mut ends = Vec::new();
         for (i, svc) in ["a", "b", "c"].iter().enumerate() {
             let a = alert(svc);
@@ -1380,7 +1396,7 @@ mod tests {
         );
         let a = alert("a");
         let id = open_incident(&w, &a, 1);
-        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Failed);
         let s = steps(&w, &id);
         assert_eq!(s[0].state, StepState::Succeeded);
         assert_eq!(
@@ -1497,5 +1513,48 @@ mod tests {
         let audit = w.exec.audit.list(50, None).unwrap();
         assert!(audit.iter().any(|x| x.action == "run.interrupted"));
         assert!(audit.iter().any(|x| x.action == "run.resumed"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cooldown_keeps_the_runbook_from_running_again_for_the_group() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\ncooldown: 30m\nsteps:\n  - id: s\n    uses: wait\n    with: {key: s}\n",
+        );
+        let a = alert("a");
+        let first = open_incident(&w, &a, 1);
+        w.exec
+            .start(first.clone(), rb.clone(), "g".into(), a.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
+        // Ten minutes later the same group opens again: no run, a note.
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let b = alert("b");
+        let second = open_incident(&w, &b, 2);
+        w.exec
+            .start(second.clone(), rb.clone(), "g".into(), b.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
+        let r = w.exec.incidents.get(&second).unwrap().unwrap();
+        assert!(
+            r.timeline
+                .iter()
+                .any(|e| e.kind == "cooldown" && e.detail.contains("s left")),
+            "{:#?}",
+            r.timeline
+        );
+        // Another group is not held back.
+        let c = alert("c");
+        let third = open_incident(&w, &c, 3);
+        w.exec.start(third, rb.clone(), "other".into(), c);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 2);
+        // After the cooldown, the group runs again.
+        tokio::time::sleep(Duration::from_secs(1800)).await;
+        let d = alert("d");
+        let fourth = open_incident(&w, &d, 4);
+        w.exec.start(fourth, rb, "g".into(), d);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 3);
     }
 }

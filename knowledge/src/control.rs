@@ -94,7 +94,15 @@ mod tests {
             c.set(true, "alice", "bad deploy").unwrap();
             assert!(c.is_paused());
         }
-        let db = sled::open(dir.path()).unwrap();
+        // sled lets go of its lock file a moment after the last handle.
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                })
+            })
+            .expect("reopen");
         let c = Control::open(&db).unwrap();
         assert!(c.is_paused());
         assert_eq!(c.state().unwrap().unwrap().by, "alice");

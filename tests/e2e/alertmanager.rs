@@ -51,18 +51,18 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
         .await;
     assert_eq!(incident["runbook"]["name"], "go-high-cpu");
     // The runbook runs at once. This build has no pprof step yet, so its
-    // first step fails honestly and the run escalates; the incident stays
+    // first step fails honestly and, with no on_failure, the run fails; the incident stays
     // open for its alerts.
     let id = incident["id"].as_str().unwrap().to_string();
-    let escalated = q
+    let failed = q
         .wait_for(
             &format!("/api/v1/incidents/{id}"),
             Duration::from_secs(30),
-            |d| (d["status"] == "escalated").then(|| d.clone()),
+            |d| (d["status"] == "failed").then(|| d.clone()),
         )
         .await;
-    assert_eq!(escalated["steps"][0]["id"], "cpu");
-    assert_eq!(escalated["steps"][0]["state"], "failed");
+    assert_eq!(failed["steps"][0]["id"], "cpu");
+    assert_eq!(failed["steps"][0]["state"], "failed");
     assert_eq!(incident["title"], "checkout burns CPU");
     let alert = &incident["alerts"][0];
     assert_eq!(alert["labels"]["service"], "checkout");

@@ -157,15 +157,15 @@ async fn approvals_roles_and_a_kill_switch_that_survives_restart() {
     );
 
     // This build has no Kubernetes steps yet: the approved step fails
-    // honestly, and the run escalates.
+    // honestly, and with no on_failure the run fails.
     for _ in 0..100 {
         incident = get("/api/v1/incidents/inc-1").await;
-        if incident["status"] == "escalated" {
+        if incident["status"] == "failed" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(incident["status"], "escalated", "{incident:#}");
+    assert_eq!(incident["status"], "failed", "{incident:#}");
     assert!(
         incident["steps"][1]["reason"]
             .as_str()
