@@ -46,6 +46,8 @@ pub struct ExecutorConfig {
     pub dry_run: bool,
     /// At most this many destructive actions per namespace per hour.
     pub budget_per_namespace_per_hour: usize,
+    /// At most this many destructive actions on one object per hour.
+    pub max_actions_per_target_per_hour: usize,
     /// Environment variables templates may read as `env.NAME`; no others.
     pub env_allowlist: Vec<String>,
 }
@@ -55,6 +57,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             dry_run: false,
             budget_per_namespace_per_hour: 10,
+            max_actions_per_target_per_hour: 3,
             env_allowlist: Vec::new(),
         }
     }

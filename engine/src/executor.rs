@@ -38,6 +38,8 @@ pub struct ExecConfig {
     pub dry_run: bool,
     /// At most this many destructive actions per namespace per hour.
     pub budget_per_namespace_per_hour: usize,
+    /// At most this many destructive actions on one object per hour.
+    pub max_actions_per_target_per_hour: usize,
     /// How long a step may take when the runbook does not say.
     pub default_timeout: Duration,
     /// How long an approval waits when the runbook does not say.
@@ -49,6 +51,7 @@ impl Default for ExecConfig {
         ExecConfig {
             dry_run: false,
             budget_per_namespace_per_hour: 10,
+            max_actions_per_target_per_hour: 3,
             default_timeout: Duration::from_secs(300),
             default_approval_timeout: Duration::from_secs(900),
         }
@@ -598,18 +601,44 @@ impl Executor {
                     ));
                 }
             }
-            if !self.take_budget(&namespace) {
-                return Err(self.block(
-                    incident,
-                    idx,
-                    id,
-                    &target,
-                    format!(
-                        "blast-radius budget spent: {} destructive actions in namespace {namespace} within the hour",
-                        self.config.budget_per_namespace_per_hour
-                    ),
-                    false,
-                ));
+            let refused = self.take_window([
+                (
+                    &format!("ns\u{1f}{namespace}"),
+                    self.config.budget_per_namespace_per_hour,
+                ),
+                (
+                    &format!("target\u{1f}{target}"),
+                    self.config.max_actions_per_target_per_hour,
+                ),
+            ]);
+            match refused {
+                None => {}
+                Some(0) => {
+                    return Err(self.block(
+                        incident,
+                        idx,
+                        id,
+                        &target,
+                        format!(
+                            "blast-radius budget spent: {} destructive actions in namespace {namespace} within the hour",
+                            self.config.budget_per_namespace_per_hour
+                        ),
+                        false,
+                    ));
+                }
+                Some(_) => {
+                    return Err(self.block(
+                        incident,
+                        idx,
+                        id,
+                        &target,
+                        format!(
+                            "rate limit: {} actions on {target} within the hour",
+                            self.config.max_actions_per_target_per_hour
+                        ),
+                        false,
+                    ));
+                }
             }
             if self.config.dry_run {
                 self.audit(
@@ -774,21 +803,28 @@ impl Executor {
         }
     }
 
-    fn take_budget(&self, namespace: &str) -> bool {
+    /// Takes one action from a sliding one-hour window of `limit` for
+    /// `key` (a namespace's budget, a target's rate), or says no. Both are
+    /// checked before either is spent, so a refusal costs nothing.
+    fn take_window(&self, keys: [(&str, usize); 2]) -> Option<usize> {
         let now = Instant::now();
-        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
-        let used = budget.entry(namespace.to_string()).or_default();
-        while used
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
-        {
-            used.pop_front();
+        let mut windows = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, (key, limit)) in keys.iter().enumerate() {
+            let used = windows.entry(key.to_string()).or_default();
+            while used
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
+            {
+                used.pop_front();
+            }
+            if used.len() >= *limit {
+                return Some(i);
+            }
         }
-        if used.len() >= self.config.budget_per_namespace_per_hour {
-            return false;
+        for (key, _) in keys {
+            windows.entry(key.to_string()).or_default().push_back(now);
         }
-        used.push_back(now);
-        true
+        None
     }
 
     fn lock_for(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -1556,5 +1592,34 @@ mod tests {
         w.exec.start(fourth, rb, "g".into(), d);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.fake.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_target_is_rate_limited_before_the_namespace_budget() {
+        let w = world(ExecConfig {
+            max_actions_per_target_per_hour: 1,
+            ..Default::default()
+        });
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: cart}\n",
+        );
+        let a = alert("a");
+        let first = open_incident(&w, &a, 1);
+        assert_eq!(w.exec.run(&first, &rb, &a).await, RunEnd::Completed);
+        let b = alert("b");
+        let second = open_incident(&w, &b, 2);
+        assert_eq!(w.exec.run(&second, &rb, &b).await, RunEnd::Failed);
+        assert!(
+            steps(&w, &second)[0]
+                .reason
+                .contains("rate limit: 1 actions on shop/cart")
+        );
+        // The refusal spent nothing: another target in the namespace runs.
+        let other = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: till}\n",
+        );
+        let c = alert("c");
+        let third = open_incident(&w, &c, 3);
+        assert_eq!(w.exec.run(&third, &other, &c).await, RunEnd::Completed);
     }
 }

@@ -145,6 +145,7 @@ pub async fn serve(
         ExecConfig {
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
+            max_actions_per_target_per_hour: config.executor.max_actions_per_target_per_hour,
             ..ExecConfig::default()
         },
     );
