@@ -331,6 +331,22 @@ impl Executor {
                 }
             })
             .collect();
+        let mut records = records;
+        if let Some(v) = &runbook.file.verify {
+            records.push(StepRecord {
+                id: "verify".into(),
+                uses: v.uses.value.clone(),
+                destructive: false,
+                state: StepState::Pending,
+                attempts: 0,
+                attempt_key: String::new(),
+                rendered: Value::Null,
+                output: Value::Null,
+                reason: String::new(),
+                started_at: None,
+                ended_at: None,
+            });
+        }
         // One write: the steps and the first status change together.
         self.record(incident, |r| {
             r.steps = records.clone();
@@ -409,7 +425,122 @@ impl Executor {
             "no step failed",
         );
         self.status(incident, IncidentStatus::Verifying);
-        RunEnd::Completed
+        let Some(v) = &runbook.file.verify else {
+            return RunEnd::Completed;
+        };
+        let idx = steps.len() + runbook.file.on_failure.len();
+        match self
+            .verify(incident, runbook, alert, idx, v, &outputs)
+            .await
+        {
+            Ok(()) => {
+                self.status(incident, IncidentStatus::Resolved);
+                self.record(incident, |r| {
+                    r.resolved_at.get_or_insert_with(Utc::now);
+                });
+                RunEnd::Completed
+            }
+            Err(reason) => {
+                self.event(incident, "escalation", format!("not verified: {reason}"));
+                let base = steps.len();
+                let mut escalated = false;
+                for (j, f) in runbook.file.on_failure.iter().enumerate() {
+                    escalated |= self
+                        .step(incident, runbook, alert, base + j, f, &mut outputs)
+                        .await
+                        .is_ok();
+                }
+                if escalated {
+                    self.status(incident, IncidentStatus::Escalated);
+                    RunEnd::Escalated
+                } else {
+                    self.status(incident, IncidentStatus::Failed);
+                    RunEnd::Failed
+                }
+            }
+        }
+    }
+
+    /// Polls the runbook's check until it succeeds or its time is up.
+    async fn verify(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        idx: usize,
+        v: &quench_runbooks::model::VerifyFile,
+        outputs: &serde_json::Map<String, Value>,
+    ) -> Result<(), String> {
+        let parse = |d: &Option<serde_saphyr::Spanned<String>>, default: u64| {
+            d.as_ref()
+                .and_then(|d| quench_runbooks::duration::parse(&d.value).ok())
+                .unwrap_or(Duration::from_secs(default))
+        };
+        let (every, timeout) = (parse(&v.every, 15), parse(&v.timeout, 300));
+        let kind = StepType::from_name(&v.uses.value).ok_or("unknown step type")?;
+        let ctx = context(alert, runbook, incident, outputs, &self.env);
+        let with = Value::Object(v.with.as_ref().map(|w| w.value.clone()).unwrap_or_default());
+        let rendered = self
+            .templates
+            .render_value(&with, &ctx, "verify.with")
+            .inspect_err(|e| {
+                self.set_step(incident, idx, |s| {
+                    s.state = StepState::Failed;
+                    s.reason = e.clone();
+                });
+            })?;
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.set_step(incident, idx, |s| {
+                s.state = StepState::Running;
+                s.rendered = rendered.clone();
+                s.attempts = attempt;
+                s.started_at.get_or_insert_with(Utc::now);
+            });
+            let last = match tokio::time::timeout(every, self.runner.run(kind, &rendered)).await {
+                Ok(Ok(out)) => {
+                    self.audit(
+                        incident,
+                        Some("verify"),
+                        None,
+                        "verify.passed",
+                        "quench",
+                        format!("after {attempt} check(s)"),
+                    );
+                    self.set_step(incident, idx, |s| {
+                        s.state = StepState::Succeeded;
+                        s.output = out.clone();
+                        s.ended_at = Some(Utc::now());
+                    });
+                    return Ok(());
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("check took longer than {}s", every.as_secs_f64()),
+            };
+            if Instant::now() + every > deadline {
+                let reason = format!(
+                    "still failing after {}s ({attempt} checks): {last}",
+                    timeout.as_secs()
+                );
+                self.audit(
+                    incident,
+                    Some("verify"),
+                    None,
+                    "verify.failed",
+                    "quench",
+                    reason.clone(),
+                );
+                self.set_step(incident, idx, |s| {
+                    s.state = StepState::Failed;
+                    s.reason = reason.clone();
+                    s.ended_at = Some(Utc::now());
+                });
+                return Err(reason);
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {
@@ -1621,5 +1752,39 @@ mod tests {
         let c = alert("c");
         let third = open_incident(&w, &c, 3);
         assert_eq!(w.exec.run(&third, &other, &c).await, RunEnd::Completed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verify_polls_until_the_fix_shows_or_time_runs_out() {
+        // Fails twice, then holds: resolved after the third check, 20 s in.
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: fix\n    uses: wait\n    with: {key: fix}\nverify:\n  uses: wait\n  every: 10s\n  timeout: 1m\n  with: {key: check, fail: 2}\n",
+        );
+        let a = alert("a");
+        let id = open_incident(&w, &a, 1);
+        let t = Instant::now();
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+        assert_eq!(t.elapsed(), Duration::from_secs(20));
+        let r = w.exec.incidents.get(&id).unwrap().unwrap();
+        assert_eq!(r.status, IncidentStatus::Resolved);
+        let v = r.steps.last().unwrap();
+        assert_eq!(
+            (v.id.as_str(), v.state, v.attempts),
+            ("verify", StepState::Succeeded, 3)
+        );
+
+        // Never holds: on_failure after the timeout.
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: fix\n    uses: wait\n    with: {key: fix}\non_failure:\n  - id: page\n    uses: wait\n    with: {key: page}\nverify:\n  uses: wait\n  every: 10s\n  timeout: 1m\n  with: {key: check, fail: 100}\n",
+        );
+        let id = open_incident(&w, &a, 1);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
+        let r = w.exec.incidents.get(&id).unwrap().unwrap();
+        let v = r.steps.last().unwrap();
+        assert_eq!(v.state, StepState::Failed);
+        assert!(v.reason.contains("still failing after 60s"), "{}", v.reason);
+        assert_eq!(r.steps[1].state, StepState::Succeeded, "on_failure ran");
     }
 }

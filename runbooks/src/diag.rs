@@ -44,6 +44,8 @@ pub enum Code {
     UnknownInterval,
     /// RB016: a time interval that does not parse (weekday, time, zone).
     Interval,
+    /// RB017: a `verify` check that uses a destructive step type.
+    DestructiveVerify,
 }
 
 impl Code {
@@ -66,6 +68,7 @@ impl Code {
             Code::Test => "RB014",
             Code::UnknownInterval => "RB015",
             Code::Interval => "RB016",
+            Code::DestructiveVerify => "RB017",
         }
     }
 }

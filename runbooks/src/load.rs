@@ -614,6 +614,25 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         &mut step_types,
         &mut out,
     );
+    if let Some(v) = &parsed.verify {
+        match StepType::from_name(&v.uses.value) {
+            None => out.push(spanned_at(file, &v.uses, Code::UnknownStep, "verify.uses", format!("unknown step type {:?}; valid step types: {}", v.uses.value, StepType::names()))),
+            Some(t) if t.is_destructive() => out.push(spanned_at(file, &v.uses, Code::DestructiveVerify, "verify.uses", format!("{t} changes things; a check must only read, such as promql.verify (http.request counts as changing things)"))),
+            Some(_) => {}
+        }
+        check_duration(file, &v.every, "verify.every", &mut out);
+        check_duration(file, &v.timeout, "verify.timeout", &mut out);
+        if let Some(with) = &v.with {
+            let value = serde_json::Value::Object(with.value.clone());
+            let mut strings = Vec::new();
+            Templates::strings(&value, "verify.with".into(), &mut strings);
+            for (path, text) in strings {
+                if let Err(e) = Templates::check(text) {
+                    out.push(spanned_at(file, with, Code::Template, path, e));
+                }
+            }
+        }
+    }
     let mut failure_types = Vec::new();
     check_steps(
         file,

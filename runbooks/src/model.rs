@@ -51,6 +51,10 @@ pub struct RunbookFile {
     /// Steps run when a step fails (escalation).
     #[serde(default)]
     pub on_failure: Vec<StepFile>,
+    /// After the steps: a check run every `every` until it succeeds (the fix
+    /// worked: the incident resolves) or `timeout` passes (`on_failure`).
+    #[serde(default)]
+    pub verify: Option<VerifyFile>,
     /// Run only while one of these named time intervals holds
     /// (`time-intervals.yaml`).
     #[serde(default)]
@@ -210,6 +214,27 @@ pub struct StepFile {
     /// Wait for a human before running.
     #[serde(default)]
     pub approval: Option<Approval>,
+}
+
+/// A verification: one step, polled.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFile {
+    /// The check's step type, for example `promql.verify` or `http.request`.
+    #[schemars(schema_with = "step_type_schema")]
+    pub uses: Spanned<String>,
+    /// Its parameters (templates allowed).
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub with: Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    /// How often to check, such as `10s` (default 15s).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub every: Option<Spanned<String>>,
+    /// How long to keep checking, such as `5m` (default 5m).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// Retry policy of a step.
