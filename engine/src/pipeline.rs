@@ -238,6 +238,7 @@ impl Pipeline {
                     commit: loaded.commit.clone(),
                 }),
                 explanation: explanation.clone(),
+                resolve_with_alerts: runbook.file.resolve_with_alerts,
             };
             let group_key = runbook.group_key(alert);
             match self

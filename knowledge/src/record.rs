@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// [`crate::store`] to migrate, whenever a stored field changes meaning.
 pub const SCHEMA_VERSION: u32 = 1;
 
+fn yes() -> bool {
+    true
+}
+
 /// Where an incident is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +208,10 @@ pub struct IncidentRecord {
     pub runbook: Option<RunbookRef>,
     /// The `group_by` values that alerts attach by.
     pub group_key: String,
+    /// Whether the incident resolves when every alert has (the runbook's
+    /// `resolve_with_alerts`).
+    #[serde(default = "yes")]
+    pub resolve_with_alerts: bool,
     /// Every runbook's decision for the alert that opened the incident.
     #[serde(default)]
     pub match_explanation: Vec<MatchDecision>,

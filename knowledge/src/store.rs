@@ -13,8 +13,19 @@ use crate::record::{
     SCHEMA_VERSION, TimelineEvent,
 };
 
+impl Default for Opening {
+    fn default() -> Self {
+        Opening {
+            title: String::new(),
+            runbook: None,
+            explanation: Vec::new(),
+            resolve_with_alerts: true,
+        }
+    }
+}
+
 /// What a new incident starts with, when an alert opens one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Opening {
     /// A one-line title.
     pub title: String,
@@ -22,6 +33,8 @@ pub struct Opening {
     pub runbook: Option<RunbookRef>,
     /// Every runbook's decision for the alert.
     pub explanation: Vec<MatchDecision>,
+    /// Whether the incident resolves when every alert has.
+    pub resolve_with_alerts: bool,
 }
 
 /// What can go wrong in the store.
@@ -171,6 +184,7 @@ impl IncidentStore {
                     runbook: opening.runbook.clone(),
                     group_key: group_key.to_string(),
                     match_explanation: opening.explanation.clone(),
+                    resolve_with_alerts: opening.resolve_with_alerts,
                     first_alert_at: alert.starts_at.unwrap_or(alert.first_received_at),
                     opened_at: now,
                     updated_at: now,
@@ -226,11 +240,19 @@ impl IncidentStore {
                 detail,
             });
             record.updated_at = now;
-            if record
+            let all_resolved = record
                 .alerts
                 .iter()
-                .all(|a| a.state == AlertState::Resolved)
-            {
+                .all(|a| a.state == AlertState::Resolved);
+            if all_resolved && !record.resolve_with_alerts {
+                record.timeline.push(TimelineEvent {
+                    at: now,
+                    kind: "alerts_resolved".into(),
+                    detail: "every alert resolved; the runbook resolves this incident itself"
+                        .into(),
+                });
+            }
+            if all_resolved && record.resolve_with_alerts {
                 record.status = IncidentStatus::Resolved;
                 record.resolved_at = Some(now);
                 record.timeline.push(TimelineEvent {
@@ -427,6 +449,28 @@ mod tests {
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].id, "inc-1");
         assert_eq!(s.get("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn a_runbook_can_keep_resolution_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = IncidentStore::open(&db).unwrap();
+        let own = Opening {
+            title: "x".into(),
+            resolve_with_alerts: false,
+            ..Default::default()
+        };
+        s.attach("g", &own, alert(1, "a", AlertState::Firing), Utc::now())
+            .unwrap();
+        let Attach::Attached(r) = s
+            .attach("g", &own, alert(2, "a", AlertState::Resolved), Utc::now())
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.status, IncidentStatus::Open);
+        assert_eq!(r.timeline.last().unwrap().kind, "alerts_resolved");
     }
 
     #[test]

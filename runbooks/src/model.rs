@@ -41,6 +41,10 @@ pub struct RunbookFile {
     /// Alertmanager's `continue`). Without it, the first match wins.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// Resolve the incident when all its alerts resolve (the default).
+    /// `false` leaves that to the runbook's `verify` or to a human.
+    #[serde(default = "yes")]
+    pub resolve_with_alerts: bool,
     /// The least time between two runs for the same group, such as `30m`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
