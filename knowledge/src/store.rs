@@ -73,6 +73,11 @@ impl From<TransactionError<StoreError>> for StoreError {
     }
 }
 
+/// The key of the incident counter in `open_groups`. Group keys start with
+/// a runbook name (letters, digits, `-`, `_`), so a leading NUL cannot
+/// collide with one.
+const NEXT_ID: &[u8] = b"\0next-incident-id";
+
 /// What happened to an alert offered to [`IncidentStore::attach`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attach {
@@ -175,7 +180,16 @@ impl IncidentStore {
                 if alert.state == AlertState::Resolved {
                     return Ok(Attach::NoOpenIncident);
                 }
-                let n = inc.generate_id()? + 1;
+                // Incident numbers are their own sequence (sled's id
+                // generator is shared by the whole database), so they go
+                // 1, 2, 3 whatever else is written.
+                let n = open
+                    .get(NEXT_ID)?
+                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0)
+                    + 1;
+                open.insert(NEXT_ID, &n.to_be_bytes())?;
                 let record = IncidentRecord {
                     schema: SCHEMA_VERSION,
                     id: format!("inc-{n}"),

@@ -72,6 +72,46 @@ async fn approvals_roles_and_a_kill_switch_that_survives_restart() {
     );
     let mut q = Quench::start(&config, rb.path());
 
+    // Every endpoint refuses the roles below it (401 without a valid
+    // token, 403 with a lower role); any other answer means the role was
+    // enough. Resume comes last, so the switch ends where it started.
+    let endpoints: [(&str, &str, usize); 9] = [
+        ("GET", "/api/v1/incidents", 0),
+        ("GET", "/api/v1/incidents/inc-1", 0),
+        ("GET", "/api/v1/alerts", 0),
+        ("GET", "/api/v1/runbooks", 0),
+        ("GET", "/api/v1/audit", 0),
+        ("GET", "/api/v1/control", 0),
+        ("POST", "/api/v1/incidents/inc-1/approvals", 1),
+        ("POST", "/api/v1/control/pause", 2),
+        ("POST", "/api/v1/control/resume", 2),
+    ];
+    let tokens = ["viewer-token", "responder-token", "admin-token"];
+    for (method, path, need) in endpoints {
+        let body = json!({"step": "none", "decision": "approve"});
+        assert_eq!(
+            status_of(&q, "", method, path, body.clone()).await,
+            401,
+            "{method} {path} without a token"
+        );
+        assert_eq!(
+            status_of(&q, "nope", method, path, body.clone()).await,
+            401,
+            "{method} {path} with an unknown token"
+        );
+        for (rank, token) in tokens.iter().enumerate() {
+            let got = status_of(&q, token, method, path, body.clone()).await;
+            if rank < need {
+                assert_eq!(got, 403, "{method} {path} as {token}");
+            } else {
+                assert!(
+                    got != 401 && got != 403,
+                    "{method} {path} as {token}: {got}"
+                );
+            }
+        }
+    }
+
     // Read endpoints need at least a viewer token.
     assert_eq!(
         status_of(&q, "", "GET", "/api/v1/incidents", Value::Null).await,
