@@ -605,26 +605,7 @@ impl Executor {
         let _guard;
         if kind.is_destructive() {
             self.status(incident, IncidentStatus::Remediating);
-            if self.control.is_paused() {
-                return Err(self.block(
-                    incident,
-                    idx,
-                    id,
-                    &target,
-                    "automation is paused (kill switch)".into(),
-                    false,
-                ));
-            }
-            if !self.still_firing(incident) {
-                return Err(self.block(
-                    incident,
-                    idx,
-                    id,
-                    &target,
-                    "the alert resolved before this step".into(),
-                    true,
-                ));
-            }
+            self.preflight(incident, idx, id, &target, "before this step")?;
             if let Some(approval) = step.approval.as_ref().filter(|a| a.required) {
                 let timeout = approval
                     .timeout
@@ -711,26 +692,7 @@ impl Executor {
                     },
                 }
                 // Time passed while waiting: check again.
-                if self.control.is_paused() {
-                    return Err(self.block(
-                        incident,
-                        idx,
-                        id,
-                        &target,
-                        "automation is paused (kill switch)".into(),
-                        false,
-                    ));
-                }
-                if !self.still_firing(incident) {
-                    return Err(self.block(
-                        incident,
-                        idx,
-                        id,
-                        &target,
-                        "the alert resolved while waiting for approval".into(),
-                        true,
-                    ));
-                }
+                self.preflight(incident, idx, id, &target, "while waiting for approval")?;
             }
             let refused = self.take_window([
                 (
@@ -924,6 +886,40 @@ impl Executor {
         } else {
             Stop::Failed(reason)
         }
+    }
+
+    /// The checks right before a destructive step acts: the kill switch,
+    /// and an alert of the incident still firing. `when` says when the
+    /// alert resolved, for the record.
+    fn preflight(
+        &self,
+        incident: &str,
+        idx: usize,
+        id: &str,
+        target: &str,
+        when: &str,
+    ) -> Result<(), Stop> {
+        if self.control.is_paused() {
+            return Err(self.block(
+                incident,
+                idx,
+                id,
+                target,
+                "automation is paused (kill switch)".into(),
+                false,
+            ));
+        }
+        if !self.still_firing(incident) {
+            return Err(self.block(
+                incident,
+                idx,
+                id,
+                target,
+                format!("the alert resolved {when}"),
+                true,
+            ));
+        }
+        Ok(())
     }
 
     fn still_firing(&self, incident: &str) -> bool {

@@ -496,30 +496,41 @@ fn check_steps(
     }
 }
 
-/// Parses and validates one runbook. `file` names it in diagnostics, `rel`
-/// is its path inside the runbook directory. Reports every problem.
-pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<Diagnostic>> {
+/// Parses YAML straight into `T`; a syntax or shape error is RB001 at its
+/// position.
+fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, Vec<Diagnostic>> {
     let options = serde_saphyr::options! { strict_booleans: true };
-    let parsed: RunbookFile = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
         let loc = e.location().unwrap_or(Location::UNKNOWN);
         let message = serde_saphyr::DefaultMessageFormatter
             .format_message(e.without_snippet())
             .into_owned();
         vec![at(file, &loc, Code::Syntax, "", message)]
-    })?;
-    let mut out = Vec::new();
-    if parsed.version.value != 1 {
+    })
+}
+
+/// Every file format here is `version: 1`.
+fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnostic>) {
+    if version.value != 1 {
         out.push(spanned_at(
             file,
-            &parsed.version,
+            version,
             Code::Version,
             "version",
-            format!(
-                "version {} is not supported (expected 1)",
-                parsed.version.value
-            ),
+            format!("version {} is not supported (expected 1)", version.value),
         ));
     }
+}
+
+/// Parses and validates one runbook. `file` names it in diagnostics, `rel`
+/// is its path inside the runbook directory. Reports every problem.
+pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<Diagnostic>> {
+    let parsed: RunbookFile = parse_yaml(file, text)?;
+    let mut out = Vec::new();
+    check_version(file, &parsed.version, &mut out);
     if !is_name(&parsed.name.value) {
         out.push(spanned_at(
             file,
@@ -816,28 +827,9 @@ fn load_intervals(
     file: &Path,
     text: &str,
 ) -> Result<BTreeMap<String, Vec<IntervalSpec>>, Vec<Diagnostic>> {
-    let options = serde_saphyr::options! { strict_booleans: true };
-    let parsed: IntervalsFile =
-        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-            let loc = e.location().unwrap_or(Location::UNKNOWN);
-            let message = serde_saphyr::DefaultMessageFormatter
-                .format_message(e.without_snippet())
-                .into_owned();
-            vec![at(file, &loc, Code::Syntax, "", message)]
-        })?;
+    let parsed: IntervalsFile = parse_yaml(file, text)?;
     let mut out = Vec::new();
-    if parsed.version.value != 1 {
-        out.push(spanned_at(
-            file,
-            &parsed.version,
-            Code::Version,
-            "version",
-            format!(
-                "version {} is not supported (expected 1)",
-                parsed.version.value
-            ),
-        ));
-    }
+    check_version(file, &parsed.version, &mut out);
     let mut intervals = BTreeMap::new();
     for (name, specs) in &parsed.time_intervals {
         let mut built = Vec::new();
