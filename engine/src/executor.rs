@@ -381,6 +381,11 @@ impl Executor {
             {
                 Ok(()) => {}
                 Err(Stop::Failed(reason)) if step.continue_on_error => {
+                    // Later steps can branch on it: `{{not steps.x.output.ok}}`.
+                    outputs.insert(
+                        step.id.value.clone(),
+                        serde_json::json!({"ok": false, "error": reason}),
+                    );
                     self.event(
                         incident,
                         "step",
@@ -811,6 +816,12 @@ impl Executor {
                         "quench",
                         format!("{} succeeded (attempt {attempt})", kind.name()),
                     );
+                    // Every output says whether the step worked, so
+                    // templates can test `steps.x.output.ok` either way.
+                    let mut output = output;
+                    if let Value::Object(m) = &mut output {
+                        m.entry("ok").or_insert(Value::Bool(true));
+                    }
                     outputs.insert(id.to_string(), output.clone());
                     self.set_step(incident, idx, |s| {
                         s.state = StepState::Succeeded;
@@ -1782,5 +1793,20 @@ mod tests {
         assert_eq!(v.state, StepState::Failed);
         assert!(v.reason.contains("still failing after 60s"), "{}", v.reason);
         assert_eq!(r.steps[1].state, StepState::Succeeded, "on_failure ran");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_step_that_continues_leaves_ok_false_for_later_steps() {
+        let w = world(ExecConfig::default());
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: check\n    uses: wait\n    continue_on_error: true\n    with: {key: check, fail: 9}\n  - id: fallback\n    uses: wait\n    when: '{{not steps.check.output.ok}}'\n    with: {key: fallback}\n  - id: skipped_when_fine\n    uses: wait\n    when: '{{not steps.fallback.output.ok}}'\n",
+        );
+        let a = alert("a");
+        let id = open_incident(&w, &a, 1);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+        let s = steps(&w, &id);
+        assert_eq!(s[0].state, StepState::Failed);
+        assert_eq!(s[1].state, StepState::Succeeded, "ran because check failed");
+        assert_eq!(s[2].state, StepState::Skipped, "fallback.output.ok is true");
     }
 }

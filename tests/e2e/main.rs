@@ -8,4 +8,5 @@ mod crash_resume;
 mod executor;
 mod gitops;
 mod prometheus_rules;
+mod promql;
 mod senders;

@@ -381,3 +381,67 @@ pub fn addr_of(url: &str) -> SocketAddr {
         .parse()
         .expect("host:port")
 }
+
+/// A real Prometheus scraping itself every second, with the given alerting
+/// and recording rule files.
+pub struct Prometheus {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus on a free port; returns once it is ready.
+    pub async fn start() -> Prometheus {
+        let bin = require("prometheus", "prometheus");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let cfg = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        );
+        let cfg_path = tmp.path().join("prom.yml");
+        std::fs::write(&cfg_path, cfg).expect("write prom.yml");
+        let log = std::fs::File::create(tmp.path().join("prom.log")).expect("log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", cfg_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.external-url={url}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn prometheus");
+        let p = Prometheus {
+            child,
+            url,
+            _tmp: tmp,
+        };
+        let client = http();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{}/-/ready", p.url)).send().await
+                && r.status().is_success()
+            {
+                return p;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(p._tmp.path().join("prom.log")).unwrap_or_default();
+                panic!("prometheus not ready within 30 s:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

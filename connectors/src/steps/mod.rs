@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod http_request;
 pub mod notify_slack;
 pub mod pagerduty_event;
+pub mod promql;
 pub mod wait;
 
 /// Why a step failed. The executor decides what follows (retry, escalate);
@@ -68,6 +69,9 @@ impl StepRunner for Builtin {
                 StepType::HttpRequest => http_request::run(&self.http, with).await,
                 StepType::NotifySlack => notify_slack::run(&self.http, with).await,
                 StepType::PagerdutyEvent => pagerduty_event::run(&self.http, with).await,
+                StepType::PromqlQuery => promql::query(&self.http, with).await,
+                StepType::PromqlRange => promql::range(&self.http, with).await,
+                StepType::PromqlVerify => promql::verify(&self.http, with).await,
                 other => Err(StepError::Unavailable(other.name())),
             }
         })
