@@ -7,6 +7,7 @@ mod crash;
 mod crash_resume;
 mod executor;
 mod gitops;
+mod go_evidence;
 mod prometheus_rules;
 mod promql;
 mod senders;

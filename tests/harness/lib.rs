@@ -445,3 +445,61 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+static GO_BUILD: Once = Once::new();
+
+/// The Go test service (`tests/go/testsvc`): pprof, /metrics, and handlers
+/// with known hot spots. Built once per test run with the Debian Go, offline.
+pub struct GoService {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl GoService {
+    /// Builds (once) and starts the service on a free port.
+    pub fn start() -> GoService {
+        let go = require("go", "golang-go");
+        let src = repo_root().join("tests/go/testsvc");
+        let bin = std::env::temp_dir().join(format!("quench-testsvc-{}", std::process::id()));
+        GO_BUILD.call_once(|| {
+            let out = Command::new(go)
+                .current_dir(&src)
+                .env("GOPROXY", "off")
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOCACHE", std::env::temp_dir().join("quench-gocache"))
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(".")
+                .output()
+                .expect("run go build");
+            assert!(
+                out.status.success(),
+                "go build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        let mut child = Command::new(&bin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start testsvc");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("testsvc prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("testsvc listening on ")
+            .unwrap_or_else(|| panic!("unexpected line from testsvc: {line:?}"))
+            .to_string();
+        GoService { child, url }
+    }
+}
+
+impl Drop for GoService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

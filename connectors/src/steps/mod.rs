@@ -12,7 +12,9 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
+pub mod goroutine_dump;
 pub mod http_request;
+pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
 pub mod promql;
@@ -69,6 +71,8 @@ impl StepRunner for Builtin {
                 StepType::HttpRequest => http_request::run(&self.http, with).await,
                 StepType::NotifySlack => notify_slack::run(&self.http, with).await,
                 StepType::PagerdutyEvent => pagerduty_event::run(&self.http, with).await,
+                StepType::GoroutineDump => goroutine_dump::run(&self.http, with).await,
+                StepType::MetricsScrape => metrics_scrape::run(&self.http, with).await,
                 StepType::PromqlQuery => promql::query(&self.http, with).await,
                 StepType::PromqlRange => promql::range(&self.http, with).await,
                 StepType::PromqlVerify => promql::verify(&self.http, with).await,

@@ -1,0 +1,3 @@
+module quench.test/testsvc
+
+go 1.19
