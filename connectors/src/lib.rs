@@ -8,12 +8,12 @@
 //! - [`steps`]: the closed list of step types. Each type's params and `run`
 //!   join it in its own file as the evidence and Kubernetes work lands.
 //!
-//! The profile analysis (`pprof/`) joins this crate later; see
-//! `docs/ARCHITECTURE.md`.
+//! - [`pprof`]: the profile.proto decoder and the top table.
 #![warn(missing_docs)]
 
 pub mod alert;
 pub mod inbound;
+pub mod pprof;
 pub mod steps;
 
 pub use alert::{Alert, AlertStatus, Source};

@@ -17,6 +17,7 @@ pub mod http_request;
 pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
+pub mod pprof_capture;
 pub mod promql;
 pub mod wait;
 
@@ -58,9 +59,10 @@ pub trait StepRunner: Send + Sync {
 }
 
 /// The real steps of this build.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Builtin {
     http: reqwest::Client,
+    captures: pprof_capture::InFlight,
 }
 
 impl StepRunner for Builtin {
@@ -72,6 +74,9 @@ impl StepRunner for Builtin {
                 StepType::NotifySlack => notify_slack::run(&self.http, with).await,
                 StepType::PagerdutyEvent => pagerduty_event::run(&self.http, with).await,
                 StepType::GoroutineDump => goroutine_dump::run(&self.http, with).await,
+                StepType::PprofCapture => {
+                    pprof_capture::run(&self.http, &self.captures, with).await
+                }
                 StepType::MetricsScrape => metrics_scrape::run(&self.http, with).await,
                 StepType::PromqlQuery => promql::query(&self.http, with).await,
                 StepType::PromqlRange => promql::range(&self.http, with).await,

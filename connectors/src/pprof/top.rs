@@ -1,0 +1,253 @@
+//! The top table, as `go tool pprof -top` computes it at function
+//! granularity: `flat` is what a function spent itself (it is the leaf of
+//! the sample's stack, inlined frames included), `cum` is what it spent
+//! with its callees (it appears anywhere in the stack, counted once per
+//! sample), sorted by flat, then cum, then name.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::ProfileError;
+use super::proto::Profile;
+
+/// One row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// The function.
+    pub function: String,
+    /// Its own value.
+    pub flat: i64,
+    /// With callees.
+    pub cum: i64,
+}
+
+/// The table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Top {
+    /// The sample type used (`cpu`, `inuse_space`, ...).
+    pub sample_type: String,
+    /// Its unit (`nanoseconds`, `bytes`, `count`).
+    pub unit: String,
+    /// The sum over all samples.
+    pub total: i64,
+    /// Every function, in `-top` order.
+    pub rows: Vec<Row>,
+}
+
+impl Top {
+    /// `flat%` of a row.
+    pub fn flat_pct(&self, r: &Row) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            100.0 * r.flat as f64 / self.total as f64
+        }
+    }
+
+    /// `cum%` of a row.
+    pub fn cum_pct(&self, r: &Row) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            100.0 * r.cum as f64 / self.total as f64
+        }
+    }
+}
+
+/// Which sample type `go tool pprof` shows by default: the profile's
+/// `default_sample_type` if set, else the last one.
+pub fn default_index(p: &Profile) -> usize {
+    let want = p.default_sample_type;
+    if want != 0
+        && let Some(i) = p.sample_type.iter().position(|t| t.r#type == want)
+    {
+        return i;
+    }
+    p.sample_type.len().saturating_sub(1)
+}
+
+/// Computes the table for the sample type at `index` (see
+/// [`default_index`]; `-sample_index=` picks another).
+pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
+    let s = |i: i64| -> Result<&str, ProfileError> {
+        p.string_table
+            .get(usize::try_from(i).unwrap_or(usize::MAX))
+            .map(String::as_str)
+            .ok_or_else(|| ProfileError::Inconsistent(format!("string index {i} out of range")))
+    };
+    let vt = p
+        .sample_type
+        .get(index)
+        .ok_or_else(|| ProfileError::Inconsistent(format!("no sample type {index}")))?;
+    let functions: HashMap<u64, &str> = p
+        .function
+        .iter()
+        .map(|f| Ok((f.id, s(f.name)?)))
+        .collect::<Result<_, ProfileError>>()?;
+    let locations: HashMap<u64, &super::proto::Location> =
+        p.location.iter().map(|l| (l.id, l)).collect();
+    let mut flat: HashMap<&str, i64> = HashMap::new();
+    let mut cum: HashMap<&str, i64> = HashMap::new();
+    let mut total = 0i64;
+    for sample in &p.sample {
+        let v = *sample.value.get(index).unwrap_or(&0);
+        if v == 0 {
+            continue;
+        }
+        total += v;
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut leaf = true;
+        for loc_id in &sample.location_id {
+            let loc = locations.get(loc_id).ok_or_else(|| {
+                ProfileError::Inconsistent(format!("sample refers to location {loc_id}"))
+            })?;
+            // line[0] is the innermost (inlined) frame of the location.
+            for line in &loc.line {
+                let name = functions.get(&line.function_id).copied().ok_or_else(|| {
+                    ProfileError::Inconsistent(format!(
+                        "location refers to function {}",
+                        line.function_id
+                    ))
+                })?;
+                if leaf {
+                    *flat.entry(name).or_default() += v;
+                    leaf = false;
+                }
+                if seen.insert(name) {
+                    *cum.entry(name).or_default() += v;
+                }
+            }
+            if loc.line.is_empty() && leaf {
+                // An address without symbols: pprof shows it by address.
+                leaf = false;
+            }
+        }
+    }
+    let mut rows: Vec<Row> = cum
+        .iter()
+        .map(|(name, c)| Row {
+            function: name.to_string(),
+            flat: flat.get(name).copied().unwrap_or(0),
+            cum: *c,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.flat
+            .abs()
+            .cmp(&a.flat.abs())
+            .then(b.cum.abs().cmp(&a.cum.abs()))
+            .then_with(|| a.function.cmp(&b.function))
+    });
+    Ok(Top {
+        sample_type: s(vt.r#type)?.to_string(),
+        unit: s(vt.unit)?.to_string(),
+        total,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pprof::proto::{Function, Line, Location, Sample, ValueType};
+
+    /// main -> work -> (inlined) hash; main -> idle
+    fn profile() -> Profile {
+        let strings = [
+            "",
+            "samples",
+            "count",
+            "cpu",
+            "nanoseconds",
+            "main.main",
+            "main.work",
+            "main.hash",
+            "main.idle",
+        ];
+        let f = |id: u64, name: i64| Function {
+            id,
+            name,
+            ..Default::default()
+        };
+        let loc = |id: u64, fns: &[u64]| Location {
+            id,
+            line: fns
+                .iter()
+                .map(|&function_id| Line {
+                    function_id,
+                    line: 1,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        Profile {
+            sample_type: vec![
+                ValueType { r#type: 1, unit: 2 },
+                ValueType { r#type: 3, unit: 4 },
+            ],
+            string_table: strings.iter().map(|s| s.to_string()).collect(),
+            function: vec![f(1, 5), f(2, 6), f(3, 7), f(4, 8)],
+            // location 10: work with hash inlined into it (hash innermost)
+            location: vec![loc(10, &[3, 2]), loc(11, &[1]), loc(12, &[4])],
+            sample: vec![
+                Sample {
+                    location_id: vec![10, 11],
+                    value: vec![3, 30],
+                    label: vec![],
+                },
+                Sample {
+                    location_id: vec![12, 11],
+                    value: vec![1, 10],
+                    label: vec![],
+                },
+                // recursion must count once in cum
+                Sample {
+                    location_id: vec![11, 11],
+                    value: vec![1, 5],
+                    label: vec![],
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flat_and_cum_as_pprof_counts_them() {
+        let p = profile();
+        assert_eq!(default_index(&p), 1);
+        let t = top(&p, 1).unwrap();
+        assert_eq!(
+            (t.sample_type.as_str(), t.unit.as_str(), t.total),
+            ("cpu", "nanoseconds", 45)
+        );
+        let row = |n: &str| t.rows.iter().find(|r| r.function == n).unwrap().clone();
+        assert_eq!(
+            (row("main.hash").flat, row("main.hash").cum),
+            (30, 30),
+            "the inlined leaf gets flat"
+        );
+        assert_eq!((row("main.work").flat, row("main.work").cum), (0, 30));
+        assert_eq!(
+            (row("main.main").flat, row("main.main").cum),
+            (5, 45),
+            "recursion counted once"
+        );
+        assert_eq!(t.rows[0].function, "main.hash");
+        assert_eq!(t.rows[1].function, "main.idle");
+        assert!((t.flat_pct(&t.rows[0]) - 66.666).abs() < 0.01);
+        let by_count = top(&p, 0).unwrap();
+        assert_eq!(by_count.total, 5);
+    }
+
+    #[test]
+    fn broken_references_are_errors_not_panics() {
+        let mut p = profile();
+        p.sample[0].location_id.push(99);
+        assert!(matches!(top(&p, 1), Err(ProfileError::Inconsistent(_))));
+        let mut p = profile();
+        p.function[0].name = 1000;
+        assert!(top(&p, 1).is_err());
+        assert!(top(&profile(), 7).is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! `pprof.capture`: a profile from a Go service's `net/http/pprof`, decoded
+//! and turned into the top table on the spot.
+//!
+//! ```yaml
+//! - id: cpu
+//!   uses: pprof.capture
+//!   with: {url: "http://checkout:6060", kind: cpu, seconds: 10}
+//! ```
+//!
+//! Go serves one CPU profile per process at a time, so quench never starts
+//! two CPU captures of one target: concurrent requests for the same target
+//! and window share one capture.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::StepError;
+use super::goroutine_dump::read_capped;
+use crate::pprof;
+
+/// The most a profile may weigh on the wire.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// The parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The service's base URL (where `/debug/pprof/` is served).
+    pub url: String,
+    /// cpu, heap, allocs, goroutine, mutex, block or threadcreate.
+    pub kind: String,
+    /// For cpu: how long to sample (default 10, at most 300).
+    #[serde(default = "ten")]
+    pub seconds: u64,
+    /// Rows of the top table to keep (default 10).
+    #[serde(default = "ten")]
+    pub top: u64,
+    /// The sample type to rank by, as `-sample_index=` (default: pprof's).
+    #[serde(default)]
+    pub sample_index: Option<String>,
+}
+
+fn ten() -> u64 {
+    10
+}
+
+type Capture = Arc<OnceCell<Result<Vec<u8>, StepError>>>;
+
+/// Captures in flight, by target and window.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    captures: Mutex<HashMap<String, Capture>>,
+}
+
+async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Vec<u8>, StepError> {
+    let resp = http
+        .get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| StepError::Failed(format!("{url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
+    }
+    read_capped(resp, MAX_BYTES).await
+}
+
+/// Captures, decodes and summarises.
+pub async fn run(
+    http: &reqwest::Client,
+    inflight: &InFlight,
+    with: &Value,
+) -> Result<Value, StepError> {
+    let p: Params =
+        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+        return Err(StepError::Params(format!(
+            "url {:?} must be http:// or https://",
+            p.url
+        )));
+    }
+    let path = match p.kind.as_str() {
+        "cpu" => {
+            if !(1..=300).contains(&p.seconds) {
+                return Err(StepError::Params("seconds must be 1 to 300".into()));
+            }
+            format!("profile?seconds={}", p.seconds)
+        }
+        "heap" | "allocs" | "goroutine" | "mutex" | "block" | "threadcreate" => p.kind.clone(),
+        other => {
+            return Err(StepError::Params(format!(
+                "kind {other:?}: cpu, heap, allocs, goroutine, mutex, block or threadcreate"
+            )));
+        }
+    };
+    let url = format!("{}/debug/pprof/{path}", p.url.trim_end_matches('/'));
+    // The capture takes `seconds`; give the transfer a margin on top.
+    let timeout = Duration::from_secs(if p.kind == "cpu" { p.seconds + 30 } else { 60 });
+    let bytes = if p.kind == "cpu" {
+        let cell = {
+            let mut map = inflight.captures.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(url.clone()).or_default().clone()
+        };
+        let result = cell
+            .get_or_init(|| fetch(http, &url, timeout))
+            .await
+            .clone();
+        // The next request for this target takes a new capture.
+        let mut map = inflight.captures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&url).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(&url);
+        }
+        result?
+    } else {
+        fetch(http, &url, timeout).await?
+    };
+    let profile = pprof::decode(&bytes).map_err(|e| StepError::Failed(e.to_string()))?;
+    let index = match &p.sample_index {
+        None => pprof::top::default_index(&profile),
+        Some(name) => profile
+            .sample_type
+            .iter()
+            .position(|t| {
+                profile
+                    .string_table
+                    .get(t.r#type as usize)
+                    .is_some_and(|s| s == name)
+            })
+            .ok_or_else(|| StepError::Params(format!("no sample type {name:?} in this profile")))?,
+    };
+    let table = pprof::top::top(&profile, index).map_err(|e| StepError::Failed(e.to_string()))?;
+    let rows: Vec<Value> = table
+        .rows
+        .iter()
+        .take(p.top as usize)
+        .map(|r| {
+            json!({"function": r.function, "flat": r.flat, "flat_pct": table.flat_pct(r),
+                   "cum": r.cum, "cum_pct": table.cum_pct(r)})
+        })
+        .collect();
+    Ok(json!({
+        "kind": p.kind,
+        "sample_type": table.sample_type,
+        "unit": table.unit,
+        "total": table.total,
+        "top": rows,
+        "bytes": bytes.len(),
+        "sha256": crate::alert::content_address(&bytes),
+        "duration_nanos": profile.duration_nanos,
+        "time_nanos": profile.time_nanos,
+    }))
+}
