@@ -27,6 +27,8 @@ pub struct Config {
     pub triage_runbook: Option<String>,
     /// The largest webhook body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// The largest evidence artifact kept (profile, trace, flame graph).
+    pub max_artifact_bytes: usize,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
     /// Runbooks from git instead of the `runbooks` directory.
@@ -189,6 +191,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             api_tokens: Vec::new(),
             max_body_bytes: 1 << 20,
+            max_artifact_bytes: 64 << 20,
             hooks: Hooks::default(),
         }
     }

@@ -49,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Runs runbooks; holds approvals, the kill switch and the audit log.
     pub executor: Arc<crate::executor::Executor>,
+    /// Evidence bytes.
+    pub artifacts: quench_knowledge::ArtifactStore,
 }
 
 /// Builds the router.
@@ -66,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runbooks", get(list_runbooks))
         .route("/api/v1/incidents/{id}/approvals", post(approve))
         .route("/api/v1/audit", get(list_audit))
+        .route("/api/v1/artifacts/{id}", get(get_artifact))
         .route("/api/v1/control", get(control_state))
         .route("/api/v1/control/pause", post(pause))
         .route("/api/v1/control/resume", post(resume))
@@ -705,4 +708,30 @@ async fn pause(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Res
 
 async fn resume(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     set_paused(s, headers, body, false).await
+}
+
+/// `GET /api/v1/artifacts/{id}`: a profile, trace or flame graph, served
+/// with its media type.
+async fn get_artifact(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    match s.artifacts.get(&id) {
+        Ok(Some((meta, bytes))) => {
+            let ct = HeaderValue::from_str(&meta.media_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            ([(header::CONTENT_TYPE, ct)], bytes).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no artifact {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
 }

@@ -32,7 +32,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use quench_knowledge::{AuditLog, Control, IncidentStore};
+use quench_knowledge::{ArtifactStore, AuditLog, Control, IncidentStore};
 use quench_runbooks::sync::GitSource;
 use tracing::{info, warn};
 
@@ -132,6 +132,7 @@ pub async fn serve(
     let incidents = IncidentStore::open(&storage.db)?;
     let metrics = Arc::new(Metrics::default());
     let control = Control::open(&storage.db)?;
+    let artifacts = ArtifactStore::open(&storage.db, config.max_artifact_bytes)?;
     if control.is_paused() {
         warn!(
             "automation is paused (kill switch): no destructive step will run until `quench resume`"
@@ -141,7 +142,9 @@ pub async fn serve(
         incidents.clone(),
         AuditLog::open(&storage.db)?,
         control,
-        Arc::new(quench_connectors::steps::Builtin::default()),
+        Arc::new(quench_connectors::steps::Builtin::with_artifacts(Arc::new(
+            store::StepArtifacts(artifacts.clone()),
+        ))),
         ExecConfig {
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
@@ -190,6 +193,7 @@ pub async fn serve(
         runbooks,
         metrics,
         executor,
+        artifacts,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

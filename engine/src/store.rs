@@ -96,3 +96,21 @@ pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
     })?;
     Ok(Store { db, log_file })
 }
+
+/// The knowledge store's artifacts, as the steps see them.
+pub struct StepArtifacts(pub quench_knowledge::ArtifactStore);
+
+impl quench_connectors::steps::Artifacts for StepArtifacts {
+    fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, String> {
+        self.0
+            .put(kind, media_type, bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0
+            .get(id)
+            .map(|o| o.map(|(_, b)| b))
+            .map_err(|e| e.to_string())
+    }
+}

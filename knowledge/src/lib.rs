@@ -5,17 +5,20 @@
 //!   and depends on no other quench crate; the engine converts into them.
 //! - [`store`]: incident records in sled, opened or attached atomically.
 //! - [`audit`]: the append-only audit log.
+//! - [`artifacts`]: evidence bytes, content-addressed.
 //! - [`control`]: the kill switch.
 //!
 //! Search, similar-incident suggestions, KPIs and postmortems arrive with the
 //! knowledge-store issue.
 #![warn(missing_docs)]
 
+pub mod artifacts;
 pub mod audit;
 pub mod control;
 pub mod record;
 pub mod store;
 
+pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore};
 pub use audit::{AuditEntry, AuditLog};
 pub use control::{Control, PauseState};
 pub use record::{

@@ -45,3 +45,86 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
         .unwrap_err();
     assert!(err.is_retryable());
 }
+
+/// The whole path: an alert opens an incident whose runbook captures a CPU
+/// profile, a trace and a goroutine dump from the real service; the flame
+/// graph and the trace are served back as artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_captures_evidence_end_to_end() {
+    use std::time::Duration;
+
+    use quench_tests::Quench;
+
+    let svc = GoService::start();
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("cpu.yaml"),
+        "version: 1\nname: cpu\nmatch:\n  matchers: ['alertname=\"HighCPU\"']\nsteps:\n  - id: cpu\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: cpu, seconds: 2, top: 3}\n  - id: trace\n    uses: trace.capture\n    with: {url: '{{alert.annotations.pprof}}', seconds: 1}\n  - id: goroutines\n    uses: goroutine.dump\n    with: {url: '{{alert.annotations.pprof}}'}\n",
+    )
+    .unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let client = http();
+    let burn = format!("{}/burn?ms=6000", svc.url);
+    let c = client.clone();
+    tokio::spawn(async move { c.get(burn).send().await });
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "HighCPU"}, "annotations": {"pprof": svc.url},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "cpu"}]});
+    let r = client
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let inc = q
+        .wait_for("/api/v1/incidents/inc-1", Duration::from_secs(60), |d| {
+            (d["status"] == "verifying").then(|| d.clone())
+        })
+        .await;
+    let cpu = &inc["steps"][0];
+    assert_eq!(cpu["state"], "succeeded", "{inc:#}");
+    assert_eq!(
+        cpu["output"]["top"][0]["function"], "main.burnCPU",
+        "{cpu:#}"
+    );
+    assert!(cpu["output"]["window"]["start"].is_string());
+    let svg_id = cpu["output"]["artifacts"]["flamegraph"].as_str().unwrap();
+    let r = client
+        .get(format!("{}/api/v1/artifacts/{svg_id}", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    let svg = r.text().await.unwrap();
+    assert!(
+        svg.contains("main.burnCPU"),
+        "the flame graph names the hot function"
+    );
+
+    let trace = &inc["steps"][1]["output"];
+    assert!(
+        trace["format"].as_str().unwrap().starts_with("go 1."),
+        "{trace}"
+    );
+    let bytes = client
+        .get(format!(
+            "{}/api/v1/artifacts/{}",
+            q.url,
+            trace["artifact"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.starts_with(b"go 1."));
+    assert!(inc["steps"][2]["output"]["total"].as_u64().unwrap() > 0);
+    let r = client
+        .get(format!("{}/api/v1/artifacts/sha256:nope", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -4,7 +4,9 @@
 //! - [`proto`]: hand-written prost messages for `profile.proto` (no protoc);
 //!   prost reads fields in whatever order they come, as Go writes them.
 //! - [`top`]: the `go tool pprof -top` table (flat, flat%, sum%, cum, cum%).
+//! - [`flame`]: folded stacks, SVG flame graphs, diffs against a baseline.
 
+pub mod flame;
 pub mod proto;
 pub mod top;
 

@@ -19,6 +19,7 @@ pub mod notify_slack;
 pub mod pagerduty_event;
 pub mod pprof_capture;
 pub mod promql;
+pub mod trace_capture;
 pub mod wait;
 
 /// Why a step failed. The executor decides what follows (retry, escalate);
@@ -58,11 +59,32 @@ pub trait StepRunner: Send + Sync {
     fn run<'a>(&'a self, step: StepType, with: &'a Value) -> StepFuture<'a>;
 }
 
+/// Where steps keep evidence bytes (profiles, flame graphs, traces). The
+/// engine hands in the knowledge store; without one, steps still report
+/// their summaries and say that nothing was kept.
+pub trait Artifacts: Send + Sync {
+    /// Stores bytes; returns their id (`sha256:<hex>`).
+    fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, String>;
+    /// Reads an artifact back (a baseline profile, for a diff).
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
 /// The real steps of this build.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Builtin {
     http: reqwest::Client,
     captures: pprof_capture::InFlight,
+    artifacts: Option<std::sync::Arc<dyn Artifacts>>,
+}
+
+impl Builtin {
+    /// Steps that keep their evidence in `store`.
+    pub fn with_artifacts(store: std::sync::Arc<dyn Artifacts>) -> Builtin {
+        Builtin {
+            artifacts: Some(store),
+            ..Builtin::default()
+        }
+    }
 }
 
 impl StepRunner for Builtin {
@@ -75,7 +97,11 @@ impl StepRunner for Builtin {
                 StepType::PagerdutyEvent => pagerduty_event::run(&self.http, with).await,
                 StepType::GoroutineDump => goroutine_dump::run(&self.http, with).await,
                 StepType::PprofCapture => {
-                    pprof_capture::run(&self.http, &self.captures, with).await
+                    pprof_capture::run(&self.http, &self.captures, self.artifacts.as_deref(), with)
+                        .await
+                }
+                StepType::TraceCapture => {
+                    trace_capture::run(&self.http, self.artifacts.as_deref(), with).await
                 }
                 StepType::MetricsScrape => metrics_scrape::run(&self.http, with).await,
                 StepType::PromqlQuery => promql::query(&self.http, with).await,

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::StepError;
 use super::goroutine_dump::read_capped;
+use super::{Artifacts, StepError};
 use crate::pprof;
 
 /// The most a profile may weigh on the wire.
@@ -43,6 +43,9 @@ pub struct Params {
     /// The sample type to rank by, as `-sample_index=` (default: pprof's).
     #[serde(default)]
     pub sample_index: Option<String>,
+    /// A stored profile (`sha256:...`) to diff against: what got hot.
+    #[serde(default)]
+    pub baseline: Option<String>,
 }
 
 fn ten() -> u64 {
@@ -74,6 +77,7 @@ async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<V
 pub async fn run(
     http: &reqwest::Client,
     inflight: &InFlight,
+    artifacts: Option<&dyn Artifacts>,
     with: &Value,
 ) -> Result<Value, StepError> {
     let p: Params =
@@ -134,6 +138,40 @@ pub async fn run(
             .ok_or_else(|| StepError::Params(format!("no sample type {name:?} in this profile")))?,
     };
     let table = pprof::top::top(&profile, index).map_err(|e| StepError::Failed(e.to_string()))?;
+    let bad = |e: pprof::ProfileError| StepError::Failed(e.to_string());
+    let folded = pprof::flame::folded(&profile, index).map_err(bad)?;
+    let title = format!("{} {} ({})", p.url, p.kind, table.sample_type);
+    let svg = pprof::flame::svg(&folded, &title, &table.unit).map_err(bad)?;
+    let diff = match (&p.baseline, artifacts) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(StepError::Params("baseline needs an artifact store".into()));
+        }
+        (Some(id), Some(a)) => {
+            let base = a
+                .get(id)
+                .map_err(StepError::Failed)?
+                .ok_or_else(|| StepError::Params(format!("no stored profile {id}")))?;
+            let base = pprof::decode(&base).map_err(bad)?;
+            let base_top =
+                pprof::top::top(&base, index.min(base.sample_type.len().saturating_sub(1)))
+                    .map_err(bad)?;
+            Some(
+                pprof::flame::diff(&base_top, &table)
+                    .into_iter()
+                    .take(p.top as usize)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let stored = match artifacts {
+        Some(a) => Some(json!({
+            "profile": a.put("pprof", "application/octet-stream", &bytes).map_err(StepError::Failed)?,
+            "flamegraph": a.put("flamegraph", "image/svg+xml", &svg).map_err(StepError::Failed)?,
+        })),
+        None => None,
+    };
+
     let rows: Vec<Value> = table
         .rows
         .iter()
@@ -151,7 +189,12 @@ pub async fn run(
         "top": rows,
         "bytes": bytes.len(),
         "sha256": crate::alert::content_address(&bytes),
-        "duration_nanos": profile.duration_nanos,
-        "time_nanos": profile.time_nanos,
+        "artifacts": stored,
+        "diff": diff,
+        // The capture window, UTC, from the profile itself.
+        "window": {
+            "start": chrono::DateTime::from_timestamp_nanos(profile.time_nanos),
+            "end": chrono::DateTime::from_timestamp_nanos(profile.time_nanos.saturating_add(profile.duration_nanos)),
+        },
     }))
 }

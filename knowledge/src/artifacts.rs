@@ -1,0 +1,131 @@
+//! Evidence artifacts (profiles, flame graphs, traces), content-addressed:
+//! the same bytes are stored once, under `sha256:<hex>`, with a size limit.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::StoreError;
+
+/// What is known about an artifact besides its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    /// `sha256:<hex>`.
+    pub id: String,
+    /// `pprof`, `flamegraph`, `go-trace`, ...
+    pub kind: String,
+    /// The media type to serve it with.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: usize,
+    /// When it was first stored.
+    pub stored_at: DateTime<Utc>,
+}
+
+/// Why an artifact was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// Over the size limit.
+    #[error("artifact of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The artifact trees.
+#[derive(Clone)]
+pub struct ArtifactStore {
+    bytes: sled::Tree,
+    meta: sled::Tree,
+    limit: usize,
+}
+
+impl ArtifactStore {
+    /// Opens the store; artifacts above `limit` bytes are refused.
+    pub fn open(db: &sled::Db, limit: usize) -> Result<ArtifactStore, StoreError> {
+        Ok(ArtifactStore {
+            bytes: db.open_tree("knowledge/artifacts")?,
+            meta: db.open_tree("knowledge/artifact_meta")?,
+            limit,
+        })
+    }
+
+    /// Stores bytes (once per content) and returns their id.
+    pub fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, ArtifactError> {
+        if bytes.len() > self.limit {
+            return Err(ArtifactError::TooLarge {
+                size: bytes.len(),
+                limit: self.limit,
+            });
+        }
+        let id = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        if !self
+            .meta
+            .contains_key(id.as_bytes())
+            .map_err(StoreError::from)?
+        {
+            let meta = ArtifactMeta {
+                id: id.clone(),
+                kind: kind.to_string(),
+                media_type: media_type.to_string(),
+                size: bytes.len(),
+                stored_at: Utc::now(),
+            };
+            // Bytes first: a meta entry always has its bytes.
+            self.bytes
+                .insert(id.as_bytes(), bytes)
+                .map_err(StoreError::from)?;
+            self.meta
+                .insert(
+                    id.as_bytes(),
+                    serde_json::to_vec(&meta).expect("meta serialises"),
+                )
+                .map_err(StoreError::from)?;
+        }
+        Ok(id)
+    }
+
+    /// The artifact `id`, if stored.
+    pub fn get(&self, id: &str) -> Result<Option<(ArtifactMeta, Vec<u8>)>, StoreError> {
+        let Some(meta) = self.meta.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let meta: ArtifactMeta =
+            serde_json::from_slice(&meta).map_err(|source| StoreError::Corrupt {
+                key: id.to_string(),
+                source,
+            })?;
+        Ok(self.bytes.get(id.as_bytes())?.map(|b| (meta, b.to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_addressed_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = ArtifactStore::open(&db, 10).unwrap();
+        let a = s.put("pprof", "application/octet-stream", b"abc").unwrap();
+        assert_eq!(
+            a,
+            s.put("pprof", "application/octet-stream", b"abc").unwrap()
+        );
+        assert!(a.starts_with("sha256:ba7816bf"));
+        let (meta, bytes) = s.get(&a).unwrap().unwrap();
+        assert_eq!((meta.size, bytes.as_slice()), (3, &b"abc"[..]));
+        assert!(matches!(
+            s.put("x", "y", &[0; 11]),
+            Err(ArtifactError::TooLarge { .. })
+        ));
+        assert!(s.get("sha256:nope").unwrap().is_none());
+    }
+}
