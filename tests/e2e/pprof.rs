@@ -132,3 +132,167 @@ async fn the_cpu_top_table_agrees_with_go_tool_pprof() {
         .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
 }
+
+/// "512.14kB", "1.96s", "250" to a number in the base unit.
+fn value(s: &str) -> f64 {
+    let units = [
+        ("ns", 1.0),
+        ("us", 1e3),
+        ("µs", 1e3),
+        ("ms", 1e6),
+        ("mins", 60e9),
+        ("hrs", 3600e9),
+        ("s", 1e9),
+        ("kB", 1024.0),
+        ("MB", 1048576.0),
+        ("GB", 1073741824.0),
+        ("TB", 1099511627776.0),
+        ("B", 1.0),
+    ];
+    for (u, f) in units {
+        if let Some(n) = s.strip_suffix(u)
+            && let Ok(v) = n.parse::<f64>()
+        {
+            return v * f;
+        }
+    }
+    s.parse()
+        .unwrap_or_else(|_| panic!("not a pprof value: {s:?}"))
+}
+
+/// The rows of a `-top` table: (flat, cum, function).
+fn rows(text: &str) -> Vec<(f64, f64, String)> {
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6).then(|| (value(f[0]), value(f[3]), f[5..].join(" ")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index() {
+    let go = require("go", "golang-go");
+    let svc = GoService::start();
+    let client = http();
+    // Give every profile something to show.
+    client
+        .get(format!("{}/leak?n=250", svc.url))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("{}/alloc?mb=8", svc.url))
+        .send()
+        .await
+        .unwrap();
+    let burn = format!("{}/burn?ms=3000", svc.url);
+    let c = client.clone();
+    tokio::spawn(async move { c.get(burn).send().await });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(std::path::PathBuf, Option<&str>)> = Vec::new();
+    for (kind, path) in [
+        ("cpu", "profile?seconds=2"),
+        ("heap", "heap"),
+        ("allocs", "allocs"),
+        ("goroutine", "goroutine"),
+    ] {
+        let bytes = client
+            .get(format!("{}/debug/pprof/{path}", svc.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let file = dir.path().join(format!("{kind}.pb.gz"));
+        std::fs::write(&file, &bytes).unwrap();
+        if kind == "heap" {
+            for idx in [
+                "inuse_space",
+                "inuse_objects",
+                "alloc_space",
+                "alloc_objects",
+            ] {
+                cases.push((file.clone(), Some(idx)));
+            }
+        } else {
+            cases.push((file, None));
+        }
+    }
+    for (file, idx) in &cases {
+        let mut theirs = Command::new(&go);
+        theirs
+            .args(["tool", "pprof", "-top", "-nodecount=12"])
+            .env("PPROF_TMPDIR", dir.path());
+        let mut ours = Command::new(quench_tests::quench_bin());
+        ours.args(["pprof", "top", "--nodecount", "12"]);
+        if let Some(i) = idx {
+            theirs.arg(format!("-sample_index={i}"));
+            ours.args(["--sample-index", i]);
+        }
+        let theirs = theirs.arg(file).output().unwrap();
+        let ours = ours.arg(file).output().unwrap();
+        let (t, o) = (
+            String::from_utf8_lossy(&theirs.stdout),
+            String::from_utf8_lossy(&ours.stdout),
+        );
+        assert!(
+            ours.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        let (tr, or) = (rows(&t), rows(&o));
+        assert!(
+            !tr.is_empty() && !or.is_empty(),
+            "{file:?} {idx:?}\n{t}\n{o}"
+        );
+        // The same total in the header (units may be scaled differently).
+        let total = |s: &str| {
+            s.lines()
+                .find(|l| l.starts_with("Showing nodes"))
+                .map(|l| value(l.rsplit(" of ").next().unwrap().trim_end_matches(" total")))
+                .unwrap()
+        };
+        let near = |a: f64, b: f64| (a - b).abs() <= b.abs() * 0.006 + 10_000.0;
+        assert!(
+            near(total(&o), total(&t)),
+            "{file:?} {idx:?}\n--- go tool pprof\n{t}\n--- quench\n{o}"
+        );
+        let close = |a: f64, b: f64| (a - b).abs() <= b.abs() * 0.006 + 10_000.0;
+        for (flat, cum, name) in &tr {
+            let mine = or.iter().find(|r| &r.2 == name);
+            // Rows beyond our 12 can differ only on ties at the cut.
+            let Some(mine) = mine else { continue };
+            assert!(
+                close(mine.0, *flat) && close(mine.1, *cum),
+                "{name} in {file:?} {idx:?}: ours {:?} vs pprof {flat} {cum}\n{t}\n{o}",
+                (mine.0, mine.1)
+            );
+        }
+        assert!(close(or[0].0, tr[0].0), "same top flat value\n{t}\n{o}");
+    }
+    // The goroutine profile names the leak with its count.
+    let out = Command::new(quench_tests::quench_bin())
+        .args(["pprof", "top", "--nodecount", "40"])
+        .arg(dir.path().join("goroutine.pb.gz"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let leak = rows(&text)
+        .into_iter()
+        .find(|r| r.2 == "main.leakyWorker")
+        .expect("leak row");
+    assert_eq!(leak.1, 250.0, "{text}");
+    // The CPU profile's first row is the burner.
+    let out = Command::new(quench_tests::quench_bin())
+        .args(["pprof", "top"])
+        .arg(dir.path().join("cpu.pb.gz"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(rows(&text)[0].2, "main.burnCPU", "{text}");
+    assert!(text.starts_with("Type: cpu\nDuration: "), "{text}");
+}

@@ -51,3 +51,51 @@ pub fn decode(bytes: &[u8]) -> Result<proto::Profile, ProfileError> {
     };
     proto::Profile::decode(raw.as_slice()).map_err(ProfileError::Decode)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_bodies_get_clear_errors() {
+        // A truncated gzip stream.
+        let mut gz = Vec::new();
+        {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::default());
+            e.write_all(&[0x0a, 0x04, 0x08, 0x01, 0x10, 0x02].repeat(100))
+                .unwrap();
+            e.finish().unwrap();
+        }
+        let err = decode(&gz[..gz.len() / 2]).unwrap_err();
+        assert!(matches!(err, ProfileError::Gzip(_)), "{err}");
+        // An HTML error page is not a profile.
+        let err = decode(b"<html><body>502 Bad Gateway</body></html>").unwrap_err();
+        assert!(matches!(err, ProfileError::Decode(_)), "{err}");
+        assert!(err.to_string().starts_with("profile does not decode"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            if let Ok(p) = decode(&bytes) {
+                for i in 0..p.sample_type.len().max(1) {
+                    let _ = top::top(&p, i);
+                    let _ = flame::folded(&p, i);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_gzip_payloads_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            use std::io::Write;
+            let mut gz = Vec::new();
+            let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+            e.write_all(&bytes).unwrap();
+            e.finish().unwrap();
+            if let Ok(p) = decode(&gz) {
+                let _ = top::top(&p, 0);
+            }
+        }
+    }
+}

@@ -251,3 +251,168 @@ mod tests {
         assert!(top(&profile(), 7).is_err());
     }
 }
+
+/// A value with its unit scaled the way pprof prints it: `980ms`, `1.96s`,
+/// `512.14kB`, `3MB`, plain counts as they are.
+pub fn scaled(value: i64, unit: &str) -> String {
+    let v = value as f64;
+    let (scales, base): (&[(&str, f64)], &str) = match unit {
+        "nanoseconds" => (
+            &[
+                ("ns", 1.0),
+                ("us", 1e3),
+                ("ms", 1e6),
+                ("s", 1e9),
+                ("mins", 60e9),
+                ("hrs", 3600e9),
+            ],
+            "ns",
+        ),
+        "bytes" => (
+            &[
+                ("B", 1.0),
+                ("kB", 1024.0),
+                ("MB", 1024.0 * 1024.0),
+                ("GB", 1024.0 * 1024.0 * 1024.0),
+                ("TB", 1024f64.powi(4)),
+            ],
+            "B",
+        ),
+        _ => return value.to_string(),
+    };
+    if value == 0 {
+        return "0".into();
+    }
+    let (name, factor) = scales
+        .iter()
+        .rev()
+        .find(|(_, f)| v.abs() >= *f)
+        .copied()
+        .unwrap_or((base, 1.0));
+    let s = format!("{:.2}", v / factor);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{name}")
+}
+
+/// The table in `go tool pprof -top` layout: header lines, then flat,
+/// flat%, sum%, cum, cum% and the function, for the first `nodecount` rows.
+pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "Type: {}", t.sample_type);
+    if p.duration_nanos > 0 {
+        let pct = if t.unit == "nanoseconds" {
+            format!(
+                " ({:.2}%)",
+                100.0 * t.total as f64 / p.duration_nanos as f64
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "Duration: {}, Total samples = {}{pct}",
+            scaled(p.duration_nanos, "nanoseconds"),
+            scaled(t.total, &t.unit)
+        );
+    }
+    let shown: Vec<&Row> = t.rows.iter().take(nodecount).collect();
+    let shown_flat: i64 = shown.iter().map(|r| r.flat).sum();
+    let pct = |v: i64| {
+        if t.total == 0 {
+            0.0
+        } else {
+            100.0 * v as f64 / t.total as f64
+        }
+    };
+    // As pprof writes percentages: "100%", "0%", else two decimals.
+    let pct_s = |v: i64| {
+        let r = pct(v).abs();
+        if (99.995..=100.005).contains(&r) {
+            "100%".to_string()
+        } else if r == 0.0 {
+            "0%".to_string()
+        } else {
+            format!("{r:.2}%")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "Showing nodes accounting for {}, {} of {} total",
+        scaled(shown_flat, &t.unit),
+        pct_s(shown_flat),
+        scaled(t.total, &t.unit)
+    );
+    if shown.len() < t.rows.len() {
+        let _ = writeln!(
+            out,
+            "Showing top {} nodes out of {}",
+            shown.len(),
+            t.rows.len()
+        );
+    }
+    let cells: Vec<[String; 5]> = {
+        let mut sum = 0;
+        shown
+            .iter()
+            .map(|r| {
+                sum += r.flat;
+                [
+                    scaled(r.flat, &t.unit),
+                    pct_s(r.flat),
+                    pct_s(sum),
+                    scaled(r.cum, &t.unit),
+                    pct_s(r.cum),
+                ]
+            })
+            .collect()
+    };
+    let heads = ["flat", "flat%", "sum%", "cum", "cum%"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([heads[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: [&str; 5], name: &str| {
+        format!(
+            "{:>w0$} {:>w1$} {:>w2$} {:>w3$} {:>w4$}  {name}\n",
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            w0 = widths[0] + 6,
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3] + 6,
+            w4 = widths[4]
+        )
+    };
+    out.push_str(line(heads, "").trim_end());
+    out.push('\n');
+    for (c, r) in cells.iter().zip(&shown) {
+        out.push_str(&line([&c[0], &c[1], &c[2], &c[3], &c[4]], &r.function));
+    }
+    out
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    #[test]
+    fn units_scale_like_pprof() {
+        assert_eq!(scaled(1_960_000_000, "nanoseconds"), "1.96s");
+        assert_eq!(scaled(980_000_000, "nanoseconds"), "980ms");
+        assert_eq!(scaled(10_000_000, "nanoseconds"), "10ms");
+        assert_eq!(scaled(0, "nanoseconds"), "0");
+        assert_eq!(scaled(524_432, "bytes"), "512.14kB");
+        assert_eq!(scaled(3 * 1024 * 1024, "bytes"), "3MB");
+        assert_eq!(scaled(250, "count"), "250");
+    }
+}
