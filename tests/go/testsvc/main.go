@@ -13,6 +13,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -57,6 +58,58 @@ func burn(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%d\n", burnCPU(time.Duration(ms)*time.Millisecond))
 }
 
+// The deep* functions call each other in an order the loop counter picks,
+// so a CPU profile of /deep has many distinct stacks: a large profile.
+func deepA(n int, x uint64) uint64 { return deepNext(n, x*31+1) }
+func deepB(n int, x uint64) uint64 { return deepNext(n, x*37+2) }
+func deepC(n int, x uint64) uint64 { return deepNext(n, x*41+3) }
+func deepD(n int, x uint64) uint64 { return deepNext(n, x*43+4) }
+
+func deepNext(n int, x uint64) uint64 {
+	if n == 0 {
+		for i := 0; i < 200; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		return x
+	}
+	// The branch comes from the bits of x, which the multiply-add
+	// scrambles: paths through the four functions look random, so the
+	// stacks rarely repeat.
+	switch (x >> 33) % 4 {
+	case 0:
+		return deepA(n-1, x)
+	case 1:
+		return deepB(n-1, x)
+	case 2:
+		return deepC(n-1, x)
+	default:
+		return deepD(n-1, x)
+	}
+}
+
+func deep(w http.ResponseWriter, r *http.Request) {
+	ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+	var x uint64
+	for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		x += deepNext(40, x*2862933555777941757+uint64(time.Now().UnixNano()))
+	}
+	fmt.Fprintf(w, "%d\n", x)
+}
+
+// profileHi is a CPU profile at 2 kHz instead of 100 Hz: a big profile for
+// benchmarks. (SetCPUProfileRate before StartCPUProfile wins; Go prints a
+// warning about it.)
+func profileHi(w http.ResponseWriter, r *http.Request) {
+	secs, _ := strconv.Atoi(r.URL.Query().Get("seconds"))
+	runtime.SetCPUProfileRate(2000)
+	if err := pprof.StartCPUProfile(w); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	time.Sleep(time.Duration(secs) * time.Second)
+	pprof.StopCPUProfile()
+}
+
 func alloc(w http.ResponseWriter, r *http.Request) {
 	mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
 	for i := 0; i < mb; i++ {
@@ -85,6 +138,8 @@ func main() {
 	http.HandleFunc("/leak", leak)
 	http.HandleFunc("/burn", burn)
 	http.HandleFunc("/alloc", alloc)
+	http.HandleFunc("/deep", deep)
+	http.HandleFunc("/profile-hi", profileHi)
 	http.HandleFunc("/metrics", metrics)
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
