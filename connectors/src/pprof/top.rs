@@ -4,7 +4,7 @@
 //! with its callees (it appears anywhere in the stack, counted once per
 //! sample), sorted by flat, then cum, then name.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -80,56 +80,82 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
         .sample_type
         .get(index)
         .ok_or_else(|| ProfileError::Inconsistent(format!("no sample type {index}")))?;
-    let functions: HashMap<u64, &str> = p
-        .function
-        .iter()
-        .map(|f| Ok((f.id, s(f.name)?)))
-        .collect::<Result<_, ProfileError>>()?;
-    let locations: HashMap<u64, &super::proto::Location> =
-        p.location.iter().map(|l| (l.id, l)).collect();
-    let mut flat: HashMap<&str, i64> = HashMap::new();
-    let mut cum: HashMap<&str, i64> = HashMap::new();
+    // Everything by dense index: function ids to 0..n, each location to
+    // the indices of its frames (innermost first). The per-sample work is
+    // then array arithmetic, with a generation stamp instead of a set to
+    // count a function once per sample.
+    let mut names: Vec<&str> = Vec::with_capacity(p.function.len());
+    let mut func_index: HashMap<u64, u32> = HashMap::with_capacity(p.function.len());
+    for f in &p.function {
+        func_index.insert(f.id, names.len() as u32);
+        names.push(s(f.name)?);
+    }
+    let mut loc_frames: HashMap<u64, Vec<u32>> = HashMap::with_capacity(p.location.len());
+    for l in &p.location {
+        let frames = l
+            .line
+            .iter()
+            .map(|line| {
+                func_index.get(&line.function_id).copied().ok_or_else(|| {
+                    ProfileError::Inconsistent(format!(
+                        "location refers to function {}",
+                        line.function_id
+                    ))
+                })
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        loc_frames.insert(l.id, frames);
+    }
+    let mut flat = vec![0i64; names.len()];
+    let mut cum = vec![0i64; names.len()];
+    let mut stamp = vec![0u32; names.len()];
+    let mut touched = vec![false; names.len()];
     let mut total = 0i64;
-    for sample in &p.sample {
+    for (n, sample) in p.sample.iter().enumerate() {
         let v = *sample.value.get(index).unwrap_or(&0);
         if v == 0 {
             continue;
         }
         total += v;
-        let mut seen: HashSet<&str> = HashSet::new();
+        let generation = n as u32 + 1;
         let mut leaf = true;
         for loc_id in &sample.location_id {
-            let loc = locations.get(loc_id).ok_or_else(|| {
+            let frames = loc_frames.get(loc_id).ok_or_else(|| {
                 ProfileError::Inconsistent(format!("sample refers to location {loc_id}"))
             })?;
-            // line[0] is the innermost (inlined) frame of the location.
-            for line in &loc.line {
-                let name = functions.get(&line.function_id).copied().ok_or_else(|| {
-                    ProfileError::Inconsistent(format!(
-                        "location refers to function {}",
-                        line.function_id
-                    ))
-                })?;
+            for &f in frames {
+                let f = f as usize;
                 if leaf {
-                    *flat.entry(name).or_default() += v;
+                    flat[f] += v;
                     leaf = false;
                 }
-                if seen.insert(name) {
-                    *cum.entry(name).or_default() += v;
+                if stamp[f] != generation {
+                    stamp[f] = generation;
+                    cum[f] += v;
+                    touched[f] = true;
                 }
             }
-            if loc.line.is_empty() && leaf {
+            if frames.is_empty() {
                 // An address without symbols: pprof shows it by address.
                 leaf = false;
             }
         }
     }
-    let mut rows: Vec<Row> = cum
-        .iter()
-        .map(|(name, c)| Row {
+    // Functions of the same name (pprof's function granularity) merge.
+    let mut by_name: HashMap<&str, (i64, i64)> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if touched[i] {
+            let e = by_name.entry(name).or_default();
+            e.0 += flat[i];
+            e.1 += cum[i];
+        }
+    }
+    let mut rows: Vec<Row> = by_name
+        .into_iter()
+        .map(|(name, (f, c))| Row {
             function: name.to_string(),
-            flat: flat.get(name).copied().unwrap_or(0),
-            cum: *c,
+            flat: f,
+            cum: c,
         })
         .collect();
     rows.sort_by(|a, b| {
