@@ -128,3 +128,35 @@ async fn a_runbook_captures_evidence_end_to_end() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// `perf record` against the running Go service finds the burning function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_record_finds_the_burning_function() {
+    quench_tests::require("perf", "linux-perf");
+    let svc = GoService::start();
+    let client = http();
+    let burn = format!("{}/burn?ms=5000", svc.url);
+    let c = client.clone();
+    tokio::spawn(async move { c.get(burn).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let out = quench_connectors::steps::perf_record::run(
+        None,
+        &json!({"pid": svc.pid(), "seconds": 2, "hz": 199}),
+    )
+    .await
+    .unwrap();
+    assert!(out["samples"].as_u64().unwrap() > 50, "{out}");
+    assert_eq!(out["top"][0]["function"], "main.burnCPU", "{out:#}");
+    let bad = quench_connectors::steps::perf_record::run(
+        None,
+        &json!({"process": "no-such-process-here"}),
+    )
+    .await;
+    assert!(bad.is_err());
+    let bad =
+        quench_connectors::steps::perf_record::run(None, &json!({"pid": 1, "process": "x"})).await;
+    assert!(matches!(
+        bad,
+        Err(quench_connectors::steps::StepError::Params(_))
+    ));
+}

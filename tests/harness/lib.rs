@@ -497,6 +497,13 @@ impl GoService {
     }
 }
 
+impl GoService {
+    /// The service's process id (for `perf record -p`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for GoService {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -17,6 +17,7 @@ pub mod http_request;
 pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
+pub mod perf_record;
 pub mod pprof_capture;
 pub mod promql;
 pub mod trace_capture;
@@ -104,6 +105,7 @@ impl StepRunner for Builtin {
                     trace_capture::run(&self.http, self.artifacts.as_deref(), with).await
                 }
                 StepType::MetricsScrape => metrics_scrape::run(&self.http, with).await,
+                StepType::PerfRecord => perf_record::run(self.artifacts.as_deref(), with).await,
                 StepType::PromqlQuery => promql::query(&self.http, with).await,
                 StepType::PromqlRange => promql::range(&self.http, with).await,
                 StepType::PromqlVerify => promql::verify(&self.http, with).await,

@@ -1,0 +1,222 @@
+//! `perf.record`: `perf record -g -p PID -F HZ -- sleep N` against a local
+//! process, then `perf script`, folded into stacks for a top list and a
+//! flame graph. Go symbols read as in `go tool pprof` (`main.(*T).m` stays
+//! whole); `[unknown]` frames (Go assembly) are kept and counted.
+//!
+//! ```yaml
+//! - id: perf
+//!   uses: perf.record
+//!   with: {process: checkout, seconds: 10}
+//! ```
+//!
+//! Everything is an argv: no shell, no template inside a command string.
+//! For processes on Kubernetes nodes this runs in a debug pod on the node
+//! (see docs); here it runs against processes of this host.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Artifacts, StepError};
+
+/// The parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The process id.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Or a process name (`/proc/PID/comm`), the first match.
+    #[serde(default)]
+    pub process: Option<String>,
+    /// How long to record (1 to 120, default 10).
+    #[serde(default = "ten")]
+    pub seconds: u64,
+    /// Sampling frequency (1 to 999, default 99).
+    #[serde(default = "ninety_nine")]
+    pub hz: u32,
+    /// Rows of the top list (default 10).
+    #[serde(default = "ten")]
+    pub top: u64,
+}
+
+fn ten() -> u64 {
+    10
+}
+
+fn ninety_nine() -> u32 {
+    99
+}
+
+/// `perf script` output to folded stacks (`root;...;leaf` → samples).
+pub fn fold(script: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for block in script.split("\n\n") {
+        let mut lines = block.lines().filter(|l| !l.trim().is_empty());
+        if lines.next().is_none() {
+            continue; // the header line: comm pid time: period event:
+        }
+        // Frames, innermost first: "\t addr symbol+0xoff (dso)".
+        let frames: Vec<String> = lines
+            .filter_map(|l| {
+                let l = l.trim();
+                let (_, rest) = l.split_once(char::is_whitespace)?;
+                let rest = rest.trim();
+                let sym = match rest.rfind(" (") {
+                    Some(i) if rest.ends_with(')') => &rest[..i],
+                    _ => rest,
+                };
+                let sym = match sym.rfind("+0x") {
+                    Some(i) if sym[i + 3..].chars().all(|c| c.is_ascii_hexdigit()) => &sym[..i],
+                    _ => sym,
+                };
+                Some(sym.replace(';', ":"))
+            })
+            .collect();
+        if frames.is_empty() {
+            continue;
+        }
+        let stack: Vec<&str> = frames.iter().rev().map(String::as_str).collect();
+        *out.entry(stack.join(";")).or_default() += 1;
+    }
+    out
+}
+
+fn find_pid(name: &str) -> Result<u32, StepError> {
+    let entries =
+        std::fs::read_dir("/proc").map_err(|e| StepError::Failed(format!("/proc: {e}")))?;
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort();
+    pids.into_iter()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .ok_or_else(|| StepError::Failed(format!("no process named {name:?}")))
+}
+
+/// Records, folds, summarises.
+pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Value, StepError> {
+    let p: Params =
+        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    if !(1..=120).contains(&p.seconds) || !(1..=999).contains(&p.hz) {
+        return Err(StepError::Params(
+            "seconds must be 1 to 120 and hz 1 to 999".into(),
+        ));
+    }
+    let pid = match (p.pid, &p.process) {
+        (Some(pid), None) => pid,
+        (None, Some(name)) => find_pid(name)?,
+        _ => {
+            return Err(StepError::Params(
+                "give exactly one of pid or process".into(),
+            ));
+        }
+    };
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(StepError::Failed(format!("no process {pid}")));
+    }
+    let dir = std::env::temp_dir().join(format!("quench-perf-{pid}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| StepError::Failed(e.to_string()))?;
+    let data = dir.join("perf.data");
+    let out = tokio::process::Command::new("perf")
+        .args([
+            "record",
+            "-g",
+            "-F",
+            &p.hz.to_string(),
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(&data)
+        .args(["--", "sleep", &p.seconds.to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| StepError::Failed(format!("cannot run perf (install linux-perf): {e}")))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(StepError::Failed(format!(
+            "perf record: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let script = tokio::process::Command::new("perf")
+        .args(["script", "-i"])
+        .arg(&data)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| StepError::Failed(format!("perf script: {e}")))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !script.status.success() {
+        return Err(StepError::Failed(format!(
+            "perf script: {}",
+            String::from_utf8_lossy(&script.stderr).trim()
+        )));
+    }
+    let folded = fold(&String::from_utf8_lossy(&script.stdout));
+    let samples: u64 = folded.values().sum();
+    let mut flat: HashMap<&str, u64> = HashMap::new();
+    let mut cum: HashMap<&str, u64> = HashMap::new();
+    let mut unknown = 0;
+    for (stack, n) in &folded {
+        let frames: Vec<&str> = stack.split(';').collect();
+        unknown += frames.iter().filter(|f| **f == "[unknown]").count() as u64 * n;
+        if let Some(leaf) = frames.last() {
+            *flat.entry(leaf).or_default() += n;
+        }
+        for f in frames.iter().collect::<HashSet<_>>() {
+            *cum.entry(f).or_default() += n;
+        }
+    }
+    let mut top: Vec<(&str, u64, u64)> = cum
+        .iter()
+        .map(|(f, c)| (*f, flat.get(f).copied().unwrap_or(0), *c))
+        .collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(b.0)));
+    let lines: Vec<String> = folded.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let svg = if lines.is_empty() {
+        None
+    } else {
+        Some(
+            crate::pprof::flame::svg(&lines, &format!("perf pid {pid}"), "samples")
+                .map_err(|e| StepError::Failed(e.to_string()))?,
+        )
+    };
+    let stored = match (artifacts, &svg) {
+        (Some(a), Some(svg)) => Some(
+            a.put("flamegraph", "image/svg+xml", svg)
+                .map_err(StepError::Failed)?,
+        ),
+        _ => None,
+    };
+    Ok(json!({
+        "pid": pid,
+        "samples": samples,
+        "unknown_frames": unknown,
+        "top": top.iter().take(p.top as usize).map(|(f, fl, c)| json!({"function": f, "flat": fl, "cum": c})).collect::<Vec<_>>(),
+        "flamegraph": stored,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRIPT: &str = "testsvc 16533  6985.479102:   10101010 cpu-clock:ppp: \n\t          273ee9 main.burnCPU+0x89 (/tmp/testsvc)\n\t          273fa7 main.burn+0x87 (/tmp/testsvc)\n\t          221469 net/http.(*ServeMux).ServeHTTP+0x149 (/tmp/testsvc)\n\n testsvc 16533  6985.489203:   10101010 cpu-clock:ppp: \n\t          273ee9 main.burnCPU+0x89 (/tmp/testsvc)\n\t          273fa7 main.burn+0x87 (/tmp/testsvc)\n\t          221469 net/http.(*ServeMux).ServeHTTP+0x149 (/tmp/testsvc)\n\ntestsvc 16533  6985.5:   10101010 cpu-clock:ppp: \n\t          ffffff [unknown] ([unknown])\n\t          6b181 runtime.goexit.abi0+0x1 (/tmp/testsvc)\n";
+
+    #[test]
+    fn folds_go_symbols_whole_and_keeps_unknown_frames() {
+        let f = fold(SCRIPT);
+        assert_eq!(
+            f["net/http.(*ServeMux).ServeHTTP;main.burn;main.burnCPU"],
+            2
+        );
+        assert_eq!(f["runtime.goexit.abi0;[unknown]"], 1);
+        assert_eq!(f.len(), 2);
+    }
+}
