@@ -160,3 +160,60 @@ async fn perf_record_finds_the_burning_function() {
         Err(quench_connectors::steps::StepError::Params(_))
     ));
 }
+
+/// PromQL steps against a real Prometheus that scrapes the Go service, and
+/// profiles from a real Alertmanager (a second Go program serving pprof).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promql_over_the_go_service_and_profiles_from_alertmanager() {
+    use quench_connectors::steps::{Builtin, StepRunner, StepType, promql};
+    use quench_tests::{Alertmanager, Prometheus};
+
+    let svc = GoService::start();
+    let client = http();
+    client
+        .get(format!("{}/leak?n=120", svc.url))
+        .send()
+        .await
+        .unwrap();
+    let target = svc.url.trim_start_matches("http://").to_string();
+    let prom = Prometheus::scraping(&[&target]).await;
+    let ok = promql::verify(
+        &client,
+        &json!({"url": prom.url, "query": "go_goroutines{job=\"target\"}", "condition": ">= 120", "within": 30, "every": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok["samples"][0]["labels"]["job"], "target", "{ok}");
+
+    let am = Alertmanager::start_silent().await;
+    let runner = Builtin::default();
+    for kind in [
+        "heap",
+        "goroutine",
+        "allocs",
+        "threadcreate",
+        "block",
+        "mutex",
+    ] {
+        let out = runner
+            .run(
+                StepType::PprofCapture,
+                &json!({"url": am.url, "kind": kind, "top": 3}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{kind} from alertmanager: {e}"));
+        assert_eq!(out["kind"], kind);
+        assert!(out["bytes"].as_u64().unwrap() > 0);
+    }
+    let g = runner
+        .run(
+            StepType::PprofCapture,
+            &json!({"url": am.url, "kind": "goroutine", "top": 50}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        g["total"].as_i64().unwrap() > 5,
+        "alertmanager runs goroutines: {g}"
+    );
+}

@@ -394,13 +394,26 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus on a free port; returns once it is ready.
     pub async fn start() -> Prometheus {
+        Prometheus::scraping(&[]).await
+    }
+
+    /// Starts Prometheus scraping itself and `targets` (`host:port`, job
+    /// `target`) every second.
+    pub async fn scraping(targets: &[&str]) -> Prometheus {
         let bin = require("prometheus", "prometheus");
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let cfg = format!(
+        let mut cfg = format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
         );
+        if !targets.is_empty() {
+            let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+            cfg.push_str(&format!(
+                "  - job_name: target\n    static_configs: [{{targets: [{}]}}]\n",
+                list.join(", ")
+            ));
+        }
         let cfg_path = tmp.path().join("prom.yml");
         std::fs::write(&cfg_path, cfg).expect("write prom.yml");
         let log = std::fs::File::create(tmp.path().join("prom.log")).expect("log");

@@ -141,7 +141,13 @@ pub async fn run(
     let bad = |e: pprof::ProfileError| StepError::Failed(e.to_string());
     let folded = pprof::flame::folded(&profile, index).map_err(bad)?;
     let title = format!("{} {} ({})", p.url, p.kind, table.sample_type);
-    let svg = pprof::flame::svg(&folded, &title, &table.unit).map_err(bad)?;
+    // An empty profile (no contention in a block profile, say) has no
+    // flame graph; that is an answer, not an error.
+    let svg = if folded.is_empty() {
+        None
+    } else {
+        Some(pprof::flame::svg(&folded, &title, &table.unit).map_err(bad)?)
+    };
     let diff = match (&p.baseline, artifacts) {
         (None, _) => None,
         (Some(_), None) => {
@@ -167,7 +173,10 @@ pub async fn run(
     let stored = match artifacts {
         Some(a) => Some(json!({
             "profile": a.put("pprof", "application/octet-stream", &bytes).map_err(StepError::Failed)?,
-            "flamegraph": a.put("flamegraph", "image/svg+xml", &svg).map_err(StepError::Failed)?,
+            "flamegraph": match &svg {
+                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg).map_err(StepError::Failed)?),
+                None => None,
+            },
         })),
         None => None,
     };
