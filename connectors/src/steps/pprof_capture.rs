@@ -31,7 +31,17 @@ pub const MAX_BYTES: usize = 64 << 20;
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The service's base URL (where `/debug/pprof/` is served).
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or a pod, reached through the API server's pod proxy.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// The pod's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The pod's pprof port.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// cpu, heap, allocs, goroutine, mutex, block or threadcreate.
     pub kind: String,
     /// For cpu: how long to sample (default 10, at most 300).
@@ -82,10 +92,24 @@ pub async fn run(
 ) -> Result<Value, StepError> {
     let p: Params =
         serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+    let base = match (&p.url, &p.pod) {
+        (Some(u), None) => u.clone(),
+        (None, Some(_)) => {
+            // Pod targets go through the Kubernetes API server's pod proxy,
+            // which arrives with the Kubernetes client.
+            return Err(StepError::Unavailable(
+                "pprof.capture of a pod (give url meanwhile)",
+            ));
+        }
+        _ => {
+            return Err(StepError::Params(
+                "give url, or pod with namespace and port".into(),
+            ));
+        }
+    };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(StepError::Params(format!(
-            "url {:?} must be http:// or https://",
-            p.url
+            "url {base:?} must be http:// or https://"
         )));
     }
     let path = match p.kind.as_str() {
@@ -102,7 +126,7 @@ pub async fn run(
             )));
         }
     };
-    let url = format!("{}/debug/pprof/{path}", p.url.trim_end_matches('/'));
+    let url = format!("{}/debug/pprof/{path}", base.trim_end_matches('/'));
     // The capture takes `seconds`; give the transfer a margin on top.
     let timeout = Duration::from_secs(if p.kind == "cpu" { p.seconds + 30 } else { 60 });
     let bytes = if p.kind == "cpu" {
@@ -140,7 +164,7 @@ pub async fn run(
     let table = pprof::top::top(&profile, index).map_err(|e| StepError::Failed(e.to_string()))?;
     let bad = |e: pprof::ProfileError| StepError::Failed(e.to_string());
     let folded = pprof::flame::folded(&profile, index).map_err(bad)?;
-    let title = format!("{} {} ({})", p.url, p.kind, table.sample_type);
+    let title = format!("{base} {} ({})", p.kind, table.sample_type);
     // An empty profile (no contention in a block profile, say) has no
     // flame graph; that is an answer, not an error.
     let svg = if folded.is_empty() {
