@@ -256,6 +256,25 @@ impl Drop for Quench {
     }
 }
 
+/// Waits until `url/-/ready` answers 2xx (Alertmanager, Prometheus), or
+/// fails with the component's log.
+async fn wait_ready(what: &str, url: &str, log: &Path, seconds: u64) {
+    let client = http();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Ok(r) = client.get(format!("{url}/-/ready")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} not ready within {seconds} s:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A real Prometheus Alertmanager whose only receiver is a quench webhook.
 pub struct Alertmanager {
     child: Child,
@@ -334,21 +353,8 @@ impl Alertmanager {
             url,
             _tmp: tmp,
         };
-        let client = http();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{}/-/ready", am.url)).send().await
-                && r.status().is_success()
-            {
-                return am;
-            }
-            if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(am._tmp.path().join("am.log")).unwrap_or_default();
-                panic!("alertmanager not ready within 20 s:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready("alertmanager", &am.url, &am._tmp.path().join("am.log"), 20).await;
+        am
     }
 
     /// `POST /api/v2/alerts`.
@@ -434,21 +440,8 @@ impl Prometheus {
             url,
             _tmp: tmp,
         };
-        let client = http();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{}/-/ready", p.url)).send().await
-                && r.status().is_success()
-            {
-                return p;
-            }
-            if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(p._tmp.path().join("prom.log")).unwrap_or_default();
-                panic!("prometheus not ready within 30 s:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready("prometheus", &p.url, &p._tmp.path().join("prom.log"), 30).await;
+        p
     }
 }
 
