@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/generic/{name}", post(hook_generic))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(show_incident))
+        .route("/api/v1/incidents/{id}/timeline", get(incident_timeline))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/runbooks", get(list_runbooks))
         .route("/api/v1/incidents/{id}/approvals", post(approve))
@@ -730,6 +731,28 @@ async fn get_artifact(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no artifact {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/v1/incidents/{id}/timeline`: events, steps and evidence
+/// capture windows on one UTC axis.
+async fn incident_timeline(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    match s.incidents.get(&id) {
+        Ok(Some(r)) => axum::Json(json!({"incident": id, "entries": r.aligned()})).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no incident {id:?}"),
             Value::Null,
         ),
         Err(e) => internal(e),

@@ -22,7 +22,7 @@ pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore};
 pub use audit::{AuditEntry, AuditLog};
 pub use control::{Control, PauseState};
 pub use record::{
-    AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef, StepRecord,
-    StepState, TimelineEvent,
+    AlertRecord, AlertState, AlignedEntry, IncidentRecord, IncidentStatus, MatchDecision,
+    RunbookRef, StepRecord, StepState, TimelineEvent,
 };
 pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

@@ -232,3 +232,64 @@ pub struct IncidentRecord {
     #[serde(default)]
     pub steps: Vec<StepRecord>,
 }
+
+/// One entry of the aligned timeline: events, steps and evidence windows on
+/// one UTC axis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlignedEntry {
+    /// When it started (or happened).
+    pub at: DateTime<Utc>,
+    /// When it ended, for spans (a step, a capture window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// `event`, `step` or `evidence`.
+    pub lane: &'static str,
+    /// What: the event kind, the step id, the evidence's step.
+    pub what: String,
+    /// A sentence.
+    pub detail: String,
+}
+
+impl IncidentRecord {
+    /// Everything that happened, on one time axis: timeline events, each
+    /// step's run, and the capture window of every piece of evidence
+    /// (profiles, traces: `output.window`), sorted by start.
+    pub fn aligned(&self) -> Vec<AlignedEntry> {
+        let mut out: Vec<AlignedEntry> = self
+            .timeline
+            .iter()
+            .map(|e| AlignedEntry {
+                at: e.at,
+                until: None,
+                lane: "event",
+                what: e.kind.clone(),
+                detail: e.detail.clone(),
+            })
+            .collect();
+        for s in &self.steps {
+            if let Some(start) = s.started_at {
+                out.push(AlignedEntry {
+                    at: start,
+                    until: s.ended_at,
+                    lane: "step",
+                    what: s.id.clone(),
+                    detail: format!("{} {:?}", s.uses, s.state).to_lowercase(),
+                });
+            }
+            let window = &s.output["window"];
+            let parse =
+                |v: &serde_json::Value| v.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
+            if let (Some(start), Some(end)) = (parse(&window["start"]), parse(&window["end"])) {
+                out.push(AlignedEntry {
+                    at: start,
+                    until: Some(end),
+                    lane: "evidence",
+                    what: s.id.clone(),
+                    detail: format!("{} capture window", s.uses),
+                });
+            }
+        }
+        out.sort_by_key(|e| e.at);
+        out
+    }
+}
