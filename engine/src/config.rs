@@ -29,6 +29,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The largest evidence artifact kept (profile, trace, flame graph).
     pub max_artifact_bytes: usize,
+    /// The most artifact bytes one incident keeps.
+    pub max_incident_artifact_bytes: u64,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
     /// Runbooks from git instead of the `runbooks` directory.
@@ -192,6 +194,7 @@ impl Default for Config {
             api_tokens: Vec::new(),
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
+            max_incident_artifact_bytes: 512 << 20,
             hooks: Hooks::default(),
         }
     }

@@ -31,6 +31,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+tokio::task_local! {
+    /// The incident and step a step runs for, for code below the step
+    /// runner (the artifact store tags what it keeps with it).
+    pub static STEP: (String, String);
+}
+
 /// How runs behave.
 #[derive(Debug, Clone)]
 pub struct ExecConfig {
@@ -504,7 +510,15 @@ impl Executor {
                 s.attempts = attempt;
                 s.started_at.get_or_insert_with(Utc::now);
             });
-            let last = match tokio::time::timeout(every, self.runner.run(kind, &rendered)).await {
+            let last = match tokio::time::timeout(
+                every,
+                STEP.scope(
+                    (incident.to_string(), "verify".to_string()),
+                    self.runner.run(kind, &rendered),
+                ),
+            )
+            .await
+            {
                 Ok(Ok(out)) => {
                     self.audit(
                         incident,
@@ -798,8 +812,11 @@ impl Executor {
                 ));
             }
             info!(incident_id = incident, step = id, attempt, "step started");
-            let result = match tokio::time::timeout(timeout, self.runner.run(kind, &rendered)).await
-            {
+            let run = STEP.scope(
+                (incident.to_string(), id.to_string()),
+                self.runner.run(kind, &rendered),
+            );
+            let result = match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r,
                 Err(_) => Err(StepError::Failed(format!(
                     "timed out after {}s",

@@ -132,7 +132,11 @@ pub async fn serve(
     let incidents = IncidentStore::open(&storage.db)?;
     let metrics = Arc::new(Metrics::default());
     let control = Control::open(&storage.db)?;
-    let artifacts = ArtifactStore::open(&storage.db, config.max_artifact_bytes)?;
+    let artifacts = ArtifactStore::open(
+        &storage.db,
+        config.max_artifact_bytes,
+        config.max_incident_artifact_bytes,
+    )?;
     if control.is_paused() {
         warn!(
             "automation is paused (kill switch): no destructive step will run until `quench resume`"

@@ -102,8 +102,16 @@ pub struct StepArtifacts(pub quench_knowledge::ArtifactStore);
 
 impl quench_connectors::steps::Artifacts for StepArtifacts {
     fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, String> {
+        // The executor runs each step inside `STEP`, so artifacts are
+        // tagged with their incident and step, and counted against the
+        // incident's limit, without steps knowing about incidents.
+        let ctx = crate::executor::STEP.try_with(|c| c.clone()).ok();
+        let (incident, step) = match &ctx {
+            Some((i, s)) => (Some(i.as_str()), Some(s.as_str())),
+            None => (None, None),
+        };
         self.0
-            .put(kind, media_type, bytes)
+            .put_for(kind, media_type, bytes, incident, step)
             .map_err(|e| e.to_string())
     }
 
@@ -112,5 +120,35 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
             .get(id)
             .map(|o| o.map(|(_, b)| b))
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quench_connectors::steps::Artifacts;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn artifacts_are_tagged_with_the_step_that_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = quench_knowledge::ArtifactStore::open(&db, 1 << 20, 1 << 20).unwrap();
+        let a = StepArtifacts(store.clone());
+        let id = crate::executor::STEP
+            .scope(("inc-7".into(), "cpu".into()), async {
+                a.put("pprof", "application/octet-stream", b"profile")
+            })
+            .await
+            .unwrap();
+        let (meta, bytes) = store.get(&id).unwrap().unwrap();
+        assert_eq!(
+            (meta.incident.as_deref(), meta.step.as_deref()),
+            (Some("inc-7"), Some("cpu"))
+        );
+        assert_eq!(bytes, b"profile");
+        // Outside a step: stored, untagged.
+        let id = a.put("x", "y", b"other").unwrap();
+        assert_eq!(store.get(&id).unwrap().unwrap().0.incident, None);
     }
 }

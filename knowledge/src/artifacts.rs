@@ -20,11 +20,27 @@ pub struct ArtifactMeta {
     pub size: usize,
     /// When it was first stored.
     pub stored_at: DateTime<Utc>,
+    /// The incident whose step captured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+    /// That step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// Why an artifact was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
+    /// The incident's artifacts would exceed their total.
+    #[error("incident {incident} would keep {total} bytes of artifacts, over its limit of {limit}")]
+    IncidentFull {
+        /// The incident.
+        incident: String,
+        /// What it would hold.
+        total: u64,
+        /// Its limit.
+        limit: u64,
+    },
     /// Over the size limit.
     #[error("artifact of {size} bytes exceeds the limit of {limit}")]
     TooLarge {
@@ -43,26 +59,68 @@ pub enum ArtifactError {
 pub struct ArtifactStore {
     bytes: sled::Tree,
     meta: sled::Tree,
+    usage: sled::Tree,
     limit: usize,
+    per_incident: u64,
 }
 
 impl ArtifactStore {
-    /// Opens the store; artifacts above `limit` bytes are refused.
-    pub fn open(db: &sled::Db, limit: usize) -> Result<ArtifactStore, StoreError> {
+    /// Opens the store; artifacts above `limit` bytes are refused, and so
+    /// is what would take one incident's artifacts above `per_incident`.
+    pub fn open(
+        db: &sled::Db,
+        limit: usize,
+        per_incident: u64,
+    ) -> Result<ArtifactStore, StoreError> {
         Ok(ArtifactStore {
             bytes: db.open_tree("knowledge/artifacts")?,
             meta: db.open_tree("knowledge/artifact_meta")?,
+            usage: db.open_tree("knowledge/artifact_usage")?,
             limit,
+            per_incident,
         })
     }
 
     /// Stores bytes (once per content) and returns their id.
     pub fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, ArtifactError> {
+        self.put_for(kind, media_type, bytes, None, None)
+    }
+
+    /// Stores bytes for an incident's step, counted against the incident's
+    /// total.
+    pub fn put_for(
+        &self,
+        kind: &str,
+        media_type: &str,
+        bytes: &[u8],
+        incident: Option<&str>,
+        step: Option<&str>,
+    ) -> Result<String, ArtifactError> {
         if bytes.len() > self.limit {
             return Err(ArtifactError::TooLarge {
                 size: bytes.len(),
                 limit: self.limit,
             });
+        }
+        if let Some(inc) = incident {
+            let used = self
+                .usage
+                .get(inc.as_bytes())
+                .map_err(StoreError::from)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let total = used + bytes.len() as u64;
+            if total > self.per_incident {
+                return Err(ArtifactError::IncidentFull {
+                    incident: inc.to_string(),
+                    total,
+                    limit: self.per_incident,
+                });
+            }
+            self.usage
+                .insert(inc.as_bytes(), &total.to_be_bytes())
+                .map_err(StoreError::from)?;
         }
         let id = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         if !self
@@ -76,6 +134,8 @@ impl ArtifactStore {
                 media_type: media_type.to_string(),
                 size: bytes.len(),
                 stored_at: Utc::now(),
+                incident: incident.map(str::to_string),
+                step: step.map(str::to_string),
             };
             // Bytes first: a meta entry always has its bytes.
             self.bytes
@@ -113,7 +173,7 @@ mod tests {
     fn content_addressed_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let s = ArtifactStore::open(&db, 10).unwrap();
+        let s = ArtifactStore::open(&db, 10, 15).unwrap();
         let a = s.put("pprof", "application/octet-stream", b"abc").unwrap();
         assert_eq!(
             a,
@@ -127,5 +187,15 @@ mod tests {
             Err(ArtifactError::TooLarge { .. })
         ));
         assert!(s.get("sha256:nope").unwrap().is_none());
+        // Per incident: 8 + 8 > 15.
+        let id = s
+            .put_for("a", "b", &[1; 8], Some("inc-1"), Some("cpu"))
+            .unwrap();
+        assert_eq!(s.get(&id).unwrap().unwrap().0.step.as_deref(), Some("cpu"));
+        assert!(matches!(
+            s.put_for("a", "b", &[2; 8], Some("inc-1"), None),
+            Err(ArtifactError::IncidentFull { .. })
+        ));
+        s.put_for("a", "b", &[2; 8], Some("inc-2"), None).unwrap();
     }
 }
