@@ -296,3 +296,33 @@ async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index(
     assert_eq!(rows(&text)[0].2, "main.burnCPU", "{text}");
     assert!(text.starts_with("Type: cpu\nDuration: "), "{text}");
 }
+
+/// A pprof endpoint that accepts the connection and never answers fails
+/// the capture at its deadline, not never.
+#[tokio::test]
+async fn a_hung_pprof_endpoint_hits_the_deadline() {
+    quench_tests::init_tls();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s); // keep it open, say nothing
+        }
+    });
+    let t = std::time::Instant::now();
+    let err = Builtin::default()
+        .run(
+            StepType::PprofCapture,
+            &json!({"url": url, "kind": "heap", "margin_seconds": 1}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("no answer within 1s"), "{err}");
+}

@@ -56,6 +56,14 @@ pub struct Params {
     /// A stored profile (`sha256:...`) to diff against: what got hot.
     #[serde(default)]
     pub baseline: Option<String>,
+    /// Seconds to wait for the service beyond the capture itself
+    /// (default 30): a hung endpoint fails the step at this deadline.
+    #[serde(default = "thirty")]
+    pub margin_seconds: u64,
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 fn ten() -> u64 {
@@ -71,12 +79,13 @@ pub struct InFlight {
 }
 
 async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Vec<u8>, StepError> {
-    let resp = http
-        .get(url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| StepError::Failed(format!("{url}: {e}")))?;
+    let resp = http.get(url).timeout(timeout).send().await.map_err(|e| {
+        if e.is_timeout() {
+            StepError::Failed(format!("{url}: no answer within {}s", timeout.as_secs()))
+        } else {
+            StepError::Failed(format!("{url}: {e}"))
+        }
+    })?;
     if !resp.status().is_success() {
         return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
     }
@@ -128,7 +137,8 @@ pub async fn run(
     };
     let url = format!("{}/debug/pprof/{path}", base.trim_end_matches('/'));
     // The capture takes `seconds`; give the transfer a margin on top.
-    let timeout = Duration::from_secs(if p.kind == "cpu" { p.seconds + 30 } else { 60 });
+    let timeout =
+        Duration::from_secs(p.margin_seconds + if p.kind == "cpu" { p.seconds } else { 0 });
     let bytes = if p.kind == "cpu" {
         let cell = {
             let mut map = inflight.captures.lock().unwrap_or_else(|e| e.into_inner());
