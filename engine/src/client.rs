@@ -191,6 +191,23 @@ pub fn format_incident(r: &IncidentRecord) -> String {
             labels.join(", ")
         );
     }
+    if !r.steps.is_empty() {
+        let _ = writeln!(out, "\nsteps:");
+        for st in &r.steps {
+            let state = serde_json::to_value(st.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let mut line = format!("  {:<14} {:<20} {:<17}", st.id, st.uses, state);
+            if st.attempts > 1 {
+                let _ = write!(line, " attempts {}", st.attempts);
+            }
+            if !st.reason.is_empty() {
+                let _ = write!(line, " {}", st.reason);
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
     let _ = writeln!(out, "\ntimeline:");
     for e in &r.timeline {
         let _ = writeln!(

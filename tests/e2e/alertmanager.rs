@@ -137,6 +137,20 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["alerts"][0]["fingerprint"], fingerprint.as_str());
+    // The human view lists the steps with their state and reason.
+    let out = std::process::Command::new(quench_tests::quench_bin())
+        .args(["incidents", "show", &id, "--server", &q.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let cpu = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("cpu "))
+        .unwrap_or_else(|| panic!("no cpu step line in\n{text}"));
+    assert!(
+        cpu.contains("pprof.capture") && cpu.contains("failed"),
+        "{cpu}"
+    );
     let out = std::process::Command::new(quench_tests::quench_bin())
         .args(["incidents", "show", "inc-999", "--server", &q.url])
         .output()
