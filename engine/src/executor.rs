@@ -1197,6 +1197,8 @@ mod tests {
 
     use super::*;
 
+    /// Steps in these tests use `k8s.wait`: read-only, and not in this build,
+    /// so the fake's own parameters (`key`, `fail`, `sleep`) pass lint.
     /// Behaves as its parameters say: `sleep` seconds, then fail the first
     /// `fail` attempts (counted per `key`). Records concurrency per target.
     #[derive(Default)]
@@ -1326,7 +1328,7 @@ mod tests {
     async fn retries_back_off_exponentially() {
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: flaky\n    uses: wait\n    retries: {attempts: 3, backoff: 2s}\n    with: {fail: 2}\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: flaky\n    uses: k8s.wait\n    retries: {attempts: 3, backoff: 2s}\n    with: {fail: 2}\n",
         );
         let a = alert("a");
         let id = open_incident(&w, &a, 1);
@@ -1350,7 +1352,7 @@ mod tests {
     async fn a_timeout_fails_the_step_and_runs_on_failure() {
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: slow\n    uses: wait\n    timeout: 5s\n    with: {sleep: 60}\n  - id: never\n    uses: wait\non_failure:\n  - id: page\n    uses: wait\n    with: {key: page}\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: slow\n    uses: k8s.wait\n    timeout: 5s\n    with: {sleep: 60}\n  - id: never\n    uses: k8s.wait\non_failure:\n  - id: page\n    uses: k8s.wait\n    with: {key: page}\n",
         );
         let a = alert("a");
         let id = open_incident(&w, &a, 1);
@@ -1372,7 +1374,7 @@ mod tests {
         );
     }
 
-    const DESTRUCTIVE: &str = "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: wait\n    with: {key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: '{{alert.labels.service}}', key: '{{alert.labels.service}}'}\n";
+    const DESTRUCTIVE: &str = "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: k8s.wait\n    with: {key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: '{{alert.labels.service}}', key: '{{alert.labels.service}}'}\n";
 
     #[tokio::test(start_paused = true)]
     async fn the_kill_switch_blocks_destructive_steps_only() {
@@ -1427,7 +1429,7 @@ mod tests {
     async fn a_resolved_alert_cancels_the_pending_destructive_step() {
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: wait\n    with: {sleep: 30, key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: cart}\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: k8s.wait\n    with: {sleep: 30, key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: cart}\n",
         );
         let a = alert("cart");
         let id = open_incident(&w, &a, 1);
@@ -1555,7 +1557,7 @@ mod tests {
             ..Default::default()
         });
         let rb = runbook(&format!(
-            "{DESTRUCTIVE}on_failure:\n  - id: page\n    uses: wait\n    with: {{key: page}}\n"
+            "{DESTRUCTIVE}on_failure:\n  - id: page\n    uses: k8s.wait\n    with: {{key: page}}\n"
         ));
         let mut ends = Vec::new();
         for (i, svc) in ["a", "b", "c"].iter().enumerate() {
@@ -1583,7 +1585,7 @@ mod tests {
     async fn when_and_strict_rendering() {
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: first\n    uses: wait\n    with: {key: first}\n  - id: only_if_failed\n    uses: wait\n    when: '{{not steps.first.output.ok}}'\n  - id: missing\n    uses: wait\n    with: {pod: '{{alert.labels.pod}}'}\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: first\n    uses: k8s.wait\n    with: {key: first}\n  - id: only_if_failed\n    uses: k8s.wait\n    when: '{{not steps.first.output.ok}}'\n  - id: missing\n    uses: k8s.wait\n    with: {pod: '{{alert.labels.pod}}'}\n",
         );
         let a = alert("a");
         let id = open_incident(&w, &a, 1);
@@ -1710,7 +1712,7 @@ mod tests {
     async fn a_cooldown_keeps_the_runbook_from_running_again_for_the_group() {
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\ncooldown: 30m\nsteps:\n  - id: s\n    uses: wait\n    with: {key: s}\n",
+            "version: 1\nname: r\nmatch: {}\ncooldown: 30m\nsteps:\n  - id: s\n    uses: k8s.wait\n    with: {key: s}\n",
         );
         let a = alert("a");
         let first = open_incident(&w, &a, 1);
@@ -1783,7 +1785,7 @@ mod tests {
         // Fails twice, then holds: resolved after the third check, 20 s in.
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: fix\n    uses: wait\n    with: {key: fix}\nverify:\n  uses: wait\n  every: 10s\n  timeout: 1m\n  with: {key: check, fail: 2}\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: fix\n    uses: k8s.wait\n    with: {key: fix}\nverify:\n  uses: k8s.wait\n  every: 10s\n  timeout: 1m\n  with: {key: check, fail: 2}\n",
         );
         let a = alert("a");
         let id = open_incident(&w, &a, 1);
@@ -1801,7 +1803,7 @@ mod tests {
         // Never holds: on_failure after the timeout.
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: fix\n    uses: wait\n    with: {key: fix}\non_failure:\n  - id: page\n    uses: wait\n    with: {key: page}\nverify:\n  uses: wait\n  every: 10s\n  timeout: 1m\n  with: {key: check, fail: 100}\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: fix\n    uses: k8s.wait\n    with: {key: fix}\non_failure:\n  - id: page\n    uses: k8s.wait\n    with: {key: page}\nverify:\n  uses: k8s.wait\n  every: 10s\n  timeout: 1m\n  with: {key: check, fail: 100}\n",
         );
         let id = open_incident(&w, &a, 1);
         assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Escalated);
@@ -1816,7 +1818,7 @@ mod tests {
     async fn a_failed_step_that_continues_leaves_ok_false_for_later_steps() {
         let w = world(ExecConfig::default());
         let rb = runbook(
-            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: check\n    uses: wait\n    continue_on_error: true\n    with: {key: check, fail: 9}\n  - id: fallback\n    uses: wait\n    when: '{{not steps.check.output.ok}}'\n    with: {key: fallback}\n  - id: skipped_when_fine\n    uses: wait\n    when: '{{not steps.fallback.output.ok}}'\n",
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: check\n    uses: k8s.wait\n    continue_on_error: true\n    with: {key: check, fail: 9}\n  - id: fallback\n    uses: k8s.wait\n    when: '{{not steps.check.output.ok}}'\n    with: {key: fallback}\n  - id: skipped_when_fine\n    uses: k8s.wait\n    when: '{{not steps.fallback.output.ok}}'\n",
         );
         let a = alert("a");
         let id = open_incident(&w, &a, 1);

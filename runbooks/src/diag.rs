@@ -46,6 +46,8 @@ pub enum Code {
     Interval,
     /// RB017: a `verify` check that uses a destructive step type.
     DestructiveVerify,
+    /// RB018: a `with` key the step type has no parameter for.
+    UnknownParam,
 }
 
 impl Code {
@@ -69,6 +71,7 @@ impl Code {
             Code::UnknownInterval => "RB015",
             Code::Interval => "RB016",
             Code::DestructiveVerify => "RB017",
+            Code::UnknownParam => "RB018",
         }
     }
 }

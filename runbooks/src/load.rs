@@ -465,6 +465,19 @@ fn check_steps(
                 ),
             )),
         }
+        if let (Some(with), Some(t)) = (&s.with, StepType::from_name(&s.uses.value)) {
+            for key in with.value.keys() {
+                if let Some(e) = t.unknown_param(key) {
+                    out.push(spanned_at(
+                        file,
+                        with,
+                        Code::UnknownParam,
+                        format!("{base}.with.{key}"),
+                        format!("{t}: {e}"),
+                    ));
+                }
+            }
+        }
         if let Some(with) = &s.with {
             let value = serde_json::Value::Object(with.value.clone());
             let mut strings = Vec::new();

@@ -329,7 +329,41 @@ step_types! {
     Wait = "wait", destructive: false;
 }
 
+/// Whether `key` is a parameter of `T`: serde says "unknown field" for a
+/// name the struct does not have, and something else (a missing or
+/// mistyped field) for one it does. Values are not checked: in a runbook
+/// they may be templates, rendered only when the step runs.
+fn probe<T: serde::de::DeserializeOwned>(key: &str) -> Option<String> {
+    let mut one = serde_json::Map::new();
+    one.insert(key.to_string(), Value::Null);
+    match serde_json::from_value::<T>(Value::Object(one)) {
+        Err(e) if e.to_string().starts_with("unknown field") => Some(e.to_string()),
+        _ => None,
+    }
+}
+
 impl StepType {
+    /// Why `key` is not a parameter of this step type (serde's message,
+    /// which lists the known ones), or `None` if it is one. Step types not
+    /// in this build accept any name.
+    pub fn unknown_param(self, key: &str) -> Option<String> {
+        match self {
+            StepType::Wait => probe::<wait::Params>(key),
+            StepType::HttpRequest => probe::<http_request::Params>(key),
+            StepType::NotifySlack => probe::<notify_slack::Params>(key),
+            StepType::PagerdutyEvent => probe::<pagerduty_event::Params>(key),
+            StepType::GoroutineDump => probe::<goroutine_dump::Params>(key),
+            StepType::PprofCapture => probe::<pprof_capture::Params>(key),
+            StepType::TraceCapture => probe::<trace_capture::Params>(key),
+            StepType::MetricsScrape => probe::<metrics_scrape::Params>(key),
+            StepType::PerfRecord => probe::<perf_record::Params>(key),
+            StepType::PromqlQuery => probe::<promql::QueryParams>(key),
+            StepType::PromqlRange => probe::<promql::RangeParams>(key),
+            StepType::PromqlVerify => probe::<promql::VerifyParams>(key),
+            _ => None,
+        }
+    }
+
     /// The step type called `name`.
     pub fn from_name(name: &str) -> Option<StepType> {
         StepType::ALL.iter().copied().find(|t| t.name() == name)
@@ -364,6 +398,15 @@ mod tests {
         }
         assert_eq!(StepType::from_name("pprof.captur"), None);
         assert!(StepType::K8sDeletePod.is_destructive());
+        let e = StepType::PprofCapture.unknown_param("kindd").unwrap();
+        assert!(e.contains("kindd") && e.contains("`kind`"), "{e}");
+        assert_eq!(StepType::PprofCapture.unknown_param("kind"), None);
+        assert_eq!(StepType::PprofCapture.unknown_param("url"), None);
+        assert_eq!(
+            StepType::K8sScale.unknown_param("anything"),
+            None,
+            "not in this build"
+        );
         assert!(!StepType::PprofCapture.is_destructive());
     }
 }

@@ -22,7 +22,17 @@ use super::{Artifacts, StepError};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The service's base URL.
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or a pod, reached through the API server's pod proxy.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// The pod's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The pod's pprof port.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// How long to trace (1 to 60, default 5).
     #[serde(default = "five")]
     pub seconds: u64,
@@ -40,10 +50,23 @@ pub async fn run(
 ) -> Result<Value, StepError> {
     let p: Params =
         serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+    let base = match (&p.url, &p.pod) {
+        (Some(u), None) => u.clone(),
+        // Pod targets go through the API server's pod proxy (Kubernetes).
+        (None, Some(_)) => {
+            return Err(StepError::Unavailable(
+                "trace.capture of a pod (give url meanwhile)",
+            ));
+        }
+        _ => {
+            return Err(StepError::Params(
+                "give url, or pod with namespace and port".into(),
+            ));
+        }
+    };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(StepError::Params(format!(
-            "url {:?} must be http:// or https://",
-            p.url
+            "url {base:?} must be http:// or https://"
         )));
     }
     if !(1..=60).contains(&p.seconds) {
@@ -51,7 +74,7 @@ pub async fn run(
     }
     let url = format!(
         "{}/debug/pprof/trace?seconds={}",
-        p.url.trim_end_matches('/'),
+        base.trim_end_matches('/'),
         p.seconds
     );
     let start = Utc::now();
