@@ -46,7 +46,8 @@ pub enum Code {
     Interval,
     /// RB017: a `verify` check that uses a destructive step type.
     DestructiveVerify,
-    /// RB018: a `with` key the step type has no parameter for.
+    /// RB018: a `with` key (of a step or of `verify`) the step type has no
+    /// parameter for.
     UnknownParam,
 }
 

@@ -407,6 +407,32 @@ fn is_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// RB018 for one `with` map: each key must name a parameter of the step
+/// type (values are not checked, they may be templates). An unknown step
+/// type is reported elsewhere.
+fn check_param_names(
+    file: &Path,
+    uses: &str,
+    with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    base: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    let (Some(with), Some(t)) = (with, StepType::from_name(uses)) else {
+        return;
+    };
+    for key in with.value.keys() {
+        if let Some(e) = t.unknown_param(key) {
+            out.push(spanned_at(
+                file,
+                with,
+                Code::UnknownParam,
+                format!("{base}.with.{key}"),
+                format!("{t}: {e}"),
+            ));
+        }
+    }
+}
+
 fn check_duration(
     file: &Path,
     d: &Option<Spanned<String>>,
@@ -465,19 +491,7 @@ fn check_steps(
                 ),
             )),
         }
-        if let (Some(with), Some(t)) = (&s.with, StepType::from_name(&s.uses.value)) {
-            for key in with.value.keys() {
-                if let Some(e) = t.unknown_param(key) {
-                    out.push(spanned_at(
-                        file,
-                        with,
-                        Code::UnknownParam,
-                        format!("{base}.with.{key}"),
-                        format!("{t}: {e}"),
-                    ));
-                }
-            }
-        }
+        check_param_names(file, &s.uses.value, &s.with, &base, out);
         if let Some(with) = &s.with {
             let value = serde_json::Value::Object(with.value.clone());
             let mut strings = Vec::new();
@@ -644,6 +658,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             Some(t) if t.is_destructive() => out.push(spanned_at(file, &v.uses, Code::DestructiveVerify, "verify.uses", format!("{t} changes things; a check must only read, such as promql.verify (http.request counts as changing things)"))),
             Some(_) => {}
         }
+        check_param_names(file, &v.uses.value, &v.with, "verify", &mut out);
         check_duration(file, &v.every, "verify.every", &mut out);
         check_duration(file, &v.timeout, "verify.timeout", &mut out);
         if let Some(with) = &v.with {
