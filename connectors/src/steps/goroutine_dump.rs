@@ -114,35 +114,10 @@ pub fn line(g: &Group) -> String {
     format!("{} {noun} {verb} {} ({})", g.count, g.function, g.state)
 }
 
-/// Reads at most `max` bytes of a response body.
-pub(crate) async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, StepError> {
-    let mut resp = resp;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| StepError::Failed(e.to_string()))?
-    {
-        if body.len() + chunk.len() > max {
-            return Err(StepError::Failed(format!(
-                "response larger than {max} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// Fetches and summarises the dump.
 pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-        return Err(StepError::Params(format!(
-            "url {:?} must be http:// or https://",
-            p.url
-        )));
-    }
+    let p: Params = super::params(with)?;
+    super::check_http_url(&p.url)?;
     let url = format!(
         "{}/debug/pprof/goroutine?debug=2",
         p.url.trim_end_matches('/')
@@ -155,7 +130,7 @@ pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepErro
     if !resp.status().is_success() {
         return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
     }
-    let body = read_capped(resp, MAX_BYTES).await?;
+    let body = super::read_capped(resp, MAX_BYTES).await?;
     let (total, groups) = summarise(&String::from_utf8_lossy(&body));
     let summary: Vec<String> = groups.iter().take(p.top).map(line).collect();
     Ok(json!({

@@ -46,14 +46,8 @@ fn post() -> String {
 /// Sends the request; the output holds the status and the body (parsed as
 /// JSON when it is JSON).
 pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-        return Err(StepError::Params(format!(
-            "url {:?} must be http:// or https://",
-            p.url
-        )));
-    }
+    let p: Params = super::params(with)?;
+    super::check_http_url(&p.url)?;
     let method = reqwest::Method::from_bytes(p.method.to_ascii_uppercase().as_bytes())
         .ok()
         .filter(|m| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()))

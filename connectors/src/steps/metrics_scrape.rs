@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::StepError;
-use super::goroutine_dump::read_capped;
+use super::read_capped;
 
 /// The parameters.
 #[derive(Debug, Deserialize)]
@@ -120,14 +120,8 @@ fn parse_line(line: &str) -> Option<Sample> {
 
 /// Scrapes and parses.
 pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-        return Err(StepError::Params(format!(
-            "url {:?} must be http:// or https://",
-            p.url
-        )));
-    }
+    let p: Params = super::params(with)?;
+    super::check_http_url(&p.url)?;
     let resp = http
         .get(&p.url)
         .send()

@@ -42,6 +42,61 @@ pub enum StepError {
     Unavailable(&'static str),
 }
 
+/// A step's rendered parameters as its params struct.
+pub(crate) fn params<T: serde::de::DeserializeOwned>(with: &Value) -> Result<T, StepError> {
+    serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))
+}
+
+/// Refuses anything but an http:// or https:// URL.
+pub(crate) fn check_http_url(url: &str) -> Result<(), StepError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(StepError::Params(format!(
+            "url {url:?} must be http:// or https://"
+        )))
+    }
+}
+
+/// The base URL of a Go service given as `url` or `pod`. Pod targets go
+/// through the Kubernetes API server's pod proxy, which arrives with the
+/// Kubernetes client; until then they are `unavailable`.
+pub(crate) fn go_target(
+    url: &Option<String>,
+    pod: &Option<String>,
+    unavailable: &'static str,
+) -> Result<String, StepError> {
+    match (url, pod) {
+        (Some(u), None) => {
+            check_http_url(u)?;
+            Ok(u.clone())
+        }
+        (None, Some(_)) => Err(StepError::Unavailable(unavailable)),
+        _ => Err(StepError::Params(
+            "give url, or pod with namespace and port".into(),
+        )),
+    }
+}
+
+/// Reads at most `max` bytes of a response body.
+pub(crate) async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, StepError> {
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| StepError::Failed(e.to_string()))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(StepError::Failed(format!(
+                "response larger than {max} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 impl StepError {
     /// Whether trying again may help.
     pub fn is_retryable(&self) -> bool {
@@ -408,5 +463,29 @@ mod tests {
             "not in this build"
         );
         assert!(!StepType::PprofCapture.is_destructive());
+    }
+
+    #[test]
+    fn go_targets_take_an_http_url_and_name_pods_as_not_yet_available() {
+        let url = |u: &str| Some(u.to_string());
+        assert_eq!(
+            go_target(&url("http://svc:6060"), &None, "x").unwrap(),
+            "http://svc:6060"
+        );
+        let e = go_target(&url("file:///etc/passwd"), &None, "x").unwrap_err();
+        assert!(
+            matches!(&e, StepError::Params(m) if m.contains("must be http:// or https://")),
+            "{e}"
+        );
+        assert_eq!(
+            go_target(&None, &url("web-1"), "pprof.capture of a pod").unwrap_err(),
+            StepError::Unavailable("pprof.capture of a pod")
+        );
+        for (u, p) in [(None, None), (url("http://a"), url("web-1"))] {
+            assert!(matches!(
+                go_target(&u, &p, "x"),
+                Err(StepError::Params(m)) if m.contains("give url, or pod")
+            ));
+        }
     }
 }

@@ -80,8 +80,7 @@ pub fn message(p: &Params) -> Value {
 
 /// Posts the message.
 pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: Params = super::params(with)?;
     let url = p.webhook.read()?;
     send(http.post(&url).json(&message(&p)), "slack webhook").await?;
     Ok(json!({"posted": true}))

@@ -95,8 +95,7 @@ pub fn event(p: &Params, routing_key: &str) -> Result<Value, StepError> {
 
 /// Sends the event.
 pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: Params = super::params(with)?;
     let body = event(&p, &p.routing_key.read()?)?;
     let url = p.url.as_deref().unwrap_or(EVENTS_URL);
     let (status, _) = send(http.post(url).json(&body), "pagerduty events").await?;

@@ -99,8 +99,7 @@ fn find_pid(name: &str) -> Result<u32, StepError> {
 
 /// Records, folds, summarises.
 pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: Params = super::params(with)?;
     if !(1..=120).contains(&p.seconds) || !(1..=999).contains(&p.hz) {
         return Err(StepError::Params(
             "seconds must be 1 to 120 and hz 1 to 999".into(),

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::goroutine_dump::read_capped;
+use super::read_capped;
 use super::{Artifacts, StepError};
 use crate::pprof;
 
@@ -99,28 +99,12 @@ pub async fn run(
     artifacts: Option<&dyn Artifacts>,
     with: &Value,
 ) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    let base = match (&p.url, &p.pod) {
-        (Some(u), None) => u.clone(),
-        (None, Some(_)) => {
-            // Pod targets go through the Kubernetes API server's pod proxy,
-            // which arrives with the Kubernetes client.
-            return Err(StepError::Unavailable(
-                "pprof.capture of a pod (give url meanwhile)",
-            ));
-        }
-        _ => {
-            return Err(StepError::Params(
-                "give url, or pod with namespace and port".into(),
-            ));
-        }
-    };
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(StepError::Params(format!(
-            "url {base:?} must be http:// or https://"
-        )));
-    }
+    let p: Params = super::params(with)?;
+    let base = super::go_target(
+        &p.url,
+        &p.pod,
+        "pprof.capture of a pod (give url meanwhile)",
+    )?;
     let path = match p.kind.as_str() {
         "cpu" => {
             if !(1..=300).contains(&p.seconds) {

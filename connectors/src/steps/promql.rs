@@ -78,11 +78,7 @@ async fn api(
     path: &str,
     params: &[(&str, String)],
 ) -> Result<Data, StepError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(StepError::Params(format!(
-            "url {url:?} must be http:// or https://"
-        )));
-    }
+    super::check_http_url(url)?;
     let endpoint = format!("{}/api/v1/{path}", url.trim_end_matches('/'));
     let resp = http
         .get(&endpoint)
@@ -157,8 +153,7 @@ pub struct QueryParams {
 
 /// `promql.query`: `{samples: [{labels, value, time}]}`.
 pub async fn query(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: QueryParams =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: QueryParams = super::params(with)?;
     let d = api(http, &p.url, "query", &[("query", p.query.clone())]).await?;
     let s = samples(&d)?;
     Ok(json!({"result_type": d.result_type, "samples": s}))
@@ -191,8 +186,7 @@ fn fifteen() -> f64 {
 /// `promql.range`: `{series: [{labels, values: [[time, value]]}]}` over the
 /// last `seconds`.
 pub async fn range(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: RangeParams =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: RangeParams = super::params(with)?;
     if !(p.step > 0.0 && p.seconds > 0.0 && p.seconds / p.step <= 11_000.0) {
         return Err(StepError::Params(
             "need 0 < step, 0 < seconds and at most 11000 points (Prometheus's limit)".into(),
@@ -291,8 +285,7 @@ fn holds(condition: &Option<String>, samples: &[Sample]) -> Result<bool, StepErr
 /// `promql.verify`: succeeds with `{ok: true, samples}` once the condition
 /// holds; fails (retryable) when it still does not at the end of `within`.
 pub async fn verify(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: VerifyParams =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: VerifyParams = super::params(with)?;
     if !(p.every > 0.0 && (0.0..=86_400.0).contains(&p.within)) {
         return Err(StepError::Params(
             "need every > 0 and 0 <= within <= 86400".into(),

@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::goroutine_dump::read_capped;
+use super::read_capped;
 use super::{Artifacts, StepError};
 
 /// The parameters.
@@ -48,27 +48,12 @@ pub async fn run(
     artifacts: Option<&dyn Artifacts>,
     with: &Value,
 ) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
-    let base = match (&p.url, &p.pod) {
-        (Some(u), None) => u.clone(),
-        // Pod targets go through the API server's pod proxy (Kubernetes).
-        (None, Some(_)) => {
-            return Err(StepError::Unavailable(
-                "trace.capture of a pod (give url meanwhile)",
-            ));
-        }
-        _ => {
-            return Err(StepError::Params(
-                "give url, or pod with namespace and port".into(),
-            ));
-        }
-    };
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(StepError::Params(format!(
-            "url {base:?} must be http:// or https://"
-        )));
-    }
+    let p: Params = super::params(with)?;
+    let base = super::go_target(
+        &p.url,
+        &p.pod,
+        "trace.capture of a pod (give url meanwhile)",
+    )?;
     if !(1..=60).contains(&p.seconds) {
         return Err(StepError::Params("seconds must be 1 to 60".into()));
     }

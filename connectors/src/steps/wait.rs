@@ -24,8 +24,7 @@ pub struct Params {
 
 /// Waits, then reports how long.
 pub async fn run(with: &Value) -> Result<Value, StepError> {
-    let p: Params =
-        serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))?;
+    let p: Params = super::params(with)?;
     if !(0.0..=86_400.0).contains(&p.seconds) {
         return Err(StepError::Params(format!(
             "seconds must be between 0 and 86400, got {}",
