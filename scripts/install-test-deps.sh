@@ -9,6 +9,12 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v git >/dev/null || need+=(git)
 command -v go >/dev/null || need+=(golang-go)
 command -v perf >/dev/null || need+=(linux-perf)
+# The Kubernetes control plane (scripts/k8s-up.sh; k8s-build.sh installs
+# what building it needs).
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
 # git2 (https) builds against the system OpenSSL.
 command -v pkg-config >/dev/null || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)

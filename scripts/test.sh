@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # The one test command (README.md, .ci/run): installs what the tests need,
-# then runs every test of the workspace, end-to-end tests included.
+# starts the Kubernetes control plane (built once per machine and cached),
+# then runs every test of the workspace, end-to-end tests included, inside
+# the control plane's private network namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
+# Build everything first, outside the namespace: it has no network.
 cargo build -p quench-engine --bin quench
-cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-run
+scripts/k8s-up.sh
+trap scripts/k8s-down.sh EXIT
+set -a
+# shellcheck disable=SC1091
+. "${QUENCH_K8S_STATE:-/tmp/quench-k8s}/env"
+set +a
+CARGO_NET_OFFLINE=true ip netns exec "$QUENCH_TEST_NETNS" \
+  cargo nextest run --workspace --no-fail-fast "$@"

@@ -9,10 +9,12 @@
 //!   join it in its own file as the evidence and Kubernetes work lands.
 //!
 //! - [`pprof`]: the profile.proto decoder and the top table.
+//! - [`k8s`]: the Kubernetes client trait the steps use, and name checks.
 #![warn(missing_docs)]
 
 pub mod alert;
 pub mod inbound;
+pub mod k8s;
 pub mod pprof;
 pub mod steps;
 

@@ -40,6 +40,10 @@ pub struct Config {
     /// Bearer tokens for the HTTP API, stored as SHA-256 hashes. With none,
     /// the API is open, which `quench serve` allows on loopback only.
     pub api_tokens: Vec<ApiToken>,
+    /// The Kubernetes credentials the `k8s.*` steps and pod targets use.
+    /// Without a kubeconfig: `KUBECONFIG`, `~/.kube/config`, then the pod's
+    /// service account, read when a step first needs them.
+    pub kubernetes: quench_connectors::k8s::KubeSource,
 }
 
 /// How runbooks run.
@@ -192,6 +196,7 @@ impl Default for Config {
             git: None,
             executor: ExecutorConfig::default(),
             api_tokens: Vec::new(),
+            kubernetes: Default::default(),
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,

@@ -146,9 +146,14 @@ pub async fn serve(
         incidents.clone(),
         AuditLog::open(&storage.db)?,
         control,
-        Arc::new(quench_connectors::steps::Builtin::with_artifacts(Arc::new(
-            store::StepArtifacts(artifacts.clone()),
-        ))),
+        Arc::new(
+            quench_connectors::steps::Builtin::with_artifacts(Arc::new(store::StepArtifacts(
+                artifacts.clone(),
+            )))
+            .with_kube(Arc::new(quench_connectors::k8s::KubeClient::new(
+                config.kubernetes.clone(),
+            ))),
+        ),
         ExecConfig {
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,

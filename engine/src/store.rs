@@ -101,7 +101,13 @@ pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
 pub struct StepArtifacts(pub quench_knowledge::ArtifactStore);
 
 impl quench_connectors::steps::Artifacts for StepArtifacts {
-    fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, String> {
+    fn put(
+        &self,
+        kind: &str,
+        media_type: &str,
+        bytes: &[u8],
+        about: &quench_connectors::steps::Captured<'_>,
+    ) -> Result<String, String> {
         // The executor runs each step inside `STEP`, so artifacts are
         // tagged with their incident and step, and counted against the
         // incident's limit, without steps knowing about incidents.
@@ -111,7 +117,17 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
             None => (None, None),
         };
         self.0
-            .put_for(kind, media_type, bytes, incident, step)
+            .put_for(
+                kind,
+                media_type,
+                bytes,
+                &quench_knowledge::artifacts::Origin {
+                    incident,
+                    step,
+                    target: about.target,
+                    window: about.window,
+                },
+            )
             .map_err(|e| e.to_string())
     }
 
@@ -125,7 +141,7 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
 
 #[cfg(test)]
 mod tests {
-    use quench_connectors::steps::Artifacts;
+    use quench_connectors::steps::{Artifacts, Captured};
 
     use super::*;
 
@@ -137,7 +153,15 @@ mod tests {
         let a = StepArtifacts(store.clone());
         let id = crate::executor::STEP
             .scope(("inc-7".into(), "cpu".into()), async {
-                a.put("pprof", "application/octet-stream", b"profile")
+                a.put(
+                    "pprof",
+                    "application/octet-stream",
+                    b"profile",
+                    &Captured {
+                        target: Some("pod/shop/web-1:6060"),
+                        window: None,
+                    },
+                )
             })
             .await
             .unwrap();
@@ -147,8 +171,9 @@ mod tests {
             (Some("inc-7"), Some("cpu"))
         );
         assert_eq!(bytes, b"profile");
+        assert_eq!(meta.target.as_deref(), Some("pod/shop/web-1:6060"));
         // Outside a step: stored, untagged.
-        let id = a.put("x", "y", b"other").unwrap();
+        let id = a.put("x", "y", b"other", &Captured::default()).unwrap();
         assert_eq!(store.get(&id).unwrap().unwrap().0.incident, None);
     }
 }

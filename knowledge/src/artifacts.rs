@@ -26,6 +26,29 @@ pub struct ArtifactMeta {
     /// That step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// What it was captured from: a URL, `pod/NAMESPACE/NAME:PORT`, a pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The start of its capture window, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<DateTime<Utc>>,
+    /// The end of its capture window, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<DateTime<Utc>>,
+}
+
+/// Where an artifact comes from: the incident and step that captured it,
+/// what from, and when.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// The incident, whose total the artifact counts against.
+    pub incident: Option<&'a str>,
+    /// The step.
+    pub step: Option<&'a str>,
+    /// The capture target.
+    pub target: Option<&'a str>,
+    /// The capture window, UTC.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// Why an artifact was not stored.
@@ -83,7 +106,7 @@ impl ArtifactStore {
 
     /// Stores bytes (once per content) and returns their id.
     pub fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, ArtifactError> {
-        self.put_for(kind, media_type, bytes, None, None)
+        self.put_for(kind, media_type, bytes, &Origin::default())
     }
 
     /// Stores bytes for an incident's step, counted against the incident's
@@ -93,8 +116,7 @@ impl ArtifactStore {
         kind: &str,
         media_type: &str,
         bytes: &[u8],
-        incident: Option<&str>,
-        step: Option<&str>,
+        origin: &Origin<'_>,
     ) -> Result<String, ArtifactError> {
         if bytes.len() > self.limit {
             return Err(ArtifactError::TooLarge {
@@ -102,7 +124,7 @@ impl ArtifactStore {
                 limit: self.limit,
             });
         }
-        if let Some(inc) = incident {
+        if let Some(inc) = origin.incident {
             let used = self
                 .usage
                 .get(inc.as_bytes())
@@ -134,8 +156,11 @@ impl ArtifactStore {
                 media_type: media_type.to_string(),
                 size: bytes.len(),
                 stored_at: Utc::now(),
-                incident: incident.map(str::to_string),
-                step: step.map(str::to_string),
+                incident: origin.incident.map(str::to_string),
+                step: origin.step.map(str::to_string),
+                target: origin.target.map(str::to_string),
+                window_start: origin.window.map(|w| w.0),
+                window_end: origin.window.map(|w| w.1),
             };
             // Bytes first: a meta entry always has its bytes.
             self.bytes
@@ -169,6 +194,14 @@ impl ArtifactStore {
 mod tests {
     use super::*;
 
+    fn inc<'a>(incident: &'a str, step: Option<&'a str>) -> Origin<'a> {
+        Origin {
+            incident: Some(incident),
+            step,
+            ..Origin::default()
+        }
+    }
+
     #[test]
     fn content_addressed_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
@@ -189,13 +222,13 @@ mod tests {
         assert!(s.get("sha256:nope").unwrap().is_none());
         // Per incident: 8 + 8 > 15.
         let id = s
-            .put_for("a", "b", &[1; 8], Some("inc-1"), Some("cpu"))
+            .put_for("a", "b", &[1; 8], &inc("inc-1", Some("cpu")))
             .unwrap();
         assert_eq!(s.get(&id).unwrap().unwrap().0.step.as_deref(), Some("cpu"));
         assert!(matches!(
-            s.put_for("a", "b", &[2; 8], Some("inc-1"), None),
+            s.put_for("a", "b", &[2; 8], &inc("inc-1", None)),
             Err(ArtifactError::IncidentFull { .. })
         ));
-        s.put_for("a", "b", &[2; 8], Some("inc-2"), None).unwrap();
+        s.put_for("a", "b", &[2; 8], &inc("inc-2", None)).unwrap();
     }
 }

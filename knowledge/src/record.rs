@@ -242,7 +242,8 @@ pub struct AlignedEntry {
     /// When it ended, for spans (a step, a capture window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
-    /// `event`, `step` or `evidence`.
+    /// `event`, `step`, `evidence` (capture windows), `metrics` (range
+    /// query series) or `kubernetes` (events).
     pub lane: &'static str,
     /// What: the event kind, the step id, the evidence's step.
     pub what: String,
@@ -252,8 +253,10 @@ pub struct AlignedEntry {
 
 impl IncidentRecord {
     /// Everything that happened, on one time axis: timeline events, each
-    /// step's run, and the capture window of every piece of evidence
-    /// (profiles, traces: `output.window`), sorted by start.
+    /// step's run, the capture window of every piece of evidence
+    /// (profiles, traces, logs: `output.window`, with `output.target`),
+    /// each series of a range query, and each Kubernetes event, sorted by
+    /// start.
     pub fn aligned(&self) -> Vec<AlignedEntry> {
         let mut out: Vec<AlignedEntry> = self
             .timeline
@@ -280,16 +283,151 @@ impl IncidentRecord {
             let parse =
                 |v: &serde_json::Value| v.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
             if let (Some(start), Some(end)) = (parse(&window["start"]), parse(&window["end"])) {
+                let detail = match s.output["target"].as_str() {
+                    Some(t) => format!("{} of {t}: capture window", s.uses),
+                    None => format!("{} capture window", s.uses),
+                };
                 out.push(AlignedEntry {
                     at: start,
                     until: Some(end),
                     lane: "evidence",
                     what: s.id.clone(),
-                    detail: format!("{} capture window", s.uses),
+                    detail,
                 });
+            }
+            // A range query: each series as a span, with what it did.
+            for series in s.output["series"].as_array().into_iter().flatten().take(20) {
+                let points: Vec<(f64, f64)> = series["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+                    .collect();
+                let (Some(first), Some(last)) = (points.first(), points.last()) else {
+                    continue;
+                };
+                let at = |t: f64| DateTime::from_timestamp_millis((t * 1000.0) as i64);
+                let (Some(from), Some(to)) = (at(first.0), at(last.0)) else {
+                    continue;
+                };
+                let min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+                let max = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+                let labels: Vec<String> = series["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
+                out.push(AlignedEntry {
+                    at: from,
+                    until: Some(to),
+                    lane: "metrics",
+                    what: s.id.clone(),
+                    detail: format!(
+                        "{{{}}}: min {min}, max {max}, last {}",
+                        labels.join(", "),
+                        last.1
+                    ),
+                });
+            }
+            // Kubernetes events, each at its own time.
+            for e in s.output["events"].as_array().into_iter().flatten() {
+                if let Some(t) = parse(&e["time"]) {
+                    out.push(AlignedEntry {
+                        at: t,
+                        until: None,
+                        lane: "kubernetes",
+                        what: s.id.clone(),
+                        detail: format!(
+                            "{} {} {}: {}",
+                            e["type"].as_str().unwrap_or("?"),
+                            e["reason"].as_str().unwrap_or("?"),
+                            e["object"].as_str().unwrap_or("?"),
+                            e["message"].as_str().unwrap_or("").trim()
+                        ),
+                    });
+                }
             }
         }
         out.sort_by_key(|e| e.at);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: &str, uses: &str, output: serde_json::Value) -> StepRecord {
+        StepRecord {
+            id: id.into(),
+            uses: uses.into(),
+            destructive: false,
+            state: StepState::Succeeded,
+            attempts: 1,
+            attempt_key: String::new(),
+            rendered: serde_json::Value::Null,
+            output,
+            reason: String::new(),
+            started_at: Some("2026-11-27T17:00:00Z".parse().unwrap()),
+            ended_at: Some("2026-11-27T17:00:12Z".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn aligns_windows_series_and_kubernetes_events_on_one_axis() {
+        let t0: DateTime<Utc> = "2026-11-27T17:00:00Z".parse().unwrap();
+        let record = IncidentRecord {
+            schema: 1,
+            id: "inc-1".into(),
+            title: "t".into(),
+            status: IncidentStatus::Open,
+            runbook: None,
+            group_key: String::new(),
+            resolve_with_alerts: true,
+            match_explanation: Vec::new(),
+            alerts: Vec::new(),
+            first_alert_at: t0,
+            opened_at: t0,
+            updated_at: t0,
+            resolved_at: None,
+            timeline: Vec::new(),
+            steps: vec![
+                step(
+                    "cpu",
+                    "pprof.capture",
+                    serde_json::json!({"target": "pod/shop/web-1:6060",
+                        "window": {"start": "2026-11-27T17:00:01Z", "end": "2026-11-27T17:00:11Z"}}),
+                ),
+                step(
+                    "rate",
+                    "promql.range",
+                    serde_json::json!({"series": [{"labels": {"job": "web"},
+                        "values": [[1795798790.0, 1.0], [1795798800.0, 9.5], [1795798810.0, 4.0]]}]}),
+                ),
+                step(
+                    "events",
+                    "k8s.events",
+                    serde_json::json!({"events": [{"time": "2026-11-27T16:59:59Z", "type": "Warning",
+                        "reason": "BackOff", "object": "Pod/web-1", "message": "restarting"}]}),
+                ),
+            ],
+        };
+        let entries = record.aligned();
+        let lanes: Vec<(&str, &str)> = entries.iter().map(|e| (e.lane, e.what.as_str())).collect();
+        assert!(lanes.contains(&("evidence", "cpu")), "{lanes:?}");
+        let window = entries.iter().find(|e| e.lane == "evidence").unwrap();
+        assert_eq!(
+            window.detail,
+            "pprof.capture of pod/shop/web-1:6060: capture window"
+        );
+        let series = entries.iter().find(|e| e.lane == "metrics").unwrap();
+        assert_eq!(series.detail, "{job=web}: min 1, max 9.5, last 4");
+        assert_eq!(series.at.timestamp(), 1795798790);
+        assert_eq!(series.until.unwrap().timestamp(), 1795798810);
+        // The event happened before every step, so it comes first.
+        assert_eq!(entries[0].lane, "kubernetes");
+        assert_eq!(entries[0].detail, "Warning BackOff Pod/web-1: restarting");
+        assert!(entries.windows(2).all(|w| w[0].at <= w[1].at));
     }
 }

@@ -16,7 +16,7 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
         .unwrap();
     assert!(r.status().is_success());
 
-    let out = goroutine_dump::run(&client, &json!({"url": svc.url}))
+    let out = goroutine_dump::run(&client, None, &json!({"url": svc.url}))
         .await
         .unwrap();
     assert!(out["total"].as_u64().unwrap() >= 250, "{out}");
@@ -26,7 +26,7 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
     );
     assert_eq!(out["groups"][0]["count"], 250);
 
-    let out = metrics_scrape::run(&client, &json!({"url": format!("{}/metrics", svc.url)}))
+    let out = metrics_scrape::run(&client, None, &json!({"url": format!("{}/metrics", svc.url)}))
         .await
         .unwrap();
     assert!(
@@ -40,7 +40,7 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
     );
     assert_eq!(out["unparsed_lines"], 0);
 
-    let err = goroutine_dump::run(&client, &json!({"url": "http://127.0.0.1:1"}))
+    let err = goroutine_dump::run(&client, None, &json!({"url": "http://127.0.0.1:1"}))
         .await
         .unwrap_err();
     assert!(err.is_retryable());
@@ -251,12 +251,13 @@ async fn an_oversized_body_is_cut_at_the_limit() {
     let client = http();
     let err = quench_connectors::steps::metrics_scrape::run(
         &client,
+        None,
         &json!({"url": format!("{url}/metrics")}),
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
-    let err = quench_connectors::steps::goroutine_dump::run(&client, &json!({"url": url}))
+    let err = quench_connectors::steps::goroutine_dump::run(&client, None, &json!({"url": url}))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");

@@ -8,6 +8,7 @@ mod crash_resume;
 mod executor;
 mod gitops;
 mod go_evidence;
+mod k8s_evidence;
 mod pprof;
 mod prometheus_rules;
 mod promql;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod kube;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -463,8 +465,14 @@ pub struct GoService {
 }
 
 impl GoService {
-    /// Builds (once) and starts the service on a free port.
+    /// Builds (once) and starts the service on a free loopback port.
     pub fn start() -> GoService {
+        GoService::start_on("127.0.0.1:0")
+    }
+
+    /// Builds (once) and starts the service listening on `addr` (a free
+    /// port when it ends in `:0`).
+    pub fn start_on(addr: &str) -> GoService {
         let go = require("go", "golang-go");
         let src = repo_root().join("tests/go/testsvc");
         let bin = std::env::temp_dir().join(format!("quench-testsvc-{}", std::process::id()));
@@ -486,6 +494,7 @@ impl GoService {
             );
         });
         let mut child = Command::new(&bin)
+            .args(["-listen", addr])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -24,7 +24,20 @@ pub const MAX_BYTES: usize = 64 << 20;
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The service's base URL (where `/debug/pprof/` is served).
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or a pod, reached through the API server's pod proxy.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// The pod's namespace (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The pod's pprof port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Seconds to wait for the dump (default 30).
+    #[serde(default = "thirty")]
+    pub timeout_seconds: u64,
     /// How many groups to return (default 20).
     #[serde(default = "twenty")]
     pub top: usize,
@@ -32,6 +45,10 @@ pub struct Params {
 
 fn twenty() -> usize {
     20
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 /// Goroutines with the same state and the same stack.
@@ -115,25 +132,26 @@ pub fn line(g: &Group) -> String {
 }
 
 /// Fetches and summarises the dump.
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
+pub async fn run(
+    http: &reqwest::Client,
+    kube: Option<&dyn crate::k8s::Kube>,
+    with: &Value,
+) -> Result<Value, StepError> {
     let p: Params = super::params(with)?;
-    super::check_http_url(&p.url)?;
-    let url = format!(
-        "{}/debug/pprof/goroutine?debug=2",
-        p.url.trim_end_matches('/')
-    );
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| StepError::Failed(format!("{url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
-    }
-    let body = super::read_capped(resp, MAX_BYTES).await?;
+    let target = super::Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
+    let body = target
+        .get(
+            http,
+            kube,
+            "debug/pprof/goroutine?debug=2",
+            std::time::Duration::from_secs(p.timeout_seconds),
+            MAX_BYTES,
+        )
+        .await?;
     let (total, groups) = summarise(&String::from_utf8_lossy(&body));
     let summary: Vec<String> = groups.iter().take(p.top).map(line).collect();
     Ok(json!({
+        "target": target.label(),
         "total": total,
         "summary": summary,
         "groups": groups.into_iter().take(p.top).collect::<Vec<_>>(),

@@ -14,14 +14,33 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::StepError;
-use super::read_capped;
 
 /// The parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The metrics URL.
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or a pod, reached through the API server's pod proxy.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// The pod's namespace (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The pod's metrics port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The metrics path on a pod (default `/metrics`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Seconds to wait (default 30).
+    #[serde(default = "thirty")]
+    pub timeout_seconds: u64,
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 /// One sample.
@@ -119,22 +138,32 @@ fn parse_line(line: &str) -> Option<Sample> {
 }
 
 /// Scrapes and parses.
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
+pub async fn run(
+    http: &reqwest::Client,
+    kube: Option<&dyn crate::k8s::Kube>,
+    with: &Value,
+) -> Result<Value, StepError> {
     let p: Params = super::params(with)?;
-    super::check_http_url(&p.url)?;
-    let resp = http
-        .get(&p.url)
-        .send()
-        .await
-        .map_err(|e| StepError::Failed(format!("{}: {e}", p.url)))?;
-    if !resp.status().is_success() {
-        return Err(StepError::Failed(format!(
-            "{}: HTTP {}",
-            p.url,
-            resp.status()
-        )));
-    }
-    let body = read_capped(resp, 16 << 20).await?;
+    let target = super::Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
+    // A URL names the metrics endpoint itself; a pod needs the path.
+    let path = match (&target, &p.path) {
+        (super::Target::Url(_), Some(_)) => {
+            return Err(StepError::Params(
+                "path goes with pod; put it in the url".into(),
+            ));
+        }
+        (super::Target::Url(_), None) => "",
+        (super::Target::Pod { .. }, path) => path.as_deref().unwrap_or("metrics"),
+    };
+    let body = target
+        .get(
+            http,
+            kube,
+            path,
+            std::time::Duration::from_secs(p.timeout_seconds),
+            16 << 20,
+        )
+        .await?;
     let (samples, bad) = parse(&String::from_utf8_lossy(&body));
     // Unlabelled series by name, for templates: steps.runtime.output.values.go_goroutines.
     let values: BTreeMap<&str, f64> = samples
@@ -142,7 +171,7 @@ pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepErro
         .filter(|s| s.labels.is_empty())
         .map(|s| (s.name.as_str(), s.value))
         .collect();
-    Ok(json!({"values": values, "samples": samples, "unparsed_lines": bad}))
+    Ok(json!({"target": target.label(), "values": values, "samples": samples, "unparsed_lines": bad}))
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub mod goroutine_dump;
 pub mod http_request;
+pub mod k8s_events;
+pub mod k8s_logs;
 pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
@@ -58,23 +60,127 @@ pub(crate) fn check_http_url(url: &str) -> Result<(), StepError> {
     }
 }
 
-/// The base URL of a Go service given as `url` or `pod`. Pod targets go
-/// through the Kubernetes API server's pod proxy, which arrives with the
-/// Kubernetes client; until then they are `unavailable`.
-pub(crate) fn go_target(
-    url: &Option<String>,
-    pod: &Option<String>,
-    unavailable: &'static str,
-) -> Result<String, StepError> {
-    match (url, pod) {
-        (Some(u), None) => {
-            check_http_url(u)?;
-            Ok(u.clone())
+/// A Go service to read from: a base URL, or a pod's port reached through
+/// the API server's pod proxy (so quench needs no route to pod IPs, and the
+/// API server's RBAC decides who may read it).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Target {
+    /// `http(s)://host:port`, where `/debug/pprof/` is served.
+    Url(String),
+    /// A pod's port, through `pods/{pod}:{port}/proxy/`.
+    Pod {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        pod: String,
+        /// The port the service listens on.
+        port: u16,
+    },
+}
+
+impl Target {
+    /// Checks the target fields every Go evidence step shares: exactly one
+    /// of `url` and `pod`; a pod needs a valid namespace and a port.
+    pub(crate) fn new(
+        url: &Option<String>,
+        pod: &Option<String>,
+        namespace: &Option<String>,
+        port: Option<u16>,
+    ) -> Result<Target, StepError> {
+        match (url, pod) {
+            (Some(u), None) => {
+                if namespace.is_some() || port.is_some() {
+                    return Err(StepError::Params(
+                        "namespace and port go with pod, not with url".into(),
+                    ));
+                }
+                check_http_url(u)?;
+                Ok(Target::Url(u.trim_end_matches('/').to_string()))
+            }
+            (None, Some(pod)) => {
+                let namespace = namespace.as_deref().unwrap_or("default");
+                crate::k8s::names::label("namespace", namespace)?;
+                crate::k8s::names::subdomain("pod", pod)?;
+                let port = match port {
+                    Some(p) if p > 0 => p,
+                    _ => {
+                        return Err(StepError::Params(
+                            "a pod target needs the port its service listens on".into(),
+                        ));
+                    }
+                };
+                Ok(Target::Pod {
+                    namespace: namespace.to_string(),
+                    pod: pod.clone(),
+                    port,
+                })
+            }
+            _ => Err(StepError::Params(
+                "give url, or pod with namespace and port".into(),
+            )),
         }
-        (None, Some(_)) => Err(StepError::Unavailable(unavailable)),
-        _ => Err(StepError::Params(
-            "give url, or pod with namespace and port".into(),
-        )),
+    }
+
+    /// How the target reads in titles, errors and artifact metadata:
+    /// the URL, or `pod/NAMESPACE/NAME:PORT`.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Target::Url(u) => u.clone(),
+            Target::Pod {
+                namespace,
+                pod,
+                port,
+            } => format!("pod/{namespace}/{pod}:{port}"),
+        }
+    }
+
+    /// GETs `path` (with its query, relative to the service's root) within
+    /// `timeout`, reading at most `max` bytes.
+    pub(crate) async fn get(
+        &self,
+        http: &reqwest::Client,
+        kube: Option<&dyn crate::k8s::Kube>,
+        path: &str,
+        timeout: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<u8>, StepError> {
+        let path = path.trim_start_matches('/');
+        match self {
+            Target::Url(base) => {
+                let url = if path.is_empty() {
+                    base.clone()
+                } else {
+                    format!("{base}/{path}")
+                };
+                let resp = http.get(&url).timeout(timeout).send().await.map_err(|e| {
+                    if e.is_timeout() {
+                        StepError::Failed(format!("{url}: no answer within {}s", timeout.as_secs()))
+                    } else {
+                        StepError::Failed(format!("{url}: {e}"))
+                    }
+                })?;
+                if !resp.status().is_success() {
+                    return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
+                }
+                read_capped(resp, max)
+                    .await
+                    .map_err(|e| StepError::Failed(format!("{url}: {e}")))
+            }
+            Target::Pod {
+                namespace,
+                pod,
+                port,
+            } => {
+                let kube = kube.ok_or_else(|| {
+                    StepError::Failed(format!(
+                        "{}: no Kubernetes client is configured",
+                        self.label()
+                    ))
+                })?;
+                let proxy = crate::k8s::pod_proxy_path(namespace, pod, *port, path);
+                kube.get(&proxy, max, timeout).await
+            }
+        }
     }
 }
 
@@ -120,9 +226,24 @@ pub trait StepRunner: Send + Sync {
 /// their summaries and say that nothing was kept.
 pub trait Artifacts: Send + Sync {
     /// Stores bytes; returns their id (`sha256:<hex>`).
-    fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, String>;
+    fn put(
+        &self,
+        kind: &str,
+        media_type: &str,
+        bytes: &[u8],
+        about: &Captured<'_>,
+    ) -> Result<String, String>;
     /// Reads an artifact back (a baseline profile, for a diff).
     fn get(&self, id: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// Where and when evidence was captured, kept with its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Captured<'a> {
+    /// What it was captured from: a URL, `pod/NAMESPACE/NAME:PORT`, a pid.
+    pub target: Option<&'a str>,
+    /// The capture window, UTC.
+    pub window: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// The real steps of this build.
@@ -131,6 +252,7 @@ pub struct Builtin {
     http: reqwest::Client,
     captures: pprof_capture::InFlight,
     artifacts: Option<std::sync::Arc<dyn Artifacts>>,
+    kube: Option<std::sync::Arc<dyn crate::k8s::Kube>>,
 }
 
 impl Builtin {
@@ -141,25 +263,42 @@ impl Builtin {
             ..Builtin::default()
         }
     }
+
+    /// The same steps, reaching Kubernetes through `kube`.
+    pub fn with_kube(self, kube: std::sync::Arc<dyn crate::k8s::Kube>) -> Builtin {
+        Builtin {
+            kube: Some(kube),
+            ..self
+        }
+    }
 }
 
 impl StepRunner for Builtin {
     fn run<'a>(&'a self, step: StepType, with: &'a Value) -> StepFuture<'a> {
         Box::pin(async move {
+            let kube = self.kube.as_deref();
             match step {
                 StepType::Wait => wait::run(with).await,
                 StepType::HttpRequest => http_request::run(&self.http, with).await,
                 StepType::NotifySlack => notify_slack::run(&self.http, with).await,
                 StepType::PagerdutyEvent => pagerduty_event::run(&self.http, with).await,
-                StepType::GoroutineDump => goroutine_dump::run(&self.http, with).await,
+                StepType::GoroutineDump => goroutine_dump::run(&self.http, kube, with).await,
                 StepType::PprofCapture => {
-                    pprof_capture::run(&self.http, &self.captures, self.artifacts.as_deref(), with)
-                        .await
+                    pprof_capture::run(
+                        &self.http,
+                        kube,
+                        &self.captures,
+                        self.artifacts.as_deref(),
+                        with,
+                    )
+                    .await
                 }
                 StepType::TraceCapture => {
-                    trace_capture::run(&self.http, self.artifacts.as_deref(), with).await
+                    trace_capture::run(&self.http, kube, self.artifacts.as_deref(), with).await
                 }
-                StepType::MetricsScrape => metrics_scrape::run(&self.http, with).await,
+                StepType::MetricsScrape => metrics_scrape::run(&self.http, kube, with).await,
+                StepType::K8sLogs => k8s_logs::run(need_kube(kube)?, with).await,
+                StepType::K8sEvents => k8s_events::run(need_kube(kube)?, with).await,
                 StepType::PerfRecord => perf_record::run(self.artifacts.as_deref(), with).await,
                 StepType::PromqlQuery => promql::query(&self.http, with).await,
                 StepType::PromqlRange => promql::range(&self.http, with).await,
@@ -168,6 +307,11 @@ impl StepRunner for Builtin {
             }
         })
     }
+}
+
+/// The Kubernetes client, or why a Kubernetes step cannot run.
+fn need_kube(kube: Option<&dyn crate::k8s::Kube>) -> Result<&dyn crate::k8s::Kube, StepError> {
+    kube.ok_or_else(|| StepError::Failed("no Kubernetes client is configured".into()))
 }
 
 /// A secret read from the environment or a file, never written in a runbook.
@@ -415,6 +559,8 @@ impl StepType {
             StepType::PromqlQuery => probe::<promql::QueryParams>(key),
             StepType::PromqlRange => probe::<promql::RangeParams>(key),
             StepType::PromqlVerify => probe::<promql::VerifyParams>(key),
+            StepType::K8sLogs => probe::<k8s_logs::Params>(key),
+            StepType::K8sEvents => probe::<k8s_events::Params>(key),
             _ => None,
         }
     }
@@ -466,24 +612,40 @@ mod tests {
     }
 
     #[test]
-    fn go_targets_take_an_http_url_and_name_pods_as_not_yet_available() {
-        let url = |u: &str| Some(u.to_string());
-        assert_eq!(
-            go_target(&url("http://svc:6060"), &None, "x").unwrap(),
-            "http://svc:6060"
-        );
-        let e = go_target(&url("file:///etc/passwd"), &None, "x").unwrap_err();
+    fn go_targets_are_an_http_url_or_a_valid_pod_and_port() {
+        let some = |u: &str| Some(u.to_string());
+        let t = Target::new(&some("http://svc:6060/"), &None, &None, None).unwrap();
+        assert_eq!(t, Target::Url("http://svc:6060".into()));
+        assert_eq!(t.label(), "http://svc:6060");
+        let e = Target::new(&some("file:///etc/passwd"), &None, &None, None).unwrap_err();
         assert!(
             matches!(&e, StepError::Params(m) if m.contains("must be http:// or https://")),
             "{e}"
         );
-        assert_eq!(
-            go_target(&None, &url("web-1"), "pprof.capture of a pod").unwrap_err(),
-            StepError::Unavailable("pprof.capture of a pod")
-        );
-        for (u, p) in [(None, None), (url("http://a"), url("web-1"))] {
+        let t = Target::new(&None, &some("web-1"), &some("shop"), Some(6060)).unwrap();
+        assert_eq!(t.label(), "pod/shop/web-1:6060");
+        let t = Target::new(&None, &some("web-1"), &None, Some(6060)).unwrap();
+        assert_eq!(t.label(), "pod/default/web-1:6060");
+        // Names come from alert labels: nothing that is not a Kubernetes
+        // name reaches a path.
+        for (pod, ns) in [("web; rm -rf /", "shop"), ("web-1", "../x"), ("../x", "shop")] {
+            let e = Target::new(&None, &some(pod), &some(ns), Some(6060)).unwrap_err();
+            assert!(
+                matches!(&e, StepError::Params(m) if m.contains("not a valid Kubernetes name")),
+                "{e}"
+            );
+        }
+        assert!(matches!(
+            Target::new(&None, &some("web-1"), &None, None),
+            Err(StepError::Params(m)) if m.contains("port")
+        ));
+        assert!(matches!(
+            Target::new(&some("http://a"), &None, &None, Some(1)),
+            Err(StepError::Params(m)) if m.contains("go with pod")
+        ));
+        for (u, p) in [(None, None), (some("http://a"), some("web-1"))] {
             assert!(matches!(
-                go_target(&u, &p, "x"),
+                Target::new(&u, &p, &None, None),
                 Err(StepError::Params(m)) if m.contains("give url, or pod")
             ));
         }

@@ -120,6 +120,7 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
     let dir = std::env::temp_dir().join(format!("quench-perf-{pid}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| StepError::Failed(e.to_string()))?;
     let data = dir.join("perf.data");
+    let start = chrono::Utc::now();
     let out = tokio::process::Command::new("perf")
         .args([
             "record",
@@ -143,6 +144,7 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    let end = chrono::Utc::now();
     let script = tokio::process::Command::new("perf")
         .args(["script", "-i"])
         .arg(&data)
@@ -188,13 +190,23 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
     };
     let stored = match (artifacts, &svg) {
         (Some(a), Some(svg)) => Some(
-            a.put("flamegraph", "image/svg+xml", svg)
-                .map_err(StepError::Failed)?,
+            a.put(
+                "flamegraph",
+                "image/svg+xml",
+                svg,
+                &super::Captured {
+                    target: Some(&format!("pid/{pid}")),
+                    window: Some((start, end)),
+                },
+            )
+            .map_err(StepError::Failed)?,
         ),
         _ => None,
     };
     Ok(json!({
         "pid": pid,
+        "target": format!("pid/{pid}"),
+        "window": {"start": start, "end": end},
         "samples": samples,
         "unknown_frames": unknown,
         "top": top.iter().take(p.top as usize).map(|(f, fl, c)| json!({"function": f, "flat": fl, "cum": c})).collect::<Vec<_>>(),

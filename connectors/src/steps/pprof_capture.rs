@@ -19,8 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::read_capped;
-use super::{Artifacts, StepError};
+use super::{Artifacts, Captured, StepError, Target};
 use crate::pprof;
 
 /// The most a profile may weigh on the wire.
@@ -78,33 +77,16 @@ pub struct InFlight {
     captures: Mutex<HashMap<String, Capture>>,
 }
 
-async fn fetch(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Vec<u8>, StepError> {
-    let resp = http.get(url).timeout(timeout).send().await.map_err(|e| {
-        if e.is_timeout() {
-            StepError::Failed(format!("{url}: no answer within {}s", timeout.as_secs()))
-        } else {
-            StepError::Failed(format!("{url}: {e}"))
-        }
-    })?;
-    if !resp.status().is_success() {
-        return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
-    }
-    read_capped(resp, MAX_BYTES).await
-}
-
 /// Captures, decodes and summarises.
 pub async fn run(
     http: &reqwest::Client,
+    kube: Option<&dyn crate::k8s::Kube>,
     inflight: &InFlight,
     artifacts: Option<&dyn Artifacts>,
     with: &Value,
 ) -> Result<Value, StepError> {
     let p: Params = super::params(with)?;
-    let base = super::go_target(
-        &p.url,
-        &p.pod,
-        "pprof.capture of a pod (give url meanwhile)",
-    )?;
+    let target = Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
     let path = match p.kind.as_str() {
         "cpu" => {
             if !(1..=300).contains(&p.seconds) {
@@ -119,27 +101,29 @@ pub async fn run(
             )));
         }
     };
-    let url = format!("{}/debug/pprof/{path}", base.trim_end_matches('/'));
+    let path = format!("debug/pprof/{path}");
+    // One capture per target and window: the key names both.
+    let key = format!("{} {path}", target.label());
     // The capture takes `seconds`; give the transfer a margin on top.
     let timeout =
         Duration::from_secs(p.margin_seconds + if p.kind == "cpu" { p.seconds } else { 0 });
     let bytes = if p.kind == "cpu" {
         let cell = {
             let mut map = inflight.captures.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(url.clone()).or_default().clone()
+            map.entry(key.clone()).or_default().clone()
         };
         let result = cell
-            .get_or_init(|| fetch(http, &url, timeout))
+            .get_or_init(|| target.get(http, kube, &path, timeout, MAX_BYTES))
             .await
             .clone();
         // The next request for this target takes a new capture.
         let mut map = inflight.captures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&url).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            map.remove(&url);
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(&key);
         }
         result?
     } else {
-        fetch(http, &url, timeout).await?
+        target.get(http, kube, &path, timeout, MAX_BYTES).await?
     };
     let profile = pprof::decode(&bytes).map_err(|e| StepError::Failed(e.to_string()))?;
     let index = match &p.sample_index {
@@ -158,7 +142,7 @@ pub async fn run(
     let table = pprof::top::top(&profile, index).map_err(|e| StepError::Failed(e.to_string()))?;
     let bad = |e: pprof::ProfileError| StepError::Failed(e.to_string());
     let folded = pprof::flame::folded(&profile, index).map_err(bad)?;
-    let title = format!("{base} {} ({})", p.kind, table.sample_type);
+    let title = format!("{} {} ({})", target.label(), p.kind, table.sample_type);
     // An empty profile (no contention in a block profile, say) has no
     // flame graph; that is an answer, not an error.
     let svg = if folded.is_empty() {
@@ -188,11 +172,23 @@ pub async fn run(
             )
         }
     };
+    // The capture window, UTC, from the profile itself.
+    let window = (
+        chrono::DateTime::from_timestamp_nanos(profile.time_nanos),
+        chrono::DateTime::from_timestamp_nanos(
+            profile.time_nanos.saturating_add(profile.duration_nanos),
+        ),
+    );
+    let label = target.label();
+    let about = Captured {
+        target: Some(&label),
+        window: Some(window),
+    };
     let stored = match artifacts {
         Some(a) => Some(json!({
-            "profile": a.put("pprof", "application/octet-stream", &bytes).map_err(StepError::Failed)?,
+            "profile": a.put("pprof", "application/octet-stream", &bytes, &about).map_err(StepError::Failed)?,
             "flamegraph": match &svg {
-                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg).map_err(StepError::Failed)?),
+                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg, &about).map_err(StepError::Failed)?),
                 None => None,
             },
         })),
@@ -218,10 +214,7 @@ pub async fn run(
         "sha256": crate::alert::content_address(&bytes),
         "artifacts": stored,
         "diff": diff,
-        // The capture window, UTC, from the profile itself.
-        "window": {
-            "start": chrono::DateTime::from_timestamp_nanos(profile.time_nanos),
-            "end": chrono::DateTime::from_timestamp_nanos(profile.time_nanos.saturating_add(profile.duration_nanos)),
-        },
+        "target": label,
+        "window": {"start": window.0, "end": window.1},
     }))
 }

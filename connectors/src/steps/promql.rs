@@ -231,7 +231,14 @@ pub async fn range(http: &reqwest::Client, with: &Value) -> Result<Value, StepEr
             })
         })
         .collect::<Result<_, StepError>>()?;
-    Ok(json!({"series": series}))
+    let at = |t: f64| chrono::DateTime::from_timestamp_millis((t * 1000.0) as i64);
+    Ok(json!({
+        "query": p.query,
+        "series": series,
+        // The window asked for, so the series line up with profiles and
+        // actions on the incident's timeline.
+        "window": {"start": at(end - p.seconds), "end": at(end)},
+    }))
 }
 
 /// Verification parameters.

@@ -14,8 +14,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::read_capped;
-use super::{Artifacts, StepError};
+use super::{Artifacts, Captured, StepError, Target};
+
+/// The most a trace may weigh.
+pub const MAX_BYTES: usize = 256 << 20;
 
 /// The parameters.
 #[derive(Debug, Deserialize)]
@@ -45,34 +47,26 @@ fn five() -> u64 {
 /// Captures, checks the trace header, keeps the bytes.
 pub async fn run(
     http: &reqwest::Client,
+    kube: Option<&dyn crate::k8s::Kube>,
     artifacts: Option<&dyn Artifacts>,
     with: &Value,
 ) -> Result<Value, StepError> {
     let p: Params = super::params(with)?;
-    let base = super::go_target(
-        &p.url,
-        &p.pod,
-        "trace.capture of a pod (give url meanwhile)",
-    )?;
+    let target = Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
     if !(1..=60).contains(&p.seconds) {
         return Err(StepError::Params("seconds must be 1 to 60".into()));
     }
-    let url = format!(
-        "{}/debug/pprof/trace?seconds={}",
-        base.trim_end_matches('/'),
-        p.seconds
-    );
+    let path = format!("debug/pprof/trace?seconds={}", p.seconds);
     let start = Utc::now();
-    let resp = http
-        .get(&url)
-        .timeout(Duration::from_secs(p.seconds + 30))
-        .send()
-        .await
-        .map_err(|e| StepError::Failed(format!("{url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(StepError::Failed(format!("{url}: HTTP {}", resp.status())));
-    }
-    let bytes = read_capped(resp, 256 << 20).await?;
+    let bytes = target
+        .get(
+            http,
+            kube,
+            &path,
+            Duration::from_secs(p.seconds + 30),
+            MAX_BYTES,
+        )
+        .await?;
     let end = Utc::now();
     // "go 1.19 trace\0\0\0": the format's own header.
     let header: String = bytes
@@ -88,7 +82,15 @@ pub async fn run(
     }
     let stored = match artifacts {
         Some(a) => Some(
-            a.put("go-trace", "application/octet-stream", &bytes)
+            a.put(
+                "go-trace",
+                "application/octet-stream",
+                &bytes,
+                &Captured {
+                    target: Some(&target.label()),
+                    window: Some((start, end)),
+                },
+            )
                 .map_err(StepError::Failed)?,
         ),
         None => None,
@@ -97,6 +99,7 @@ pub async fn run(
         "format": header,
         "bytes": bytes.len(),
         "artifact": stored,
+        "target": target.label(),
         "window": {"start": start, "end": end},
         "open_with": "go tool trace <file>",
     }))

@@ -1,0 +1,189 @@
+//! The Kubernetes side of the steps.
+//!
+//! Steps talk to the API server through one small trait, [`Kube`], so the
+//! executor's guards and the tests see one seam. [`KubeClient`] is the real
+//! implementation, over kube-rs's `Client` (kubeconfig or in-cluster
+//! credentials, TLS with ring). It connects lazily: an engine with no
+//! cluster runs every other step, and a Kubernetes step says plainly why it
+//! cannot run.
+
+pub mod names;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::sync::OnceCell;
+
+use crate::steps::StepError;
+
+/// A boxed future of the client.
+pub type KubeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send + 'a>>;
+
+/// What the steps need from an API server.
+pub trait Kube: Send + Sync {
+    /// GETs `path` (with its query) from the API server and returns the
+    /// body. A body over `max` bytes, an answer later than `timeout` and a
+    /// non-2xx status are errors; the status error carries the server's
+    /// own message.
+    fn get<'a>(&'a self, path: &'a str, max: usize, timeout: Duration) -> KubeFuture<'a, Vec<u8>>;
+}
+
+/// The path of the API server's proxy to a pod's port.
+pub fn pod_proxy_path(namespace: &str, pod: &str, port: u16, rest: &str) -> String {
+    format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{}",
+        rest.trim_start_matches('/')
+    )
+}
+
+/// Where the client's credentials come from.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSource {
+    /// A kubeconfig file. Without one: `KUBECONFIG`, `~/.kube/config`,
+    /// then the in-cluster service account, as kubectl looks.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// The real client: kube-rs, connected on first use.
+pub struct KubeClient {
+    source: KubeSource,
+    client: OnceCell<Result<kube::Client, String>>,
+}
+
+impl KubeClient {
+    /// A client that will read its credentials from `source` when a step
+    /// first needs it.
+    pub fn new(source: KubeSource) -> KubeClient {
+        KubeClient {
+            source,
+            client: OnceCell::new(),
+        }
+    }
+
+    async fn connect(source: &KubeSource) -> Result<kube::Client, String> {
+        let options = kube::config::KubeConfigOptions {
+            context: source.context.clone(),
+            ..Default::default()
+        };
+        let config = match &source.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+            }
+            None if source.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| format!("kubeconfig: {e}"))?,
+            None => kube::Config::infer().await.map_err(|e| {
+                format!("no Kubernetes credentials (set kubernetes.kubeconfig, KUBECONFIG, or run in a pod): {e}")
+            })?,
+        };
+        kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+    }
+
+    /// The connected client, or why there is none.
+    pub async fn client(&self) -> Result<&kube::Client, StepError> {
+        self.client
+            .get_or_init(|| Self::connect(&self.source))
+            .await
+            .as_ref()
+            .map_err(|e| StepError::Failed(e.clone()))
+    }
+}
+
+/// The message of a `metav1.Status` body, or the start of any other body.
+fn status_message(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(m) = v.get("message").and_then(|m| m.as_str())
+    {
+        return m.to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+impl Kube for KubeClient {
+    fn get<'a>(&'a self, path: &'a str, max: usize, timeout: Duration) -> KubeFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let request = http::Request::get(path)
+                .body(kube::client::Body::empty())
+                .map_err(|e| StepError::Params(format!("{path}: {e}")))?;
+            let work = async {
+                let resp = client
+                    .send(request)
+                    .await
+                    .map_err(|e| StepError::Failed(format!("API server: {e}")))?;
+                let status = resp.status();
+                let mut body = resp.into_body();
+                let mut bytes = Vec::new();
+                // Error bodies are short; read at most 64 KiB of one.
+                let cap = if status.is_success() { max } else { 64 << 10 };
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| StepError::Failed(format!("API server: {e}")))?;
+                    if let Ok(data) = frame.into_data() {
+                        if bytes.len() + data.len() > cap {
+                            if status.is_success() {
+                                return Err(StepError::Failed(format!(
+                                    "{path}: response larger than {max} bytes"
+                                )));
+                            }
+                            break;
+                        }
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+                if status.is_success() {
+                    return Ok(bytes);
+                }
+                let message = format!("{path}: HTTP {status}: {}", status_message(&bytes));
+                if status.is_client_error() && status.as_u16() != 429 {
+                    Err(StepError::Refused(message))
+                } else {
+                    Err(StepError::Failed(message))
+                }
+            };
+            tokio::time::timeout(timeout, work).await.map_err(|_| {
+                StepError::Failed(format!(
+                    "{path}: no answer from the API server within {}s",
+                    timeout.as_secs()
+                ))
+            })?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_path_names_pod_and_port() {
+        assert_eq!(
+            pod_proxy_path("shop", "web-1", 6060, "/debug/pprof/heap"),
+            "/api/v1/namespaces/shop/pods/web-1:6060/proxy/debug/pprof/heap"
+        );
+    }
+
+    #[test]
+    fn status_messages_are_read_from_status_bodies() {
+        let body = br#"{"kind":"Status","status":"Failure","message":"pods \"x\" not found","code":404}"#;
+        assert_eq!(status_message(body), "pods \"x\" not found");
+        assert_eq!(status_message(b"  plain error\n"), "plain error");
+        assert!(status_message("é".repeat(500).as_bytes()).ends_with("..."));
+    }
+}

@@ -1,0 +1,340 @@
+//! Evidence from Kubernetes, against the real API server of
+//! scripts/k8s-up.sh: Go evidence from a pod through the API server's pod
+//! proxy, the events of a pod, and logs (at the protocol level: the
+//! simulated node has no log endpoint).
+
+use std::sync::Arc;
+
+use quench_connectors::k8s::{KubeClient, KubeSource};
+use quench_connectors::steps::{Builtin, StepError, StepRunner, StepType};
+use quench_tests::kube::Cluster;
+use quench_tests::{GoService, http};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn runner(kubeconfig: &std::path::Path) -> Builtin {
+    Builtin::default().with_kube(Arc::new(KubeClient::new(KubeSource {
+        kubeconfig: Some(kubeconfig.to_path_buf()),
+        context: None,
+    })))
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn go_evidence_is_read_from_a_pod_through_the_api_server_pod_proxy() {
+    let cluster = Cluster::get().await;
+    // The simulated node gives its pods this address; the service listens
+    // there, so the API server's proxy to the pod reaches it.
+    let svc = GoService::start_on(&format!("{}:0", cluster.pod_ip));
+    let port = port_of(&svc.url);
+    http()
+        .get(format!("{}/leak?n=250", svc.url))
+        .send()
+        .await
+        .unwrap();
+    let ns = cluster.namespace("evidence").await;
+    let pods = cluster.deployment(&ns, "checkout", 1, port).await;
+    let pod = &pods[0];
+    let steps = runner(&cluster.kubeconfig);
+    let target = json!({"pod": pod, "namespace": ns, "port": port});
+    let with = |extra: Value| {
+        let mut w = target.clone();
+        w.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        w
+    };
+
+    let out = steps
+        .run(StepType::GoroutineDump, &target)
+        .await
+        .expect("goroutine dump through the pod proxy");
+    assert_eq!(
+        out["summary"][0],
+        "250 goroutines blocked in main.leakyWorker (chan receive)"
+    );
+    assert_eq!(out["target"], format!("pod/{ns}/{pod}:{port}"));
+
+    let out = steps
+        .run(StepType::PprofCapture, &with(json!({"kind": "goroutine"})))
+        .await
+        .expect("goroutine profile through the pod proxy");
+    let top = out["top"].as_array().unwrap();
+    assert!(
+        top.iter().any(|r| r["function"] == "main.leakyWorker"
+            || r["function"].as_str().unwrap().starts_with("runtime.")),
+        "{top:?}"
+    );
+    assert!(out["total"].as_i64().unwrap() >= 250, "{out}");
+
+    let out = steps
+        .run(
+            StepType::PprofCapture,
+            &with(json!({"kind": "cpu", "seconds": 1})),
+        )
+        .await
+        .expect("CPU profile through the pod proxy");
+    assert_eq!(out["sample_type"], "cpu");
+    assert_eq!(out["target"], format!("pod/{ns}/{pod}:{port}"));
+
+    let out = steps
+        .run(StepType::TraceCapture, &with(json!({"seconds": 1})))
+        .await
+        .expect("trace through the pod proxy");
+    assert!(
+        out["format"].as_str().unwrap().starts_with("go 1."),
+        "{out}"
+    );
+
+    let out = steps
+        .run(StepType::MetricsScrape, &target)
+        .await
+        .expect("metrics through the pod proxy");
+    assert!(
+        out["values"]["go_goroutines"].as_f64().unwrap() >= 250.0,
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_servers_refusals_reach_the_step_and_bad_names_never_leave_quench() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("refusals").await;
+    let steps = runner(&cluster.kubeconfig);
+
+    let e = steps
+        .run(
+            StepType::GoroutineDump,
+            &json!({"pod": "nope", "namespace": ns, "port": 6060}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Refused(m) if m.contains("pods \"nope\" not found")),
+        "{e}"
+    );
+
+    // A running pod with nothing listening on the port: the proxy's own
+    // error, from the API server.
+    let free = quench_tests::free_port();
+    let pods = cluster.deployment(&ns, "idle", 1, free).await;
+    let e = steps
+        .run(
+            StepType::PprofCapture,
+            &json!({"pod": pods[0], "namespace": ns, "port": free, "kind": "heap"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Failed(m) if m.contains("HTTP 500") && m.contains("connection refused")),
+        "{e}"
+    );
+
+    for (pod, namespace) in [("web; rm -rf /", ns.as_str()), ("web-1", "../kube-system")] {
+        let e = steps
+            .run(
+                StepType::PprofCapture,
+                &json!({"pod": pod, "namespace": namespace, "port": 6060, "kind": "heap"}),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StepError::Params(m) if m.contains("not a valid Kubernetes name")),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("events").await;
+    let pods = cluster.deployment(&ns, "web", 1, 8080).await;
+    let steps = runner(&cluster.kubeconfig);
+    let pod = &pods[0];
+    // Events are written asynchronously; the scheduler's comes within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let out = loop {
+        let out = steps
+            .run(
+                StepType::K8sEvents,
+                &json!({"namespace": ns, "kind": "Pod", "name": pod}),
+            )
+            .await
+            .unwrap();
+        let scheduled = out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "Scheduled");
+        if scheduled || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let summary: Vec<&str> = out["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        summary.iter().any(|s| s.starts_with(&format!(
+            "Normal Scheduled Pod/{pod}: Successfully assigned {ns}/{pod} to localhost"
+        ))),
+        "{summary:?}"
+    );
+    assert!(
+        out["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["object"] == format!("Pod/{pod}")),
+        "the field selector keeps other objects out: {out}"
+    );
+    // The namespace as a whole also has the ReplicaSet's and Deployment's.
+    let all = steps
+        .run(StepType::K8sEvents, &json!({"namespace": ns}))
+        .await
+        .unwrap();
+    let objects: Vec<&str> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["object"].as_str().unwrap())
+        .collect();
+    assert!(objects.contains(&"Deployment/web"), "{objects:?}");
+    let warnings = steps
+        .run(
+            StepType::K8sEvents,
+            &json!({"namespace": ns, "warnings_only": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(warnings["count"], 0, "{warnings}");
+}
+
+#[tokio::test]
+async fn k8s_logs_on_the_simulated_node_report_the_api_servers_reason() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("logs").await;
+    let pods = cluster.deployment(&ns, "web", 1, 8080).await;
+    let e = runner(&cluster.kubeconfig)
+        .run(
+            StepType::K8sLogs,
+            &json!({"namespace": ns, "pod": pods[0]}),
+        )
+        .await
+        .unwrap_err();
+    // The simulated node registers no address, so the API server cannot
+    // reach its kubelet; the step carries the server's own words.
+    assert!(e.to_string().contains("no preferred addresses found"), "{e}");
+}
+
+/// An API server stand-in for the one thing the simulated node cannot do:
+/// serve container logs. It checks the request as the real API server
+/// would receive it and answers as the real one answers.
+async fn log_server(
+    answers: Vec<(u16, &'static str, String)>,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        for (status, content_type, body) in answers {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
+    quench_tests::init_tls();
+    let (url, seen) = log_server(vec![
+        (
+            200,
+            "text/plain",
+            "2026-11-27T17:00:00.123456789Z panic: runtime error: invalid memory address\n2026-11-27T17:00:00.2Z goroutine 1 [running]:\n".into(),
+        ),
+        (
+            404,
+            "application/json",
+            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"pods \"gone\" not found","reason":"NotFound","code":404}"#.into(),
+        ),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{token: quench-test-token}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let steps = runner(&kubeconfig);
+    let out = steps
+        .run(
+            StepType::K8sLogs,
+            &json!({"namespace": "shop", "pod": "web-1", "container": "app",
+                    "tail_lines": 2, "previous": true}),
+        )
+        .await
+        .expect("logs");
+    assert_eq!(out["count"], 2);
+    assert_eq!(out["lines"][0]["time"], "2026-11-27T17:00:00.123456789Z");
+    assert_eq!(
+        out["lines"][0]["text"],
+        "panic: runtime error: invalid memory address"
+    );
+    assert_eq!(out["window"]["end"], "2026-11-27T17:00:00.2Z");
+    assert_eq!(out["target"], "pod/shop/web-1");
+
+    let e = steps
+        .run(StepType::K8sLogs, &json!({"namespace": "shop", "pod": "gone"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Refused(m) if m.contains("HTTP 404") && m.contains("pods \"gone\" not found")),
+        "{e}"
+    );
+
+    let seen = seen.lock().unwrap();
+    let first = seen[0].lines().next().unwrap();
+    assert_eq!(
+        first,
+        "GET /api/v1/namespaces/shop/pods/web-1/log?timestamps=true&tailLines=2&limitBytes=1048576&container=app&previous=true HTTP/1.1"
+    );
+    assert!(
+        seen[0]
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer quench-test-token")),
+        "{}",
+        seen[0]
+    );
+}
+

@@ -1,0 +1,162 @@
+//! The real Kubernetes control plane that `scripts/k8s-up.sh` starts: a
+//! kube-apiserver 1.20 with etcd, controller manager, scheduler and one
+//! simulated node, inside a private network namespace. The tests run in
+//! that namespace (scripts/test.sh arranges it) and read where it is from
+//! the environment.
+//!
+//! Each test works in a namespace of its own, so tests run in parallel and
+//! never see each other's objects.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+/// The running control plane.
+pub struct Cluster {
+    /// An admin kubeconfig (client certificate in `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// The address the simulated node gives every pod. It is on the
+    /// network namespace's loopback, so a server listening there is what
+    /// the API server's pod proxy reaches for any pod.
+    pub pod_ip: String,
+    /// An admin client.
+    pub client: kube::Client,
+}
+
+const HOW: &str = "the Kubernetes tests need the real control plane of scripts/k8s-up.sh \
+(kube-apiserver, etcd, a simulated node) and must run inside its network namespace. \
+Run the tests with scripts/test.sh, which builds the binaries once (scripts/k8s-build.sh), \
+starts the control plane and runs every test inside it; or by hand:\n  \
+scripts/k8s-up.sh && set -a && . /tmp/quench-k8s/env && set +a && \
+ip netns exec \"$QUENCH_TEST_NETNS\" cargo nextest run";
+
+impl Cluster {
+    /// Connects to the control plane, or fails loudly saying how to start it.
+    pub async fn get() -> Cluster {
+        crate::init_tls();
+        let kubeconfig = PathBuf::from(
+            std::env::var("QUENCH_TEST_KUBECONFIG")
+                .unwrap_or_else(|_| panic!("QUENCH_TEST_KUBECONFIG is not set: {HOW}")),
+        );
+        let pod_ip = std::env::var("QUENCH_TEST_POD_IP")
+            .unwrap_or_else(|_| panic!("QUENCH_TEST_POD_IP is not set: {HOW}"));
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
+            .unwrap_or_else(|e| panic!("{}: {e}: {HOW}", kubeconfig.display()));
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", kubeconfig.display()));
+        let client = kube::Client::try_from(config).expect("a kube client");
+        if let Err(e) = client.apiserver_version().await {
+            panic!("the API server does not answer ({e}): {HOW}");
+        }
+        Cluster {
+            kubeconfig,
+            pod_ip,
+            client,
+        }
+    }
+
+    /// A fresh namespace named `prefix-N-PID`, ready for pods (its default
+    /// service account exists).
+    pub async fn namespace(&self, prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            N.fetch_add(1, Ordering::Relaxed),
+            std::process::id()
+        );
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
+        wait_until(Duration::from_secs(30), "the default service account", || async {
+            sas.get_opt("default").await.ok().flatten().is_some()
+        })
+        .await;
+        name
+    }
+
+    /// Creates a Deployment of `replicas` pods whose one container declares
+    /// `port`, and waits until they all run. Returns the pod names.
+    pub async fn deployment(&self, ns: &str, name: &str, replicas: i32, port: u16) -> Vec<String> {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{
+                        "name": "app",
+                        "image": "quench-testsvc:1",
+                        "ports": [{"containerPort": port}]
+                    }]}
+                }
+            }
+        }))
+        .expect("deployment");
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
+        self.running_pods(ns, name, replicas as usize).await
+    }
+
+    /// Waits until exactly `n` pods labelled `app=name` run with an IP.
+    pub async fn running_pods(&self, ns: &str, app: &str, n: usize) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let lp = ListParams::default().labels(&format!("app={app}"));
+        let mut names = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(list) = pods.list(&lp).await {
+                names = list
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .filter(|p| {
+                        let status = p.status.as_ref();
+                        status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                            && status.and_then(|s| s.pod_ip.as_deref()).is_some()
+                    })
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                if names.len() == n {
+                    names.sort();
+                    return names;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ns}/{app}: {} of {n} pods running after 60s: {names:?}",
+                names.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it holds, or fails after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not there after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
