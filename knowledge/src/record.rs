@@ -403,7 +403,7 @@ mod tests {
                     "rate",
                     "promql.range",
                     serde_json::json!({"series": [{"labels": {"job": "web"},
-                        "values": [[1795798790.0, 1.0], [1795798800.0, 9.5], [1795798810.0, 4.0]]}]}),
+                        "values": [[1795798802.0, 1.0], [1795798812.0, 9.5], [1795798822.0, 4.0]]}]}),
                 ),
                 step(
                     "events",
@@ -423,8 +423,8 @@ mod tests {
         );
         let series = entries.iter().find(|e| e.lane == "metrics").unwrap();
         assert_eq!(series.detail, "{job=web}: min 1, max 9.5, last 4");
-        assert_eq!(series.at.timestamp(), 1795798790);
-        assert_eq!(series.until.unwrap().timestamp(), 1795798810);
+        assert_eq!(series.at.timestamp(), 1795798802);
+        assert_eq!(series.until.unwrap().timestamp(), 1795798822);
         // The event happened before every step, so it comes first.
         assert_eq!(entries[0].lane, "kubernetes");
         assert_eq!(entries[0].detail, "Warning BackOff Pod/web-1: restarting");
