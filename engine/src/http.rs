@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/approvals", post(approve))
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
+        .route("/api/v1/artifacts/{id}/meta", get(get_artifact_meta))
         .route("/api/v1/control", get(control_state))
         .route("/api/v1/control/pause", post(pause))
         .route("/api/v1/control/resume", post(resume))
@@ -727,6 +728,28 @@ async fn get_artifact(
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             ([(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no artifact {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/v1/artifacts/{id}/meta`: what an artifact is: kind, size,
+/// incident and step, capture target and window.
+async fn get_artifact_meta(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    match s.artifacts.meta(&id) {
+        Ok(Some(meta)) => axum::Json(meta).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",

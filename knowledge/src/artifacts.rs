@@ -176,16 +176,24 @@ impl ArtifactStore {
         Ok(id)
     }
 
-    /// The artifact `id`, if stored.
-    pub fn get(&self, id: &str) -> Result<Option<(ArtifactMeta, Vec<u8>)>, StoreError> {
+    /// What is known about the artifact `id`, if stored.
+    pub fn meta(&self, id: &str) -> Result<Option<ArtifactMeta>, StoreError> {
         let Some(meta) = self.meta.get(id.as_bytes())? else {
             return Ok(None);
         };
-        let meta: ArtifactMeta =
-            serde_json::from_slice(&meta).map_err(|source| StoreError::Corrupt {
+        serde_json::from_slice(&meta)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
                 key: id.to_string(),
                 source,
-            })?;
+            })
+    }
+
+    /// The artifact `id`, if stored.
+    pub fn get(&self, id: &str) -> Result<Option<(ArtifactMeta, Vec<u8>)>, StoreError> {
+        let Some(meta) = self.meta(id)? else {
+            return Ok(None);
+        };
         Ok(self.bytes.get(id.as_bytes())?.map(|b| (meta, b.to_vec())))
     }
 }

@@ -148,16 +148,11 @@ async fn the_api_servers_refusals_reach_the_step_and_bad_names_never_leave_quenc
     }
 }
 
-#[tokio::test]
-async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
-    let cluster = Cluster::get().await;
-    let ns = cluster.namespace("events").await;
-    let pods = cluster.deployment(&ns, "web", 1, 8080).await;
-    let steps = runner(&cluster.kubeconfig);
-    let pod = &pods[0];
-    // Events are written asynchronously; the scheduler's comes within a second.
+/// The `k8s.events` output for `pod`, once the scheduler's event is there:
+/// events are written asynchronously, within a second or so.
+async fn pod_events_once_scheduled(steps: &Builtin, ns: &str, pod: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let out = loop {
+    loop {
         let out = steps
             .run(
                 StepType::K8sEvents,
@@ -171,10 +166,20 @@ async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
             .iter()
             .any(|e| e["reason"] == "Scheduled");
         if scheduled || std::time::Instant::now() > deadline {
-            break out;
+            return out;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    }
+}
+
+#[tokio::test]
+async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("events").await;
+    let pods = cluster.deployment(&ns, "web", 1, 8080).await;
+    let steps = runner(&cluster.kubeconfig);
+    let pod = &pods[0];
+    let out = pod_events_once_scheduled(&steps, &ns, pod).await;
     let summary: Vec<&str> = out["summary"]
         .as_array()
         .unwrap()
@@ -338,3 +343,101 @@ async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
     );
 }
 
+
+/// The whole path through the binary: an alert naming a pod opens an
+/// incident whose runbook reads the pod's heap profile and goroutines
+/// through the pod proxy and its events; the artifact records the pod as
+/// its target, and the timeline lines the evidence up with the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runbook_collects_pod_evidence_through_the_binary() {
+    use std::time::Duration;
+
+    use quench_tests::Quench;
+
+    let cluster = Cluster::get().await;
+    let svc = GoService::start_on(&format!("{}:0", cluster.pod_ip));
+    let port = port_of(&svc.url);
+    let ns = cluster.namespace("binary").await;
+    let pods = cluster.deployment(&ns, "checkout", 1, port).await;
+    let pod = &pods[0];
+    pod_events_once_scheduled(&runner(&cluster.kubeconfig), &ns, pod).await;
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("pod.yaml"),
+        r#"version: 1
+name: pod-evidence
+match:
+  matchers: ['alertname="GoroutineLeak"']
+steps:
+  - id: heap
+    uses: pprof.capture
+    with: {pod: '{{k8s_name alert.labels.pod}}', namespace: '{{k8s_name alert.labels.namespace}}', port: '{{alert.annotations.pprof_port}}', kind: heap}
+  - id: goroutines
+    uses: goroutine.dump
+    with: {pod: '{{k8s_name alert.labels.pod}}', namespace: '{{k8s_name alert.labels.namespace}}', port: '{{alert.annotations.pprof_port}}'}
+  - id: events
+    uses: k8s.events
+    with: {namespace: '{{k8s_name alert.labels.namespace}}', kind: Pod, name: '{{k8s_name alert.labels.pod}}'}
+"#,
+    )
+    .unwrap();
+    let q = Quench::start(
+        &format!(
+            "kubernetes: {{kubeconfig: '{}'}}\n",
+            cluster.kubeconfig.display()
+        ),
+        rb.path(),
+    );
+    let client = http();
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing",
+                    "labels": {"alertname": "GoroutineLeak", "namespace": ns, "pod": pod},
+                    "annotations": {"pprof_port": port.to_string()},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "leak"}]});
+    let r = client
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let inc = q
+        .wait_for("/api/v1/incidents/inc-1", Duration::from_secs(60), |d| {
+            (d["status"] == "verifying").then(|| d.clone())
+        })
+        .await;
+    let target = format!("pod/{ns}/{pod}:{port}");
+    let heap = &inc["steps"][0];
+    assert_eq!(heap["state"], "succeeded", "{inc:#}");
+    assert_eq!(heap["output"]["target"], target);
+    let id = heap["output"]["artifacts"]["profile"].as_str().unwrap();
+    let meta = q.get_json(&format!("/api/v1/artifacts/{id}/meta")).await;
+    assert_eq!(meta["target"], target, "{meta}");
+    assert_eq!(meta["incident"], "inc-1");
+    assert_eq!(meta["step"], "heap");
+    assert_eq!(meta["kind"], "pprof");
+    assert!(meta["window_start"].is_string(), "{meta}");
+    assert_eq!(inc["steps"][1]["state"], "succeeded", "{inc:#}");
+    assert_eq!(inc["steps"][1]["output"]["target"], target);
+    assert_eq!(inc["steps"][2]["state"], "succeeded", "{inc:#}");
+
+    let timeline = q.get_json("/api/v1/incidents/inc-1/timeline").await;
+    let entries = timeline["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["lane"] == "evidence"
+            && e["detail"] == format!("pprof.capture of {target}: capture window")),
+        "{timeline:#}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["lane"] == "kubernetes" && e["detail"].as_str().unwrap().contains("Scheduled")),
+        "{timeline:#}"
+    );
+    let r = client
+        .get(format!("{}/api/v1/artifacts/sha256:nope/meta", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -33,7 +33,7 @@ pub struct Params {
     #[serde(default)]
     pub namespace: Option<String>,
     /// The pod's pprof port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::opt_number")]
     pub port: Option<u16>,
     /// Seconds to wait for the dump (default 30).
     #[serde(default = "thirty")]

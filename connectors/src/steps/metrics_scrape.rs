@@ -29,7 +29,7 @@ pub struct Params {
     #[serde(default)]
     pub namespace: Option<String>,
     /// The pod's metrics port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::opt_number")]
     pub port: Option<u16>,
     /// The metrics path on a pod (default `/metrics`).
     #[serde(default)]

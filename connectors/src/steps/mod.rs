@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 
 pub mod goroutine_dump;
@@ -47,6 +48,32 @@ pub enum StepError {
 /// A step's rendered parameters as its params struct.
 pub(crate) fn params<T: serde::de::DeserializeOwned>(with: &Value) -> Result<T, StepError> {
     serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))
+}
+
+/// Deserialises an optional number written as a number or, because
+/// templates render to strings, as a string holding one: `port:
+/// "{{alert.labels.pprof_port}}"` renders to `"6060"`.
+pub(crate) fn opt_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText<T> {
+        Num(T),
+        Text(String),
+    }
+    match Option::<NumOrText<T>>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumOrText::Num(n)) => Ok(Some(n)),
+        Some(NumOrText::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a number: {e}"))),
+    }
 }
 
 /// Refuses anything but an http:// or https:// URL.
@@ -609,6 +636,26 @@ mod tests {
             "not in this build"
         );
         assert!(!StepType::PprofCapture.is_destructive());
+    }
+
+    #[test]
+    fn ports_may_be_rendered_templates() {
+        let p: pprof_capture::Params =
+            params(&serde_json::json!({"pod": "web-1", "port": "6060", "kind": "heap"})).unwrap();
+        assert_eq!(p.port, Some(6060));
+        let p: pprof_capture::Params =
+            params(&serde_json::json!({"pod": "web-1", "port": 6061, "kind": "heap"})).unwrap();
+        assert_eq!(p.port, Some(6061));
+        let e = params::<pprof_capture::Params>(
+            &serde_json::json!({"pod": "web-1", "port": "60x", "kind": "heap"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"60x\" is not a number"), "{e}");
+        let e = params::<pprof_capture::Params>(
+            &serde_json::json!({"pod": "web-1", "port": "70000", "kind": "heap"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a number"), "{e}");
     }
 
     #[test]

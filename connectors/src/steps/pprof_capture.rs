@@ -39,7 +39,7 @@ pub struct Params {
     #[serde(default)]
     pub namespace: Option<String>,
     /// The pod's pprof port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::opt_number")]
     pub port: Option<u16>,
     /// cpu, heap, allocs, goroutine, mutex, block or threadcreate.
     pub kind: String,

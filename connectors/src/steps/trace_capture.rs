@@ -33,7 +33,7 @@ pub struct Params {
     #[serde(default)]
     pub namespace: Option<String>,
     /// The pod's pprof port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::opt_number")]
     pub port: Option<u16>,
     /// How long to trace (1 to 60, default 5).
     #[serde(default = "five")]
