@@ -162,8 +162,8 @@ enum PprofCommand {
     Top {
         /// A profile (gzip-compressed protobuf, as net/http/pprof serves it).
         file: PathBuf,
-        /// Rows to show.
-        #[arg(long, default_value_t = 10)]
+        /// Rows to show; 0 shows every row, as `go tool pprof -top` does.
+        #[arg(long, default_value_t = 0)]
         nodecount: usize,
         /// The sample type to rank by (inuse_space, alloc_objects, ...).
         #[arg(long)]

@@ -2,7 +2,7 @@
 //! granularity: `flat` is what a function spent itself (it is the leaf of
 //! the sample's stack, inlined frames included), `cum` is what it spent
 //! with its callees (it appears anywhere in the stack, counted once per
-//! sample), sorted by flat, then cum, then name.
+//! sample), sorted by flat, then name, then cum, as pprof sorts them.
 
 use std::collections::HashMap;
 
@@ -20,6 +20,10 @@ pub struct Row {
     pub flat: i64,
     /// With callees.
     pub cum: i64,
+    /// `(inline)` when every call into it was inlined, `(partial-inline)`
+    /// when some were, else empty: what pprof prints after the name.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub inline: &'static str,
 }
 
 /// The table.
@@ -80,15 +84,21 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
         .sample_type
         .get(index)
         .ok_or_else(|| ProfileError::Inconsistent(format!("no sample type {index}")))?;
-    // Everything by dense index: function ids to 0..n, each location to
-    // the indices of its frames (innermost first). The per-sample work is
-    // then array arithmetic, with a generation stamp instead of a set to
-    // count a function once per sample.
+    // Everything by dense index: each function name to 0..n (pprof's
+    // function granularity merges functions of one name), each location
+    // to the name indices of its frames (innermost first). The per-sample
+    // work is then array arithmetic, with a generation stamp instead of a
+    // set to count a function once per sample.
     let mut names: Vec<&str> = Vec::with_capacity(p.function.len());
+    let mut name_index: HashMap<&str, u32> = HashMap::with_capacity(p.function.len());
     let mut func_index: HashMap<u64, u32> = HashMap::with_capacity(p.function.len());
     for f in &p.function {
-        func_index.insert(f.id, names.len() as u32);
-        names.push(s(f.name)?);
+        let name = s(f.name)?;
+        let i = *name_index.entry(name).or_insert_with(|| {
+            names.push(name);
+            names.len() as u32 - 1
+        });
+        func_index.insert(f.id, i);
     }
     let mut loc_frames: HashMap<u64, Vec<u32>> = HashMap::with_capacity(p.location.len());
     for l in &p.location {
@@ -106,24 +116,32 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
             .collect::<Result<Vec<u32>, _>>()?;
         loc_frames.insert(l.id, frames);
     }
-    let mut flat = vec![0i64; names.len()];
-    let mut cum = vec![0i64; names.len()];
-    let mut stamp = vec![0u32; names.len()];
-    let mut touched = vec![false; names.len()];
+    let n = names.len();
+    let mut flat = vec![0i64; n];
+    let mut cum = vec![0i64; n];
+    let mut stamp = vec![0u32; n];
+    let mut touched = vec![false; n];
+    // Whether a function is entered through an inlined call (it is not the
+    // outermost frame of its location) and through a real call.
+    let mut inlined_in = vec![false; n];
+    let mut called_in = vec![false; n];
     let mut total = 0i64;
-    for (n, sample) in p.sample.iter().enumerate() {
+    for (k, sample) in p.sample.iter().enumerate() {
         let v = *sample.value.get(index).unwrap_or(&0);
         if v == 0 {
             continue;
         }
-        total += v;
-        let generation = n as u32 + 1;
+        total += v.abs();
+        let generation = k as u32 + 1;
         let mut leaf = true;
+        // The frame visited before (the callee of the current one), and
+        // whether it was inlined into its location's next frame.
+        let mut callee: Option<(usize, bool)> = None;
         for loc_id in &sample.location_id {
             let frames = loc_frames.get(loc_id).ok_or_else(|| {
                 ProfileError::Inconsistent(format!("sample refers to location {loc_id}"))
             })?;
-            for &f in frames {
+            for (j, &f) in frames.iter().enumerate() {
                 let f = f as usize;
                 if leaf {
                     flat[f] += v;
@@ -134,36 +152,44 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
                     cum[f] += v;
                     touched[f] = true;
                 }
+                if let Some((c, inlined)) = callee
+                    && c != f
+                {
+                    if inlined {
+                        inlined_in[c] = true;
+                    } else {
+                        called_in[c] = true;
+                    }
+                }
+                callee = Some((f, j + 1 < frames.len()));
             }
             if frames.is_empty() {
                 // An address without symbols: pprof shows it by address.
                 leaf = false;
+                callee = None;
             }
         }
     }
-    // Functions of the same name (pprof's function granularity) merge.
-    let mut by_name: HashMap<&str, (i64, i64)> = HashMap::new();
-    for (i, name) in names.iter().enumerate() {
-        if touched[i] {
-            let e = by_name.entry(name).or_default();
-            e.0 += flat[i];
-            e.1 += cum[i];
-        }
-    }
-    let mut rows: Vec<Row> = by_name
-        .into_iter()
-        .map(|(name, (f, c))| Row {
-            function: name.to_string(),
-            flat: f,
-            cum: c,
+    let mut rows: Vec<Row> = (0..n)
+        .filter(|&i| touched[i])
+        .map(|i| Row {
+            function: names[i].to_string(),
+            flat: flat[i],
+            cum: cum[i],
+            inline: match (inlined_in[i], called_in[i]) {
+                (true, false) => "(inline)",
+                (true, true) => "(partial-inline)",
+                _ => "",
+            },
         })
         .collect();
+    // pprof's order for -top: flat, then name, then cum.
     rows.sort_by(|a, b| {
         b.flat
             .abs()
             .cmp(&a.flat.abs())
-            .then(b.cum.abs().cmp(&a.cum.abs()))
             .then_with(|| a.function.cmp(&b.function))
+            .then(b.cum.abs().cmp(&a.cum.abs()))
     });
     Ok(Top {
         sample_type: s(vt.r#type)?.to_string(),
@@ -278,151 +304,291 @@ mod tests {
     }
 }
 
-/// A value with its unit scaled the way pprof prints it: `980ms`, `1.96s`,
-/// `512.14kB`, `3MB`, plain counts as they are.
-pub fn scaled(value: i64, unit: &str) -> String {
-    let v = value as f64;
-    let (scales, base): (&[(&str, f64)], &str) = match unit {
-        "nanoseconds" => (
-            &[
-                ("ns", 1.0),
-                ("us", 1e3),
-                ("ms", 1e6),
-                ("s", 1e9),
-                ("mins", 60e9),
-                ("hrs", 3600e9),
-            ],
-            "ns",
-        ),
-        "bytes" => (
-            &[
-                ("B", 1.0),
-                ("kB", 1024.0),
-                ("MB", 1024.0 * 1024.0),
-                ("GB", 1024.0 * 1024.0 * 1024.0),
-                ("TB", 1024f64.powi(4)),
-            ],
-            "B",
-        ),
-        _ => return value.to_string(),
-    };
-    if value == 0 {
-        return "0".into();
-    }
-    let (name, factor) = scales
-        .iter()
-        .rev()
-        .find(|(_, f)| v.abs() >= *f)
-        .copied()
-        .unwrap_or((base, 1.0));
-    let s = format!("{:.2}", v / factor);
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}{name}")
+/// One unit of a family: its canonical name, the aliases pprof accepts
+/// (lowercase, singular) and its factor in the family's base unit.
+struct Unit {
+    name: &'static str,
+    aliases: &'static [&'static str],
+    factor: f64,
 }
 
-/// The table in `go tool pprof -top` layout: header lines, then flat,
-/// flat%, sum%, cum, cum% and the function, for the first `nodecount` rows.
+/// A family of units and the unit values fall back to.
+struct Family {
+    units: &'static [Unit],
+    default: Unit,
+}
+
+/// pprof's unit families (`internal/measurement`), in its order.
+const FAMILIES: &[Family] = &[
+    Family {
+        units: &[
+            Unit { name: "B", aliases: &["b", "byte"], factor: 1.0 },
+            Unit { name: "kB", aliases: &["kb", "kbyte", "kilobyte"], factor: 1024.0 },
+            Unit { name: "MB", aliases: &["mb", "mbyte", "megabyte"], factor: 1048576.0 },
+            Unit { name: "GB", aliases: &["gb", "gbyte", "gigabyte"], factor: 1073741824.0 },
+            Unit { name: "TB", aliases: &["tb", "tbyte", "terabyte"], factor: 1099511627776.0 },
+            Unit { name: "PB", aliases: &["pb", "pbyte", "petabyte"], factor: 1125899906842624.0 },
+        ],
+        default: Unit { name: "B", aliases: &[], factor: 1.0 },
+    },
+    Family {
+        units: &[
+            Unit { name: "ns", aliases: &["ns", "nanosecond"], factor: 1.0 },
+            Unit { name: "us", aliases: &["μs", "us", "microsecond"], factor: 1e3 },
+            Unit { name: "ms", aliases: &["ms", "millisecond"], factor: 1e6 },
+            Unit { name: "s", aliases: &["s", "sec", "second"], factor: 1e9 },
+            Unit { name: "hrs", aliases: &["hour", "hr"], factor: 3600e9 },
+        ],
+        default: Unit { name: "s", aliases: &[], factor: 1e9 },
+    },
+];
+
+/// The unit an alias names in `family` (`nanoseconds`, `bytes`, `MB`).
+fn sniff<'f>(family: &'f Family, unit: &str) -> Option<&'f Unit> {
+    let lower = unit.to_lowercase();
+    let alias = if lower.chars().count() > 2 {
+        lower.strip_suffix('s').unwrap_or(&lower)
+    } else {
+        &lower
+    };
+    family.units.iter().find(|u| u.aliases.contains(&alias))
+}
+
+/// The largest unit the value is at least one of.
+fn auto_scale(family: &Family, base: f64) -> Option<(f64, &'static str)> {
+    let mut best: Option<&Unit> = None;
+    for u in family.units {
+        if best.is_none_or(|b| u.factor >= b.factor) && base / u.factor >= 1.0 {
+            best = Some(u);
+        }
+    }
+    best.map(|u| (base / u.factor, u.name))
+}
+
+/// `value` in unit `from`, converted to unit `to` (`minimum` and `auto`
+/// pick the largest fitting unit); an unknown unit leaves the value as it
+/// is. What pprof's `measurement.Scale` returns.
+pub fn scale(value: i64, from: &str, to: &str) -> (f64, String) {
+    if value < 0 && value.checked_neg().is_some() {
+        let (v, u) = scale(-value, from, to);
+        return (-v, u);
+    }
+    for family in FAMILIES {
+        let Some(unit) = sniff(family, from) else {
+            continue;
+        };
+        let base = value as f64 * unit.factor;
+        if to == "minimum" || to == "auto" {
+            return match auto_scale(family, base) {
+                Some((v, u)) => (v, u.to_string()),
+                None => (base / family.default.factor, family.default.name.to_string()),
+            };
+        }
+        return match sniff(family, to) {
+            Some(t) => (base / t.factor, t.name.to_string()),
+            None => (base / family.default.factor, family.default.name.to_string()),
+        };
+    }
+    match to {
+        "count" | "sample" | "unit" | "minimum" | "auto" => (value as f64, String::new()),
+        other => (value as f64, other.to_string()),
+    }
+}
+
+/// A value as pprof labels it in unit `to`: two decimals, `.00` dropped.
+pub fn scaled_label(value: i64, from: &str, to: &str) -> String {
+    let (v, u) = scale(value, from, to);
+    let sv = format!("{v:.2}");
+    let sv = sv.strip_suffix(".00").unwrap_or(&sv);
+    if sv == "0" || sv == "-0" {
+        return "0".into();
+    }
+    format!("{sv}{u}")
+}
+
+/// A value with its unit scaled the way pprof labels one value on its
+/// own: `980ms`, `1.96s`, `512.14kB`, `3MB`, plain counts as they are.
+pub fn scaled(value: i64, unit: &str) -> String {
+    scaled_label(value, unit, "auto")
+}
+
+/// Go's `%5.2g` of a ratio below 1: two significant digits, trailing
+/// zeros dropped, an exponent below 1e-4.
+fn go_g2(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    let e = format!("{x:.1e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..2).contains(&exp) {
+        let m = mantissa.trim_end_matches('0').trim_end_matches('.');
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{m}e{sign}{:02}", exp.abs());
+    }
+    let f = format!("{x:.*}", (1 - exp).max(0) as usize);
+    if f.contains('.') {
+        f.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        f
+    }
+}
+
+/// pprof's `measurement.Percentage`: `  100%`, `%5.2f%%` from 1%, `%5.2g%%`
+/// below.
+pub fn percentage(value: i64, total: i64) -> String {
+    let ratio = if total == 0 {
+        0.0
+    } else {
+        (value as f64 / total as f64).abs() * 100.0
+    };
+    if (99.95..=100.05).contains(&ratio) {
+        "  100%".into()
+    } else if ratio >= 1.0 {
+        format!("{ratio:5.2}%")
+    } else {
+        format!("{:>5}%", go_g2(ratio))
+    }
+}
+
+/// pprof's `-nodefraction` default: nodes whose cum is below this share of
+/// the total are dropped from the table.
+pub const NODE_FRACTION: f64 = 0.005;
+
+/// The table in `go tool pprof -top` layout, line for line: the profile's
+/// header lines (`File:`, `Build ID:`, `Type:`, `Time:` in UTC,
+/// `Duration:`), `Showing nodes accounting for ...`, the dropped-node and
+/// top-N lines, then flat, flat%, sum%, cum, cum% and the function, in the
+/// unit pprof would choose. `nodecount` 0 shows every row, as `-top` does.
 pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     use std::fmt::Write;
+    let text = |i: i64| {
+        p.string_table
+            .get(usize::try_from(i).unwrap_or(usize::MAX))
+            .map(String::as_str)
+            .unwrap_or("")
+    };
+    // Nodes below the cum cutoff go first, then the top N of the rest.
+    let flat_sum: i64 = t.rows.iter().map(|r| r.flat).sum();
+    let cutoff = ((flat_sum as f64 * NODE_FRACTION) as i64).abs();
+    let kept: Vec<&Row> = t.rows.iter().filter(|r| r.cum.abs() >= cutoff).collect();
+    let dropped = t.rows.len() - kept.len();
+    let shown: &[&Row] = if nodecount > 0 && nodecount < kept.len() {
+        &kept[..nodecount]
+    } else {
+        &kept
+    };
+    // The output unit: that of the smallest value shown, moved up one
+    // unit when the total is over a hundred times larger (pprof's
+    // `selectOutputUnit`).
+    let mut min = 0i64;
+    for r in shown {
+        let v = if r.flat != 0 { r.flat.abs() } else { r.cum.abs() };
+        if v > 0 && (min == 0 || v < min) {
+            min = v;
+        }
+    }
+    let max = t.total;
+    if min == 0 {
+        min = max;
+    }
+    let (_, min_unit) = scale(min, &t.unit, "minimum");
+    let (_, max_unit) = scale(max, &t.unit, "minimum");
+    let mut out_unit = min_unit.clone();
+    if min_unit != max_unit && min.saturating_mul(100) < max {
+        out_unit = scale(min.saturating_mul(100), &t.unit, "minimum").1;
+    }
+    if out_unit.is_empty() {
+        out_unit = t.unit.clone();
+    }
+    let fmt = |v: i64| scaled_label(v, &t.unit, &out_unit);
+
     let mut out = String::new();
+    if let Some(m) = p.mapping.first() {
+        let file = text(m.filename);
+        if !file.is_empty() {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            let _ = writeln!(out, "File: {base}");
+        }
+        let build = text(m.build_id);
+        if !build.is_empty() {
+            let _ = writeln!(out, "Build ID: {build}");
+        }
+    }
+    for &c in &p.comment {
+        let c = text(c);
+        if !c.starts_with('#') {
+            let _ = writeln!(out, "{c}");
+        }
+    }
     let _ = writeln!(out, "Type: {}", t.sample_type);
-    if p.duration_nanos > 0 {
-        let pct = if t.unit == "nanoseconds" {
-            format!(
-                " ({:.2}%)",
-                100.0 * t.total as f64 / p.duration_nanos as f64
-            )
+    if p.time_nanos != 0 {
+        let time = chrono::DateTime::from_timestamp_nanos(p.time_nanos);
+        let _ = writeln!(out, "Time: {}", time.format("%b %-d, %Y at %-I:%M%P (UTC)"));
+    }
+    if p.duration_nanos != 0 {
+        let (nanos, unit) = scale(t.total, &t.unit, "nanoseconds");
+        let ratio = if unit == "ns" && nanos != 0.0 {
+            format!("({})", percentage(nanos as i64, p.duration_nanos))
         } else {
             String::new()
         };
         let _ = writeln!(
             out,
-            "Duration: {}, Total samples = {}{pct}",
+            "Duration: {}, Total samples = {} {ratio}",
             scaled(p.duration_nanos, "nanoseconds"),
-            scaled(t.total, &t.unit)
+            fmt(t.total)
         );
     }
-    let shown: Vec<&Row> = t.rows.iter().take(nodecount).collect();
     let shown_flat: i64 = shown.iter().map(|r| r.flat).sum();
-    let pct = |v: i64| {
-        if t.total == 0 {
-            0.0
-        } else {
-            100.0 * v as f64 / t.total as f64
-        }
-    };
-    // As pprof writes percentages: "100%", "0%", else two decimals.
-    let pct_s = |v: i64| {
-        let r = pct(v).abs();
-        if (99.995..=100.005).contains(&r) {
-            "100%".to_string()
-        } else if r == 0.0 {
-            "0%".to_string()
-        } else {
-            format!("{r:.2}%")
-        }
-    };
     let _ = writeln!(
         out,
         "Showing nodes accounting for {}, {} of {} total",
-        scaled(shown_flat, &t.unit),
-        pct_s(shown_flat),
-        scaled(t.total, &t.unit)
+        fmt(shown_flat),
+        percentage(shown_flat, t.total).trim(),
+        fmt(t.total)
     );
-    if shown.len() < t.rows.len() {
+    if t.total != 0 {
+        if dropped > 0 {
+            let _ = writeln!(
+                out,
+                "Dropped {dropped} node{} (cum <= {})",
+                if dropped > 1 { "s" } else { "" },
+                fmt(((t.total as f64 * NODE_FRACTION) as i64).abs())
+            );
+        }
+        if !shown.is_empty() && shown.len() < kept.len() {
+            let _ = writeln!(
+                out,
+                "Showing top {} nodes out of {}",
+                shown.len(),
+                kept.len()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{:>10} {:>5}% {:>5}% {:>10} {:>5}%",
+        "flat", "flat", "sum", "cum", "cum"
+    );
+    let mut sum = 0;
+    for r in shown {
+        sum += r.flat;
+        let inline = if r.inline.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", r.inline)
+        };
         let _ = writeln!(
             out,
-            "Showing top {} nodes out of {}",
-            shown.len(),
-            t.rows.len()
+            "{:>10} {} {} {:>10} {}  {}{inline}",
+            fmt(r.flat),
+            percentage(r.flat, t.total),
+            percentage(sum, t.total),
+            fmt(r.cum),
+            percentage(r.cum, t.total),
+            r.function
         );
-    }
-    let cells: Vec<[String; 5]> = {
-        let mut sum = 0;
-        shown
-            .iter()
-            .map(|r| {
-                sum += r.flat;
-                [
-                    scaled(r.flat, &t.unit),
-                    pct_s(r.flat),
-                    pct_s(sum),
-                    scaled(r.cum, &t.unit),
-                    pct_s(r.cum),
-                ]
-            })
-            .collect()
-    };
-    let heads = ["flat", "flat%", "sum%", "cum", "cum%"];
-    let widths: Vec<usize> = (0..5)
-        .map(|i| {
-            cells
-                .iter()
-                .map(|c| c[i].len())
-                .chain([heads[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cols: [&str; 5], name: &str| {
-        format!(
-            "{:>w0$} {:>w1$} {:>w2$} {:>w3$} {:>w4$}  {name}\n",
-            cols[0],
-            cols[1],
-            cols[2],
-            cols[3],
-            cols[4],
-            w0 = widths[0] + 6,
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3] + 6,
-            w4 = widths[4]
-        )
-    };
-    out.push_str(line(heads, "").trim_end());
-    out.push('\n');
-    for (c, r) in cells.iter().zip(&shown) {
-        out.push_str(&line([&c[0], &c[1], &c[2], &c[3], &c[4]], &r.function));
     }
     out
 }
@@ -430,6 +596,23 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
 #[cfg(test)]
 mod render_tests {
     use super::*;
+
+    #[test]
+    fn percentages_and_output_units_are_printed_as_pprof_prints_them() {
+        assert_eq!(percentage(1, 1), "  100%");
+        assert_eq!(percentage(8945, 10000), "89.45%");
+        assert_eq!(percentage(151, 10000), " 1.51%");
+        assert_eq!(percentage(50, 10000), "  0.5%");
+        assert_eq!(percentage(512, 1_000_000), "0.051%");
+        assert_eq!(percentage(0, 10), "    0%");
+        assert_eq!(percentage(1, 10_000_000), "1e-05%");
+        assert_eq!(scaled_label(170_000_000, "nanoseconds", "s"), "0.17s");
+        assert_eq!(scaled_label(1_500_000_000, "nanoseconds", "s"), "1.50s");
+        assert_eq!(scaled_label(1_000_000, "nanoseconds", "s"), "0");
+        assert_eq!(scaled_label(15_765_056, "bytes", "kB"), "15395.56kB");
+        assert_eq!(scaled_label(52, "count", "count"), "52");
+        assert_eq!(scale(7_200_000_000_000, "nanoseconds", "auto").1, "hrs");
+    }
 
     #[test]
     fn units_scale_like_pprof() {
