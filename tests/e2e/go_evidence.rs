@@ -26,9 +26,13 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
     );
     assert_eq!(out["groups"][0]["count"], 250);
 
-    let out = metrics_scrape::run(&client, None, &json!({"url": format!("{}/metrics", svc.url)}))
-        .await
-        .unwrap();
+    let out = metrics_scrape::run(
+        &client,
+        None,
+        &json!({"url": format!("{}/metrics", svc.url)}),
+    )
+    .await
+    .unwrap();
     assert!(
         out["values"]["go_goroutines"].as_f64().unwrap() >= 250.0,
         "{out}"

@@ -228,15 +228,15 @@ async fn k8s_logs_on_the_simulated_node_report_the_api_servers_reason() {
     let ns = cluster.namespace("logs").await;
     let pods = cluster.deployment(&ns, "web", 1, 8080).await;
     let e = runner(&cluster.kubeconfig)
-        .run(
-            StepType::K8sLogs,
-            &json!({"namespace": ns, "pod": pods[0]}),
-        )
+        .run(StepType::K8sLogs, &json!({"namespace": ns, "pod": pods[0]}))
         .await
         .unwrap_err();
     // The simulated node registers no address, so the API server cannot
     // reach its kubelet; the step carries the server's own words.
-    assert!(e.to_string().contains("no preferred addresses found"), "{e}");
+    assert!(
+        e.to_string().contains("no preferred addresses found"),
+        "{e}"
+    );
 }
 
 /// An API server stand-in for the one thing the simulated node cannot do:
@@ -320,7 +320,10 @@ async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
     assert_eq!(out["target"], "pod/shop/web-1");
 
     let e = steps
-        .run(StepType::K8sLogs, &json!({"namespace": "shop", "pod": "gone"}))
+        .run(
+            StepType::K8sLogs,
+            &json!({"namespace": "shop", "pod": "gone"}),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -342,7 +345,6 @@ async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
         seen[0]
     );
 }
-
 
 /// The whole path through the binary: an alert naming a pod opens an
 /// incident whose runbook reads the pod's heap profile and goroutines
@@ -431,7 +433,8 @@ steps:
     assert!(
         entries
             .iter()
-            .any(|e| e["lane"] == "kubernetes" && e["detail"].as_str().unwrap().contains("Scheduled")),
+            .any(|e| e["lane"] == "kubernetes"
+                && e["detail"].as_str().unwrap().contains("Scheduled")),
         "{timeline:#}"
     );
     let r = client

@@ -225,10 +225,8 @@ async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index(
     // Every case in full, and CPU with a node count (the "Showing top N"
     // line and the unit chosen from the rows shown).
     let cpu = dir.path().join("cpu.pb.gz");
-    let mut runs: Vec<(&std::path::Path, Option<&str>, usize)> = cases
-        .iter()
-        .map(|(f, i)| (f.as_path(), *i, 0))
-        .collect();
+    let mut runs: Vec<(&std::path::Path, Option<&str>, usize)> =
+        cases.iter().map(|(f, i)| (f.as_path(), *i, 0)).collect();
     runs.push((&cpu, None, 3));
     runs.push((&cpu, None, 1));
     for (file, idx, nodecount) in runs {

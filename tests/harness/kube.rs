@@ -78,9 +78,11 @@ impl Cluster {
             .await
             .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
         let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
-        wait_until(Duration::from_secs(30), "the default service account", || async {
-            sas.get_opt("default").await.ok().flatten().is_some()
-        })
+        wait_until(
+            Duration::from_secs(30),
+            "the default service account",
+            || async { sas.get_opt("default").await.ok().flatten().is_some() },
+        )
         .await;
         name
     }

@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn status_messages_are_read_from_status_bodies() {
-        let body = br#"{"kind":"Status","status":"Failure","message":"pods \"x\" not found","code":404}"#;
+        let body =
+            br#"{"kind":"Status","status":"Failure","message":"pods \"x\" not found","code":404}"#;
         assert_eq!(status_message(body), "pods \"x\" not found");
         assert_eq!(status_message(b"  plain error\n"), "plain error");
         assert!(status_message("é".repeat(500).as_bytes()).ends_with("..."));

@@ -25,7 +25,11 @@ pub fn label(what: &str, value: &str) -> Result<(), StepError> {
         ));
     }
     if value.starts_with('-') || value.ends_with('-') {
-        return Err(bad(what, value, "must start and end with a letter or digit"));
+        return Err(bad(
+            what,
+            value,
+            "must start and end with a letter or digit",
+        ));
     }
     Ok(())
 }

@@ -322,24 +322,76 @@ struct Family {
 const FAMILIES: &[Family] = &[
     Family {
         units: &[
-            Unit { name: "B", aliases: &["b", "byte"], factor: 1.0 },
-            Unit { name: "kB", aliases: &["kb", "kbyte", "kilobyte"], factor: 1024.0 },
-            Unit { name: "MB", aliases: &["mb", "mbyte", "megabyte"], factor: 1048576.0 },
-            Unit { name: "GB", aliases: &["gb", "gbyte", "gigabyte"], factor: 1073741824.0 },
-            Unit { name: "TB", aliases: &["tb", "tbyte", "terabyte"], factor: 1099511627776.0 },
-            Unit { name: "PB", aliases: &["pb", "pbyte", "petabyte"], factor: 1125899906842624.0 },
+            Unit {
+                name: "B",
+                aliases: &["b", "byte"],
+                factor: 1.0,
+            },
+            Unit {
+                name: "kB",
+                aliases: &["kb", "kbyte", "kilobyte"],
+                factor: 1024.0,
+            },
+            Unit {
+                name: "MB",
+                aliases: &["mb", "mbyte", "megabyte"],
+                factor: 1048576.0,
+            },
+            Unit {
+                name: "GB",
+                aliases: &["gb", "gbyte", "gigabyte"],
+                factor: 1073741824.0,
+            },
+            Unit {
+                name: "TB",
+                aliases: &["tb", "tbyte", "terabyte"],
+                factor: 1099511627776.0,
+            },
+            Unit {
+                name: "PB",
+                aliases: &["pb", "pbyte", "petabyte"],
+                factor: 1125899906842624.0,
+            },
         ],
-        default: Unit { name: "B", aliases: &[], factor: 1.0 },
+        default: Unit {
+            name: "B",
+            aliases: &[],
+            factor: 1.0,
+        },
     },
     Family {
         units: &[
-            Unit { name: "ns", aliases: &["ns", "nanosecond"], factor: 1.0 },
-            Unit { name: "us", aliases: &["μs", "us", "microsecond"], factor: 1e3 },
-            Unit { name: "ms", aliases: &["ms", "millisecond"], factor: 1e6 },
-            Unit { name: "s", aliases: &["s", "sec", "second"], factor: 1e9 },
-            Unit { name: "hrs", aliases: &["hour", "hr"], factor: 3600e9 },
+            Unit {
+                name: "ns",
+                aliases: &["ns", "nanosecond"],
+                factor: 1.0,
+            },
+            Unit {
+                name: "us",
+                aliases: &["μs", "us", "microsecond"],
+                factor: 1e3,
+            },
+            Unit {
+                name: "ms",
+                aliases: &["ms", "millisecond"],
+                factor: 1e6,
+            },
+            Unit {
+                name: "s",
+                aliases: &["s", "sec", "second"],
+                factor: 1e9,
+            },
+            Unit {
+                name: "hrs",
+                aliases: &["hour", "hr"],
+                factor: 3600e9,
+            },
         ],
-        default: Unit { name: "s", aliases: &[], factor: 1e9 },
+        default: Unit {
+            name: "s",
+            aliases: &[],
+            factor: 1e9,
+        },
     },
 ];
 
@@ -381,12 +433,18 @@ pub fn scale(value: i64, from: &str, to: &str) -> (f64, String) {
         if to == "minimum" || to == "auto" {
             return match auto_scale(family, base) {
                 Some((v, u)) => (v, u.to_string()),
-                None => (base / family.default.factor, family.default.name.to_string()),
+                None => (
+                    base / family.default.factor,
+                    family.default.name.to_string(),
+                ),
             };
         }
         return match sniff(family, to) {
             Some(t) => (base / t.factor, t.name.to_string()),
-            None => (base / family.default.factor, family.default.name.to_string()),
+            None => (
+                base / family.default.factor,
+                family.default.name.to_string(),
+            ),
         };
     }
     match to {
@@ -483,7 +541,11 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     // `selectOutputUnit`).
     let mut min = 0i64;
     for r in shown {
-        let v = if r.flat != 0 { r.flat.abs() } else { r.cum.abs() };
+        let v = if r.flat != 0 {
+            r.flat.abs()
+        } else {
+            r.cum.abs()
+        };
         if v > 0 && (min == 0 || v < min) {
             min = v;
         }

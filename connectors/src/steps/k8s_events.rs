@@ -126,7 +126,7 @@ pub fn summarise(list: &Value, since: DateTime<Utc>, limit: usize) -> Result<Vec
             })
         })
         .collect();
-    events.sort_by(|a, b| a.0.cmp(&b.0));
+    events.sort_by_key(|e| e.0);
     let skip = events.len().saturating_sub(limit);
     Ok(events.into_iter().skip(skip).map(|(_, v)| v).collect())
 }

@@ -140,14 +140,20 @@ mod tests {
 
     #[test]
     fn builds_the_log_query_kubectl_would() {
-        let p = params(json!({"pod": "web-1", "namespace": "shop", "container": "app",
-                               "tail_lines": 50, "since_seconds": 600, "previous": true}));
+        let p = params(
+            json!({"pod": "web-1", "namespace": "shop", "container": "app",
+                               "tail_lines": 50, "since_seconds": 600, "previous": true}),
+        );
         assert_eq!(
             path(&p).unwrap(),
             "/api/v1/namespaces/shop/pods/web-1/log?timestamps=true&tailLines=50&limitBytes=1048576&container=app&sinceSeconds=600&previous=true"
         );
         let p = params(json!({"pod": "web-1"}));
-        assert!(path(&p).unwrap().starts_with("/api/v1/namespaces/default/pods/web-1/log?"));
+        assert!(
+            path(&p)
+                .unwrap()
+                .starts_with("/api/v1/namespaces/default/pods/web-1/log?")
+        );
     }
 
     #[test]

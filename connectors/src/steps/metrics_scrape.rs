@@ -171,7 +171,9 @@ pub async fn run(
         .filter(|s| s.labels.is_empty())
         .map(|s| (s.name.as_str(), s.value))
         .collect();
-    Ok(json!({"target": target.label(), "values": values, "samples": samples, "unparsed_lines": bad}))
+    Ok(
+        json!({"target": target.label(), "values": values, "samples": samples, "unparsed_lines": bad}),
+    )
 }
 
 #[cfg(test)]

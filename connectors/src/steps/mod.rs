@@ -675,7 +675,11 @@ mod tests {
         assert_eq!(t.label(), "pod/default/web-1:6060");
         // Names come from alert labels: nothing that is not a Kubernetes
         // name reaches a path.
-        for (pod, ns) in [("web; rm -rf /", "shop"), ("web-1", "../x"), ("../x", "shop")] {
+        for (pod, ns) in [
+            ("web; rm -rf /", "shop"),
+            ("web-1", "../x"),
+            ("../x", "shop"),
+        ] {
             let e = Target::new(&None, &some(pod), &some(ns), Some(6060)).unwrap_err();
             assert!(
                 matches!(&e, StepError::Params(m) if m.contains("not a valid Kubernetes name")),

@@ -91,7 +91,7 @@ pub async fn run(
                     window: Some((start, end)),
                 },
             )
-                .map_err(StepError::Failed)?,
+            .map_err(StepError::Failed)?,
         ),
         None => None,
     };
