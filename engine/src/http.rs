@@ -15,7 +15,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use quench_connectors::inbound::{
     IntakeError, Parsed, alertmanager, check_bearer, check_github_signature, constant_time_eq,
     datadog, generic, pagerduty,
@@ -71,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
         .route("/api/v1/artifacts/{id}/meta", get(get_artifact_meta))
+        .route("/api/v1/baselines", get(list_baselines))
+        .route("/api/v1/baselines/{service}/{kind}", put(put_baseline))
         .route("/api/v1/control", get(control_state))
         .route("/api/v1/control/pause", post(pause))
         .route("/api/v1/control/resume", post(resume))
@@ -734,6 +736,84 @@ async fn get_artifact(
             format!("no artifact {id:?}"),
             Value::Null,
         ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/v1/baselines`: the healthy profile saved for each service
+/// and kind, which `pprof.capture` with `baseline_of` diffs against.
+async fn list_baselines(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    match s.artifacts.baselines() {
+        Ok(b) => axum::Json(json!({ "baselines": b })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `PUT /api/v1/baselines/{service}/{kind}`: a profile captured while the
+/// service was healthy (a scheduled capture: `curl -T cpu.pb.gz`) becomes
+/// its baseline for that kind. The body must decode as a profile.
+async fn put_baseline(
+    State(s): State<AppState>,
+    Path((service, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Responder) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    for (what, v) in [("service", &service), ("kind", &kind)] {
+        if let Err(m) = quench_knowledge::artifacts::check_baseline_key(what, v) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_name",
+                m,
+                json!({"field": what}),
+            );
+        }
+    }
+    let bytes = match read_body(&headers, body, s.config.max_artifact_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Err(e) = quench_connectors::pprof::decode(&bytes) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_a_profile",
+            format!("the body is not a pprof profile: {e}"),
+            Value::Null,
+        );
+    }
+    let id = match s.artifacts.put("pprof", "application/octet-stream", &bytes) {
+        Ok(id) => id,
+        Err(e @ quench_knowledge::ArtifactError::TooLarge { .. }) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                e.to_string(),
+                Value::Null,
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let origin = quench_knowledge::artifacts::Origin::default();
+    match s.artifacts.set_baseline(&service, &kind, &id, &origin) {
+        Ok(b) => {
+            let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
+                seq: 0,
+                at: b.saved_at,
+                actor: actor.clone(),
+                action: "baseline.set".into(),
+                incident: None,
+                step: None,
+                target: Some(format!("{service}/{kind}")),
+                detail: id.clone(),
+            });
+            axum::Json(json!({ "baseline": b })).into_response()
+        }
         Err(e) => internal(e),
     }
 }

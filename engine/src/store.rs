@@ -137,6 +137,26 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
             .map(|o| o.map(|(_, b)| b))
             .map_err(|e| e.to_string())
     }
+
+    fn set_baseline(&self, service: &str, kind: &str, id: &str) -> Result<(), String> {
+        let ctx = crate::executor::STEP.try_with(|c| c.clone()).ok();
+        let origin = quench_knowledge::artifacts::Origin {
+            incident: ctx.as_ref().map(|(i, _)| i.as_str()),
+            step: ctx.as_ref().map(|(_, s)| s.as_str()),
+            ..Default::default()
+        };
+        self.0
+            .set_baseline(service, kind, id, &origin)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn baseline(&self, service: &str, kind: &str) -> Result<Option<String>, String> {
+        self.0
+            .baseline(service, kind)
+            .map(|b| b.map(|b| b.artifact))
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,43 @@ pub struct Origin<'a> {
     pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+/// The healthy capture a service's new profiles of one kind are diffed
+/// against: the last one saved, by a scheduled capture or by a runbook
+/// step once the service was well again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The service, as the runbook names it.
+    pub service: String,
+    /// The profile kind (`cpu`, `heap`, ...).
+    pub kind: String,
+    /// The stored profile.
+    pub artifact: String,
+    /// When it was saved.
+    pub saved_at: DateTime<Utc>,
+    /// The incident whose step saved it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<String>,
+    /// That step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// Checks a service or kind used as a baseline key: 1 to 128 characters of
+/// letters, digits, `.`, `_`, `-` and `/`.
+pub fn check_baseline_key(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty()
+        || value.len() > 128
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+    {
+        return Err(format!(
+            "{what} {value:?} must be 1 to 128 letters, digits, '.', '_', '-' or '/'"
+        ));
+    }
+    Ok(())
+}
+
 /// Why an artifact was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -72,6 +109,10 @@ pub enum ArtifactError {
         /// The limit.
         limit: usize,
     },
+    /// A baseline request that cannot be honoured (bad key, no such
+    /// artifact).
+    #[error("{0}")]
+    Invalid(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,6 +124,7 @@ pub struct ArtifactStore {
     bytes: sled::Tree,
     meta: sled::Tree,
     usage: sled::Tree,
+    baselines: sled::Tree,
     limit: usize,
     per_incident: u64,
 }
@@ -99,6 +141,7 @@ impl ArtifactStore {
             bytes: db.open_tree("knowledge/artifacts")?,
             meta: db.open_tree("knowledge/artifact_meta")?,
             usage: db.open_tree("knowledge/artifact_usage")?,
+            baselines: db.open_tree("knowledge/baselines")?,
             limit,
             per_incident,
         })
@@ -176,6 +219,64 @@ impl ArtifactStore {
         Ok(id)
     }
 
+    /// Makes the stored profile `artifact` the baseline of `service` for
+    /// `kind`, replacing the previous one.
+    pub fn set_baseline(
+        &self,
+        service: &str,
+        kind: &str,
+        artifact: &str,
+        origin: &Origin<'_>,
+    ) -> Result<Baseline, ArtifactError> {
+        check_baseline_key("service", service).map_err(ArtifactError::Invalid)?;
+        check_baseline_key("kind", kind).map_err(ArtifactError::Invalid)?;
+        if self.meta(artifact)?.is_none() {
+            return Err(ArtifactError::Invalid(format!(
+                "no stored artifact {artifact}"
+            )));
+        }
+        let b = Baseline {
+            service: service.to_string(),
+            kind: kind.to_string(),
+            artifact: artifact.to_string(),
+            saved_at: Utc::now(),
+            incident: origin.incident.map(str::to_string),
+            step: origin.step.map(str::to_string),
+        };
+        self.baselines
+            .insert(
+                format!("{service}\0{kind}").as_bytes(),
+                serde_json::to_vec(&b).expect("baseline serialises"),
+            )
+            .map_err(StoreError::from)?;
+        Ok(b)
+    }
+
+    /// The baseline of `service` for `kind`, if one was saved.
+    pub fn baseline(&self, service: &str, kind: &str) -> Result<Option<Baseline>, StoreError> {
+        let key = format!("{service}\0{kind}");
+        let Some(v) = self.baselines.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt { key, source })
+    }
+
+    /// Every saved baseline, by service then kind.
+    pub fn baselines(&self) -> Result<Vec<Baseline>, StoreError> {
+        self.baselines
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// What is known about the artifact `id`, if stored.
     pub fn meta(&self, id: &str) -> Result<Option<ArtifactMeta>, StoreError> {
         let Some(meta) = self.meta.get(id.as_bytes())? else {
@@ -238,5 +339,36 @@ mod tests {
             Err(ArtifactError::IncidentFull { .. })
         ));
         s.put_for("a", "b", &[2; 8], &inc("inc-2", None)).unwrap();
+    }
+
+    #[test]
+    fn baselines_are_kept_per_service_and_kind_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = ArtifactStore::open(&db, 1 << 20, 1 << 20).unwrap();
+        let a = s.put("pprof", "application/octet-stream", b"one").unwrap();
+        let b = s.put("pprof", "application/octet-stream", b"two").unwrap();
+        assert_eq!(s.baseline("checkout", "cpu").unwrap(), None);
+        s.set_baseline("checkout", "cpu", &a, &inc("inc-3", Some("cpu")))
+            .unwrap();
+        s.set_baseline("checkout", "heap", &b, &Origin::default())
+            .unwrap();
+        let got = s.baseline("checkout", "cpu").unwrap().unwrap();
+        assert_eq!(
+            (got.artifact.as_str(), got.incident.as_deref()),
+            (a.as_str(), Some("inc-3"))
+        );
+        s.set_baseline("checkout", "cpu", &b, &Origin::default())
+            .unwrap();
+        assert_eq!(s.baseline("checkout", "cpu").unwrap().unwrap().artifact, b);
+        assert_eq!(s.baselines().unwrap().len(), 2);
+        assert!(matches!(
+            s.set_baseline("checkout", "cpu", "sha256:nope", &Origin::default()),
+            Err(ArtifactError::Invalid(m)) if m.contains("no stored artifact")
+        ));
+        assert!(matches!(
+            s.set_baseline("bad service\n", "cpu", &a, &Origin::default()),
+            Err(ArtifactError::Invalid(_))
+        ));
     }
 }

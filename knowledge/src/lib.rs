@@ -18,7 +18,7 @@ pub mod control;
 pub mod record;
 pub mod store;
 
-pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore};
+pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};
 pub use audit::{AuditEntry, AuditLog};
 pub use control::{Control, PauseState};
 pub use record::{

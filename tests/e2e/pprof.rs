@@ -320,3 +320,118 @@ async fn a_hung_pprof_endpoint_hits_the_deadline() {
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("no answer within 1s"), "{err}");
 }
+
+/// A healthy heap profile pushed as the service's baseline (as a scheduled
+/// capture would) is what a runbook's capture diffs against: the function
+/// that grew since comes first. A step can save its own capture as the
+/// next baseline, and bad uploads are refused with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_diff_against_the_services_last_healthy_baseline() {
+    use quench_tests::Quench;
+
+    let svc = GoService::start();
+    let client = http();
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("heap.yaml"),
+        "version: 1\nname: heap\nmatch:\n  matchers: ['alertname=\"HeapGrowth\"']\nsteps:\n  - id: heap\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: heap, baseline_of: '{{alert.labels.service}}'}\n  - id: goroutines\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: goroutine, baseline_of: '{{alert.labels.service}}', save_baseline: '{{alert.labels.service}}'}\n",
+    )
+    .unwrap();
+    let q = Quench::start("{}\n", rb.path());
+
+    // The healthy capture, before the service allocates.
+    let healthy = client
+        .get(format!("{}/debug/pprof/heap", svc.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = client
+        .put(format!("{}/api/v1/baselines/checkout/heap", q.url))
+        .body(healthy.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for (path, body, code) in [
+        (
+            "checkout/heap",
+            b"<html>oops</html>".to_vec(),
+            "not_a_profile",
+        ),
+        ("check%20out/heap", healthy.to_vec(), "invalid_name"),
+    ] {
+        let r = client
+            .put(format!("{}/api/v1/baselines/{path}", q.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+
+    client
+        .get(format!("{}/alloc?mb=16", svc.url))
+        .send()
+        .await
+        .unwrap();
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "HeapGrowth", "service": "checkout"},
+                    "annotations": {"pprof": svc.url},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "heap"}]});
+    let r = client
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let inc = q
+        .wait_for(
+            "/api/v1/incidents/inc-1",
+            std::time::Duration::from_secs(60),
+            |d| (d["status"] == "verifying").then(|| d.clone()),
+        )
+        .await;
+    let heap = &inc["steps"][0]["output"];
+    assert_eq!(inc["steps"][0]["state"], "succeeded", "{inc:#}");
+    assert_eq!(heap["baseline"]["service"], "checkout");
+    let grew = &heap["diff"][0];
+    assert_eq!(grew["function"], "main.alloc", "{heap:#}");
+    assert!(
+        grew["new_pct"].as_f64().unwrap() > grew["base_pct"].as_f64().unwrap() + 50.0,
+        "{grew}"
+    );
+    // No goroutine baseline yet: the capture still succeeds, says so, and
+    // saves itself as the first one.
+    let g = &inc["steps"][1]["output"];
+    assert_eq!(inc["steps"][1]["state"], "succeeded", "{inc:#}");
+    assert!(g["diff"].is_null(), "{g}");
+    assert!(
+        g["baseline"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no baseline saved for checkout goroutine"),
+        "{g}"
+    );
+    let list = q.get_json("/api/v1/baselines").await;
+    let saved = list["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "goroutine")
+        .unwrap_or_else(|| panic!("{list:#}"));
+    assert_eq!(saved["service"], "checkout");
+    assert_eq!(saved["incident"], "inc-1");
+    assert_eq!(saved["step"], "goroutines");
+    assert_eq!(saved["artifact"], g["artifacts"]["profile"]);
+    let audit = q.get_json("/api/v1/audit").await;
+    assert!(
+        audit.to_string().contains("baseline.set"),
+        "the upload is audited: {audit}"
+    );
+}

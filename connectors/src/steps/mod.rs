@@ -262,6 +262,17 @@ pub trait Artifacts: Send + Sync {
     ) -> Result<String, String>;
     /// Reads an artifact back (a baseline profile, for a diff).
     fn get(&self, id: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Makes the stored profile `id` the healthy baseline of `service` for
+    /// profiles of `kind`.
+    fn set_baseline(&self, service: &str, kind: &str, id: &str) -> Result<(), String> {
+        let _ = (service, kind, id);
+        Err("this artifact store keeps no baselines".into())
+    }
+    /// The id of the baseline of `service` for `kind`, if one was saved.
+    fn baseline(&self, service: &str, kind: &str) -> Result<Option<String>, String> {
+        let _ = (service, kind);
+        Ok(None)
+    }
 }
 
 /// Where and when evidence was captured, kept with its bytes.

@@ -55,6 +55,16 @@ pub struct Params {
     /// A stored profile (`sha256:...`) to diff against: what got hot.
     #[serde(default)]
     pub baseline: Option<String>,
+    /// Or: diff against the last healthy capture saved for this service
+    /// and kind (see `save_baseline`). Without one, the step still
+    /// succeeds and says so.
+    #[serde(default)]
+    pub baseline_of: Option<String>,
+    /// Save this capture as the healthy baseline of this service for its
+    /// kind: a scheduled capture, or a step that runs once the service is
+    /// well again.
+    #[serde(default)]
+    pub save_baseline: Option<String>,
     /// Seconds to wait for the service beyond the capture itself
     /// (default 30): a hung endpoint fails the step at this deadline.
     #[serde(default = "thirty")]
@@ -150,7 +160,22 @@ pub async fn run(
     } else {
         Some(pprof::flame::svg(&folded, &title, &table.unit).map_err(bad)?)
     };
-    let diff = match (&p.baseline, artifacts) {
+    // The profile to diff against: given, or the service's last healthy one.
+    let baseline_id = match (&p.baseline, &p.baseline_of) {
+        (Some(_), Some(_)) => {
+            return Err(StepError::Params(
+                "give baseline or baseline_of, not both".into(),
+            ));
+        }
+        (Some(id), None) => Some(id.clone()),
+        (None, Some(service)) => {
+            let a = artifacts
+                .ok_or_else(|| StepError::Params("baseline_of needs an artifact store".into()))?;
+            a.baseline(service, &p.kind).map_err(StepError::Failed)?
+        }
+        (None, None) => None,
+    };
+    let diff = match (&baseline_id, artifacts) {
         (None, _) => None,
         (Some(_), None) => {
             return Err(StepError::Params("baseline needs an artifact store".into()));
@@ -194,6 +219,13 @@ pub async fn run(
         })),
         None => None,
     };
+    if let Some(service) = &p.save_baseline {
+        let a = artifacts
+            .ok_or_else(|| StepError::Params("save_baseline needs an artifact store".into()))?;
+        let id = crate::alert::content_address(&bytes);
+        a.set_baseline(service, &p.kind, &id)
+            .map_err(StepError::Failed)?;
+    }
 
     let rows: Vec<Value> = table
         .rows
@@ -214,6 +246,13 @@ pub async fn run(
         "sha256": crate::alert::content_address(&bytes),
         "artifacts": stored,
         "diff": diff,
+        "baseline": match (&baseline_id, &p.baseline_of) {
+            (Some(id), service) => json!({"artifact": id, "service": service}),
+            (None, Some(service)) => json!({"service": service, "artifact": null,
+                "note": format!("no baseline saved for {service} {} yet: nothing to diff against", p.kind)}),
+            (None, None) => Value::Null,
+        },
+        "saved_baseline": p.save_baseline,
         "target": label,
         "window": {"start": window.0, "end": window.1},
     }))

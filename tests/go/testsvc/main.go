@@ -96,6 +96,551 @@ func deep(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "%d\n", x)
 }
 
+// wide burns CPU through 64 functions chosen at random at every level, so
+// that nearly every CPU sample has a stack of its own (up to the 64 frames
+// a Go profile keeps): the makings of a CPU profile of more than 1 MB for
+// the pprof benchmark.
+func wide(w http.ResponseWriter, r *http.Request) {
+	ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+	var x uint64
+	for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		x += wideStep(80, x*2862933555777941757+uint64(time.Now().UnixNano()))
+	}
+	fmt.Fprintf(w, "%d\n", x)
+}
+
+var wides [64]func(int, uint64) uint64
+
+func init() {
+	wides = [64]func(int, uint64) uint64{w00, w01, w02, w03, w04, w05, w06, w07, w08, w09, w10, w11, w12, w13, w14, w15, w16, w17, w18, w19, w20, w21, w22, w23, w24, w25, w26, w27, w28, w29, w30, w31, w32, w33, w34, w35, w36, w37, w38, w39, w40, w41, w42, w43, w44, w45, w46, w47, w48, w49, w50, w51, w52, w53, w54, w55, w56, w57, w58, w59, w60, w61, w62, w63}
+}
+
+// wideStep starts a walk through the 64 functions: each calls the next
+// one, chosen by the bits of x, which the multiply-add scrambles, until
+// the bottom, which spins.
+func wideStep(n int, x uint64) uint64 {
+	return wides[(x>>33)%64](n, x)
+}
+
+func spin(x uint64) uint64 {
+	for i := 0; i < 200; i++ {
+		x = x*6364136223846793005 + 1442695040888963407
+	}
+	return x
+}
+
+func w00(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*3 + 0
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w01(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*5 + 1
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w02(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*7 + 2
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w03(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*9 + 3
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w04(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*11 + 4
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w05(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*13 + 5
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w06(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*15 + 6
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w07(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*17 + 7
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w08(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*19 + 8
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w09(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*21 + 9
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w10(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*23 + 10
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w11(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*25 + 11
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w12(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*27 + 12
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w13(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*29 + 13
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w14(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*31 + 14
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w15(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*33 + 15
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w16(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*35 + 16
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w17(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*37 + 17
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w18(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*39 + 18
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w19(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*41 + 19
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w20(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*43 + 20
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w21(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*45 + 21
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w22(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*47 + 22
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w23(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*49 + 23
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w24(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*51 + 24
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w25(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*53 + 25
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w26(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*55 + 26
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w27(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*57 + 27
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w28(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*59 + 28
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w29(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*61 + 29
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w30(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*63 + 30
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w31(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*65 + 31
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w32(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*67 + 32
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w33(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*69 + 33
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w34(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*71 + 34
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w35(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*73 + 35
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w36(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*75 + 36
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w37(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*77 + 37
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w38(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*79 + 38
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w39(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*81 + 39
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w40(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*83 + 40
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w41(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*85 + 41
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w42(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*87 + 42
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w43(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*89 + 43
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w44(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*91 + 44
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w45(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*93 + 45
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w46(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*95 + 46
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w47(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*97 + 47
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w48(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*99 + 48
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w49(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*101 + 49
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w50(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*103 + 50
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w51(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*105 + 51
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w52(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*107 + 52
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w53(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*109 + 53
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w54(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*111 + 54
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w55(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*113 + 55
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w56(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*115 + 56
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w57(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*117 + 57
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w58(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*119 + 58
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w59(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*121 + 59
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w60(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*123 + 60
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w61(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*125 + 61
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w62(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*127 + 62
+	return wides[(x>>33)%64](n-1, x)
+}
+
+func w63(n int, x uint64) uint64 {
+	if n == 0 {
+		return spin(x)
+	}
+	x = x*129 + 63
+	return wides[(x>>33)%64](n-1, x)
+}
+
 // profileHi is a CPU profile at 2 kHz instead of 100 Hz: a big profile for
 // benchmarks. (SetCPUProfileRate before StartCPUProfile wins; Go prints a
 // warning about it.)
@@ -139,6 +684,7 @@ func main() {
 	http.HandleFunc("/burn", burn)
 	http.HandleFunc("/alloc", alloc)
 	http.HandleFunc("/deep", deep)
+	http.HandleFunc("/wide", wide)
 	http.HandleFunc("/profile-hi", profileHi)
 	http.HandleFunc("/metrics", metrics)
 	l, err := net.Listen("tcp", *addr)
