@@ -1,5 +1,5 @@
 //! `quench pprof top` against `go tool pprof -top` on the same profiles
-//! from the test service, including a CPU profile of more than 1 MB (60 s
+//! from the test service, including a CPU profile of more than 1 MB (80 s
 //! of 2 kHz sampling of a handler whose stacks are random walks through 64
 //! functions, so nearly every sample has a stack of its own). Prints both
 //! times, the ratio, and whether both printed the same text.
@@ -59,15 +59,15 @@ async fn main() {
     let cached = cache.join("cpu-big.pb.gz");
     let big_enough = std::fs::metadata(&cached).is_ok_and(|m| m.len() >= 1 << 20);
     if fresh || !big_enough {
-        println!("capturing a 60 s CPU profile at 2 kHz of 64-way random stacks ...");
+        println!("capturing an 80 s CPU profile at 2 kHz of 64-way random stacks ...");
         for _ in 0..2 {
-            let url = format!("{}/wide?ms=62000", svc.url);
+            let url = format!("{}/wide?ms=82000", svc.url);
             let c = client.clone();
             tokio::spawn(async move { c.get(url).send().await });
         }
         let big = client
-            .get(format!("{}/profile-hi?seconds=60", svc.url))
-            .timeout(Duration::from_secs(120))
+            .get(format!("{}/profile-hi?seconds=80", svc.url))
+            .timeout(Duration::from_secs(150))
             .send()
             .await
             .expect("profile")

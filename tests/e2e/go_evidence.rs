@@ -145,6 +145,7 @@ async fn perf_record_finds_the_burning_function() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let out = quench_connectors::steps::perf_record::run(
         None,
+        None,
         &json!({"pid": svc.pid(), "seconds": 2, "hz": 199}),
     )
     .await
@@ -153,12 +154,14 @@ async fn perf_record_finds_the_burning_function() {
     assert_eq!(out["top"][0]["function"], "main.burnCPU", "{out:#}");
     let bad = quench_connectors::steps::perf_record::run(
         None,
+        None,
         &json!({"process": "no-such-process-here"}),
     )
     .await;
     assert!(bad.is_err());
     let bad =
-        quench_connectors::steps::perf_record::run(None, &json!({"pid": 1, "process": "x"})).await;
+        quench_connectors::steps::perf_record::run(None, None, &json!({"pid": 1, "process": "x"}))
+            .await;
     assert!(matches!(
         bad,
         Err(quench_connectors::steps::StepError::Params(_))

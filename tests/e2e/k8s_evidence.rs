@@ -444,3 +444,235 @@ steps:
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// An API server stand-in that answers by method and path prefix, and keeps
+/// every request (method, path and query, body). For what the simulated
+/// node cannot do: run a real container.
+async fn api_stub(
+    routes: Vec<(&'static str, String, u16, String)>,
+) -> (String, Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let routes = routes.clone();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = sock.read(&mut tmp).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        let mut body = buf[i + 4..].to_vec();
+                        while body.len() < len {
+                            let n = sock.read(&mut tmp).await.unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&tmp[..n]);
+                        }
+                        break (head, body);
+                    }
+                };
+                let mut first = head.lines().next().unwrap_or("").split(' ');
+                let (method, path) = (
+                    first.next().unwrap_or("").to_string(),
+                    first.next().unwrap_or("").to_string(),
+                );
+                s.lock().unwrap().push((
+                    method.clone(),
+                    path.clone(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                let (status, answer) = routes
+                    .iter()
+                    .find(|(m, p, _, _)| *m == method && path.starts_with(p.as_str()))
+                    .map(|(_, _, st, b)| (*st, b.clone()))
+                    .unwrap_or((404, r#"{"kind":"Status","message":"not stubbed"}"#.into()));
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn token_kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// perf.record of a pod, the whole protocol: read the pod, create the Job
+/// on its node, wait for it, read `perf script` from its log, fold it, and
+/// delete the Job.
+#[tokio::test]
+async fn perf_record_of_a_pod_runs_a_job_on_its_node_and_deletes_it() {
+    quench_tests::init_tls();
+    let cid = "4f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff";
+    let pod = json!({"metadata": {"name": "web-1", "namespace": "shop"},
+        "spec": {"nodeName": "node-7"},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "app", "containerID": format!("containerd://{cid}")}]}});
+    let script = "testsvc 4242 100.000001:   10101010 cpu-clock:pppH: \n\t  4a1b2c main.burnCPU+0x2c (/app/testsvc)\n\t  4a1d00 main.(*Server).handle+0x40 (/app/testsvc)\n\t  46e0a1 runtime.goexit+0x1 (/app/testsvc)\n\ntestsvc 4242 100.010001:   10101010 cpu-clock:pppH: \n\t  4a1b2c main.burnCPU+0x30 (/app/testsvc)\n\t  4a1d00 main.(*Server).handle+0x40 (/app/testsvc)\n\t  46e0a1 runtime.goexit+0x1 (/app/testsvc)\n\ntestsvc 4242 100.020001:   10101010 cpu-clock:pppH: \n\t  ffffffff [unknown] ([unknown])\n\t  4a1d00 main.(*Server).handle+0x40 (/app/testsvc)\n\n";
+    let (url, seen) = api_stub(vec![
+        ("GET", "/api/v1/namespaces/shop/pods/web-1".into(), 200, pod.to_string()),
+        ("POST", "/apis/batch/v1/namespaces/shop/jobs".into(), 201,
+            json!({"metadata": {"name": "quench-perf-abc12", "namespace": "shop"}}).to_string()),
+        ("GET", "/api/v1/namespaces/shop/pods?labelSelector=job-name%3Dquench-perf-abc12".into(), 200,
+            json!({"items": [{"metadata": {"name": "quench-perf-abc12-x7k2p"}, "status": {"phase": "Succeeded"}}]}).to_string()),
+        ("GET", "/api/v1/namespaces/shop/pods/quench-perf-abc12-x7k2p/log".into(), 200, script.into()),
+        ("DELETE", "/apis/batch/v1/namespaces/shop/jobs/quench-perf-abc12".into(), 200, "{}".into()),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = runner(&token_kubeconfig(dir.path(), &url));
+    let out = steps
+        .run(
+            StepType::PerfRecord,
+            &json!({"pod": "web-1", "namespace": "shop", "image": "registry.example/perf:6.1",
+                    "seconds": 5, "hz": 199}),
+        )
+        .await
+        .expect("perf of a pod");
+    assert_eq!(out["samples"], 3, "{out:#}");
+    assert_eq!(out["top"][0]["function"], "main.burnCPU", "{out:#}");
+    assert_eq!(out["unknown_frames"], 1);
+    assert_eq!(out["target"], "pod/shop/web-1");
+    assert_eq!(out["job"], "quench-perf-abc12 on node node-7");
+
+    let seen = seen.lock().unwrap();
+    let methods: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(m, p, _)| (m.as_str(), p.split('?').next().unwrap()))
+        .collect();
+    assert_eq!(
+        methods.first(),
+        Some(&("GET", "/api/v1/namespaces/shop/pods/web-1"))
+    );
+    assert_eq!(
+        methods.last(),
+        Some(&(
+            "DELETE",
+            "/apis/batch/v1/namespaces/shop/jobs/quench-perf-abc12"
+        )),
+        "{methods:?}"
+    );
+    let job: Value =
+        serde_json::from_str(&seen.iter().find(|(m, _, _)| m == "POST").unwrap().2).unwrap();
+    let spec = &job["spec"]["template"]["spec"];
+    assert_eq!(spec["nodeName"], "node-7");
+    assert_eq!(spec["hostPID"], true);
+    let cmd = spec["containers"][0]["command"].as_array().unwrap();
+    assert_eq!(
+        cmd[4], cid,
+        "the container id is an argument, not script text"
+    );
+    assert!(!cmd[2].as_str().unwrap().contains(cid));
+    assert_eq!(spec["containers"][0]["image"], "registry.example/perf:6.1");
+}
+
+/// Against the real API server: the Job is created on the pod's node with
+/// the host's process table, and deleted when it does not finish in time
+/// (the simulated node runs no container, so it never does).
+#[tokio::test]
+async fn a_perf_job_that_does_not_finish_is_deleted() {
+    use quench_connectors::steps::perf_node;
+
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("perf").await;
+    let pods = cluster.deployment(&ns, "web", 1, 8080).await;
+    let kube = KubeClient::new(KubeSource {
+        kubeconfig: Some(cluster.kubeconfig.clone()),
+        context: None,
+    });
+    // The simulated node's container ids are not a runtime's hex ids.
+    let e = perf_node::locate(&kube, &ns, &pods[0], None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a runtime id"), "{e}");
+    let target = perf_node::NodeTarget {
+        namespace: ns.clone(),
+        pod: pods[0].clone(),
+        node: "localhost".into(),
+        container_id: "00112233445566778899aabbccddeeff".into(),
+    };
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    let watch = {
+        let jobs = jobs.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                if let Ok(list) = jobs.list(&Default::default()).await
+                    && let Some(j) = list.items.into_iter().next()
+                {
+                    return Some(j);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            None
+        })
+    };
+    let e = perf_node::record(
+        &kube,
+        &target,
+        &ns,
+        "registry.example/perf:6.1",
+        99,
+        1,
+        std::time::Duration::from_secs(4),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("did not finish within 4s (deleted)"),
+        "{e}"
+    );
+    let job = watch.await.unwrap().expect("the Job existed while it ran");
+    let spec = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some("localhost"));
+    assert_eq!(spec.host_pid, Some(true));
+    // Deleted (the API server may still be finishing the deletion).
+    quench_tests::kube::wait_until(
+        std::time::Duration::from_secs(20),
+        "the Job deleted",
+        || async {
+            jobs.list(&Default::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .all(|j| j.metadata.deletion_timestamp.is_some())
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+}

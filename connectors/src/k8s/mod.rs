@@ -24,11 +24,23 @@ pub type KubeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StepError>> +
 
 /// What the steps need from an API server.
 pub trait Kube: Send + Sync {
-    /// GETs `path` (with its query) from the API server and returns the
-    /// body. A body over `max` bytes, an answer later than `timeout` and a
-    /// non-2xx status are errors; the status error carries the server's
-    /// own message.
-    fn get<'a>(&'a self, path: &'a str, max: usize, timeout: Duration) -> KubeFuture<'a, Vec<u8>>;
+    /// Sends `method` to `path` (with its query), with a JSON body if one
+    /// is given, and returns the response body. A body over `max` bytes,
+    /// an answer later than `timeout` and a non-2xx status are errors; the
+    /// status error carries the server's own message.
+    fn request<'a>(
+        &'a self,
+        method: http::Method,
+        path: &'a str,
+        body: Option<serde_json::Value>,
+        max: usize,
+        timeout: Duration,
+    ) -> KubeFuture<'a, Vec<u8>>;
+
+    /// GETs `path`; see [`Kube::request`].
+    fn get<'a>(&'a self, path: &'a str, max: usize, timeout: Duration) -> KubeFuture<'a, Vec<u8>> {
+        self.request(http::Method::GET, path, None, max, timeout)
+    }
 }
 
 /// The path of the API server's proxy to a pod's port.
@@ -117,12 +129,26 @@ fn status_message(body: &[u8]) -> String {
 }
 
 impl Kube for KubeClient {
-    fn get<'a>(&'a self, path: &'a str, max: usize, timeout: Duration) -> KubeFuture<'a, Vec<u8>> {
+    fn request<'a>(
+        &'a self,
+        method: http::Method,
+        path: &'a str,
+        body: Option<serde_json::Value>,
+        max: usize,
+        timeout: Duration,
+    ) -> KubeFuture<'a, Vec<u8>> {
         Box::pin(async move {
             let client = self.client().await?;
-            let request = http::Request::get(path)
-                .body(kube::client::Body::empty())
-                .map_err(|e| StepError::Params(format!("{path}: {e}")))?;
+            let builder = http::Request::builder().method(method).uri(path);
+            let request = match body {
+                Some(b) => builder
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&b).expect("a JSON value serialises"),
+                    )),
+                None => builder.body(kube::client::Body::empty()),
+            }
+            .map_err(|e| StepError::Params(format!("{path}: {e}")))?;
             let work = async {
                 let resp = client
                     .send(request)

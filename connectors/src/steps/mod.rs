@@ -20,6 +20,7 @@ pub mod k8s_logs;
 pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
+pub mod perf_node;
 pub mod perf_record;
 pub mod pprof_capture;
 pub mod promql;
@@ -337,7 +338,9 @@ impl StepRunner for Builtin {
                 StepType::MetricsScrape => metrics_scrape::run(&self.http, kube, with).await,
                 StepType::K8sLogs => k8s_logs::run(need_kube(kube)?, with).await,
                 StepType::K8sEvents => k8s_events::run(need_kube(kube)?, with).await,
-                StepType::PerfRecord => perf_record::run(self.artifacts.as_deref(), with).await,
+                StepType::PerfRecord => {
+                    perf_record::run(kube, self.artifacts.as_deref(), with).await
+                }
                 StepType::PromqlQuery => promql::query(&self.http, with).await,
                 StepType::PromqlRange => promql::range(&self.http, with).await,
                 StepType::PromqlVerify => promql::verify(&self.http, with).await,

@@ -10,8 +10,14 @@
 //! ```
 //!
 //! Everything is an argv: no shell, no template inside a command string.
-//! For processes on Kubernetes nodes this runs in a debug pod on the node
-//! (see docs); here it runs against processes of this host.
+//! With `pod:` instead of `pid:` or `process:`, it runs on the pod's node,
+//! in a short-lived privileged Job (see [`super::perf_node`]):
+//!
+//! ```yaml
+//! - id: perf
+//!   uses: perf.record
+//!   with: {pod: "{{k8s_name alert.labels.pod}}", namespace: shop, image: "registry.example/perf:6.1", seconds: 10}
+//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -39,6 +45,28 @@ pub struct Params {
     /// Rows of the top list (default 10).
     #[serde(default = "ten")]
     pub top: u64,
+    /// Or a pod: perf runs on its node, in a Job.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// The pod's namespace (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The pod's container (needed when it has several).
+    #[serde(default)]
+    pub container: Option<String>,
+    /// For a pod: the image of the Job (it needs `perf` and `sh`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For a pod: where the Job runs (default: the pod's namespace).
+    #[serde(default)]
+    pub job_namespace: Option<String>,
+    /// For a pod: seconds to wait for the Job beyond `seconds` (default 120).
+    #[serde(default = "one_twenty")]
+    pub margin_seconds: u64,
+}
+
+fn one_twenty() -> u64 {
+    120
 }
 
 fn ten() -> u64 {
@@ -98,19 +126,84 @@ fn find_pid(name: &str) -> Result<u32, StepError> {
 }
 
 /// Records, folds, summarises.
-pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Value, StepError> {
+pub async fn run(
+    kube: Option<&dyn crate::k8s::Kube>,
+    artifacts: Option<&dyn Artifacts>,
+    with: &Value,
+) -> Result<Value, StepError> {
     let p: Params = super::params(with)?;
     if !(1..=120).contains(&p.seconds) || !(1..=999).contains(&p.hz) {
         return Err(StepError::Params(
             "seconds must be 1 to 120 and hz 1 to 999".into(),
         ));
     }
-    let pid = match (p.pid, &p.process) {
+    let (script, target, start, end, job) = match (&p.pid, &p.process, &p.pod) {
+        (None, None, Some(pod)) => {
+            let kube = kube.ok_or_else(|| {
+                StepError::Failed("perf.record of a pod: no Kubernetes client is configured".into())
+            })?;
+            let image = p.image.as_deref().ok_or_else(|| {
+                StepError::Params(
+                    "perf.record of a pod needs image: one with perf and sh (quench ships none)"
+                        .into(),
+                )
+            })?;
+            let namespace = p.namespace.as_deref().unwrap_or("default");
+            let t = super::perf_node::locate(kube, namespace, pod, p.container.as_deref()).await?;
+            let start = chrono::Utc::now();
+            let (job, script) = super::perf_node::record(
+                kube,
+                &t,
+                p.job_namespace.as_deref().unwrap_or(namespace),
+                image,
+                p.hz,
+                p.seconds,
+                std::time::Duration::from_secs(p.seconds + p.margin_seconds),
+            )
+            .await?;
+            let end = chrono::Utc::now();
+            (
+                script,
+                format!("pod/{namespace}/{pod}"),
+                start,
+                end,
+                Some(format!("{} on node {}", job, t.node)),
+            )
+        }
+        (pid, process, None) => {
+            let (script, pid, start, end) =
+                local(*pid, process.as_deref(), p.hz, p.seconds).await?;
+            (script, format!("pid/{pid}"), start, end, None)
+        }
+        _ => {
+            return Err(StepError::Params(
+                "give exactly one of pid, process or pod".into(),
+            ));
+        }
+    };
+    summarise(&script, &target, start, end, job, p.top, artifacts)
+}
+
+type Recorded = (
+    String,
+    u32,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+/// `perf record` then `perf script` on a process of this host.
+async fn local(
+    pid: Option<u32>,
+    process: Option<&str>,
+    hz: u32,
+    seconds: u64,
+) -> Result<Recorded, StepError> {
+    let pid = match (pid, process) {
         (Some(pid), None) => pid,
         (None, Some(name)) => find_pid(name)?,
         _ => {
             return Err(StepError::Params(
-                "give exactly one of pid or process".into(),
+                "give exactly one of pid, process or pod".into(),
             ));
         }
     };
@@ -126,13 +219,13 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
             "record",
             "-g",
             "-F",
-            &p.hz.to_string(),
+            &hz.to_string(),
             "-p",
             &pid.to_string(),
             "-o",
         ])
         .arg(&data)
-        .args(["--", "sleep", &p.seconds.to_string()])
+        .args(["--", "sleep", &seconds.to_string()])
         .kill_on_drop(true)
         .output()
         .await
@@ -159,7 +252,26 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
             String::from_utf8_lossy(&script.stderr).trim()
         )));
     }
-    let folded = fold(&String::from_utf8_lossy(&script.stdout));
+    Ok((
+        String::from_utf8_lossy(&script.stdout).into_owned(),
+        pid,
+        start,
+        end,
+    ))
+}
+
+/// Folds `perf script` output and builds the step's output: top list,
+/// `[unknown]` count, flame graph artifact, target and window.
+fn summarise(
+    script: &str,
+    target: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    job: Option<String>,
+    top_n: u64,
+    artifacts: Option<&dyn Artifacts>,
+) -> Result<Value, StepError> {
+    let folded = fold(script);
     let samples: u64 = folded.values().sum();
     let mut flat: HashMap<&str, u64> = HashMap::new();
     let mut cum: HashMap<&str, u64> = HashMap::new();
@@ -184,7 +296,7 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
         None
     } else {
         Some(
-            crate::pprof::flame::svg(&lines, &format!("perf pid {pid}"), "samples")
+            crate::pprof::flame::svg(&lines, &format!("perf {target}"), "samples")
                 .map_err(|e| StepError::Failed(e.to_string()))?,
         )
     };
@@ -195,7 +307,7 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
                 "image/svg+xml",
                 svg,
                 &super::Captured {
-                    target: Some(&format!("pid/{pid}")),
+                    target: Some(target),
                     window: Some((start, end)),
                 },
             )
@@ -204,12 +316,12 @@ pub async fn run(artifacts: Option<&dyn Artifacts>, with: &Value) -> Result<Valu
         _ => None,
     };
     Ok(json!({
-        "pid": pid,
-        "target": format!("pid/{pid}"),
+        "target": target,
+        "job": job,
         "window": {"start": start, "end": end},
         "samples": samples,
         "unknown_frames": unknown,
-        "top": top.iter().take(p.top as usize).map(|(f, fl, c)| json!({"function": f, "flat": fl, "cum": c})).collect::<Vec<_>>(),
+        "top": top.iter().take(top_n as usize).map(|(f, fl, c)| json!({"function": f, "flat": fl, "cum": c})).collect::<Vec<_>>(),
         "flamegraph": stored,
     }))
 }
