@@ -22,7 +22,7 @@ fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-pkgs=(golang-go etcd-server rsync jq make openssl bc
+pkgs=(golang-go etcd-server rsync jq make openssl bc dpkg-dev
   golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
