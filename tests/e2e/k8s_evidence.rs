@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn runner(kubeconfig: &std::path::Path) -> Builtin {
     Builtin::default().with_kube(Arc::new(KubeClient::new(KubeSource {
         kubeconfig: Some(kubeconfig.to_path_buf()),
-        context: None,
+        ..KubeSource::default()
     })))
 }
 
@@ -611,7 +611,7 @@ async fn a_perf_job_that_does_not_finish_is_deleted() {
     let pods = cluster.deployment(&ns, "web", 1, 8080).await;
     let kube = KubeClient::new(KubeSource {
         kubeconfig: Some(cluster.kubeconfig.clone()),
-        context: None,
+        ..KubeSource::default()
     });
     // The simulated node's container ids are not a runtime's hex ids.
     let e = perf_node::locate(&kube, &ns, &pods[0], None)

@@ -32,7 +32,7 @@ pub trait Kube: Send + Sync {
         &'a self,
         method: http::Method,
         path: &'a str,
-        body: Option<serde_json::Value>,
+        body: Option<Body>,
         max: usize,
         timeout: Duration,
     ) -> KubeFuture<'a, Vec<u8>>;
@@ -40,6 +40,67 @@ pub trait Kube: Send + Sync {
     /// GETs `path`; see [`Kube::request`].
     fn get<'a>(&'a self, path: &'a str, max: usize, timeout: Duration) -> KubeFuture<'a, Vec<u8>> {
         self.request(http::Method::GET, path, None, max, timeout)
+    }
+
+    /// Which namespaces steps may act in.
+    fn scope(&self) -> &Scope;
+}
+
+/// A request body: JSON, sent with its content type (plain JSON, or one of
+/// the patch types).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Body {
+    /// The document.
+    pub json: serde_json::Value,
+    /// `application/json`, `application/merge-patch+json`, ...
+    pub content_type: &'static str,
+}
+
+impl Body {
+    /// A plain JSON body.
+    pub fn json(json: serde_json::Value) -> Body {
+        Body {
+            json,
+            content_type: "application/json",
+        }
+    }
+}
+
+/// The namespaces steps may act in: an allowlist (empty: any) and a
+/// denylist, `kube-system` by default. Checked before any request; the
+/// RBAC of quench's service account is the second line, on the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    /// Only these namespaces, when not empty.
+    pub allow_namespaces: Vec<String>,
+    /// Never these.
+    pub deny_namespaces: Vec<String>,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            allow_namespaces: Vec::new(),
+            deny_namespaces: vec!["kube-system".into()],
+        }
+    }
+}
+
+impl Scope {
+    /// Refuses a namespace outside the scope, saying which rule.
+    pub fn check(&self, namespace: &str) -> Result<(), StepError> {
+        if self.deny_namespaces.iter().any(|n| n == namespace) {
+            return Err(StepError::Refused(format!(
+                "namespace {namespace} is denied to quench (kubernetes.deny_namespaces)"
+            )));
+        }
+        if !self.allow_namespaces.is_empty() && !self.allow_namespaces.iter().any(|n| n == namespace)
+        {
+            return Err(StepError::Refused(format!(
+                "namespace {namespace} is not in kubernetes.allow_namespaces"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -52,7 +113,7 @@ pub fn pod_proxy_path(namespace: &str, pod: &str, port: u16, rest: &str) -> Stri
 }
 
 /// Where the client's credentials come from.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubeSource {
     /// A kubeconfig file. Without one: `KUBECONFIG`, `~/.kube/config`,
@@ -62,10 +123,32 @@ pub struct KubeSource {
     /// The kubeconfig context (default: its current context).
     #[serde(default)]
     pub context: Option<String>,
+    /// Only these namespaces, when not empty.
+    #[serde(default)]
+    pub allow_namespaces: Vec<String>,
+    /// Never these (default: `kube-system`).
+    #[serde(default = "default_deny")]
+    pub deny_namespaces: Vec<String>,
+}
+
+fn default_deny() -> Vec<String> {
+    vec!["kube-system".into()]
+}
+
+impl Default for KubeSource {
+    fn default() -> Self {
+        KubeSource {
+            kubeconfig: None,
+            context: None,
+            allow_namespaces: Vec::new(),
+            deny_namespaces: default_deny(),
+        }
+    }
 }
 
 /// The real client: kube-rs, connected on first use.
 pub struct KubeClient {
+    scope: Scope,
     source: KubeSource,
     client: OnceCell<Result<kube::Client, String>>,
 }
@@ -75,6 +158,10 @@ impl KubeClient {
     /// first needs it.
     pub fn new(source: KubeSource) -> KubeClient {
         KubeClient {
+            scope: Scope {
+                allow_namespaces: source.allow_namespaces.clone(),
+                deny_namespaces: source.deny_namespaces.clone(),
+            },
             source,
             client: OnceCell::new(),
         }
@@ -129,11 +216,15 @@ fn status_message(body: &[u8]) -> String {
 }
 
 impl Kube for KubeClient {
+    fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
     fn request<'a>(
         &'a self,
         method: http::Method,
         path: &'a str,
-        body: Option<serde_json::Value>,
+        body: Option<Body>,
         max: usize,
         timeout: Duration,
     ) -> KubeFuture<'a, Vec<u8>> {
@@ -142,9 +233,9 @@ impl Kube for KubeClient {
             let builder = http::Request::builder().method(method).uri(path);
             let request = match body {
                 Some(b) => builder
-                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(http::header::CONTENT_TYPE, b.content_type)
                     .body(kube::client::Body::from(
-                        serde_json::to_vec(&b).expect("a JSON value serialises"),
+                        serde_json::to_vec(&b.json).expect("a JSON value serialises"),
                     )),
                 None => builder.body(kube::client::Body::empty()),
             }
@@ -193,9 +284,24 @@ impl Kube for KubeClient {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_denies_kube_system_by_default_and_honours_an_allowlist() {
+        let s = Scope::default();
+        assert!(s.check("shop").is_ok());
+        let e = s.check("kube-system").unwrap_err();
+        assert!(matches!(&e, StepError::Refused(m) if m.contains("deny_namespaces")), "{e}");
+        let s = Scope {
+            allow_namespaces: vec!["shop".into()],
+            ..Scope::default()
+        };
+        assert!(s.check("shop").is_ok());
+        assert!(s.check("billing").unwrap_err().to_string().contains("allow_namespaces"));
+    }
 
     #[test]
     fn proxy_path_names_pod_and_port() {

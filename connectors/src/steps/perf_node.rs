@@ -177,7 +177,7 @@ pub async fn record(
         .request(
             http::Method::POST,
             &format!("/apis/batch/v1/namespaces/{job_namespace}/jobs"),
-            Some(job(t, job_namespace, image, hz, seconds)),
+            Some(crate::k8s::Body::json(job(t, job_namespace, image, hz, seconds))),
             1 << 20,
             Duration::from_secs(30),
         )
@@ -194,7 +194,7 @@ pub async fn record(
         .request(
             http::Method::DELETE,
             &format!("/apis/batch/v1/namespaces/{job_namespace}/jobs/{name}"),
-            Some(json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})),
+            Some(crate::k8s::Body::json(json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}))),
             1 << 20,
             Duration::from_secs(30),
         )
