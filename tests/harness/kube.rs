@@ -62,6 +62,25 @@ impl Cluster {
         }
     }
 
+    /// quench's steps, reaching this cluster with the admin kubeconfig.
+    pub fn steps(&self) -> quench_connectors::steps::Builtin {
+        quench_connectors::steps::Builtin::default().with_kube(std::sync::Arc::new(
+            quench_connectors::k8s::KubeClient::new(quench_connectors::k8s::KubeSource {
+                kubeconfig: Some(self.kubeconfig.clone()),
+                ..Default::default()
+            }),
+        ))
+    }
+
+    /// GETs an object as JSON, through the admin client.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let req = http::Request::get(path).body(Vec::new()).expect("request");
+        self.client
+            .request::<serde_json::Value>(req)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// A fresh namespace named `prefix-N-PID`, ready for pods (its default
     /// service account exists).
     pub async fn namespace(&self, prefix: &str) -> String {

@@ -8,6 +8,7 @@
 //! cannot run.
 
 pub mod names;
+pub mod objects;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -94,7 +95,8 @@ impl Scope {
                 "namespace {namespace} is denied to quench (kubernetes.deny_namespaces)"
             )));
         }
-        if !self.allow_namespaces.is_empty() && !self.allow_namespaces.iter().any(|n| n == namespace)
+        if !self.allow_namespaces.is_empty()
+            && !self.allow_namespaces.iter().any(|n| n == namespace)
         {
             return Err(StepError::Refused(format!(
                 "namespace {namespace} is not in kubernetes.allow_namespaces"
@@ -284,7 +286,6 @@ impl Kube for KubeClient {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,13 +295,21 @@ mod tests {
         let s = Scope::default();
         assert!(s.check("shop").is_ok());
         let e = s.check("kube-system").unwrap_err();
-        assert!(matches!(&e, StepError::Refused(m) if m.contains("deny_namespaces")), "{e}");
+        assert!(
+            matches!(&e, StepError::Refused(m) if m.contains("deny_namespaces")),
+            "{e}"
+        );
         let s = Scope {
             allow_namespaces: vec!["shop".into()],
             ..Scope::default()
         };
         assert!(s.check("shop").is_ok());
-        assert!(s.check("billing").unwrap_err().to_string().contains("allow_namespaces"));
+        assert!(
+            s.check("billing")
+                .unwrap_err()
+                .to_string()
+                .contains("allow_namespaces")
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod goroutine_dump;
 pub mod http_request;
 pub mod k8s_events;
 pub mod k8s_logs;
+pub mod k8s_rollout_restart;
+pub mod k8s_scale;
 pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
@@ -75,6 +77,17 @@ where
             .map(Some)
             .map_err(|e| serde::de::Error::custom(format!("{t:?} is not a number: {e}"))),
     }
+}
+
+/// A number written as a number or as a string holding one (see
+/// [`opt_number`]).
+pub(crate) fn number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    opt_number(d)?.ok_or_else(|| serde::de::Error::custom("a number is required"))
 }
 
 /// Refuses anything but an http:// or https:// URL.
@@ -338,6 +351,10 @@ impl StepRunner for Builtin {
                 StepType::MetricsScrape => metrics_scrape::run(&self.http, kube, with).await,
                 StepType::K8sLogs => k8s_logs::run(need_kube(kube)?, with).await,
                 StepType::K8sEvents => k8s_events::run(need_kube(kube)?, with).await,
+                StepType::K8sScale => k8s_scale::run(need_kube(kube)?, with).await,
+                StepType::K8sRolloutRestart => {
+                    k8s_rollout_restart::run(need_kube(kube)?, with).await
+                }
                 StepType::PerfRecord => {
                     perf_record::run(kube, self.artifacts.as_deref(), with).await
                 }
@@ -602,6 +619,8 @@ impl StepType {
             StepType::PromqlVerify => probe::<promql::VerifyParams>(key),
             StepType::K8sLogs => probe::<k8s_logs::Params>(key),
             StepType::K8sEvents => probe::<k8s_events::Params>(key),
+            StepType::K8sScale => probe::<k8s_scale::Params>(key),
+            StepType::K8sRolloutRestart => probe::<k8s_rollout_restart::Params>(key),
             _ => None,
         }
     }
@@ -645,9 +664,20 @@ mod tests {
         assert_eq!(StepType::PprofCapture.unknown_param("kind"), None);
         assert_eq!(StepType::PprofCapture.unknown_param("url"), None);
         assert_eq!(
-            StepType::K8sScale.unknown_param("anything"),
+            StepType::ArgocdSync.unknown_param("anything"),
             None,
             "not in this build"
+        );
+        assert!(
+            StepType::K8sScale
+                .unknown_param("replica")
+                .unwrap()
+                .contains("`replicas`")
+        );
+        assert_eq!(
+            StepType::K8sScale.unknown_param("deployment"),
+            None,
+            "an alias"
         );
         assert!(!StepType::PprofCapture.is_destructive());
     }

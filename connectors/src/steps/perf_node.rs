@@ -177,7 +177,13 @@ pub async fn record(
         .request(
             http::Method::POST,
             &format!("/apis/batch/v1/namespaces/{job_namespace}/jobs"),
-            Some(crate::k8s::Body::json(job(t, job_namespace, image, hz, seconds))),
+            Some(crate::k8s::Body::json(job(
+                t,
+                job_namespace,
+                image,
+                hz,
+                seconds,
+            ))),
             1 << 20,
             Duration::from_secs(30),
         )
