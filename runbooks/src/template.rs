@@ -7,7 +7,9 @@
 //!
 //! - `{{k8s_name alert.labels.pod}}`: a DNS-1123 name (lowercase letters,
 //!   digits, `-` and `.`, at most 253 characters) or the render fails;
-//! - `{{duration alert.labels.window}}`: a duration such as `5m`.
+//! - `{{duration alert.labels.window}}`: a duration such as `5m`;
+//! - `{{json steps.scale.output.revert}}`: a value as JSON text, for a
+//!   step that takes a whole object (`k8s.revert`).
 //!
 //! No step type takes a shell string: `k8s.exec` takes an argv list whose
 //! elements are rendered one by one, so a label value can never become a
@@ -83,6 +85,32 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         })
 }
 
+/// `{{json value}}`: the value as JSON text, so a step can receive a whole
+/// object from an earlier step's output (`k8s.revert`'s record).
+struct Json;
+
+impl HelperDef for Json {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let v = h
+            .param(0)
+            .ok_or_else(|| RenderErrorReason::Other("json takes one value".into()))?;
+        if v.is_value_missing() {
+            let path = v.relative_path().map(String::as_str).unwrap_or("a value");
+            return Err(RenderErrorReason::Other(format!(
+                "{path} is not defined for this alert (templates are strict)"
+            ))
+            .into());
+        }
+        Ok(ScopedJson::Derived(Value::String(v.value().to_string())))
+    }
+}
+
 struct Validate {
     what: &'static str,
     ok: fn(&str) -> bool,
@@ -149,6 +177,7 @@ impl Templates {
                 ok: |s| crate::duration::parse(s).is_ok(),
             }),
         );
+        hb.register_helper("json", Box::new(Json));
         Templates { hb }
     }
 
@@ -252,6 +281,17 @@ mod tests {
             err.contains("alert.labels.namespace") && err.contains("not defined"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn json_renders_a_whole_value_as_json_text() {
+        let t = Templates::new();
+        let c = json!({"steps": {"scale": {"output": {"revert": {"patch": {"spec": {"replicas": 2}}, "note": "a \"q\""}}}}});
+        let text = t.render("{{json steps.scale.output.revert}}", &c).unwrap();
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c["steps"]["scale"]["output"]["revert"]);
+        let err = t.render("{{json steps.nope.output}}", &c).unwrap_err();
+        assert!(err.contains("not defined"), "{err}");
     }
 
     #[test]

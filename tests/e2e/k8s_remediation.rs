@@ -177,3 +177,244 @@ async fn bad_names_and_denied_namespaces_never_reach_the_api_server() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn delete_pod_by_name_is_replaced_and_a_wide_selector_is_refused() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("delete").await;
+    let pods = cluster.deployment(&ns, "web", 2, 8080).await;
+    let steps = cluster.steps();
+
+    let out = steps
+        .run(
+            StepType::K8sDeletePod,
+            &json!({"pod": pods[0], "namespace": ns, "dry_run": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["count"], 1);
+    assert_eq!(
+        cluster.running_pods(&ns, "web", 2).await,
+        pods,
+        "dry-run deleted nothing"
+    );
+
+    // More pods match than max allows: none is deleted.
+    let e = steps
+        .run(
+            StepType::K8sDeletePod,
+            &json!({"selector": "app=web", "namespace": ns, "max": 1}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Refused(m) if m.contains("matches 2 pods") && m.contains("none deleted")),
+        "{e}"
+    );
+    assert_eq!(cluster.running_pods(&ns, "web", 2).await, pods);
+
+    let out = steps
+        .run(
+            StepType::K8sDeletePod,
+            &json!({"pod": pods[0], "namespace": ns, "grace_seconds": 0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["deleted"][0]["pod"], pods[0].as_str());
+    assert_eq!(out["deleted"][0]["node"], "localhost");
+    // The ReplicaSet replaces it.
+    quench_tests::kube::wait_until(
+        std::time::Duration::from_secs(30),
+        "a replacement pod",
+        || async {
+            let now = cluster.running_pods(&ns, "web", 2).await;
+            !now.contains(&pods[0])
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rollback_after_an_image_change_returns_to_the_previous_image() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("rollback").await;
+    cluster.deployment(&ns, "web", 2, 8080).await;
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    // `kubectl set image`: a second revision with a new image.
+    cluster
+        .send(
+            "PATCH",
+            &path,
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "quench-testsvc:2"}]}}}}),
+            "application/strategic-merge-patch+json",
+        )
+        .await
+        .unwrap();
+    quench_tests::kube::wait_until(
+        std::time::Duration::from_secs(60),
+        "revision 2 rolled out",
+        || async {
+            let d = cluster.get_json(&path).await;
+            d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+                && d["status"]["updatedReplicas"] == 2
+                && d["status"]["availableReplicas"] == 2
+                && d["status"]["replicas"] == 2
+        },
+    )
+    .await;
+    let steps = cluster.steps();
+    let image = |d: &Value| d["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+
+    let out = steps
+        .run(
+            StepType::K8sRollback,
+            &json!({"deployment": "web", "namespace": ns, "dry_run": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["would_be"]["images"]["app"], "quench-testsvc:1",
+        "{out}"
+    );
+    assert_eq!(
+        image(&cluster.get_json(&path).await),
+        "quench-testsvc:2",
+        "dry-run"
+    );
+
+    let out = steps
+        .run(
+            StepType::K8sRollback,
+            &json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out["from_revision"].clone(), out["to_revision"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(out["before"]["images"]["app"], "quench-testsvc:2");
+    assert_eq!(out["after"]["images"]["app"], "quench-testsvc:1");
+    assert_eq!(out["rollout"], "complete");
+    let d = cluster.get_json(&path).await;
+    assert_eq!(image(&d), "quench-testsvc:1");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+}
+
+#[tokio::test]
+async fn cordon_and_uncordon_the_node() {
+    let cluster = Cluster::get().await;
+    let steps = cluster.steps();
+    let unschedulable = || async {
+        cluster.get_json("/api/v1/nodes/localhost").await["spec"]["unschedulable"]
+            .as_bool()
+            .unwrap_or(false)
+    };
+    let out = steps
+        .run(
+            StepType::K8sCordon,
+            &json!({"node": "localhost", "dry_run": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["after"]["unschedulable"], true, "{out}");
+    assert!(!unschedulable().await, "dry-run");
+    let out = steps
+        .run(StepType::K8sCordon, &json!({"node": "localhost"}))
+        .await
+        .unwrap();
+    assert_eq!(out["before"]["unschedulable"], false);
+    assert!(unschedulable().await);
+    // Undone at once, so that other tests can schedule pods.
+    let out = steps
+        .run(StepType::K8sUncordon, &json!({"node": "localhost"}))
+        .await
+        .unwrap();
+    assert_eq!(out["before"]["unschedulable"], true);
+    assert!(!unschedulable().await);
+}
+
+#[tokio::test]
+async fn patch_a_custom_resource_and_revert_it() {
+    let cluster = Cluster::get().await;
+    cluster.install_podchaos_crd().await;
+    let ns = cluster.namespace("patch").await;
+    let collection = format!("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/podchaos");
+    cluster
+        .send(
+            "POST",
+            &collection,
+            json!({"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "PodChaos",
+                   "metadata": {"name": "kill-web"},
+                   "spec": {"action": "pod-kill", "mode": "one", "selector": {"labelSelectors": {"app": "web"}}}}),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let steps = cluster.steps();
+    let with = |dry: bool| {
+        json!({"api_version": "chaos-mesh.org/v1alpha1", "resource": "podchaos", "kind": "PodChaos",
+               "namespace": ns, "name": "kill-web", "type": "merge", "dry_run": dry,
+               "patch": {"metadata": {"annotations": {"experiment.chaos-mesh.org/pause": "true"}},
+                         "spec": {"mode": "all"}}})
+    };
+    let read = || async { cluster.get_json(&format!("{collection}/kill-web")).await };
+    steps.run(StepType::K8sPatch, &with(true)).await.unwrap();
+    assert_eq!(read().await["spec"]["mode"], "one", "dry-run");
+    let out = steps.run(StepType::K8sPatch, &with(false)).await.unwrap();
+    let now = read().await;
+    assert_eq!(now["spec"]["mode"], "all");
+    assert_eq!(
+        now["metadata"]["annotations"]["experiment.chaos-mesh.org/pause"],
+        "true"
+    );
+    assert_eq!(
+        out["revert"]["patch"],
+        json!({"metadata": {"annotations": null}, "spec": {"mode": "one"}}),
+        "{out}"
+    );
+    // The revert record as a runbook passes it: JSON text from a template.
+    let record = out["revert"].to_string();
+    steps
+        .run(StepType::K8sRevert, &json!({"revert": record}))
+        .await
+        .unwrap();
+    let back = read().await;
+    assert_eq!(back["spec"]["mode"], "one");
+    assert!(back["metadata"]["annotations"].is_null(), "{back}");
+}
+
+#[tokio::test]
+async fn a_scale_is_reverted_from_its_record() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("revert").await;
+    cluster.deployment(&ns, "web", 2, 8080).await;
+    let steps = cluster.steps();
+    let out = steps
+        .run(
+            StepType::K8sScale,
+            &json!({"deployment": "web", "namespace": ns, "replicas": 3}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replicas(&cluster, &ns, "web").await, 3);
+    steps
+        .run(StepType::K8sRevert, &json!({"revert": out["revert"]}))
+        .await
+        .unwrap();
+    assert_eq!(replicas(&cluster, &ns, "web").await, 2);
+    // A forged record gets the same checks as a runbook's own parameters.
+    let mut forged = out["revert"].clone();
+    forged["object"]["namespace"] = json!("kube-system");
+    let e = steps
+        .run(StepType::K8sRevert, &json!({"revert": forged}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Refused(m) if m.contains("deny_namespaces")),
+        "{e}"
+    );
+}

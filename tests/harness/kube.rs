@@ -81,6 +81,68 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// Sends a JSON body (`content_type` for patches) through the admin
+    /// client; returns the answer, or the API server's error.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+        content_type: &str,
+    ) -> Result<serde_json::Value, kube::Error> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(serde_json::to_vec(&body).expect("JSON"))
+            .expect("request");
+        self.client.request::<serde_json::Value>(req).await
+    }
+
+    /// Installs a Chaos Mesh-style `PodChaos` CRD (once; later calls find
+    /// it there) and waits until its objects can be created.
+    pub async fn install_podchaos_crd(&self) {
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "podchaos.chaos-mesh.org"},
+            "spec": {
+                "group": "chaos-mesh.org", "scope": "Namespaced",
+                "names": {"kind": "PodChaos", "plural": "podchaos", "singular": "podchaos", "listKind": "PodChaosList"},
+                "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        });
+        match self
+            .send(
+                "POST",
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                crd,
+                "application/json",
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("install the PodChaos CRD: {e}"),
+        }
+        wait_until(Duration::from_secs(30), "the PodChaos CRD established", || async {
+            let req = http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/podchaos.chaos-mesh.org")
+                .body(Vec::new())
+                .expect("request");
+            self.client
+                .request::<serde_json::Value>(req)
+                .await
+                .ok()
+                .and_then(|crd| {
+                    crd["status"]["conditions"].as_array().map(|c| {
+                        c.iter().any(|c| c["type"] == "Established" && c["status"] == "True")
+                    })
+                })
+                .unwrap_or(false)
+        })
+        .await;
+    }
+
     /// A fresh namespace named `prefix-N-PID`, ready for pods (its default
     /// service account exists).
     pub async fn namespace(&self, prefix: &str) -> String {

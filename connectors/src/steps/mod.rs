@@ -15,8 +15,13 @@ use serde_json::Value;
 
 pub mod goroutine_dump;
 pub mod http_request;
+pub mod k8s_cordon;
+pub mod k8s_delete_pod;
 pub mod k8s_events;
 pub mod k8s_logs;
+pub mod k8s_patch;
+pub mod k8s_revert;
+pub mod k8s_rollback;
 pub mod k8s_rollout_restart;
 pub mod k8s_scale;
 pub mod metrics_scrape;
@@ -352,6 +357,12 @@ impl StepRunner for Builtin {
                 StepType::K8sLogs => k8s_logs::run(need_kube(kube)?, with).await,
                 StepType::K8sEvents => k8s_events::run(need_kube(kube)?, with).await,
                 StepType::K8sScale => k8s_scale::run(need_kube(kube)?, with).await,
+                StepType::K8sDeletePod => k8s_delete_pod::run(need_kube(kube)?, with).await,
+                StepType::K8sRollback => k8s_rollback::run(need_kube(kube)?, with).await,
+                StepType::K8sCordon => k8s_cordon::run(need_kube(kube)?, with, true).await,
+                StepType::K8sUncordon => k8s_cordon::run(need_kube(kube)?, with, false).await,
+                StepType::K8sPatch => k8s_patch::run(need_kube(kube)?, with).await,
+                StepType::K8sRevert => k8s_revert::run(need_kube(kube)?, with).await,
                 StepType::K8sRolloutRestart => {
                     k8s_rollout_restart::run(need_kube(kube)?, with).await
                 }
@@ -566,6 +577,8 @@ step_types! {
     K8sDrain = "k8s.drain", destructive: true;
     /// Patches any object.
     K8sPatch = "k8s.patch", destructive: true;
+    /// Puts back what an earlier step changed, from its revert record.
+    K8sRevert = "k8s.revert", destructive: true;
     /// Server-side applies a manifest.
     K8sApply = "k8s.apply", destructive: true;
     /// Runs an argv in a container.
@@ -620,6 +633,11 @@ impl StepType {
             StepType::K8sLogs => probe::<k8s_logs::Params>(key),
             StepType::K8sEvents => probe::<k8s_events::Params>(key),
             StepType::K8sScale => probe::<k8s_scale::Params>(key),
+            StepType::K8sDeletePod => probe::<k8s_delete_pod::Params>(key),
+            StepType::K8sRollback => probe::<k8s_rollback::Params>(key),
+            StepType::K8sCordon | StepType::K8sUncordon => probe::<k8s_cordon::Params>(key),
+            StepType::K8sPatch => probe::<k8s_patch::Params>(key),
+            StepType::K8sRevert => probe::<k8s_revert::Params>(key),
             StepType::K8sRolloutRestart => probe::<k8s_rollout_restart::Params>(key),
             _ => None,
         }
