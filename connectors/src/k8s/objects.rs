@@ -223,10 +223,9 @@ pub fn inverse_merge_patch(before: &Value, after: &Value) -> Value {
                     }
                 }
                 for (k, bv) in b {
-                    if !a.contains_key(k)
-                        && !(depth == 0 && k == "status")
-                        && !(depth == 1 && VOLATILE.contains(&k.as_str()))
-                    {
+                    let skipped = (depth == 0 && k == "status")
+                        || (depth == 1 && VOLATILE.contains(&k.as_str()));
+                    if !skipped && !a.contains_key(k) {
                         out.insert(k.clone(), bv.clone());
                     }
                 }
