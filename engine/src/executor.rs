@@ -753,18 +753,46 @@ impl Executor {
                 }
             }
             if self.config.dry_run {
+                // Kubernetes steps ask the API server (`dryRun=All`), which
+                // checks everything a real call would and says what would
+                // change; other steps only report their parameters.
+                let (output, reason) = if kind.server_dry_run() {
+                    let mut with = rendered.clone();
+                    with["dry_run"] = Value::Bool(true);
+                    let run = STEP.scope(
+                        (incident.to_string(), id.to_string()),
+                        self.runner.run(kind, &with),
+                    );
+                    match tokio::time::timeout(self.config.default_timeout, run).await {
+                        Ok(Ok(out)) => (
+                            out,
+                            "dry-run: the API server checked it; nothing was changed".to_string(),
+                        ),
+                        Ok(Err(e)) => (
+                            serde_json::json!({"ok": false, "error": e.to_string()}),
+                            format!("dry-run: the API server refused it: {e}"),
+                        ),
+                        Err(_) => (
+                            serde_json::json!({"ok": false, "error": "timed out"}),
+                            "dry-run: no answer in time".to_string(),
+                        ),
+                    }
+                } else {
+                    (Value::Null, "dry-run: nothing was changed".to_string())
+                };
                 self.audit(
                     incident,
                     Some(id),
                     Some(&target),
                     "step.dry_run",
                     "quench",
-                    format!("{} would run with {rendered}", kind.name()),
+                    format!("{} would run with {rendered}: {reason}", kind.name()),
                 );
                 self.set_step(incident, idx, |s| {
                     s.rendered = rendered.clone();
                     s.state = StepState::DryRun;
-                    s.reason = "dry-run: nothing was changed".into();
+                    s.output = output.clone();
+                    s.reason = reason.clone();
                     s.ended_at = Some(Utc::now());
                 });
                 return Ok(());

@@ -418,3 +418,123 @@ async fn a_scale_is_reverted_from_its_record() {
         "{e}"
     );
 }
+
+fn restart_runbook(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("restart.yaml"),
+        r#"version: 1
+name: restart-on-leak
+match:
+  matchers: ['alertname="GoroutineLeak"']
+steps:
+  - id: restart
+    uses: k8s.rollout_restart
+    timeout: 90s
+    with:
+      kind: Deployment
+      name: '{{k8s_name alert.labels.deployment}}'
+      namespace: '{{k8s_name alert.labels.namespace}}'
+      timeout_seconds: 60
+"#,
+    )
+    .unwrap();
+}
+
+async fn fire(q: &quench_tests::Quench, ns: &str) {
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing",
+                    "labels": {"alertname": "GoroutineLeak", "namespace": ns, "deployment": "web"},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "leak"}]});
+    let r = quench_tests::http()
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Alert → runbook → rollout restart on the real API server; the incident
+/// keeps the action, its before-state and revert record, and the audit log
+/// the action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_restarts_a_deployment_through_the_binary() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("e2e-restart").await;
+    let old = cluster.deployment(&ns, "web", 2, 8080).await;
+    let rb = tempfile::tempdir().unwrap();
+    restart_runbook(rb.path());
+    let q = quench_tests::Quench::start(
+        &format!(
+            "kubernetes: {{kubeconfig: '{}'}}\n",
+            cluster.kubeconfig.display()
+        ),
+        rb.path(),
+    );
+    fire(&q, &ns).await;
+    let inc = q
+        .wait_for(
+            "/api/v1/incidents/inc-1",
+            std::time::Duration::from_secs(90),
+            |d| {
+                let s = &d["steps"][0]["state"];
+                (s == "succeeded" || s == "failed").then(|| d.clone())
+            },
+        )
+        .await;
+    let step = &inc["steps"][0];
+    assert_eq!(step["state"], "succeeded", "{inc:#}");
+    assert_eq!(step["output"]["rollout"], "complete");
+    assert_eq!(
+        step["output"]["before"]["images"]["app"],
+        "quench-testsvc:1"
+    );
+    assert_eq!(step["output"]["revert"]["object"]["name"], "web");
+    let new = cluster.running_pods(&ns, "web", 2).await;
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} -> {new:?}");
+    let audit = q.get_json("/api/v1/audit?incident=inc-1").await;
+    assert!(
+        audit.to_string().contains("k8s.rollout_restart succeeded"),
+        "{audit:#}"
+    );
+}
+
+/// The engine's dry-run mode asks the API server and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_dry_run_asks_the_api_server_and_changes_nothing() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("e2e-dry").await;
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    let rb = tempfile::tempdir().unwrap();
+    restart_runbook(rb.path());
+    let q = quench_tests::Quench::start(
+        &format!(
+            "kubernetes: {{kubeconfig: '{}'}}\nexecutor: {{dry_run: true}}\n",
+            cluster.kubeconfig.display()
+        ),
+        rb.path(),
+    );
+    fire(&q, &ns).await;
+    let inc = q
+        .wait_for(
+            "/api/v1/incidents/inc-1",
+            std::time::Duration::from_secs(60),
+            |d| (d["steps"][0]["state"] == "dry_run").then(|| d.clone()),
+        )
+        .await;
+    let step = &inc["steps"][0];
+    assert_eq!(step["output"]["dry_run"], true, "{inc:#}");
+    assert!(
+        step["reason"]
+            .as_str()
+            .unwrap()
+            .contains("API server checked it")
+    );
+    let d = cluster
+        .get_json(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+        .await;
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"].is_null(),
+        "nothing changed: {d}"
+    );
+}

@@ -530,6 +530,22 @@ macro_rules! step_types {
                 match self { $( StepType::$variant => $name, )* }
             }
 
+            /// Whether the step can ask its server what it would do
+            /// without doing it (`dry_run: true`, Kubernetes' `dryRun=All`).
+            pub fn server_dry_run(self) -> bool {
+                matches!(
+                    self,
+                    StepType::K8sDeletePod
+                        | StepType::K8sRolloutRestart
+                        | StepType::K8sScale
+                        | StepType::K8sRollback
+                        | StepType::K8sCordon
+                        | StepType::K8sUncordon
+                        | StepType::K8sPatch
+                        | StepType::K8sRevert
+                )
+            }
+
             /// Whether the step changes something outside quench. The
             /// executor, not the step, decides whether a destructive step
             /// may run (dry-run, approvals, budgets, kill switch).
