@@ -538,3 +538,98 @@ async fn the_engines_dry_run_asks_the_api_server_and_changes_nothing() {
         "nothing changed: {d}"
     );
 }
+
+#[tokio::test]
+async fn apply_creates_then_updates_server_side_and_dry_run_changes_nothing() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("apply").await;
+    let steps = cluster.steps();
+    let manifest = |flag: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "flags", "namespace": ns},
+               "data": {"slow_path": flag}})
+    };
+    let read = || async {
+        cluster
+            .get_json(&format!("/api/v1/namespaces/{ns}/configmaps/flags"))
+            .await
+    };
+    let out = steps
+        .run(StepType::K8sApply, &json!({"manifest": manifest("on")}))
+        .await
+        .unwrap();
+    assert_eq!(out["created"], true, "{out}");
+    assert_eq!(read().await["data"]["slow_path"], "on");
+    let cm = read().await;
+    assert!(
+        cm["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["manager"] == "quench" && f["operation"] == "Apply"),
+        "quench is the field manager: {cm}"
+    );
+    steps
+        .run(
+            StepType::K8sApply,
+            &json!({"manifest": manifest("off"), "dry_run": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read().await["data"]["slow_path"], "on", "dry-run");
+    let out = steps
+        .run(StepType::K8sApply, &json!({"manifest": manifest("off")}))
+        .await
+        .unwrap();
+    assert_eq!(read().await["data"]["slow_path"], "off");
+    assert_eq!(out["revert"]["patch"], json!({"data": {"slow_path": "on"}}));
+}
+
+#[tokio::test]
+async fn wait_for_available_deleted_and_a_timeout_that_says_what_it_saw() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("wait").await;
+    let pods = cluster.deployment(&ns, "web", 1, 8080).await;
+    let steps = cluster.steps();
+    let out = steps
+        .run(
+            StepType::K8sWait,
+            &json!({"kind": "Deployment", "name": "web", "namespace": ns, "for": "available"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["for"], "available");
+    steps
+        .run(
+            StepType::K8sWait,
+            &json!({"kind": "Pod", "name": pods[0], "namespace": ns, "for": "ready"}),
+        )
+        .await
+        .unwrap();
+    let e = steps
+        .run(
+            StepType::K8sWait,
+            &json!({"kind": "Pod", "name": pods[0], "namespace": ns,
+                    "for": "condition:Quenched", "timeout_seconds": 2}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Failed(m) if m.contains("not condition:Quenched after 2s") && m.contains("Running")),
+        "{e}"
+    );
+    steps
+        .run(
+            StepType::K8sDeletePod,
+            &json!({"pod": pods[0], "namespace": ns, "grace_seconds": 0}),
+        )
+        .await
+        .unwrap();
+    steps
+        .run(
+            StepType::K8sWait,
+            &json!({"kind": "Pod", "name": pods[0], "namespace": ns, "for": "deleted", "timeout_seconds": 30}),
+        )
+        .await
+        .unwrap();
+}

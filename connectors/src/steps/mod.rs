@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod goroutine_dump;
 pub mod http_request;
+pub mod k8s_apply;
 pub mod k8s_cordon;
 pub mod k8s_delete_pod;
 pub mod k8s_events;
@@ -24,6 +25,7 @@ pub mod k8s_revert;
 pub mod k8s_rollback;
 pub mod k8s_rollout_restart;
 pub mod k8s_scale;
+pub mod k8s_wait;
 pub mod metrics_scrape;
 pub mod notify_slack;
 pub mod pagerduty_event;
@@ -363,6 +365,8 @@ impl StepRunner for Builtin {
                 StepType::K8sUncordon => k8s_cordon::run(need_kube(kube)?, with, false).await,
                 StepType::K8sPatch => k8s_patch::run(need_kube(kube)?, with).await,
                 StepType::K8sRevert => k8s_revert::run(need_kube(kube)?, with).await,
+                StepType::K8sWait => k8s_wait::run(need_kube(kube)?, with).await,
+                StepType::K8sApply => k8s_apply::run(need_kube(kube)?, with).await,
                 StepType::K8sRolloutRestart => {
                     k8s_rollout_restart::run(need_kube(kube)?, with).await
                 }
@@ -543,6 +547,7 @@ macro_rules! step_types {
                         | StepType::K8sUncordon
                         | StepType::K8sPatch
                         | StepType::K8sRevert
+                        | StepType::K8sApply
                 )
             }
 
@@ -654,6 +659,8 @@ impl StepType {
             StepType::K8sCordon | StepType::K8sUncordon => probe::<k8s_cordon::Params>(key),
             StepType::K8sPatch => probe::<k8s_patch::Params>(key),
             StepType::K8sRevert => probe::<k8s_revert::Params>(key),
+            StepType::K8sWait => probe::<k8s_wait::Params>(key),
+            StepType::K8sApply => probe::<k8s_apply::Params>(key),
             StepType::K8sRolloutRestart => probe::<k8s_rollout_restart::Params>(key),
             _ => None,
         }
