@@ -8,7 +8,8 @@
 # Writes $STATE/env with what the tests read:
 #   QUENCH_TEST_KUBECONFIG  admin kubeconfig (client certificate, system:masters)
 #   QUENCH_TEST_NETNS       the namespace every test process must run in
-#   QUENCH_TEST_POD_IP      the address the simulated node gives every pod;
+#   QUENCH_TEST_DRAIN_NODE  a second simulated node, tainted, for drain tests
+#   QUENCH_TEST_POD_IP      the address the simulated nodes give every pod;
 #                           it is on the namespace's loopback, so a server
 #                           listening there is what the API server's pod
 #                           proxy reaches
@@ -134,12 +135,22 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig "$STATE/admin.kubeconfig" --secure-port 0 --port 0 --leader-elect=false
 start kubemark "$BIN/kubemark" --morph kubelet --name localhost \
   --kubeconfig "$STATE/admin.kubeconfig" --kubelet-port 10250 --kubelet-read-only-port 0
+# A second node for the tests that cordon and drain: tainted, so only pods
+# that tolerate the taint land there, and draining it disturbs no one else.
+start kubemark-drain "$BIN/kubemark" --morph kubelet --name drain-node \
+  --node-labels quench.dev/pool=drain \
+  --kubeconfig "$STATE/admin.kubeconfig" --kubelet-port 10251 --kubelet-read-only-port 0
 
 node_ready() {
-  curl_api /api/v1/nodes/localhost |
+  curl_api "/api/v1/nodes/$1" |
     jq -e '.status.conditions[] | select(.type == "Ready") | .status == "True"' | grep -q true
 }
-wait_for "the simulated node" 90 node_ready
+wait_for "the simulated node" 90 node_ready localhost
+wait_for "the drain node" 90 node_ready drain-node
+in_ns curl -sf --max-time 5 --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" \
+  -X PATCH -H 'Content-Type: application/merge-patch+json' \
+  -d '{"spec":{"taints":[{"key":"quench.dev/drain-test","value":"true","effect":"NoSchedule"}]}}' \
+  "https://127.0.0.1:$APISERVER_PORT/api/v1/nodes/drain-node" >/dev/null
 # The default service account appears when the controller manager's token
 # controller has run; pods cannot be created before that.
 wait_for "the default service account" 60 curl_api /api/v1/namespaces/default/serviceaccounts/default
@@ -148,5 +159,6 @@ cat >"$STATE/env" <<EOF
 QUENCH_TEST_KUBECONFIG=$STATE/admin.kubeconfig
 QUENCH_TEST_NETNS=$NS
 QUENCH_TEST_POD_IP=$POD_IP
+QUENCH_TEST_DRAIN_NODE=drain-node
 EOF
 echo "k8s-up: control plane ready in network namespace $NS ($STATE/env)" >&2

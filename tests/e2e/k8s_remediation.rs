@@ -304,37 +304,184 @@ async fn rollback_after_an_image_change_returns_to_the_previous_image() {
     );
 }
 
+/// Cordon, uncordon and drain, on the tainted second node that only these
+/// pods use: a PodDisruptionBudget stops the drain, DaemonSet pods stay,
+/// dry-run changes nothing.
 #[tokio::test]
-async fn cordon_and_uncordon_the_node() {
+async fn cordon_and_drain_honour_budgets_and_dry_run() {
     let cluster = Cluster::get().await;
+    let node = cluster.drain_node();
+    // A run that failed half-way may have left the node cordoned.
+    cluster
+        .send(
+            "PATCH",
+            &format!("/api/v1/nodes/{node}"),
+            json!({"spec": {"unschedulable": null}}),
+            "application/merge-patch+json",
+        )
+        .await
+        .unwrap();
+    // Namespaces of earlier runs (a failed run keeps its pods, even a
+    // budget) go first: the node must hold this run's pods only.
+    let all = cluster.get_json("/api/v1/namespaces").await;
+    for old in all["items"].as_array().unwrap() {
+        let name = old["metadata"]["name"].as_str().unwrap();
+        if name.starts_with("drain-") {
+            let _ = cluster
+                .send(
+                    "DELETE",
+                    &format!("/api/v1/namespaces/{name}"),
+                    json!({}),
+                    "application/json",
+                )
+                .await;
+        }
+    }
+    quench_tests::kube::wait_until(
+        std::time::Duration::from_secs(60),
+        "the drain node empty",
+        || async {
+            let pods = cluster
+                .get_json(&format!(
+                    "/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"
+                ))
+                .await;
+            pods["items"].as_array().unwrap().is_empty()
+        },
+    )
+    .await;
+    let ns = cluster.namespace("drain").await;
+    let pods = cluster.deployment_on_drain_node(&ns, "web", 2).await;
+    cluster
+        .send(
+            "POST",
+            &format!("/apis/apps/v1/namespaces/{ns}/daemonsets"),
+            json!({"metadata": {"name": "agent"}, "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [{"key": "quench.dev/drain-test", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{"name": "agent", "image": "agent:1"}]}}}}),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let agent = cluster.running_pods(&ns, "agent", 1).await;
     let steps = cluster.steps();
     let unschedulable = || async {
-        cluster.get_json("/api/v1/nodes/localhost").await["spec"]["unschedulable"]
+        cluster.get_json(&format!("/api/v1/nodes/{node}")).await["spec"]["unschedulable"]
             .as_bool()
             .unwrap_or(false)
     };
+
     let out = steps
-        .run(
-            StepType::K8sCordon,
-            &json!({"node": "localhost", "dry_run": true}),
-        )
+        .run(StepType::K8sCordon, &json!({"node": node, "dry_run": true}))
         .await
         .unwrap();
     assert_eq!(out["after"]["unschedulable"], true, "{out}");
     assert!(!unschedulable().await, "dry-run");
     let out = steps
-        .run(StepType::K8sCordon, &json!({"node": "localhost"}))
+        .run(StepType::K8sCordon, &json!({"node": node}))
         .await
         .unwrap();
     assert_eq!(out["before"]["unschedulable"], false);
     assert!(unschedulable().await);
-    // Undone at once, so that other tests can schedule pods.
     let out = steps
-        .run(StepType::K8sUncordon, &json!({"node": "localhost"}))
+        .run(StepType::K8sUncordon, &json!({"node": node}))
         .await
         .unwrap();
     assert_eq!(out["before"]["unschedulable"], true);
     assert!(!unschedulable().await);
+
+    // A budget that allows no disruption: nothing is evicted.
+    cluster
+        .send(
+            "POST",
+            &format!("/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets"),
+            json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 2,
+                   "selector": {"matchLabels": {"app": "web"}}}}),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    // The disruption controller must have counted the pods first.
+    quench_tests::kube::wait_until(
+        std::time::Duration::from_secs(30),
+        "the budget observed",
+        || async {
+            let pdb = cluster
+                .get_json(&format!(
+                    "/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/web"
+                ))
+                .await;
+            pdb["status"]["currentHealthy"] == 2
+        },
+    )
+    .await;
+    let e = steps
+        .run(
+            StepType::K8sDrain,
+            &json!({"node": node, "timeout_seconds": 3}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StepError::Failed(m) if m.contains("a disruption budget blocks") && m.contains("evicted 0 of 2")),
+        "{e}"
+    );
+    assert_eq!(cluster.running_pods(&ns, "web", 2).await, pods);
+    steps
+        .run(StepType::K8sUncordon, &json!({"node": node}))
+        .await
+        .unwrap();
+    cluster
+        .send(
+            "DELETE",
+            &format!("/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/web"),
+            json!({}),
+            "application/json",
+        )
+        .await
+        .unwrap();
+
+    let out = steps
+        .run(StepType::K8sDrain, &json!({"node": node, "dry_run": true}))
+        .await
+        .unwrap();
+    assert_eq!(out["evicted"].as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(out["eviction_api"], "policy/v1beta1");
+    assert_eq!(cluster.running_pods(&ns, "web", 2).await, pods, "dry-run");
+    assert!(!unschedulable().await, "dry-run");
+
+    let out = steps
+        .run(
+            StepType::K8sDrain,
+            &json!({"node": node, "grace_seconds": 0, "timeout_seconds": 60}),
+        )
+        .await
+        .unwrap();
+    let evicted: Vec<&str> = out["evicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(evicted.len(), 2, "{out}");
+    for p in &pods {
+        assert!(evicted.contains(&format!("{ns}/{p}").as_str()), "{out}");
+    }
+    assert_eq!(out["left"][0]["why"], "DaemonSet pod", "{out}");
+    assert!(unschedulable().await, "a drained node stays cordoned");
+    assert_eq!(
+        cluster.running_pods(&ns, "agent", 1).await,
+        agent,
+        "the DaemonSet pod stays"
+    );
+    steps
+        .run(StepType::K8sRevert, &json!({"revert": out["revert"]}))
+        .await
+        .unwrap();
+    assert!(!unschedulable().await, "the revert uncordons");
 }
 
 #[tokio::test]

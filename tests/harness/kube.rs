@@ -168,9 +168,51 @@ impl Cluster {
         name
     }
 
+    /// The tainted second node that drain tests may cordon and drain.
+    pub fn drain_node(&self) -> String {
+        std::env::var("QUENCH_TEST_DRAIN_NODE")
+            .unwrap_or_else(|_| panic!("QUENCH_TEST_DRAIN_NODE is not set: {HOW}"))
+    }
+
     /// Creates a Deployment of `replicas` pods whose one container declares
     /// `port`, and waits until they all run. Returns the pod names.
     pub async fn deployment(&self, ns: &str, name: &str, replicas: i32, port: u16) -> Vec<String> {
+        self.deployment_with(ns, name, replicas, port, json!({}))
+            .await
+    }
+
+    /// A Deployment (as [`Cluster::deployment`]) whose pods run on the drain
+    /// node only.
+    pub async fn deployment_on_drain_node(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+    ) -> Vec<String> {
+        let pod_spec = json!({
+            "nodeSelector": {"kubernetes.io/hostname": self.drain_node()},
+            "tolerations": [{"key": "quench.dev/drain-test", "operator": "Exists", "effect": "NoSchedule"}]
+        });
+        self.deployment_with(ns, name, replicas, 8080, pod_spec)
+            .await
+    }
+
+    async fn deployment_with(
+        &self,
+        ns: &str,
+        name: &str,
+        replicas: i32,
+        port: u16,
+        pod_spec: serde_json::Value,
+    ) -> Vec<String> {
+        let mut spec = json!({"containers": [{
+            "name": "app",
+            "image": "quench-testsvc:1",
+            "ports": [{"containerPort": port}]
+        }]});
+        spec.as_object_mut()
+            .expect("object")
+            .extend(pod_spec.as_object().expect("object").clone());
         let d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"app": name}},
             "spec": {
@@ -178,11 +220,7 @@ impl Cluster {
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
                     "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{
-                        "name": "app",
-                        "image": "quench-testsvc:1",
-                        "ports": [{"containerPort": port}]
-                    }]}
+                    "spec": spec
                 }
             }
         }))

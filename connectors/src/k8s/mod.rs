@@ -189,6 +189,12 @@ impl KubeClient {
                 format!("no Kubernetes credentials (set kubernetes.kubeconfig, KUBECONFIG, or run in a pod): {e}")
             })?,
         };
+        let mut config = config;
+        // kube retries 429, 503 and 504 by itself by default. quench's
+        // executor owns retries (the runbook's policy, within the step's
+        // timeout), and a 429 is an answer a step must see: it is how a
+        // PodDisruptionBudget refuses an eviction.
+        config.default_retry = false;
         kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
     }
 

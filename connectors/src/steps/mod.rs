@@ -18,6 +18,7 @@ pub mod http_request;
 pub mod k8s_apply;
 pub mod k8s_cordon;
 pub mod k8s_delete_pod;
+pub mod k8s_drain;
 pub mod k8s_events;
 pub mod k8s_logs;
 pub mod k8s_patch;
@@ -366,6 +367,7 @@ impl StepRunner for Builtin {
                 StepType::K8sPatch => k8s_patch::run(need_kube(kube)?, with).await,
                 StepType::K8sRevert => k8s_revert::run(need_kube(kube)?, with).await,
                 StepType::K8sWait => k8s_wait::run(need_kube(kube)?, with).await,
+                StepType::K8sDrain => k8s_drain::run(need_kube(kube)?, with).await,
                 StepType::K8sApply => k8s_apply::run(need_kube(kube)?, with).await,
                 StepType::K8sRolloutRestart => {
                     k8s_rollout_restart::run(need_kube(kube)?, with).await
@@ -548,6 +550,7 @@ macro_rules! step_types {
                         | StepType::K8sPatch
                         | StepType::K8sRevert
                         | StepType::K8sApply
+                        | StepType::K8sDrain
                 )
             }
 
@@ -660,6 +663,7 @@ impl StepType {
             StepType::K8sPatch => probe::<k8s_patch::Params>(key),
             StepType::K8sRevert => probe::<k8s_revert::Params>(key),
             StepType::K8sWait => probe::<k8s_wait::Params>(key),
+            StepType::K8sDrain => probe::<k8s_drain::Params>(key),
             StepType::K8sApply => probe::<k8s_apply::Params>(key),
             StepType::K8sRolloutRestart => probe::<k8s_rollout_restart::Params>(key),
             _ => None,
