@@ -9,6 +9,7 @@ mod executor;
 mod gitops;
 mod go_evidence;
 mod k8s_evidence;
+mod k8s_rbac;
 mod k8s_remediation;
 mod pprof;
 mod prometheus_rules;

@@ -1,0 +1,212 @@
+//! The shipped least-privilege RBAC (`deploy/rbac.yaml`), applied to the
+//! real API server: quench running with that ServiceAccount's token can do
+//! what its step types need in a namespace it is bound in, and the API
+//! server itself refuses it anywhere else.
+
+use base64::Engine as _;
+use quench_connectors::k8s::{KubeClient, KubeSource};
+use quench_connectors::steps::{Builtin, StepError, StepRunner, StepType};
+use quench_tests::kube::Cluster;
+use serde_json::{Value, json};
+
+/// The API path of a manifest's object.
+fn path_of(m: &Value) -> String {
+    let kind = m["kind"].as_str().unwrap();
+    let name = m["metadata"]["name"].as_str().unwrap();
+    let ns = m["metadata"]["namespace"].as_str();
+    let (base, plural) = match kind {
+        "ServiceAccount" => ("/api/v1", "serviceaccounts"),
+        "ClusterRole" => ("/apis/rbac.authorization.k8s.io/v1", "clusterroles"),
+        "ClusterRoleBinding" => ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings"),
+        "RoleBinding" => ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+        other => panic!("no path for {other}"),
+    };
+    match ns {
+        Some(ns) => format!("{base}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{base}/{plural}/{name}"),
+    }
+}
+
+async fn apply(cluster: &Cluster, m: &Value) {
+    cluster
+        .send(
+            "PATCH",
+            &format!("{}?fieldManager=quench-test&force=true", path_of(m)),
+            m.clone(),
+            "application/apply-patch+yaml",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", path_of(m)));
+}
+
+fn manifests(file: &str) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(quench_tests::repo_root().join("deploy").join(file)).unwrap();
+    serde_saphyr::from_str_multiple(&text).unwrap()
+}
+
+/// quench's steps with the ServiceAccount's token, and no namespace scope
+/// of quench's own: whatever is refused, the API server refuses.
+async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
+    // The token controller writes the ServiceAccount's token secret.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let token = loop {
+        let sa = cluster
+            .get_json("/api/v1/namespaces/quench-system/serviceaccounts/quench")
+            .await;
+        if let Some(secret) = sa["secrets"][0]["name"].as_str() {
+            let s = cluster
+                .get_json(&format!(
+                    "/api/v1/namespaces/quench-system/secrets/{secret}"
+                ))
+                .await;
+            if let Some(t) = s["data"]["token"].as_str() {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(t).unwrap();
+                break String::from_utf8(bytes).unwrap();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no token for the quench ServiceAccount"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let admin = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+        .unwrap()
+        .to_string();
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let kubeconfig = dir.join("quench.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\", certificate-authority: \"{ca}\"}}\nusers:\n- name: quench\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: q\n  context: {{cluster: c, user: quench}}\ncurrent-context: q\n"
+        ),
+    )
+    .unwrap();
+    Builtin::default().with_kube(std::sync::Arc::new(KubeClient::new(KubeSource {
+        kubeconfig: Some(kubeconfig),
+        deny_namespaces: Vec::new(),
+        ..KubeSource::default()
+    })))
+}
+
+#[tokio::test]
+async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_refuses_the_rest() {
+    let cluster = Cluster::get().await;
+    match cluster
+        .send(
+            "POST",
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": "quench-system"}}),
+            "application/json",
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    for m in manifests("rbac.yaml") {
+        apply(&cluster, &m).await;
+    }
+    let ns = cluster.namespace("rbac-ok").await;
+    let other = cluster.namespace("rbac-other").await;
+    for mut m in manifests("rolebinding-example.yaml") {
+        m["metadata"]["namespace"] = json!(ns);
+        apply(&cluster, &m).await;
+    }
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    cluster.deployment(&other, "web", 1, 8080).await;
+    let dir = tempfile::tempdir().unwrap();
+    let steps = steps_as_quench(&cluster, dir.path()).await;
+    let run = |t: StepType, w: Value| {
+        let steps = &steps;
+        async move { steps.run(t, &w).await }
+    };
+
+    // Every step type, in the bound namespace.
+    run(StepType::K8sEvents, json!({"namespace": ns}))
+        .await
+        .expect("events");
+    run(
+        StepType::K8sScale,
+        json!({"deployment": "web", "namespace": ns, "replicas": 2}),
+    )
+    .await
+    .expect("scale");
+    run(
+        StepType::K8sRolloutRestart,
+        json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
+    )
+    .await
+    .expect("rollout restart");
+    run(
+        StepType::K8sRollback,
+        json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
+    )
+    .await
+    .expect("rollback");
+    run(
+        StepType::K8sWait,
+        json!({"kind": "Deployment", "name": "web", "namespace": ns, "for": "available"}),
+    )
+    .await
+    .expect("wait");
+    run(
+        StepType::K8sApply,
+        json!({"manifest": {"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "flags", "namespace": ns}, "data": {"a": "1"}}}),
+    )
+    .await
+    .expect("apply");
+    run(
+        StepType::K8sPatch,
+        json!({"kind": "ConfigMap", "name": "flags", "namespace": ns, "patch": {"data": {"a": "2"}}}),
+    )
+    .await
+    .expect("patch");
+    let pods = cluster.running_pods(&ns, "web", 2).await;
+    run(
+        StepType::K8sDeletePod,
+        json!({"pod": pods[0], "namespace": ns}),
+    )
+    .await
+    .expect("delete pod");
+    run(
+        StepType::K8sCordon,
+        json!({"node": cluster.drain_node(), "dry_run": true}),
+    )
+    .await
+    .expect("cordon (dry-run)");
+    // Logs are allowed: the refusal is the simulated node's, not RBAC's.
+    let e = run(StepType::K8sLogs, json!({"pod": pods[1], "namespace": ns}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no preferred addresses"), "{e}");
+
+    // Elsewhere the API server says no, although quench itself would allow it.
+    for (t, w) in [
+        (
+            StepType::K8sScale,
+            json!({"deployment": "web", "namespace": other, "replicas": 2}),
+        ),
+        (StepType::K8sEvents, json!({"namespace": other})),
+        (
+            StepType::K8sRolloutRestart,
+            json!({"deployment": "web", "namespace": other}),
+        ),
+    ] {
+        let e = run(t, w).await.unwrap_err();
+        assert!(
+            matches!(&e, StepError::Refused(m) if m.contains("HTTP 403") && m.contains("system:serviceaccount:quench-system:quench")),
+            "{t:?}: {e}"
+        );
+    }
+}
