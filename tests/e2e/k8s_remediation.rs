@@ -780,3 +780,102 @@ async fn wait_for_available_deleted_and_a_timeout_that_says_what_it_saw() {
         .await
         .unwrap();
 }
+
+/// The API server goes away mid-runbook: the next Kubernetes step fails
+/// within its timeout, is retried per its policy, and the incident ends
+/// escalated with the error recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_going_away_mid_runbook_escalates_with_the_error() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("e2e-down").await;
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    let proxy = quench_tests::kube::ApiProxy::start("127.0.0.1:6443").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = proxy.kubeconfig(&cluster.kubeconfig, dir.path());
+    // Where on_failure pages: a local receiver that counts the pages.
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pager = format!("http://{}/page", listener.local_addr().unwrap());
+    let p = pages.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            p.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("down.yaml"),
+        format!(
+            r#"version: 1
+name: scale-then-restart
+match:
+  matchers: ['alertname="GoroutineLeak"']
+steps:
+  - id: scale
+    uses: k8s.scale
+    with: {{deployment: '{{{{alert.labels.deployment}}}}', namespace: '{{{{alert.labels.namespace}}}}', replicas: 2}}
+  - id: pause
+    uses: wait
+    with: {{seconds: 3}}
+  - id: restart
+    uses: k8s.rollout_restart
+    timeout: 5s
+    retries: {{attempts: 2, backoff: 1s}}
+    with: {{deployment: '{{{{alert.labels.deployment}}}}', namespace: '{{{{alert.labels.namespace}}}}'}}
+on_failure:
+  - id: page
+    uses: http.request
+    with: {{method: POST, url: "{pager}", body: "restart failed"}}
+"#
+        ),
+    )
+    .unwrap();
+    let q = quench_tests::Quench::start(
+        &format!("kubernetes: {{kubeconfig: '{}'}}\n", kubeconfig.display()),
+        rb.path(),
+    );
+    fire(&q, &ns).await;
+    q.wait_for(
+        "/api/v1/incidents/inc-1",
+        std::time::Duration::from_secs(30),
+        |d| (d["steps"][0]["state"] == "succeeded").then_some(()),
+    )
+    .await;
+    // The scale went through; now the API server is gone.
+    proxy.stop();
+    let inc = q
+        .wait_for(
+            "/api/v1/incidents/inc-1",
+            std::time::Duration::from_secs(60),
+            |d| (d["status"] == "escalated" || d["status"] == "failed").then(|| d.clone()),
+        )
+        .await;
+    assert_eq!(inc["status"], "escalated", "{inc:#}");
+    let restart = &inc["steps"][2];
+    assert_eq!(restart["state"], "failed", "{inc:#}");
+    assert_eq!(
+        restart["attempts"], 3,
+        "one try and two retries: {restart:#}"
+    );
+    let reason = restart["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("API server") || reason.contains("timed out"),
+        "the error is recorded: {reason}"
+    );
+    assert_eq!(
+        pages.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "paged once"
+    );
+    assert_eq!(
+        replicas(&cluster, &ns, "web").await,
+        2,
+        "the first step's change stands"
+    );
+}

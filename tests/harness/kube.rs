@@ -281,3 +281,67 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A TCP proxy in front of the API server, so a test can take "the API
+/// server" away mid-runbook without stopping the one every test shares:
+/// `stop` closes the listening socket and every open connection.
+pub struct ApiProxy {
+    /// Where it listens (127.0.0.1).
+    pub port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl ApiProxy {
+    /// Proxies 127.0.0.1:PORT to `target` (`127.0.0.1:6443`).
+    pub async fn start(target: &str) -> ApiProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = tasks.clone();
+        let target = target.to_string();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                t.lock().expect("tasks").push(conn);
+            }
+        });
+        tasks.lock().expect("tasks").push(accept);
+        ApiProxy { port, tasks }
+    }
+
+    /// The API server is gone, as far as anyone behind the proxy can tell.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().expect("tasks").drain(..) {
+            t.abort();
+        }
+    }
+
+    /// A copy of `kubeconfig` whose server is this proxy.
+    pub fn kubeconfig(&self, admin: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+        let text = std::fs::read_to_string(admin).expect("kubeconfig");
+        let text = text
+            .lines()
+            .map(|l| match l.trim().strip_prefix("server: ") {
+                Some(_) => format!("    server: https://127.0.0.1:{}", self.port),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = dir.join("proxied.kubeconfig");
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
