@@ -1225,8 +1225,9 @@ mod tests {
 
     use super::*;
 
-    /// Steps in these tests use `k8s.wait`: read-only, and not in this build,
-    /// so the fake's own parameters (`key`, `fail`, `sleep`) pass lint.
+    /// Steps in these tests use `k8s.wait` (read-only) and
+    /// `k8s.rollout_restart` (destructive); see [`runbook`] for how the
+    /// fake's own parameters (`key`, `fail`, `sleep`) get past lint.
     /// Behaves as its parameters say: `sleep` seconds, then fail the first
     /// `fail` attempts (counted per `key`). Records concurrency per target.
     #[derive(Default)]
@@ -1292,9 +1293,56 @@ mod tests {
         }
     }
 
+    /// Parses a runbook whose steps may carry the fake's script (`key`,
+    /// `fail`, `sleep`) in `with`. Lint would refuse those names for real
+    /// step types, so they are taken out before parsing and put back into
+    /// the parsed steps, where only the fake reads them.
     fn runbook(yaml: &str) -> Runbook {
-        quench_runbooks::parse_runbook(Path::new("t.yaml"), "t.yaml", yaml)
-            .unwrap_or_else(|e| panic!("{e:#?}"))
+        const SCRIPT: [&str; 3] = ["key", "fail", "sleep"];
+        let mut doc: Value = serde_saphyr::from_str(yaml).unwrap();
+        let mut scripts: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
+        let mut take = |slot: String, with: &mut Value| {
+            if let Some(w) = with.as_object_mut() {
+                let script: serde_json::Map<String, Value> = SCRIPT
+                    .iter()
+                    .filter_map(|k| w.remove(*k).map(|v| (k.to_string(), v)))
+                    .collect();
+                scripts.insert(slot, script);
+            }
+        };
+        // `get_mut`, not indexing: indexing would add the missing keys.
+        for section in ["steps", "on_failure"] {
+            let steps = doc.get_mut(section).and_then(Value::as_array_mut);
+            for step in steps.into_iter().flatten() {
+                let id = step["id"].as_str().unwrap_or("").to_string();
+                if let Some(with) = step.get_mut("with") {
+                    take(format!("{section}/{id}"), with);
+                }
+            }
+        }
+        if let Some(with) = doc.get_mut("verify").and_then(|v| v.get_mut("with")) {
+            take("verify".into(), with);
+        }
+        let text = serde_saphyr::to_string(&doc).unwrap();
+        let mut rb = quench_runbooks::parse_runbook(Path::new("t.yaml"), "t.yaml", &text)
+            .unwrap_or_else(|e| panic!("{e:#?}"));
+        let put =
+            |slot: String,
+             with: &mut Option<serde_saphyr::Spanned<serde_json::Map<String, Value>>>| {
+                if let (Some(w), Some(script)) = (with.as_mut(), scripts.get(&slot)) {
+                    w.value.extend(script.clone());
+                }
+            };
+        for s in &mut rb.file.steps {
+            put(format!("steps/{}", s.id.value), &mut s.with);
+        }
+        for s in &mut rb.file.on_failure {
+            put(format!("on_failure/{}", s.id.value), &mut s.with);
+        }
+        if let Some(v) = rb.file.verify.as_mut() {
+            put("verify".into(), &mut v.with);
+        }
+        rb
     }
 
     fn alert(service: &str) -> Alert {
@@ -1446,11 +1494,19 @@ mod tests {
         let s = steps(&w, &id);
         assert_eq!(s[1].state, StepState::DryRun);
         assert_eq!(s[1].rendered["name"], "cart");
+        // A Kubernetes step is asked to dry-run itself on the server
+        // (`dry_run: true`); it answers, and nothing is marked as done.
         assert_eq!(
             w.fake.calls.load(Ordering::SeqCst),
-            1,
-            "only the evidence step ran"
+            2,
+            "the evidence step, and the restart's dry-run"
         );
+        assert!(
+            s[1].reason.contains("API server checked it"),
+            "{}",
+            s[1].reason
+        );
+        assert_eq!(s[1].output["ok"], true);
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,7 +65,7 @@ async fn approvals_roles_and_a_kill_switch_that_survives_restart() {
     )
     .unwrap();
     let config = format!(
-        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\n  - {{name: adam, role: admin, sha256: {}}}\n",
+        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\n  - {{name: adam, role: admin, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\n",
         sha256_hex("viewer-token"),
         sha256_hex("responder-token"),
         sha256_hex("admin-token")
@@ -196,8 +196,8 @@ async fn approvals_roles_and_a_kill_switch_that_survives_restart() {
         404
     );
 
-    // This build has no Kubernetes steps yet: the approved step fails
-    // honestly, and with no on_failure the run fails.
+    // No cluster is configured here (the kubeconfig does not exist): the
+    // approved step fails saying so, and with no on_failure the run fails.
     for _ in 0..100 {
         incident = get("/api/v1/incidents/inc-1").await;
         if incident["status"] == "failed" {
@@ -210,7 +210,8 @@ async fn approvals_roles_and_a_kill_switch_that_survives_restart() {
         incident["steps"][1]["reason"]
             .as_str()
             .unwrap()
-            .contains("not available in this build")
+            .contains("kubeconfig /nonexistent/quench/kubeconfig"),
+        "{incident:#}"
     );
     let audit = get("/api/v1/audit?incident=inc-1").await;
     let actions: Vec<(String, String)> = audit["audit"]
