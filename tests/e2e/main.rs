@@ -2,6 +2,7 @@
 //! One test binary, one module per area (see STYLE.md, ripgrep's layout).
 
 mod alertmanager;
+mod argocd;
 mod bad_input;
 mod crash;
 mod crash_resume;

@@ -525,3 +525,104 @@ impl Drop for GoService {
         let _ = self.child.wait();
     }
 }
+
+/// One request a [`stub`] received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Header lines, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A local HTTP/1.1 server standing in for a service that cannot run here
+/// (Argo CD, Slack): `answer` sees every request and returns status and
+/// JSON body. Returns its base URL and every request it saw.
+pub async fn stub<F>(answer: F) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>)
+where
+    F: Fn(&Seen) -> (u16, Value) + Send + Sync + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answer = std::sync::Arc::new(answer);
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let s = s.clone();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                let (head, mut body, len) = loop {
+                    let n = sock.read(&mut tmp).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        break (head, buf[i + 4..].to_vec(), len);
+                    }
+                };
+                while body.len() < len {
+                    let n = sock.read(&mut tmp).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&tmp[..n]);
+                }
+                let mut lines = head.lines();
+                let mut first = lines.next().unwrap_or("").split(' ');
+                let seen = Seen {
+                    method: first.next().unwrap_or("").to_string(),
+                    path: first.next().unwrap_or("").to_string(),
+                    headers: lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect(),
+                    body,
+                };
+                let (status, reply) = answer(&seen);
+                s.lock().expect("seen").push(seen);
+                let reply = reply.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}

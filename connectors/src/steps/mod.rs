@@ -13,6 +13,9 @@ use std::pin::Pin;
 use serde::Deserialize as _;
 use serde_json::Value;
 
+pub mod argocd;
+pub mod argocd_rollback;
+pub mod argocd_sync;
 pub mod goroutine_dump;
 pub mod http_request;
 pub mod k8s_apply;
@@ -368,6 +371,8 @@ impl StepRunner for Builtin {
                 StepType::K8sRevert => k8s_revert::run(need_kube(kube)?, with).await,
                 StepType::K8sWait => k8s_wait::run(need_kube(kube)?, with).await,
                 StepType::K8sDrain => k8s_drain::run(need_kube(kube)?, with).await,
+                StepType::ArgocdSync => argocd_sync::run(&self.http, with).await,
+                StepType::ArgocdRollback => argocd_rollback::run(&self.http, with).await,
                 StepType::K8sApply => k8s_apply::run(need_kube(kube)?, with).await,
                 StepType::K8sRolloutRestart => {
                     k8s_rollout_restart::run(need_kube(kube)?, with).await
@@ -664,6 +669,8 @@ impl StepType {
             StepType::K8sRevert => probe::<k8s_revert::Params>(key),
             StepType::K8sWait => probe::<k8s_wait::Params>(key),
             StepType::K8sDrain => probe::<k8s_drain::Params>(key),
+            StepType::ArgocdSync => probe::<argocd_sync::Params>(key),
+            StepType::ArgocdRollback => probe::<argocd_rollback::Params>(key),
             StepType::K8sApply => probe::<k8s_apply::Params>(key),
             StepType::K8sRolloutRestart => probe::<k8s_rollout_restart::Params>(key),
             _ => None,
@@ -709,7 +716,7 @@ mod tests {
         assert_eq!(StepType::PprofCapture.unknown_param("kind"), None);
         assert_eq!(StepType::PprofCapture.unknown_param("url"), None);
         assert_eq!(
-            StepType::ArgocdSync.unknown_param("anything"),
+            StepType::K8sExec.unknown_param("anything"),
             None,
             "not in this build"
         );
