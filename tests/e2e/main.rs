@@ -10,6 +10,7 @@ mod executor;
 mod gitops;
 mod go_evidence;
 mod k8s_evidence;
+mod k8s_exec;
 mod k8s_rbac;
 mod k8s_remediation;
 mod pprof;

@@ -45,6 +45,60 @@ pub trait Kube: Send + Sync {
 
     /// Which namespaces steps may act in.
     fn scope(&self) -> &Scope;
+
+    /// Runs `argv` in a pod's container (the exec subresource, over a
+    /// WebSocket) and collects stdout and stderr (each up to `max` bytes)
+    /// and the exit code, within `timeout`. Names are checked by the
+    /// caller.
+    fn exec<'a>(&'a self, call: ExecCall<'a>) -> KubeFuture<'a, ExecOutput> {
+        let _ = call;
+        Box::pin(async { Err(StepError::Unavailable("k8s.exec with this client")) })
+    }
+}
+
+/// One exec.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecCall<'a> {
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod.
+    pub pod: &'a str,
+    /// The container (needed when the pod has several).
+    pub container: Option<&'a str>,
+    /// The command, one argument per element; never through a shell.
+    pub argv: &'a [String],
+    /// The most bytes kept of stdout, and of stderr.
+    pub max: usize,
+    /// The deadline for the whole exec.
+    pub timeout: Duration,
+}
+
+/// What an exec produced.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ExecOutput {
+    /// Standard output (lossy UTF-8, cut at the limit).
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The exit code, when the server reported one.
+    pub exit_code: Option<i32>,
+    /// Whether either stream was cut at the limit.
+    pub truncated: bool,
+}
+
+/// The exit code in an exec's final `metav1.Status`: 0 on `Success`, the
+/// `ExitCode` cause otherwise.
+pub fn exit_code(status: &serde_json::Value) -> Option<i32> {
+    if status["status"] == "Success" {
+        return Some(0);
+    }
+    status["details"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["reason"] == "ExitCode")
+        .and_then(|c| c["message"].as_str())
+        .and_then(|m| m.trim().parse().ok())
 }
 
 /// A request body: JSON, sent with its content type (plain JSON, or one of
@@ -226,6 +280,81 @@ fn status_message(body: &[u8]) -> String {
 impl Kube for KubeClient {
     fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    fn exec<'a>(&'a self, call: ExecCall<'a>) -> KubeFuture<'a, ExecOutput> {
+        Box::pin(async move {
+            use k8s_openapi::api::core::v1::Pod;
+            use kube::api::AttachParams;
+            use tokio::io::AsyncReadExt;
+
+            let client = self.client().await?;
+            let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), call.namespace);
+            let mut ap = AttachParams::default()
+                .stdin(false)
+                .stdout(true)
+                .stderr(true)
+                .tty(false);
+            if let Some(c) = call.container {
+                ap = ap.container(c);
+            }
+            let what = format!("exec in pod {}/{}", call.namespace, call.pod);
+            let work = async {
+                let mut proc = api
+                    .exec(call.pod, call.argv.to_vec(), &ap)
+                    .await
+                    .map_err(|e| match &e {
+                        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429 => {
+                            StepError::Refused(format!("{what}: {e}"))
+                        }
+                        _ => StepError::Failed(format!("{what}: {e}")),
+                    })?;
+                let status = proc.take_status();
+                let read = |r: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
+                    let mut buf = Vec::new();
+                    let mut truncated = false;
+                    if let Some(mut r) = r {
+                        let mut chunk = [0u8; 8192];
+                        loop {
+                            match r.read(&mut chunk).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    let room = call.max.saturating_sub(buf.len());
+                                    if n > room {
+                                        truncated = true;
+                                    }
+                                    buf.extend_from_slice(&chunk[..n.min(room)]);
+                                }
+                            }
+                        }
+                    }
+                    (buf, truncated)
+                };
+                let ((out, t1), (err, t2)) = tokio::join!(read(proc.stdout()), read(proc.stderr()));
+                let status = match status {
+                    Some(s) => s.await,
+                    None => None,
+                };
+                let _ = proc.join().await;
+                let status = status
+                    .map(|s| serde_json::to_value(s).unwrap_or_default())
+                    .unwrap_or_default();
+                Ok(ExecOutput {
+                    stdout: String::from_utf8_lossy(&out).into_owned(),
+                    stderr: String::from_utf8_lossy(&err).into_owned(),
+                    exit_code: exit_code(&status),
+                    truncated: t1 || t2,
+                })
+            };
+            tokio::time::timeout(call.timeout, work)
+                .await
+                .map_err(|_| {
+                    StepError::Failed(format!(
+                        "{what}: not finished within {}s",
+                        call.timeout.as_secs()
+                    ))
+                })?
+        })
     }
 
     fn request<'a>(
