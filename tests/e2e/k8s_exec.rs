@@ -30,6 +30,8 @@ async fn exec_server(
             let s = s.clone();
             let status = status.clone();
             tokio::spawn(async move {
+                // The handshake callback's error type is tungstenite's.
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &Request, mut resp: Response| {
                     s.lock().unwrap().push(req.uri().to_string());
                     let offered = req
@@ -186,12 +188,13 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
+            if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
             }
             out.push(bytes[i]);
             i += 1;
