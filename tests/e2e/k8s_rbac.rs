@@ -185,10 +185,18 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
     )
     .await
     .expect("cordon (dry-run)");
-    // Logs are allowed: the refusal is the simulated node's, not RBAC's.
+    // Logs and exec are allowed: the refusal is the simulated node's
+    // (it has no streaming endpoint), not RBAC's.
     let e = run(StepType::K8sLogs, json!({"pod": pods[1], "namespace": ns}))
         .await
         .unwrap_err();
+    assert!(e.to_string().contains("no preferred addresses"), "{e}");
+    let e = run(
+        StepType::K8sExec,
+        json!({"pod": pods[1], "namespace": ns, "argv": ["/bin/true"]}),
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("no preferred addresses"), "{e}");
 
     // Elsewhere the API server says no, although quench itself would allow it.
@@ -198,6 +206,10 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
             json!({"deployment": "web", "namespace": other, "replicas": 2}),
         ),
         (StepType::K8sEvents, json!({"namespace": other})),
+        (
+            StepType::K8sExec,
+            json!({"pod": "web", "namespace": other, "argv": ["/bin/true"]}),
+        ),
         (
             StepType::K8sRolloutRestart,
             json!({"deployment": "web", "namespace": other}),

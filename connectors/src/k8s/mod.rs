@@ -305,7 +305,10 @@ impl Kube for KubeClient {
                     .await
                     .map_err(|e| match &e {
                         kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429 => {
-                            StepError::Refused(format!("{what}: {e}"))
+                            StepError::Refused(format!("{what}: HTTP {}: {}", s.code, s.message))
+                        }
+                        kube::Error::Api(s) => {
+                            StepError::Failed(format!("{what}: HTTP {}: {}", s.code, s.message))
                         }
                         _ => StepError::Failed(format!("{what}: {e}")),
                     })?;
