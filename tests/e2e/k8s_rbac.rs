@@ -222,3 +222,113 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
         );
     }
 }
+
+/// The same, through the binary: quench running with the ServiceAccount's
+/// kubeconfig scales in its namespace, and the API server refuses it in
+/// another (the incident records the refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quench_runs_with_the_service_accounts_token() {
+    let cluster = Cluster::get().await;
+    match cluster
+        .send(
+            "POST",
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": "quench-system"}}),
+            "application/json",
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    for m in manifests("rbac.yaml") {
+        apply(&cluster, &m).await;
+    }
+    let ns = cluster.namespace("rbac-bin").await;
+    let other = cluster.namespace("rbac-bin-other").await;
+    for mut m in manifests("rolebinding-example.yaml") {
+        m["metadata"]["namespace"] = json!(ns);
+        apply(&cluster, &m).await;
+    }
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    cluster.deployment(&other, "web", 1, 8080).await;
+    let dir = tempfile::tempdir().unwrap();
+    steps_as_quench(&cluster, dir.path()).await;
+    let kubeconfig = dir.path().join("quench.kubeconfig");
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("scale.yaml"),
+        "version: 1\nname: scale\nmatch:\n  matchers: ['alertname=\"Saturated\"']\ngroup_by: [namespace]\nsteps:\n  - id: scale\n    uses: k8s.scale\n    with: {deployment: web, namespace: '{{k8s_name alert.labels.namespace}}', replicas: 2}\n",
+    )
+    .unwrap();
+    let q = quench_tests::Quench::start(
+        &format!(
+            "kubernetes: {{kubeconfig: '{}', deny_namespaces: []}}\n",
+            kubeconfig.display()
+        ),
+        rb.path(),
+    );
+    let alert = |namespace: &str, fp: &str| {
+        json!({"version": "4", "groupKey": fp, "status": "firing", "receiver": "quench",
+               "alerts": [{"status": "firing", "labels": {"alertname": "Saturated", "namespace": namespace},
+                           "startsAt": "2026-11-27T10:00:00Z", "fingerprint": fp}]})
+    };
+    let http = quench_tests::http();
+    for (namespace, fp) in [(ns.as_str(), "a"), (other.as_str(), "b")] {
+        let r = http
+            .post(format!("{}/hooks/alertmanager", q.url))
+            .json(&alert(namespace, fp))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut by_ns = std::collections::HashMap::new();
+    for id in ["inc-1", "inc-2"] {
+        let inc = q
+            .wait_for(
+                &format!("/api/v1/incidents/{id}"),
+                std::time::Duration::from_secs(60),
+                |d| {
+                    let s = &d["steps"][0]["state"];
+                    (s == "succeeded" || s == "failed").then(|| d.clone())
+                },
+            )
+            .await;
+        by_ns.insert(
+            inc["alerts"][0]["labels"]["namespace"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            inc,
+        );
+    }
+    assert_eq!(
+        by_ns[&ns]["steps"][0]["state"], "succeeded",
+        "{:#}",
+        by_ns[&ns]
+    );
+    let refused = &by_ns[&other]["steps"][0];
+    assert_eq!(refused["state"], "failed");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("HTTP 403")
+            && refused["reason"]
+                .as_str()
+                .unwrap()
+                .contains("system:serviceaccount:quench-system:quench"),
+        "{refused:#}"
+    );
+    let replicas = |n: &str| {
+        let n = n.to_string();
+        let cluster = &cluster;
+        async move {
+            cluster
+                .get_json(&format!("/apis/apps/v1/namespaces/{n}/deployments/web"))
+                .await["spec"]["replicas"]
+                .clone()
+        }
+    };
+    assert_eq!(replicas(&ns).await, 2);
+    assert_eq!(replicas(&other).await, 1);
+}
