@@ -15,5 +15,9 @@ set -a
 # shellcheck disable=SC1091
 . "${QUENCH_K8S_STATE:-/tmp/quench-k8s}/env"
 set +a
+# The binary is built: tests use it as it is, instead of each test
+# process asking cargo again.
+QUENCH_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/quench"
+export QUENCH_BIN
 CARGO_NET_OFFLINE=true ip netns exec "$QUENCH_TEST_NETNS" \
   cargo nextest run --workspace --no-fail-fast "$@"
