@@ -74,7 +74,8 @@ pub struct Change {
     pub new_pct: f64,
 }
 
-/// Flat shares compared, biggest change first: what got hot, what cooled.
+/// Flat shares compared: what grew, biggest growth first, then what
+/// shrank, the biggest drop last.
 pub fn diff(base: &super::top::Top, new: &super::top::Top) -> Vec<Change> {
     let share = |t: &super::top::Top| -> HashMap<String, f64> {
         t.rows
@@ -95,13 +96,46 @@ pub fn diff(base: &super::top::Top, new: &super::top::Top) -> Vec<Change> {
         })
         .filter(|c| c.base_pct != c.new_pct)
         .collect();
+    // What got hot first, the biggest growth on top; what cooled last.
     out.sort_by(|a, b| {
         (b.new_pct - b.base_pct)
-            .abs()
-            .total_cmp(&(a.new_pct - a.base_pct).abs())
+            .total_cmp(&(a.new_pct - a.base_pct))
             .then_with(|| a.function.cmp(&b.function))
     });
     out
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+    use crate::pprof::top::{Row, Top};
+
+    fn top(rows: &[(&str, i64)]) -> Top {
+        Top {
+            sample_type: "inuse_space".into(),
+            unit: "bytes".into(),
+            total: rows.iter().map(|r| r.1).sum(),
+            rows: rows
+                .iter()
+                .map(|(f, v)| Row {
+                    function: f.to_string(),
+                    flat: *v,
+                    cum: *v,
+                    inline: "",
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn what_grew_comes_first_even_when_something_else_shrank_more() {
+        // malg falls from 100% to 11% (-89), alloc rises from 0 to 78% (+78).
+        let base = top(&[("runtime.malg", 100)]);
+        let new = top(&[("runtime.malg", 11), ("main.alloc", 78), ("readline", 11)]);
+        let d = diff(&base, &new);
+        let order: Vec<&str> = d.iter().map(|c| c.function.as_str()).collect();
+        assert_eq!(order, ["main.alloc", "readline", "runtime.malg"]);
+    }
 }
 
 #[cfg(test)]
