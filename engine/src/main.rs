@@ -393,11 +393,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Lint { dir, triage } => {
-            let set = load_runbooks(&dir, triage.as_deref())?;
+            // Runbooks and chaos experiments (`*.chaos.yaml`) alike; every
+            // problem of both is printed before the exit status says so.
+            let runbooks = quench_runbooks::load_dir(&dir, triage.as_deref());
+            let experiments = quench_chaos::load_experiments(&dir);
+            let mut errors = Vec::new();
+            if let Err(e) = &runbooks {
+                errors.extend(e.iter().cloned());
+            }
+            if let Err(e) = &experiments {
+                errors.extend(e.iter().cloned());
+            }
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display());
+            }
             println!(
-                "{}: {} runbooks, no problems",
+                "{}: {} runbooks, {} chaos experiments, no problems",
                 dir.display(),
-                set.runbooks.len()
+                runbooks.map(|s| s.runbooks.len()).unwrap_or(0),
+                experiments.map(|e| e.len()).unwrap_or(0)
             );
         }
         Command::Pprof { command } => {

@@ -49,6 +49,17 @@ pub enum Code {
     /// RB018: a `with` key (of a step or of `verify`) the step type has no
     /// parameter for.
     UnknownParam,
+    /// CH001: a chaos probe that is not exactly one of `promql`, `http`,
+    /// `k8s_ready`, or whose bounds make no sense.
+    ChaosProbe,
+    /// CH002: a blast radius that is missing, has no cap, or names bad
+    /// namespaces, selector or mode.
+    BlastRadius,
+    /// CH003: a schedule whose cron expression, timezone or blackout does
+    /// not parse.
+    Schedule,
+    /// CH004: a method or rollback step that is not a fault or step type.
+    ChaosStep,
 }
 
 impl Code {
@@ -73,6 +84,10 @@ impl Code {
             Code::Interval => "RB016",
             Code::DestructiveVerify => "RB017",
             Code::UnknownParam => "RB018",
+            Code::ChaosProbe => "CH001",
+            Code::BlastRadius => "CH002",
+            Code::Schedule => "CH003",
+            Code::ChaosStep => "CH004",
         }
     }
 }

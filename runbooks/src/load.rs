@@ -374,7 +374,8 @@ impl RunbookSet {
     }
 }
 
-fn at(
+/// A diagnostic at a YAML location.
+pub fn at(
     file: &Path,
     loc: &Location,
     code: Code,
@@ -391,7 +392,8 @@ fn at(
     }
 }
 
-fn spanned_at<T>(
+/// A diagnostic at a spanned value's place.
+pub fn spanned_at<T>(
     file: &Path,
     s: &Spanned<T>,
     code: Code,
@@ -525,7 +527,9 @@ fn check_steps(
 
 /// Parses YAML straight into `T`; a syntax or shape error is RB001 at its
 /// position.
-fn parse_yaml<T: serde::de::DeserializeOwned>(
+/// Parses YAML into `T` (strict booleans), a syntax or shape problem as
+/// one RB001 diagnostic with its place.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &Path,
     text: &str,
 ) -> Result<T, Vec<Diagnostic>> {
@@ -540,7 +544,7 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(
 }
 
 /// Every file format here is `version: 1`.
-fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnostic>) {
+pub fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnostic>) {
     if version.value != 1 {
         out.push(spanned_at(
             file,
@@ -550,6 +554,14 @@ fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnostic>)
             format!("version {} is not supported (expected 1)", version.value),
         ));
     }
+}
+
+/// Whether a file is a chaos experiment (`*.chaos.yaml`), which lives in
+/// the same repository as the runbooks and is loaded by the chaos crate.
+pub fn is_experiment(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".chaos.yaml") || n.ends_with(".chaos.yml"))
 }
 
 /// Parses and validates one runbook. `file` names it in diagnostics, `rel`
@@ -748,7 +760,9 @@ pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diag
             let p = entry.map_err(|e| vec![io(&d, e)])?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                && !is_experiment(&p)
+            {
                 files.push(p);
             }
         }

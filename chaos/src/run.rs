@@ -1,0 +1,656 @@
+//! Running an experiment, with these semantics:
+//!
+//! | situation | what happens |
+//! |---|---|
+//! | the steady state fails before the method | nothing is injected; verdict `not-run` |
+//! | the method started | the rollbacks always run: after success, failure, an `abort_when` breach, an abort request, or shutdown (a crash leaves the ledger, which is reconciled on restart) |
+//! | a rollback fails | recorded (`rollback_failed`), the run is escalated |
+//! | after the rollbacks | the steady state is checked again: `passed` or `deviated`, with the probe values |
+//!
+//! Every fault is written to the ledger before it is applied and removed
+//! from it once cleaned up.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use quench_connectors::k8s::Kube;
+use quench_connectors::k8s::objects::{self, ObjectRef};
+use quench_connectors::steps::{StepError, StepRunner, StepType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::faults::{self, Fault};
+use crate::load::Experiment;
+use crate::model::{ChaosStep, Probe, Strategy};
+
+/// A fault as the ledger keeps it: enough to clean it up after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// `RUN/STEP`.
+    pub id: String,
+    /// The experiment.
+    pub experiment: String,
+    /// The run.
+    pub run: String,
+    /// The fault type.
+    pub fault: String,
+    /// The Chaos Mesh object to delete, for those faults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+    /// The pods it touched (pod kill).
+    #[serde(default)]
+    pub pods: Vec<String>,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+/// Where faults are recorded before they are applied. The engine keeps it
+/// in the knowledge store, flushed.
+pub trait Ledger: Send + Sync {
+    /// Records durably.
+    fn record(&self, e: &LedgerEntry) -> Result<(), String>;
+    /// Forgets a cleaned-up fault.
+    fn remove(&self, id: &str) -> Result<(), String>;
+    /// Everything not cleaned up yet.
+    fn entries(&self) -> Result<Vec<LedgerEntry>, String>;
+}
+
+/// An in-memory ledger, for tests and dry runs.
+#[derive(Default)]
+pub struct MemoryLedger(std::sync::Mutex<Vec<LedgerEntry>>);
+
+impl Ledger for MemoryLedger {
+    fn record(&self, e: &LedgerEntry) -> Result<(), String> {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|x| x.id != e.id);
+        v.push(e.clone());
+        Ok(())
+    }
+    fn remove(&self, id: &str) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|x| x.id != id);
+        Ok(())
+    }
+    fn entries(&self) -> Result<Vec<LedgerEntry>, String> {
+        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// What a run needs.
+pub struct Env<'a> {
+    /// The cluster.
+    pub kube: &'a dyn Kube,
+    /// For PromQL and HTTP probes.
+    pub http: &'a reqwest::Client,
+    /// Ordinary steps (`wait`, `http.request`, `k8s.*`).
+    pub steps: &'a dyn StepRunner,
+    /// The fault ledger.
+    pub ledger: &'a dyn Ledger,
+}
+
+/// How to run.
+pub struct RunOptions {
+    /// The run's id.
+    pub run: String,
+    /// Render and select, inject nothing.
+    pub dry_run: bool,
+    /// Set to true to stop the method (`quench chaos abort`, shutdown).
+    pub abort: watch::Receiver<bool>,
+    /// How often `abort_when` (and a continuous steady state) is checked.
+    pub probe_every: Duration,
+}
+
+/// One probe's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeResult {
+    /// The probe.
+    pub name: String,
+    /// Whether it held.
+    pub ok: bool,
+    /// What it saw.
+    pub value: Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One step's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepResult {
+    /// The step id.
+    pub id: String,
+    /// Its type.
+    pub uses: String,
+    /// Whether it worked.
+    pub ok: bool,
+    /// Its output, or the error.
+    pub output: Value,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The steady state did not hold before: nothing was injected.
+    NotRun,
+    /// Rendered only.
+    DryRun,
+    /// The steady state held again after the rollbacks.
+    Passed,
+    /// It did not.
+    Deviated,
+    /// A probe breached or an abort was asked for; rollbacks ran.
+    Aborted,
+}
+
+/// The verdict of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The experiment.
+    pub experiment: String,
+    /// The run.
+    pub run: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it aborted, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_reason: Option<String>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Ended.
+    pub ended_at: DateTime<Utc>,
+    /// The steady state before.
+    pub before: Vec<ProbeResult>,
+    /// Probe checks during the method (breaches and the last values).
+    pub during: Vec<ProbeResult>,
+    /// The steady state after the rollbacks.
+    pub after: Vec<ProbeResult>,
+    /// The method's steps.
+    pub method: Vec<StepResult>,
+    /// Faults applied (targets, objects).
+    pub faults: Vec<Value>,
+    /// Faults removed by the cleanup.
+    pub removed: Vec<String>,
+    /// The rollbacks' steps.
+    pub rollbacks: Vec<StepResult>,
+    /// A rollback or cleanup failed: someone must look.
+    pub rollback_failed: bool,
+}
+
+/// Checks one probe now.
+pub async fn probe(p: &Probe, env: &Env<'_>) -> ProbeResult {
+    let at = Utc::now();
+    let (ok, value) = match (&p.promql, &p.http, &p.k8s_ready) {
+        (Some(q), _, _) => match promql_values(env.http, &q.url, &q.query).await {
+            Ok(values) if values.is_empty() => (false, json!({"error": "no data"})),
+            Ok(values) => {
+                let within = values
+                    .iter()
+                    .all(|v| q.min.is_none_or(|m| *v >= m) && q.max.is_none_or(|m| *v <= m));
+                (within, json!(values))
+            }
+            Err(e) => (false, json!({"error": e})),
+        },
+        (_, Some(h), _) => {
+            let t = std::time::Instant::now();
+            match env
+                .http
+                .get(&h.url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let ms = t.elapsed().as_millis() as u64;
+                    let ok =
+                        r.status().as_u16() == h.status && h.max_latency_ms.is_none_or(|m| ms <= m);
+                    (ok, json!({"status": r.status().as_u16(), "latency_ms": ms}))
+                }
+                Err(e) => (false, json!({"error": e.to_string()})),
+            }
+        }
+        (_, _, Some(r)) => {
+            let obj = ObjectRef::new(&r.kind, Some(&r.namespace), &r.name, None, None, env.kube);
+            match obj {
+                Err(e) => (false, json!({"error": e.to_string()})),
+                Ok(o) => match objects::get(env.kube, &o.path(None)).await {
+                    Ok(d) => {
+                        let field = if r.kind == "StatefulSet" {
+                            "readyReplicas"
+                        } else {
+                            "availableReplicas"
+                        };
+                        let n = d["status"][field].as_u64().unwrap_or(0);
+                        (n >= u64::from(r.min_available), json!({field: n}))
+                    }
+                    Err(e) => (false, json!({"error": e.to_string()})),
+                },
+            }
+        }
+        _ => (false, json!({"error": "no probe"})),
+    };
+    ProbeResult {
+        name: p.name.value.clone(),
+        ok,
+        value,
+        at,
+    }
+}
+
+async fn promql_values(http: &reqwest::Client, url: &str, query: &str) -> Result<Vec<f64>, String> {
+    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let resp = http
+        .get(&endpoint)
+        .query(&[("query", query)])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let v: Value = resp.json().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    if v["status"] != "success" {
+        return Err(format!("{endpoint}: {}", v["error"]));
+    }
+    let num = |x: &Value| x.as_str().and_then(|s| s.parse::<f64>().ok());
+    let r = &v["data"]["result"];
+    Ok(match v["data"]["resultType"].as_str() {
+        Some("scalar") => num(&r[1]).into_iter().collect(),
+        _ => r
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| num(&s["value"][1]))
+            .collect(),
+    })
+}
+
+async fn probes(ps: &[Probe], env: &Env<'_>) -> Vec<ProbeResult> {
+    let mut out = Vec::new();
+    for p in ps {
+        out.push(probe(p, env).await);
+    }
+    out
+}
+
+/// Pods the blast radius matches now, `namespace/name`, running and not
+/// terminating.
+pub async fn matching_pods(
+    exp: &Experiment,
+    env: &Env<'_>,
+) -> Result<Vec<(String, String)>, StepError> {
+    let encoded = quench_connectors::steps::k8s_delete_pod::check_selector(&exp.blast.selector)?;
+    let mut out = Vec::new();
+    for ns in &exp.blast.namespaces {
+        let any = ObjectRef::new("Pod", Some(ns), "x", None, None, env.kube)?;
+        let list = objects::get(
+            env.kube,
+            &format!("{}?labelSelector={encoded}", any.collection()),
+        )
+        .await?;
+        for p in list["items"].as_array().into_iter().flatten() {
+            if p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running" {
+                out.push((
+                    ns.clone(),
+                    p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn pick(mut pods: Vec<(String, String)>, n: usize) -> Vec<(String, String)> {
+    // A rotation by the clock: different pods on different runs, without a
+    // random number generator.
+    if !pods.is_empty() {
+        let shift = (Utc::now().timestamp_subsec_nanos() as usize) % pods.len();
+        pods.rotate_left(shift);
+    }
+    pods.truncate(n);
+    pods
+}
+
+/// Applies one fault: the ledger first, then the change.
+async fn apply_fault(
+    exp: &Experiment,
+    env: &Env<'_>,
+    run: &str,
+    step: &ChaosStep,
+    fault: Fault,
+    dry_run: bool,
+) -> Result<Value, StepError> {
+    let empty = Map::new();
+    let with = step.with.as_ref().map(|w| &w.value).unwrap_or(&empty);
+    let matched = matching_pods(exp, env).await?;
+    let cap = exp.blast.max_pods.unwrap_or(1);
+    let n = faults::count(exp.blast.mode, matched.len(), cap);
+    let id = format!("{run}/{}", step.id.value);
+    match fault {
+        Fault::PodKill => {
+            let targets = pick(matched.clone(), n);
+            let names: Vec<String> = targets.iter().map(|(ns, p)| format!("{ns}/{p}")).collect();
+            if dry_run {
+                return Ok(
+                    json!({"fault": fault.name(), "matched": matched.len(), "would_kill": names}),
+                );
+            }
+            env.ledger
+                .record(&LedgerEntry {
+                    id: id.clone(),
+                    experiment: exp.name.clone(),
+                    run: run.to_string(),
+                    fault: fault.name().into(),
+                    object: None,
+                    pods: names.clone(),
+                    at: Utc::now(),
+                })
+                .map_err(StepError::Failed)?;
+            for (ns, pod) in &targets {
+                let mut w = json!({"pod": pod, "namespace": ns});
+                if let Some(g) = with.get("grace_seconds") {
+                    w["grace_seconds"] = g.clone();
+                }
+                env.steps.run(StepType::K8sDeletePod, &w).await?;
+            }
+            Ok(json!({"fault": fault.name(), "matched": matched.len(), "killed": names}))
+        }
+        _ => {
+            let (kind, resource) = fault.chaos_mesh_kind().expect("not native");
+            let name = format!("quench-{}-{}", run, step.id.value.replace('_', "-"));
+            let labels: Map<String, Value> = serde_json::from_value(json!({
+                "app.kubernetes.io/managed-by": "quench",
+                "quench.dev/experiment": exp.name,
+                "quench.dev/run": run,
+            }))
+            .expect("labels");
+            let manifest = faults::chaos_mesh_object(fault, with, &exp.blast, n, &name, &labels)
+                .map_err(StepError::Params)?;
+            let obj = ObjectRef::new(
+                kind,
+                Some(&exp.blast.namespaces[0]),
+                &name,
+                Some("chaos-mesh.org/v1alpha1"),
+                Some(resource),
+                env.kube,
+            )?;
+            if dry_run {
+                return Ok(
+                    json!({"fault": fault.name(), "matched": matched.len(), "would_create": manifest}),
+                );
+            }
+            env.ledger
+                .record(&LedgerEntry {
+                    id: id.clone(),
+                    experiment: exp.name.clone(),
+                    run: run.to_string(),
+                    fault: fault.name().into(),
+                    object: Some(obj.clone()),
+                    pods: Vec::new(),
+                    at: Utc::now(),
+                })
+                .map_err(StepError::Failed)?;
+            objects::send(
+                env.kube,
+                http::Method::POST,
+                &obj.collection(),
+                manifest,
+                "application/json",
+            )
+            .await?;
+            Ok(
+                json!({"fault": fault.name(), "matched": matched.len(), "affected": n, "object": obj.label()}),
+            )
+        }
+    }
+}
+
+/// Removes what a ledger entry applied: a Chaos Mesh object is deleted, and
+/// if finalizers hold it, they are cleared. Pod kills need nothing.
+pub async fn cleanup(
+    entry: &LedgerEntry,
+    kube: &dyn Kube,
+    ledger: &dyn Ledger,
+) -> Result<(), StepError> {
+    if let Some(obj) = &entry.object {
+        let path = obj.path(None);
+        match objects::send(
+            kube,
+            http::Method::DELETE,
+            &path,
+            json!({"kind": "DeleteOptions", "apiVersion": "v1"}),
+            "application/json",
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(StepError::Refused(m)) if m.contains("HTTP 404") => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match objects::get(kube, &path).await {
+                Err(StepError::Refused(m)) if m.contains("HTTP 404") => break,
+                Err(e) => return Err(e),
+                Ok(o) => {
+                    // Held by finalizers (a controller that is gone, say):
+                    // clear them, so the fault cannot outlive the experiment.
+                    if o["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty())
+                    {
+                        objects::send(
+                            kube,
+                            http::Method::PATCH,
+                            &path,
+                            json!({"metadata": {"finalizers": null}}),
+                            objects::MERGE,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StepError::Failed(format!(
+                    "{} still there after 30s",
+                    obj.label()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    ledger.remove(&entry.id).map_err(StepError::Failed)
+}
+
+async fn run_step(step: &ChaosStep, env: &Env<'_>) -> StepResult {
+    let with = step
+        .with
+        .as_ref()
+        .map(|w| Value::Object(w.value.clone()))
+        .unwrap_or(json!({}));
+    let result = match StepType::from_name(&step.uses.value) {
+        Some(t) => env.steps.run(t, &with).await,
+        None => Err(StepError::Params(format!(
+            "unknown step type {}",
+            step.uses.value
+        ))),
+    };
+    match result {
+        Ok(o) => StepResult {
+            id: step.id.value.clone(),
+            uses: step.uses.value.clone(),
+            ok: true,
+            output: o,
+        },
+        Err(e) => StepResult {
+            id: step.id.value.clone(),
+            uses: step.uses.value.clone(),
+            ok: false,
+            output: json!({"error": e.to_string()}),
+        },
+    }
+}
+
+/// Runs an experiment to its verdict.
+pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
+    let started_at = Utc::now();
+    let mut v = Verdict {
+        experiment: exp.name.clone(),
+        run: opts.run.clone(),
+        outcome: Outcome::NotRun,
+        abort_reason: None,
+        started_at,
+        ended_at: started_at,
+        before: probes(&exp.file.steady_state.probes, env).await,
+        during: Vec::new(),
+        after: Vec::new(),
+        method: Vec::new(),
+        faults: Vec::new(),
+        removed: Vec::new(),
+        rollbacks: Vec::new(),
+        rollback_failed: false,
+    };
+    if v.before.iter().any(|p| !p.ok) {
+        v.ended_at = Utc::now();
+        return v;
+    }
+    if opts.dry_run {
+        for step in &exp.file.method {
+            if let Some(f) = Fault::from_name(&step.uses.value) {
+                match apply_fault(exp, env, &opts.run, step, f, true).await {
+                    Ok(o) => v.faults.push(o),
+                    Err(e) => v
+                        .faults
+                        .push(json!({"fault": f.name(), "error": e.to_string()})),
+                }
+            }
+        }
+        v.outcome = Outcome::DryRun;
+        v.ended_at = Utc::now();
+        return v;
+    }
+    // Watch the abort conditions (and a continuous steady state) while the
+    // method and its duration run.
+    let mut watched: Vec<Probe> = exp.file.abort_when.clone();
+    if exp.file.steady_state.strategy == Strategy::Continuous {
+        watched.extend(exp.file.steady_state.probes.iter().cloned());
+    }
+    let mut abort = opts.abort.clone();
+    let breach = async {
+        if watched.is_empty() {
+            std::future::pending::<(String, Vec<ProbeResult>)>().await
+        } else {
+            loop {
+                tokio::time::sleep(opts.probe_every).await;
+                let results = probes(&watched, env).await;
+                if let Some(b) = results.iter().find(|r| !r.ok) {
+                    return (format!("probe {:?} breached: {}", b.name, b.value), results);
+                }
+            }
+        }
+    };
+    let mut method_results: Vec<StepResult> = Vec::new();
+    let mut applied: Vec<Value> = Vec::new();
+    let aborted: Option<(String, Vec<ProbeResult>)> = {
+        let method = async {
+            for step in &exp.file.method {
+                let r = match Fault::from_name(&step.uses.value) {
+                    Some(f) => match apply_fault(exp, env, &opts.run, step, f, false).await {
+                        Ok(o) => {
+                            applied.push(o.clone());
+                            StepResult {
+                                id: step.id.value.clone(),
+                                uses: step.uses.value.clone(),
+                                ok: true,
+                                output: o,
+                            }
+                        }
+                        Err(e) => StepResult {
+                            id: step.id.value.clone(),
+                            uses: step.uses.value.clone(),
+                            ok: false,
+                            output: json!({"error": e.to_string()}),
+                        },
+                    },
+                    None => run_step(step, env).await,
+                };
+                let failed = !r.ok;
+                method_results.push(r);
+                if failed {
+                    return;
+                }
+            }
+            if let Some(d) = exp.duration {
+                tokio::time::sleep(d).await;
+            }
+        };
+        let requested = async {
+            while !*abort.borrow() {
+                if abort.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = method => None,
+            found = breach => Some(found),
+            _ = requested => Some(("aborted on request".to_string(), Vec::new())),
+        }
+    };
+    v.method = method_results;
+    v.faults = applied;
+    let aborted = aborted.map(|(why, results)| {
+        v.during.extend(results);
+        why
+    });
+    // From here the rollbacks always run.
+    for entry in env
+        .ledger
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.run == opts.run)
+    {
+        match cleanup(&entry, env.kube, env.ledger).await {
+            Ok(()) => v.removed.push(entry.id.clone()),
+            Err(e) => {
+                v.rollback_failed = true;
+                v.rollbacks.push(StepResult {
+                    id: format!("cleanup {}", entry.id),
+                    uses: entry.fault.clone(),
+                    ok: false,
+                    output: json!({"error": e.to_string()}),
+                });
+            }
+        }
+    }
+    for step in &exp.file.rollbacks {
+        let r = run_step(step, env).await;
+        if !r.ok {
+            v.rollback_failed = true;
+        }
+        v.rollbacks.push(r);
+    }
+    v.after = probes(&exp.file.steady_state.probes, env).await;
+    v.outcome = match &aborted {
+        Some(_) => Outcome::Aborted,
+        None if v.after.iter().all(|p| p.ok) && v.method.iter().all(|s| s.ok) => Outcome::Passed,
+        None => Outcome::Deviated,
+    };
+    v.abort_reason = aborted;
+    v.ended_at = Utc::now();
+    v
+}
+
+/// After a restart: cleans up every fault a crashed run left in the ledger.
+pub async fn reconcile(kube: &dyn Kube, ledger: &dyn Ledger) -> Vec<(String, Result<(), String>)> {
+    let mut out = Vec::new();
+    for entry in ledger.entries().unwrap_or_default() {
+        let r = cleanup(&entry, kube, ledger)
+            .await
+            .map_err(|e| e.to_string());
+        out.push((entry.id.clone(), r));
+    }
+    out
+}
