@@ -4,6 +4,7 @@
 mod alertmanager;
 mod argocd;
 mod bad_input;
+mod chaos;
 mod crash;
 mod crash_resume;
 mod executor;

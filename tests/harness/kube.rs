@@ -102,12 +102,18 @@ impl Cluster {
     /// Installs a Chaos Mesh-style `PodChaos` CRD (once; later calls find
     /// it there) and waits until its objects can be created.
     pub async fn install_podchaos_crd(&self) {
+        self.install_chaos_mesh_crd("PodChaos", "podchaos").await;
+    }
+
+    /// Installs a Chaos Mesh-style CRD for `kind` (plural `plural`), with
+    /// no controller: enough for the objects' lifecycle.
+    pub async fn install_chaos_mesh_crd(&self, kind: &str, plural: &str) {
         let crd = json!({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "podchaos.chaos-mesh.org"},
+            "metadata": {"name": format!("{plural}.chaos-mesh.org")},
             "spec": {
                 "group": "chaos-mesh.org", "scope": "Namespaced",
-                "names": {"kind": "PodChaos", "plural": "podchaos", "singular": "podchaos", "listKind": "PodChaosList"},
+                "names": {"kind": kind, "plural": plural, "singular": plural, "listKind": format!("{kind}List")},
                 "versions": [{"name": "v1alpha1", "served": true, "storage": true,
                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
             }
@@ -123,10 +129,13 @@ impl Cluster {
         {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("install the PodChaos CRD: {e}"),
+            Err(e) => panic!("install the {kind} CRD: {e}"),
         }
-        wait_until(Duration::from_secs(30), "the PodChaos CRD established", || async {
-            let req = http::Request::get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/podchaos.chaos-mesh.org")
+        let path = format!(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.chaos-mesh.org"
+        );
+        wait_until(Duration::from_secs(30), "the CRD established", || async {
+            let req = http::Request::get(path.as_str())
                 .body(Vec::new())
                 .expect("request");
             self.client
@@ -135,7 +144,8 @@ impl Cluster {
                 .ok()
                 .and_then(|crd| {
                     crd["status"]["conditions"].as_array().map(|c| {
-                        c.iter().any(|c| c["type"] == "Established" && c["status"] == "True")
+                        c.iter()
+                            .any(|c| c["type"] == "Established" && c["status"] == "True")
                     })
                 })
                 .unwrap_or(false)

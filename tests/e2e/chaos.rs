@@ -1,0 +1,311 @@
+//! Chaos experiments against the real API server (simulated node) and a
+//! real Prometheus: the semantics table of docs/CHAOS.md, row by row.
+
+use std::time::Duration;
+
+use quench_chaos::run::{self, Env, Ledger, LedgerEntry, MemoryLedger, RunOptions};
+use quench_chaos::{Outcome, parse_experiment};
+use quench_tests::kube::Cluster;
+use serde_json::json;
+
+fn experiment(yaml: &str) -> quench_chaos::Experiment {
+    parse_experiment(std::path::Path::new("t.chaos.yaml"), "t.chaos.yaml", yaml)
+        .unwrap_or_else(|e| panic!("{e:#?}"))
+}
+
+fn options(run: &str) -> (RunOptions, tokio::sync::watch::Sender<bool>) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    (
+        RunOptions {
+            run: run.into(),
+            dry_run: false,
+            abort: rx,
+            probe_every: Duration::from_millis(200),
+        },
+        tx,
+    )
+}
+
+struct Parts {
+    kube: quench_connectors::k8s::KubeClient,
+    http: reqwest::Client,
+    steps: quench_connectors::steps::Builtin,
+    ledger: MemoryLedger,
+}
+
+fn parts(cluster: &Cluster) -> Parts {
+    Parts {
+        kube: quench_connectors::k8s::KubeClient::new(quench_connectors::k8s::KubeSource {
+            kubeconfig: Some(cluster.kubeconfig.clone()),
+            ..Default::default()
+        }),
+        http: quench_tests::http(),
+        steps: cluster.steps(),
+        ledger: MemoryLedger::default(),
+    }
+}
+
+impl Parts {
+    fn env(&self) -> Env<'_> {
+        Env {
+            kube: &self.kube,
+            http: &self.http,
+            steps: &self.steps,
+            ledger: &self.ledger,
+        }
+    }
+}
+
+fn pod_kill(ns: &str, min_available: u32, mode: &str, cap: u32) -> String {
+    format!(
+        r#"version: 1
+title: web survives losing pods
+steady_state:
+  probes:
+    - name: web available
+      k8s_ready: {{kind: Deployment, name: web, namespace: {ns}, min_available: {min_available}}}
+method:
+  - id: kill
+    uses: chaos.pod_kill
+    with: {{grace_seconds: 0}}
+rollbacks:
+  - id: back
+    uses: k8s.wait
+    with: {{kind: Deployment, name: web, namespace: {ns}, for: available, timeout_seconds: 60}}
+blast_radius:
+  namespaces: [{ns}]
+  selector: app=web
+  mode: {mode}
+  max_pods: {cap}
+"#
+    )
+}
+
+#[tokio::test]
+async fn pod_kill_with_a_readiness_probe_honours_the_cap_and_passes() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("chaos-kill").await;
+    let before = cluster.deployment(&ns, "web", 3, 8080).await;
+    let p = parts(&cluster);
+    let exp = experiment(&pod_kill(&ns, 3, "all", 2));
+    let (opts, _abort) = options("r1");
+    let v = run::run(&exp, &p.env(), opts).await;
+    assert_eq!(v.outcome, Outcome::Passed, "{v:#?}");
+    let killed = v.faults[0]["killed"].as_array().unwrap();
+    assert_eq!(killed.len(), 2, "mode all, but the cap is 2: {v:#?}");
+    assert_eq!(v.faults[0]["matched"], 3);
+    let now = cluster.running_pods(&ns, "web", 3).await;
+    for k in killed {
+        let name = k.as_str().unwrap().rsplit('/').next().unwrap();
+        assert!(before.contains(&name.to_string()) && !now.contains(&name.to_string()));
+    }
+    assert!(v.before[0].ok && v.after[0].ok);
+    assert!(p.ledger.entries().unwrap().is_empty(), "cleaned up");
+}
+
+#[tokio::test]
+async fn a_failing_steady_state_injects_nothing_and_dry_run_only_renders() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("chaos-notrun").await;
+    let before = cluster.deployment(&ns, "web", 2, 8080).await;
+    let p = parts(&cluster);
+    let (opts, _abort) = options("r2");
+    let v = run::run(&experiment(&pod_kill(&ns, 5, "one", 1)), &p.env(), opts).await;
+    assert_eq!(v.outcome, Outcome::NotRun);
+    assert!(v.faults.is_empty() && v.rollbacks.is_empty(), "{v:#?}");
+    assert!(!v.before[0].ok);
+    assert_eq!(cluster.running_pods(&ns, "web", 2).await, before);
+
+    let (mut opts, _abort) = options("r3");
+    opts.dry_run = true;
+    let v = run::run(&experiment(&pod_kill(&ns, 2, "all", 1)), &p.env(), opts).await;
+    assert_eq!(v.outcome, Outcome::DryRun);
+    assert_eq!(v.faults[0]["would_kill"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        cluster.running_pods(&ns, "web", 2).await,
+        before,
+        "nothing killed"
+    );
+    assert!(p.ledger.entries().unwrap().is_empty());
+}
+
+fn network_delay(ns: &str, prometheus: &str, abort_max: f64, duration: &str) -> String {
+    format!(
+        r#"version: 1
+title: web tolerates 200ms of latency
+method:
+  - id: delay
+    uses: chaos.network_delay
+    with: {{latency: 200ms, jitter: 10ms}}
+  - id: hold
+    uses: wait
+    with: {{seconds: 20}}
+duration: {duration}
+abort_when:
+  - name: up
+    promql: {{url: "{prometheus}", query: "vector(1)", max: {abort_max}}}
+rollbacks:
+  - id: note
+    uses: wait
+    with: {{seconds: 0}}
+blast_radius:
+  namespaces: [{ns}]
+  selector: app=web
+  mode: all
+  max_pods: 1
+"#
+    )
+}
+
+/// A breach of `abort_when` (a real Prometheus answering) aborts the method
+/// at once; the NetworkChaos object it created is removed, finalizer and
+/// all, and the rollbacks run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_when_breach_aborts_and_the_chaos_object_is_removed() {
+    let cluster = Cluster::get().await;
+    cluster
+        .install_chaos_mesh_crd("NetworkChaos", "networkchaos")
+        .await;
+    let prom = quench_tests::Prometheus::start().await;
+    let ns = cluster.namespace("chaos-abort").await;
+    cluster.deployment(&ns, "web", 2, 8080).await;
+    let p = parts(&cluster);
+    let collection = format!("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/networkchaos");
+    // While the fault is in, add a finalizer as Chaos Mesh's controller
+    // would: the cleanup must not be held by it.
+    let c2 = Cluster::get().await;
+    let watch = {
+        let collection = collection.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                let list = c2.get_json(&collection).await;
+                if let Some(o) = list["items"].as_array().and_then(|i| i.first()) {
+                    let name = o["metadata"]["name"].as_str().unwrap().to_string();
+                    let _ = c2
+                        .send(
+                            "PATCH",
+                            &format!("{collection}/{name}"),
+                            json!({"metadata": {"finalizers": ["chaos-mesh/records"]}}),
+                            "application/merge-patch+json",
+                        )
+                        .await;
+                    return Some(o.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        })
+    };
+    let exp = experiment(&network_delay(&ns, &prom.url, 0.5, "30s"));
+    let (opts, _abort) = options("r4");
+    let started = std::time::Instant::now();
+    let v = run::run(&exp, &p.env(), opts).await;
+    assert_eq!(v.outcome, Outcome::Aborted, "{v:#?}");
+    assert!(
+        v.abort_reason
+            .as_deref()
+            .unwrap()
+            .contains("\"up\" breached"),
+        "{v:#?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "aborted at once, not after the method"
+    );
+    let seen = watch
+        .await
+        .unwrap()
+        .expect("the NetworkChaos object existed");
+    assert_eq!(seen["spec"]["action"], "delay");
+    assert_eq!(seen["spec"]["delay"]["latency"], "200ms");
+    assert_eq!(seen["spec"]["value"], "1", "capped at max_pods");
+    assert_eq!(seen["spec"]["selector"]["namespaces"][0], ns.as_str());
+    assert_eq!(v.removed.len(), 1, "{v:#?}");
+    assert_eq!(v.rollbacks[0].id, "note");
+    assert!(!v.rollback_failed);
+    let left = cluster.get_json(&collection).await;
+    assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
+    assert!(p.ledger.entries().unwrap().is_empty());
+}
+
+/// An abort request (`quench chaos abort`, shutdown) stops the method; the
+/// rollbacks still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_request_stops_the_method_and_rollbacks_run() {
+    let cluster = Cluster::get().await;
+    cluster
+        .install_chaos_mesh_crd("NetworkChaos", "networkchaos")
+        .await;
+    let prom = quench_tests::Prometheus::start().await;
+    let ns = cluster.namespace("chaos-stop").await;
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    let p = parts(&cluster);
+    let exp = experiment(&network_delay(&ns, &prom.url, 5.0, "30s"));
+    let (opts, abort) = options("r5");
+    let stop = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = abort.send(true);
+        abort
+    });
+    let v = run::run(&exp, &p.env(), opts).await;
+    let _ = stop.await;
+    assert_eq!(v.outcome, Outcome::Aborted, "{v:#?}");
+    assert_eq!(v.abort_reason.as_deref(), Some("aborted on request"));
+    assert_eq!(v.removed.len(), 1);
+    assert_eq!(v.rollbacks.len(), 1);
+    let left = cluster
+        .get_json(&format!(
+            "/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/networkchaos"
+        ))
+        .await;
+    assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
+}
+
+/// After a crash, the ledger's faults are cleaned up on restart.
+#[tokio::test]
+async fn reconcile_cleans_up_what_a_crashed_run_left() {
+    let cluster = Cluster::get().await;
+    cluster
+        .install_chaos_mesh_crd("NetworkChaos", "networkchaos")
+        .await;
+    let ns = cluster.namespace("chaos-crash").await;
+    let p = parts(&cluster);
+    let collection = format!("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/networkchaos");
+    cluster
+        .send(
+            "POST",
+            &collection,
+            json!({"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
+                   "metadata": {"name": "quench-r6-delay", "finalizers": ["chaos-mesh/records"]},
+                   "spec": {"action": "delay"}}),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let obj = quench_connectors::k8s::objects::ObjectRef::new(
+        "NetworkChaos",
+        Some(&ns),
+        "quench-r6-delay",
+        Some("chaos-mesh.org/v1alpha1"),
+        Some("networkchaos"),
+        &p.kube,
+    )
+    .unwrap();
+    p.ledger
+        .record(&LedgerEntry {
+            id: "r6/delay".into(),
+            experiment: "t".into(),
+            run: "r6".into(),
+            fault: "chaos.network_delay".into(),
+            object: Some(obj),
+            pods: Vec::new(),
+            at: chrono::Utc::now(),
+        })
+        .unwrap();
+    let results = run::reconcile(&p.kube, &p.ledger).await;
+    assert_eq!(results.len(), 1);
+    assert!(results[0].1.is_ok(), "{results:?}");
+    let left = cluster.get_json(&collection).await;
+    assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
+    assert!(p.ledger.entries().unwrap().is_empty());
+}
