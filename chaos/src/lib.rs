@@ -15,6 +15,7 @@ pub mod faults;
 pub mod load;
 pub mod model;
 pub mod run;
+pub mod schedule;
 
 pub use load::{Experiment, load_experiments, parse_experiment};
 pub use run::{Env, Ledger, LedgerEntry, MemoryLedger, Outcome, RunOptions, Verdict};
