@@ -96,13 +96,19 @@ mod tests {
         assert_eq!(spring.len(), 2);
         assert!(spring[0] > utc("2027-03-27T12:00:00Z"));
         assert_eq!(
-            spring.iter().filter(|t| t.date_naive() == utc("2027-03-28T00:00:00Z").date_naive()).count(),
+            spring
+                .iter()
+                .filter(|t| t.date_naive() == utc("2027-03-28T00:00:00Z").date_naive())
+                .count(),
             1,
             "{spring:?}"
         );
         let autumn = next_runs(&s, utc("2026-10-24T12:00:00Z"), 2);
         assert_eq!(
-            autumn.iter().filter(|t| t.date_naive() == utc("2026-10-25T00:00:00Z").date_naive()).count(),
+            autumn
+                .iter()
+                .filter(|t| t.date_naive() == utc("2026-10-25T00:00:00Z").date_naive())
+                .count(),
             1,
             "{autumn:?}"
         );

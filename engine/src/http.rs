@@ -51,6 +51,8 @@ pub struct AppState {
     pub executor: Arc<crate::executor::Executor>,
     /// Evidence bytes.
     pub artifacts: quench_knowledge::ArtifactStore,
+    /// Chaos experiments and their runs.
+    pub chaos: Arc<crate::chaos::ChaosService>,
 }
 
 /// Builds the router.
@@ -71,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
         .route("/api/v1/artifacts/{id}/meta", get(get_artifact_meta))
+        .route("/api/v1/chaos", get(list_chaos))
+        .route("/api/v1/chaos/runs", get(list_chaos_runs))
+        .route("/api/v1/chaos/runs/{run}", get(show_chaos_run))
+        .route("/api/v1/chaos/runs/{run}/abort", post(abort_chaos_run))
+        .route("/api/v1/chaos/{name}/run", post(start_chaos_run))
         .route("/api/v1/baselines", get(list_baselines))
         .route("/api/v1/baselines/{service}/{kind}", put(put_baseline))
         .route("/api/v1/control", get(control_state))
@@ -734,6 +741,138 @@ async fn get_artifact(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no artifact {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/v1/chaos`: the experiments in force, their schedules (with
+/// the next three runs) and the runs going on.
+async fn list_chaos(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    let running = s.chaos.running();
+    let now = chrono::Utc::now();
+    let list: Vec<Value> = s
+        .chaos
+        .experiments()
+        .iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "title": e.file.title.value,
+                "path": e.path,
+                "tags": e.file.tags,
+                "schedule": e.schedule.as_ref().map(|sc| json!({
+                    "cron": sc.cron.as_str(),
+                    "timezone": sc.tz.name(),
+                    "describe": sc.cron.describe(),
+                    "next": quench_chaos::schedule::next_runs(sc, now, 3),
+                })),
+                "running": running.iter().filter(|(_, x)| *x == e.name).map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "experiments": list })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ChaosRunQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/chaos/{name}/run[?dry_run=true]`: starts a run (admin).
+async fn start_chaos_run(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<ChaosRunQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Admin) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match s.chaos.start(&name, q.dry_run, &actor) {
+        Ok(run) => (StatusCode::ACCEPTED, axum::Json(json!({"run": run}))).into_response(),
+        Err(e @ crate::chaos::StartError::NotFound(_)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            e.to_string(),
+            Value::Null,
+        ),
+        Err(e @ crate::chaos::StartError::Busy(_)) => {
+            error(StatusCode::CONFLICT, "busy", e.to_string(), Value::Null)
+        }
+    }
+}
+
+/// `POST /api/v1/chaos/runs/{run}/abort`: stops a run; its rollbacks run.
+async fn abort_chaos_run(
+    State(s): State<AppState>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Admin) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if s.chaos.abort(&run, &actor) {
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"run": run, "aborting": true})),
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no chaos run {run:?} is going on"),
+            Value::Null,
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ChaosRunsQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/chaos/runs[?limit=N]`: verdicts, newest first.
+async fn list_chaos_runs(
+    State(s): State<AppState>,
+    Query(q): Query<ChaosRunsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    match s.chaos.store().runs(q.limit.unwrap_or(50)) {
+        Ok(runs) => axum::Json(json!({"runs": runs, "running": s.chaos.running()})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/v1/chaos/runs/{run}`: a verdict, or `{"state": "running"}`.
+async fn show_chaos_run(
+    State(s): State<AppState>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    if s.chaos.running().iter().any(|(r, _)| *r == run) {
+        return axum::Json(json!({"run": run, "state": "running"})).into_response();
+    }
+    match s.chaos.store().run(&run) {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no chaos run {run:?}"),
             Value::Null,
         ),
         Err(e) => internal(e),

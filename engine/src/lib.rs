@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod alert_log;
+pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod executor;
@@ -142,18 +143,20 @@ pub async fn serve(
             "automation is paused (kill switch): no destructive step will run until `quench resume`"
         );
     }
+    let kube = Arc::new(quench_connectors::k8s::KubeClient::new(
+        config.kubernetes.clone(),
+    ));
+    let steps: Arc<quench_connectors::steps::Builtin> = Arc::new(
+        quench_connectors::steps::Builtin::with_artifacts(Arc::new(store::StepArtifacts(
+            artifacts.clone(),
+        )))
+        .with_kube(kube.clone()),
+    );
     let mut executor = Executor::new(
         incidents.clone(),
         AuditLog::open(&storage.db)?,
         control,
-        Arc::new(
-            quench_connectors::steps::Builtin::with_artifacts(Arc::new(store::StepArtifacts(
-                artifacts.clone(),
-            )))
-            .with_kube(Arc::new(quench_connectors::k8s::KubeClient::new(
-                config.kubernetes.clone(),
-            ))),
-        ),
+        steps.clone(),
         ExecConfig {
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
@@ -195,6 +198,23 @@ pub async fn serve(
     };
     let pipeline_task = tokio::spawn(pipeline.run());
 
+    let chaos = Arc::new(chaos::ChaosService::new(
+        quench_knowledge::ChaosStore::open(&storage.db)?,
+        kube,
+        steps,
+        runbooks.clone(),
+        incidents.clone(),
+        AuditLog::open(&storage.db)?,
+    ));
+    // Faults a crash left in place are removed before anything else runs.
+    {
+        let c = chaos.clone();
+        tokio::spawn(async move {
+            c.reconcile().await;
+            c.scheduler().await;
+        });
+    }
+
     let state = AppState {
         config: Arc::new(config.clone()),
         log,
@@ -203,6 +223,7 @@ pub async fn serve(
         metrics,
         executor,
         artifacts,
+        chaos: chaos.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -216,6 +237,14 @@ pub async fn serve(
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Running experiments stop, and their rollbacks run, before we go.
+    chaos.abort_all();
+    for _ in 0..300 {
+        if chaos.running().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     pipeline_task.abort();
     storage.db.flush().map_err(|e| ServeError::Log(e.into()))?;
     storage.sync()?;

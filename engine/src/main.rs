@@ -85,6 +85,11 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Chaos experiments: list, run, abort, schedule, history.
+    Chaos {
+        #[command(subcommand)]
+        command: ChaosCommand,
+    },
     /// The audit log, newest first.
     Audit {
         /// Only this incident.
@@ -154,6 +159,53 @@ impl Remote {
     fn client(&self) -> Client {
         Client::new(&self.server).with_token(self.token.clone())
     }
+}
+
+#[derive(Subcommand)]
+enum ChaosCommand {
+    /// The experiments in force and what is running.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Starts a run (admin). With --dry-run, renders every fault and the
+    /// targets it would select, and injects nothing.
+    Run {
+        /// The experiment's name (its file name without .chaos.yaml).
+        name: String,
+        /// Inject nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for the verdict and print it; exit 1 unless it passed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stops a run; its rollbacks run.
+    Abort {
+        /// The run id.
+        run: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The next runs of every scheduled experiment.
+    Schedule {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Verdicts, newest first.
+    History {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Also write them as JUnit XML, one test case per run, so a CI
+        /// pipeline can gate a deploy on them.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +310,105 @@ fn load_runbooks(
     })
 }
 
+async fn chaos_command(command: ChaosCommand) -> anyhow::Result<()> {
+    match command {
+        ChaosCommand::List { remote } | ChaosCommand::Schedule { remote } => {
+            let v: serde_json::Value = remote.client().get_json("/api/v1/chaos").await?;
+            for e in v["experiments"].as_array().into_iter().flatten() {
+                let schedule = &e["schedule"];
+                println!(
+                    "{:<28} {}",
+                    e["name"].as_str().unwrap_or(""),
+                    e["title"].as_str().unwrap_or("")
+                );
+                if schedule.is_object() {
+                    println!(
+                        "    {} ({}, {}); next: {}",
+                        schedule["cron"].as_str().unwrap_or(""),
+                        schedule["describe"].as_str().unwrap_or(""),
+                        schedule["timezone"].as_str().unwrap_or(""),
+                        schedule["next"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                for r in e["running"].as_array().into_iter().flatten() {
+                    println!("    running: {}", r.as_str().unwrap_or(""));
+                }
+            }
+        }
+        ChaosCommand::Run {
+            name,
+            dry_run,
+            wait,
+            remote,
+        } => {
+            let client = remote.client();
+            let path = format!(
+                "/api/v1/chaos/{name}/run{}",
+                if dry_run { "?dry_run=true" } else { "" }
+            );
+            let v: serde_json::Value = client.post(&path, &serde_json::json!({})).await?;
+            let run = v["run"].as_str().unwrap_or("").to_string();
+            println!("{run}");
+            if wait {
+                loop {
+                    let v: serde_json::Value = client
+                        .get_json(&format!("/api/v1/chaos/runs/{run}"))
+                        .await?;
+                    if v["state"] != "running" {
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                        let outcome = v["outcome"].as_str().unwrap_or("");
+                        if outcome != "passed" && outcome != "dry-run" {
+                            anyhow::bail!("chaos run {run}: {outcome}");
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+        ChaosCommand::Abort { run, remote } => {
+            let _: serde_json::Value = remote
+                .client()
+                .post(
+                    &format!("/api/v1/chaos/runs/{run}/abort"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!("{run}: aborting; its rollbacks run");
+        }
+        ChaosCommand::History {
+            limit,
+            junit,
+            remote,
+        } => {
+            let v: serde_json::Value = remote
+                .client()
+                .get_json(&format!("/api/v1/chaos/runs?limit={limit}"))
+                .await?;
+            let runs = v["runs"].as_array().cloned().unwrap_or_default();
+            for r in &runs {
+                println!(
+                    "{:<40} {:<10} {}",
+                    r["run"].as_str().unwrap_or(""),
+                    r["outcome"].as_str().unwrap_or(""),
+                    r["abort_reason"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(path) = junit {
+                std::fs::write(&path, quench_engine::chaos::junit(&runs))?;
+                println!("JUnit XML: {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("QUENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -345,6 +496,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             println!("resumed");
         }
+        Command::Chaos { command } => chaos_command(command).await?,
         Command::Audit {
             incident,
             limit,

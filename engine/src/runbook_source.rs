@@ -27,6 +27,8 @@ pub struct Loaded {
     pub commit: Option<String>,
     /// When this set was swapped in.
     pub loaded_at: Option<DateTime<Utc>>,
+    /// The chaos experiments (`*.chaos.yaml`) of the same directory.
+    pub experiments: Vec<quench_chaos::Experiment>,
 }
 
 /// Where runbooks come from.
@@ -77,6 +79,7 @@ impl Runbooks {
             set,
             commit: None,
             loaded_at: Some(Utc::now()),
+            experiments: Vec::new(),
         });
         r
     }
@@ -118,15 +121,29 @@ impl Runbooks {
         if self.current().commit.is_some() && self.current().commit == commit {
             return self.record(commit, Ok(None));
         }
-        let loaded = quench_runbooks::load_dir(&dir, self.triage.as_deref())
-            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>());
+        // Runbooks and experiments are one set: both valid, or neither
+        // replaces what is in force.
+        let loaded = match (
+            quench_runbooks::load_dir(&dir, self.triage.as_deref()),
+            quench_chaos::load_experiments(&dir),
+        ) {
+            (Ok(set), Ok(experiments)) => Ok((set, experiments)),
+            (a, b) => Err(a
+                .err()
+                .into_iter()
+                .flatten()
+                .chain(b.err().into_iter().flatten())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()),
+        };
         match loaded {
-            Ok(set) => {
+            Ok((set, experiments)) => {
                 let count = set.runbooks.len();
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded {
                     set,
                     commit: commit.clone(),
                     loaded_at: Some(Utc::now()),
+                    experiments,
                 });
                 info!(source = %self.origin(), commit = commit.as_deref().unwrap_or("-"), count, "runbooks loaded");
                 self.record(commit, Ok(None))
@@ -166,17 +183,21 @@ impl Runbooks {
         let Some(current) = g.current() else {
             return false;
         };
-        match quench_runbooks::load_dir(&current.dir, self.triage.as_deref()) {
-            Ok(set) => {
+        match (
+            quench_runbooks::load_dir(&current.dir, self.triage.as_deref()),
+            quench_chaos::load_experiments(&current.dir),
+        ) {
+            (Ok(set), Ok(experiments)) => {
                 info!(commit = %current.commit, "serving the runbooks already checked out until the remote answers");
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded {
                     set,
                     commit: Some(current.commit),
                     loaded_at: Some(Utc::now()),
+                    experiments,
                 });
                 true
             }
-            Err(_) => false,
+            _ => false,
         }
     }
 

@@ -14,12 +14,14 @@
 
 pub mod artifacts;
 pub mod audit;
+pub mod chaos;
 pub mod control;
 pub mod record;
 pub mod store;
 
 pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};
 pub use audit::{AuditEntry, AuditLog};
+pub use chaos::ChaosStore;
 pub use control::{Control, PauseState};
 pub use record::{
     AlertRecord, AlertState, AlignedEntry, IncidentRecord, IncidentStatus, MatchDecision,

@@ -1,0 +1,412 @@
+//! Chaos experiments in the server: runs started by the API, the CLI or
+//! the schedule, their fault ledger and verdicts in the knowledge store,
+//! reconcile at start-up, and the incidents each run provoked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use quench_chaos::run::{self, Env, Ledger, LedgerEntry, RunOptions};
+use quench_chaos::{Experiment, Outcome};
+use quench_connectors::k8s::KubeClient;
+use quench_connectors::steps::StepRunner;
+use quench_knowledge::{AuditEntry, AuditLog, ChaosStore, IncidentStore};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::runbook_source::Runbooks;
+
+/// The knowledge store as the runner's ledger.
+struct StoreLedger(ChaosStore);
+
+impl Ledger for StoreLedger {
+    fn record(&self, e: &LedgerEntry) -> Result<(), String> {
+        let v = serde_json::to_value(e).map_err(|e| e.to_string())?;
+        self.0.ledger_put(&e.id, &v).map_err(|e| e.to_string())
+    }
+    fn remove(&self, id: &str) -> Result<(), String> {
+        self.0.ledger_remove(id).map_err(|e| e.to_string())
+    }
+    fn entries(&self) -> Result<Vec<LedgerEntry>, String> {
+        self.0
+            .ledger_entries()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+            .collect()
+    }
+}
+
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No such experiment in the set in force.
+    #[error("no chaos experiment {0:?}")]
+    NotFound(String),
+    /// Its schedule forbids overlapping runs, and one is going on.
+    #[error("chaos experiment {0:?} is already running (concurrency: forbid)")]
+    Busy(String),
+}
+
+/// The chaos side of the server.
+pub struct ChaosService {
+    store: ChaosStore,
+    ledger: StoreLedger,
+    kube: Arc<KubeClient>,
+    http: reqwest::Client,
+    steps: Arc<dyn StepRunner>,
+    runbooks: Arc<Runbooks>,
+    incidents: IncidentStore,
+    audit: AuditLog,
+    running: Mutex<HashMap<String, (String, watch::Sender<bool>)>>,
+}
+
+impl ChaosService {
+    /// The service over the server's stores and clients.
+    pub fn new(
+        store: ChaosStore,
+        kube: Arc<KubeClient>,
+        steps: Arc<dyn StepRunner>,
+        runbooks: Arc<Runbooks>,
+        incidents: IncidentStore,
+        audit: AuditLog,
+    ) -> ChaosService {
+        ChaosService {
+            ledger: StoreLedger(store.clone()),
+            store,
+            kube,
+            http: reqwest::Client::new(),
+            steps,
+            runbooks,
+            incidents,
+            audit,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The experiments in force (loaded with the runbooks).
+    pub fn experiments(&self) -> Vec<Experiment> {
+        self.runbooks.current().experiments.clone()
+    }
+
+    /// Runs going on: (run, experiment).
+    pub fn running(&self) -> Vec<(String, String)> {
+        let r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, String)> =
+            r.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect();
+        v.sort();
+        v
+    }
+
+    /// The store of verdicts.
+    pub fn store(&self) -> &ChaosStore {
+        &self.store
+    }
+
+    fn audit(&self, actor: &str, action: &str, target: &str, detail: String) {
+        let _ = self.audit.append(AuditEntry {
+            seq: 0,
+            at: Utc::now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            incident: None,
+            step: None,
+            target: Some(target.to_string()),
+            detail,
+        });
+    }
+
+    /// Starts a run in the background; returns its id.
+    pub fn start(
+        self: &Arc<Self>,
+        name: &str,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<String, StartError> {
+        let exp = self
+            .experiments()
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| StartError::NotFound(name.to_string()))?;
+        let forbid = exp
+            .schedule
+            .as_ref()
+            .is_none_or(|s| s.concurrency == quench_chaos::model::Concurrency::Forbid);
+        let (tx, rx) = watch::channel(false);
+        let run_id = format!("{}-{}", Utc::now().format("%Y%m%d%H%M%S%3f"), exp.name);
+        {
+            let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if forbid && !dry_run && r.values().any(|(e, _)| e == name) {
+                return Err(StartError::Busy(name.to_string()));
+            }
+            r.insert(run_id.clone(), (exp.name.clone(), tx));
+        }
+        self.audit(
+            actor,
+            "chaos.start",
+            &exp.name,
+            format!("run {run_id}{}", if dry_run { " (dry-run)" } else { "" }),
+        );
+        info!(experiment = %exp.name, run = %run_id, dry_run, "chaos run started");
+        let me = self.clone();
+        let id = run_id.clone();
+        tokio::spawn(async move {
+            let env = Env {
+                kube: me.kube.as_ref(),
+                http: &me.http,
+                steps: me.steps.as_ref(),
+                ledger: &me.ledger,
+            };
+            let opts = RunOptions {
+                run: id.clone(),
+                dry_run,
+                abort: rx,
+                probe_every: Duration::from_secs(2),
+            };
+            let verdict = run::run(&exp, &env, opts).await;
+            let mut doc = serde_json::to_value(&verdict).unwrap_or_default();
+            doc["title"] = json!(exp.file.title.value);
+            doc["dry_run"] = json!(dry_run);
+            doc["incidents"] = me.incidents_during(&verdict, &exp.name);
+            if let Err(e) = me.store.put_run(&id, &doc) {
+                error!(run = %id, error = %e, "cannot store the chaos verdict");
+            }
+            if verdict.rollback_failed {
+                error!(experiment = %exp.name, run = %id, "a chaos rollback failed: the fault may still be in place; look now");
+            }
+            me.audit(
+                "quench",
+                "chaos.verdict",
+                &exp.name,
+                format!("run {id}: {:?}", verdict.outcome),
+            );
+            info!(experiment = %exp.name, run = %id, outcome = ?verdict.outcome, "chaos run ended");
+            me.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+        Ok(run_id)
+    }
+
+    /// Asks a run to stop; its rollbacks run. False when no such run.
+    pub fn abort(&self, run: &str, actor: &str) -> bool {
+        let r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match r.get(run) {
+            Some((exp, tx)) => {
+                let _ = tx.send(true);
+                self.audit(actor, "chaos.abort", exp, format!("run {run}"));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every run to stop (shutdown).
+    pub fn abort_all(&self) {
+        for (_, tx) in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// The incidents opened while a run was going on, each tagged on its
+    /// timeline, with the runbook that ran and how long it took to recover.
+    fn incidents_during(&self, v: &quench_chaos::Verdict, experiment: &str) -> Value {
+        if v.outcome == Outcome::NotRun || v.outcome == Outcome::DryRun {
+            return json!([]);
+        }
+        let all = self
+            .incidents
+            .list(&quench_knowledge::IncidentFilter {
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for r in all
+            .iter()
+            .filter(|r| r.opened_at >= v.started_at && r.opened_at <= v.ended_at)
+        {
+            let detail = format!(
+                "opened during chaos experiment {experiment} (run {})",
+                v.run
+            );
+            let _ = self.incidents.update(&r.id, |rec| {
+                rec.timeline.push(quench_knowledge::TimelineEvent {
+                    at: Utc::now(),
+                    kind: "chaos".into(),
+                    detail: detail.clone(),
+                })
+            });
+            out.push(json!({
+                "id": r.id,
+                "title": r.title,
+                "runbook": r.runbook.as_ref().map(|b| b.path.clone()),
+                "status": r.status,
+                "opened_at": r.opened_at,
+                "resolved_at": r.resolved_at,
+                "recovered_seconds": r.resolved_at.map(|t| (t - r.opened_at).num_milliseconds() as f64 / 1000.0),
+                "remediated_before_verdict": r.resolved_at.is_some_and(|t| t <= v.ended_at),
+            }));
+        }
+        json!(out)
+    }
+
+    /// At start-up: cleans up every fault a crashed run left behind.
+    pub async fn reconcile(&self) {
+        let pending = self.ledger.entries().unwrap_or_default();
+        if pending.is_empty() {
+            return;
+        }
+        warn!(
+            count = pending.len(),
+            "chaos faults left by an earlier run; cleaning up"
+        );
+        for (id, result) in run::reconcile(self.kube.as_ref(), &self.ledger).await {
+            match result {
+                Ok(()) => {
+                    info!(fault = %id, "chaos fault cleaned up after a restart");
+                    self.audit(
+                        "quench",
+                        "chaos.reconcile",
+                        &id,
+                        "cleaned up after a restart".into(),
+                    );
+                }
+                Err(e) => {
+                    error!(fault = %id, error = %e, "a chaos fault could not be cleaned up; it is still in the ledger")
+                }
+            }
+        }
+    }
+
+    /// Starts scheduled runs at their times, forever.
+    pub async fn scheduler(self: Arc<Self>) {
+        let mut last = Utc::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let now = Utc::now();
+            for exp in self.experiments() {
+                let Some(s) = &exp.schedule else { continue };
+                // A run time that passed since the last look fires now.
+                let Some(due) = quench_chaos::schedule::next_run(s, last) else {
+                    continue;
+                };
+                if due > now {
+                    continue;
+                }
+                let running = self
+                    .running()
+                    .iter()
+                    .filter(|(_, e)| *e == exp.name)
+                    .count();
+                if !quench_chaos::schedule::may_start(s, running) {
+                    warn!(experiment = %exp.name, "scheduled chaos run skipped: the last one is still going (concurrency: forbid)");
+                    continue;
+                }
+                if let Err(e) = self.start(&exp.name, false, "schedule") {
+                    warn!(experiment = %exp.name, error = %e, "scheduled chaos run not started");
+                }
+            }
+            last = now;
+        }
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&apos;".to_string(),
+            c if c.is_control() && c != '\n' && c != '\t' => " ".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Verdicts as JUnit XML: one test case per run, a failure unless it
+/// passed (a dry run is skipped), so CI can gate a deploy on the last
+/// experiments.
+pub fn junit(runs: &[Value]) -> String {
+    let failures = runs
+        .iter()
+        .filter(|r| !matches!(r["outcome"].as_str(), Some("passed") | Some("dry-run")))
+        .count();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"quench chaos\" tests=\"{}\" failures=\"{failures}\">\n",
+        runs.len()
+    );
+    for r in runs {
+        let name = xml(r["experiment"].as_str().unwrap_or(""));
+        let run = xml(r["run"].as_str().unwrap_or(""));
+        let seconds = match (r["started_at"].as_str(), r["ended_at"].as_str()) {
+            (Some(a), Some(b)) => match (
+                a.parse::<chrono::DateTime<Utc>>(),
+                b.parse::<chrono::DateTime<Utc>>(),
+            ) {
+                (Ok(a), Ok(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+                _ => 0.0,
+            },
+            _ => 0.0,
+        };
+        out.push_str(&format!(
+            "  <testcase classname=\"chaos.{name}\" name=\"{run}\" time=\"{seconds:.3}\">\n"
+        ));
+        match r["outcome"].as_str() {
+            Some("passed") => {}
+            Some("dry-run") => out.push_str("    <skipped message=\"dry-run\"/>\n"),
+            other => {
+                let failed: Vec<String> = r["after"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["ok"] == false)
+                    .map(|p| format!("{}: {}", p["name"].as_str().unwrap_or(""), p["value"]))
+                    .collect();
+                let message = match r["abort_reason"].as_str() {
+                    Some(a) => format!("aborted: {a}"),
+                    None => other.unwrap_or("unknown").to_string(),
+                };
+                out.push_str(&format!(
+                    "    <failure message=\"{}\">{}</failure>\n",
+                    xml(&message),
+                    xml(&failed.join("\n"))
+                ));
+            }
+        }
+        out.push_str("  </testcase>\n");
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_has_one_case_per_run_and_fails_what_did_not_pass() {
+        let runs = vec![
+            json!({"experiment": "kill", "run": "2-kill", "outcome": "deviated",
+                   "started_at": "2026-11-27T10:00:00Z", "ended_at": "2026-11-27T10:01:30Z",
+                   "after": [{"name": "web <available>", "ok": false, "value": {"availableReplicas": 1}}]}),
+            json!({"experiment": "kill", "run": "1-kill", "outcome": "passed"}),
+            json!({"experiment": "delay", "run": "3-delay", "outcome": "dry-run"}),
+        ];
+        let x = junit(&runs);
+        assert!(x.contains("tests=\"3\" failures=\"1\""), "{x}");
+        assert!(x.contains("name=\"2-kill\" time=\"90.000\""), "{x}");
+        assert!(x.contains("<failure message=\"deviated\">web &lt;available&gt;: {&quot;availableReplicas&quot;:1}</failure>"), "{x}");
+        assert!(x.contains("<skipped message=\"dry-run\"/>"), "{x}");
+    }
+}
