@@ -309,3 +309,188 @@ async fn reconcile_cleans_up_what_a_crashed_run_left() {
     assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
     assert!(p.ledger.entries().unwrap().is_empty());
 }
+
+/// Through the binary: a run started by the API kills a pod, passes, and
+/// its verdict lists the incident an alert opened during the run (the
+/// method fires the alert itself), with the runbook that handled it; the
+/// history exports as JUnit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_through_the_binary_records_its_verdict_and_the_incidents_it_caused() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("chaos-bin").await;
+    cluster.deployment(&ns, "web", 2, 8080).await;
+    let rb = tempfile::tempdir().unwrap();
+    let port = quench_tests::free_port();
+    std::fs::write(
+        rb.path().join("canary.yaml"),
+        "version: 1\nname: canary\nmatch:\n  matchers: ['alertname=\"WebPodLost\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
+    let alert = |status: &str| {
+        json!({"version": "4", "groupKey": "g", "status": status, "receiver": "quench",
+               "alerts": [{"status": status, "labels": {"alertname": "WebPodLost", "namespace": ns},
+                           "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "lost"}]})
+    };
+    std::fs::write(
+        rb.path().join("web-pod-kill.chaos.yaml"),
+        format!(
+            r#"version: 1
+title: web loses a pod
+steady_state:
+  probes:
+    - name: web available
+      k8s_ready: {{name: web, namespace: {ns}, min_available: 2}}
+method:
+  - id: kill
+    uses: chaos.pod_kill
+    with: {{grace_seconds: 0}}
+  - id: alert
+    uses: http.request
+    with: {{method: POST, url: "http://127.0.0.1:{port}/hooks/alertmanager", body: {firing}}}
+  - id: settle
+    uses: wait
+    with: {{seconds: 1}}
+  - id: clear
+    uses: http.request
+    with: {{method: POST, url: "http://127.0.0.1:{port}/hooks/alertmanager", body: {resolved}}}
+rollbacks:
+  - id: back
+    uses: k8s.wait
+    with: {{kind: Deployment, name: web, namespace: {ns}, for: available, timeout_seconds: 60}}
+blast_radius:
+  namespaces: [{ns}]
+  selector: app=web
+  mode: one
+  max_pods: 1
+"#,
+            firing = alert("firing"),
+            resolved = alert("resolved"),
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("quench.yaml");
+    std::fs::write(
+        &config,
+        format!("kubernetes: {{kubeconfig: '{}'}}\n", cluster.kubeconfig.display()),
+    )
+    .unwrap();
+    let q = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), Some(port));
+    let list = q.get_json("/api/v1/chaos").await;
+    assert_eq!(list["experiments"][0]["name"], "web-pod-kill", "{list}");
+    let http = quench_tests::http();
+    let r = http
+        .post(format!("{}/api/v1/chaos/web-pod-kill/run", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let run = r.json::<serde_json::Value>().await.unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = q
+        .wait_for(&format!("/api/v1/chaos/runs/{run}"), Duration::from_secs(90), |v| {
+            (v["state"] != "running").then(|| v.clone())
+        })
+        .await;
+    assert_eq!(v["outcome"], "passed", "{v:#}");
+    assert_eq!(v["faults"][0]["killed"].as_array().unwrap().len(), 1);
+    let incidents = v["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{v:#}");
+    assert_eq!(incidents[0]["runbook"], "canary.yaml");
+    let inc = q
+        .get_json(&format!("/api/v1/incidents/{}", incidents[0]["id"].as_str().unwrap()))
+        .await;
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "chaos" && e["detail"].as_str().unwrap().contains("web-pod-kill")),
+        "{inc:#}"
+    );
+    let junit = data.path().join("chaos.xml");
+    let out = std::process::Command::new(quench_tests::quench_bin())
+        .args(["chaos", "history", "--server", &q.url, "--junit"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"1\" failures=\"0\"") && xml.contains(&run), "{xml}");
+    // A second start of an unknown experiment is a clear 404.
+    let r = http
+        .post(format!("{}/api/v1/chaos/nope/run", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// kill -9 while a fault is applied; the restarted server removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_a_fault_applied_ends_in_cleanup_on_restart() {
+    let cluster = Cluster::get().await;
+    cluster.install_chaos_mesh_crd("NetworkChaos", "networkchaos").await;
+    let ns = cluster.namespace("chaos-kill9").await;
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("slow.chaos.yaml"),
+        format!(
+            r#"version: 1
+title: web is slowed for a long time
+method:
+  - id: delay
+    uses: chaos.network_delay
+    with: {{latency: 300ms}}
+duration: 10m
+blast_radius:
+  namespaces: [{ns}]
+  selector: app=web
+  mode: all
+  max_pods: 1
+"#
+        ),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("quench.yaml");
+    std::fs::write(
+        &config,
+        format!("kubernetes: {{kubeconfig: '{}'}}\n", cluster.kubeconfig.display()),
+    )
+    .unwrap();
+    let mut q = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), None);
+    let r = quench_tests::http()
+        .post(format!("{}/api/v1/chaos/slow/run", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let collection = format!("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/networkchaos");
+    quench_tests::kube::wait_until(Duration::from_secs(30), "the fault applied", || async {
+        !cluster.get_json(&collection).await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    q.kill9();
+    assert_eq!(
+        cluster.get_json(&collection).await["items"].as_array().unwrap().len(),
+        1,
+        "the crash left the fault in place"
+    );
+    let q2 = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), None);
+    quench_tests::kube::wait_until(Duration::from_secs(30), "the fault removed after the restart", || async {
+        cluster.get_json(&collection).await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let audit = q2.get_json("/api/v1/audit").await;
+    assert!(audit.to_string().contains("chaos.reconcile"), "{audit:#}");
+}
