@@ -372,7 +372,10 @@ blast_radius:
     let config = data.path().join("quench.yaml");
     std::fs::write(
         &config,
-        format!("kubernetes: {{kubeconfig: '{}'}}\n", cluster.kubeconfig.display()),
+        format!(
+            "kubernetes: {{kubeconfig: '{}'}}\n",
+            cluster.kubeconfig.display()
+        ),
     )
     .unwrap();
     let q = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), Some(port));
@@ -390,9 +393,11 @@ blast_radius:
         .unwrap()
         .to_string();
     let v = q
-        .wait_for(&format!("/api/v1/chaos/runs/{run}"), Duration::from_secs(90), |v| {
-            (v["state"] != "running").then(|| v.clone())
-        })
+        .wait_for(
+            &format!("/api/v1/chaos/runs/{run}"),
+            Duration::from_secs(90),
+            |v| (v["state"] != "running").then(|| v.clone()),
+        )
         .await;
     assert_eq!(v["outcome"], "passed", "{v:#}");
     assert_eq!(v["faults"][0]["killed"].as_array().unwrap().len(), 1);
@@ -400,7 +405,10 @@ blast_radius:
     assert_eq!(incidents.len(), 1, "{v:#}");
     assert_eq!(incidents[0]["runbook"], "canary.yaml");
     let inc = q
-        .get_json(&format!("/api/v1/incidents/{}", incidents[0]["id"].as_str().unwrap()))
+        .get_json(&format!(
+            "/api/v1/incidents/{}",
+            incidents[0]["id"].as_str().unwrap()
+        ))
         .await;
     assert!(
         inc["timeline"]
@@ -416,9 +424,16 @@ blast_radius:
         .arg(&junit)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"1\" failures=\"0\"") && xml.contains(&run), "{xml}");
+    assert!(
+        xml.contains("tests=\"1\" failures=\"0\"") && xml.contains(&run),
+        "{xml}"
+    );
     // A second start of an unknown experiment is a clear 404.
     let r = http
         .post(format!("{}/api/v1/chaos/nope/run", q.url))
@@ -432,7 +447,9 @@ blast_radius:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_with_a_fault_applied_ends_in_cleanup_on_restart() {
     let cluster = Cluster::get().await;
-    cluster.install_chaos_mesh_crd("NetworkChaos", "networkchaos").await;
+    cluster
+        .install_chaos_mesh_crd("NetworkChaos", "networkchaos")
+        .await;
     let ns = cluster.namespace("chaos-kill9").await;
     cluster.deployment(&ns, "web", 1, 8080).await;
     let rb = tempfile::tempdir().unwrap();
@@ -459,7 +476,10 @@ blast_radius:
     let config = data.path().join("quench.yaml");
     std::fs::write(
         &config,
-        format!("kubernetes: {{kubeconfig: '{}'}}\n", cluster.kubeconfig.display()),
+        format!(
+            "kubernetes: {{kubeconfig: '{}'}}\n",
+            cluster.kubeconfig.display()
+        ),
     )
     .unwrap();
     let mut q = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), None);
@@ -479,17 +499,24 @@ blast_radius:
     .await;
     q.kill9();
     assert_eq!(
-        cluster.get_json(&collection).await["items"].as_array().unwrap().len(),
+        cluster.get_json(&collection).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "the crash left the fault in place"
     );
     let q2 = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), None);
-    quench_tests::kube::wait_until(Duration::from_secs(30), "the fault removed after the restart", || async {
-        cluster.get_json(&collection).await["items"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    })
+    quench_tests::kube::wait_until(
+        Duration::from_secs(30),
+        "the fault removed after the restart",
+        || async {
+            cluster.get_json(&collection).await["items"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        },
+    )
     .await;
     let audit = q2.get_json("/api/v1/audit").await;
     assert!(audit.to_string().contains("chaos.reconcile"), "{audit:#}");
