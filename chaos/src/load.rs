@@ -271,6 +271,7 @@ pub fn parse_experiment(file: &Path, rel: &str, text: &str) -> Result<Experiment
     let mut ids = std::collections::HashSet::new();
     check_steps(file, "method", &parsed.method, &mut ids, &mut out);
     check_steps(file, "rollbacks", &parsed.rollbacks, &mut ids, &mut out);
+    check_steps(file, "escalate", &parsed.escalate, &mut ids, &mut out);
     let duration = match &parsed.duration {
         None => None,
         Some(d) => match quench_runbooks::duration::parse(&d.value) {

@@ -33,6 +33,10 @@ pub struct ExperimentFile {
     /// Steps that always run once the method has started.
     #[serde(default)]
     pub rollbacks: Vec<ChaosStep>,
+    /// Steps that run when a rollback or a fault's cleanup fails: a page,
+    /// a Slack message. Someone must look.
+    #[serde(default)]
+    pub escalate: Vec<ChaosStep>,
     /// Which pods faults may touch, and how many at most. Required.
     #[serde(default)]
     pub blast_radius: Option<Spanned<BlastRadius>>,

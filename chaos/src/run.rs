@@ -4,7 +4,7 @@
 //! |---|---|
 //! | the steady state fails before the method | nothing is injected; verdict `not-run` |
 //! | the method started | the rollbacks always run: after success, failure, an `abort_when` breach, an abort request, or shutdown (a crash leaves the ledger, which is reconciled on restart) |
-//! | a rollback fails | recorded (`rollback_failed`), the run is escalated |
+//! | a rollback fails | recorded (`rollback_failed`), and the `escalate` steps run (a page) |
 //! | after the rollbacks | the steady state is checked again: `passed` or `deviated`, with the probe values |
 //!
 //! Every fault is written to the ledger before it is applied and removed
@@ -163,7 +163,8 @@ pub struct Verdict {
     pub ended_at: DateTime<Utc>,
     /// The steady state before.
     pub before: Vec<ProbeResult>,
-    /// Probe checks during the method (breaches and the last values).
+    /// Every `abort_when` (and continuous steady-state) check during the
+    /// method: the probe series.
     pub during: Vec<ProbeResult>,
     /// The steady state after the rollbacks.
     pub after: Vec<ProbeResult>,
@@ -177,6 +178,8 @@ pub struct Verdict {
     pub rollbacks: Vec<StepResult>,
     /// A rollback or cleanup failed: someone must look.
     pub rollback_failed: bool,
+    /// The `escalate` steps that ran because of it.
+    pub escalated: Vec<StepResult>,
 }
 
 /// Checks one probe now.
@@ -510,6 +513,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
         removed: Vec::new(),
         rollbacks: Vec::new(),
         rollback_failed: false,
+        escalated: Vec::new(),
     };
     if v.before.iter().any(|p| !p.ok) {
         v.ended_at = Utc::now();
@@ -537,6 +541,8 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
         watched.extend(exp.file.steady_state.probes.iter().cloned());
     }
     let mut abort = opts.abort.clone();
+    // Every check is kept (up to a bound): the probe series of the run.
+    let series: std::sync::Mutex<Vec<ProbeResult>> = std::sync::Mutex::new(Vec::new());
     let breach = async {
         if watched.is_empty() {
             std::future::pending::<(String, Vec<ProbeResult>)>().await
@@ -544,8 +550,17 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
             loop {
                 tokio::time::sleep(opts.probe_every).await;
                 let results = probes(&watched, env).await;
+                {
+                    let mut s = series.lock().unwrap_or_else(|e| e.into_inner());
+                    if s.len() < 2000 {
+                        s.extend(results.iter().cloned());
+                    }
+                }
                 if let Some(b) = results.iter().find(|r| !r.ok) {
-                    return (format!("probe {:?} breached: {}", b.name, b.value), results);
+                    return (
+                        format!("probe {:?} breached: {}", b.name, b.value),
+                        Vec::new(),
+                    );
                 }
             }
         }
@@ -600,10 +615,8 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
     };
     v.method = method_results;
     v.faults = applied;
-    let aborted = aborted.map(|(why, results)| {
-        v.during.extend(results);
-        why
-    });
+    v.during = series.into_inner().unwrap_or_else(|e| e.into_inner());
+    let aborted = aborted.map(|(why, _)| why);
     // From here the rollbacks always run.
     for entry in env
         .ledger
@@ -631,6 +644,12 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
             v.rollback_failed = true;
         }
         v.rollbacks.push(r);
+    }
+    if v.rollback_failed {
+        tracing::error!(experiment = %exp.name, run = %opts.run, "a chaos rollback failed; escalating");
+        for step in &exp.file.escalate {
+            v.escalated.push(run_step(step, env).await);
+        }
     }
     v.after = probes(&exp.file.steady_state.probes, env).await;
     v.outcome = match &aborted {

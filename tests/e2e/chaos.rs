@@ -68,6 +68,11 @@ method:
   - id: kill
     uses: chaos.pod_kill
     with: {{grace_seconds: 0}}
+  # The Deployment's status lags the deletions by a moment; without a
+  # pause the rollback's wait could see the old, complete status.
+  - id: settle
+    uses: wait
+    with: {{seconds: 2}}
 rollbacks:
   - id: back
     uses: k8s.wait
@@ -221,6 +226,13 @@ async fn an_abort_when_breach_aborts_and_the_chaos_object_is_removed() {
     assert_eq!(seen["spec"]["value"], "1", "capped at max_pods");
     assert_eq!(seen["spec"]["selector"]["namespaces"][0], ns.as_str());
     assert_eq!(v.removed.len(), 1, "{v:#?}");
+    assert!(
+        v.during
+            .iter()
+            .any(|p| p.name == "up" && !p.ok && p.value == json!([1.0])),
+        "the probe series has the breach and its value: {:#?}",
+        v.during
+    );
     assert_eq!(v.rollbacks[0].id, "note");
     assert!(!v.rollback_failed);
     let left = cluster.get_json(&collection).await;
@@ -520,4 +532,45 @@ blast_radius:
     .await;
     let audit = q2.get_json("/api/v1/audit").await;
     assert!(audit.to_string().contains("chaos.reconcile"), "{audit:#}");
+}
+
+/// A rollback that fails is recorded and escalated: the `escalate` steps
+/// run (here a page to a local receiver).
+#[tokio::test]
+async fn a_failed_rollback_is_escalated() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("chaos-esc").await;
+    cluster.deployment(&ns, "web", 1, 8080).await;
+    let (pager, pages) = quench_tests::stub(|_| (202, json!({"status": "success"}))).await;
+    let p = parts(&cluster);
+    let exp = experiment(&format!(
+        r#"version: 1
+title: a rollback that cannot work
+method:
+  - id: kill
+    uses: chaos.pod_kill
+rollbacks:
+  - id: impossible
+    uses: k8s.wait
+    with: {{kind: Deployment, name: not-there, namespace: {ns}, for: available, timeout_seconds: 1}}
+escalate:
+  - id: page
+    uses: http.request
+    with: {{method: POST, url: "{pager}/page", body: {{summary: "chaos rollback failed"}}}}
+blast_radius:
+  namespaces: [{ns}]
+  selector: app=web
+  mode: one
+  max_pods: 1
+"#
+    ));
+    let (opts, _abort) = options("r7");
+    let v = run::run(&exp, &p.env(), opts).await;
+    assert!(v.rollback_failed, "{v:#?}");
+    assert!(!v.rollbacks[0].ok);
+    assert_eq!(v.escalated.len(), 1);
+    assert!(v.escalated[0].ok, "{v:#?}");
+    let seen = pages.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].json()["summary"], "chaos rollback failed");
 }
