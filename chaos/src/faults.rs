@@ -25,6 +25,9 @@ pub enum Fault {
     MemoryStress,
     /// IOChaos `latency`.
     IoLatency,
+    /// `tc qdisc ... netem` in each target pod, through exec: for clusters
+    /// without Chaos Mesh (the image needs `tc`, the container NET_ADMIN).
+    Netem,
 }
 
 const ALL: &[(Fault, &str)] = &[
@@ -34,6 +37,7 @@ const ALL: &[(Fault, &str)] = &[
     (Fault::CpuStress, "chaos.cpu_stress"),
     (Fault::MemoryStress, "chaos.memory_stress"),
     (Fault::IoLatency, "chaos.io_latency"),
+    (Fault::Netem, "chaos.netem"),
 ];
 
 /// Each fault's parameters: (name, required).
@@ -49,6 +53,12 @@ fn params(f: Fault) -> &'static [(&'static str, bool)] {
             ("volume_path", true),
             ("path", false),
             ("percent", false),
+        ],
+        Fault::Netem => &[
+            ("delay", false),
+            ("loss", false),
+            ("interface", false),
+            ("container", false),
         ],
     }
 }
@@ -96,18 +106,97 @@ impl Fault {
                 return Err(format!("{}: `{n}` is required", self.name()));
             }
         }
+        if self == Fault::Netem {
+            netem_argv(with).map(|_| ())?;
+        }
         Ok(())
     }
 
     /// The Chaos Mesh kind it creates, if it is not native.
     pub fn chaos_mesh_kind(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Fault::PodKill => None,
+            Fault::PodKill | Fault::Netem => None,
             Fault::NetworkDelay | Fault::NetworkLoss => Some(("NetworkChaos", "networkchaos")),
             Fault::CpuStress | Fault::MemoryStress => Some(("StressChaos", "stresschaos")),
             Fault::IoLatency => Some(("IOChaos", "iochaos")),
         }
     }
+}
+
+/// The network interface `chaos.netem` acts on (default `eth0`).
+pub fn netem_interface(with: &Map<String, Value>) -> Result<String, String> {
+    let iface = with
+        .get("interface")
+        .and_then(Value::as_str)
+        .unwrap_or("eth0");
+    if iface.is_empty()
+        || iface.len() > 15
+        || !iface
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "chaos.netem: interface {iface:?} is not an interface name"
+        ));
+    }
+    Ok(iface.to_string())
+}
+
+/// The argv that adds the netem qdisc: each value checked, each an
+/// argument of its own.
+pub fn netem_argv(with: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let iface = netem_interface(with)?;
+    let mut argv: Vec<String> = ["tc", "qdisc", "replace", "dev", &iface, "root", "netem"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let delay = with.get("delay").map(|v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let loss = with.get("loss").map(|v| match v {
+        Value::String(s) => s.trim_end_matches('%').to_string(),
+        other => other.to_string(),
+    });
+    if delay.is_none() && loss.is_none() {
+        return Err("chaos.netem needs delay, loss or both".into());
+    }
+    if let Some(d) = delay {
+        let digits = d
+            .trim_end_matches("ms")
+            .trim_end_matches("us")
+            .trim_end_matches('s');
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.len() == d.len()
+        {
+            return Err(format!(
+                "chaos.netem: delay {d:?} must look like 100ms, 500us or 1s"
+            ));
+        }
+        argv.extend(["delay".to_string(), d]);
+    }
+    if let Some(l) = loss {
+        match l.parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => {
+                argv.extend(["loss".to_string(), format!("{l}%")])
+            }
+            _ => {
+                return Err(format!(
+                    "chaos.netem: loss {l:?} must be a percentage, 0 to 100"
+                ));
+            }
+        }
+    }
+    Ok(argv)
+}
+
+/// The argv that removes it again.
+pub fn netem_cleanup_argv(iface: &str) -> Vec<String> {
+    ["tc", "qdisc", "del", "dev", iface, "root"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// How many of `matched` pods the mode takes, never above the cap.
@@ -188,7 +277,7 @@ pub fn chaos_mesh_object(
             spec["path"] = json!(text(with, "path").unwrap_or_default());
             spec["percent"] = with.get("percent").cloned().unwrap_or(json!(100));
         }
-        Fault::PodKill => unreachable!("native"),
+        Fault::PodKill | Fault::Netem => unreachable!("native"),
     }
     Ok(json!({
         "apiVersion": "chaos-mesh.org/v1alpha1",
@@ -238,6 +327,32 @@ mod tests {
                 .check(None)
                 .unwrap_err()
                 .contains("`loss` is required")
+        );
+    }
+
+    #[test]
+    fn netem_values_are_checked_and_stay_separate_arguments() {
+        let w = |v: Value| -> Map<String, Value> { serde_json::from_value(v).unwrap() };
+        assert_eq!(
+            netem_argv(&w(json!({"delay": "100ms", "loss": 5}))).unwrap(),
+            [
+                "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "100ms", "loss",
+                "5%"
+            ]
+        );
+        for bad in [
+            json!({}),
+            json!({"delay": "100ms; reboot"}),
+            json!({"delay": "fast"}),
+            json!({"loss": 150}),
+            json!({"delay": "1s", "interface": "eth0 root"}),
+        ] {
+            assert!(netem_argv(&w(bad.clone())).is_err(), "{bad}");
+        }
+        assert!(Fault::Netem.check(Some(&w(json!({"delay": "1s"})))).is_ok());
+        assert_eq!(
+            netem_cleanup_argv("eth0"),
+            ["tc", "qdisc", "del", "dev", "eth0", "root"]
         );
     }
 

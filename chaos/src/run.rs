@@ -38,9 +38,12 @@ pub struct LedgerEntry {
     /// The Chaos Mesh object to delete, for those faults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<ObjectRef>,
-    /// The pods it touched (pod kill).
+    /// The pods it touched (pod kill, netem).
     #[serde(default)]
     pub pods: Vec<String>,
+    /// For netem: the interface and container to undo it in.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub native: Value,
     /// When it was recorded.
     pub at: DateTime<Utc>,
 }
@@ -347,6 +350,7 @@ async fn apply_fault(
                     fault: fault.name().into(),
                     object: None,
                     pods: names.clone(),
+                    native: Value::Null,
                     at: Utc::now(),
                 })
                 .map_err(StepError::Failed)?;
@@ -358,6 +362,43 @@ async fn apply_fault(
                 env.steps.run(StepType::K8sDeletePod, &w).await?;
             }
             Ok(json!({"fault": fault.name(), "matched": matched.len(), "killed": names}))
+        }
+        Fault::Netem => {
+            let argv = faults::netem_argv(with).map_err(StepError::Params)?;
+            let iface = faults::netem_interface(with).map_err(StepError::Params)?;
+            let container = with
+                .get("container")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let targets = pick(matched.clone(), n);
+            let names: Vec<String> = targets.iter().map(|(ns, p)| format!("{ns}/{p}")).collect();
+            if dry_run {
+                return Ok(
+                    json!({"fault": fault.name(), "matched": matched.len(), "would_run": argv, "in": names}),
+                );
+            }
+            env.ledger
+                .record(&LedgerEntry {
+                    id: id.clone(),
+                    experiment: exp.name.clone(),
+                    run: run.to_string(),
+                    fault: fault.name().into(),
+                    object: None,
+                    pods: names.clone(),
+                    native: json!({"interface": iface, "container": container}),
+                    at: Utc::now(),
+                })
+                .map_err(StepError::Failed)?;
+            for (ns, pod) in &targets {
+                let mut w = json!({"pod": pod, "namespace": ns, "argv": argv});
+                if let Some(c) = &container {
+                    w["container"] = json!(c);
+                }
+                env.steps.run(StepType::K8sExec, &w).await?;
+            }
+            Ok(
+                json!({"fault": fault.name(), "matched": matched.len(), "argv": argv, "pods": names}),
+            )
         }
         _ => {
             let (kind, resource) = fault.chaos_mesh_kind().expect("not native");
@@ -391,6 +432,7 @@ async fn apply_fault(
                     fault: fault.name().into(),
                     object: Some(obj.clone()),
                     pods: Vec::new(),
+                    native: Value::Null,
                     at: Utc::now(),
                 })
                 .map_err(StepError::Failed)?;
@@ -416,6 +458,40 @@ pub async fn cleanup(
     kube: &dyn Kube,
     ledger: &dyn Ledger,
 ) -> Result<(), StepError> {
+    if entry.fault == Fault::Netem.name() {
+        let iface = entry.native["interface"].as_str().unwrap_or("eth0");
+        let argv = faults::netem_cleanup_argv(iface);
+        for target in &entry.pods {
+            let Some((ns, pod)) = target.split_once('/') else {
+                continue;
+            };
+            quench_connectors::k8s::names::label("namespace", ns)?;
+            quench_connectors::k8s::names::subdomain("pod", pod)?;
+            let r = kube
+                .exec(quench_connectors::k8s::ExecCall {
+                    namespace: ns,
+                    pod,
+                    container: entry.native["container"].as_str(),
+                    argv: &argv,
+                    max: 64 << 10,
+                    timeout: Duration::from_secs(30),
+                })
+                .await;
+            match r {
+                Ok(out) if out.exit_code == Some(0) => {}
+                // The pod is gone, and its network namespace with it.
+                Err(StepError::Refused(m)) if m.contains("HTTP 404") => {}
+                Ok(out) => {
+                    return Err(StepError::Failed(format!(
+                        "netem cleanup in {target} exited with {:?}: {}",
+                        out.exit_code,
+                        out.stderr.trim()
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
     if let Some(obj) = &entry.object {
         let path = obj.path(None);
         match objects::send(

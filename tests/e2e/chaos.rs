@@ -311,6 +311,7 @@ async fn reconcile_cleans_up_what_a_crashed_run_left() {
             fault: "chaos.network_delay".into(),
             object: Some(obj),
             pods: Vec::new(),
+            native: serde_json::Value::Null,
             at: chrono::Utc::now(),
         })
         .unwrap();
@@ -573,4 +574,151 @@ blast_radius:
     let seen = pages.lock().unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].json()["summary"], "chaos rollback failed");
+}
+
+/// A stand-in API server for `chaos.netem`, which the simulated node
+/// cannot run (no exec): it lists `pods` and answers every exec (a
+/// WebSocket upgrade on `pods/NAME/exec`) with success, keeping each
+/// exec's pod and command.
+async fn netem_cluster(
+    ns: String,
+    pods: Vec<&'static str>,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>)>>>,
+) {
+    use futures_util::SinkExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let execs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let e = execs.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let e = e.clone();
+            let ns = ns.clone();
+            let pods = pods.clone();
+            tokio::spawn(async move {
+                let mut peek = [0u8; 4096];
+                let n = sock.peek(&mut peek).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    #[allow(clippy::result_large_err)]
+                    let cb = |req: &Request, mut resp: Response| {
+                        let uri = req.uri().to_string();
+                        let pod = uri
+                            .split("/pods/")
+                            .nth(1)
+                            .and_then(|r| r.split('/').next())
+                            .unwrap_or("")
+                            .to_string();
+                        let argv: Vec<String> = uri
+                            .split(['?', '&'])
+                            .filter_map(|kv| kv.strip_prefix("command="))
+                            .map(|v| v.replace("%25", "%"))
+                            .collect();
+                        e.lock().unwrap().push((pod, argv));
+                        resp.headers_mut().insert(
+                            "sec-websocket-protocol",
+                            "v4.channel.k8s.io".parse().unwrap(),
+                        );
+                        Ok(resp)
+                    };
+                    if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, cb).await {
+                        let mut status = vec![3u8];
+                        status.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+                        let _ = ws.send(Message::Binary(status.into())).await;
+                        let _ = ws.close(None).await;
+                    }
+                    return;
+                }
+                let mut buf = vec![0u8; n];
+                let _ = sock.read_exact(&mut buf).await;
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let (status, body) = if path
+                    .starts_with(&format!("/api/v1/namespaces/{ns}/pods?labelselector"))
+                {
+                    let items: Vec<serde_json::Value> = pods
+                        .iter()
+                        .map(|p| json!({"metadata": {"name": p, "namespace": ns}, "status": {"phase": "Running"}}))
+                        .collect();
+                    (200, json!({"kind": "PodList", "items": items}))
+                } else {
+                    (
+                        404,
+                        json!({"kind": "Status", "code": 404, "message": format!("{path} not stubbed")}),
+                    )
+                };
+                let body = body.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, execs)
+}
+
+/// `chaos.netem` without Chaos Mesh: the capped number of pods get the
+/// netem qdisc through exec, each value its own argument, and the cleanup
+/// removes it from each.
+#[tokio::test]
+async fn netem_runs_tc_through_exec_in_capped_pods_and_cleans_up() {
+    quench_tests::init_tls();
+    let (url, execs) = netem_cluster("shop".into(), vec!["web-1", "web-2", "web-3"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"),
+    )
+    .unwrap();
+    let source = quench_connectors::k8s::KubeSource {
+        kubeconfig: Some(kubeconfig),
+        ..Default::default()
+    };
+    let p = Parts {
+        kube: quench_connectors::k8s::KubeClient::new(source.clone()),
+        http: quench_tests::http(),
+        steps: quench_connectors::steps::Builtin::default().with_kube(std::sync::Arc::new(
+            quench_connectors::k8s::KubeClient::new(source),
+        )),
+        ledger: MemoryLedger::default(),
+    };
+    let exp = experiment(
+        r#"version: 1
+title: web tolerates a slow network
+method:
+  - id: slow
+    uses: chaos.netem
+    with: {delay: 150ms, loss: 2}
+blast_radius:
+  namespaces: [shop]
+  selector: app=web
+  mode: all
+  max_pods: 2
+"#,
+    );
+    let (opts, _abort) = options("r8");
+    let v = run::run(&exp, &p.env(), opts).await;
+    assert_eq!(v.outcome, Outcome::Passed, "{v:#?}");
+    assert_eq!(v.removed, ["r8/slow"]);
+    let execs = execs.lock().unwrap().clone();
+    assert_eq!(execs.len(), 4, "two pods in, two pods out: {execs:?}");
+    let add = [
+        "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "150ms", "loss", "2%",
+    ];
+    let del = ["tc", "qdisc", "del", "dev", "eth0", "root"];
+    assert!(execs[..2].iter().all(|(_, a)| a == &add), "{execs:?}");
+    assert!(execs[2..].iter().all(|(_, a)| a == &del), "{execs:?}");
+    let mut added: Vec<&str> = execs[..2].iter().map(|(p, _)| p.as_str()).collect();
+    let mut removed: Vec<&str> = execs[2..].iter().map(|(p, _)| p.as_str()).collect();
+    added.sort();
+    removed.sort();
+    assert_eq!(added, removed, "cleaned up where it was added");
+    assert!(p.ledger.entries().unwrap().is_empty());
 }
