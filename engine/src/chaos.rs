@@ -170,6 +170,7 @@ impl ChaosService {
             doc["title"] = json!(exp.file.title.value);
             doc["dry_run"] = json!(dry_run);
             doc["incidents"] = me.incidents_during(&verdict, &exp.name);
+            doc["defects"] = defects(&doc);
             if let Err(e) = me.store.put_run(&id, &doc) {
                 error!(run = %id, error = %e, "cannot store the chaos verdict");
             }
@@ -320,6 +321,60 @@ impl ChaosService {
     }
 }
 
+/// What a run found wrong, in words: probes that did not hold afterwards,
+/// method steps that failed, rollbacks that failed, and incidents whose
+/// runbooks did not resolve them before the verdict.
+pub fn defects(doc: &Value) -> Value {
+    let mut out = Vec::new();
+    for p in doc["after"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["ok"] == false)
+    {
+        out.push(format!(
+            "steady state {:?} did not hold after the experiment: {}",
+            p["name"].as_str().unwrap_or(""),
+            p["value"]
+        ));
+    }
+    for s in doc["method"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["ok"] == false)
+    {
+        out.push(format!(
+            "method step {} failed: {}",
+            s["id"].as_str().unwrap_or(""),
+            s["output"]["error"].as_str().unwrap_or("")
+        ));
+    }
+    for s in doc["rollbacks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["ok"] == false)
+    {
+        out.push(format!(
+            "rollback {} failed: {}",
+            s["id"].as_str().unwrap_or(""),
+            s["output"]["error"].as_str().unwrap_or("")
+        ));
+    }
+    for i in doc["incidents"].as_array().into_iter().flatten() {
+        if i["remediated_before_verdict"] != true {
+            out.push(format!(
+                "incident {} ({}) was not resolved by runbook {} before the verdict",
+                i["id"].as_str().unwrap_or(""),
+                i["title"].as_str().unwrap_or(""),
+                i["runbook"].as_str().unwrap_or("none")
+            ));
+        }
+    }
+    json!(out)
+}
+
 fn xml(s: &str) -> String {
     s.chars()
         .map(|c| match c {
@@ -393,6 +448,23 @@ pub fn junit(runs: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defects_name_what_went_wrong() {
+        let doc = json!({
+            "after": [{"name": "web available", "ok": false, "value": {"availableReplicas": 1}},
+                      {"name": "errors", "ok": true, "value": [0.0]}],
+            "method": [{"id": "kill", "ok": true}],
+            "rollbacks": [{"id": "back", "ok": false, "output": {"error": "timed out"}}],
+            "incidents": [{"id": "inc-4", "title": "WebDown", "runbook": "web.yaml", "remediated_before_verdict": false},
+                          {"id": "inc-5", "title": "Ok", "runbook": "ok.yaml", "remediated_before_verdict": true}],
+        });
+        let d: Vec<String> = serde_json::from_value(defects(&doc)).unwrap();
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].contains("\"web available\" did not hold"));
+        assert!(d[1].contains("rollback back failed: timed out"));
+        assert!(d[2].contains("inc-4 (WebDown) was not resolved by runbook web.yaml"));
+    }
 
     #[test]
     fn junit_has_one_case_per_run_and_fails_what_did_not_pass() {

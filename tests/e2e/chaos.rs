@@ -447,7 +447,31 @@ blast_radius:
         xml.contains("tests=\"1\" failures=\"0\"") && xml.contains(&run),
         "{xml}"
     );
-    // A second start of an unknown experiment is a clear 404.
+    assert_eq!(v["defects"], json!([]), "{v:#}");
+    // A dry run through the CLI renders the pod it would kill.
+    let out = std::process::Command::new(quench_tests::quench_bin())
+        .args([
+            "chaos",
+            "run",
+            "web-pod-kill",
+            "--dry-run",
+            "--wait",
+            "--server",
+            &q.url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"outcome\": \"dry-run\"") && text.contains("would_kill"),
+        "{text}"
+    );
+    // A start of an unknown experiment is a clear 404.
     let r = http
         .post(format!("{}/api/v1/chaos/nope/run", q.url))
         .send()
@@ -510,6 +534,13 @@ blast_radius:
             .is_empty()
     })
     .await;
+    // Forbid (the default): a second run of the same experiment is refused.
+    let r = quench_tests::http()
+        .post(format!("{}/api/v1/chaos/slow/run", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
     q.kill9();
     assert_eq!(
         cluster.get_json(&collection).await["items"]
