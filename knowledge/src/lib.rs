@@ -16,6 +16,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod chaos;
 pub mod control;
+pub mod kpi;
 pub mod record;
 pub mod store;
 
@@ -24,7 +25,8 @@ pub use audit::{AuditEntry, AuditLog};
 pub use chaos::ChaosStore;
 pub use control::{Control, PauseState};
 pub use record::{
-    AlertRecord, AlertState, AlignedEntry, IncidentRecord, IncidentStatus, MatchDecision,
+    Acknowledgement, AlertRecord, AlertState, AlignedEntry, CommitRef, IncidentRecord,
+    IncidentStatus, MatchDecision, Notes, Outcome,
     RunbookRef, StepRecord, StepState, TimelineEvent,
 };
 pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

@@ -231,6 +231,72 @@ pub struct IncidentRecord {
     /// The runbook's steps and where each one is.
     #[serde(default)]
     pub steps: Vec<StepRecord>,
+    /// When a human first acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<Acknowledgement>,
+    /// What humans wrote about it: root cause, resolution, commits, tags.
+    #[serde(default)]
+    pub notes: Notes,
+}
+
+/// A human's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (the API token's name).
+    pub by: String,
+}
+
+/// The human fields of an incident, edited with `quench annotate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notes {
+    /// What caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<String>,
+    /// What fixed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Commits that caused or fixed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<CommitRef>,
+    /// Free labels (`redis`, `capacity`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The last edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// By whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_by: Option<String>,
+}
+
+/// A commit linked to an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRef {
+    /// Its SHA (7 to 40 hex digits).
+    pub sha: String,
+    /// Its repository, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+}
+
+/// How an incident ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Still open.
+    Open,
+    /// Resolved with no human step before it.
+    AutoResolved,
+    /// Resolved after a human approved, acknowledged or acted.
+    ResolvedByHuman,
+    /// Handed to a human (`on_failure` reached someone).
+    Escalated,
+    /// The run failed, and nobody was reached.
+    Failed,
+    /// Closed otherwise (cancelled, interrupted).
+    Other,
 }
 
 /// One entry of the aligned timeline: events, steps and evidence windows on
@@ -252,6 +318,87 @@ pub struct AlignedEntry {
 }
 
 impl IncidentRecord {
+    /// The service: the first alert's `service`, else `app`, else `job`
+    /// label; empty when none has one.
+    pub fn service(&self) -> String {
+        for key in ["service", "app", "job"] {
+            if let Some(v) = self.alerts.iter().find_map(|a| a.labels.get(key)) {
+                return v.clone();
+            }
+        }
+        String::new()
+    }
+
+    /// The first alert's `severity` label.
+    pub fn severity(&self) -> String {
+        self.alerts
+            .iter()
+            .find_map(|a| a.labels.get("severity"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// When the first destructive step (an action) started.
+    pub fn first_action_at(&self) -> Option<DateTime<Utc>> {
+        self.steps
+            .iter()
+            .filter(|s| s.destructive)
+            .filter_map(|s| s.started_at)
+            .min()
+    }
+
+    /// When a human first touched it: an acknowledgement or an approval.
+    pub fn first_human_at(&self) -> Option<DateTime<Utc>> {
+        let approval = self
+            .timeline
+            .iter()
+            .filter(|e| e.kind == "approval")
+            .map(|e| e.at)
+            .min();
+        match (approval, self.acknowledged.as_ref().map(|a| a.at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When it was first acknowledged or acted on: MTTA's end.
+    pub fn acknowledged_or_acted_at(&self) -> Option<DateTime<Utc>> {
+        match (self.first_human_at(), self.first_action_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the fix was in: the run reached verification.
+    pub fn mitigated_at(&self) -> Option<DateTime<Utc>> {
+        self.timeline
+            .iter()
+            .find(|e| e.kind == "status" && e.detail.ends_with("-> verifying"))
+            .map(|e| e.at)
+            .or(self.resolved_at)
+    }
+
+    /// How it ended.
+    pub fn outcome(&self) -> Outcome {
+        match self.status {
+            IncidentStatus::Resolved => {
+                let human = self
+                    .first_human_at()
+                    .zip(self.resolved_at)
+                    .is_some_and(|(h, r)| h <= r);
+                if human {
+                    Outcome::ResolvedByHuman
+                } else {
+                    Outcome::AutoResolved
+                }
+            }
+            IncidentStatus::Escalated => Outcome::Escalated,
+            IncidentStatus::Failed => Outcome::Failed,
+            s if !s.is_closed() => Outcome::Open,
+            _ => Outcome::Other,
+        }
+    }
+
     /// Everything that happened, on one time axis: timeline events, each
     /// step's run, the capture window of every piece of evidence
     /// (profiles, traces, logs: `output.window`, with `output.target`),
@@ -412,6 +559,8 @@ mod tests {
                         "reason": "BackOff", "object": "Pod/web-1", "message": "restarting"}]}),
                 ),
             ],
+            acknowledged: None,
+            notes: Notes::default(),
         };
         let entries = record.aligned();
         let lanes: Vec<(&str, &str)> = entries.iter().map(|e| (e.lane, e.what.as_str())).collect();

@@ -213,6 +213,8 @@ impl IncidentStore {
                     }],
                     alerts: vec![alert.clone()],
                     steps: Vec::new(),
+                    acknowledged: None,
+                    notes: Default::default(),
                 };
                 inc.insert(&n.to_be_bytes(), encode(&record))?;
                 open.insert(group_key.as_bytes(), &n.to_be_bytes())?;
