@@ -70,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/runbooks", get(list_runbooks))
         .route("/api/v1/incidents/{id}/approvals", post(approve))
+        .route("/api/v1/incidents/{id}/ack", post(acknowledge))
+        .route("/api/v1/incidents/{id}/annotations", post(annotate))
+        .route("/api/v1/stats", get(stats))
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
         .route("/api/v1/artifacts/{id}/meta", get(get_artifact_meta))
@@ -195,13 +198,67 @@ async fn hook_git(State(s): State<AppState>, headers: HeaderMap, body: Body) -> 
         .into_response()
 }
 
+/// The response KPIs of the last 30 days, as gauges.
+fn kpi_gauges(s: &AppState) -> String {
+    use std::fmt::Write;
+    let since = chrono::Utc::now() - chrono::Duration::days(30);
+    let all = s
+        .incidents
+        .list(&quench_knowledge::IncidentFilter::default())
+        .unwrap_or_default();
+    let k =
+        quench_knowledge::kpi::stats(&all, since, quench_knowledge::kpi::By::Overall).remove("all");
+    let mut out = String::new();
+    let gauges = [
+        (
+            "quench_mttd_seconds",
+            "Mean time to detect, last 30 days",
+            k.as_ref().and_then(|k| k.mttd_seconds),
+        ),
+        (
+            "quench_mtta_seconds",
+            "Mean time to acknowledge or act, last 30 days",
+            k.as_ref().and_then(|k| k.mtta_seconds),
+        ),
+        (
+            "quench_mttr_seconds",
+            "Mean time to resolve, last 30 days",
+            k.as_ref().and_then(|k| k.mttr_seconds),
+        ),
+        (
+            "quench_auto_closure_ratio",
+            "Incidents resolved with no human step, last 30 days",
+            k.as_ref().and_then(|k| k.auto_closure_rate),
+        ),
+        (
+            "quench_human_intervention_ratio",
+            "Incidents a human touched, last 30 days",
+            k.as_ref().and_then(|k| k.human_intervention_rate),
+        ),
+        (
+            "quench_runbook_success_ratio",
+            "Runbook runs that ended in resolution, last 30 days",
+            k.as_ref().and_then(|k| k.runbook_success_rate),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        // No value (nothing to measure) is no sample, not zero.
+        if let Some(v) = value {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
+    out
+}
+
 async fn metrics(State(s): State<AppState>) -> Response {
+    let mut text = s.metrics.render();
+    text.push_str(&kpi_gauges(&s));
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        s.metrics.render(),
+        text,
     )
         .into_response()
 }
@@ -562,6 +619,287 @@ struct ApprovalBody {
     decision: String,
     #[serde(default)]
     reason: String,
+}
+
+fn audit_incident(s: &AppState, actor: &str, action: &str, incident: &str, detail: String) {
+    let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
+        seq: 0,
+        at: chrono::Utc::now(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        incident: Some(incident.to_string()),
+        step: None,
+        target: None,
+        detail,
+    });
+}
+
+/// `POST /api/v1/incidents/{id}/ack`: a human has it (responder). The
+/// first acknowledgement counts for MTTA; later ones are recorded only in
+/// the audit log.
+async fn acknowledge(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Responder) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let now = chrono::Utc::now();
+    let who = actor.clone();
+    let updated = s.incidents.update(&id, move |r| {
+        if r.acknowledged.is_none() {
+            r.acknowledged = Some(quench_knowledge::Acknowledgement {
+                at: now,
+                by: who.clone(),
+            });
+            r.timeline.push(quench_knowledge::TimelineEvent {
+                at: now,
+                kind: "acknowledged".into(),
+                detail: format!("acknowledged by {who}"),
+            });
+        }
+        r.acknowledged.clone()
+    });
+    match updated {
+        Ok(Some((_, ack))) => {
+            audit_incident(&s, &actor, "incident.ack", &id, "acknowledged".into());
+            axum::Json(json!({"incident": id, "acknowledged": ack})).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no incident {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// What `POST /api/v1/incidents/{id}/annotations` takes. Fields left out
+/// stay as they are; commits and tags are added.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnnotationBody {
+    #[serde(default)]
+    root_cause: Option<String>,
+    #[serde(default)]
+    resolution: Option<String>,
+    /// `SHA` or `SHA@repository`.
+    #[serde(default)]
+    commits: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn parse_commit(c: &str) -> Result<quench_knowledge::CommitRef, String> {
+    let (sha, repo) = match c.split_once('@') {
+        Some((s, r)) => (s, Some(r.to_string())),
+        None => (c, None),
+    };
+    if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "commit {c:?}: a SHA is 7 to 40 hex digits (SHA or SHA@repository)"
+        ));
+    }
+    if repo
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "commit {c:?}: the repository after @ is empty or has spaces"
+        ));
+    }
+    Ok(quench_knowledge::CommitRef {
+        sha: sha.to_ascii_lowercase(),
+        repo,
+    })
+}
+
+/// `POST /api/v1/incidents/{id}/annotations`: root cause, resolution,
+/// commits and tags (responder). Each edit is audited with what changed.
+async fn annotate(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Responder) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let bytes = match read_body(&headers, body, 256 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req: AnnotationBody = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_shape",
+                format!(
+                    "expected {{root_cause, resolution, commits: [SHA or SHA@repo], tags: [..]}}: {e}"
+                ),
+                Value::Null,
+            );
+        }
+    };
+    let mut commits = Vec::new();
+    for c in &req.commits {
+        match parse_commit(c) {
+            Ok(c) => commits.push(c),
+            Err(m) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_commit",
+                    m,
+                    json!({"field": "commits"}),
+                );
+            }
+        }
+    }
+    for t in &req.tags {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+        if !ok {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_tag",
+                format!("tag {t:?}: 1 to 64 letters, digits, '-', '_', '.', ':' or '/'"),
+                json!({"field": "tags"}),
+            );
+        }
+    }
+    for (field, text) in [
+        ("root_cause", &req.root_cause),
+        ("resolution", &req.resolution),
+    ] {
+        if text.as_ref().is_some_and(|t| t.len() > 10_000) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_long",
+                format!("{field} is longer than 10000 bytes"),
+                json!({"field": field}),
+            );
+        }
+    }
+    let mut changed = Vec::new();
+    if req.root_cause.is_some() {
+        changed.push("root_cause");
+    }
+    if req.resolution.is_some() {
+        changed.push("resolution");
+    }
+    if !commits.is_empty() {
+        changed.push("commits");
+    }
+    if !req.tags.is_empty() {
+        changed.push("tags");
+    }
+    let now = chrono::Utc::now();
+    let who = actor.clone();
+    let updated = s.incidents.update(&id, |r| {
+        if let Some(rc) = &req.root_cause {
+            r.notes.root_cause = Some(rc.clone());
+        }
+        if let Some(res) = &req.resolution {
+            r.notes.resolution = Some(res.clone());
+        }
+        for c in &commits {
+            if !r.notes.commits.contains(c) {
+                r.notes.commits.push(c.clone());
+            }
+        }
+        for t in &req.tags {
+            if !r.notes.tags.contains(t) {
+                r.notes.tags.push(t.clone());
+            }
+        }
+        r.notes.edited_at = Some(now);
+        r.notes.edited_by = Some(who.clone());
+        r.timeline.push(quench_knowledge::TimelineEvent {
+            at: now,
+            kind: "annotated".into(),
+            detail: format!("{} edited by {who}", changed.join(", ")),
+        });
+        r.notes.clone()
+    });
+    match updated {
+        Ok(Some((_, notes))) => {
+            audit_incident(
+                &s,
+                &actor,
+                "incident.annotate",
+                &id,
+                serde_json::to_string(&notes).unwrap_or_default(),
+            );
+            axum::Json(json!({"incident": id, "notes": notes})).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no incident {id:?}"),
+            Value::Null,
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StatsQuery {
+    since: Option<String>,
+    by: Option<String>,
+}
+
+/// `GET /api/v1/stats[?since=30d][&by=service|runbook]`: MTTD, MTTA, MTTR
+/// and the rates, per group.
+async fn stats(
+    State(s): State<AppState>,
+    Query(q): Query<StatsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    let window = q.since.as_deref().unwrap_or("30d");
+    let Ok(span) = quench_runbooks::duration::parse(window) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("since {window:?} is not a duration (7d, 24h, 30m)"),
+            Value::Null,
+        );
+    };
+    let by = match q.by.as_deref() {
+        None | Some("all") => quench_knowledge::kpi::By::Overall,
+        Some("service") => quench_knowledge::kpi::By::Service,
+        Some("runbook") => quench_knowledge::kpi::By::Runbook,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("by {other:?}: service or runbook"),
+                Value::Null,
+            );
+        }
+    };
+    let since = chrono::Utc::now() - chrono::Duration::from_std(span).unwrap_or_default();
+    match s
+        .incidents
+        .list(&quench_knowledge::IncidentFilter::default())
+    {
+        Ok(all) => axum::Json(json!({
+            "since": since,
+            "by": q.by.as_deref().unwrap_or("all"),
+            "groups": quench_knowledge::kpi::stats(&all, since, by),
+        }))
+        .into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 /// `POST /api/v1/incidents/{id}/approvals`: answers a waiting approval gate

@@ -90,6 +90,47 @@ enum Command {
         #[command(subcommand)]
         command: ChaosCommand,
     },
+    /// Acknowledge an incident: a human has it (counts for MTTA).
+    Ack {
+        /// The incident.
+        incident: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Record what humans know about an incident; each edit is audited.
+    Annotate {
+        /// The incident.
+        incident: String,
+        /// What caused it.
+        #[arg(long)]
+        root_cause: Option<String>,
+        /// What fixed it.
+        #[arg(long)]
+        resolution: Option<String>,
+        /// A commit that caused or fixed it: SHA or SHA@repository (repeatable).
+        #[arg(long = "commit")]
+        commits: Vec<String>,
+        /// A tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// MTTD, MTTA, MTTR, auto-closure, human-intervention and runbook
+    /// success rates over a window.
+    Stats {
+        /// The window, such as 7d or 24h.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Split by service or runbook.
+        #[arg(long)]
+        by: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log, newest first.
     Audit {
         /// Only this incident.
@@ -497,6 +538,84 @@ async fn main() -> anyhow::Result<()> {
             println!("resumed");
         }
         Command::Chaos { command } => chaos_command(command).await?,
+        Command::Ack { incident, remote } => {
+            let v: serde_json::Value = remote
+                .client()
+                .post(
+                    &format!("/api/v1/incidents/{incident}/ack"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!(
+                "{incident}: acknowledged by {} at {}",
+                v["acknowledged"]["by"].as_str().unwrap_or("?"),
+                v["acknowledged"]["at"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Annotate {
+            incident,
+            root_cause,
+            resolution,
+            commits,
+            tags,
+            remote,
+        } => {
+            let mut body = serde_json::json!({"commits": commits, "tags": tags});
+            if let Some(r) = root_cause {
+                body["root_cause"] = serde_json::json!(r);
+            }
+            if let Some(r) = resolution {
+                body["resolution"] = serde_json::json!(r);
+            }
+            let v: serde_json::Value = remote
+                .client()
+                .post(&format!("/api/v1/incidents/{incident}/annotations"), &body)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v["notes"])?);
+        }
+        Command::Stats {
+            since,
+            by,
+            json,
+            remote,
+        } => {
+            let mut path = format!("/api/v1/stats?since={since}");
+            if let Some(b) = &by {
+                path.push_str(&format!("&by={b}"));
+            }
+            let v: serde_json::Value = remote.client().get_json(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let dur = |x: &serde_json::Value| match x.as_f64() {
+                    Some(s) if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
+                    Some(s) if s >= 60.0 => format!("{:.1}m", s / 60.0),
+                    Some(s) => format!("{s:.1}s"),
+                    None => "-".into(),
+                };
+                let pct = |x: &serde_json::Value| match x.as_f64() {
+                    Some(r) => format!("{:.0}%", r * 100.0),
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                    "group", "incidents", "MTTD", "MTTA", "MTTR", "auto", "human", "runbook"
+                );
+                for (name, k) in v["groups"].as_object().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                        name,
+                        k["incidents"],
+                        dur(&k["mttd_seconds"]),
+                        dur(&k["mtta_seconds"]),
+                        dur(&k["mttr_seconds"]),
+                        pct(&k["auto_closure_rate"]),
+                        pct(&k["human_intervention_rate"]),
+                        pct(&k["runbook_success_rate"])
+                    );
+                }
+            }
+        }
         Command::Audit {
             incident,
             limit,

@@ -61,12 +61,21 @@ pub fn compute(records: &[&IncidentRecord]) -> Kpis {
     let ended: Vec<&&IncidentRecord> = records
         .iter()
         .filter(|r| r.runbook.is_some())
-        .filter(|r| !matches!(r.status, S::Open | S::Diagnosing | S::Remediating | S::Verifying))
+        .filter(|r| {
+            !matches!(
+                r.status,
+                S::Open | S::Diagnosing | S::Remediating | S::Verifying
+            )
+        })
         .collect();
     Kpis {
         incidents: records.len(),
         closed,
-        mttd_seconds: mean(records.iter().map(|r| secs(r.first_alert_at, r.opened_at).max(0.0))),
+        mttd_seconds: mean(
+            records
+                .iter()
+                .map(|r| secs(r.first_alert_at, r.opened_at).max(0.0)),
+        ),
         mtta_seconds: mean(
             records
                 .iter()
@@ -78,11 +87,17 @@ pub fn compute(records: &[&IncidentRecord]) -> Kpis {
                 .filter_map(|r| r.resolved_at.map(|t| secs(r.first_alert_at, t))),
         ),
         auto_closure_rate: ratio(
-            records.iter().filter(|r| r.outcome() == Outcome::AutoResolved).count(),
+            records
+                .iter()
+                .filter(|r| r.outcome() == Outcome::AutoResolved)
+                .count(),
             records.len(),
         ),
         human_intervention_rate: ratio(
-            records.iter().filter(|r| r.first_human_at().is_some()).count(),
+            records
+                .iter()
+                .filter(|r| r.first_human_at().is_some())
+                .count(),
             records.len(),
         ),
         runbook_success_rate: ratio(
@@ -113,7 +128,11 @@ pub fn stats(records: &[IncidentRecord], since: DateTime<Utc>, by: By) -> BTreeM
                 let s = r.service();
                 if s.is_empty() { "-".into() } else { s }
             }
-            By::Runbook => r.runbook.as_ref().map(|b| b.name.clone()).unwrap_or_else(|| "-".into()),
+            By::Runbook => r
+                .runbook
+                .as_ref()
+                .map(|b| b.name.clone())
+                .unwrap_or_else(|| "-".into()),
         };
         groups.entry(key).or_default().push(r);
     }
@@ -146,7 +165,11 @@ mod tests {
             id: id.into(),
             title: id.into(),
             status,
-            runbook: runbook.map(|n| RunbookRef { name: n.into(), path: format!("{n}.yaml"), commit: None }),
+            runbook: runbook.map(|n| RunbookRef {
+                name: n.into(),
+                path: format!("{n}.yaml"),
+                commit: None,
+            }),
             group_key: String::new(),
             resolve_with_alerts: true,
             match_explanation: Vec::new(),
@@ -184,7 +207,10 @@ mod tests {
                     }]
                 })
                 .unwrap_or_default(),
-            acknowledged: ack.map(|a| Acknowledgement { at: t(a), by: "alice".into() }),
+            acknowledged: ack.map(|a| Acknowledgement {
+                at: t(a),
+                by: "alice".into(),
+            }),
             notes: Notes::default(),
         }
     }
@@ -193,15 +219,57 @@ mod tests {
         use IncidentStatus::*;
         vec![
             // Auto-remediated: detected in 30s, acted on after 60s, resolved 5 min after start.
-            incident("inc-1", "checkout", Some("restart"), ("10:00:00", "10:00:30", None, Some("10:01:30"), Some("10:05:00")), Resolved),
+            incident(
+                "inc-1",
+                "checkout",
+                Some("restart"),
+                (
+                    "10:00:00",
+                    "10:00:30",
+                    None,
+                    Some("10:01:30"),
+                    Some("10:05:00"),
+                ),
+                Resolved,
+            ),
             // A human acknowledged after 120s, resolved 20 min after start.
-            incident("inc-2", "checkout", Some("restart"), ("11:00:00", "11:00:10", Some("11:02:10"), None, Some("11:20:00")), Resolved),
+            incident(
+                "inc-2",
+                "checkout",
+                Some("restart"),
+                (
+                    "11:00:00",
+                    "11:00:10",
+                    Some("11:02:10"),
+                    None,
+                    Some("11:20:00"),
+                ),
+                Resolved,
+            ),
             // Escalated, never resolved; detected in 50s, acted on after 10s.
-            incident("inc-3", "search", Some("rollback"), ("12:00:00", "12:00:50", None, Some("12:01:00"), None), Escalated),
+            incident(
+                "inc-3",
+                "search",
+                Some("rollback"),
+                ("12:00:00", "12:00:50", None, Some("12:01:00"), None),
+                Escalated,
+            ),
             // No runbook, still open; detected in 0s.
-            incident("inc-4", "search", None, ("13:00:00", "13:00:00", None, None, None), Open),
+            incident(
+                "inc-4",
+                "search",
+                None,
+                ("13:00:00", "13:00:00", None, None, None),
+                Open,
+            ),
             // Before the window.
-            incident("inc-0", "checkout", Some("restart"), ("01:00:00", "01:10:00", None, None, Some("02:00:00")), Resolved),
+            incident(
+                "inc-0",
+                "checkout",
+                Some("restart"),
+                ("01:00:00", "01:10:00", None, None, Some("02:00:00")),
+                Resolved,
+            ),
         ]
     }
 
@@ -226,7 +294,10 @@ mod tests {
 
         let by_service = stats(&records, t("09:00:00"), By::Service);
         assert_eq!(by_service["checkout"].mttr_seconds, Some(750.0));
-        assert_eq!(by_service["search"].mttr_seconds, None, "nothing resolved: no value, not zero");
+        assert_eq!(
+            by_service["search"].mttr_seconds, None,
+            "nothing resolved: no value, not zero"
+        );
         let by_runbook = stats(&records, t("09:00:00"), By::Runbook);
         assert_eq!(by_runbook["-"].incidents, 1);
         assert_eq!(by_runbook["rollback"].runbook_success_rate, Some(0.0));

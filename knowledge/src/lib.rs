@@ -26,7 +26,7 @@ pub use chaos::ChaosStore;
 pub use control::{Control, PauseState};
 pub use record::{
     Acknowledgement, AlertRecord, AlertState, AlignedEntry, CommitRef, IncidentRecord,
-    IncidentStatus, MatchDecision, Notes, Outcome,
-    RunbookRef, StepRecord, StepState, TimelineEvent,
+    IncidentStatus, MatchDecision, Notes, Outcome, RunbookRef, StepRecord, StepState,
+    TimelineEvent,
 };
 pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};

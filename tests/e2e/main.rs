@@ -14,6 +14,7 @@ mod k8s_evidence;
 mod k8s_exec;
 mod k8s_rbac;
 mod k8s_remediation;
+mod knowledge;
 mod pprof;
 mod prometheus_rules;
 mod promql;
