@@ -27,6 +27,7 @@ pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod postmortem;
 pub mod runbook_source;
 pub mod store;
 

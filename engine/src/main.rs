@@ -131,6 +131,17 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// An incident as a Markdown postmortem (`quench postmortem inc-7 > pm.md`).
+    Postmortem {
+        /// The incident.
+        incident: String,
+        /// A handlebars template instead of the default
+        /// (engine/templates/postmortem.md.hbs shows every field).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log, newest first.
     Audit {
         /// Only this incident.
@@ -538,6 +549,23 @@ async fn main() -> anyhow::Result<()> {
             println!("resumed");
         }
         Command::Chaos { command } => chaos_command(command).await?,
+        Command::Postmortem {
+            incident,
+            template,
+            remote,
+        } => {
+            let record = remote.client().incident(&incident).await?;
+            let template =
+                match &template {
+                    Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                        anyhow::anyhow!("cannot read template {}: {e}", p.display())
+                    })?),
+                    None => None,
+                };
+            let page = quench_engine::postmortem::render(&record, &[], template.as_deref())
+                .map_err(|e| anyhow::anyhow!("postmortem template: {e}"))?;
+            print!("{page}");
+        }
         Command::Ack { incident, remote } => {
             let v: serde_json::Value = remote
                 .client()

@@ -166,6 +166,14 @@ async fn ack_annotate_and_stats() {
             .any(|l| l.starts_with("cart ") && l.contains("100%")),
         "{out}"
     );
+    let (ok, page, err) = cli(&["postmortem", "inc-1"]);
+    assert!(ok, "{err}");
+    assert!(page.starts_with("# Postmortem: "), "{page}");
+    assert!(
+        page.contains("## Root cause\n\nredis sentinel failover took 40s"),
+        "{page}"
+    );
+    assert!(page.contains("- `a7f3b9c` in shop/infra"), "{page}");
     let metrics = q.get_text("/metrics").await;
     assert!(
         metrics.contains("# TYPE quench_mtta_seconds gauge"),
