@@ -88,6 +88,33 @@ impl Client {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// POSTs a text body; returns the status and the JSON answer, error
+    /// or not, so the caller can show the server's details.
+    pub async fn post_text(
+        &self,
+        path: &str,
+        body: String,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.post(&url).body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = resp.status().as_u16();
+        let v = resp
+            .json()
+            .await
+            .map_err(|source| ClientError::Decode { url, source })?;
+        Ok((status, v))
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(acknowledge))
         .route("/api/v1/incidents/{id}/annotations", post(annotate))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/import", post(import_incidents))
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
         .route("/api/v1/artifacts/{id}/meta", get(get_artifact_meta))
@@ -693,30 +694,6 @@ struct AnnotationBody {
     tags: Vec<String>,
 }
 
-fn parse_commit(c: &str) -> Result<quench_knowledge::CommitRef, String> {
-    let (sha, repo) = match c.split_once('@') {
-        Some((s, r)) => (s, Some(r.to_string())),
-        None => (c, None),
-    };
-    if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "commit {c:?}: a SHA is 7 to 40 hex digits (SHA or SHA@repository)"
-        ));
-    }
-    if repo
-        .as_ref()
-        .is_some_and(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_whitespace))
-    {
-        return Err(format!(
-            "commit {c:?}: the repository after @ is empty or has spaces"
-        ));
-    }
-    Ok(quench_knowledge::CommitRef {
-        sha: sha.to_ascii_lowercase(),
-        repo,
-    })
-}
-
 /// `POST /api/v1/incidents/{id}/annotations`: root cause, resolution,
 /// commits and tags (responder). Each edit is audited with what changed.
 async fn annotate(
@@ -748,7 +725,7 @@ async fn annotate(
     };
     let mut commits = Vec::new();
     for c in &req.commits {
-        match parse_commit(c) {
+        match crate::import::parse_commit(c) {
             Ok(c) => commits.push(c),
             Err(m) => {
                 return error(
@@ -761,11 +738,7 @@ async fn annotate(
         }
     }
     for t in &req.tags {
-        let ok = !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
-        if !ok {
+        if !crate::import::is_tag(t) {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_tag",
@@ -846,6 +819,68 @@ async fn annotate(
             Value::Null,
         ),
         Err(e) => internal(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ImportQuery {
+    name: Option<String>,
+}
+
+/// `POST /api/v1/import[?name=FILE]`: historical incidents (YAML or JSON,
+/// see `engine/src/import.rs`), all or none (admin). Problems come back as
+/// `FILE:line:col: record N: ...`, with nothing written.
+async fn import_incidents(
+    State(s): State<AppState>,
+    Query(q): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = match authorize(&s, &headers, Role::Admin) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let bytes = match read_body(&headers, body, 64 << 20).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = q.name.unwrap_or_else(|| "import".into());
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_utf8",
+            "the file is not UTF-8",
+            Value::Null,
+        );
+    };
+    match crate::import::parse(&name, text) {
+        Err(problems) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_import",
+            format!("{} problem(s); nothing was imported", problems.len()),
+            json!({"problems": problems}),
+        ),
+        Ok(records) => match s.incidents.import(records) {
+            Ok(ids) => {
+                let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
+                    seq: 0,
+                    at: chrono::Utc::now(),
+                    actor,
+                    action: "incident.import".into(),
+                    incident: None,
+                    step: None,
+                    target: Some(name),
+                    detail: format!(
+                        "{} incidents: {} to {}",
+                        ids.len(),
+                        ids.first().cloned().unwrap_or_default(),
+                        ids.last().cloned().unwrap_or_default()
+                    ),
+                });
+                axum::Json(json!({"imported": ids.len(), "ids": ids})).into_response()
+            }
+            Err(e) => internal(e),
+        },
     }
 }
 

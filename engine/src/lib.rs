@@ -25,6 +25,7 @@ pub mod config;
 pub mod executor;
 pub mod explain;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod pipeline;
 pub mod postmortem;

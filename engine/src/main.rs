@@ -142,6 +142,14 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Import historical incidents (YAML or JSON; see docs/KNOWLEDGE.md).
+    /// All or nothing (admin).
+    Import {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log, newest first.
     Audit {
         /// Only this incident.
@@ -566,6 +574,34 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("postmortem template: {e}"))?;
             print!("{page}");
         }
+        Command::Import { file, remote } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let name = file.display().to_string();
+            let (status, v) = remote
+                .client()
+                .post_text(&format!("/api/v1/import?name={}", urlencode(&name)), text)
+                .await?;
+            if status != 200 {
+                for p in v["error"]["problems"].as_array().into_iter().flatten() {
+                    eprintln!("{}", p.as_str().unwrap_or(""));
+                }
+                anyhow::bail!(
+                    "{}",
+                    v["error"]["message"].as_str().unwrap_or("import refused")
+                );
+            }
+            println!(
+                "imported {} incidents: {} to {}",
+                v["imported"],
+                v["ids"][0].as_str().unwrap_or("-"),
+                v["ids"]
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("-")
+            );
+        }
         Command::Ack { incident, remote } => {
             let v: serde_json::Value = remote
                 .client()
@@ -834,4 +870,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Percent-encodes a query value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }

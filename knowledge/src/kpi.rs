@@ -212,6 +212,7 @@ mod tests {
                 by: "alice".into(),
             }),
             notes: Notes::default(),
+            external_id: None,
         }
     }
 

@@ -237,6 +237,9 @@ pub struct IncidentRecord {
     /// What humans wrote about it: root cause, resolution, commits, tags.
     #[serde(default)]
     pub notes: Notes,
+    /// Its id in the system it was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// A human's acknowledgement.
@@ -561,6 +564,7 @@ mod tests {
             ],
             acknowledged: None,
             notes: Notes::default(),
+            external_id: None,
         };
         let entries = record.aligned();
         let lanes: Vec<(&str, &str)> = entries.iter().map(|e| (e.lane, e.what.as_str())).collect();

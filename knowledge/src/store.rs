@@ -215,6 +215,7 @@ impl IncidentStore {
                     steps: Vec::new(),
                     acknowledged: None,
                     notes: Default::default(),
+                    external_id: None,
                 };
                 inc.insert(&n.to_be_bytes(), encode(&record))?;
                 open.insert(group_key.as_bytes(), &n.to_be_bytes())?;
@@ -311,6 +312,32 @@ impl IncidentStore {
             Ok(Some((r, t)))
         })?;
         Ok(out)
+    }
+
+    /// Adds historical incidents, all or none, in one transaction: each gets
+    /// the next `inc-N` id (its own id is kept as `external_id`). Closed
+    /// records never join an open group. Returns the new ids.
+    pub fn import(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+        let ids = (&self.incidents, &self.open_groups).transaction(|(inc, open)| {
+            let mut n = open
+                .get(NEXT_ID)?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let mut ids = Vec::with_capacity(records.len());
+            for r in &records {
+                n += 1;
+                let mut r = r.clone();
+                r.id = format!("inc-{n}");
+                r.schema = SCHEMA_VERSION;
+                inc.insert(&n.to_be_bytes(), encode(&r))?;
+                ids.push(r.id);
+            }
+            open.insert(NEXT_ID, &n.to_be_bytes())?;
+            Ok(ids)
+        })?;
+        self.flush()?;
+        Ok(ids)
     }
 
     /// Makes every change so far durable. The executor calls it before a

@@ -186,3 +186,72 @@ async fn ack_annotate_and_stats() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// An import that fails on record 7 writes nothing; the fixed file imports
+/// all ten, which then count in the KPIs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_is_all_or_nothing() {
+    let rb = tempfile::tempdir().unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let dir = tempfile::tempdir().unwrap();
+    let record = |i: usize, resolved: &str| {
+        format!(
+            "  - id: PD-{i}\n    title: Redis failover {i}\n    service: cart\n    status: resolved\n    first_alert_at: 2026-11-01T10:00:00Z\n    opened_at: 2026-11-01T10:01:00Z\n    resolved_at: {resolved}\n    root_cause: sentinel failover\n    tags: [redis]\n"
+        )
+    };
+    let file = |bad: Option<usize>| {
+        let mut s = String::from("version: 1\nincidents:\n");
+        for i in 1..=10 {
+            let resolved = if Some(i) == bad {
+                "2026-11-01T09:00:00Z"
+            } else {
+                "2026-11-01T10:31:00Z"
+            };
+            s.push_str(&record(i, resolved));
+        }
+        s
+    };
+    let bad = dir.path().join("history.yaml");
+    std::fs::write(&bad, file(Some(7))).unwrap();
+    let out = Command::new(quench_bin())
+        .args(["import", "--server", &q.url])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("history.yaml:57:5: record 7: resolved_at is before opened_at"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    let list = q.get_json("/api/v1/incidents").await;
+    assert_eq!(
+        list["incidents"].as_array().unwrap().len(),
+        0,
+        "no partial data: {list}"
+    );
+
+    std::fs::write(&bad, file(None)).unwrap();
+    let out = Command::new(quench_bin())
+        .args(["import", "--server", &q.url])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("imported 10 incidents: inc-1 to inc-10"),
+        "{text}"
+    );
+    let one = q.get_json("/api/v1/incidents/inc-7").await;
+    assert_eq!(one["external_id"], "PD-7");
+    assert_eq!(one["notes"]["root_cause"], "sentinel failover");
+    let stats = q.get_json("/api/v1/stats?since=3650d").await;
+    assert_eq!(stats["groups"]["all"]["incidents"], 10);
+    assert_eq!(stats["groups"]["all"]["mttr_seconds"], 1860.0, "{stats:#}");
+}

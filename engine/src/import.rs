@@ -1,0 +1,351 @@
+//! `quench import FILE`: historical incidents into the knowledge base, so
+//! search and similar-incident suggestions start with a history. JSON or
+//! YAML (JSON is YAML). All records are checked first; any problem is
+//! reported with its line and column and nothing is written; otherwise all
+//! are written in one transaction.
+//!
+//! ```yaml
+//! version: 1
+//! incidents:
+//!   - id: PD-4521                  # its id elsewhere (kept as external_id)
+//!     title: Redis failover on cart
+//!     service: cart
+//!     severity: critical
+//!     status: resolved             # resolved, escalated, failed or cancelled
+//!     first_alert_at: 2025-03-02T10:00:00Z
+//!     opened_at: 2025-03-02T10:01:00Z
+//!     acknowledged_at: 2025-03-02T10:04:00Z   # optional, with acknowledged_by
+//!     resolved_at: 2025-03-02T10:40:00Z       # required when resolved
+//!     runbook: redis-down          # optional
+//!     alerts:                      # optional; default: one alert from title, service, severity
+//!       - labels: {alertname: RedisDown, service: cart}
+//!         annotations: {summary: redis master unreachable}
+//!     root_cause: sentinel failover took 40s
+//!     resolution: raised the failover timeout
+//!     commits: [a7f3b9c@shop/infra]
+//!     tags: [redis, failover]
+//!     timeline:                    # optional
+//!       - {at: 2025-03-02T10:20:00Z, kind: note, detail: failover finished}
+//! ```
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use quench_knowledge::{
+    Acknowledgement, AlertRecord, AlertState, CommitRef, IncidentRecord, IncidentStatus, Notes,
+    RunbookRef, TimelineEvent,
+};
+use serde::Deserialize;
+use serde_saphyr::{MessageFormatter, Spanned};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportFile {
+    version: Spanned<u32>,
+    incidents: Vec<Spanned<ImportRecord>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRecord {
+    #[serde(default)]
+    id: Option<String>,
+    title: String,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    status: String,
+    first_alert_at: DateTime<Utc>,
+    opened_at: DateTime<Utc>,
+    #[serde(default)]
+    acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    acknowledged_by: Option<String>,
+    #[serde(default)]
+    resolved_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    runbook: Option<String>,
+    #[serde(default)]
+    alerts: Vec<ImportAlert>,
+    #[serde(default)]
+    root_cause: Option<String>,
+    #[serde(default)]
+    resolution: Option<String>,
+    #[serde(default)]
+    commits: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    timeline: Vec<ImportEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportAlert {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportEvent {
+    at: DateTime<Utc>,
+    kind: String,
+    detail: String,
+}
+
+/// A commit as `SHA` or `SHA@repository`.
+pub fn parse_commit(c: &str) -> Result<CommitRef, String> {
+    let (sha, repo) = match c.split_once('@') {
+        Some((s, r)) => (s, Some(r.to_string())),
+        None => (c, None),
+    };
+    if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "commit {c:?}: a SHA is 7 to 40 hex digits (SHA or SHA@repository)"
+        ));
+    }
+    if repo
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_whitespace))
+    {
+        return Err(format!(
+            "commit {c:?}: the repository after @ is empty or has spaces"
+        ));
+    }
+    Ok(CommitRef {
+        sha: sha.to_ascii_lowercase(),
+        repo,
+    })
+}
+
+/// Whether a tag is acceptable: 1 to 64 letters, digits, `-_.:/`.
+pub fn is_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+}
+
+fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
+    if r.title.trim().is_empty() {
+        return Err("title is empty".into());
+    }
+    let status = match r.status.as_str() {
+        "resolved" => IncidentStatus::Resolved,
+        "escalated" => IncidentStatus::Escalated,
+        "failed" => IncidentStatus::Failed,
+        "cancelled" => IncidentStatus::Cancelled,
+        other => {
+            return Err(format!(
+                "status {other:?}: resolved, escalated, failed or cancelled"
+            ));
+        }
+    };
+    if r.opened_at < r.first_alert_at {
+        return Err("opened_at is before first_alert_at".into());
+    }
+    match (status, r.resolved_at) {
+        (IncidentStatus::Resolved, None) => {
+            return Err("a resolved incident needs resolved_at".into());
+        }
+        (_, Some(t)) if t < r.opened_at => return Err("resolved_at is before opened_at".into()),
+        _ => {}
+    }
+    if r.acknowledged_at.is_some_and(|t| t < r.opened_at) {
+        return Err("acknowledged_at is before opened_at".into());
+    }
+    let commits = r
+        .commits
+        .iter()
+        .map(|c| parse_commit(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(t) = r.tags.iter().find(|t| !is_tag(t)) {
+        return Err(format!(
+            "tag {t:?}: 1 to 64 letters, digits, '-', '_', '.', ':' or '/'"
+        ));
+    }
+    let alerts: Vec<AlertRecord> = if r.alerts.is_empty() {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".to_string(), r.title.clone());
+        if let Some(s) = &r.service {
+            labels.insert("service".into(), s.clone());
+        }
+        if let Some(s) = &r.severity {
+            labels.insert("severity".into(), s.clone());
+        }
+        vec![(labels, BTreeMap::new())]
+    } else {
+        r.alerts
+            .iter()
+            .map(|a| (a.labels.clone(), a.annotations.clone()))
+            .collect()
+    }
+    .into_iter()
+    .enumerate()
+    .map(|(i, (mut labels, annotations))| {
+        if let Some(s) = &r.service {
+            labels.entry("service".into()).or_insert_with(|| s.clone());
+        }
+        if let Some(s) = &r.severity {
+            labels.entry("severity".into()).or_insert_with(|| s.clone());
+        }
+        AlertRecord {
+            seq: 0,
+            source: "import".into(),
+            fingerprint: format!("{}-{i}", r.id.clone().unwrap_or_default()),
+            state: AlertState::Resolved,
+            labels,
+            annotations,
+            starts_at: Some(r.first_alert_at),
+            ends_at: r.resolved_at,
+            first_received_at: r.opened_at,
+            notifications: 1,
+        }
+    })
+    .collect();
+    let mut timeline = vec![TimelineEvent {
+        at: r.opened_at,
+        kind: "imported".into(),
+        detail: format!(
+            "imported{}",
+            r.id.as_ref()
+                .map(|i| format!(" from {i}"))
+                .unwrap_or_default()
+        ),
+    }];
+    timeline.extend(r.timeline.iter().map(|e| TimelineEvent {
+        at: e.at,
+        kind: e.kind.clone(),
+        detail: e.detail.clone(),
+    }));
+    timeline.sort_by_key(|e| e.at);
+    Ok(IncidentRecord {
+        schema: 0,
+        id: String::new(),
+        title: r.title.clone(),
+        status,
+        runbook: r.runbook.as_ref().map(|n| RunbookRef {
+            name: n.clone(),
+            path: format!("{n}.yaml"),
+            commit: None,
+        }),
+        group_key: String::new(),
+        resolve_with_alerts: true,
+        match_explanation: Vec::new(),
+        alerts,
+        first_alert_at: r.first_alert_at,
+        opened_at: r.opened_at,
+        updated_at: r.resolved_at.unwrap_or(r.opened_at),
+        resolved_at: r.resolved_at,
+        timeline,
+        steps: Vec::new(),
+        acknowledged: r.acknowledged_at.map(|at| Acknowledgement {
+            at,
+            by: r.acknowledged_by.clone().unwrap_or_else(|| "import".into()),
+        }),
+        notes: Notes {
+            root_cause: r.root_cause.clone(),
+            resolution: r.resolution.clone(),
+            commits,
+            tags: r.tags.clone(),
+            edited_at: None,
+            edited_by: None,
+        },
+        external_id: r.id.clone(),
+    })
+}
+
+/// Parses and checks a whole import file named `name`: every record, or
+/// every problem as `name:line:col: record N: ...`.
+pub fn parse(name: &str, text: &str) -> Result<Vec<IncidentRecord>, Vec<String>> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let file: ImportFile = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!("{name}:{}:{}", l.line(), l.column()))
+            .unwrap_or_else(|| name.to_string());
+        vec![format!(
+            "{at}: {}",
+            serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet())
+        )]
+    })?;
+    let mut errors = Vec::new();
+    if file.version.value != 1 {
+        errors.push(format!(
+            "{name}:{}:{}: version {} is not supported (expected 1)",
+            file.version.referenced.line(),
+            file.version.referenced.column(),
+            file.version.value
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, r) in file.incidents.iter().enumerate() {
+        match record(&r.value) {
+            Ok(rec) => out.push(rec),
+            Err(e) => errors.push(format!(
+                "{name}:{}:{}: record {}: {e}",
+                r.referenced.line(),
+                r.referenced.column(),
+                i + 1
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good(n: usize) -> String {
+        let mut s = String::from("version: 1\nincidents:\n");
+        for i in 1..=n {
+            s.push_str(&format!(
+                "  - id: PD-{i}\n    title: Redis failover {i}\n    service: cart\n    status: resolved\n    first_alert_at: 2025-03-02T10:00:00Z\n    opened_at: 2025-03-02T10:01:00Z\n    resolved_at: 2025-03-02T10:40:00Z\n    root_cause: sentinel failover\n    commits: [a7f3b9c@shop/infra]\n    tags: [redis]\n"
+            ));
+        }
+        s
+    }
+
+    #[test]
+    fn a_good_file_becomes_records() {
+        let r = parse("h.yaml", &good(3)).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].external_id.as_deref(), Some("PD-1"));
+        assert_eq!(r[0].service(), "cart");
+        assert_eq!(r[0].notes.commits[0].repo.as_deref(), Some("shop/infra"));
+        let json = r#"{"version": 1, "incidents": [{"title": "x", "status": "failed", "first_alert_at": "2025-01-01T00:00:00Z", "opened_at": "2025-01-01T00:00:00Z"}]}"#;
+        assert_eq!(
+            parse("h.json", json).unwrap()[0].status,
+            IncidentStatus::Failed
+        );
+    }
+
+    #[test]
+    fn bad_records_are_named_with_their_lines() {
+        // Record 7 resolves before it opens.
+        let text = good(10).replace(
+            "  - id: PD-7\n    title: Redis failover 7\n    service: cart\n    status: resolved\n    first_alert_at: 2025-03-02T10:00:00Z\n    opened_at: 2025-03-02T10:01:00Z\n    resolved_at: 2025-03-02T10:40:00Z",
+            "  - id: PD-7\n    title: Redis failover 7\n    service: cart\n    status: resolved\n    first_alert_at: 2025-03-02T10:00:00Z\n    opened_at: 2025-03-02T10:01:00Z\n    resolved_at: 2025-03-02T09:40:00Z",
+        );
+        let e = parse("h.yaml", &text).unwrap_err();
+        assert_eq!(
+            e,
+            ["h.yaml:63:5: record 7: resolved_at is before opened_at"]
+        );
+        let e = parse(
+            "h.yaml",
+            "version: 1\nincidents:\n  - title: x\n    status: resolved\n    opened_at: nope\n",
+        )
+        .unwrap_err();
+        assert!(e[0].starts_with("h.yaml:"), "{e:?}");
+    }
+}
