@@ -40,10 +40,22 @@ pub struct Config {
     /// Bearer tokens for the HTTP API, stored as SHA-256 hashes. With none,
     /// the API is open, which `quench serve` allows on loopback only.
     pub api_tokens: Vec<ApiToken>,
+    /// Chaos experiments.
+    pub chaos: ChaosConfig,
     /// The Kubernetes credentials the `k8s.*` steps and pod targets use.
     /// Without a kubeconfig: `KUBECONFIG`, `~/.kube/config`, then the pod's
     /// service account, read when a step first needs them.
     pub kubernetes: quench_connectors::k8s::KubeSource,
+}
+
+/// Chaos experiments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChaosConfig {
+    /// Start experiments at their `schedule` times. Off by default: an
+    /// experiment injects faults, so scheduling them is a decision made
+    /// in the configuration, not by whoever adds a file to the repository.
+    pub schedule: bool,
 }
 
 /// How runbooks run.
@@ -197,6 +209,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             api_tokens: Vec::new(),
             kubernetes: Default::default(),
+            chaos: Default::default(),
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,

@@ -211,9 +211,15 @@ pub async fn serve(
     // Faults a crash left in place are removed before anything else runs.
     {
         let c = chaos.clone();
+        let scheduled = config.chaos.schedule;
+        if !scheduled {
+            info!("chaos schedules are off (chaos.schedule: false); experiments run when started");
+        }
         tokio::spawn(async move {
             c.reconcile().await;
-            c.scheduler().await;
+            if scheduled {
+                c.scheduler().await;
+            }
         });
     }
 
