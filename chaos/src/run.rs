@@ -318,6 +318,20 @@ fn pick(mut pods: Vec<(String, String)>, n: usize) -> Vec<(String, String)> {
     pods
 }
 
+/// A ledger entry for a fault of this run, targets still to fill in.
+fn ledger_entry(exp: &Experiment, run: &str, id: &str, fault: Fault) -> LedgerEntry {
+    LedgerEntry {
+        id: id.to_string(),
+        experiment: exp.name.clone(),
+        run: run.to_string(),
+        fault: fault.name().into(),
+        object: None,
+        pods: Vec::new(),
+        native: Value::Null,
+        at: Utc::now(),
+    }
+}
+
 /// Applies one fault: the ledger first, then the change.
 async fn apply_fault(
     exp: &Experiment,
@@ -342,18 +356,11 @@ async fn apply_fault(
                     json!({"fault": fault.name(), "matched": matched.len(), "would_kill": names}),
                 );
             }
-            env.ledger
-                .record(&LedgerEntry {
-                    id: id.clone(),
-                    experiment: exp.name.clone(),
-                    run: run.to_string(),
-                    fault: fault.name().into(),
-                    object: None,
-                    pods: names.clone(),
-                    native: Value::Null,
-                    at: Utc::now(),
-                })
-                .map_err(StepError::Failed)?;
+            let fault_entry = LedgerEntry {
+                pods: names.clone(),
+                ..ledger_entry(exp, run, &id, fault)
+            };
+            env.ledger.record(&fault_entry).map_err(StepError::Failed)?;
             for (ns, pod) in &targets {
                 let mut w = json!({"pod": pod, "namespace": ns});
                 if let Some(g) = with.get("grace_seconds") {
@@ -377,18 +384,12 @@ async fn apply_fault(
                     json!({"fault": fault.name(), "matched": matched.len(), "would_run": argv, "in": names}),
                 );
             }
-            env.ledger
-                .record(&LedgerEntry {
-                    id: id.clone(),
-                    experiment: exp.name.clone(),
-                    run: run.to_string(),
-                    fault: fault.name().into(),
-                    object: None,
-                    pods: names.clone(),
-                    native: json!({"interface": iface, "container": container}),
-                    at: Utc::now(),
-                })
-                .map_err(StepError::Failed)?;
+            let fault_entry = LedgerEntry {
+                pods: names.clone(),
+                native: json!({"interface": iface, "container": container}),
+                ..ledger_entry(exp, run, &id, fault)
+            };
+            env.ledger.record(&fault_entry).map_err(StepError::Failed)?;
             for (ns, pod) in &targets {
                 let mut w = json!({"pod": pod, "namespace": ns, "argv": argv});
                 if let Some(c) = &container {
@@ -424,18 +425,11 @@ async fn apply_fault(
                     json!({"fault": fault.name(), "matched": matched.len(), "would_create": manifest}),
                 );
             }
-            env.ledger
-                .record(&LedgerEntry {
-                    id: id.clone(),
-                    experiment: exp.name.clone(),
-                    run: run.to_string(),
-                    fault: fault.name().into(),
-                    object: Some(obj.clone()),
-                    pods: Vec::new(),
-                    native: Value::Null,
-                    at: Utc::now(),
-                })
-                .map_err(StepError::Failed)?;
+            let fault_entry = LedgerEntry {
+                object: Some(obj.clone()),
+                ..ledger_entry(exp, run, &id, fault)
+            };
+            env.ledger.record(&fault_entry).map_err(StepError::Failed)?;
             objects::send(
                 env.kube,
                 http::Method::POST,

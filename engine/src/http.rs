@@ -694,6 +694,30 @@ struct AnnotationBody {
     tags: Vec<String>,
 }
 
+/// The prologue of a JSON endpoint: the caller's role, the body within
+/// `limit`, the body as `T`; or the response that says which failed
+/// (401/403, 413, 422 with the expected `shape`).
+async fn json_request<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    role: Role,
+    limit: usize,
+    shape: &str,
+) -> Result<(String, T), Response> {
+    let actor = authorize(s, headers, role)?;
+    let bytes = read_body(headers, body, limit).await?;
+    let req = serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_shape",
+            format!("expected {shape}: {e}"),
+            Value::Null,
+        )
+    })?;
+    Ok((actor, req))
+}
+
 /// `POST /api/v1/incidents/{id}/annotations`: root cause, resolution,
 /// commits and tags (responder). Each edit is audited with what changed.
 async fn annotate(
@@ -702,26 +726,18 @@ async fn annotate(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Responder) {
-        Ok(a) => a,
+    let (actor, req): (String, AnnotationBody) = match json_request(
+        &s,
+        &headers,
+        body,
+        Role::Responder,
+        256 * 1024,
+        "{root_cause, resolution, commits: [SHA or SHA@repo], tags: [..]}",
+    )
+    .await
+    {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let bytes = match read_body(&headers, body, 256 * 1024).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req: AnnotationBody = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_shape",
-                format!(
-                    "expected {{root_cause, resolution, commits: [SHA or SHA@repo], tags: [..]}}: {e}"
-                ),
-                Value::Null,
-            );
-        }
     };
     let mut commits = Vec::new();
     for c in &req.commits {
@@ -945,26 +961,18 @@ async fn approve(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Responder) {
-        Ok(a) => a,
+    let (actor, req): (String, ApprovalBody) = match json_request(
+        &s,
+        &headers,
+        body,
+        Role::Responder,
+        64 * 1024,
+        r#"{"step", "decision": "approve"|"reject", "reason"}"#,
+    )
+    .await
+    {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let bytes = match read_body(&headers, body, 64 * 1024).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req: ApprovalBody = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_shape",
-                format!(
-                    "expected {{\"step\", \"decision\": \"approve\"|\"reject\", \"reason\"}}: {e}"
-                ),
-                Value::Null,
-            );
-        }
     };
     let verdict = match req.decision.as_str() {
         "approve" => Verdict::Approve { by: actor.clone() },

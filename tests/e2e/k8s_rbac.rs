@@ -45,6 +45,34 @@ fn manifests(file: &str) -> Vec<Value> {
     serde_saphyr::from_str_multiple(&text).unwrap()
 }
 
+/// Applies the shipped RBAC and binds it in a fresh namespace; returns that
+/// namespace and another one it is not bound in.
+async fn install_rbac(cluster: &Cluster, bound: &str, unbound: &str) -> (String, String) {
+    match cluster
+        .send(
+            "POST",
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": "quench-system"}}),
+            "application/json",
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
+    for m in manifests("rbac.yaml") {
+        apply(cluster, &m).await;
+    }
+    let ns = cluster.namespace(bound).await;
+    let other = cluster.namespace(unbound).await;
+    for mut m in manifests("rolebinding-example.yaml") {
+        m["metadata"]["namespace"] = json!(ns);
+        apply(cluster, &m).await;
+    }
+    (ns, other)
+}
+
 /// quench's steps with the ServiceAccount's token, and no namespace scope
 /// of quench's own: whatever is refused, the API server refuses.
 async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
@@ -100,28 +128,7 @@ async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
 #[tokio::test]
 async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_refuses_the_rest() {
     let cluster = Cluster::get().await;
-    match cluster
-        .send(
-            "POST",
-            "/api/v1/namespaces",
-            json!({"metadata": {"name": "quench-system"}}),
-            "application/json",
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("{e}"),
-    }
-    for m in manifests("rbac.yaml") {
-        apply(&cluster, &m).await;
-    }
-    let ns = cluster.namespace("rbac-ok").await;
-    let other = cluster.namespace("rbac-other").await;
-    for mut m in manifests("rolebinding-example.yaml") {
-        m["metadata"]["namespace"] = json!(ns);
-        apply(&cluster, &m).await;
-    }
+    let (ns, other) = install_rbac(&cluster, "rbac-ok", "rbac-other").await;
     cluster.deployment(&ns, "web", 1, 8080).await;
     cluster.deployment(&other, "web", 1, 8080).await;
     let dir = tempfile::tempdir().unwrap();
@@ -229,28 +236,7 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quench_runs_with_the_service_accounts_token() {
     let cluster = Cluster::get().await;
-    match cluster
-        .send(
-            "POST",
-            "/api/v1/namespaces",
-            json!({"metadata": {"name": "quench-system"}}),
-            "application/json",
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("{e}"),
-    }
-    for m in manifests("rbac.yaml") {
-        apply(&cluster, &m).await;
-    }
-    let ns = cluster.namespace("rbac-bin").await;
-    let other = cluster.namespace("rbac-bin-other").await;
-    for mut m in manifests("rolebinding-example.yaml") {
-        m["metadata"]["namespace"] = json!(ns);
-        apply(&cluster, &m).await;
-    }
+    let (ns, other) = install_rbac(&cluster, "rbac-bin", "rbac-bin-other").await;
     cluster.deployment(&ns, "web", 1, 8080).await;
     cluster.deployment(&other, "web", 1, 8080).await;
     let dir = tempfile::tempdir().unwrap();
