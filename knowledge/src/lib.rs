@@ -18,6 +18,7 @@ pub mod chaos;
 pub mod control;
 pub mod kpi;
 pub mod record;
+pub mod search;
 pub mod store;
 
 pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};

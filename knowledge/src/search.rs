@@ -1,0 +1,908 @@
+//! Full-text search over incidents (tantivy), and similar past incidents.
+//!
+//! One document per incident: title, alert names, labels (as `key=value`
+//! and as words), annotations, steps, evidence summaries (profile function
+//! names, goroutine groups, Kubernetes events), root cause, resolution and
+//! tags are text; service, runbook, status, labels, tags and commits are
+//! exact terms for the filters; the opening time is a fast field for
+//! `since:` and for recency.
+//!
+//! Query language: words (all must match), `"a phrase"`, `prefix*`, and
+//! the filters `service:checkout`, `runbook:cpu-profile`, `status:resolved`,
+//! `label:severity=critical`, `tag:redis`, `since:7d`, `commit:a7f3b9c`
+//! (any prefix of at least 7 digits). Ranking is BM25; equal scores go to
+//! the newer incident.
+//!
+//! The sled records are the truth; the index can always be rebuilt from
+//! them (`rebuild`), and is, when it is missing or does not open.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TEXT, Value as _};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument, Term, doc};
+
+use crate::record::IncidentRecord;
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query does not parse.
+    #[error("query: {0}")]
+    Query(String),
+    /// The index failed.
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// The index directory.
+    #[error("search index directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    title: Field,
+    body: Field,
+    root_cause: Field,
+    resolution: Field,
+    service: Field,
+    runbook: Field,
+    runbook_path: Field,
+    status: Field,
+    labels: Field,
+    tags: Field,
+    commits: Field,
+    opened: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        title: b.add_text_field("title", TEXT | STORED),
+        body: b.add_text_field("body", TEXT | STORED),
+        root_cause: b.add_text_field("root_cause", TEXT | STORED),
+        resolution: b.add_text_field("resolution", TEXT | STORED),
+        service: b.add_text_field("service", STRING | STORED),
+        runbook: b.add_text_field("runbook", STRING),
+        runbook_path: b.add_text_field("runbook_path", STORED),
+        status: b.add_text_field("status", STRING | STORED),
+        labels: b.add_text_field("labels", STRING),
+        tags: b.add_text_field("tags", STRING),
+        commits: b.add_text_field("commits", STRING),
+        opened: b.add_i64_field(
+            "opened",
+            tantivy::schema::INDEXED | tantivy::schema::FAST | STORED,
+        ),
+    };
+    (b.build(), f)
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// The incident.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// BM25.
+    pub score: f32,
+    /// Its status.
+    pub status: String,
+    /// Its service.
+    pub service: String,
+    /// The runbook's file, if one ran.
+    pub runbook: Option<String>,
+    /// When it opened.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// The matching words, `<b>`-highlighted, from the body or root cause.
+    pub snippet: String,
+    /// Its API address.
+    pub link: String,
+}
+
+/// A similar past incident.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Similar {
+    /// The incident.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// The similarity score.
+    pub score: f32,
+    /// What matched: `alertname`, `service`, `labels (n)`, `text`.
+    pub matched: Vec<String>,
+    /// Its root cause, when someone recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<String>,
+    /// Its resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+}
+
+/// The index.
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    f: Fields,
+}
+
+/// The words of an incident that search reads, besides its own fields.
+fn body_text(r: &IncidentRecord) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for a in &r.alerts {
+        for (k, v) in &a.labels {
+            parts.push(format!("{k}={v} {v}"));
+        }
+        for v in a.annotations.values() {
+            parts.push(v.clone());
+        }
+    }
+    for s in &r.steps {
+        parts.push(format!("{} {}", s.id, s.uses));
+        let o = &s.output;
+        for row in o["top"].as_array().into_iter().flatten().take(5) {
+            if let Some(f) = row["function"].as_str() {
+                parts.push(f.to_string());
+            }
+        }
+        for line in o["summary"].as_array().into_iter().flatten() {
+            if let Some(l) = line.as_str() {
+                parts.push(l.to_string());
+            }
+        }
+    }
+    parts.extend(r.notes.tags.iter().cloned());
+    parts.join("\n")
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, or creates it. An index that does not open
+    /// (corrupt, an older schema) is set aside and a new one created; the
+    /// second value says the caller must rebuild it from the records.
+    pub fn open(dir: &Path) -> Result<(SearchIndex, bool), SearchError> {
+        let (schema, f) = schema();
+        std::fs::create_dir_all(dir)?;
+        let fresh_dir = std::fs::read_dir(dir)?.next().is_none();
+        let opened = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|e| tantivy::TantivyError::from(e))
+            .and_then(|d| Index::open_or_create(d, schema.clone()));
+        let (index, fresh) = match opened {
+            Ok(i) => (i, fresh_dir),
+            Err(_) => {
+                std::fs::remove_dir_all(dir)?;
+                std::fs::create_dir_all(dir)?;
+                (Index::create_in_dir(dir, schema)?, true)
+            }
+        };
+        let writer = index.writer(32 << 20)?;
+        let reader = index.reader()?;
+        Ok((
+            SearchIndex {
+                index,
+                reader,
+                writer: Mutex::new(writer),
+                f,
+            },
+            fresh,
+        ))
+    }
+
+    fn document(&self, r: &IncidentRecord) -> TantivyDocument {
+        let f = self.f;
+        let mut d = doc!(
+            f.id => r.id.clone(),
+            f.title => r.title.clone(),
+            f.body => body_text(r),
+            f.service => r.service(),
+            f.status => r.status.as_str(),
+            f.opened => r.opened_at.timestamp(),
+        );
+        if let Some(rc) = &r.notes.root_cause {
+            d.add_text(f.root_cause, rc);
+        }
+        if let Some(res) = &r.notes.resolution {
+            d.add_text(f.resolution, res);
+        }
+        if let Some(b) = &r.runbook {
+            d.add_text(f.runbook, &b.name);
+            d.add_text(f.runbook_path, &b.path);
+        }
+        for a in &r.alerts {
+            for (k, v) in &a.labels {
+                d.add_text(f.labels, format!("{k}={v}"));
+            }
+        }
+        for t in &r.notes.tags {
+            d.add_text(f.tags, t);
+        }
+        for c in &r.notes.commits {
+            d.add_text(f.commits, &c.sha);
+        }
+        d
+    }
+
+    /// Adds or replaces incidents, and makes them searchable.
+    pub fn upsert(&self, records: &[IncidentRecord]) -> Result<(), SearchError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        for r in records {
+            w.delete_term(Term::from_field_text(self.f.id, &r.id));
+            w.add_document(self.document(r))?;
+        }
+        w.commit()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Replaces the whole index with `records`.
+    pub fn rebuild(&self, records: &[IncidentRecord]) -> Result<(), SearchError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.delete_all_documents()?;
+        for r in records {
+            w.add_document(self.document(r))?;
+        }
+        w.commit()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// How many incidents the index holds.
+    pub fn count(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    fn text_query(&self, text: &str) -> Result<Option<Box<dyn Query>>, SearchError> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let f = self.f;
+        let mut parser = QueryParser::for_index(
+            &self.index,
+            vec![f.title, f.body, f.root_cause, f.resolution],
+        );
+        parser.set_conjunction_by_default();
+        parser.set_field_boost(f.title, 2.0);
+        parser.set_field_boost(f.root_cause, 1.5);
+        parser
+            .parse_query(text)
+            .map(Some)
+            .map_err(|e| SearchError::Query(e.to_string()))
+    }
+
+    /// Searches: words, phrases, `prefix*` and filters (see the module).
+    pub fn search(
+        &self,
+        q: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let f = self.f;
+        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut words = Vec::new();
+        for token in split(q) {
+            let filter = token.split_once(':').filter(|(k, _)| {
+                matches!(
+                    *k,
+                    "service" | "runbook" | "status" | "label" | "since" | "commit" | "tag"
+                )
+            });
+            if let Some((key, value)) = filter {
+                let term = |field: Field, v: &str| -> Box<dyn Query> {
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, v),
+                        IndexRecordOption::Basic,
+                    ))
+                };
+                let q: Box<dyn Query> = match key {
+                    "service" => term(f.service, value),
+                    "runbook" => term(f.runbook, value),
+                    "status" => term(f.status, value),
+                    "label" => term(f.labels, value),
+                    "tag" => term(f.tags, value),
+                    "commit" => {
+                        let v = value.to_ascii_lowercase();
+                        if v.len() < 7 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            return Err(SearchError::Query(format!(
+                                "commit:{value}: give at least 7 hex digits"
+                            )));
+                        }
+                        Box::new(RegexQuery::from_pattern(
+                            &format!("{v}[0-9a-f]*"),
+                            f.commits,
+                        )?)
+                    }
+                    "since" => {
+                        let d = duration(value).ok_or_else(|| {
+                            SearchError::Query(format!(
+                                "since:{value}: a duration such as 7d or 12h"
+                            ))
+                        })?;
+                        let from = (now - d).timestamp();
+                        Box::new(RangeQuery::new(
+                            Bound::Included(Term::from_field_i64(f.opened, from)),
+                            Bound::Unbounded,
+                        ))
+                    }
+                    _ => unreachable!("filtered above"),
+                };
+                must.push((Occur::Must, q));
+            } else if let Some(prefix) = token.strip_suffix('*').filter(|p| !p.starts_with('"')) {
+                let p = prefix.to_lowercase();
+                if p.is_empty() || !p.chars().all(|c| c.is_alphanumeric()) {
+                    return Err(SearchError::Query(format!(
+                        "{token}: a prefix is letters and digits followed by *"
+                    )));
+                }
+                let any: Vec<(Occur, Box<dyn Query>)> =
+                    [f.title, f.body, f.root_cause, f.resolution]
+                        .into_iter()
+                        .map(|field| -> Result<(Occur, Box<dyn Query>), SearchError> {
+                            Ok((
+                                Occur::Should,
+                                Box::new(RegexQuery::from_pattern(&format!("{p}.*"), field)?),
+                            ))
+                        })
+                        .collect::<Result<_, _>>()?;
+                must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+            } else {
+                words.push(token);
+            }
+        }
+        let text = words.join(" ");
+        let text_query = self.text_query(&text)?;
+        if let Some(t) = &text_query {
+            must.push((Occur::Must, t.box_clone()));
+        }
+        if must.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = BooleanQuery::new(must);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(
+            &query,
+            &TopDocs::with_limit(limit.max(1) * 4).order_by_score(),
+        )?;
+        let snippets = match &text_query {
+            Some(t) => Some((
+                SnippetGenerator::create(&searcher, &**t, f.body)?,
+                SnippetGenerator::create(&searcher, &**t, f.root_cause)?,
+            )),
+            None => None,
+        };
+        let mut hits = Vec::new();
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let text = |field: Field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let opened = d.get_first(f.opened).and_then(|v| v.as_i64());
+            let snippet = match &snippets {
+                Some((body, rc)) => {
+                    let s = body.snippet_from_doc(&d).to_html();
+                    if s.contains("<b>") {
+                        s
+                    } else {
+                        rc.snippet_from_doc(&d).to_html()
+                    }
+                }
+                None => String::new(),
+            };
+            let id = text(f.id);
+            hits.push(Hit {
+                link: format!("/api/v1/incidents/{id}"),
+                id,
+                title: text(f.title),
+                score,
+                status: text(f.status),
+                service: text(f.service),
+                runbook: d
+                    .get_first(f.runbook_path)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+                opened_at: opened.and_then(|t| DateTime::from_timestamp(t, 0)),
+                snippet,
+            });
+        }
+        // BM25 first; equal scores to the newer incident.
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| b.opened_at.cmp(&a.opened_at))
+        });
+        hits.truncate(limit);
+        Ok(hits)
+    }
+
+    /// The incidents most like `r`: the same alert name and service weigh
+    /// most, then shared labels, then the words of its annotations and
+    /// evidence. `r` itself is left out.
+    pub fn similar(&self, r: &IncidentRecord, limit: usize) -> Result<Vec<Similar>, SearchError> {
+        let f = self.f;
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let term = |field: Field, v: &str, boost: f32| -> (Occur, Box<dyn Query>) {
+            (
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, v),
+                        IndexRecordOption::Basic,
+                    )),
+                    boost,
+                )),
+            )
+        };
+        let labels: Vec<(String, String)> = r
+            .alerts
+            .iter()
+            .flat_map(|a| a.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        let alertname = labels
+            .iter()
+            .find(|(k, _)| k == "alertname")
+            .map(|(_, v)| v.clone());
+        if let Some(a) = &alertname {
+            should.push(term(f.labels, &format!("alertname={a}"), 4.0));
+        }
+        let service = r.service();
+        if !service.is_empty() {
+            should.push(term(f.service, &service, 3.0));
+        }
+        for (k, v) in &labels {
+            if k != "alertname" {
+                should.push(term(f.labels, &format!("{k}={v}"), 1.0));
+            }
+        }
+        // Words of annotations and evidence, any of them.
+        let words: String = r
+            .alerts
+            .iter()
+            .flat_map(|a| a.annotations.values().cloned())
+            .chain(std::iter::once(body_text(r)))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+            .collect();
+        let words: Vec<&str> = words
+            .split_whitespace()
+            .filter(|w| w.len() > 2)
+            .take(64)
+            .collect();
+        if !words.is_empty() {
+            let parser = QueryParser::for_index(&self.index, vec![f.title, f.body, f.root_cause]);
+            if let Ok(q) = parser.parse_query(&words.join(" ")) {
+                should.push((Occur::Should, Box::new(BoostQuery::new(q, 0.5))));
+            }
+        }
+        if should.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut all = should;
+        all.push((
+            Occur::MustNot,
+            Box::new(TermQuery::new(
+                Term::from_field_text(f.id, &r.id),
+                IndexRecordOption::Basic,
+            )),
+        ));
+        let query = BooleanQuery::new(all);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(limit.max(1)).order_by_score())?;
+        let mut out = Vec::new();
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let text = |field: Field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            };
+            let mut matched = Vec::new();
+            let body = text(f.body).unwrap_or_default();
+            if let Some(a) = &alertname
+                && body.contains(&format!("alertname={a}"))
+            {
+                matched.push("alertname".to_string());
+            }
+            if !service.is_empty() && text(f.service).as_deref() == Some(service.as_str()) {
+                matched.push("service".to_string());
+            }
+            let shared = labels
+                .iter()
+                .filter(|(k, _)| k != "alertname")
+                .filter(|(k, v)| body.contains(&format!("{k}={v}")))
+                .count();
+            if shared > 0 {
+                matched.push(format!("labels ({shared})"));
+            }
+            if matched.is_empty() {
+                matched.push("text".to_string());
+            }
+            out.push(Similar {
+                id: text(f.id).unwrap_or_default(),
+                title: text(f.title).unwrap_or_default(),
+                score,
+                matched,
+                root_cause: text(f.root_cause),
+                resolution: text(f.resolution),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Splits a query into words, keeping `"quoted phrases"` (and
+/// `key:"quoted value"`) whole.
+fn split(q: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in q.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `30m`, `12h`, `7d`, `2w`.
+fn duration(s: &str) -> Option<chrono::Duration> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok()?;
+    match unit {
+        "m" => Some(chrono::Duration::minutes(n)),
+        "h" => Some(chrono::Duration::hours(n)),
+        "d" => Some(chrono::Duration::days(n)),
+        "w" => Some(chrono::Duration::weeks(n)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-27T12:00:00Z".parse().unwrap()
+    }
+
+    struct Spec<'a> {
+        id: &'a str,
+        title: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+        summary: &'a str,
+        days_ago: i64,
+        status: IncidentStatus,
+        root_cause: Option<&'a str>,
+        top: &'a [&'a str],
+        commit: Option<&'a str>,
+        runbook: Option<&'a str>,
+    }
+
+    fn incident(s: &Spec) -> IncidentRecord {
+        let opened = now() - chrono::Duration::days(s.days_ago);
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert("summary".to_string(), s.summary.to_string());
+        IncidentRecord {
+            schema: 1,
+            id: s.id.into(),
+            title: s.title.into(),
+            status: s.status,
+            runbook: s.runbook.map(|n| RunbookRef {
+                name: n.into(),
+                path: format!("{n}.yaml"),
+                commit: None,
+            }),
+            group_key: String::new(),
+            resolve_with_alerts: true,
+            match_explanation: Vec::new(),
+            alerts: vec![AlertRecord {
+                seq: 1,
+                source: "alertmanager".into(),
+                fingerprint: s.id.into(),
+                state: AlertState::Firing,
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                annotations,
+                starts_at: Some(opened),
+                ends_at: None,
+                first_received_at: opened,
+                notifications: 1,
+            }],
+            first_alert_at: opened,
+            opened_at: opened,
+            updated_at: opened,
+            resolved_at: None,
+            timeline: Vec::new(),
+            steps: if s.top.is_empty() {
+                Vec::new()
+            } else {
+                vec![StepRecord {
+                    id: "cpu".into(),
+                    uses: "pprof.capture".into(),
+                    destructive: false,
+                    state: StepState::Succeeded,
+                    attempts: 1,
+                    attempt_key: String::new(),
+                    rendered: serde_json::Value::Null,
+                    output: serde_json::json!({"top": s.top.iter().map(|f| serde_json::json!({"function": f})).collect::<Vec<_>>()}),
+                    reason: String::new(),
+                    started_at: Some(opened),
+                    ended_at: Some(opened),
+                }]
+            },
+            acknowledged: None,
+            notes: Notes {
+                root_cause: s.root_cause.map(str::to_string),
+                commits: s
+                    .commit
+                    .map(|c| {
+                        vec![CommitRef {
+                            sha: c.into(),
+                            repo: None,
+                        }]
+                    })
+                    .unwrap_or_default(),
+                tags: Vec::new(),
+                ..Notes::default()
+            },
+            external_id: None,
+        }
+    }
+
+    fn corpus() -> Vec<IncidentRecord> {
+        use IncidentStatus::*;
+        let spec =
+            |id, title, labels, summary, days_ago, status, root_cause, top, commit, runbook| Spec {
+                id,
+                title,
+                labels,
+                summary,
+                days_ago,
+                status,
+                root_cause,
+                top,
+                commit,
+                runbook,
+            };
+        [
+            spec(
+                "inc-1",
+                "RedisDown cart",
+                &[
+                    ("alertname", "RedisDown"),
+                    ("service", "cart"),
+                    ("severity", "critical"),
+                ][..],
+                "redis master unreachable",
+                10,
+                Resolved,
+                Some("redis sentinel failover took 40s"),
+                &[][..],
+                Some("a7f3b9c1d2"),
+                Some("redis-down"),
+            ),
+            spec(
+                "inc-2",
+                "RedisDown cart",
+                &[
+                    ("alertname", "RedisDown"),
+                    ("service", "cart"),
+                    ("severity", "warning"),
+                ][..],
+                "redis memory high",
+                2,
+                Resolved,
+                Some("redis memory full, keys evicted"),
+                &[][..],
+                None,
+                Some("redis-down"),
+            ),
+            spec(
+                "inc-3",
+                "HighCPU checkout",
+                &[("alertname", "HighCPU"), ("service", "checkout")][..],
+                "cpu above 90%",
+                4,
+                Resolved,
+                Some("a hot loop in the price cache"),
+                &["main.burnCPU", "runtime.mallocgc"][..],
+                None,
+                Some("cpu-profile"),
+            ),
+            spec(
+                "inc-4",
+                "GoroutineLeak checkout",
+                &[("alertname", "GoroutineLeak"), ("service", "checkout")][..],
+                "250 goroutines blocked in main.leakyWorker",
+                1,
+                Escalated,
+                None,
+                &[][..],
+                None,
+                Some("goroutine-leak"),
+            ),
+            spec(
+                "inc-5",
+                "DiskFull search",
+                &[
+                    ("alertname", "DiskFull"),
+                    ("service", "search"),
+                    ("severity", "critical"),
+                ][..],
+                "disk 95% full",
+                20,
+                Resolved,
+                Some("logs not rotated"),
+                &[][..],
+                None,
+                None,
+            ),
+            spec(
+                "inc-6",
+                "LatencyHigh search",
+                &[("alertname", "LatencyHigh"), ("service", "search")][..],
+                "the sentinel page was slow after the failover drill",
+                3,
+                Resolved,
+                None,
+                &[][..],
+                None,
+                None,
+            ),
+        ]
+        .iter()
+        .map(incident)
+        .collect()
+    }
+
+    fn index(records: &[IncidentRecord]) -> (tempfile::TempDir, SearchIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let (idx, fresh) = SearchIndex::open(&dir.path().join("index")).unwrap();
+        assert!(fresh);
+        idx.rebuild(records).unwrap();
+        (dir, idx)
+    }
+
+    fn ids(hits: &[Hit]) -> Vec<String> {
+        hits.iter().map(|h| h.id.clone()).collect()
+    }
+
+    #[test]
+    fn words_filters_phrases_and_prefixes() {
+        let (_d, idx) = index(&corpus());
+        assert_eq!(idx.count(), 6);
+        let q = |s: &str| idx.search(s, 10, now()).unwrap();
+        let mut redis = ids(&q("redis"));
+        redis.sort();
+        assert_eq!(redis, ["inc-1", "inc-2"]);
+        assert_eq!(ids(&q("service:cart memory")), ["inc-2"]);
+        // The phrase: adjacent words in inc-1's root cause, scattered in inc-6.
+        assert_eq!(ids(&q("\"sentinel failover\"")), ["inc-1"]);
+        let mut both = ids(&q("sentinel failover"));
+        both.sort();
+        assert_eq!(both, ["inc-1", "inc-6"]);
+        let mut prefix = ids(&q("redi*"));
+        prefix.sort();
+        assert_eq!(prefix, ["inc-1", "inc-2"]);
+        let mut critical = ids(&q("label:severity=critical"));
+        critical.sort();
+        assert_eq!(critical, ["inc-1", "inc-5"]);
+        let mut recent = ids(&q("since:3d"));
+        recent.sort();
+        assert_eq!(recent, ["inc-2", "inc-4", "inc-6"]);
+        assert_eq!(ids(&q("commit:a7f3b9c")), ["inc-1"]);
+        assert_eq!(ids(&q("status:escalated")), ["inc-4"]);
+        assert_eq!(ids(&q("runbook:cpu-profile")), ["inc-3"]);
+        // Evidence is searchable: a function name from a profile, a goroutine group.
+        assert_eq!(ids(&q("burncpu")), ["inc-3"]);
+        assert_eq!(ids(&q("leakyworker")), ["inc-4"]);
+        assert!(q("nothing-like-this").is_empty());
+        assert!(idx.search("commit:abc", 10, now()).is_err());
+        assert!(idx.search("since:soon", 10, now()).is_err());
+    }
+
+    #[test]
+    fn hits_carry_snippets_runbook_and_link() {
+        let (_d, idx) = index(&corpus());
+        let hits = idx.search("evicted", 10, now()).unwrap();
+        assert_eq!(hits[0].id, "inc-2");
+        assert!(
+            hits[0].snippet.contains("<b>evicted</b>"),
+            "{:?}",
+            hits[0].snippet
+        );
+        assert_eq!(hits[0].runbook.as_deref(), Some("redis-down.yaml"));
+        assert_eq!(hits[0].link, "/api/v1/incidents/inc-2");
+    }
+
+    #[test]
+    fn equal_scores_go_to_the_newer_incident() {
+        let mut older = corpus().remove(1);
+        older.id = "inc-10".into();
+        older.opened_at = now() - chrono::Duration::days(30);
+        let mut newer = older.clone();
+        newer.id = "inc-11".into();
+        newer.opened_at = now() - chrono::Duration::days(1);
+        let (_d, idx) = index(&[older, newer]);
+        let hits = idx.search("memory", 10, now()).unwrap();
+        assert_eq!(hits[0].score, hits[1].score);
+        assert_eq!(ids(&hits), ["inc-11", "inc-10"]);
+    }
+
+    #[test]
+    fn a_new_alert_gets_the_past_incident_it_resembles() {
+        let (_d, idx) = index(&corpus());
+        let new = incident(&Spec {
+            id: "inc-7",
+            title: "RedisDown cart",
+            labels: &[
+                ("alertname", "RedisDown"),
+                ("service", "cart"),
+                ("severity", "critical"),
+            ],
+            summary: "redis master unreachable after failover",
+            days_ago: 0,
+            status: IncidentStatus::Open,
+            root_cause: None,
+            top: &[],
+            commit: None,
+            runbook: None,
+        });
+        let similar = idx.similar(&new, 3).unwrap();
+        assert_eq!(similar[0].id, "inc-1", "{similar:#?}");
+        assert!(similar[0].matched.contains(&"alertname".to_string()));
+        assert!(similar[0].matched.contains(&"service".to_string()));
+        assert_eq!(
+            similar[0].root_cause.as_deref(),
+            Some("redis sentinel failover took 40s")
+        );
+        assert!(similar.iter().all(|s| s.id != "inc-7"));
+        assert_eq!(similar.len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_index_is_replaced_and_reported_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        {
+            let (idx, _) = SearchIndex::open(&path).unwrap();
+            idx.rebuild(&corpus()).unwrap();
+        }
+        std::fs::write(path.join("meta.json"), b"{ not json").unwrap();
+        let (idx, fresh) = SearchIndex::open(&path).unwrap();
+        assert!(fresh, "the caller must rebuild");
+        assert_eq!(idx.count(), 0);
+        idx.rebuild(&corpus()).unwrap();
+        assert_eq!(idx.count(), 6);
+    }
+}
