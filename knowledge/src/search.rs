@@ -174,7 +174,7 @@ impl SearchIndex {
         std::fs::create_dir_all(dir)?;
         let fresh_dir = std::fs::read_dir(dir)?.next().is_none();
         let opened = tantivy::directory::MmapDirectory::open(dir)
-            .map_err(|e| tantivy::TantivyError::from(e))
+            .map_err(tantivy::TantivyError::from)
             .and_then(|d| Index::open_or_create(d, schema.clone()));
         let (index, fresh) = match opened {
             Ok(i) => (i, fresh_dir),
