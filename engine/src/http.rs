@@ -53,6 +53,8 @@ pub struct AppState {
     pub artifacts: quench_knowledge::ArtifactStore,
     /// Chaos experiments and their runs.
     pub chaos: Arc<crate::chaos::ChaosService>,
+    /// The full-text index of the incidents.
+    pub search: Arc<quench_knowledge::search::SearchIndex>,
 }
 
 /// Builds the router.
@@ -73,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(acknowledge))
         .route("/api/v1/incidents/{id}/annotations", post(annotate))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/reindex", post(reindex))
         .route("/api/v1/import", post(import_incidents))
         .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/artifacts/{id}", get(get_artifact))
@@ -897,6 +901,73 @@ async fn import_incidents(
             }
             Err(e) => internal(e),
         },
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/search?q=...[&limit=N]`: incidents by words, phrases,
+/// prefixes and filters (docs/KNOWLEDGE.md), best first, with snippets.
+async fn search(
+    State(s): State<AppState>,
+    Query(q): Query<SearchQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(20).clamp(1, 200);
+    let index = s.search.clone();
+    let query = q.q.clone();
+    let result =
+        tokio::task::spawn_blocking(move || index.search(&query, limit, chrono::Utc::now())).await;
+    match result {
+        Ok(Ok(hits)) => axum::Json(json!({"query": q.q, "hits": hits})).into_response(),
+        Ok(Err(quench_knowledge::search::SearchError::Query(m))) => {
+            error(StatusCode::BAD_REQUEST, "invalid_query", m, Value::Null)
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/reindex`: rebuilds the search index from the records
+/// (admin).
+async fn reindex(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let actor = match authorize(&s, &headers, Role::Admin) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let all = match s
+        .incidents
+        .list(&quench_knowledge::IncidentFilter::default())
+    {
+        Ok(a) => a,
+        Err(e) => return internal(e),
+    };
+    let index = s.search.clone();
+    let n = all.len();
+    match tokio::task::spawn_blocking(move || index.rebuild(&all)).await {
+        Ok(Ok(())) => {
+            let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
+                seq: 0,
+                at: chrono::Utc::now(),
+                actor,
+                action: "search.reindex".into(),
+                incident: None,
+                step: None,
+                target: None,
+                detail: format!("{n} incidents"),
+            });
+            axum::Json(json!({"indexed": n})).into_response()
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
     }
 }
 

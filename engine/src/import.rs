@@ -256,6 +256,7 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
             edited_by: None,
         },
         external_id: r.id.clone(),
+        similar: None,
     })
 }
 

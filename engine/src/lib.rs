@@ -26,6 +26,7 @@ pub mod executor;
 pub mod explain;
 pub mod http;
 pub mod import;
+pub mod indexer;
 pub mod metrics;
 pub mod pipeline;
 pub mod postmortem;
@@ -89,6 +90,9 @@ pub enum ServeError {
     /// The server failed while running.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// The search index could not be opened or rebuilt.
+    #[error("search index: {0}")]
+    Search(String),
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_listening` is told the
@@ -200,6 +204,9 @@ pub async fn serve(
     };
     let pipeline_task = tokio::spawn(pipeline.run());
 
+    let search = indexer::open(&config.data_dir.join("index"), &incidents)
+        .map_err(|e| ServeError::Search(e.to_string()))?;
+    indexer::start(search.clone(), incidents.clone());
     let chaos = Arc::new(chaos::ChaosService::new(
         quench_knowledge::ChaosStore::open(&storage.db)?,
         kube,
@@ -232,6 +239,7 @@ pub async fn serve(
         executor,
         artifacts,
         chaos: chaos.clone(),
+        search,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -150,6 +150,25 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Search past incidents: words, "phrases", prefix*, and filters
+    /// service: runbook: status: label:k=v tag: since:7d commit:SHA.
+    Search {
+        /// The query.
+        query: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Rebuild the search index from the incident records (admin).
+    Reindex {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log, newest first.
     Audit {
         /// Only this incident.
@@ -601,6 +620,46 @@ async fn main() -> anyhow::Result<()> {
                     .and_then(|x| x.as_str())
                     .unwrap_or("-")
             );
+        }
+        Command::Search {
+            query,
+            limit,
+            json,
+            remote,
+        } => {
+            let v: serde_json::Value = remote
+                .client()
+                .get_json(&format!(
+                    "/api/v1/search?q={}&limit={limit}",
+                    urlencode(&query)
+                ))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for h in v["hits"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<8} {:>6.2}  {:<10} {:<28} {}",
+                        h["id"].as_str().unwrap_or(""),
+                        h["score"].as_f64().unwrap_or(0.0),
+                        h["status"].as_str().unwrap_or(""),
+                        h["title"].as_str().unwrap_or(""),
+                        h["snippet"]
+                            .as_str()
+                            .unwrap_or("")
+                            .replace("<b>", "*")
+                            .replace("</b>", "*")
+                            .replace('\n', " ")
+                    );
+                }
+            }
+        }
+        Command::Reindex { remote } => {
+            let v: serde_json::Value = remote
+                .client()
+                .post("/api/v1/reindex", &serde_json::json!({}))
+                .await?;
+            println!("reindexed {} incidents", v["indexed"]);
         }
         Command::Ack { incident, remote } => {
             let v: serde_json::Value = remote

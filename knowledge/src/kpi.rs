@@ -213,6 +213,7 @@ mod tests {
             }),
             notes: Notes::default(),
             external_id: None,
+            similar: None,
         }
     }
 

@@ -240,6 +240,9 @@ pub struct IncidentRecord {
     /// Its id in the system it was imported from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// Past incidents like this one, found when it opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similar: Option<Vec<crate::search::Similar>>,
 }
 
 /// A human's acknowledgement.
@@ -565,6 +568,7 @@ mod tests {
             acknowledged: None,
             notes: Notes::default(),
             external_id: None,
+            similar: None,
         };
         let entries = record.aligned();
         let lanes: Vec<(&str, &str)> = entries.iter().map(|e| (e.lane, e.what.as_str())).collect();

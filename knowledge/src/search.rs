@@ -676,6 +676,7 @@ mod tests {
                 ..Notes::default()
             },
             external_id: None,
+            similar: None,
         }
     }
 

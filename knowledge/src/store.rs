@@ -216,6 +216,7 @@ impl IncidentStore {
                     acknowledged: None,
                     notes: Default::default(),
                     external_id: None,
+                    similar: None,
                 };
                 inc.insert(&n.to_be_bytes(), encode(&record))?;
                 open.insert(group_key.as_bytes(), &n.to_be_bytes())?;
@@ -338,6 +339,12 @@ impl IncidentStore {
         })?;
         self.flush()?;
         Ok(ids)
+    }
+
+    /// Every later write to an incident record, as it happens: the search
+    /// indexer follows this, so every write path is indexed.
+    pub fn subscribe(&self) -> sled::Subscriber {
+        self.incidents.watch_prefix(vec![])
     }
 
     /// Makes every change so far durable. The executor calls it before a

@@ -255,3 +255,142 @@ async fn import_is_all_or_nothing() {
     assert_eq!(stats["groups"]["all"]["incidents"], 10);
     assert_eq!(stats["groups"]["all"]["mttr_seconds"], 1860.0, "{stats:#}");
 }
+
+/// Search and similar incidents through the binary: an imported history is
+/// searchable at once (every write path is indexed), a new alert gets the
+/// past incident it resembles with its root cause, annotations become
+/// searchable, and a corrupt index is rebuilt at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_similar_and_a_rebuilt_index() {
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("redis.yaml"),
+        "version: 1\nname: redis-down\nmatch:\n  matchers: ['alertname=\"RedisDown\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
+    let mut q = Quench::start("{}\n", rb.path());
+    let history = r#"version: 1
+incidents:
+  - id: PD-1
+    title: RedisDown
+    service: cart
+    status: resolved
+    first_alert_at: 2026-10-01T10:00:00Z
+    opened_at: 2026-10-01T10:01:00Z
+    resolved_at: 2026-10-01T10:30:00Z
+    alerts: [{labels: {alertname: RedisDown, service: cart}, annotations: {summary: redis master unreachable}}]
+    root_cause: redis sentinel failover took 40s
+    resolution: raised the sentinel failover timeout
+    tags: [redis]
+  - id: PD-2
+    title: DiskFull
+    service: search
+    status: resolved
+    first_alert_at: 2026-10-05T10:00:00Z
+    opened_at: 2026-10-05T10:01:00Z
+    resolved_at: 2026-10-05T11:00:00Z
+    alerts: [{labels: {alertname: DiskFull, service: search}}]
+    root_cause: logs were not rotated
+  - id: PD-3
+    title: HighLatency
+    service: cart
+    status: resolved
+    first_alert_at: 2026-10-09T10:00:00Z
+    opened_at: 2026-10-09T10:01:00Z
+    resolved_at: 2026-10-09T10:20:00Z
+    alerts: [{labels: {alertname: HighLatency, service: cart}}]
+    root_cause: a slow query after the index was dropped
+"#;
+    let client = http();
+    let r = client
+        .post(format!("{}/api/v1/import?name=history.yaml", q.url))
+        .body(history)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let found = q
+        .wait_for("/api/v1/search?q=sentinel", Duration::from_secs(10), |v| {
+            (!v["hits"].as_array().unwrap().is_empty()).then(|| v.clone())
+        })
+        .await;
+    assert_eq!(found["hits"][0]["title"], "RedisDown");
+    assert!(
+        found["hits"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("<b>sentinel</b>"),
+        "{found}"
+    );
+    let cart = q.get_json("/api/v1/search?q=service:cart").await;
+    assert_eq!(cart["hits"].as_array().unwrap().len(), 2, "{cart}");
+    let r = client
+        .get(format!("{}/api/v1/search?q=commit:xyz", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A new alert like PD-1: its incident gets PD-1 as the first suggestion.
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "RedisDown", "service": "cart"},
+                    "annotations": {"summary": "redis master unreachable"},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "redis-new"}]});
+    client
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    let inc = q
+        .wait_for("/api/v1/incidents/inc-4", Duration::from_secs(20), |d| {
+            d["similar"].is_array().then(|| d.clone())
+        })
+        .await;
+    let top = &inc["similar"][0];
+    assert_eq!(top["id"], "inc-1", "{inc:#}");
+    assert_eq!(top["root_cause"], "redis sentinel failover took 40s");
+    let matched: Vec<&str> = top["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(
+        matched.contains(&"alertname") && matched.contains(&"service"),
+        "{matched:?}"
+    );
+
+    // Annotations are indexed as they are written.
+    client
+        .post(format!("{}/api/v1/incidents/inc-4/annotations", q.url))
+        .json(&json!({"root_cause": "quorum lost during a zone outage"}))
+        .send()
+        .await
+        .unwrap();
+    q.wait_for("/api/v1/search?q=quorum", Duration::from_secs(10), |v| {
+        (v["hits"][0]["id"] == "inc-4").then_some(())
+    })
+    .await;
+    let out = Command::new(quench_bin())
+        .args(["search", "redis*", "--server", &q.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("inc-1") && text.contains("inc-4"),
+        "{text}"
+    );
+
+    // A corrupt index is rebuilt from the records at start-up.
+    q.kill9();
+    std::fs::write(q.data.join("index").join("meta.json"), b"{ not json").unwrap();
+    let q2 = Quench::spawn(&q.config, &q.data, rb.path(), None);
+    let again = q2.get_json("/api/v1/search?q=sentinel").await;
+    assert_eq!(again["hits"][0]["id"], "inc-1", "{again}");
+    let out = Command::new(quench_bin())
+        .args(["reindex", "--server", &q2.url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reindexed 4 incidents"));
+}
