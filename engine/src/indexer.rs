@@ -36,7 +36,7 @@ pub fn start(index: Arc<SearchIndex>, incidents: IncidentStore) {
             loop {
                 // Block for the first change, then take what else came
                 // within 100 ms: one commit per batch.
-                let Some(first) = (&mut events).next() else {
+                let Some(first) = events.next() else {
                     return;
                 };
                 let mut batch = vec![first];
