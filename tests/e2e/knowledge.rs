@@ -426,9 +426,11 @@ async fn kill_9_during_a_write_storm_leaves_the_index_consistent() {
         }
     });
     // Wait until the storm is well under way, then crash.
-    q.wait_for("/api/v1/incidents?limit=1000", Duration::from_secs(30), |v| {
-        (v["incidents"].as_array().unwrap().len() >= 40).then_some(())
-    })
+    q.wait_for(
+        "/api/v1/incidents?limit=1000",
+        Duration::from_secs(30),
+        |v| (v["incidents"].as_array().unwrap().len() >= 40).then_some(()),
+    )
     .await;
     q.kill9();
     let _ = storm.await;
@@ -448,9 +450,11 @@ async fn kill_9_during_a_write_storm_leaves_the_index_consistent() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let hits = q2
-        .wait_for("/api/v1/search?q=service:storm&limit=200", Duration::from_secs(20), |v| {
-            (v["hits"].as_array().unwrap().len() == last.min(200)).then(|| v.clone())
-        })
+        .wait_for(
+            "/api/v1/search?q=service:storm&limit=200",
+            Duration::from_secs(20),
+            |v| (v["hits"].as_array().unwrap().len() == last.min(200)).then(|| v.clone()),
+        )
         .await;
     assert_eq!(hits["hits"].as_array().unwrap().len(), last.min(200));
 }

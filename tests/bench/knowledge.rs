@@ -1,0 +1,461 @@
+//! The knowledge store at scale: 100,000 synthetic incidents (varied alert
+//! names, services, labels, root causes, resolutions, tags and profile
+//! function names) written to sled, indexed, then a mix of queries (words,
+//! two words, phrases, prefixes, filters) timed one by one. The same corpus
+//! and the same queries run through SQLite FTS5 (Python's sqlite3, bm25
+//! ranking) in the same run. Prints index build time, sizes on disk, RSS
+//! and query latency p50/p99 for both, with the ratios.
+//!
+//! Run it with `scripts/bench-knowledge.sh`. Arguments: `--incidents N`
+//! (default 100000), `--queries N` (default 1000).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use quench_knowledge::search::SearchIndex;
+use quench_knowledge::*;
+use serde_json::json;
+
+/// A small deterministic generator: the same corpus every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() as usize) % xs.len()]
+    }
+}
+
+const ALERTS: &[&str] = &[
+    "HighCPU",
+    "HighMemory",
+    "RedisDown",
+    "DiskFull",
+    "HighLatency",
+    "ErrorRate",
+    "PodCrashLooping",
+    "GoroutineLeak",
+    "CertificateExpiry",
+    "QueueBacklog",
+    "DNSFailures",
+    "ConnectionPoolExhausted",
+    "ReplicationLag",
+    "NodeNotReady",
+    "OOMKilled",
+    "SlowQueries",
+    "CacheMissRate",
+    "KafkaLag",
+];
+const SERVICES: &[&str] = &[
+    "checkout",
+    "cart",
+    "search",
+    "payments",
+    "catalog",
+    "auth",
+    "shipping",
+    "inventory",
+    "pricing",
+    "reviews",
+    "recommendations",
+    "gateway",
+    "notifications",
+    "orders",
+    "accounts",
+    "media",
+];
+const CAUSES: &[&str] = &[
+    "redis sentinel failover took forty seconds",
+    "a slow query after an index was dropped",
+    "logs were not rotated and filled the disk",
+    "a goroutine leak in the retry worker",
+    "connection pool too small for the holiday traffic",
+    "a bad deploy changed the timeout",
+    "certificate renewal failed because of a DNS change",
+    "kafka consumer stuck on a poison message",
+    "memory limit too low after the cache change",
+    "a node kernel bug under load",
+    "the price cache refreshed in a hot loop",
+    "an upstream dependency rate limited us",
+];
+const FIXES: &[&str] = &[
+    "raised the failover timeout",
+    "restored the index",
+    "rotated and compressed the logs",
+    "fixed the worker and restarted the pods",
+    "raised the pool size",
+    "rolled back the deploy",
+    "renewed the certificate by hand",
+    "skipped the message and patched the consumer",
+    "raised the memory limit",
+    "drained and replaced the node",
+    "rate limited the refresh",
+    "added a circuit breaker",
+];
+const FUNCS: &[&str] = &[
+    "main.burnCPU",
+    "runtime.mallocgc",
+    "main.(*pool).get",
+    "encoding/json.Unmarshal",
+    "net/http.(*conn).serve",
+    "main.leakyWorker",
+    "runtime.gcBgMarkWorker",
+    "regexp.(*Regexp).doExecute",
+    "crypto/tls.(*Conn).Read",
+    "database/sql.(*DB).conn",
+    "main.priceCache.refresh",
+];
+const TAGS: &[&str] = &[
+    "redis", "capacity", "deploy", "network", "storage", "memory", "kafka", "tls", "database",
+];
+const STATUSES: &[&str] = &["resolved", "resolved", "resolved", "escalated", "failed"];
+
+struct Generated {
+    record: IncidentRecord,
+    body: String,
+}
+
+fn generate(i: usize, rng: &mut Lcg, now: DateTime<Utc>) -> Generated {
+    let alert = rng.pick(ALERTS);
+    let service = rng.pick(SERVICES);
+    let cause = rng.pick(CAUSES);
+    let fix = rng.pick(FIXES);
+    let f1 = rng.pick(FUNCS);
+    let f2 = rng.pick(FUNCS);
+    let tag = rng.pick(TAGS);
+    let status = rng.pick(STATUSES);
+    let opened = now - chrono::Duration::minutes((rng.next() % (365 * 24 * 60)) as i64);
+    let mut labels = BTreeMap::new();
+    labels.insert("alertname".to_string(), alert.to_string());
+    labels.insert("service".to_string(), service.to_string());
+    labels.insert(
+        "severity".to_string(),
+        rng.pick(&["critical", "warning", "info"]).to_string(),
+    );
+    labels.insert(
+        "cluster".to_string(),
+        rng.pick(&["eu-1", "eu-2", "us-1", "ap-1"]).to_string(),
+    );
+    let summary = format!("{alert} on {service}: {f1} and {f2} dominate the profile");
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".to_string(), summary.clone());
+    let body = format!(
+        "{} {} {}",
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v} {v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        summary,
+        tag
+    );
+    let record = IncidentRecord {
+        schema: 1,
+        id: format!("inc-{}", i + 1),
+        title: format!("{alert} {service}"),
+        status: match status {
+            "resolved" => IncidentStatus::Resolved,
+            "escalated" => IncidentStatus::Escalated,
+            _ => IncidentStatus::Failed,
+        },
+        runbook: Some(RunbookRef {
+            name: format!("{}", alert.to_lowercase()),
+            path: format!("{}.yaml", alert.to_lowercase()),
+            commit: None,
+        }),
+        group_key: String::new(),
+        resolve_with_alerts: true,
+        match_explanation: Vec::new(),
+        alerts: vec![AlertRecord {
+            seq: i as u64,
+            source: "alertmanager".into(),
+            fingerprint: format!("fp-{i}"),
+            state: AlertState::Resolved,
+            labels,
+            annotations,
+            starts_at: Some(opened),
+            ends_at: None,
+            first_received_at: opened,
+            notifications: 1,
+        }],
+        first_alert_at: opened,
+        opened_at: opened,
+        updated_at: opened,
+        resolved_at: Some(opened + chrono::Duration::minutes(30)),
+        timeline: Vec::new(),
+        steps: Vec::new(),
+        acknowledged: None,
+        notes: Notes {
+            root_cause: Some(cause.to_string()),
+            resolution: Some(fix.to_string()),
+            commits: Vec::new(),
+            tags: vec![tag.to_string()],
+            edited_at: None,
+            edited_by: None,
+        },
+        external_id: None,
+        similar: None,
+    };
+    Generated { record, body }
+}
+
+/// A query in both dialects.
+struct Q {
+    text: String,
+    peer: serde_json::Value,
+}
+
+fn queries(n: usize, rng: &mut Lcg, now: DateTime<Utc>) -> Vec<Q> {
+    let word = |rng: &mut Lcg| {
+        let pool = [
+            "redis",
+            "sentinel",
+            "failover",
+            "disk",
+            "logs",
+            "goroutine",
+            "leak",
+            "pool",
+            "deploy",
+            "timeout",
+            "certificate",
+            "kafka",
+            "memory",
+            "kernel",
+            "cache",
+            "index",
+            "query",
+            "tls",
+        ];
+        pool[(rng.next() as usize) % pool.len()].to_string()
+    };
+    (0..n)
+        .map(|i| match i % 10 {
+            0..=3 => {
+                let w = word(rng);
+                Q {
+                    text: w.clone(),
+                    peer: json!({"words": [w]}),
+                }
+            }
+            4 | 5 => {
+                let (a, b) = (word(rng), word(rng));
+                Q {
+                    text: format!("{a} {b}"),
+                    peer: json!({"words": [a, b]}),
+                }
+            }
+            6 => {
+                let p = rng.pick(&[
+                    "sentinel failover",
+                    "goroutine leak",
+                    "bad deploy",
+                    "memory limit",
+                    "poison message",
+                ]);
+                Q {
+                    text: format!("\"{p}\""),
+                    peer: json!({"words": [], "phrase": p}),
+                }
+            }
+            7 => {
+                let p = rng.pick(&["redi", "certif", "kafk", "goroutin", "rotat"]);
+                Q {
+                    text: format!("{p}*"),
+                    peer: json!({"words": [], "prefix": p}),
+                }
+            }
+            8 => {
+                let (w, s) = (word(rng), rng.pick(SERVICES));
+                Q {
+                    text: format!("{w} service:{s}"),
+                    peer: json!({"words": [w], "service": s}),
+                }
+            }
+            _ => {
+                let w = word(rng);
+                let since = (now - chrono::Duration::days(30)).timestamp();
+                Q {
+                    text: format!("{w} status:resolved since:30d"),
+                    peer: json!({"words": [w], "status": "resolved", "since": since}),
+                }
+            }
+        })
+        .collect()
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() {
+            dir_size(&e.path())
+        } else {
+            m.len()
+        };
+    }
+    total
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = arg("--incidents", 100_000);
+    let m = arg("--queries", 1000);
+    let now: DateTime<Utc> = "2026-11-27T12:00:00Z".parse().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = Lcg(42);
+    println!("generating {n} incidents ...");
+    let corpus: Vec<Generated> = (0..n).map(|i| generate(i, &mut rng, now)).collect();
+
+    // The records in sled, as quench keeps them.
+    let t = Instant::now();
+    let db = sled::open(dir.path().join("db")).expect("sled");
+    let store = IncidentStore::open(&db).expect("store");
+    for chunk in corpus.chunks(2000) {
+        store
+            .import(chunk.iter().map(|g| g.record.clone()).collect())
+            .expect("import");
+    }
+    let store_secs = t.elapsed().as_secs_f64();
+    let store_bytes = dir_size(&dir.path().join("db"));
+    let records: Vec<IncidentRecord> = corpus.iter().map(|g| g.record.clone()).collect();
+
+    let t = Instant::now();
+    let (index, _) = SearchIndex::open(&dir.path().join("index")).expect("index");
+    index.rebuild(&records).expect("rebuild");
+    let build_secs = t.elapsed().as_secs_f64();
+    let index_bytes = dir_size(&dir.path().join("index"));
+
+    let qs = queries(m, &mut Lcg(7), now);
+    // Warm up once, as the peer's page cache is warm too.
+    for q in qs.iter().take(50) {
+        let _ = index.search(&q.text, 10, now);
+    }
+    let mut times = Vec::with_capacity(qs.len());
+    let mut hits = 0;
+    for q in &qs {
+        let t = Instant::now();
+        let h = index.search(&q.text, 10, now).expect("search");
+        times.push(t.elapsed());
+        hits += h.len();
+    }
+    let (p50, p99) = (pct(times.clone(), 0.5), pct(times, 0.99));
+    let rss = rss_mb();
+    drop(records);
+
+    // The peer, on the same corpus and queries.
+    let corpus_path = dir.path().join("corpus.jsonl");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&corpus_path).unwrap());
+    for g in &corpus {
+        let r = &g.record;
+        writeln!(
+            w,
+            "{}",
+            json!({"id": r.id, "title": r.title, "body": g.body, "root_cause": r.notes.root_cause,
+            "resolution": r.notes.resolution, "service": r.service(), "status": r.status.as_str(),
+            "opened": r.opened_at.timestamp()})
+        )
+        .unwrap();
+    }
+    drop(w);
+    let queries_path = dir.path().join("queries.jsonl");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&queries_path).unwrap());
+    for q in &qs {
+        writeln!(w, "{}", q.peer).unwrap();
+    }
+    drop(w);
+    println!("running the SQLite FTS5 peer ...");
+    let script = quench_tests::repo_root().join("tests/bench/fts5_peer.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&corpus_path)
+        .arg(&queries_path)
+        .arg(dir.path().join("fts5.db"))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("peer JSON");
+
+    println!(
+        "\n{n} incidents, {m} queries (40% one word, 20% two words, 10% phrase, 10% prefix, 20% with filters), top 10 each\n"
+    );
+    println!(
+        "{:<22} {:>14} {:>14} {:>9}",
+        "", "quench", "SQLite FTS5", "ratio"
+    );
+    let row = |name: &str, ours: f64, theirs: f64, unit: &str| {
+        println!(
+            "{name:<22} {:>11.2} {unit:<2} {:>11.2} {unit:<2} {:>8.2}x",
+            ours,
+            theirs,
+            theirs / ours
+        );
+    };
+    row(
+        "index build",
+        build_secs,
+        peer["build_s"].as_f64().unwrap(),
+        "s",
+    );
+    row("query p50", p50, peer["p50_ms"].as_f64().unwrap(), "ms");
+    row("query p99", p99, peer["p99_ms"].as_f64().unwrap(), "ms");
+    println!(
+        "{:<22} {:>11.1} MB {:>11.1} MB   (quench: index; sled records {:.1} MB, written in {:.1} s)",
+        "size on disk",
+        index_bytes as f64 / 1e6,
+        peer["size_bytes"].as_f64().unwrap() / 1e6,
+        store_bytes as f64 / 1e6,
+        store_secs
+    );
+    println!(
+        "{:<22} {:>11.1} MB {:>11.1} MB   (quench holds the generated corpus in memory too)",
+        "RSS",
+        rss,
+        peer["rss_mb"].as_f64().unwrap()
+    );
+    println!("{:<22} {:>14} {:>14}", "hits returned", hits, peer["hits"]);
+    println!(
+        "\ntargets: p99 < 10 ms {}; p99 at or below FTS5's {}; RSS < 300 MB {}",
+        if p99 < 10.0 { "met" } else { "NOT met" },
+        if p99 <= peer["p99_ms"].as_f64().unwrap() {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if rss < 300.0 { "met" } else { "NOT met" }
+    );
+}
