@@ -235,6 +235,29 @@ pub fn format_incident(r: &IncidentRecord) -> String {
             let _ = writeln!(out, "{}", line.trim_end());
         }
     }
+    if let Some(rc) = &r.notes.root_cause {
+        let _ = writeln!(out, "\nroot cause: {rc}");
+    }
+    if let Some(res) = &r.notes.resolution {
+        let _ = writeln!(out, "resolution: {res}");
+    }
+    if let Some(similar) = r.similar.as_ref().filter(|s| !s.is_empty()) {
+        let _ = writeln!(out, "\nsimilar past incidents:");
+        for s in similar {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>6.2}  {:<28} matched {}{}",
+                s.id,
+                s.score,
+                s.title,
+                s.matched.join(", "),
+                s.root_cause
+                    .as_ref()
+                    .map(|rc| format!("; root cause: {rc}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     let _ = writeln!(out, "\ntimeline:");
     for e in &r.timeline {
         let _ = writeln!(

@@ -589,7 +589,13 @@ async fn main() -> anyhow::Result<()> {
                     })?),
                     None => None,
                 };
-            let page = quench_engine::postmortem::render(&record, &[], template.as_deref())
+            let similar: Vec<serde_json::Value> = record
+                .similar
+                .iter()
+                .flatten()
+                .filter_map(|s| serde_json::to_value(s).ok())
+                .collect();
+            let page = quench_engine::postmortem::render(&record, &similar, template.as_deref())
                 .map_err(|e| anyhow::anyhow!("postmortem template: {e}"))?;
             print!("{page}");
         }
