@@ -239,12 +239,19 @@ impl ChaosService {
                 "opened during chaos experiment {experiment} (run {})",
                 v.run
             );
+            let link = quench_knowledge::ChaosLink {
+                experiment: experiment.to_string(),
+                run: v.run.clone(),
+            };
             let _ = self.incidents.update(&r.id, |rec| {
-                rec.timeline.push(quench_knowledge::TimelineEvent {
-                    at: Utc::now(),
-                    kind: "chaos".into(),
-                    detail: detail.clone(),
-                })
+                if !rec.chaos.contains(&link) {
+                    rec.chaos.push(link.clone());
+                    rec.timeline.push(quench_knowledge::TimelineEvent {
+                        at: Utc::now(),
+                        kind: "chaos".into(),
+                        detail: detail.clone(),
+                    });
+                }
             });
             out.push(json!({
                 "id": r.id,

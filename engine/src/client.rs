@@ -241,6 +241,13 @@ pub fn format_incident(r: &IncidentRecord) -> String {
     if let Some(res) = &r.notes.resolution {
         let _ = writeln!(out, "resolution: {res}");
     }
+    for c in &r.chaos {
+        let _ = writeln!(
+            out,
+            "opened during chaos experiment {} (run {})",
+            c.experiment, c.run
+        );
+    }
     if let Some(similar) = r.similar.as_ref().filter(|s| !s.is_empty()) {
         let _ = writeln!(out, "\nsimilar past incidents:");
         for s in similar {

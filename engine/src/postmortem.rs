@@ -105,6 +105,7 @@ pub fn context(r: &IncidentRecord, similar: &[Value]) -> Value {
         "commits": r.notes.commits,
         "tags": r.notes.tags,
         "similar": similar,
+        "chaos": r.chaos,
     })
 }
 

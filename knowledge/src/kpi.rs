@@ -214,6 +214,7 @@ mod tests {
             notes: Notes::default(),
             external_id: None,
             similar: None,
+            chaos: Vec::new(),
         }
     }
 

@@ -26,7 +26,7 @@ pub use audit::{AuditEntry, AuditLog};
 pub use chaos::ChaosStore;
 pub use control::{Control, PauseState};
 pub use record::{
-    Acknowledgement, AlertRecord, AlertState, AlignedEntry, CommitRef, IncidentRecord,
+    Acknowledgement, AlertRecord, AlertState, AlignedEntry, ChaosLink, CommitRef, IncidentRecord,
     IncidentStatus, MatchDecision, Notes, Outcome, RunbookRef, StepRecord, StepState,
     TimelineEvent,
 };

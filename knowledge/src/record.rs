@@ -243,6 +243,18 @@ pub struct IncidentRecord {
     /// Past incidents like this one, found when it opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similar: Option<Vec<crate::search::Similar>>,
+    /// The chaos experiment runs it opened during.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<ChaosLink>,
+}
+
+/// A chaos experiment run that an incident opened during.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChaosLink {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The run's id.
+    pub run: String,
 }
 
 /// A human's acknowledgement.
@@ -569,6 +581,7 @@ mod tests {
             notes: Notes::default(),
             external_id: None,
             similar: None,
+            chaos: Vec::new(),
         };
         let entries = record.aligned();
         let lanes: Vec<(&str, &str)> = entries.iter().map(|e| (e.lane, e.what.as_str())).collect();

@@ -60,6 +60,7 @@ struct Fields {
     labels: Field,
     tags: Field,
     commits: Field,
+    chaos: Field,
     opened: Field,
 }
 
@@ -78,6 +79,7 @@ fn schema() -> (Schema, Fields) {
         labels: b.add_text_field("labels", STRING),
         tags: b.add_text_field("tags", STRING),
         commits: b.add_text_field("commits", STRING),
+        chaos: b.add_text_field("chaos", STRING),
         opened: b.add_i64_field(
             "opened",
             tantivy::schema::INDEXED | tantivy::schema::FAST | STORED,
@@ -162,6 +164,7 @@ fn body_text(r: &IncidentRecord) -> String {
         }
     }
     parts.extend(r.notes.tags.iter().cloned());
+    parts.extend(r.chaos.iter().map(|c| format!("chaos {}", c.experiment)));
     parts.join("\n")
 }
 
@@ -227,6 +230,9 @@ impl SearchIndex {
         }
         for c in &r.notes.commits {
             d.add_text(f.commits, &c.sha);
+        }
+        for c in &r.chaos {
+            d.add_text(f.chaos, &c.experiment);
         }
         d
     }
@@ -294,7 +300,14 @@ impl SearchIndex {
             let filter = token.split_once(':').filter(|(k, _)| {
                 matches!(
                     *k,
-                    "service" | "runbook" | "status" | "label" | "since" | "commit" | "tag"
+                    "service"
+                        | "runbook"
+                        | "status"
+                        | "label"
+                        | "since"
+                        | "commit"
+                        | "tag"
+                        | "chaos"
                 )
             });
             if let Some((key, value)) = filter {
@@ -310,6 +323,7 @@ impl SearchIndex {
                     "status" => term(f.status, value),
                     "label" => term(f.labels, value),
                     "tag" => term(f.tags, value),
+                    "chaos" => term(f.chaos, value),
                     "commit" => {
                         let v = value.to_ascii_lowercase();
                         if v.len() < 7 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -677,6 +691,7 @@ mod tests {
             },
             external_id: None,
             similar: None,
+            chaos: Vec::new(),
         }
     }
 
@@ -830,6 +845,36 @@ mod tests {
         assert!(q("nothing-like-this").is_empty());
         assert!(idx.search("commit:abc", 10, now()).is_err());
         assert!(idx.search("since:soon", 10, now()).is_err());
+    }
+
+    #[test]
+    fn chaos_links_are_a_filter_and_words() {
+        let mut records = corpus();
+        records[3].chaos.push(crate::ChaosLink {
+            experiment: "checkout-pod-kill".into(),
+            run: "run-1".into(),
+        });
+        let (_d, idx) = index(&records);
+        let q = |s: &str| ids(&idx.search(s, 10, now()).unwrap());
+        assert_eq!(q("chaos:checkout-pod-kill"), ["inc-4"]);
+        assert!(q("chaos:other").is_empty());
+        assert_eq!(q("chaos service:checkout"), ["inc-4"]);
+    }
+
+    /// An index written with an older schema (here: one field) is set
+    /// aside and reported fresh, so start-up rebuilds it from the records.
+    #[test]
+    fn an_index_with_another_schema_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        std::fs::create_dir_all(&path).unwrap();
+        let mut b = Schema::builder();
+        b.add_text_field("id", STRING | STORED);
+        Index::create_in_dir(&path, b.build()).unwrap();
+        let (idx, fresh) = SearchIndex::open(&path).unwrap();
+        assert!(fresh);
+        idx.rebuild(&corpus()).unwrap();
+        assert_eq!(idx.count(), 6);
     }
 
     #[test]

@@ -217,6 +217,7 @@ impl IncidentStore {
                     notes: Default::default(),
                     external_id: None,
                     similar: None,
+                    chaos: Vec::new(),
                 };
                 inc.insert(&n.to_be_bytes(), encode(&record))?;
                 open.insert(group_key.as_bytes(), &n.to_be_bytes())?;

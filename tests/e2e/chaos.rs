@@ -431,6 +431,18 @@ blast_radius:
             .any(|e| e["kind"] == "chaos" && e["detail"].as_str().unwrap().contains("web-pod-kill")),
         "{inc:#}"
     );
+    assert_eq!(
+        inc["chaos"],
+        json!([{"experiment": "web-pod-kill", "run": run}]),
+        "{inc:#}"
+    );
+    // The link is searchable.
+    q.wait_for(
+        "/api/v1/search?q=chaos:web-pod-kill",
+        Duration::from_secs(10),
+        |s| (s["hits"][0]["id"] == inc["id"]).then_some(()),
+    )
+    .await;
     let junit = data.path().join("chaos.xml");
     let out = std::process::Command::new(quench_tests::quench_bin())
         .args(["chaos", "history", "--server", &q.url, "--junit"])
