@@ -490,7 +490,7 @@ fn main() {
         store_secs
     );
     println!(
-        "{:<22} {:>11.1} MB {:>11.1} MB   (each answering the queries in its own process; quench's generator peaked at {:.0} MB)",
+        "{:<22} {:>11.1} MB {:>11.1} MB   (each answering the queries in its own process; the generating process held {:.0} MB)",
         "RSS",
         rss,
         peer["rss_mb"].as_f64().unwrap(),
