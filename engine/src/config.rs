@@ -31,6 +31,9 @@ pub struct Config {
     pub max_artifact_bytes: usize,
     /// The most artifact bytes one incident keeps.
     pub max_incident_artifact_bytes: u64,
+    /// The most memory sled's page cache may hold, in bytes (sled's own
+    /// default, 1 GiB). Searches do not need it; lower it on small hosts.
+    pub store_cache_bytes: u64,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
     /// Runbooks from git instead of the `runbooks` directory.
@@ -213,6 +216,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,
+            store_cache_bytes: 1 << 30,
             hooks: Hooks::default(),
         }
     }
@@ -267,6 +271,12 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.store_cache_bytes < 1 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "store_cache_bytes {} is below 1 MiB",
+                self.store_cache_bytes
+            )));
+        }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be positive".into(),
@@ -316,11 +326,28 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The example configuration in the repository stays valid.
+    #[test]
+    fn the_example_configuration_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../quench.example.yaml");
+        let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.store_cache_bytes, 1 << 30);
+    }
+
     #[test]
     fn empty_file_is_the_defaults_and_unknown_keys_are_refused() {
         let c = Config::from_yaml(Path::new("c.yaml"), "{}").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.store_cache_bytes, 1 << 30);
+        let c = Config::from_yaml(Path::new("c.yaml"), "store_cache_bytes: 67108864").unwrap();
+        assert_eq!(c.store_cache_bytes, 64 << 20);
+        let e = Config::from_yaml(Path::new("c.yaml"), "store_cache_bytes: 1000").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("store_cache_bytes 1000 is below 1 MiB"),
+            "{e}"
+        );
 
         let c = Config::from_yaml(
             Path::new("c.yaml"),

@@ -134,7 +134,7 @@ pub async fn serve(
             }
         }
     }
-    let storage = store::open(&config.data_dir)?;
+    let storage = store::open(&config.data_dir, config.store_cache_bytes)?;
     let log = AlertLog::open(&storage.db, Some(storage.syncer()?))?;
     let incidents = IncidentStore::open(&storage.db)?;
     let metrics = Arc::new(Metrics::default());

@@ -73,8 +73,9 @@ impl Syncer {
     }
 }
 
-/// Opens (creating if needed) `DATA_DIR/db`.
-pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
+/// Opens (creating if needed) `DATA_DIR/db`, with a page cache of at most
+/// `cache_bytes`.
+pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Store, OpenError> {
     std::fs::create_dir_all(data_dir).map_err(|source| OpenError::CreateDir {
         path: data_dir.to_path_buf(),
         source,
@@ -83,6 +84,7 @@ pub fn open(data_dir: &Path) -> Result<Store, OpenError> {
     let db = sled::Config::new()
         .path(&path)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(cache_bytes)
         .open()
         .map_err(|source| OpenError::Sled {
             path: path.clone(),
