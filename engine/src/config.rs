@@ -73,6 +73,9 @@ pub struct ExecutorConfig {
     pub max_actions_per_target_per_hour: usize,
     /// Environment variables templates may read as `env.NAME`; no others.
     pub env_allowlist: Vec<String>,
+    /// The hosts a step's `url` or `server` may name (see
+    /// [`crate::hosts`]). None: any, with a warning at start-up.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for ExecutorConfig {
@@ -82,6 +85,7 @@ impl Default for ExecutorConfig {
             budget_per_namespace_per_hour: 10,
             max_actions_per_target_per_hour: 3,
             env_allowlist: Vec::new(),
+            allowed_hosts: None,
         }
     }
 }
@@ -277,6 +281,9 @@ impl Config {
                 self.store_cache_bytes
             )));
         }
+        if let Some(hosts) = &self.executor.allowed_hosts {
+            crate::hosts::HostAllowlist::parse(hosts).map_err(ConfigError::Invalid)?;
+        }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be positive".into(),
@@ -346,6 +353,15 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("store_cache_bytes 1000 is below 1 MiB"),
+            "{e}"
+        );
+        let e = Config::from_yaml(
+            Path::new("c.yaml"),
+            "executor: {allowed_hosts: ['10.0.0.0/33']}",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("prefix length must be 0 to 32"),
             "{e}"
         );
 

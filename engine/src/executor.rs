@@ -50,6 +50,8 @@ pub struct ExecConfig {
     pub default_timeout: Duration,
     /// How long an approval waits when the runbook does not say.
     pub default_approval_timeout: Duration,
+    /// The hosts steps may contact; None: any.
+    pub allowed_hosts: Option<crate::hosts::HostAllowlist>,
 }
 
 impl Default for ExecConfig {
@@ -60,6 +62,7 @@ impl Default for ExecConfig {
             max_actions_per_target_per_hour: 3,
             default_timeout: Duration::from_secs(300),
             default_approval_timeout: Duration::from_secs(900),
+            allowed_hosts: None,
         }
     }
 }
@@ -494,6 +497,7 @@ impl Executor {
         let rendered = self
             .templates
             .render_value(&with, &ctx, "verify.with")
+            .and_then(|v| self.check_hosts(v))
             .inspect_err(|e| {
                 self.set_step(incident, idx, |s| {
                     s.state = StepState::Failed;
@@ -615,6 +619,7 @@ impl Executor {
         let rendered = match self
             .templates
             .render_value(&with, &ctx, &format!("{id}.with"))
+            .and_then(|v| self.check_hosts(v))
         {
             Ok(v) => v,
             Err(e) => return Err(self.fail(incident, idx, id, e)),
@@ -899,6 +904,15 @@ impl Executor {
                     return Err(self.fail(incident, idx, id, e.to_string()));
                 }
             }
+        }
+    }
+
+    /// Rendered parameters whose `url` or `server` names a host outside
+    /// `allowed_hosts` are refused before the step runs.
+    fn check_hosts(&self, rendered: Value) -> Result<Value, String> {
+        match &self.config.allowed_hosts {
+            Some(hosts) => hosts.check(&rendered).map(|()| rendered),
+            None => Ok(rendered),
         }
     }
 
@@ -1448,6 +1462,40 @@ mod tests {
             w.exec.incidents.get(&id).unwrap().unwrap().status,
             IncidentStatus::Escalated
         );
+    }
+
+    /// A URL built from an alert label names a host outside the allowlist:
+    /// the step fails before it runs, saying why.
+    #[tokio::test(start_paused = true)]
+    async fn a_host_outside_allowed_hosts_is_never_contacted() {
+        let w = world(ExecConfig {
+            allowed_hosts: Some(
+                crate::hosts::HostAllowlist::parse(&["127.0.0.1".to_string()]).unwrap(),
+            ),
+            ..ExecConfig::default()
+        });
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: scrape\n    uses: metrics.scrape\n    with: {url: 'http://{{alert.labels.instance}}/metrics'}\n",
+        );
+        let mut a = alert("a");
+        a.labels.insert("instance".into(), "169.254.169.254".into());
+        let id = open_incident(&w, &a, 1);
+        assert_ne!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+        let s = &steps(&w, &id)[0];
+        assert_eq!(s.state, StepState::Failed);
+        assert!(
+            s.reason
+                .contains("host 169.254.169.254 is not in executor.allowed_hosts"),
+            "{}",
+            s.reason
+        );
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 0);
+
+        let mut a = alert("b");
+        a.labels.insert("instance".into(), "127.0.0.1:6060".into());
+        let id = open_incident(&w, &a, 2);
+        assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+        assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
     }
 
     const DESTRUCTIVE: &str = "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: evidence\n    uses: k8s.wait\n    with: {key: ev}\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: '{{alert.labels.service}}', key: '{{alert.labels.service}}'}\n";

@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod executor;
 pub mod explain;
+pub mod hosts;
 pub mod http;
 pub mod import;
 pub mod indexer;
@@ -167,6 +168,13 @@ pub async fn serve(
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
             max_actions_per_target_per_hour: config.executor.max_actions_per_target_per_hour,
+            allowed_hosts: match &config.executor.allowed_hosts {
+                Some(h) => Some(
+                    hosts::HostAllowlist::parse(h)
+                        .map_err(|e| ServeError::Config(config::ConfigError::Invalid(e)))?,
+                ),
+                None => None,
+            },
             ..ExecConfig::default()
         },
     );
@@ -182,6 +190,11 @@ pub async fn serve(
         for (id, what) in executor.recover(&loaded.set, loaded.commit.as_deref()) {
             warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
         }
+    }
+    if config.executor.allowed_hosts.is_none() {
+        warn!(
+            "no executor.allowed_hosts configured: steps may fetch any URL that a runbook builds from alert labels"
+        );
     }
     if config.api_tokens.is_empty() {
         warn!(
