@@ -169,6 +169,7 @@ struct Request {
 pub struct AlertLog {
     tx: mpsc::Sender<Request>,
     deliveries: sled::Tree,
+    keys: sled::Tree,
     raw: sled::Tree,
     meta: sled::Tree,
     next_seq: Arc<AtomicU64>,
@@ -205,7 +206,7 @@ impl AlertLog {
         let seen = Bloom::load(&keys)?;
         let writer = Writer {
             deliveries: deliveries.clone(),
-            keys,
+            keys: keys.clone(),
             raw: raw.clone(),
             next_seq: next_seq.clone(),
             seen,
@@ -225,11 +226,55 @@ impl AlertLog {
         Ok(AlertLog {
             tx,
             deliveries,
+            keys,
             raw,
             meta,
             next_seq,
             live: Arc::new(std::sync::Mutex::new(Some(live_rx))),
         })
+    }
+
+    /// Forgets the idempotency keys of alerts received before `cutoff`, so
+    /// the key tree stays the size of the de-duplication window. A sender
+    /// that repeats such an alert later gets it stored again (it attaches
+    /// to its incident as a repeat). The deliveries themselves stay.
+    /// Returns how many keys went.
+    pub fn forget_keys_before(&self, cutoff: DateTime<Utc>) -> Result<usize, LogError> {
+        // The first sequence number received at or after the cutoff: a
+        // binary search, as deliveries are appended in time order.
+        let received = |seq: u64| -> Result<Option<DateTime<Utc>>, LogError> {
+            match self.deliveries.range(..=seq.to_be_bytes()).next_back() {
+                Some(item) => {
+                    let (k, v) = item?;
+                    Ok(Some(decode(seq_of(&k), &v)?.received_at))
+                }
+                None => Ok(None),
+            }
+        };
+        let (mut lo, mut hi) = (1u64, self.next_seq.load(Ordering::SeqCst));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match received(mid)? {
+                Some(t) if t < cutoff => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        let keep_from = lo;
+        let mut forgotten = 0;
+        for item in self.keys.iter() {
+            let (k, v) = item?;
+            if seq_of(&v) < keep_from {
+                // Only if the writer has not re-used the key meanwhile.
+                if self
+                    .keys
+                    .compare_and_swap(&k, Some(&v), None::<&[u8]>)?
+                    .is_ok()
+                {
+                    forgotten += 1;
+                }
+            }
+        }
+        Ok(forgotten)
     }
 
     /// Every alert received since `cutoff`, oldest first. Reads the log
@@ -575,6 +620,36 @@ mod tests {
             idempotency_key: key.to_string(),
             raw_ref: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn keys_older_than_the_window_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = AlertLog::open(&db, None).unwrap();
+        log.append(b"one".to_vec(), vec![alert("a"), alert("b")])
+            .await
+            .unwrap();
+        let between = Utc::now();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        log.append(b"two".to_vec(), vec![alert("c")]).await.unwrap();
+        // Nothing is that old yet.
+        let hour_ago = between - chrono::Duration::hours(1);
+        assert_eq!(log.forget_keys_before(hour_ago).unwrap(), 0);
+        // The first delivery's two keys go, the second's stays.
+        assert_eq!(log.forget_keys_before(between).unwrap(), 2);
+        assert_eq!(log.forget_keys_before(between).unwrap(), 0);
+        let r = log
+            .append(b"three".to_vec(), vec![alert("a"), alert("c")])
+            .await
+            .unwrap();
+        assert_eq!(
+            r.iter().map(|a| (a.seq, a.duplicate)).collect::<Vec<_>>(),
+            [(4, false), (3, true)],
+            "a is stored again, c is still a duplicate"
+        );
+        // The deliveries themselves stay.
+        assert_eq!(log.read_after(0, 10).unwrap().len(), 4);
     }
 
     #[tokio::test]

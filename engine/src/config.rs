@@ -34,6 +34,10 @@ pub struct Config {
     /// The most memory sled's page cache may hold, in bytes (sled's own
     /// default, 1 GiB). Searches do not need it; lower it on small hosts.
     pub store_cache_bytes: u64,
+    /// How long an alert's idempotency key is remembered (`7d`): a repeat
+    /// within it is a duplicate; after it the key is forgotten, so the key
+    /// tree does not grow forever.
+    pub dedup_window: String,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
     /// Runbooks from git instead of the `runbooks` directory.
@@ -221,6 +225,7 @@ impl Default for Config {
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,
             store_cache_bytes: 1 << 30,
+            dedup_window: "7d".into(),
             hooks: Hooks::default(),
         }
     }
@@ -273,8 +278,22 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The de-duplication window.
+    pub fn dedup_window(&self) -> Result<std::time::Duration, ConfigError> {
+        let d = quench_runbooks::duration::parse(&self.dedup_window)
+            .map_err(|e| ConfigError::Invalid(format!("dedup_window: {e}")))?;
+        if d < std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(format!(
+                "dedup_window {}: at least 1h, or senders' retries become new alerts",
+                self.dedup_window
+            )));
+        }
+        Ok(d)
+    }
+
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.dedup_window()?;
         if self.store_cache_bytes < 1 << 20 {
             return Err(ConfigError::Invalid(format!(
                 "store_cache_bytes {} is below 1 MiB",
@@ -347,6 +366,14 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.store_cache_bytes, 1 << 30);
+        assert_eq!(c.dedup_window().unwrap().as_secs(), 7 * 86400);
+        let e = Config::from_yaml(Path::new("c.yaml"), "dedup_window: 5m").unwrap_err();
+        assert!(
+            e.to_string().contains("dedup_window 5m: at least 1h"),
+            "{e}"
+        );
+        let e = Config::from_yaml(Path::new("c.yaml"), "dedup_window: soon").unwrap_err();
+        assert!(e.to_string().contains("dedup_window:"), "{e}");
         let c = Config::from_yaml(Path::new("c.yaml"), "store_cache_bytes: 67108864").unwrap();
         assert_eq!(c.store_cache_bytes, 64 << 20);
         let e = Config::from_yaml(Path::new("c.yaml"), "store_cache_bytes: 1000").unwrap_err();

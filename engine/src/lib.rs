@@ -137,6 +137,28 @@ pub async fn serve(
     }
     let storage = store::open(&config.data_dir, config.store_cache_bytes)?;
     let log = AlertLog::open(&storage.db, Some(storage.syncer()?))?;
+    {
+        // Forget idempotency keys older than the window, hourly.
+        let (log, window) = (log.clone(), config.dedup_window()?);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let cutoff = chrono::Utc::now()
+                    - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(7));
+                let log = log.clone();
+                match tokio::task::spawn_blocking(move || log.forget_keys_before(cutoff)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => info!(
+                        forgotten = n,
+                        "idempotency keys past the dedup window forgotten"
+                    ),
+                    Ok(Err(e)) => warn!(error = %e, "forgetting old idempotency keys failed"),
+                    Err(e) => warn!(error = %e, "the idempotency key sweeper panicked"),
+                }
+            }
+        });
+    }
     let incidents = IncidentStore::open(&storage.db)?;
     let metrics = Arc::new(Metrics::default());
     let control = Control::open(&storage.db)?;
