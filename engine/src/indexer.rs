@@ -11,9 +11,19 @@ use quench_knowledge::IncidentStore;
 use quench_knowledge::search::SearchIndex;
 use tracing::{info, warn};
 
+/// The index, and the record changes since just before it was checked.
+pub struct Opened {
+    /// The index.
+    pub index: Arc<SearchIndex>,
+    events: sled::Subscriber,
+}
+
 /// Opens the index in `dir` and rebuilds it from the records when it is
-/// new, was replaced, or does not hold every record.
-pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<Arc<SearchIndex>> {
+/// new, was replaced, or does not hold every record. The subscription to
+/// the records starts first, so a record written while the index is
+/// checked or rebuilt reaches [`start`] as a change and is not missed.
+pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<Opened> {
+    let events = incidents.subscribe();
     let (index, fresh) = SearchIndex::open(dir)?;
     let all = incidents.list(&quench_knowledge::IncidentFilter::default())?;
     if fresh || index.count() != all.len() as u64 {
@@ -24,12 +34,15 @@ pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<
         );
         index.rebuild(&all)?;
     }
-    Ok(Arc::new(index))
+    Ok(Opened {
+        index: Arc::new(index),
+        events,
+    })
 }
 
 /// Follows the records and indexes them, forever, in its own thread.
-pub fn start(index: Arc<SearchIndex>, incidents: IncidentStore) {
-    let mut events = incidents.subscribe();
+pub fn start(opened: Opened, incidents: IncidentStore) {
+    let Opened { index, mut events } = opened;
     std::thread::Builder::new()
         .name("quench-indexer".into())
         .spawn(move || {
@@ -77,4 +90,61 @@ pub fn start(index: Arc<SearchIndex>, incidents: IncidentStore) {
             }
         })
         .expect("spawn the indexer thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+    use quench_knowledge::{AlertRecord, AlertState, Opening};
+
+    use super::*;
+
+    fn open_incident(store: &IncidentStore, n: u32) {
+        let rec = AlertRecord {
+            seq: u64::from(n),
+            source: "alertmanager".into(),
+            fingerprint: format!("fp-{n}"),
+            state: AlertState::Firing,
+            labels: BTreeMap::from([("service".to_string(), "storm".to_string())]),
+            annotations: BTreeMap::new(),
+            starts_at: None,
+            ends_at: None,
+            first_received_at: Utc::now(),
+            notifications: 1,
+        };
+        let opening = Opening {
+            title: "Storm".into(),
+            ..Default::default()
+        };
+        store
+            .attach(&format!("fp-{n}"), &opening, rec, Utc::now())
+            .unwrap();
+    }
+
+    /// A record written after the index was checked and before the
+    /// indexer thread started (the pipeline runs meanwhile) is indexed.
+    #[test]
+    fn a_record_written_between_open_and_start_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let store = IncidentStore::open(&db).unwrap();
+        open_incident(&store, 1);
+        let opened = open(&dir.path().join("index"), &store).unwrap();
+        let index = opened.index.clone();
+        assert_eq!(index.count(), 1);
+        open_incident(&store, 2);
+        start(opened, store.clone());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while index.count() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the record written before start was never indexed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let hits = index.search("service:storm", 10, Utc::now()).unwrap();
+        assert_eq!(hits.len(), 2);
+    }
 }

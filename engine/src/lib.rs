@@ -239,9 +239,10 @@ pub async fn serve(
     };
     let pipeline_task = tokio::spawn(pipeline.run());
 
-    let search = indexer::open(&config.data_dir.join("index"), &incidents)
+    let opened = indexer::open(&config.data_dir.join("index"), &incidents)
         .map_err(|e| ServeError::Search(e.to_string()))?;
-    indexer::start(search.clone(), incidents.clone());
+    let search = opened.index.clone();
+    indexer::start(opened, incidents.clone());
     let chaos = Arc::new(chaos::ChaosService::new(
         quench_knowledge::ChaosStore::open(&storage.db)?,
         kube,
