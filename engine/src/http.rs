@@ -465,6 +465,16 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// A 404 for a thing that is not there: `missing(format!("incident {id:?}"))`.
+fn missing(what: String) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no {what}"),
+        Value::Null,
+    )
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -536,12 +546,7 @@ async fn show_incident(
     }
     match s.incidents.get(&id) {
         Ok(Some(r)) => axum::Json(r).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no incident {id:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
     }
 }
@@ -672,12 +677,7 @@ async fn acknowledge(
             audit_incident(&s, &actor, "incident.ack", &id, "acknowledged".into());
             axum::Json(json!({"incident": id, "acknowledged": ack})).into_response()
         }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no incident {id:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
     }
 }
@@ -832,12 +832,7 @@ async fn annotate(
             );
             axum::Json(json!({"incident": id, "notes": notes})).into_response()
         }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no incident {id:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
     }
 }
@@ -1189,12 +1184,7 @@ async fn get_artifact(
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             ([(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no artifact {id:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("artifact {id:?}")),
         Err(e) => internal(e),
     }
 }
@@ -1278,12 +1268,7 @@ async fn abort_chaos_run(
         )
             .into_response()
     } else {
-        error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no chaos run {run:?} is going on"),
-            Value::Null,
-        )
+        missing(format!("chaos run {run:?} is going on"))
     }
 }
 
@@ -1321,12 +1306,7 @@ async fn show_chaos_run(
     }
     match s.chaos.store().run(&run) {
         Ok(Some(v)) => axum::Json(v).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no chaos run {run:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("chaos run {run:?}")),
         Err(e) => internal(e),
     }
 }
@@ -1421,12 +1401,7 @@ async fn get_artifact_meta(
     }
     match s.artifacts.meta(&id) {
         Ok(Some(meta)) => axum::Json(meta).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no artifact {id:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("artifact {id:?}")),
         Err(e) => internal(e),
     }
 }
@@ -1443,12 +1418,7 @@ async fn incident_timeline(
     }
     match s.incidents.get(&id) {
         Ok(Some(r)) => axum::Json(json!({"incident": id, "entries": r.aligned()})).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no incident {id:?}"),
-            Value::Null,
-        ),
+        Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
     }
 }
