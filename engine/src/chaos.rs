@@ -105,8 +105,11 @@ impl ChaosService {
         &self.store
     }
 
+    /// Records a chaos action. The append runs on the knowledge writer;
+    /// this does not wait for it (callers are not async), and a failure is
+    /// logged.
     fn audit(&self, actor: &str, action: &str, target: &str, detail: String) {
-        let _ = self.audit.append(AuditEntry {
+        let entry = AuditEntry {
             seq: 0,
             at: Utc::now(),
             actor: actor.to_string(),
@@ -115,6 +118,12 @@ impl ChaosService {
             step: None,
             target: Some(target.to_string()),
             detail,
+        };
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(entry).await {
+                error!(error = %e, "chaos audit append failed");
+            }
         });
     }
 
@@ -169,9 +178,11 @@ impl ChaosService {
             let mut doc = serde_json::to_value(&verdict).unwrap_or_default();
             doc["title"] = json!(exp.file.title.value);
             doc["dry_run"] = json!(dry_run);
-            doc["incidents"] = me.incidents_during(&verdict, &exp.name);
+            doc["incidents"] = me.incidents_during(&verdict, &exp.name).await;
             doc["defects"] = defects(&doc);
-            if let Err(e) = me.store.put_run(&id, &doc) {
+            let (store, rid, d) = (me.store.clone(), id.clone(), doc.clone());
+            let stored = tokio::task::spawn_blocking(move || store.put_run(&rid, &d)).await;
+            if let Ok(Err(e)) = stored {
                 error!(run = %id, error = %e, "cannot store the chaos verdict");
             }
             if verdict.rollback_failed {
@@ -219,16 +230,17 @@ impl ChaosService {
 
     /// The incidents opened while a run was going on, each tagged on its
     /// timeline, with the runbook that ran and how long it took to recover.
-    fn incidents_during(&self, v: &quench_chaos::Verdict, experiment: &str) -> Value {
+    async fn incidents_during(&self, v: &quench_chaos::Verdict, experiment: &str) -> Value {
         if v.outcome == Outcome::NotRun || v.outcome == Outcome::DryRun {
             return json!([]);
         }
         let all = self
             .incidents
-            .list(&quench_knowledge::IncidentFilter {
+            .query(quench_knowledge::IncidentFilter {
                 limit: Some(1000),
                 ..Default::default()
             })
+            .await
             .unwrap_or_default();
         let mut out = Vec::new();
         for r in all
@@ -243,16 +255,19 @@ impl ChaosService {
                 experiment: experiment.to_string(),
                 run: v.run.clone(),
             };
-            let _ = self.incidents.update(&r.id, |rec| {
-                if !rec.chaos.contains(&link) {
-                    rec.chaos.push(link.clone());
-                    rec.timeline.push(quench_knowledge::TimelineEvent {
-                        at: Utc::now(),
-                        kind: "chaos".into(),
-                        detail: detail.clone(),
-                    });
-                }
-            });
+            let _ = self
+                .incidents
+                .update(&r.id, move |rec| {
+                    if !rec.chaos.contains(&link) {
+                        rec.chaos.push(link);
+                        rec.timeline.push(quench_knowledge::TimelineEvent {
+                            at: Utc::now(),
+                            kind: "chaos".into(),
+                            detail,
+                        });
+                    }
+                })
+                .await;
             out.push(json!({
                 "id": r.id,
                 "title": r.title,

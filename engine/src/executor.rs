@@ -29,7 +29,7 @@ use quench_runbooks::template::{Templates, context};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 tokio::task_local! {
     /// The incident and step a step runs for, for code below the step
@@ -137,6 +137,8 @@ pub struct Executor {
     pub config: ExecConfig,
     /// Environment variables templates may read (`env.NAME`).
     pub env: BTreeMap<String, String>,
+    /// Where runs and steps are counted (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     budget: Mutex<HashMap<String, VecDeque<Instant>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cooldowns: Mutex<HashMap<String, Instant>>,
@@ -194,6 +196,7 @@ impl Executor {
             runner,
             config,
             env: BTreeMap::new(),
+            metrics: Arc::default(),
             budget: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             cooldowns: Mutex::new(HashMap::new()),
@@ -201,7 +204,10 @@ impl Executor {
         }
     }
 
-    fn audit(
+    /// Appends to the audit log and waits until it is fdatasync'd. An
+    /// error is logged and returned: a caller about to act must not (fail
+    /// closed); one recording what already happened carries on.
+    async fn audit(
         &self,
         incident: &str,
         step: Option<&str>,
@@ -209,7 +215,7 @@ impl Executor {
         action: &str,
         actor: &str,
         detail: String,
-    ) {
+    ) -> Result<(), String> {
         let entry = AuditEntry {
             seq: 0,
             at: Utc::now(),
@@ -220,18 +226,25 @@ impl Executor {
             target: target.map(str::to_string),
             detail,
         };
-        if let Err(e) = self.audit.append(entry) {
-            // The action is also in the incident record; losing the audit
-            // line must not stop remediation.
-            warn!(incident_id = incident, error = %e, "audit append failed");
-        }
+        self.audit.append(entry).await.map(|_| ()).map_err(|e| {
+            error!(incident_id = incident, error = %e, "audit append failed");
+            e.to_string()
+        })
     }
 
-    fn record(&self, incident: &str, f: impl Fn(&mut IncidentRecord)) -> Option<IncidentRecord> {
-        match self.incidents.update(incident, |r| {
-            f(r);
-            r.updated_at = Utc::now();
-        }) {
+    async fn record(
+        &self,
+        incident: &str,
+        f: impl FnOnce(&mut IncidentRecord) + Send + 'static,
+    ) -> Option<IncidentRecord> {
+        match self
+            .incidents
+            .update(incident, move |r| {
+                f(r);
+                r.updated_at = Utc::now();
+            })
+            .await
+        {
             Ok(r) => r.map(|(r, ())| r),
             Err(e) => {
                 warn!(incident_id = incident, error = %e, "incident update failed");
@@ -240,31 +253,34 @@ impl Executor {
         }
     }
 
-    fn set_step(
+    async fn set_step(
         &self,
         incident: &str,
         idx: usize,
-        f: impl Fn(&mut StepRecord),
+        f: impl FnOnce(&mut StepRecord) + Send + 'static,
     ) -> Option<IncidentRecord> {
-        self.record(incident, |r| {
+        self.record(incident, move |r| {
             if let Some(s) = r.steps.get_mut(idx) {
                 f(s);
             }
         })
+        .await
     }
 
-    fn event(&self, incident: &str, kind: &str, detail: String) {
-        self.record(incident, |r| {
+    async fn event(&self, incident: &str, kind: &str, detail: String) {
+        let kind = kind.to_string();
+        self.record(incident, move |r| {
             r.timeline.push(TimelineEvent {
                 at: Utc::now(),
-                kind: kind.to_string(),
-                detail: detail.clone(),
+                kind,
+                detail,
             })
-        });
+        })
+        .await;
     }
 
-    fn status(&self, incident: &str, status: IncidentStatus) {
-        self.record(incident, |r| {
+    async fn status(&self, incident: &str, status: IncidentStatus) {
+        self.record(incident, move |r| {
             if !r.status.is_closed() && r.status != status {
                 r.timeline.push(TimelineEvent {
                     at: Utc::now(),
@@ -273,7 +289,8 @@ impl Executor {
                 });
                 r.status = status;
             }
-        });
+        })
+        .await;
     }
 
     /// Starts the runbook for a new incident in its own task, unless the
@@ -295,15 +312,20 @@ impl Executor {
             {
                 let left = cooldown - now.duration_since(*last);
                 drop(c);
-                self.event(&incident, "cooldown", format!("{} ran for this group {}s ago; its cooldown has {}s left, so it does not run", runbook.name(), (cooldown - left).as_secs(), left.as_secs()));
-                self.audit(
-                    &incident,
-                    None,
-                    None,
-                    "run.cooldown",
-                    "quench",
-                    format!("{} in cooldown", runbook.name()),
-                );
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.event(&incident, "cooldown", format!("{} ran for this group {}s ago; its cooldown has {}s left, so it does not run", runbook.name(), (cooldown - left).as_secs(), left.as_secs())).await;
+                    let _ = me
+                        .audit(
+                            &incident,
+                            None,
+                            None,
+                            "run.cooldown",
+                            "quench",
+                            format!("{} in cooldown", runbook.name()),
+                        )
+                        .await;
+                });
                 return;
             }
             c.insert(key, now);
@@ -357,8 +379,8 @@ impl Executor {
             });
         }
         // One write: the steps and the first status change together.
-        self.record(incident, |r| {
-            r.steps = records.clone();
+        self.record(incident, move |r| {
+            r.steps = records;
             if !r.status.is_closed() && r.status != IncidentStatus::Diagnosing {
                 r.timeline.push(TimelineEvent {
                     at: Utc::now(),
@@ -367,7 +389,8 @@ impl Executor {
                 });
                 r.status = IncidentStatus::Diagnosing;
             }
-        });
+        })
+        .await;
         self.run_from(incident, runbook, alert, 0, serde_json::Map::new())
             .await
     }
@@ -382,6 +405,19 @@ impl Executor {
         first: usize,
         mut outputs: serde_json::Map<String, Value>,
     ) -> RunEnd {
+        /// Counts the run as active until it ends, however it ends.
+        struct Active<'a>(&'a crate::metrics::Metrics);
+        impl Drop for Active<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .runs_active
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.metrics
+            .runs_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _active = Active(&self.metrics);
         let steps: Vec<&StepFile> = runbook.file.steps.iter().collect();
         for (idx, step) in steps.iter().enumerate().skip(first) {
             match self
@@ -399,14 +435,16 @@ impl Executor {
                         incident,
                         "step",
                         format!("{} failed, continuing: {reason}", step.id.value),
-                    );
+                    )
+                    .await;
                 }
                 Err(Stop::Failed(reason)) => {
                     self.event(
                         incident,
                         "escalation",
                         format!("{} failed: {reason}", step.id.value),
-                    );
+                    )
+                    .await;
                     let base = steps.len();
                     let mut escalated = false;
                     for (j, f) in runbook.file.on_failure.iter().enumerate() {
@@ -415,19 +453,21 @@ impl Executor {
                             .await
                             .is_ok();
                     }
-                    self.skip_rest(incident, idx + 1, steps.len(), "an earlier step failed");
+                    self.skip_rest(incident, idx + 1, steps.len(), "an earlier step failed")
+                        .await;
                     // Escalated when on_failure reached someone; failed when
                     // there was nothing to run or all of it failed too.
                     if escalated {
-                        self.status(incident, IncidentStatus::Escalated);
+                        self.status(incident, IncidentStatus::Escalated).await;
                         return RunEnd::Escalated;
                     }
-                    self.status(incident, IncidentStatus::Failed);
+                    self.status(incident, IncidentStatus::Failed).await;
                     return RunEnd::Failed;
                 }
                 Err(Stop::Cancelled(reason)) => {
-                    self.skip_rest(incident, idx + 1, steps.len(), &reason);
-                    self.status(incident, IncidentStatus::Cancelled);
+                    self.skip_rest(incident, idx + 1, steps.len(), &reason)
+                        .await;
+                    self.status(incident, IncidentStatus::Cancelled).await;
                     return RunEnd::Cancelled;
                 }
             }
@@ -437,8 +477,9 @@ impl Executor {
             steps.len(),
             steps.len() + runbook.file.on_failure.len(),
             "no step failed",
-        );
-        self.status(incident, IncidentStatus::Verifying);
+        )
+        .await;
+        self.status(incident, IncidentStatus::Verifying).await;
         let Some(v) = &runbook.file.verify else {
             return RunEnd::Completed;
         };
@@ -448,14 +489,16 @@ impl Executor {
             .await
         {
             Ok(()) => {
-                self.status(incident, IncidentStatus::Resolved);
+                self.status(incident, IncidentStatus::Resolved).await;
                 self.record(incident, |r| {
                     r.resolved_at.get_or_insert_with(Utc::now);
-                });
+                })
+                .await;
                 RunEnd::Completed
             }
             Err(reason) => {
-                self.event(incident, "escalation", format!("not verified: {reason}"));
+                self.event(incident, "escalation", format!("not verified: {reason}"))
+                    .await;
                 let base = steps.len();
                 let mut escalated = false;
                 for (j, f) in runbook.file.on_failure.iter().enumerate() {
@@ -465,10 +508,10 @@ impl Executor {
                         .is_ok();
                 }
                 if escalated {
-                    self.status(incident, IncidentStatus::Escalated);
+                    self.status(incident, IncidentStatus::Escalated).await;
                     RunEnd::Escalated
                 } else {
-                    self.status(incident, IncidentStatus::Failed);
+                    self.status(incident, IncidentStatus::Failed).await;
                     RunEnd::Failed
                 }
             }
@@ -494,26 +537,34 @@ impl Executor {
         let kind = StepType::from_name(&v.uses.value).ok_or("unknown step type")?;
         let ctx = context(alert, runbook, incident, outputs, &self.env);
         let with = Value::Object(v.with.as_ref().map(|w| w.value.clone()).unwrap_or_default());
-        let rendered = self
+        let rendered = match self
             .templates
             .render_value(&with, &ctx, "verify.with")
             .and_then(|v| self.check_hosts(v))
-            .inspect_err(|e| {
-                self.set_step(incident, idx, |s| {
+        {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = e.clone();
+                self.set_step(incident, idx, move |s| {
                     s.state = StepState::Failed;
-                    s.reason = e.clone();
-                });
-            })?;
+                    s.reason = reason;
+                })
+                .await;
+                return Err(e);
+            }
+        };
         let deadline = Instant::now() + timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.set_step(incident, idx, |s| {
+            let r = rendered.clone();
+            self.set_step(incident, idx, move |s| {
                 s.state = StepState::Running;
-                s.rendered = rendered.clone();
+                s.rendered = r;
                 s.attempts = attempt;
                 s.started_at.get_or_insert_with(Utc::now);
-            });
+            })
+            .await;
             let last = match tokio::time::timeout(
                 every,
                 STEP.scope(
@@ -524,19 +575,22 @@ impl Executor {
             .await
             {
                 Ok(Ok(out)) => {
-                    self.audit(
-                        incident,
-                        Some("verify"),
-                        None,
-                        "verify.passed",
-                        "quench",
-                        format!("after {attempt} check(s)"),
-                    );
-                    self.set_step(incident, idx, |s| {
+                    let _ = self
+                        .audit(
+                            incident,
+                            Some("verify"),
+                            None,
+                            "verify.passed",
+                            "quench",
+                            format!("after {attempt} check(s)"),
+                        )
+                        .await;
+                    self.set_step(incident, idx, move |s| {
                         s.state = StepState::Succeeded;
-                        s.output = out.clone();
+                        s.output = out;
                         s.ended_at = Some(Utc::now());
-                    });
+                    })
+                    .await;
                     return Ok(());
                 }
                 Ok(Err(e)) => e.to_string(),
@@ -547,37 +601,67 @@ impl Executor {
                     "still failing after {}s ({attempt} checks): {last}",
                     timeout.as_secs()
                 );
-                self.audit(
-                    incident,
-                    Some("verify"),
-                    None,
-                    "verify.failed",
-                    "quench",
-                    reason.clone(),
-                );
-                self.set_step(incident, idx, |s| {
+                let _ = self
+                    .audit(
+                        incident,
+                        Some("verify"),
+                        None,
+                        "verify.failed",
+                        "quench",
+                        reason.clone(),
+                    )
+                    .await;
+                let r = reason.clone();
+                self.set_step(incident, idx, move |s| {
                     s.state = StepState::Failed;
-                    s.reason = reason.clone();
+                    s.reason = r;
                     s.ended_at = Some(Utc::now());
-                });
+                })
+                .await;
                 return Err(reason);
             }
             tokio::time::sleep(every).await;
         }
     }
 
-    fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {
-        self.record(incident, |r| {
+    async fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {
+        let reason = reason.to_string();
+        self.record(incident, move |r| {
             for s in r.steps.iter_mut().take(to).skip(from) {
                 if s.state == StepState::Pending {
                     s.state = StepState::Skipped;
-                    s.reason = reason.to_string();
+                    s.reason.clone_from(&reason);
                 }
             }
-        });
+        })
+        .await;
     }
 
+    /// Runs one step inside its guards, and counts it.
     async fn step(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        idx: usize,
+        step: &StepFile,
+        outputs: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Stop> {
+        let started = Instant::now();
+        let out = self
+            .step_guarded(incident, runbook, alert, idx, step, outputs)
+            .await;
+        let state = match &out {
+            Ok(()) => "succeeded",
+            Err(Stop::Failed(_)) => "failed",
+            Err(Stop::Cancelled(_)) => "cancelled",
+        };
+        self.metrics
+            .observe_step(&step.uses.value, state, started.elapsed());
+        out
+    }
+
+    async fn step_guarded(
         &self,
         incident: &str,
         runbook: &Runbook,
@@ -589,12 +673,14 @@ impl Executor {
         let id = step.id.value.as_str();
         let Some(kind) = StepType::from_name(&step.uses.value) else {
             // Validation refuses unknown types; a set changed under us.
-            return Err(self.fail(
-                incident,
-                idx,
-                id,
-                format!("unknown step type {}", step.uses.value),
-            ));
+            return Err(self
+                .fail(
+                    incident,
+                    idx,
+                    id,
+                    format!("unknown step type {}", step.uses.value),
+                )
+                .await);
         };
         let ctx = context(alert, runbook, incident, outputs, &self.env);
         if let Some(when) = &step.when {
@@ -604,10 +690,11 @@ impl Executor {
                     self.set_step(incident, idx, |s| {
                         s.state = StepState::Skipped;
                         s.reason = "when is false".into();
-                    });
+                    })
+                    .await;
                     return Ok(());
                 }
-                Err(e) => return Err(self.fail(incident, idx, id, format!("when: {e}"))),
+                Err(e) => return Err(self.fail(incident, idx, id, format!("when: {e}")).await),
             }
         }
         let with = Value::Object(
@@ -622,101 +709,122 @@ impl Executor {
             .and_then(|v| self.check_hosts(v))
         {
             Ok(v) => v,
-            Err(e) => return Err(self.fail(incident, idx, id, e)),
+            Err(e) => return Err(self.fail(incident, idx, id, e).await),
         };
         let (namespace, target) = target_of(&rendered);
 
         let _guard;
         if kind.is_destructive() {
-            self.status(incident, IncidentStatus::Remediating);
-            self.preflight(incident, idx, id, &target, "before this step")?;
+            self.status(incident, IncidentStatus::Remediating).await;
+            self.preflight(incident, idx, id, &target, "before this step")
+                .await?;
             if let Some(approval) = step.approval.as_ref().filter(|a| a.required) {
                 let timeout = approval
                     .timeout
                     .as_ref()
                     .and_then(|t| quench_runbooks::duration::parse(&t.value).ok())
                     .unwrap_or(self.config.default_approval_timeout);
-                self.set_step(incident, idx, |s| s.state = StepState::AwaitingApproval);
-                self.audit(
-                    incident,
-                    Some(id),
-                    Some(&target),
-                    "approval.requested",
-                    "quench",
-                    format!("waiting up to {}s", timeout.as_secs()),
-                );
+                self.set_step(incident, idx, |s| s.state = StepState::AwaitingApproval)
+                    .await;
+                let _ = self
+                    .audit(
+                        incident,
+                        Some(id),
+                        Some(&target),
+                        "approval.requested",
+                        "quench",
+                        format!("waiting up to {}s", timeout.as_secs()),
+                    )
+                    .await;
                 let rx = self.approvals.wait(incident, id);
                 match tokio::time::timeout(timeout, rx).await {
                     Ok(Ok(Verdict::Approve { by })) => {
-                        self.audit(
-                            incident,
-                            Some(id),
-                            Some(&target),
-                            "approval.approved",
-                            &by,
-                            "approved".into(),
-                        );
-                        self.event(incident, "approval", format!("{id} approved by {by}"));
+                        let _ = self
+                            .audit(
+                                incident,
+                                Some(id),
+                                Some(&target),
+                                "approval.approved",
+                                &by,
+                                "approved".into(),
+                            )
+                            .await;
+                        self.event(incident, "approval", format!("{id} approved by {by}"))
+                            .await;
                     }
                     Ok(Ok(Verdict::Reject { by, reason })) => {
-                        self.audit(
-                            incident,
-                            Some(id),
-                            Some(&target),
-                            "approval.rejected",
-                            &by,
-                            reason.clone(),
-                        );
-                        return Err(self.block(
-                            incident,
-                            idx,
-                            id,
-                            &target,
-                            format!("rejected by {by}: {reason}"),
-                            true,
-                        ));
+                        let _ = self
+                            .audit(
+                                incident,
+                                Some(id),
+                                Some(&target),
+                                "approval.rejected",
+                                &by,
+                                reason.clone(),
+                            )
+                            .await;
+                        return Err(self
+                            .block(
+                                incident,
+                                idx,
+                                id,
+                                &target,
+                                format!("rejected by {by}: {reason}"),
+                                true,
+                            )
+                            .await);
                     }
                     Ok(Err(_)) | Err(_) => match approval.on_timeout {
                         OnTimeout::Proceed => {
-                            self.audit(
-                                incident,
-                                Some(id),
-                                Some(&target),
-                                "approval.timeout",
-                                "quench",
-                                "no answer; proceeding as the runbook says".into(),
-                            );
+                            let _ = self
+                                .audit(
+                                    incident,
+                                    Some(id),
+                                    Some(&target),
+                                    "approval.timeout",
+                                    "quench",
+                                    "no answer; proceeding as the runbook says".into(),
+                                )
+                                .await;
                         }
                         OnTimeout::Skip => {
-                            self.audit(
-                                incident,
-                                Some(id),
-                                Some(&target),
-                                "approval.timeout",
-                                "quench",
-                                "no answer; skipping as the runbook says".into(),
-                            );
+                            let _ = self
+                                .audit(
+                                    incident,
+                                    Some(id),
+                                    Some(&target),
+                                    "approval.timeout",
+                                    "quench",
+                                    "no answer; skipping as the runbook says".into(),
+                                )
+                                .await;
                             self.set_step(incident, idx, |s| {
                                 s.state = StepState::Skipped;
                                 s.reason = "approval timed out".into();
-                            });
+                            })
+                            .await;
                             return Ok(());
                         }
                         OnTimeout::Fail => {
-                            self.audit(
-                                incident,
-                                Some(id),
-                                Some(&target),
-                                "approval.timeout",
-                                "quench",
-                                "no answer; failing as the runbook says".into(),
-                            );
-                            return Err(self.fail(incident, idx, id, "approval timed out".into()));
+                            let _ = self
+                                .audit(
+                                    incident,
+                                    Some(id),
+                                    Some(&target),
+                                    "approval.timeout",
+                                    "quench",
+                                    "no answer; failing as the runbook says".into(),
+                                )
+                                .await;
+                            return Err(self
+                                .fail(incident, idx, id, "approval timed out".into())
+                                .await);
                         }
                     },
                 }
                 // Time passed while waiting: check again.
-                self.preflight(incident, idx, id, &target, "while waiting for approval")?;
+                self.preflight(incident, idx, id, &target, "while waiting for approval")
+                    .await?;
             }
             let refused = self.take_window([
                 (
@@ -731,30 +839,34 @@ impl Executor {
             match refused {
                 None => {}
                 Some(0) => {
-                    return Err(self.block(
-                        incident,
-                        idx,
-                        id,
-                        &target,
-                        format!(
-                            "blast-radius budget spent: {} destructive actions in namespace {namespace} within the hour",
-                            self.config.budget_per_namespace_per_hour
-                        ),
-                        false,
-                    ));
+                    return Err(self
+                        .block(
+                            incident,
+                            idx,
+                            id,
+                            &target,
+                            format!(
+                                "blast-radius budget spent: {} destructive actions in namespace {namespace} within the hour",
+                                self.config.budget_per_namespace_per_hour
+                            ),
+                            false,
+                        )
+                        .await);
                 }
                 Some(_) => {
-                    return Err(self.block(
-                        incident,
-                        idx,
-                        id,
-                        &target,
-                        format!(
-                            "rate limit: {} actions on {target} within the hour",
-                            self.config.max_actions_per_target_per_hour
-                        ),
-                        false,
-                    ));
+                    return Err(self
+                        .block(
+                            incident,
+                            idx,
+                            id,
+                            &target,
+                            format!(
+                                "rate limit: {} actions on {target} within the hour",
+                                self.config.max_actions_per_target_per_hour
+                            ),
+                            false,
+                        )
+                        .await);
                 }
             }
             if self.config.dry_run {
@@ -785,21 +897,24 @@ impl Executor {
                 } else {
                     (Value::Null, "dry-run: nothing was changed".to_string())
                 };
-                self.audit(
-                    incident,
-                    Some(id),
-                    Some(&target),
-                    "step.dry_run",
-                    "quench",
-                    format!("{} would run with {rendered}: {reason}", kind.name()),
-                );
-                self.set_step(incident, idx, |s| {
-                    s.rendered = rendered.clone();
+                let _ = self
+                    .audit(
+                        incident,
+                        Some(id),
+                        Some(&target),
+                        "step.dry_run",
+                        "quench",
+                        format!("{} would run with {rendered}: {reason}", kind.name()),
+                    )
+                    .await;
+                self.set_step(incident, idx, move |s| {
+                    s.rendered = rendered;
                     s.state = StepState::DryRun;
-                    s.output = output.clone();
-                    s.reason = reason.clone();
+                    s.output = output;
+                    s.reason = reason;
                     s.ended_at = Some(Utc::now());
-                });
+                })
+                .await;
                 return Ok(());
             }
             let lock = self.lock_for(&target);
@@ -822,27 +937,56 @@ impl Executor {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.set_step(incident, idx, |s| {
+            let (r, key) = (rendered.clone(), format!("{incident}/{id}/{attempt}"));
+            let running = move |s: &mut StepRecord| {
                 s.state = StepState::Running;
-                s.rendered = rendered.clone();
+                s.rendered = r;
                 s.attempts = attempt;
-                s.attempt_key = format!("{incident}/{id}/{attempt}");
+                s.attempt_key = key;
                 s.started_at.get_or_insert(started);
-            });
+            };
             // A destructive step's start is durable before it acts: after a
             // crash, one recorded as running may have taken effect and is
             // not run again, one still pending did not. Evidence steps only
             // read, so running one twice after a crash is harmless, and
-            // they skip the flush.
-            if kind.is_destructive()
-                && let Err(e) = self.incidents.flush()
-            {
-                return Err(self.fail(
-                    incident,
-                    idx,
-                    id,
-                    format!("cannot record the step durably before running it: {e}"),
-                ));
+            // they skip the fdatasync.
+            if kind.is_destructive() {
+                let durable = self
+                    .incidents
+                    .update_durable(incident, move |rec| {
+                        if let Some(s) = rec.steps.get_mut(idx) {
+                            running(s);
+                        }
+                        rec.updated_at = Utc::now();
+                    })
+                    .await;
+                // And so is its audit line: no action without a record.
+                let audited = match durable {
+                    Ok(_) => {
+                        self.audit(
+                            incident,
+                            Some(id),
+                            Some(&target),
+                            "step.start",
+                            "quench",
+                            format!("{} attempt {attempt}", kind.name()),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = audited {
+                    return Err(self
+                        .fail(
+                            incident,
+                            idx,
+                            id,
+                            format!("cannot record the step durably before running it, so it does not run: {e}"),
+                        )
+                        .await);
+                }
+            } else {
+                self.set_step(incident, idx, running).await;
             }
             info!(incident_id = incident, step = id, attempt, "step started");
             let run = STEP.scope(
@@ -858,14 +1002,16 @@ impl Executor {
             };
             match result {
                 Ok(output) => {
-                    self.audit(
-                        incident,
-                        Some(id),
-                        Some(&target),
-                        "step.run",
-                        "quench",
-                        format!("{} succeeded (attempt {attempt})", kind.name()),
-                    );
+                    let _ = self
+                        .audit(
+                            incident,
+                            Some(id),
+                            Some(&target),
+                            "step.run",
+                            "quench",
+                            format!("{} succeeded (attempt {attempt})", kind.name()),
+                        )
+                        .await;
                     // Every output says whether the step worked, so
                     // templates can test `steps.x.output.ok` either way.
                     let mut output = output;
@@ -873,35 +1019,40 @@ impl Executor {
                         m.entry("ok").or_insert(Value::Bool(true));
                     }
                     outputs.insert(id.to_string(), output.clone());
-                    self.set_step(incident, idx, |s| {
+                    self.set_step(incident, idx, move |s| {
                         s.state = StepState::Succeeded;
-                        s.output = output.clone();
+                        s.output = output;
                         s.ended_at = Some(Utc::now());
-                    });
+                    })
+                    .await;
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() && attempt <= retries => {
-                    self.audit(
-                        incident,
-                        Some(id),
-                        Some(&target),
-                        "step.retry",
-                        "quench",
-                        format!("attempt {attempt} failed: {e}"),
-                    );
+                    let _ = self
+                        .audit(
+                            incident,
+                            Some(id),
+                            Some(&target),
+                            "step.retry",
+                            "quench",
+                            format!("attempt {attempt} failed: {e}"),
+                        )
+                        .await;
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = backoff.saturating_mul(2);
                 }
                 Err(e) => {
-                    self.audit(
-                        incident,
-                        Some(id),
-                        Some(&target),
-                        "step.failed",
-                        "quench",
-                        format!("attempt {attempt}: {e}"),
-                    );
-                    return Err(self.fail(incident, idx, id, e.to_string()));
+                    let _ = self
+                        .audit(
+                            incident,
+                            Some(id),
+                            Some(&target),
+                            "step.failed",
+                            "quench",
+                            format!("attempt {attempt}: {e}"),
+                        )
+                        .await;
+                    return Err(self.fail(incident, idx, id, e.to_string()).await);
                 }
             }
         }
@@ -916,19 +1067,21 @@ impl Executor {
         }
     }
 
-    fn fail(&self, incident: &str, idx: usize, id: &str, reason: String) -> Stop {
+    async fn fail(&self, incident: &str, idx: usize, id: &str, reason: String) -> Stop {
         warn!(incident_id = incident, step = id, reason = %reason, "step failed");
-        self.set_step(incident, idx, |s| {
+        let r = reason.clone();
+        self.set_step(incident, idx, move |s| {
             s.state = StepState::Failed;
-            s.reason = reason.clone();
+            s.reason = r;
             s.ended_at = Some(Utc::now());
-        });
+        })
+        .await;
         Stop::Failed(reason)
     }
 
     /// A guard refused the step. `cancel` ends the run (resolved alert,
     /// rejection); otherwise it counts as a failure and escalates.
-    fn block(
+    async fn block(
         &self,
         incident: &str,
         idx: usize,
@@ -938,19 +1091,23 @@ impl Executor {
         cancel: bool,
     ) -> Stop {
         warn!(incident_id = incident, step = id, reason = %reason, "step blocked");
-        self.audit(
-            incident,
-            Some(id),
-            Some(target),
-            "step.blocked",
-            "quench",
-            reason.clone(),
-        );
-        self.set_step(incident, idx, |s| {
+        let _ = self
+            .audit(
+                incident,
+                Some(id),
+                Some(target),
+                "step.blocked",
+                "quench",
+                reason.clone(),
+            )
+            .await;
+        let r = reason.clone();
+        self.set_step(incident, idx, move |s| {
             s.state = StepState::Blocked;
-            s.reason = reason.clone();
+            s.reason = r;
             s.ended_at = Some(Utc::now());
-        });
+        })
+        .await;
         if cancel {
             Stop::Cancelled(reason)
         } else {
@@ -961,7 +1118,7 @@ impl Executor {
     /// The checks right before a destructive step acts: the kill switch,
     /// and an alert of the incident still firing. `when` says when the
     /// alert resolved, for the record.
-    fn preflight(
+    async fn preflight(
         &self,
         incident: &str,
         idx: usize,
@@ -970,30 +1127,34 @@ impl Executor {
         when: &str,
     ) -> Result<(), Stop> {
         if self.control.is_paused() {
-            return Err(self.block(
-                incident,
-                idx,
-                id,
-                target,
-                "automation is paused (kill switch)".into(),
-                false,
-            ));
+            return Err(self
+                .block(
+                    incident,
+                    idx,
+                    id,
+                    target,
+                    "automation is paused (kill switch)".into(),
+                    false,
+                )
+                .await);
         }
-        if !self.still_firing(incident) {
-            return Err(self.block(
-                incident,
-                idx,
-                id,
-                target,
-                format!("the alert resolved {when}"),
-                true,
-            ));
+        if !self.still_firing(incident).await {
+            return Err(self
+                .block(
+                    incident,
+                    idx,
+                    id,
+                    target,
+                    format!("the alert resolved {when}"),
+                    true,
+                )
+                .await);
         }
         Ok(())
     }
 
-    fn still_firing(&self, incident: &str) -> bool {
-        match self.incidents.get(incident) {
+    async fn still_firing(&self, incident: &str) -> bool {
+        match self.incidents.fetch(incident).await {
             Ok(Some(r)) => r.alerts.iter().any(|a| a.state == AlertState::Firing),
             // Unknown state: do not act.
             _ => false,
@@ -1089,15 +1250,19 @@ impl Executor {
     ///   harm. The incident is marked interrupted for a human;
     /// - so is a run whose runbook is gone, or changed since it started
     ///   (the run is pinned to its commit).
-    pub fn recover(
+    pub async fn recover(
         self: &Arc<Self>,
         set: &quench_runbooks::RunbookSet,
         commit: Option<&str>,
     ) -> Vec<(String, Recovery)> {
-        let open = match self.incidents.list(&quench_knowledge::IncidentFilter {
-            open_only: true,
-            ..Default::default()
-        }) {
+        let open = match self
+            .incidents
+            .query(quench_knowledge::IncidentFilter {
+                open_only: true,
+                ..Default::default()
+            })
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "cannot list incidents to recover");
@@ -1106,12 +1271,6 @@ impl Executor {
         };
         let mut out = Vec::new();
         for r in open {
-            let unfinished = |s: &StepRecord| {
-                matches!(
-                    s.state,
-                    StepState::Pending | StepState::Running | StepState::AwaitingApproval
-                )
-            };
             let n_main = r.steps.len();
             let in_flight = matches!(
                 r.status,
@@ -1121,50 +1280,19 @@ impl Executor {
                 continue;
             }
             let Some(rb_ref) = &r.runbook else { continue };
-            let interrupt = |reason: String| {
-                self.record(&r.id, |rec| {
-                    for s in rec.steps.iter_mut().filter(|s| unfinished(s)) {
-                        s.state = if s.state == StepState::Running {
-                            StepState::Interrupted
-                        } else {
-                            StepState::Skipped
-                        };
-                        s.reason = reason.clone();
-                    }
-                    rec.status = IncidentStatus::Interrupted;
-                    rec.timeline.push(TimelineEvent {
-                        at: Utc::now(),
-                        kind: "interrupted".into(),
-                        detail: reason.clone(),
-                    });
-                });
-                self.audit(
-                    &r.id,
-                    None,
-                    None,
-                    "run.interrupted",
-                    "quench",
-                    reason.clone(),
-                );
-                Recovery::Interrupted(reason)
-            };
             let Some(runbook) = set.by_name(&rb_ref.name) else {
-                out.push((
-                    r.id.clone(),
-                    interrupt(format!("runbook {} is no longer loaded", rb_ref.name)),
-                ));
+                let why = format!("runbook {} is no longer loaded", rb_ref.name);
+                out.push((r.id.clone(), self.interrupt(&r.id, why).await));
                 continue;
             };
             if rb_ref.commit.as_deref() != commit {
-                out.push((
-                    r.id.clone(),
-                    interrupt(format!(
-                        "runbook {} changed since the run started ({} then, {} now)",
-                        rb_ref.name,
-                        rb_ref.commit.as_deref().unwrap_or("local"),
-                        commit.unwrap_or("local")
-                    )),
-                ));
+                let why = format!(
+                    "runbook {} changed since the run started ({} then, {} now)",
+                    rb_ref.name,
+                    rb_ref.commit.as_deref().unwrap_or("local"),
+                    commit.unwrap_or("local")
+                );
+                out.push((r.id.clone(), self.interrupt(&r.id, why).await));
                 continue;
             }
             let Some(first_alert) = r.alerts.first() else {
@@ -1179,21 +1307,17 @@ impl Executor {
             let main = runbook.file.steps.len().min(n_main);
             let Some(k) = r.steps[..main].iter().position(unfinished) else {
                 // Only on_failure steps were left: a human takes it from here.
-                out.push((
-                    r.id.clone(),
-                    interrupt("the engine stopped during on_failure".into()),
-                ));
+                let why = "the engine stopped during on_failure".to_string();
+                out.push((r.id.clone(), self.interrupt(&r.id, why).await));
                 continue;
             };
             let s = &r.steps[k];
             if s.state == StepState::Running && s.destructive {
-                out.push((
-                    r.id.clone(),
-                    interrupt(format!(
-                        "the engine stopped while {} ({}) was running; it may have taken effect, so it is not run again",
-                        s.id, s.uses
-                    )),
-                ));
+                let why = format!(
+                    "the engine stopped while {} ({}) was running; it may have taken effect, so it is not run again",
+                    s.id, s.uses
+                );
+                out.push((r.id.clone(), self.interrupt(&r.id, why).await));
                 continue;
             }
             let outputs: serde_json::Map<String, Value> = r.steps[..k]
@@ -1206,15 +1330,18 @@ impl Executor {
                 &r.id,
                 "resumed",
                 format!("resuming at step {step_id} after a restart"),
-            );
-            self.audit(
-                &r.id,
-                Some(&step_id),
-                None,
-                "run.resumed",
-                "quench",
-                "after a restart".into(),
-            );
+            )
+            .await;
+            let _ = self
+                .audit(
+                    &r.id,
+                    Some(&step_id),
+                    None,
+                    "run.resumed",
+                    "quench",
+                    "after a restart".into(),
+                )
+                .await;
             let (me, rb, id) = (self.clone(), runbook.clone(), r.id.clone());
             tokio::spawn(async move {
                 let end = me.run_from(&id, &rb, &alert, k, outputs).await;
@@ -1224,6 +1351,40 @@ impl Executor {
         }
         out
     }
+
+    /// Marks an unfinished run interrupted, for a human.
+    async fn interrupt(&self, id: &str, reason: String) -> Recovery {
+        let why = reason.clone();
+        self.record(id, move |rec| {
+            for s in rec.steps.iter_mut().filter(|s| unfinished(s)) {
+                s.state = if s.state == StepState::Running {
+                    StepState::Interrupted
+                } else {
+                    StepState::Skipped
+                };
+                s.reason.clone_from(&why);
+            }
+            rec.status = IncidentStatus::Interrupted;
+            rec.timeline.push(TimelineEvent {
+                at: Utc::now(),
+                kind: "interrupted".into(),
+                detail: why,
+            });
+        })
+        .await;
+        let _ = self
+            .audit(id, None, None, "run.interrupted", "quench", reason.clone())
+            .await;
+        Recovery::Interrupted(reason)
+    }
+}
+
+/// A step that had not finished when the engine stopped.
+fn unfinished(s: &StepRecord) -> bool {
+    matches!(
+        s.state,
+        StepState::Pending | StepState::Running | StepState::AwaitingApproval
+    )
 }
 
 #[cfg(test)]
@@ -1293,10 +1454,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let fake = Arc::new(Fake::default());
+        // Tests here pause tokio's clock: writes run inline (see there).
+        let writer = quench_knowledge::Writer::inline(db.clone());
         let exec = Executor::new(
-            IncidentStore::open(&db).unwrap(),
-            AuditLog::open(&db).unwrap(),
-            Control::open(&db).unwrap(),
+            IncidentStore::open(&db, writer.clone()).unwrap(),
+            AuditLog::open(&db, writer.clone()).unwrap(),
+            Control::open(&db, writer).unwrap(),
             fake.clone(),
             config,
         );
@@ -1394,7 +1557,7 @@ mod tests {
         match w
             .exec
             .incidents
-            .attach(
+            .attach_blocking(
                 &a.fingerprint,
                 &Opening {
                     title: "t".into(),
@@ -1503,7 +1666,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_kill_switch_blocks_destructive_steps_only() {
         let w = world(ExecConfig::default());
-        w.exec.control.set(true, "alice", "freeze").unwrap();
+        w.exec
+            .control
+            .set_blocking(true, "alice", "freeze")
+            .unwrap();
         let rb = runbook(DESTRUCTIVE);
         let a = alert("cart");
         let id = open_incident(&w, &a, 1);
@@ -1572,7 +1738,7 @@ mod tests {
         // The alert resolves while evidence is being gathered.
         w.exec
             .incidents
-            .update(&id, |r| r.alerts[0].state = AlertState::Resolved)
+            .update_blocking(&id, |r| r.alerts[0].state = AlertState::Resolved)
             .unwrap();
         assert_eq!(run.await.unwrap(), RunEnd::Cancelled);
         let s = steps(&w, &id);
@@ -1772,15 +1938,16 @@ mod tests {
             records
         };
         let with_runbook = |w: &World, id: &str, steps: Vec<StepRecord>, commit: Option<&str>| {
+            let commit = commit.map(str::to_string);
             w.exec
                 .incidents
-                .update(id, |r| {
-                    r.steps = steps.clone();
+                .update_blocking(id, move |r| {
+                    r.steps = steps;
                     r.status = IncidentStatus::Remediating;
                     r.runbook = Some(quench_knowledge::RunbookRef {
                         name: "r".into(),
                         path: "t.yaml".into(),
-                        commit: commit.map(str::to_string),
+                        commit,
                     });
                 })
                 .unwrap();
@@ -1798,7 +1965,7 @@ mod tests {
         let moved = open_incident(&w, &c, 3);
         with_runbook(&w, &moved, running(0), Some("abc123"));
 
-        let got = w.exec.recover(&set, None);
+        let got = w.exec.recover(&set, None).await;
         assert_eq!(got.len(), 3);
         assert!(
             got.contains(&(evidence.clone(), Recovery::Resumed("evidence".into()))),

@@ -55,12 +55,63 @@ pub struct AppState {
     pub chaos: Arc<crate::chaos::ChaosService>,
     /// The full-text index of the incidents.
     pub search: Arc<quench_knowledge::search::SearchIndex>,
+    /// How far the followers of the stores are behind.
+    pub lag: Lag,
+    /// The KPI gauges of `/metrics`, computed in the background.
+    pub kpis: Arc<KpiCache>,
+}
+
+/// Where the readers of the stores are, for `/readyz` and `/metrics`.
+#[derive(Clone)]
+pub struct Lag {
+    /// The last alert the pipeline processed.
+    pub pipeline: Arc<std::sync::atomic::AtomicU64>,
+    /// The last change of the records the search index holds.
+    pub index: Arc<std::sync::atomic::AtomicU64>,
+    /// The knowledge writer, for its queue.
+    pub writer: quench_knowledge::Writer,
+}
+
+/// Alerts the pipeline may be behind before `/readyz` says degraded.
+const PIPELINE_LAG_DEGRADED: u64 = 10_000;
+/// Changes the search index may be behind before `/readyz` says degraded.
+const INDEX_LAG_DEGRADED: u64 = 10_000;
+
+impl Lag {
+    fn pipeline_lag(&self, log: &AlertLog) -> u64 {
+        log.len()
+            .saturating_sub(self.pipeline.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn index_lag(&self, incidents: &IncidentStore) -> u64 {
+        incidents
+            .last_change()
+            .saturating_sub(self.index.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+/// The KPI gauges, rendered. `/metrics` serves the last rendering instead
+/// of reading every incident on each scrape.
+#[derive(Default)]
+pub struct KpiCache(std::sync::Mutex<String>);
+
+/// Recomputes the KPI gauges every minute, off the async workers.
+pub async fn refresh_kpis(incidents: IncidentStore, cache: Arc<KpiCache>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let inc = incidents.clone();
+        if let Ok(text) = tokio::task::spawn_blocking(move || kpi_gauges(&inc)).await {
+            *cache.0.lock().unwrap_or_else(|e| e.into_inner()) = text;
+        }
+    }
 }
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hooks/alertmanager", post(hook_alertmanager))
         .route("/hooks/pagerduty", post(hook_pagerduty))
@@ -121,6 +172,32 @@ async fn healthz(State(s): State<AppState>) -> Response {
         "alerts_stored": s.log.len(),
         "runbooks": loaded.set.runbooks.len(),
         "runbooks_commit": loaded.commit,
+    }))
+    .into_response()
+}
+
+/// Readiness: answers at once from counters, and says `degraded` (still
+/// 200: intake keeps acknowledging durable alerts) with the lags when the
+/// pipeline or the search index has fallen behind.
+async fn readyz(State(s): State<AppState>) -> Response {
+    let pipeline = s.lag.pipeline_lag(&s.log);
+    let index = s.lag.index_lag(&s.incidents);
+    let mut reasons = Vec::new();
+    if pipeline > PIPELINE_LAG_DEGRADED {
+        reasons.push(format!("the pipeline is {pipeline} alerts behind the log"));
+    }
+    if index > INDEX_LAG_DEGRADED {
+        reasons.push(format!(
+            "the search index is {index} changes behind the records"
+        ));
+    }
+    axum::Json(json!({
+        "status": if reasons.is_empty() { "ready" } else { "degraded" },
+        "reasons": reasons,
+        "pipeline_lag_alerts": pipeline,
+        "index_lag_changes": index,
+        "store_writer_queue": s.lag.writer.stats().queued.load(std::sync::atomic::Ordering::Relaxed),
+        "runs_active": s.metrics.runs_active.load(std::sync::atomic::Ordering::Relaxed),
     }))
     .into_response()
 }
@@ -204,11 +281,10 @@ async fn hook_git(State(s): State<AppState>, headers: HeaderMap, body: Body) -> 
 }
 
 /// The response KPIs of the last 30 days, as gauges.
-fn kpi_gauges(s: &AppState) -> String {
+fn kpi_gauges(incidents: &IncidentStore) -> String {
     use std::fmt::Write;
     let since = chrono::Utc::now() - chrono::Duration::days(30);
-    let all = s
-        .incidents
+    let all = incidents
         .list(&quench_knowledge::IncidentFilter::default())
         .unwrap_or_default();
     let k =
@@ -256,8 +332,36 @@ fn kpi_gauges(s: &AppState) -> String {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    use std::fmt::Write;
     let mut text = s.metrics.render();
-    text.push_str(&kpi_gauges(&s));
+    text.push_str(&s.kpis.0.lock().unwrap_or_else(|e| e.into_inner()));
+    let gauges = [
+        (
+            "quench_pipeline_lag_alerts",
+            "Alerts stored but not yet matched and attached to incidents.",
+            s.lag.pipeline_lag(&s.log),
+        ),
+        (
+            "quench_index_lag_changes",
+            "Changes to the incident records not yet in the search index.",
+            s.lag.index_lag(&s.incidents),
+        ),
+        (
+            "quench_store_writer_queue",
+            "Writes waiting for the knowledge store's writer thread.",
+            s.lag
+                .writer
+                .stats()
+                .queued
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -530,7 +634,7 @@ async fn list_incidents(
             }
         }
     }
-    match s.incidents.list(&filter) {
+    match s.incidents.query(filter).await {
         Ok(list) => axum::Json(json!({ "incidents": list })).into_response(),
         Err(e) => internal(e),
     }
@@ -544,7 +648,7 @@ async fn show_incident(
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.incidents.get(&id) {
+    match s.incidents.fetch(&id).await {
         Ok(Some(r)) => axum::Json(r).into_response(),
         Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
@@ -631,17 +735,30 @@ struct ApprovalBody {
     reason: String,
 }
 
-fn audit_incident(s: &AppState, actor: &str, action: &str, incident: &str, detail: String) {
-    let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
-        seq: 0,
-        at: chrono::Utc::now(),
-        actor: actor.to_string(),
-        action: action.to_string(),
-        incident: Some(incident.to_string()),
-        step: None,
-        target: None,
-        detail,
-    });
+async fn audit_incident(s: &AppState, actor: &str, action: &str, incident: &str, detail: String) {
+    audit(
+        s,
+        quench_knowledge::AuditEntry {
+            seq: 0,
+            at: chrono::Utc::now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            incident: Some(incident.to_string()),
+            step: None,
+            target: None,
+            detail,
+        },
+    )
+    .await;
+}
+
+/// Records what a person did. The change is already made, so a failed
+/// append is logged (and counted) rather than undone.
+async fn audit(s: &AppState, entry: quench_knowledge::AuditEntry) {
+    if let Err(e) = s.executor.audit.append(entry).await {
+        s.metrics.add("quench_audit_failures_total", &[], 1);
+        tracing::error!(error = %e, "audit append failed");
+    }
 }
 
 /// `POST /api/v1/incidents/{id}/ack`: a human has it (responder). The
@@ -658,23 +775,26 @@ async fn acknowledge(
     };
     let now = chrono::Utc::now();
     let who = actor.clone();
-    let updated = s.incidents.update(&id, move |r| {
-        if r.acknowledged.is_none() {
-            r.acknowledged = Some(quench_knowledge::Acknowledgement {
-                at: now,
-                by: who.clone(),
-            });
-            r.timeline.push(quench_knowledge::TimelineEvent {
-                at: now,
-                kind: "acknowledged".into(),
-                detail: format!("acknowledged by {who}"),
-            });
-        }
-        r.acknowledged.clone()
-    });
+    let updated = s
+        .incidents
+        .update(&id, move |r| {
+            if r.acknowledged.is_none() {
+                r.acknowledged = Some(quench_knowledge::Acknowledgement {
+                    at: now,
+                    by: who.clone(),
+                });
+                r.timeline.push(quench_knowledge::TimelineEvent {
+                    at: now,
+                    kind: "acknowledged".into(),
+                    detail: format!("acknowledged by {who}"),
+                });
+            }
+            r.acknowledged.clone()
+        })
+        .await;
     match updated {
         Ok(Some((_, ack))) => {
-            audit_incident(&s, &actor, "incident.ack", &id, "acknowledged".into());
+            audit_incident(&s, &actor, "incident.ack", &id, "acknowledged".into()).await;
             axum::Json(json!({"incident": id, "acknowledged": ack})).into_response()
         }
         Ok(None) => missing(format!("incident {id:?}")),
@@ -795,32 +915,41 @@ async fn annotate(
     }
     let now = chrono::Utc::now();
     let who = actor.clone();
-    let updated = s.incidents.update(&id, |r| {
-        if let Some(rc) = &req.root_cause {
-            r.notes.root_cause = Some(rc.clone());
-        }
-        if let Some(res) = &req.resolution {
-            r.notes.resolution = Some(res.clone());
-        }
-        for c in &commits {
-            if !r.notes.commits.contains(c) {
-                r.notes.commits.push(c.clone());
+    let req_root_cause = req.root_cause.clone();
+    let req_resolution = req.resolution.clone();
+    let req_tags = req.tags.clone();
+    let commits_in = commits.clone();
+    let updated = s
+        .incidents
+        .update(&id, move |r| {
+            let (req_root_cause, req_resolution, req_tags, commits) =
+                (&req_root_cause, &req_resolution, &req_tags, &commits_in);
+            if let Some(rc) = req_root_cause {
+                r.notes.root_cause = Some(rc.clone());
             }
-        }
-        for t in &req.tags {
-            if !r.notes.tags.contains(t) {
-                r.notes.tags.push(t.clone());
+            if let Some(res) = req_resolution {
+                r.notes.resolution = Some(res.clone());
             }
-        }
-        r.notes.edited_at = Some(now);
-        r.notes.edited_by = Some(who.clone());
-        r.timeline.push(quench_knowledge::TimelineEvent {
-            at: now,
-            kind: "annotated".into(),
-            detail: format!("{} edited by {who}", changed.join(", ")),
-        });
-        r.notes.clone()
-    });
+            for c in commits {
+                if !r.notes.commits.contains(c) {
+                    r.notes.commits.push(c.clone());
+                }
+            }
+            for t in req_tags {
+                if !r.notes.tags.contains(t) {
+                    r.notes.tags.push(t.clone());
+                }
+            }
+            r.notes.edited_at = Some(now);
+            r.notes.edited_by = Some(who.clone());
+            r.timeline.push(quench_knowledge::TimelineEvent {
+                at: now,
+                kind: "annotated".into(),
+                detail: format!("{} edited by {who}", changed.join(", ")),
+            });
+            r.notes.clone()
+        })
+        .await;
     match updated {
         Ok(Some((_, notes))) => {
             audit_incident(
@@ -829,7 +958,8 @@ async fn annotate(
                 "incident.annotate",
                 &id,
                 serde_json::to_string(&notes).unwrap_or_default(),
-            );
+            )
+            .await;
             axum::Json(json!({"incident": id, "notes": notes})).into_response()
         }
         Ok(None) => missing(format!("incident {id:?}")),
@@ -875,23 +1005,27 @@ async fn import_incidents(
             format!("{} problem(s); nothing was imported", problems.len()),
             json!({"problems": problems}),
         ),
-        Ok(records) => match s.incidents.import(records) {
+        Ok(records) => match s.incidents.import(records).await {
             Ok(ids) => {
-                let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
-                    seq: 0,
-                    at: chrono::Utc::now(),
-                    actor,
-                    action: "incident.import".into(),
-                    incident: None,
-                    step: None,
-                    target: Some(name),
-                    detail: format!(
-                        "{} incidents: {} to {}",
-                        ids.len(),
-                        ids.first().cloned().unwrap_or_default(),
-                        ids.last().cloned().unwrap_or_default()
-                    ),
-                });
+                audit(
+                    &s,
+                    quench_knowledge::AuditEntry {
+                        seq: 0,
+                        at: chrono::Utc::now(),
+                        actor,
+                        action: "incident.import".into(),
+                        incident: None,
+                        step: None,
+                        target: Some(name),
+                        detail: format!(
+                            "{} incidents: {} to {}",
+                            ids.len(),
+                            ids.first().cloned().unwrap_or_default(),
+                            ids.last().cloned().unwrap_or_default()
+                        ),
+                    },
+                )
+                .await;
                 axum::Json(json!({"imported": ids.len(), "ids": ids})).into_response()
             }
             Err(e) => internal(e),
@@ -938,27 +1072,27 @@ async fn reindex(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let all = match s
-        .incidents
-        .list(&quench_knowledge::IncidentFilter::default())
-    {
-        Ok(a) => a,
-        Err(e) => return internal(e),
-    };
-    let index = s.search.clone();
-    let n = all.len();
-    match tokio::task::spawn_blocking(move || index.rebuild(&all)).await {
-        Ok(Ok(())) => {
-            let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
-                seq: 0,
-                at: chrono::Utc::now(),
-                actor,
-                action: "search.reindex".into(),
-                incident: None,
-                step: None,
-                target: None,
-                detail: format!("{n} incidents"),
-            });
+    let (index, incidents) = (s.search.clone(), s.incidents.clone());
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        crate::indexer::rebuild(&index, &incidents).map(|_| index.count())
+    })
+    .await;
+    match rebuilt {
+        Ok(Ok(n)) => {
+            audit(
+                &s,
+                quench_knowledge::AuditEntry {
+                    seq: 0,
+                    at: chrono::Utc::now(),
+                    actor,
+                    action: "search.reindex".into(),
+                    incident: None,
+                    step: None,
+                    target: None,
+                    detail: format!("{n} incidents"),
+                },
+            )
+            .await;
             axum::Json(json!({"indexed": n})).into_response()
         }
         Ok(Err(e)) => internal(e),
@@ -1085,11 +1219,9 @@ async fn list_audit(
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
-    match s
-        .executor
-        .audit
-        .list(q.limit.unwrap_or(100).min(MAX_LIST), q.incident.as_deref())
-    {
+    let audit = s.executor.audit.clone();
+    let (limit, incident) = (q.limit.unwrap_or(100).min(MAX_LIST), q.incident.clone());
+    match blocking(move || audit.list(limit, incident.as_deref())).await {
         Ok(list) => axum::Json(json!({ "audit": list })).into_response(),
         Err(e) => internal(e),
     }
@@ -1136,23 +1268,27 @@ async fn set_paused(s: AppState, headers: HeaderMap, body: Body, paused: bool) -
             }
         }
     };
-    match s.executor.control.set(paused, &actor, &reason.reason) {
+    match s.executor.control.set(paused, &actor, &reason.reason).await {
         Ok(st) => {
             let action = if paused {
                 "control.pause"
             } else {
                 "control.resume"
             };
-            let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
-                seq: 0,
-                at: st.at,
-                actor: actor.clone(),
-                action: action.into(),
-                incident: None,
-                step: None,
-                target: None,
-                detail: reason.reason.clone(),
-            });
+            audit(
+                &s,
+                quench_knowledge::AuditEntry {
+                    seq: 0,
+                    at: st.at,
+                    actor: actor.clone(),
+                    action: action.into(),
+                    incident: None,
+                    step: None,
+                    target: None,
+                    detail: reason.reason.clone(),
+                },
+            )
+            .await;
             warn!(by = %actor, paused, reason = %reason.reason, "kill switch changed");
             axum::Json(json!({"paused": paused, "last_change": st})).into_response()
         }
@@ -1178,7 +1314,8 @@ async fn get_artifact(
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.artifacts.get(&id) {
+    let (store, aid) = (s.artifacts.clone(), id.clone());
+    match blocking(move || store.get(&aid)).await {
         Ok(Some((meta, bytes))) => {
             let ct = HeaderValue::from_str(&meta.media_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
@@ -1317,7 +1454,8 @@ async fn list_baselines(State(s): State<AppState>, headers: HeaderMap) -> Respon
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.artifacts.baselines() {
+    let store = s.artifacts.clone();
+    match blocking(move || store.baselines()).await {
         Ok(b) => axum::Json(json!({ "baselines": b })).into_response(),
         Err(e) => internal(e),
     }
@@ -1358,7 +1496,9 @@ async fn put_baseline(
             Value::Null,
         );
     }
-    let id = match s.artifacts.put("pprof", "application/octet-stream", &bytes) {
+    let store = s.artifacts.clone();
+    let put = blocking(move || store.put("pprof", "application/octet-stream", &bytes)).await;
+    let id = match put {
         Ok(id) => id,
         Err(e @ quench_knowledge::ArtifactError::TooLarge { .. }) => {
             return error(
@@ -1370,19 +1510,33 @@ async fn put_baseline(
         }
         Err(e) => return internal(e),
     };
-    let origin = quench_knowledge::artifacts::Origin::default();
-    match s.artifacts.set_baseline(&service, &kind, &id, &origin) {
+    let (store, svc, k, aid) = (
+        s.artifacts.clone(),
+        service.clone(),
+        kind.clone(),
+        id.clone(),
+    );
+    let set = blocking(move || {
+        let origin = quench_knowledge::artifacts::Origin::default();
+        store.set_baseline(&svc, &k, &aid, &origin)
+    })
+    .await;
+    match set {
         Ok(b) => {
-            let _ = s.executor.audit.append(quench_knowledge::AuditEntry {
-                seq: 0,
-                at: b.saved_at,
-                actor: actor.clone(),
-                action: "baseline.set".into(),
-                incident: None,
-                step: None,
-                target: Some(format!("{service}/{kind}")),
-                detail: id.clone(),
-            });
+            audit(
+                &s,
+                quench_knowledge::AuditEntry {
+                    seq: 0,
+                    at: b.saved_at,
+                    actor: actor.clone(),
+                    action: "baseline.set".into(),
+                    incident: None,
+                    step: None,
+                    target: Some(format!("{service}/{kind}")),
+                    detail: id.clone(),
+                },
+            )
+            .await;
             axum::Json(json!({ "baseline": b })).into_response()
         }
         Err(e) => internal(e),
@@ -1399,11 +1553,21 @@ async fn get_artifact_meta(
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.artifacts.meta(&id) {
+    let (store, aid) = (s.artifacts.clone(), id.clone());
+    match blocking(move || store.meta(&aid)).await {
         Ok(Some(meta)) => axum::Json(meta).into_response(),
         Ok(None) => missing(format!("artifact {id:?}")),
         Err(e) => internal(e),
     }
+}
+
+/// Runs a store call on tokio's blocking pool, off the async workers.
+async fn blocking<T: Send + 'static, E: From<quench_knowledge::StoreError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(E::from(quench_knowledge::StoreError::Stopped)))
 }
 
 /// `GET /api/v1/incidents/{id}/timeline`: events, steps and evidence
@@ -1416,7 +1580,7 @@ async fn incident_timeline(
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.incidents.get(&id) {
+    match s.incidents.fetch(&id).await {
         Ok(Some(r)) => axum::Json(json!({"incident": id, "entries": r.aligned()})).into_response(),
         Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),

@@ -1,95 +1,178 @@
-//! Keeps the search index in step with the incident records: a thread
-//! follows every write to the records (sled's subscription, so the
-//! pipeline, the executor, annotations and imports are all covered),
-//! indexes them in batches, and attaches the similar past incidents to
-//! each new incident once.
+//! Keeps the search index in step with the incident records by following
+//! the records' change feed (`changes after N`), at its own pace, in its
+//! own thread. The index's commits carry N, so a restart resumes where the
+//! index stopped instead of rebuilding it. Similar past incidents are
+//! attached to each new incident through the records' writer, like any
+//! other change: the indexer never writes into what it follows behind the
+//! writer's back, and no writer ever waits for the indexer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use quench_knowledge::IncidentStore;
 use quench_knowledge::search::SearchIndex;
+use quench_knowledge::{Changes, IncidentFilter, IncidentRecord, IncidentStore};
 use tracing::{info, warn};
 
-/// The index, and the record changes since just before it was checked.
+/// Changes indexed in one commit at most.
+const BATCH: usize = 2048;
+
+/// How long the indexer lets changes gather after the first one, so a
+/// storm is indexed in few commits.
+const LINGER: Duration = Duration::from_millis(50);
+
+/// The index, and where in the change feed it is.
 pub struct Opened {
     /// The index.
     pub index: Arc<SearchIndex>,
-    events: sled::Subscriber,
+    /// How far the indexer got; shared with `/readyz` and `/metrics`.
+    pub position: Arc<AtomicU64>,
 }
 
-/// Opens the index in `dir` and rebuilds it from the records when it is
-/// new, was replaced, or does not hold every record. The subscription to
-/// the records starts first, so a record written while the index is
-/// checked or rebuilt reaches [`start`] as a change and is not missed.
+/// Opens the index in `dir`. An index that is new, was set aside, recorded
+/// no position, or is behind what the feed still holds is rebuilt from the
+/// records; otherwise it resumes from its position.
 pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<Opened> {
-    let events = incidents.subscribe();
     let (index, fresh) = SearchIndex::open(dir)?;
-    let all = incidents.list(&quench_knowledge::IncidentFilter::default())?;
-    if fresh || index.count() != all.len() as u64 {
+    let resumable = match index.position() {
+        Some(p) if !fresh && p <= incidents.last_change() => {
+            !matches!(incidents.changes_after(p, 1)?, Changes::Gap { .. })
+        }
+        _ => false,
+    };
+    let position = if resumable {
+        let p = index.position().unwrap_or(0);
         info!(
-            records = all.len(),
-            indexed = index.count(),
-            "rebuilding the search index from the records"
+            position = p,
+            behind = incidents.last_change() - p,
+            "search index resumes from the change feed"
         );
-        index.rebuild(&all)?;
-    }
+        p
+    } else {
+        rebuild(&index, incidents)?
+    };
     Ok(Opened {
         index: Arc::new(index),
-        events,
+        position: Arc::new(AtomicU64::new(position)),
     })
 }
 
-/// Follows the records and indexes them, forever, in its own thread.
-pub fn start(opened: Opened, incidents: IncidentStore) {
-    let Opened { index, mut events } = opened;
-    std::thread::Builder::new()
+/// Rebuilds the index from every record; returns the feed position it is
+/// at. The position is read before the records, so a change written
+/// meanwhile is applied again later (indexing is idempotent), never missed.
+pub fn rebuild(index: &SearchIndex, incidents: &IncidentStore) -> anyhow::Result<u64> {
+    let at = incidents.last_change();
+    let all = incidents.list(&IncidentFilter::default())?;
+    info!(
+        records = all.len(),
+        position = at,
+        "rebuilding the search index from the records"
+    );
+    index.rebuild_at(&all, Some(at))?;
+    Ok(at)
+}
+
+/// The running indexer thread.
+pub struct Indexer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Indexer {
+    /// Stops following (within a second) and waits for the thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Follows the change feed and indexes it in its own thread, until
+/// [`Indexer::stop`].
+pub fn start(opened: &Opened, incidents: IncidentStore) -> Indexer {
+    let index = opened.index.clone();
+    let position = opened.position.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let halt = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("quench-indexer".into())
-        .spawn(move || {
-            loop {
-                // Block for the first change, then take what else came
-                // within 100 ms: one commit per batch.
-                let Some(first) = events.next() else {
-                    return;
-                };
-                let mut batch = vec![first];
-                while let Ok(e) = events.next_timeout(Duration::from_millis(100)) {
-                    batch.push(e);
-                    if batch.len() >= 512 {
-                        break;
+        .spawn(move || follow(&index, &incidents, &position, &halt))
+        .expect("spawn the indexer thread");
+    Indexer {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+fn follow(
+    index: &SearchIndex,
+    incidents: &IncidentStore,
+    position: &AtomicU64,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    while !stop.load(Ordering::Acquire) {
+        let pos = position.load(Ordering::Acquire);
+        if incidents.last_change() <= pos {
+            incidents.wait_for_change(pos, Duration::from_secs(1));
+            std::thread::sleep(LINGER);
+            continue;
+        }
+        match index_next(index, incidents, pos) {
+            Ok(p) => position.store(p, Ordering::Release),
+            Err(e) => {
+                warn!(error = %e, position = pos, "indexing failed; trying again in 1s");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Indexes the next batch of changes after `pos`; returns the new position.
+fn index_next(index: &SearchIndex, incidents: &IncidentStore, pos: u64) -> anyhow::Result<u64> {
+    let changes = match incidents.changes_after(pos, BATCH)? {
+        Changes::Next(c) => c,
+        Changes::Gap { oldest } => {
+            warn!(
+                position = pos,
+                oldest, "the index fell behind what the change feed keeps; rebuilding"
+            );
+            return rebuild(index, incidents);
+        }
+    };
+    let Some(last) = changes.last().map(|c| c.seq) else {
+        return Ok(pos);
+    };
+    let mut ids: Vec<&str> = changes.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut records: Vec<IncidentRecord> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(r) = incidents.get(id)? {
+            records.push(r);
+        }
+    }
+    index.upsert_at(&records, Some(last))?;
+    for r in records
+        .iter()
+        .filter(|r| r.similar.is_none() && !r.status.is_closed())
+    {
+        match index.similar(r, 3) {
+            Ok(similar) => {
+                // Through the writer, like any change; it comes back on the
+                // feed with `similar` set and is indexed once more.
+                if let Err(e) = incidents.update_blocking(&r.id, move |rec| {
+                    if rec.similar.is_none() {
+                        rec.similar = Some(similar);
                     }
-                }
-                let mut records: Vec<quench_knowledge::IncidentRecord> = Vec::new();
-                for e in batch {
-                    if let sled::Event::Insert { value, .. } = e
-                        && let Ok(r) =
-                            serde_json::from_slice::<quench_knowledge::IncidentRecord>(&value)
-                    {
-                        records.retain(|x| x.id != r.id);
-                        records.push(r);
-                    }
-                }
-                if let Err(e) = index.upsert(&records) {
-                    warn!(error = %e, "indexing failed; `quench reindex` rebuilds the index");
-                }
-                for r in records
-                    .iter()
-                    .filter(|r| r.similar.is_none() && !r.status.is_closed())
-                {
-                    match index.similar(r, 3) {
-                        Ok(similar) => {
-                            let _ = incidents.update(&r.id, |rec| {
-                                if rec.similar.is_none() {
-                                    rec.similar = Some(similar.clone());
-                                }
-                            });
-                        }
-                        Err(e) => warn!(incident_id = %r.id, error = %e, "no similar incidents"),
-                    }
+                }) {
+                    warn!(incident_id = %r.id, error = %e, "similar incidents not saved");
                 }
             }
-        })
-        .expect("spawn the indexer thread");
+            Err(e) => warn!(incident_id = %r.id, error = %e, "no similar incidents"),
+        }
+    }
+    Ok(last)
 }
 
 #[cfg(test)]
@@ -97,7 +180,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use chrono::Utc;
-    use quench_knowledge::{AlertRecord, AlertState, Opening};
+    use quench_knowledge::{AlertRecord, AlertState, Opening, Writer};
 
     use super::*;
 
@@ -119,32 +202,65 @@ mod tests {
             ..Default::default()
         };
         store
-            .attach(&format!("fp-{n}"), &opening, rec, Utc::now())
+            .attach_blocking(&format!("fp-{n}"), &opening, rec, Utc::now())
             .unwrap();
     }
 
-    /// A record written after the index was checked and before the
-    /// indexer thread started (the pipeline runs meanwhile) is indexed.
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A record written after the index was opened and before the indexer
+    /// started (the pipeline runs meanwhile) is indexed; similar incidents
+    /// come back through the writer; a reopened index resumes from its
+    /// position without a rebuild.
     #[test]
-    fn a_record_written_between_open_and_start_is_indexed() {
+    fn follows_the_feed_and_resumes_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
-        let store = IncidentStore::open(&db).unwrap();
+        let store = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         open_incident(&store, 1);
         let opened = open(&dir.path().join("index"), &store).unwrap();
         let index = opened.index.clone();
         assert_eq!(index.count(), 1);
+        assert_eq!(index.position(), Some(1));
         open_incident(&store, 2);
-        start(opened, store.clone());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while index.count() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the record written before start was never indexed"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let indexer = start(&opened, store.clone());
+        wait_until("the record written before start was never indexed", || {
+            index.count() == 2
+        });
         let hits = index.search("service:storm", 10, Utc::now()).unwrap();
         assert_eq!(hits.len(), 2);
+        wait_until("inc-2 never got its similar incidents", || {
+            store
+                .get("inc-2")
+                .unwrap()
+                .unwrap()
+                .similar
+                .is_some_and(|s| s.iter().any(|x| x.id == "inc-1"))
+        });
+        // The writes of `similar` are changes too, and are followed.
+        wait_until("the indexer never caught up", || {
+            opened.position.load(Ordering::Acquire) == store.last_change()
+        });
+        let at = store.last_change();
+        indexer.stop();
+        drop(opened);
+        drop(index);
+        // Not a rebuild: the reopened index starts from its position. A
+        // record written while nothing follows is picked up from there.
+        open_incident(&store, 3);
+        let reopened = open(&dir.path().join("index"), &store).unwrap();
+        assert_eq!(reopened.position.load(Ordering::Acquire), at);
+        assert_eq!(reopened.index.count(), 2, "no rebuild happened");
+        let _indexer = start(&reopened, store.clone());
+        let idx = reopened.index.clone();
+        wait_until("the change after the position was not indexed", || {
+            idx.count() == 3
+        });
     }
 }

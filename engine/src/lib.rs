@@ -159,9 +159,10 @@ pub async fn serve(
             }
         });
     }
-    let incidents = IncidentStore::open(&storage.db)?;
+    let writer = storage.writer()?;
+    let incidents = IncidentStore::open(&storage.db, writer.clone())?;
     let metrics = Arc::new(Metrics::default());
-    let control = Control::open(&storage.db)?;
+    let control = Control::open(&storage.db, writer.clone())?;
     let artifacts = ArtifactStore::open(
         &storage.db,
         config.max_artifact_bytes,
@@ -183,7 +184,7 @@ pub async fn serve(
     );
     let mut executor = Executor::new(
         incidents.clone(),
-        AuditLog::open(&storage.db)?,
+        AuditLog::open(&storage.db, writer.clone())?,
         control,
         steps.clone(),
         ExecConfig {
@@ -200,6 +201,7 @@ pub async fn serve(
             ..ExecConfig::default()
         },
     );
+    executor.metrics = metrics.clone();
     executor.env = config
         .executor
         .env_allowlist
@@ -209,7 +211,10 @@ pub async fn serve(
     let executor = Arc::new(executor);
     {
         let loaded = runbooks.current();
-        for (id, what) in executor.recover(&loaded.set, loaded.commit.as_deref()) {
+        for (id, what) in executor
+            .recover(&loaded.set, loaded.commit.as_deref())
+            .await
+        {
             warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
         }
     }
@@ -236,20 +241,30 @@ pub async fn serve(
         firing: Default::default(),
         clock: chrono::Utc::now,
         executor: Some(executor.clone()),
+        position: Default::default(),
     };
+    let pipeline_position = pipeline.position.clone();
     let pipeline_task = tokio::spawn(pipeline.run());
 
-    let opened = indexer::open(&config.data_dir.join("index"), &incidents)
-        .map_err(|e| ServeError::Search(e.to_string()))?;
+    let opened = {
+        let (dir, inc) = (config.data_dir.join("index"), incidents.clone());
+        tokio::task::spawn_blocking(move || indexer::open(&dir, &inc))
+            .await
+            .map_err(|e| ServeError::Search(e.to_string()))?
+            .map_err(|e| ServeError::Search(e.to_string()))?
+    };
     let search = opened.index.clone();
-    indexer::start(opened, incidents.clone());
+    let index_position = opened.position.clone();
+    let kpis = Arc::new(http::KpiCache::default());
+    tokio::spawn(http::refresh_kpis(incidents.clone(), kpis.clone()));
+    let _indexer = indexer::start(&opened, incidents.clone());
     let chaos = Arc::new(chaos::ChaosService::new(
         quench_knowledge::ChaosStore::open(&storage.db)?,
         kube,
         steps,
         runbooks.clone(),
         incidents.clone(),
-        AuditLog::open(&storage.db)?,
+        AuditLog::open(&storage.db, writer.clone())?,
     ));
     // Faults a crash left in place are removed before anything else runs.
     {
@@ -276,6 +291,12 @@ pub async fn serve(
         artifacts,
         chaos: chaos.clone(),
         search,
+        lag: http::Lag {
+            pipeline: pipeline_position,
+            index: index_position,
+            writer,
+        },
+        kpis,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the intake latency histogram, in seconds.
@@ -47,6 +48,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "quench_alerts_suppressed_total",
         "Matching runbooks not run because of inhibit_when, mute_time or active_time, by runbook.",
     ),
+    (
+        "quench_steps_total",
+        "Runbook steps that ended, by step type and state (succeeded, failed, cancelled).",
+    ),
+    (
+        "quench_audit_failures_total",
+        "Audit entries that could not be made durable.",
+    ),
 ];
 
 #[derive(Default)]
@@ -60,12 +69,46 @@ struct Histogram {
 struct Inner {
     counters: BTreeMap<(&'static str, String), u64>,
     latency: BTreeMap<String, Histogram>,
+    steps: BTreeMap<String, Histogram>,
 }
 
 /// The registry.
 #[derive(Default)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// Runbook runs in progress.
+    pub runs_active: AtomicI64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, label: &str, value: &str) {
+        let v = escape(value);
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{label}=\"{v}\",le=\"{le}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label}=\"{v}\",le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{label}=\"{v}\"}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{label}=\"{v}\"}} {}", self.count);
+    }
 }
 
 fn escape(v: &str) -> String {
@@ -101,16 +144,27 @@ impl Metrics {
 
     /// Records how long one delivery took, from first byte to response.
     pub fn observe_intake(&self, source: &str, d: Duration) {
-        let secs = d.as_secs_f64();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let h = inner.latency.entry(source.to_string()).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        inner
+            .latency
+            .entry(source.to_string())
+            .or_default()
+            .observe(d);
+    }
+
+    /// Records one step that ended: its duration and its state.
+    pub fn observe_step(&self, step_type: &str, state: &str, d: Duration) {
+        self.add(
+            "quench_steps_total",
+            &[("type", step_type), ("state", state)],
+            1,
+        );
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .steps
+            .entry(step_type.to_string())
+            .or_default()
+            .observe(d);
     }
 
     /// Renders the text exposition format.
@@ -132,22 +186,22 @@ impl Metrics {
             "# HELP {name} Time from request to acknowledgement, including the flush, by source.\n# TYPE {name} histogram"
         );
         for (source, h) in &inner.latency {
-            let src = escape(source);
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{source=\"{src}\",le=\"{le}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{source=\"{src}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(out, "{name}_sum{{source=\"{src}\"}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{source=\"{src}\"}} {}", h.count);
+            h.render(&mut out, name, "source", source);
         }
+        let name = "quench_step_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long runbook steps took, guards and retries included, by step type.\n# TYPE {name} histogram"
+        );
+        for (t, h) in &inner.steps {
+            h.render(&mut out, name, "type", t);
+        }
+        let name = "quench_runs_active";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Runbook runs in progress.\n# TYPE {name} gauge\n{name} {}",
+            self.runs_active.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -46,6 +46,9 @@ pub struct Pipeline {
     pub clock: fn() -> chrono::DateTime<Utc>,
     /// Runs the runbooks of new incidents; `None` only records them.
     pub executor: Option<Arc<crate::executor::Executor>>,
+    /// The sequence number of the last alert processed, for `/readyz` and
+    /// `/metrics` (lag = stored - processed).
+    pub position: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why one entry could not be processed.
@@ -87,17 +90,19 @@ impl Pipeline {
         let mut persisted_at = cursor;
         loop {
             let step = if behind {
-                self.catch_up(&mut cursor).map(|n| {
+                self.catch_up(&mut cursor).await.map(|n| {
                     behind = n > 0;
                 })
             } else {
                 match live.recv().await {
                     None => return,
-                    Some(batch) => self.follow(&mut cursor, &batch).map(|gap| {
+                    Some(batch) => self.follow(&mut cursor, &batch).await.map(|gap| {
                         behind = gap;
                     }),
                 }
             };
+            self.position
+                .store(cursor, std::sync::atomic::Ordering::Release);
             let persisted = step.and_then(|()| {
                 if cursor != persisted_at
                     && (behind || live.is_empty() || cursor - persisted_at >= CHUNK as u64)
@@ -117,10 +122,10 @@ impl Pipeline {
 
     /// Processes one chunk of the log after `cursor`; returns how many
     /// entries it did.
-    pub fn catch_up(&self, cursor: &mut u64) -> Result<usize, PipelineError> {
+    pub async fn catch_up(&self, cursor: &mut u64) -> Result<usize, PipelineError> {
         let entries = self.log.read_after(*cursor, CHUNK)?;
         for entry in &entries {
-            self.process(entry)?;
+            self.process(entry).await?;
             *cursor = entry.seq;
         }
         Ok(entries.len())
@@ -128,7 +133,7 @@ impl Pipeline {
 
     /// Processes a live batch; returns true when it found a gap and the log
     /// must be read.
-    fn follow(&self, cursor: &mut u64, batch: &[StoredAlert]) -> Result<bool, PipelineError> {
+    async fn follow(&self, cursor: &mut u64, batch: &[StoredAlert]) -> Result<bool, PipelineError> {
         for entry in batch {
             if entry.seq <= *cursor {
                 continue; // already read from the log
@@ -136,13 +141,13 @@ impl Pipeline {
             if entry.seq != *cursor + 1 {
                 return Ok(true);
             }
-            self.process(entry)?;
+            self.process(entry).await?;
             *cursor = entry.seq;
         }
         Ok(false)
     }
 
-    fn process(&self, entry: &StoredAlert) -> Result<(), PipelineError> {
+    async fn process(&self, entry: &StoredAlert) -> Result<(), PipelineError> {
         let alert = &entry.alert;
         let loaded = self.runbooks.current();
         let set = &loaded.set;
@@ -151,55 +156,58 @@ impl Pipeline {
         // while some runbook inhibits; when one starts to, it is rebuilt
         // from the log (the last FIRING_TTL is all that can still inhibit).
         let inhibits = set.runbooks.iter().any(|r| !r.inhibit.is_empty());
-        let mut index = self.firing.lock().unwrap_or_else(|e| e.into_inner());
-        if !inhibits {
-            index.kept = false;
-            index.alerts.clear();
-        } else if !index.kept {
-            index.alerts.clear();
-            for a in self.log.received_since(now - FIRING_TTL)? {
-                index.track(a);
-            }
-            index.kept = true;
-        } else {
-            index.track(entry.clone());
-            if entry.seq.is_multiple_of(4096) {
-                index.alerts.retain(|_, a| now - a.received_at < FIRING_TTL);
-            }
-        }
-        let firing: Vec<&quench_connectors::Alert> = index
-            .alerts
-            .values()
-            .filter(|a| now - a.received_at < FIRING_TTL)
-            .map(|a| &a.alert)
-            .collect();
-        // A firing alert goes to the runbooks that apply, and the why is kept
-        // with the incident it opens. A resolved one goes to the incidents its
-        // firing twin opened, found by source and labels alone.
-        let (runbooks, explanation) = match alert.status {
-            AlertStatus::Firing => {
-                let why = set.explain_at(alert, now, &firing);
-                for d in &why.decisions {
-                    if let Some(skip) = d.skipped.as_ref().filter(|s| s.is_suppression()) {
-                        self.metrics.add(
-                            "quench_alerts_suppressed_total",
-                            &[("runbook", &d.runbook)],
-                            1,
-                        );
-                        info!(seq = entry.seq, fingerprint = %alert.fingerprint, runbook = %d.runbook, reason = %skip, "runbook suppressed");
-                    }
+        // The firing index is locked only for the matching, never across
+        // an await.
+        let (runbooks, explanation) = {
+            let mut index = self.firing.lock().unwrap_or_else(|e| e.into_inner());
+            if !inhibits {
+                index.kept = false;
+                index.alerts.clear();
+            } else if !index.kept {
+                index.alerts.clear();
+                for a in self.log.received_since(now - FIRING_TTL)? {
+                    index.track(a);
                 }
-                let runbooks: Vec<&Runbook> = why
-                    .matched()
-                    .into_iter()
-                    .filter_map(|name| set.by_name(name))
-                    .collect();
-                (runbooks, decisions(&why))
+                index.kept = true;
+            } else {
+                index.track(entry.clone());
+                if entry.seq.is_multiple_of(4096) {
+                    index.alerts.retain(|_, a| now - a.received_at < FIRING_TTL);
+                }
             }
-            AlertStatus::Resolved => (set.select_by_labels(alert), Vec::new()),
+            let firing: Vec<&quench_connectors::Alert> = index
+                .alerts
+                .values()
+                .filter(|a| now - a.received_at < FIRING_TTL)
+                .map(|a| &a.alert)
+                .collect();
+            // A firing alert goes to the runbooks that apply, and the why is kept
+            // with the incident it opens. A resolved one goes to the incidents its
+            // firing twin opened, found by source and labels alone.
+            let (runbooks, explanation) = match alert.status {
+                AlertStatus::Firing => {
+                    let why = set.explain_at(alert, now, &firing);
+                    for d in &why.decisions {
+                        if let Some(skip) = d.skipped.as_ref().filter(|s| s.is_suppression()) {
+                            self.metrics.add(
+                                "quench_alerts_suppressed_total",
+                                &[("runbook", &d.runbook)],
+                                1,
+                            );
+                            info!(seq = entry.seq, fingerprint = %alert.fingerprint, runbook = %d.runbook, reason = %skip, "runbook suppressed");
+                        }
+                    }
+                    let runbooks: Vec<&Runbook> = why
+                        .matched()
+                        .into_iter()
+                        .filter_map(|name| set.by_name(name))
+                        .collect();
+                    (runbooks, decisions(&why))
+                }
+                AlertStatus::Resolved => (set.select_by_labels(alert), Vec::new()),
+            };
+            (runbooks, explanation)
         };
-        drop(firing);
-        drop(index);
         if runbooks.is_empty() {
             if alert.status == AlertStatus::Firing {
                 self.metrics.add("quench_alerts_unmatched_total", &[], 1);
@@ -228,6 +236,8 @@ impl Pipeline {
             first_received_at: entry.received_at,
             notifications: 1,
         };
+        // The runbooks (and the set they live in) are borrowed from `loaded`,
+        // which stays alive across the awaits below.
         for runbook in runbooks {
             let name = runbook.name();
             let opening = Opening {
@@ -243,7 +253,8 @@ impl Pipeline {
             let group_key = runbook.group_key(alert);
             match self
                 .incidents
-                .attach(&group_key, &opening, record.clone(), Utc::now())?
+                .attach(&group_key, &opening, record.clone(), Utc::now())
+                .await?
             {
                 Attach::Opened(r) => {
                     self.metrics
@@ -363,7 +374,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
         let set = quench_runbooks::load_dir(&dir, triage).unwrap();
         let log = AlertLog::open(db, None).unwrap();
-        let incidents = IncidentStore::open(db).unwrap();
+        let incidents = IncidentStore::open(
+            db,
+            quench_knowledge::Writer::start(db.clone(), None).unwrap(),
+        )
+        .unwrap();
         let p = Pipeline {
             log: log.clone(),
             incidents: incidents.clone(),
@@ -372,6 +387,7 @@ mod tests {
             firing: Default::default(),
             clock: Utc::now,
             executor: None,
+            position: Default::default(),
         };
         (p, log, incidents)
     }
@@ -435,12 +451,12 @@ mod tests {
         let all = log.read_after(0, 10).unwrap();
         let mut cursor = 0;
         // The feed lost seq 1: the batch holding seq 2 is a gap.
-        assert!(p.follow(&mut cursor, &all[1..]).unwrap());
+        assert!(p.follow(&mut cursor, &all[1..]).await.unwrap());
         assert_eq!(cursor, 0);
-        assert_eq!(p.catch_up(&mut cursor).unwrap(), 2);
+        assert_eq!(p.catch_up(&mut cursor).await.unwrap(), 2);
         assert_eq!(cursor, 2);
         // Entries already read from the log are skipped, not processed twice.
-        assert!(!p.follow(&mut cursor, &all).unwrap());
+        assert!(!p.follow(&mut cursor, &all).await.unwrap());
         assert_eq!(incidents.list(&IncidentFilter::default()).unwrap().len(), 2);
     }
 

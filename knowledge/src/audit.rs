@@ -1,10 +1,14 @@
 //! The audit log: append-only, one entry per action quench takes or is
 //! asked to take (steps, approvals, pauses), with who and why.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
+use crate::writer::Writer;
 
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,32 +36,53 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The audit tree.
+/// The audit tree. Appends go through the knowledge [`Writer`] and are
+/// answered only once fdatasync'd.
 #[derive(Clone)]
 pub struct AuditLog {
-    db: sled::Db,
     tree: sled::Tree,
+    writer: Writer,
+    next: Arc<AtomicU64>,
 }
 
 impl AuditLog {
     /// Opens the audit tree in `db`.
-    pub fn open(db: &sled::Db) -> Result<AuditLog, StoreError> {
+    pub fn open(db: &sled::Db, writer: Writer) -> Result<AuditLog, StoreError> {
+        let tree = db.open_tree("knowledge/audit")?;
+        let last = match tree.last()? {
+            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
         Ok(AuditLog {
-            db: db.clone(),
-            tree: db.open_tree("knowledge/audit")?,
+            tree,
+            writer,
+            next: Arc::new(AtomicU64::new(last + 1)),
         })
     }
 
-    /// Appends an entry durably (flushed before returning); returns its
-    /// sequence number. Entries are never changed or removed.
-    pub fn append(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
-        // Ids are unique and increasing across threads, not gap-free.
-        let seq = self.db.generate_id()? + 1;
+    /// Appends an entry durably: answered only after it is flushed and
+    /// fdatasync'd, so an action that proceeds is on record after a crash.
+    /// An error means it is not: the caller must not proceed (fail closed).
+    /// Returns the entry's sequence number. Entries are never changed or
+    /// removed.
+    pub async fn append(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        let me = self.clone();
+        self.writer.run(true, move || me.append_now(entry)).await
+    }
+
+    /// [`AuditLog::append`] for a plain thread.
+    pub fn append_blocking(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        let me = self.clone();
+        self.writer.run_blocking(true, move || me.append_now(entry))
+    }
+
+    fn append_now(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        // Only the writer thread gets here, so the numbers are gap-free.
+        let seq = self.next.load(Ordering::Acquire);
         entry.seq = seq;
         let bytes = serde_json::to_vec(&entry).expect("audit entries serialise");
         self.tree.insert(seq.to_be_bytes(), bytes)?;
-        // An action that happened must stay on record after a crash.
-        self.tree.flush()?;
+        self.next.store(seq + 1, Ordering::Release);
         Ok(seq)
     }
 
@@ -97,10 +122,10 @@ mod tests {
     fn appends_and_lists_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let log = AuditLog::open(&db).unwrap();
+        let log = AuditLog::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         for (i, inc) in ["inc-1", "inc-2", "inc-1"].iter().enumerate() {
             let seq = log
-                .append(AuditEntry {
+                .append_blocking(AuditEntry {
                     seq: 0,
                     at: Utc::now(),
                     actor: "quench".into(),

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
+use crate::writer::Writer;
 
 /// The switch's state, with who set it and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,17 +30,19 @@ pub struct PauseState {
 pub struct Control {
     tree: sled::Tree,
     paused: Arc<AtomicBool>,
+    writer: Writer,
 }
 
 const KEY: &str = "pause";
 
 impl Control {
     /// Opens the switch, in whatever state it was left.
-    pub fn open(db: &sled::Db) -> Result<Control, StoreError> {
+    pub fn open(db: &sled::Db, writer: Writer) -> Result<Control, StoreError> {
         let tree = db.open_tree("knowledge/control")?;
         let c = Control {
             tree,
             paused: Arc::new(AtomicBool::new(false)),
+            writer,
         };
         let paused = c.state()?.is_some_and(|s| s.paused);
         c.paused.store(paused, Ordering::SeqCst);
@@ -64,18 +67,45 @@ impl Control {
         }
     }
 
-    /// Pauses or resumes, durably.
-    pub fn set(&self, paused: bool, by: &str, reason: &str) -> Result<PauseState, StoreError> {
-        let s = PauseState {
+    /// Pauses or resumes, durably: the switch changes only once the new
+    /// state is fdatasync'd.
+    pub async fn set(
+        &self,
+        paused: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<PauseState, StoreError> {
+        let (me, s) = (self.clone(), self.state_of(paused, by, reason));
+        let out = self.writer.run(true, move || me.write(s)).await?;
+        self.paused.store(paused, Ordering::SeqCst);
+        Ok(out)
+    }
+
+    /// [`Control::set`] for a plain thread.
+    pub fn set_blocking(
+        &self,
+        paused: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<PauseState, StoreError> {
+        let (me, s) = (self.clone(), self.state_of(paused, by, reason));
+        let out = self.writer.run_blocking(true, move || me.write(s))?;
+        self.paused.store(paused, Ordering::SeqCst);
+        Ok(out)
+    }
+
+    fn state_of(&self, paused: bool, by: &str, reason: &str) -> PauseState {
+        PauseState {
             paused,
             by: by.to_string(),
             at: Utc::now(),
             reason: reason.to_string(),
-        };
+        }
+    }
+
+    fn write(&self, s: PauseState) -> Result<PauseState, StoreError> {
         self.tree
             .insert(KEY, serde_json::to_vec(&s).expect("pause state serialises"))?;
-        self.tree.flush()?;
-        self.paused.store(paused, Ordering::SeqCst);
         Ok(s)
     }
 }
@@ -89,9 +119,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let c = Control::open(&db).unwrap();
+            let c = Control::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
             assert!(!c.is_paused());
-            c.set(true, "alice", "bad deploy").unwrap();
+            c.set_blocking(true, "alice", "bad deploy").unwrap();
             assert!(c.is_paused());
         }
         // sled lets go of its lock file a moment after the last handle.
@@ -103,10 +133,10 @@ mod tests {
                 })
             })
             .expect("reopen");
-        let c = Control::open(&db).unwrap();
+        let c = Control::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         assert!(c.is_paused());
         assert_eq!(c.state().unwrap().unwrap().by, "alice");
-        c.set(false, "bob", "").unwrap();
+        c.set_blocking(false, "bob", "").unwrap();
         assert!(!c.is_paused());
     }
 }

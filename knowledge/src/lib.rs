@@ -3,7 +3,9 @@
 //! Module map:
 //! - [`record`]: the incident record and its parts. This crate owns its types
 //!   and depends on no other quench crate; the engine converts into them.
-//! - [`store`]: incident records in sled, opened or attached atomically.
+//! - [`store`]: incident records in sled, opened or attached atomically,
+//!   and their change feed.
+//! - [`writer`]: the one thread that writes the knowledge database.
 //! - [`audit`]: the append-only audit log.
 //! - [`artifacts`]: evidence bytes, content-addressed.
 //! - [`control`]: the kill switch.
@@ -20,6 +22,7 @@ pub mod kpi;
 pub mod record;
 pub mod search;
 pub mod store;
+pub mod writer;
 
 pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};
 pub use audit::{AuditEntry, AuditLog};
@@ -30,4 +33,5 @@ pub use record::{
     IncidentStatus, MatchDecision, Notes, Outcome, RunbookRef, StepRecord, StepState,
     TimelineEvent,
 };
-pub use store::{Attach, IncidentFilter, IncidentStore, Opening, StoreError};
+pub use store::{Attach, Change, Changes, IncidentFilter, IncidentStore, Opening, StoreError};
+pub use writer::{Syncer, Writer};

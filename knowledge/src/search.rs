@@ -168,6 +168,17 @@ fn body_text(r: &IncidentRecord) -> String {
     parts.join("\n")
 }
 
+/// Commits, with the change-feed position as the commit's payload, so the
+/// index and its position can never disagree after a crash.
+fn commit_at(w: &mut IndexWriter, position: Option<u64>) -> Result<(), SearchError> {
+    let mut prepared = w.prepare_commit()?;
+    if let Some(p) = position {
+        prepared.set_payload(&format!("changes:{p}"));
+    }
+    prepared.commit()?;
+    Ok(())
+}
+
 impl SearchIndex {
     /// Opens the index in `dir`, or creates it. An index that does not open
     /// (corrupt, an older schema) is set aside and a new one created; the
@@ -187,7 +198,9 @@ impl SearchIndex {
                 (Index::create_in_dir(dir, schema)?, true)
             }
         };
-        let writer = index.writer(32 << 20)?;
+        // One indexing thread with tantivy's smallest budget: the index
+        // follows the records in batches, and a small host keeps its memory.
+        let writer = index.writer_with_num_threads(1, 15_000_000)?;
         let reader = index.reader()?;
         Ok((
             SearchIndex {
@@ -239,12 +252,22 @@ impl SearchIndex {
 
     /// Adds or replaces incidents, and makes them searchable.
     pub fn upsert(&self, records: &[IncidentRecord]) -> Result<(), SearchError> {
+        self.upsert_at(records, None)
+    }
+
+    /// Adds or replaces incidents and records, in the same commit, the
+    /// position in the records' change feed they bring the index to.
+    pub fn upsert_at(
+        &self,
+        records: &[IncidentRecord],
+        position: Option<u64>,
+    ) -> Result<(), SearchError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         for r in records {
             w.delete_term(Term::from_field_text(self.f.id, &r.id));
             w.add_document(self.document(r))?;
         }
-        w.commit()?;
+        commit_at(&mut w, position)?;
         drop(w);
         self.reader.reload()?;
         Ok(())
@@ -252,15 +275,34 @@ impl SearchIndex {
 
     /// Replaces the whole index with `records`.
     pub fn rebuild(&self, records: &[IncidentRecord]) -> Result<(), SearchError> {
+        self.rebuild_at(records, None)
+    }
+
+    /// Replaces the whole index with `records`, read at change `position`
+    /// of the feed (or later).
+    pub fn rebuild_at(
+        &self,
+        records: &[IncidentRecord],
+        position: Option<u64>,
+    ) -> Result<(), SearchError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         w.delete_all_documents()?;
         for r in records {
             w.add_document(self.document(r))?;
         }
-        w.commit()?;
+        commit_at(&mut w, position)?;
         drop(w);
         self.reader.reload()?;
         Ok(())
+    }
+
+    /// The change-feed position of the last commit, if it recorded one.
+    pub fn position(&self) -> Option<u64> {
+        self.index
+            .load_metas()
+            .ok()?
+            .payload
+            .and_then(|p| p.strip_prefix("changes:")?.parse().ok())
     }
 
     /// How many incidents the index holds.

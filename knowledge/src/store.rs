@@ -1,12 +1,27 @@
-//! Incident records in sled.
+//! Incident records in sled, written by one owner, with a change feed.
 //!
-//! Two trees: `incidents` (id number, big-endian, to the JSON record) and
-//! `open_groups` (group key to the id of the open incident for it). Opening,
-//! attaching and closing touch both, so each is one sled transaction.
+//! Three trees: `incidents` (id number, big-endian, to the JSON record),
+//! `open_groups` (group key to the id of the open incident for it) and
+//! `changes` (change number, big-endian, to the id of the incident that
+//! changed). Every write goes through the knowledge [`Writer`] thread and
+//! touches the record, the change feed and, when it opens or closes, the
+//! group, in one sled transaction. Since that thread is the only writer, a
+//! read-modify-write cannot conflict.
+//!
+//! Readers (the search index, later a standby) follow the change feed at
+//! their own pace: "changes after N". Nothing a reader does can make a
+//! writer wait, unlike sled's own subscriptions, whose full channel blocks
+//! the writer that holds the transaction lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::writer::Writer;
 
 use crate::record::{
     AlertRecord, AlertState, IncidentRecord, IncidentStatus, MatchDecision, RunbookRef,
@@ -52,6 +67,13 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The writer thread is gone (shutting down).
+    #[error("knowledge store: the writer stopped")]
+    Stopped,
+    /// The write happened but could not be made durable (flush or
+    /// fdatasync failed); whatever it recorded must not proceed.
+    #[error("knowledge store: not durable: {0}")]
+    NotDurable(String),
     /// A record's schema is newer than this build understands.
     #[error(
         "incident store: record {key} has schema {found}, this build reads up to {SCHEMA_VERSION}"
@@ -102,11 +124,60 @@ pub struct IncidentFilter {
     pub limit: Option<usize>,
 }
 
-/// The incident records.
+/// The most changes the feed keeps. A reader further behind than this gets
+/// [`Changes::Gap`] and starts over from a full copy of the records.
+pub const FEED_KEEP: u64 = 1_000_000;
+
+/// Timeline events one record keeps at most. Repeats of the same alert are
+/// counted on one event rather than added, so only a pathological incident
+/// gets here; past it the oldest alert events go first.
+pub const MAX_TIMELINE: usize = 1000;
+
+/// One entry of the change feed: incident `id` changed; its current record
+/// is what to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The change number: monotonic, gap-free, from 1.
+    pub seq: u64,
+    /// The incident that changed.
+    pub id: String,
+}
+
+/// What [`IncidentStore::changes_after`] answers.
+#[derive(Debug, PartialEq)]
+pub enum Changes {
+    /// The next changes, oldest first; empty when there are none yet.
+    Next(Vec<Change>),
+    /// The feed was trimmed past the reader's position: the oldest change
+    /// it still holds is `oldest`. The reader must copy every record.
+    Gap {
+        /// The oldest change kept.
+        oldest: u64,
+    },
+}
+
+/// The feed's position, for followers to wait on.
+struct Feed {
+    /// The number the next change gets.
+    next: AtomicU64,
+    /// The last change number, under a lock followers wait on.
+    last: Mutex<u64>,
+    moved: Condvar,
+}
+
+/// The incident records, their open groups and their change feed.
+///
+/// Writes are async and run on the knowledge [`Writer`] thread; each has a
+/// `_blocking` twin for plain threads. Reads (`get`, `list`, the feed) are
+/// plain sled reads: call them from a thread or `spawn_blocking`, or use
+/// [`IncidentStore::fetch`] and [`IncidentStore::query`] from async code.
 #[derive(Clone)]
 pub struct IncidentStore {
     incidents: sled::Tree,
     open_groups: sled::Tree,
+    changes: sled::Tree,
+    feed: Arc<Feed>,
+    writer: Writer,
 }
 
 fn encode(r: &IncidentRecord) -> Vec<u8> {
@@ -144,19 +215,143 @@ fn key_of(id: &str) -> Option<[u8; 8]> {
         .map(u64::to_be_bytes)
 }
 
+fn be(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// A change to `open_groups` written with a record.
+enum Group {
+    Set(Vec<u8>, [u8; 8]),
+    Remove(Vec<u8>),
+}
+
 impl IncidentStore {
-    /// Opens the incident trees in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    /// Opens the incident trees in `db`; writes go through `writer`.
+    pub fn open(db: &sled::Db, writer: Writer) -> Result<Self, StoreError> {
+        let changes = db.open_tree("knowledge/changes")?;
+        let last = match changes.last()? {
+            Some((k, _)) => be(&k),
+            None => 0,
+        };
         Ok(IncidentStore {
             incidents: db.open_tree("knowledge/incidents")?,
             open_groups: db.open_tree("knowledge/open_groups")?,
+            changes,
+            feed: Arc::new(Feed {
+                next: AtomicU64::new(last + 1),
+                last: Mutex::new(last),
+                moved: Condvar::new(),
+            }),
+            writer,
         })
+    }
+
+    /// The writer thread this store's writes go through.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Offers an alert to the open incident of `group_key`, opening one when
     /// there is none and the alert is firing. Idempotent in `alert.seq`: a
     /// replay of the same log entry changes nothing.
-    pub fn attach(
+    pub async fn attach(
+        &self,
+        group_key: &str,
+        opening: &Opening,
+        alert: AlertRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Attach, StoreError> {
+        let (me, g, o) = (self.clone(), group_key.to_string(), opening.clone());
+        self.writer
+            .run(false, move || me.attach_now(&g, &o, alert, now))
+            .await
+    }
+
+    /// [`IncidentStore::attach`] for a plain thread.
+    pub fn attach_blocking(
+        &self,
+        group_key: &str,
+        opening: &Opening,
+        alert: AlertRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Attach, StoreError> {
+        let (me, g, o) = (self.clone(), group_key.to_string(), opening.clone());
+        self.writer
+            .run_blocking(false, move || me.attach_now(&g, &o, alert, now))
+    }
+
+    /// Changes one incident: `f` gets the stored record and returns the
+    /// value to hand back; the changed record is written. Returns `None`
+    /// when there is no such incident.
+    pub async fn update<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut IncidentRecord) -> T + Send + 'static,
+    ) -> Result<Option<(IncidentRecord, T)>, StoreError> {
+        let (me, id) = (self.clone(), id.to_string());
+        self.writer.run(false, move || me.update_now(&id, f)).await
+    }
+
+    /// [`IncidentStore::update`], answered only once the change is flushed
+    /// and fdatasync'd: for a state that must survive a crash (a
+    /// destructive step about to start).
+    pub async fn update_durable<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut IncidentRecord) -> T + Send + 'static,
+    ) -> Result<Option<(IncidentRecord, T)>, StoreError> {
+        let (me, id) = (self.clone(), id.to_string());
+        self.writer.run(true, move || me.update_now(&id, f)).await
+    }
+
+    /// [`IncidentStore::update`] for a plain thread.
+    pub fn update_blocking<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut IncidentRecord) -> T + Send + 'static,
+    ) -> Result<Option<(IncidentRecord, T)>, StoreError> {
+        let (me, id) = (self.clone(), id.to_string());
+        self.writer
+            .run_blocking(false, move || me.update_now(&id, f))
+    }
+
+    /// Adds historical incidents, all or none, in one transaction: each gets
+    /// the next `inc-N` id (its own id is kept as `external_id`). Closed
+    /// records never join an open group. Returns the new ids once durable.
+    pub async fn import(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+        let me = self.clone();
+        self.writer.run(true, move || me.import_now(records)).await
+    }
+
+    /// [`IncidentStore::import`] for a plain thread.
+    pub fn import_blocking(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+        let me = self.clone();
+        self.writer
+            .run_blocking(true, move || me.import_now(records))
+    }
+
+    /// Makes every change so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.writer.run(true, || Ok(())).await
+    }
+
+    /// One incident, read off the async workers.
+    pub async fn fetch(&self, id: &str) -> Result<Option<IncidentRecord>, StoreError> {
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || me.get(&id))
+            .await
+            .map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Incidents, newest first, read off the async workers.
+    pub async fn query(&self, filter: IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.list(&filter))
+            .await
+            .map_err(|_| StoreError::Stopped)?
+    }
+
+    fn attach_now(
         &self,
         group_key: &str,
         opening: &Opening,
@@ -164,199 +359,245 @@ impl IncidentStore {
         now: DateTime<Utc>,
     ) -> Result<Attach, StoreError> {
         let title = opening.title.as_str();
-        let outcome = (&self.incidents, &self.open_groups).transaction(|(inc, open)| {
-            let abort = ConflictableTransactionError::Abort;
-            let existing = match open.get(group_key.as_bytes())? {
-                Some(id_key) => match inc.get(&id_key)? {
-                    Some(bytes) => {
-                        let r = decode(&id_key, &bytes).map_err(abort)?;
-                        Some((id_key, r))
-                    }
-                    None => None,
-                },
+        let existing = match self.open_groups.get(group_key.as_bytes())? {
+            Some(id_key) => match self.incidents.get(&id_key)? {
+                Some(bytes) => Some((be(&id_key).to_be_bytes(), decode(&id_key, &bytes)?)),
                 None => None,
+            },
+            None => None,
+        };
+        let Some((id_key, mut record)) = existing else {
+            if alert.state == AlertState::Resolved {
+                return Ok(Attach::NoOpenIncident);
+            }
+            // Incident numbers are their own sequence (sled's id generator
+            // is shared by the whole database), so they go 1, 2, 3
+            // whatever else is written.
+            let n = self.open_groups.get(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0) + 1;
+            let record = IncidentRecord {
+                schema: SCHEMA_VERSION,
+                id: format!("inc-{n}"),
+                title: title.to_string(),
+                status: IncidentStatus::Open,
+                runbook: opening.runbook.clone(),
+                group_key: group_key.to_string(),
+                match_explanation: opening.explanation.clone(),
+                resolve_with_alerts: opening.resolve_with_alerts,
+                first_alert_at: alert.starts_at.unwrap_or(alert.first_received_at),
+                opened_at: now,
+                updated_at: now,
+                resolved_at: None,
+                timeline: vec![TimelineEvent {
+                    at: now,
+                    kind: "opened".into(),
+                    detail: format!(
+                        "opened by {} alert {} ({})",
+                        alert.source, alert.fingerprint, title
+                    ),
+                }],
+                alerts: vec![alert],
+                steps: Vec::new(),
+                acknowledged: None,
+                notes: Default::default(),
+                external_id: None,
+                similar: None,
+                chaos: Vec::new(),
             };
-            let Some((id_key, mut record)) = existing else {
-                if alert.state == AlertState::Resolved {
-                    return Ok(Attach::NoOpenIncident);
-                }
-                // Incident numbers are their own sequence (sled's id
-                // generator is shared by the whole database), so they go
-                // 1, 2, 3 whatever else is written.
-                let n = open
-                    .get(NEXT_ID)?
-                    .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0)
-                    + 1;
-                open.insert(NEXT_ID, &n.to_be_bytes())?;
-                let record = IncidentRecord {
-                    schema: SCHEMA_VERSION,
-                    id: format!("inc-{n}"),
-                    title: title.to_string(),
-                    status: IncidentStatus::Open,
-                    runbook: opening.runbook.clone(),
-                    group_key: group_key.to_string(),
-                    match_explanation: opening.explanation.clone(),
-                    resolve_with_alerts: opening.resolve_with_alerts,
-                    first_alert_at: alert.starts_at.unwrap_or(alert.first_received_at),
-                    opened_at: now,
-                    updated_at: now,
-                    resolved_at: None,
-                    timeline: vec![TimelineEvent {
-                        at: now,
-                        kind: "opened".into(),
-                        detail: format!(
-                            "opened by {} alert {} ({})",
-                            alert.source, alert.fingerprint, title
-                        ),
-                    }],
-                    alerts: vec![alert.clone()],
-                    steps: Vec::new(),
-                    acknowledged: None,
-                    notes: Default::default(),
-                    external_id: None,
-                    similar: None,
-                    chaos: Vec::new(),
+            let key = n.to_be_bytes();
+            self.write(
+                &[(key, &record)],
+                &[
+                    Group::Set(NEXT_ID.to_vec(), key),
+                    Group::Set(group_key.as_bytes().to_vec(), key),
+                ],
+            )?;
+            return Ok(Attach::Opened(record));
+        };
+        let slot = record
+            .alerts
+            .iter_mut()
+            .find(|a| a.fingerprint == alert.fingerprint && a.source == alert.source);
+        let detail = match slot {
+            Some(a) if a.seq >= alert.seq => return Ok(Attach::AlreadyAttached(record)),
+            Some(a) => {
+                let changed = a.state != alert.state;
+                let first = a.first_received_at;
+                let count = a.notifications;
+                *a = AlertRecord {
+                    first_received_at: first,
+                    notifications: count + 1,
+                    ..alert.clone()
                 };
-                inc.insert(&n.to_be_bytes(), encode(&record))?;
-                open.insert(group_key.as_bytes(), &n.to_be_bytes())?;
-                return Ok(Attach::Opened(record));
-            };
-            let slot = record
-                .alerts
-                .iter_mut()
-                .find(|a| a.fingerprint == alert.fingerprint && a.source == alert.source);
-            let detail = match slot {
-                Some(a) if a.seq >= alert.seq => return Ok(Attach::AlreadyAttached(record)),
-                Some(a) => {
-                    let detail = if a.state != alert.state {
-                        format!(
-                            "alert {} is now {}",
-                            alert.fingerprint,
-                            state_name(alert.state)
-                        )
-                    } else {
-                        format!("alert {} notified again", alert.fingerprint)
-                    };
-                    let first = a.first_received_at;
-                    let count = a.notifications;
-                    *a = AlertRecord {
-                        first_received_at: first,
-                        notifications: count + 1,
-                        ..alert.clone()
-                    };
-                    detail
-                }
-                None => {
-                    record.alerts.push(alert.clone());
-                    format!("alert {} attached", alert.fingerprint)
-                }
-            };
-            record.timeline.push(TimelineEvent {
+                changed.then(|| {
+                    format!(
+                        "alert {} is now {}",
+                        alert.fingerprint,
+                        state_name(alert.state)
+                    )
+                })
+            }
+            None => {
+                record.alerts.push(alert.clone());
+                Some(format!("alert {} attached", alert.fingerprint))
+            }
+        };
+        match detail {
+            Some(detail) => record.timeline.push(TimelineEvent {
                 at: now,
                 kind: "alert".into(),
                 detail,
+            }),
+            None => note_repeat(&mut record, &alert.fingerprint, now),
+        }
+        record.updated_at = now;
+        let all_resolved = record
+            .alerts
+            .iter()
+            .all(|a| a.state == AlertState::Resolved);
+        if all_resolved && !record.resolve_with_alerts {
+            record.timeline.push(TimelineEvent {
+                at: now,
+                kind: "alerts_resolved".into(),
+                detail: "every alert resolved; the runbook resolves this incident itself".into(),
             });
-            record.updated_at = now;
-            let all_resolved = record
-                .alerts
-                .iter()
-                .all(|a| a.state == AlertState::Resolved);
-            if all_resolved && !record.resolve_with_alerts {
-                record.timeline.push(TimelineEvent {
-                    at: now,
-                    kind: "alerts_resolved".into(),
-                    detail: "every alert resolved; the runbook resolves this incident itself"
-                        .into(),
-                });
-            }
-            if all_resolved && record.resolve_with_alerts {
-                record.status = IncidentStatus::Resolved;
-                record.resolved_at = Some(now);
-                record.timeline.push(TimelineEvent {
-                    at: now,
-                    kind: "resolved".into(),
-                    detail: "every alert of the incident resolved".into(),
-                });
-                open.remove(group_key.as_bytes())?;
-            }
-            inc.insert(&id_key, encode(&record))?;
-            Ok(Attach::Attached(record))
-        })?;
-        Ok(outcome)
+        }
+        let mut groups = Vec::new();
+        if all_resolved && record.resolve_with_alerts {
+            record.status = IncidentStatus::Resolved;
+            record.resolved_at = Some(now);
+            record.timeline.push(TimelineEvent {
+                at: now,
+                kind: "resolved".into(),
+                detail: "every alert of the incident resolved".into(),
+            });
+            groups.push(Group::Remove(group_key.as_bytes().to_vec()));
+        }
+        bound_timeline(&mut record);
+        self.write(&[(id_key, &record)], &groups)?;
+        Ok(Attach::Attached(record))
     }
 
-    /// Changes one incident in a transaction: `f` gets the stored record
-    /// and returns the value to hand back; the changed record is written.
-    /// Returns `None` when there is no such incident.
-    pub fn update<T>(
+    fn update_now<T>(
         &self,
         id: &str,
-        f: impl Fn(&mut IncidentRecord) -> T,
+        f: impl FnOnce(&mut IncidentRecord) -> T,
     ) -> Result<Option<(IncidentRecord, T)>, StoreError> {
         let Some(key) = key_of(id) else {
             return Ok(None);
         };
-        let out = (&self.incidents, &self.open_groups).transaction(|(inc, open)| {
-            let Some(bytes) = inc.get(key)? else {
-                return Ok(None);
-            };
-            let mut r = decode(&key, &bytes).map_err(ConflictableTransactionError::Abort)?;
-            let t = f(&mut r);
-            if r.status.is_closed() {
-                // Only drop the group if it still points here.
-                if open.get(r.group_key.as_bytes())?.as_deref() == Some(&key[..]) {
-                    open.remove(r.group_key.as_bytes())?;
-                }
-            }
-            inc.insert(&key, encode(&r))?;
-            Ok(Some((r, t)))
-        })?;
-        Ok(out)
+        let Some(bytes) = self.incidents.get(key)? else {
+            return Ok(None);
+        };
+        let mut r = decode(&key, &bytes)?;
+        let t = f(&mut r);
+        bound_timeline(&mut r);
+        let mut groups = Vec::new();
+        // Only drop the group if it still points here.
+        if r.status.is_closed()
+            && self.open_groups.get(r.group_key.as_bytes())?.as_deref() == Some(&key[..])
+        {
+            groups.push(Group::Remove(r.group_key.as_bytes().to_vec()));
+        }
+        self.write(&[(key, &r)], &groups)?;
+        Ok(Some((r, t)))
     }
 
-    /// Adds historical incidents, all or none, in one transaction: each gets
-    /// the next `inc-N` id (its own id is kept as `external_id`). Closed
-    /// records never join an open group. Returns the new ids.
-    pub fn import(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
-        let ids = (&self.incidents, &self.open_groups).transaction(|(inc, open)| {
-            let mut n = open
-                .get(NEXT_ID)?
-                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            let mut ids = Vec::with_capacity(records.len());
-            for r in &records {
-                n += 1;
-                let mut r = r.clone();
-                r.id = format!("inc-{n}");
-                r.schema = SCHEMA_VERSION;
-                inc.insert(&n.to_be_bytes(), encode(&r))?;
-                ids.push(r.id);
-            }
-            open.insert(NEXT_ID, &n.to_be_bytes())?;
-            Ok(ids)
-        })?;
-        self.flush()?;
+    fn import_now(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+        let mut n = self.open_groups.get(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0);
+        let mut ids = Vec::with_capacity(records.len());
+        let mut out = Vec::with_capacity(records.len());
+        for mut r in records {
+            n += 1;
+            r.id = format!("inc-{n}");
+            r.schema = SCHEMA_VERSION;
+            ids.push(r.id.clone());
+            out.push((n.to_be_bytes(), r));
+        }
+        let refs: Vec<([u8; 8], &IncidentRecord)> = out.iter().map(|(k, r)| (*k, r)).collect();
+        self.write(&refs, &[Group::Set(NEXT_ID.to_vec(), n.to_be_bytes())])?;
         Ok(ids)
     }
 
-    /// Every later write to an incident record, as it happens: the search
-    /// indexer follows this, so every write path is indexed.
-    pub fn subscribe(&self) -> sled::Subscriber {
-        self.incidents.watch_prefix(vec![])
-    }
-
-    /// Makes every change so far durable. The executor calls it before a
-    /// step starts, so that after a crash a step that was running is known
-    /// to have been running.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.incidents.flush()?;
+    /// Writes records, their group changes and one change each, atomically.
+    /// Runs on the writer thread only.
+    fn write(
+        &self,
+        records: &[([u8; 8], &IncidentRecord)],
+        groups: &[Group],
+    ) -> Result<(), StoreError> {
+        let first = self.feed.next.load(Ordering::Acquire);
+        let encoded: Vec<Vec<u8>> = records.iter().map(|(_, r)| encode(r)).collect();
+        (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
+            for (i, ((key, r), bytes)) in records.iter().zip(&encoded).enumerate() {
+                inc.insert(&key[..], bytes.as_slice())?;
+                ch.insert(&(first + i as u64).to_be_bytes()[..], r.id.as_bytes())?;
+            }
+            for g in groups {
+                match g {
+                    Group::Set(k, v) => {
+                        open.insert(k.as_slice(), &v[..])?;
+                    }
+                    Group::Remove(k) => {
+                        open.remove(k.as_slice())?;
+                    }
+                }
+            }
+            Ok::<(), ConflictableTransactionError<StoreError>>(())
+        })?;
+        let last = first + records.len() as u64 - 1;
+        self.feed.next.store(last + 1, Ordering::Release);
+        // Trim what no reader may still need, a slice at a time.
+        let boundary = last / 4096;
+        if boundary != (first.saturating_sub(1)) / 4096 && last > FEED_KEEP {
+            let below = (last - FEED_KEEP).to_be_bytes();
+            for k in self.changes.range(..below).keys() {
+                self.changes.remove(k?)?;
+            }
+        }
+        *self.feed.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
+        self.feed.moved.notify_all();
         Ok(())
     }
 
-    /// One incident by id (`inc-<n>`).
+    /// The number of the newest change (0 before the first).
+    pub fn last_change(&self) -> u64 {
+        self.feed.next.load(Ordering::Acquire) - 1
+    }
+
+    /// Up to `limit` changes after change `after`, oldest first; or a gap
+    /// when the feed no longer holds the one right after it.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Changes, StoreError> {
+        if let Some((k, _)) = self.changes.first()? {
+            let oldest = be(&k);
+            if after + 1 < oldest {
+                return Ok(Changes::Gap { oldest });
+            }
+        }
+        let mut out = Vec::new();
+        for item in self.changes.range((after + 1).to_be_bytes()..).take(limit) {
+            let (k, v) = item?;
+            out.push(Change {
+                seq: be(&k),
+                id: String::from_utf8_lossy(&v).into_owned(),
+            });
+        }
+        Ok(Changes::Next(out))
+    }
+
+    /// Waits (a plain thread, never an async worker) until there is a
+    /// change after `after` or `timeout` passes; returns the last change.
+    pub fn wait_for_change(&self, after: u64, timeout: Duration) -> u64 {
+        let last = self.feed.last.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, _) = self
+            .feed
+            .moved
+            .wait_timeout_while(last, timeout, |l| *l <= after)
+            .unwrap_or_else(|e| e.into_inner());
+        *last
+    }
+
+    /// One incident by id (`inc-<n>`). A sled read: from a thread or
+    /// `spawn_blocking` (async code: [`IncidentStore::fetch`]).
     pub fn get(&self, id: &str) -> Result<Option<IncidentRecord>, StoreError> {
         let Some(key) = key_of(id) else {
             return Ok(None);
@@ -367,7 +608,8 @@ impl IncidentStore {
         }
     }
 
-    /// Incidents, newest first.
+    /// Incidents, newest first. A sled read: from a thread or
+    /// `spawn_blocking` (async code: [`IncidentStore::query`]).
     pub fn list(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
         let mut out = Vec::new();
         for item in self.incidents.iter().rev() {
@@ -385,6 +627,57 @@ impl IncidentStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Counts a repeat notification of an alert on one timeline event instead
+/// of adding one per notification, so a noisy alert keeps its incident
+/// small: `alert X notified again (N times)`.
+fn note_repeat(record: &mut IncidentRecord, fingerprint: &str, now: DateTime<Utc>) {
+    let prefix = format!("alert {fingerprint} notified again");
+    if let Some(e) = record
+        .timeline
+        .iter_mut()
+        .rev()
+        .take(16)
+        .find(|e| e.kind == "alert" && e.detail.starts_with(&prefix))
+    {
+        let times = e
+            .detail
+            .rsplit_once('(')
+            .and_then(|(_, t)| t.strip_suffix(" times)"))
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(1);
+        e.detail = format!("{prefix} ({} times)", times + 1);
+        e.at = now;
+        return;
+    }
+    record.timeline.push(TimelineEvent {
+        at: now,
+        kind: "alert".into(),
+        detail: prefix,
+    });
+}
+
+/// Keeps a record's timeline within [`MAX_TIMELINE`], dropping the oldest
+/// alert events first, then the oldest of any kind after the first.
+fn bound_timeline(record: &mut IncidentRecord) {
+    let over = record.timeline.len().saturating_sub(MAX_TIMELINE);
+    if over == 0 {
+        return;
+    }
+    let mut drop_alerts = over;
+    record.timeline.retain(|e| {
+        if drop_alerts > 0 && e.kind == "alert" {
+            drop_alerts -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    let still = record.timeline.len().saturating_sub(MAX_TIMELINE);
+    if still > 0 {
+        record.timeline.drain(1..=still);
     }
 }
 
@@ -427,24 +720,24 @@ mod tests {
     fn open_attach_resolve_and_replay() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let s = IncidentStore::open(&db).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         let now = Utc::now();
 
         // a resolved alert alone opens nothing
         assert_eq!(
-            s.attach("g", &op(), alert(1, "a", AlertState::Resolved), now)
+            s.attach_blocking("g", &op(), alert(1, "a", AlertState::Resolved), now)
                 .unwrap(),
             Attach::NoOpenIncident
         );
         let Attach::Opened(r) = s
-            .attach("g", &op(), alert(2, "a", AlertState::Firing), now)
+            .attach_blocking("g", &op(), alert(2, "a", AlertState::Firing), now)
             .unwrap()
         else {
             panic!("expected open")
         };
         assert_eq!(r.id, "inc-1");
         let Attach::Attached(r) = s
-            .attach("g", &op(), alert(3, "b", AlertState::Firing), now)
+            .attach_blocking("g", &op(), alert(3, "b", AlertState::Firing), now)
             .unwrap()
         else {
             panic!("expected attach")
@@ -452,18 +745,18 @@ mod tests {
         assert_eq!(r.alerts.len(), 2);
         // replaying seq 3 changes nothing
         assert!(matches!(
-            s.attach("g", &op(), alert(3, "b", AlertState::Firing), now)
+            s.attach_blocking("g", &op(), alert(3, "b", AlertState::Firing), now)
                 .unwrap(),
             Attach::AlreadyAttached(_)
         ));
-        s.attach("g", &op(), alert(4, "a", AlertState::Resolved), now)
+        s.attach_blocking("g", &op(), alert(4, "a", AlertState::Resolved), now)
             .unwrap();
         assert_eq!(
             s.get("inc-1").unwrap().unwrap().status,
             IncidentStatus::Open
         );
         let Attach::Attached(r) = s
-            .attach("g", &op(), alert(5, "b", AlertState::Resolved), now)
+            .attach_blocking("g", &op(), alert(5, "b", AlertState::Resolved), now)
             .unwrap()
         else {
             panic!()
@@ -472,7 +765,7 @@ mod tests {
         assert_eq!(r.alerts[0].notifications, 2);
         // the group is free again: a new firing alert opens inc-2
         let Attach::Opened(r2) = s
-            .attach("g", &op(), alert(6, "a", AlertState::Firing), now)
+            .attach_blocking("g", &op(), alert(6, "a", AlertState::Firing), now)
             .unwrap()
         else {
             panic!()
@@ -506,16 +799,16 @@ mod tests {
     fn a_runbook_can_keep_resolution_to_itself() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let s = IncidentStore::open(&db).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         let own = Opening {
             title: "x".into(),
             resolve_with_alerts: false,
             ..Default::default()
         };
-        s.attach("g", &own, alert(1, "a", AlertState::Firing), Utc::now())
+        s.attach_blocking("g", &own, alert(1, "a", AlertState::Firing), Utc::now())
             .unwrap();
         let Attach::Attached(r) = s
-            .attach("g", &own, alert(2, "a", AlertState::Resolved), Utc::now())
+            .attach_blocking("g", &own, alert(2, "a", AlertState::Resolved), Utc::now())
             .unwrap()
         else {
             panic!()
@@ -528,7 +821,7 @@ mod tests {
     fn corrupt_and_future_records_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let s = IncidentStore::open(&db).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         s.incidents
             .insert(7u64.to_be_bytes(), b"{not json".to_vec())
             .unwrap();
@@ -541,5 +834,88 @@ mod tests {
             s.get("inc-8"),
             Err(StoreError::FutureSchema { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn every_write_is_one_change_and_readers_resume_after_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        assert_eq!(s.last_change(), 0);
+        assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Next(vec![]));
+        let now = Utc::now();
+        s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), now)
+            .unwrap();
+        s.attach_blocking("h", &op(), alert(2, "b", AlertState::Firing), now)
+            .unwrap();
+        s.update_blocking("inc-1", |r| r.title = "x".into())
+            .unwrap();
+        // a replay changes nothing, so it is no change
+        s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), now)
+            .unwrap();
+        assert_eq!(s.last_change(), 3);
+        let Changes::Next(all) = s.changes_after(0, 10).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            all.iter()
+                .map(|c| (c.seq, c.id.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "inc-1"), (2, "inc-2"), (3, "inc-1")]
+        );
+        let Changes::Next(rest) = s.changes_after(2, 10).unwrap() else {
+            panic!()
+        };
+        assert_eq!(rest.len(), 1);
+        assert_eq!(s.wait_for_change(2, Duration::from_millis(1)), 3);
+        // a follower waiting for change 4 is woken by it
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || s2.wait_for_change(3, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        s.update_blocking("inc-2", |r| r.title = "y".into())
+            .unwrap();
+        assert_eq!(waiter.join().unwrap(), 4);
+        // the numbers go on after a reopen
+        drop(s);
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        assert_eq!(s.last_change(), 4);
+        s.update_blocking("inc-2", |r| r.title = "z".into())
+            .unwrap();
+        assert_eq!(s.last_change(), 5);
+    }
+
+    #[test]
+    fn a_noisy_alert_keeps_its_incident_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        let now = Utc::now();
+        for seq in 1..=3000 {
+            s.attach_blocking("g", &op(), alert(seq, "a", AlertState::Firing), now)
+                .unwrap();
+        }
+        let r = s.get("inc-1").unwrap().unwrap();
+        assert_eq!(r.alerts.len(), 1);
+        assert_eq!(r.alerts[0].notifications, 3000);
+        assert_eq!(r.timeline.len(), 2, "{:?}", r.timeline);
+        assert_eq!(r.timeline[1].detail, "alert a notified again (2999 times)");
+        // many distinct events are capped too
+        for i in 0..(MAX_TIMELINE + 50) {
+            s.update_blocking("inc-1", move |r| {
+                r.timeline.push(TimelineEvent {
+                    at: Utc::now(),
+                    kind: "note".into(),
+                    detail: format!("n{i}"),
+                })
+            })
+            .unwrap();
+        }
+        let r = s.get("inc-1").unwrap().unwrap();
+        assert_eq!(r.timeline.len(), MAX_TIMELINE);
+        assert_eq!(r.timeline[0].kind, "opened", "the opening event stays");
+        assert_eq!(
+            r.timeline.last().unwrap().detail,
+            format!("n{}", MAX_TIMELINE + 49)
+        );
     }
 }

@@ -330,7 +330,8 @@ fn query_phase(dir: &std::path::Path, m: usize, now: DateTime<Utc>) {
         .mode(sled::Mode::HighThroughput)
         .open()
         .expect("sled");
-    let _store = IncidentStore::open(&db).expect("store");
+    let writer = quench_knowledge::Writer::start(db.clone(), None).expect("writer");
+    let _store = IncidentStore::open(&db, writer).expect("store");
     let (index, _) = SearchIndex::open(&dir.join("index")).expect("index");
     let qs = queries(m, &mut Lcg(7), now);
     // Warm up once, as the peer's page cache is warm too.
@@ -375,10 +376,11 @@ fn main() {
     // The records in sled, as quench keeps them.
     let t = Instant::now();
     let db = sled::open(dir.path().join("db")).expect("sled");
-    let store = IncidentStore::open(&db).expect("store");
+    let writer = quench_knowledge::Writer::start(db.clone(), None).expect("writer");
+    let store = IncidentStore::open(&db, writer).expect("store");
     for chunk in corpus.chunks(2000) {
         store
-            .import(chunk.iter().map(|g| g.record.clone()).collect())
+            .import_blocking(chunk.iter().map(|g| g.record.clone()).collect())
             .expect("import");
     }
     let store_secs = t.elapsed().as_secs_f64();

@@ -1,0 +1,260 @@
+//! The one owner of the knowledge database's writes.
+//!
+//! Every write to the records, the audit log, the kill switch, the artifact
+//! metadata and the chaos ledger runs on one thread, in the order it was
+//! asked for. Async code sends a job and awaits its answer; nothing that
+//! writes sled ever runs on an async worker, and nothing holds a store lock
+//! across an await.
+//!
+//! Group commit: the thread takes every job that is waiting, runs them, and
+//! when any of them asked to be durable, flushes sled and `fdatasync`s its
+//! log file once for the whole batch before answering any of them. A job
+//! that asked for durability is never answered before that, and is answered
+//! with the error if the flush fails (fail closed: an audit line that is not
+//! on disk stops the action it records).
+//!
+//! Because this thread is the only writer, read-modify-write sequences need
+//! no transaction retries and cannot conflict, and because quench follows
+//! its own change feed instead of sled subscriptions, nothing this thread
+//! does can wait on a reader.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::store::StoreError;
+
+/// The most jobs one flush covers.
+const MAX_BATCH: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce() -> Reply + Send>;
+
+struct Request {
+    durable: bool,
+    job: Job,
+}
+
+/// Counters a caller may read without asking the thread.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Jobs run.
+    pub jobs: AtomicU64,
+    /// Flushes done (each covers one or more durable jobs).
+    pub flushes: AtomicU64,
+    /// Jobs waiting right now.
+    pub queued: AtomicU64,
+    /// The longest batch, in microseconds, since start.
+    pub max_batch_micros: AtomicU64,
+}
+
+/// A handle on the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: Option<mpsc::Sender<Request>>,
+    /// For [`Writer::inline`]: the database, flushed after durable jobs.
+    inline: Option<Arc<sled::Db>>,
+    stats: Arc<WriterStats>,
+}
+
+/// Makes what sled flushed durable on the disk: `fdatasync` of its log file.
+///
+/// On Linux sled's `flush` ends with `sync_file_range`, which survives a
+/// crash of the process but not a power cut.
+pub struct Syncer(pub std::fs::File);
+
+impl Writer {
+    /// Starts the writer thread for `db`. `syncer`, when given, runs after
+    /// every flush, before a durable job is answered.
+    pub fn start(db: sled::Db, syncer: Option<Syncer>) -> Result<Writer, StoreError> {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let stats = Arc::new(WriterStats::default());
+        let st = stats.clone();
+        std::thread::Builder::new()
+            .name("knowledge-writer".into())
+            .spawn(move || run(db, syncer, rx, st))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        Ok(Writer {
+            tx: Some(tx),
+            inline: None,
+            stats,
+        })
+    }
+
+    /// A writer that runs each job on the calling thread, in the caller's
+    /// order, flushing after durable ones. Only for single-threaded tests
+    /// that pause tokio's clock: a job answered from another thread lets
+    /// the paused clock jump ahead while the test waits for it.
+    pub fn inline(db: sled::Db) -> Writer {
+        Writer {
+            tx: None,
+            inline: Some(Arc::new(db)),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The thread's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    fn send<R: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+        done: impl FnOnce(Result<R, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let job: Job = Box::new(move || {
+            let out = f();
+            Box::new(move |flushed: Result<(), String>| {
+                let out = match (out, flushed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::NotDurable(e)),
+                };
+                done(out);
+            })
+        });
+        if let Some(db) = &self.inline {
+            let reply = job();
+            let flushed = if durable {
+                db.flush().map(|_| ()).map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            };
+            self.stats.jobs.fetch_add(1, Ordering::Relaxed);
+            reply(flushed);
+            return Ok(());
+        }
+        let Some(tx) = &self.tx else {
+            return Err(StoreError::Stopped);
+        };
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(Request { durable, job }).map_err(|_| {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            StoreError::Stopped
+        })
+    }
+
+    /// Runs `f` on the writer thread and waits for it without blocking an
+    /// async worker. With `durable`, the answer comes after the flush and
+    /// `fdatasync` that cover `f`'s writes.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(durable, f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// The same, for a plain thread (the indexer, the CLI, tests). Never
+    /// call it on an async worker.
+    pub fn run_blocking<R: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(durable, f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| StoreError::Stopped)?
+    }
+}
+
+fn run(db: sled::Db, syncer: Option<Syncer>, rx: mpsc::Receiver<Request>, stats: Arc<WriterStats>) {
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let started = Instant::now();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let durable = batch.iter().any(|r| r.durable);
+        for r in batch.drain(..) {
+            replies.push((r.job)());
+        }
+        let flushed = if durable {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            db.flush()
+                .map_err(|e| e.to_string())
+                .and_then(|_| match &syncer {
+                    Some(s) => s.0.sync_data().map_err(|e| e.to_string()),
+                    None => Ok(()),
+                })
+        } else {
+            Ok(())
+        };
+        for reply in replies.drain(..) {
+            reply(flushed.clone());
+        }
+        stats.jobs.fetch_add(n, Ordering::Relaxed);
+        stats.queued.fetch_sub(n, Ordering::Relaxed);
+        let micros = started.elapsed().as_micros() as u64;
+        stats.max_batch_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+    // Every handle is gone: make whatever is left durable.
+    let _ = db.flush();
+    if let Some(s) = &syncer {
+        let _ = s.0.sync_data();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_run_in_order_and_durable_ones_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let w = Writer::start(db.clone(), None).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let mut waits = Vec::new();
+        for i in 0u32..200 {
+            let t = tree.clone();
+            let w = w.clone();
+            waits.push(tokio::spawn(async move {
+                w.run(i % 7 == 0, move || {
+                    t.insert(b"last", &i.to_be_bytes())?;
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        for (i, h) in waits.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().unwrap(), i as u32);
+        }
+        assert!(w.stats().flushes.load(Ordering::Relaxed) >= 1);
+        let t = tree.clone();
+        let got = w
+            .run(false, move || Ok(t.get(b"last")?.map(|v| v.to_vec())))
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap(), 199u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_blocking_caller_gets_the_job_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let w = Writer::start(db, None).unwrap();
+        let r: Result<(), _> = w.run_blocking(true, || {
+            Err(StoreError::Corrupt {
+                key: "k".into(),
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            })
+        });
+        assert!(r.unwrap_err().to_string().contains("record k"));
+    }
+}
