@@ -1,48 +1,54 @@
-//! The durable alert log, with group commit.
+//! The durable alert log: a segmented write-ahead log built for intake.
 //!
-//! An alert is acknowledged only after it is in sled *and flushed*. Flushing
-//! is the expensive part, so one writer thread takes every append request
-//! that is waiting, writes them all, flushes once, and only then answers each
-//! request. Under load many requests share one flush; alone, a request pays
-//! for one flush and nothing more.
+//! An alert is acknowledged only after its delivery is in a segment file
+//! and that file is fdatasync'd. One writer thread takes every append
+//! request that is waiting, de-duplicates, frames them, writes them with
+//! one `write` and one `fdatasync`, and only then answers each request
+//! (group commit): under load many deliveries share one sync, alone a
+//! delivery pays for one sync and nothing more.
 //!
-//! Trees (all under `intake/`):
-//! - `deliveries`: one entry per webhook delivery that brought anything new,
-//!   keyed by the sequence number of its first new alert (u64, big-endian).
-//!   Its alerts have consecutive sequence numbers from there. One entry per
-//!   delivery, not per alert, because sled's cost is per insert: a delivery
-//!   of 100 alerts is one insert, not 100.
-//! - `keys`: a 128-bit hash of each idempotency key to the alert's sequence
-//!   number;
-//! - `raw`: content address to the raw payload bytes;
-//! - `meta`: the pipeline's cursor.
+//! On disk, `DATA/intake/NNNNNNNN.wal`: segment files of at most
+//! [`SEGMENT_BYTES`], each a run of records
+//! `[len: u32 LE][crc32c(payload): u32 LE][payload]`. A payload is one
+//! delivery: its first sequence number, the time it was received, the
+//! 128-bit hashes of its alerts' idempotency keys, the raw payload, and the
+//! alerts as JSON. When a segment is created, the directory is fsync'd too,
+//! so the file itself survives a power cut.
 //!
-//! Alerts are encoded in the request's own task (in parallel). The writer
-//! thread only de-duplicates and inserts; it hands each batch to the
-//! flusher thread, which flushes (one fsync for every batch waiting) and
-//! then answers. While one batch is being flushed, the writer is already
-//! inserting the next: a flush covers every insert that finished before it
-//! began, so answering after it is sound.
+//! On open every segment is read and checked. A record cut short (a torn
+//! write: the process died mid-append, before anything was acknowledged) or
+//! one whose checksum fails is reported, and the segment is truncated to
+//! the last good record: everything before the damage is kept. The
+//! idempotency keys within the window are rebuilt from the records (the
+//! log is their only copy), and so is an index of record positions.
 //!
-//! Within one append the delivery is written before its idempotency keys. If
-//! the process dies between the two (before the flush, so nothing was
-//! acknowledged), the sender's retry stores the alert again rather than
-//! losing it: at-least-once, never at-most-once.
+//! Retention: whole segments that the pipeline has finished with and whose
+//! newest delivery is older than `alert_retention` are deleted, with the
+//! raw payloads they hold. This is the shape of Prometheus' TSDB
+//! write-ahead log and Vector's disk buffer: framed records, group commit,
+//! repair by truncation, deletion by whole segment.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 
 use chrono::{DateTime, Utc};
 use quench_connectors::Alert;
 use quench_connectors::alert::content_address;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
 
-use crate::store::Syncer;
+/// A segment is closed and a new one started past this size.
+pub const SEGMENT_BYTES: u64 = 32 << 20;
 
-/// The most requests one flush covers. Bounds the latency of the first
+/// The most requests one sync covers. Bounds the latency of the first
 /// request of a batch.
 const MAX_BATCH: usize = 1024;
 
@@ -50,79 +56,38 @@ const MAX_BATCH: usize = 1024;
 /// pressure) instead of growing memory without bound.
 const QUEUE_DEPTH: usize = 4096;
 
-/// Flushed batches the live feed holds before the writer drops them.
+/// Synced batches the live feed holds before the writer drops them.
 const LIVE_DEPTH: usize = 1024;
 
-/// Bits in the filter of idempotency keys already stored (8 MiB): about 1 %
-/// false positives at 7 million keys. Past that it only gets slower, never
-/// wrong: a positive is always checked against sled.
-const BLOOM_BITS: usize = 1 << 26;
+/// A record's frame: length and checksum.
+const HEADER: usize = 8;
 
-/// A Bloom filter over stored idempotency keys. Almost every alert is new,
-/// and proving that with sled costs a tree lookup; the filter answers "new"
-/// for certain in a few nanoseconds.
-struct Bloom {
-    bits: Vec<u64>,
-}
+/// Records larger than this are refused on append and treated as damage
+/// on open (a corrupt length must not make us allocate gigabytes).
+const MAX_RECORD: usize = 256 << 20;
 
-impl Bloom {
-    fn load(keys: &sled::Tree) -> Result<Bloom, LogError> {
-        let mut b = Bloom {
-            bits: vec![0; BLOOM_BITS / 64],
-        };
-        for k in keys.iter().keys() {
-            if let Ok(k) = <[u8; 16]>::try_from(k?.as_ref()) {
-                b.insert(&k);
-            }
-        }
-        Ok(b)
-    }
-
-    /// Four probes taken from the key, which is already a uniform hash.
-    fn probes(key: &[u8; 16]) -> [usize; 4] {
-        let mut out = [0; 4];
-        for (i, chunk) in key.chunks_exact(4).enumerate() {
-            let v = u32::from_le_bytes(chunk.try_into().expect("4 bytes")) as usize;
-            out[i] = v % BLOOM_BITS;
-        }
-        out
-    }
-
-    fn insert(&mut self, key: &[u8; 16]) {
-        for p in Self::probes(key) {
-            self.bits[p / 64] |= 1 << (p % 64);
-        }
-    }
-
-    fn may_contain(&self, key: &[u8; 16]) -> bool {
-        Self::probes(key)
-            .iter()
-            .all(|p| self.bits[p / 64] & (1 << (p % 64)) != 0)
-    }
-}
-
-/// What went wrong while appending.
+/// What went wrong while appending or reading.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// sled failed to write or flush; nothing in the request was acknowledged.
+    /// A file could not be written, synced or read; nothing in the request
+    /// was acknowledged.
     #[error("alert log: {0}")]
-    Sled(#[from] sled::Error),
+    Io(#[from] std::io::Error),
     /// The writer thread is gone (the engine is shutting down).
     #[error("alert log: writer stopped")]
     Stopped,
-    /// A stored entry does not decode.
-    #[error("alert log: delivery {seq} does not decode: {source}")]
+    /// A stored delivery does not decode although its checksum held.
+    #[error("alert log: delivery {seq} does not decode: {why}")]
     Corrupt {
         /// The delivery's first sequence number.
         seq: u64,
         /// Why.
-        #[source]
-        source: serde_json::Error,
+        why: String,
     },
 }
 
 /// An alert as the log keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StoredAlert {
     /// Position in the log, from 1.
     pub seq: u64,
@@ -130,13 +95,6 @@ pub struct StoredAlert {
     pub received_at: DateTime<Utc>,
     /// The alert.
     pub alert: Alert,
-}
-
-/// One stored delivery.
-#[derive(Deserialize)]
-struct Delivery {
-    received_at: DateTime<Utc>,
-    alerts: Vec<Alert>,
 }
 
 /// The outcome for one alert of an append.
@@ -150,6 +108,19 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Damage found and repaired when the log was opened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repair {
+    /// The segment file.
+    pub segment: String,
+    /// Where the damage starts; the file was truncated there.
+    pub offset: u64,
+    /// Bytes dropped (never acknowledged when the damage is a torn tail).
+    pub dropped_bytes: u64,
+    /// What was wrong.
+    pub why: String,
+}
+
 /// One alert, encoded before it reaches the writer.
 struct Item {
     key: [u8; 16],
@@ -157,23 +128,67 @@ struct Item {
     alert: Alert,
 }
 
-struct Request {
-    raw: Vec<u8>,
-    raw_ref: String,
-    items: Vec<Item>,
-    reply: oneshot::Sender<Reply>,
+enum Request {
+    Append {
+        raw: Vec<u8>,
+        items: Vec<Item>,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Forget keys received before the cutoff; delete segments wholly
+    /// before both `retire_before` and the pipeline cursor.
+    Maintain {
+        keys_before: DateTime<Utc>,
+        retire_before: DateTime<Utc>,
+        cursor: u64,
+        reply: std::sync::mpsc::SyncSender<Result<(usize, usize), LogError>>,
+    },
+}
+
+/// What an append request is answered with.
+type Reply = Result<Vec<Appended>, LogError>;
+
+/// Where one delivery is.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    first_seq: u64,
+    count: u32,
+    offset: u64,
+    len: u32,
+    received_nanos: i64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    path: PathBuf,
+    records: Vec<Pos>,
+}
+
+impl Segment {
+    fn newest(&self) -> Option<i64> {
+        self.records.last().map(|p| p.received_nanos)
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        self.records
+            .last()
+            .map(|p| p.first_seq + u64::from(p.count) - 1)
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    segments: RwLock<Vec<Segment>>,
+    next_seq: AtomicU64,
 }
 
 /// The handle the HTTP handlers and the pipeline share.
 #[derive(Clone)]
 pub struct AlertLog {
     tx: mpsc::Sender<Request>,
-    deliveries: sled::Tree,
-    keys: sled::Tree,
-    raw: sled::Tree,
-    meta: sled::Tree,
-    next_seq: Arc<AtomicU64>,
-    live: Arc<std::sync::Mutex<Option<mpsc::Receiver<Vec<StoredAlert>>>>>,
+    shared: Arc<Shared>,
+    live: Arc<Mutex<Option<mpsc::Receiver<Vec<StoredAlert>>>>>,
+    repairs: Arc<Vec<Repair>>,
 }
 
 /// The idempotency key as stored: a 128-bit hash, so every key is 16 bytes
@@ -185,124 +200,291 @@ fn key_hash(key: &str) -> [u8; 16] {
     out
 }
 
-impl AlertLog {
-    /// Opens the log's trees and starts the writer thread. `syncer`, when
-    /// given, runs after every flush, before anything is acknowledged.
-    pub fn open(db: &sled::Db, syncer: Option<Syncer>) -> Result<AlertLog, LogError> {
-        let deliveries = db.open_tree("intake/deliveries")?;
-        let keys = db.open_tree("intake/keys")?;
-        let raw = db.open_tree("intake/raw")?;
-        let meta = db.open_tree("intake/meta")?;
-        let next_seq = match deliveries.last()? {
-            Some((k, v)) => {
-                let first = seq_of(&k);
-                first + decode(first, &v)?.alerts.len() as u64
+/// CRC-32C (Castagnoli), the checksum of the frames, as in Prometheus'
+/// write-ahead log and ext4's metadata.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[[u32; 256]; 8]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [[0u32; 256]; 8];
+        for i in 0..256u32 {
+            let mut c = i;
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
             }
-            None => 1,
+            t[0][i as usize] = c;
+        }
+        for i in 0..256 {
+            for k in 1..8 {
+                let prev = t[k - 1][i];
+                t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
+            }
+        }
+        t
+    });
+    let mut crc = !0u32;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
+        let hi = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        crc = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xff) as usize]
+            ^ t[2][((hi >> 8) & 0xff) as usize]
+            ^ t[1][((hi >> 16) & 0xff) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for &b in chunks.remainder() {
+        crc = (crc >> 8) ^ t[0][((crc ^ u32::from(b)) & 0xff) as usize];
+    }
+    !crc
+}
+
+/// The fixed part of a payload: first seq, received (ns), alert count.
+const FIXED: usize = 8 + 8 + 4;
+
+/// A decoded payload.
+struct Payload<'a> {
+    first_seq: u64,
+    received_nanos: i64,
+    keys: Vec<[u8; 16]>,
+    raw: &'a [u8],
+    alerts_json: &'a [u8],
+}
+
+fn parse_payload(p: &[u8]) -> Option<Payload<'_>> {
+    if p.len() < FIXED {
+        return None;
+    }
+    let first_seq = u64::from_le_bytes(p[0..8].try_into().ok()?);
+    let received_nanos = i64::from_le_bytes(p[8..16].try_into().ok()?);
+    let n = u32::from_le_bytes(p[16..20].try_into().ok()?) as usize;
+    let keys_end = FIXED.checked_add(n.checked_mul(16)?)?;
+    let raw_len_end = keys_end.checked_add(4)?;
+    if p.len() < raw_len_end || n == 0 {
+        return None;
+    }
+    let keys = p[FIXED..keys_end]
+        .chunks_exact(16)
+        .map(|c| c.try_into().expect("16 bytes"))
+        .collect();
+    let raw_len = u32::from_le_bytes(p[keys_end..raw_len_end].try_into().ok()?) as usize;
+    let raw_end = raw_len_end.checked_add(raw_len)?;
+    if p.len() < raw_end {
+        return None;
+    }
+    Some(Payload {
+        first_seq,
+        received_nanos,
+        keys,
+        raw: &p[raw_len_end..raw_end],
+        alerts_json: &p[raw_end..],
+    })
+}
+
+fn segment_name(id: u64) -> String {
+    format!("{id:08}.wal")
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// Reads one segment, checking every frame; truncates it at the first
+/// damage. Calls `seen` with each good record.
+fn scan(
+    path: &Path,
+    expect_after: u64,
+    mut seen: impl FnMut(Pos, &Payload<'_>),
+) -> Result<(Vec<Pos>, Option<Repair>), LogError> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut records = Vec::new();
+    let mut off = 0usize;
+    let mut last_seq = expect_after;
+    let mut damage = None;
+    while off < bytes.len() {
+        let rest = &bytes[off..];
+        if rest.len() < HEADER {
+            damage = Some("a record header cut short (torn write)".to_string());
+            break;
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4")) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4"));
+        if len > MAX_RECORD {
+            damage = Some(format!("a record length of {len} bytes (damaged header)"));
+            break;
+        }
+        if rest.len() < HEADER + len {
+            damage = Some(format!(
+                "a record of {len} bytes with only {} present (torn write)",
+                rest.len() - HEADER
+            ));
+            break;
+        }
+        let payload = &rest[HEADER..HEADER + len];
+        if crc32c(payload) != crc {
+            damage = Some("a record whose CRC32C does not match".to_string());
+            break;
+        }
+        let Some(p) = parse_payload(payload) else {
+            damage = Some("a record whose payload does not parse".to_string());
+            break;
         };
-        let next_seq = Arc::new(AtomicU64::new(next_seq));
+        if p.first_seq <= last_seq {
+            damage = Some(format!(
+                "a record out of sequence ({} after {last_seq})",
+                p.first_seq
+            ));
+            break;
+        }
+        let pos = Pos {
+            first_seq: p.first_seq,
+            count: p.keys.len() as u32,
+            offset: off as u64,
+            len: (HEADER + len) as u32,
+            received_nanos: p.received_nanos,
+        };
+        last_seq = p.first_seq + p.keys.len() as u64 - 1;
+        seen(pos, &p);
+        records.push(pos);
+        off += HEADER + len;
+    }
+    let repair = match damage {
+        None => None,
+        Some(why) => {
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(off as u64)?;
+            f.sync_all()?;
+            Some(Repair {
+                segment: path.display().to_string(),
+                offset: off as u64,
+                dropped_bytes: (bytes.len() - off) as u64,
+                why,
+            })
+        }
+    };
+    Ok((records, repair))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl AlertLog {
+    /// Opens (creating if needed) the log in `dir`, checks and repairs its
+    /// segments, rebuilds its indexes, and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<AlertLog, LogError> {
+        std::fs::create_dir_all(dir)?;
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".wal")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut segments = Vec::new();
+        let mut keys: HashMap<[u8; 16], (u64, i64)> = HashMap::new();
+        let mut repairs = Vec::new();
+        let mut last_seq = 0;
+        for id in ids {
+            let path = dir.join(segment_name(id));
+            let (records, repair) = scan(&path, last_seq, |pos, p| {
+                for (i, k) in p.keys.iter().enumerate() {
+                    keys.insert(*k, (pos.first_seq + i as u64, pos.received_nanos));
+                }
+            })?;
+            if let Some(r) = repair {
+                warn!(segment = %r.segment, offset = r.offset, dropped_bytes = r.dropped_bytes, why = %r.why, "alert log repaired: truncated at the first damaged record; everything before it is kept");
+                repairs.push(r);
+            }
+            let seg = Segment { id, path, records };
+            if let Some(l) = seg.last_seq() {
+                last_seq = l;
+            }
+            segments.push(seg);
+        }
+        let next_seq = last_seq + 1;
+        // Always append to a fresh segment after an open: the last one may
+        // have been truncated, and a new file keeps the writer's offsets
+        // simple.
+        let id = segments.last().map(|s| s.id + 1).unwrap_or(1);
+        let path = dir.join(segment_name(id));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        sync_dir(dir)?;
+        segments.push(Segment {
+            id,
+            path,
+            records: Vec::new(),
+        });
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            segments: RwLock::new(segments),
+            next_seq: AtomicU64::new(next_seq),
+        });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (live_tx, live_rx) = mpsc::channel(LIVE_DEPTH);
-        let seen = Bloom::load(&keys)?;
         let writer = Writer {
-            deliveries: deliveries.clone(),
-            keys: keys.clone(),
-            raw: raw.clone(),
-            next_seq: next_seq.clone(),
-            seen,
+            shared: shared.clone(),
+            keys,
+            file,
+            size: 0,
+            live: live_tx,
         };
-        // A few batches in flight between writer and flusher; beyond that
-        // the writer waits, and so do senders (back pressure).
-        let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel(8);
-        let flush_db = db.clone();
-        thread::Builder::new()
-            .name("alert-log-flush".into())
-            .spawn(move || flush_loop(flush_db, syncer, flush_rx, live_tx))
-            .map_err(|e| LogError::Sled(sled::Error::Io(e)))?;
         thread::Builder::new()
             .name("alert-log-writer".into())
-            .spawn(move || writer.run(rx, flush_tx))
-            .map_err(|e| LogError::Sled(sled::Error::Io(e)))?;
+            .spawn(move || writer.run(rx))?;
         Ok(AlertLog {
             tx,
-            deliveries,
-            keys,
-            raw,
-            meta,
-            next_seq,
-            live: Arc::new(std::sync::Mutex::new(Some(live_rx))),
+            shared,
+            live: Arc::new(Mutex::new(Some(live_rx))),
+            repairs: Arc::new(repairs),
         })
     }
 
-    /// Forgets the idempotency keys of alerts received before `cutoff`, so
-    /// the key tree stays the size of the de-duplication window. A sender
-    /// that repeats such an alert later gets it stored again (it attaches
-    /// to its incident as a repeat). The deliveries themselves stay.
-    /// Returns how many keys went.
-    pub fn forget_keys_before(&self, cutoff: DateTime<Utc>) -> Result<usize, LogError> {
-        // The first sequence number received at or after the cutoff: a
-        // binary search, as deliveries are appended in time order.
-        let received = |seq: u64| -> Result<Option<DateTime<Utc>>, LogError> {
-            match self.deliveries.range(..=seq.to_be_bytes()).next_back() {
-                Some(item) => {
-                    let (k, v) = item?;
-                    Ok(Some(decode(seq_of(&k), &v)?.received_at))
-                }
-                None => Ok(None),
-            }
-        };
-        let (mut lo, mut hi) = (1u64, self.next_seq.load(Ordering::SeqCst));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match received(mid)? {
-                Some(t) if t < cutoff => lo = mid + 1,
-                _ => hi = mid,
-            }
-        }
-        let keep_from = lo;
-        let mut forgotten = 0;
-        for item in self.keys.iter() {
-            let (k, v) = item?;
-            if seq_of(&v) < keep_from {
-                // Only if the writer has not re-used the key meanwhile.
-                if self
-                    .keys
-                    .compare_and_swap(&k, Some(&v), None::<&[u8]>)?
-                    .is_ok()
-                {
-                    forgotten += 1;
-                }
-            }
-        }
-        Ok(forgotten)
+    /// What opening the log repaired.
+    pub fn repairs(&self) -> &[Repair] {
+        &self.repairs
     }
 
-    /// Every alert received since `cutoff`, oldest first. Reads the log
-    /// backwards from its end, so it costs what is that recent, not what is
-    /// stored.
-    pub fn received_since(&self, cutoff: DateTime<Utc>) -> Result<Vec<StoredAlert>, LogError> {
-        let mut out = Vec::new();
-        for item in self.deliveries.iter().rev() {
-            let (k, v) = item?;
-            let first = seq_of(&k);
-            let d = decode(first, &v)?;
-            if d.received_at < cutoff {
-                break;
-            }
-            for (i, alert) in d.alerts.into_iter().enumerate().rev() {
-                out.push(StoredAlert {
-                    seq: first + i as u64,
-                    received_at: d.received_at,
-                    alert,
-                });
-            }
-        }
-        out.reverse();
-        Ok(out)
+    /// Forgets the idempotency keys of alerts received before
+    /// `keys_before` (a sender that repeats such an alert gets it stored
+    /// again) and deletes the segments the pipeline is done with (`cursor`)
+    /// whose newest delivery is older than `retire_before`. Returns the
+    /// keys forgotten and the segments deleted. Runs on the writer thread;
+    /// call it from a plain thread or `spawn_blocking`.
+    pub fn maintain(
+        &self,
+        keys_before: DateTime<Utc>,
+        retire_before: DateTime<Utc>,
+        cursor: u64,
+    ) -> Result<(usize, usize), LogError> {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .blocking_send(Request::Maintain {
+                keys_before,
+                retire_before,
+                cursor,
+                reply,
+            })
+            .map_err(|_| LogError::Stopped)?;
+        rx.recv().map_err(|_| LogError::Stopped)?
     }
 
     /// Appends the alerts of one delivery and its raw payload. Returns once
-    /// they are flushed to disk, never before.
+    /// they are fdatasync'd, never before.
     pub async fn append(
         &self,
         raw: Vec<u8>,
@@ -322,18 +504,13 @@ impl AlertLog {
             .collect();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request {
-                raw,
-                raw_ref,
-                items,
-                reply,
-            })
+            .send(Request::Append { raw, items, reply })
             .await
             .map_err(|_| LogError::Stopped)?;
         rx.await.map_err(|_| LogError::Stopped)?
     }
 
-    /// The live feed of flushed alerts, in sequence order, for the one
+    /// The live feed of synced alerts, in sequence order, for the one
     /// consumer that follows the log (the pipeline). `None` if taken.
     ///
     /// The feed is best effort: when the consumer falls behind, the writer
@@ -343,34 +520,94 @@ impl AlertLog {
         self.live.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// Positions of the deliveries from the one holding `seq` on, at most
+    /// enough to hold `limit` alerts, with their files.
+    fn positions_from(&self, seq: u64, limit: usize) -> Vec<(PathBuf, Pos)> {
+        let segs = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let mut alerts = 0usize;
+        // The segments whose last seq reaches `seq` (empty ones hold none).
+        for s in segs
+            .iter()
+            .filter(|s| s.last_seq().is_some_and(|l| l >= seq))
+        {
+            let from = s
+                .records
+                .partition_point(|p| p.first_seq + u64::from(p.count) - 1 < seq);
+            for p in &s.records[from..] {
+                out.push((s.path.clone(), *p));
+                alerts += p.count as usize;
+                if alerts >= limit {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    fn read_record(path: &Path, pos: Pos) -> Result<(DateTime<Utc>, Vec<Alert>), LogError> {
+        let f = File::open(path)?;
+        let mut buf = vec![0u8; pos.len as usize];
+        f.read_exact_at(&mut buf, pos.offset)?;
+        let corrupt = |why: &str| LogError::Corrupt {
+            seq: pos.first_seq,
+            why: why.to_string(),
+        };
+        let payload = &buf[HEADER..];
+        let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4"));
+        if crc32c(payload) != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let p = parse_payload(payload).ok_or_else(|| corrupt("payload does not parse"))?;
+        let alerts: Vec<Alert> =
+            serde_json::from_slice(p.alerts_json).map_err(|e| corrupt(&e.to_string()))?;
+        Ok((DateTime::from_timestamp_nanos(pos.received_nanos), alerts))
+    }
+
     /// At least `limit` alerts after `seq` (fewer at the end of the log),
-    /// oldest first. Whole deliveries are returned, so it may be more.
+    /// oldest first. Whole deliveries are read, so it may be more. File
+    /// reads: call from a thread or `spawn_blocking`.
     pub fn read_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredAlert>, LogError> {
         let start = seq + 1;
-        let from = match self.deliveries.range(..=start.to_be_bytes()).next_back() {
-            Some(item) => item?.0,
-            None => sled::IVec::from(&start.to_be_bytes()),
-        };
         let mut out = Vec::new();
-        for item in self.deliveries.range(from..) {
-            let (k, v) = item?;
-            let first = seq_of(&k);
-            let d = decode(first, &v)?;
-            for (i, alert) in d.alerts.into_iter().enumerate() {
-                let seq = first + i as u64;
+        for (path, pos) in self.positions_from(start, limit) {
+            let (received_at, alerts) = Self::read_record(&path, pos)?;
+            for (i, alert) in alerts.into_iter().enumerate() {
+                let seq = pos.first_seq + i as u64;
                 if seq >= start {
                     out.push(StoredAlert {
                         seq,
-                        received_at: d.received_at,
+                        received_at,
                         alert,
                     });
                 }
             }
-            if out.len() >= limit {
-                break;
-            }
         }
         Ok(out)
+    }
+
+    /// Every alert received since `cutoff`, oldest first.
+    pub fn received_since(&self, cutoff: DateTime<Utc>) -> Result<Vec<StoredAlert>, LogError> {
+        let first = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            let c = nanos(cutoff);
+            segs.iter()
+                .flat_map(|s| s.records.iter())
+                .find(|p| p.received_nanos >= c)
+                .map(|p| p.first_seq)
+        };
+        match first {
+            Some(f) => self.read_after(f - 1, usize::MAX),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The newest alerts, newest first, optionally only one fingerprint's.
@@ -379,16 +616,25 @@ impl AlertLog {
         limit: usize,
         fingerprint: Option<&str>,
     ) -> Result<Vec<StoredAlert>, LogError> {
+        let all: Vec<(PathBuf, Pos)> = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            segs.iter()
+                .rev()
+                .flat_map(|s| s.records.iter().rev().map(|p| (s.path.clone(), *p)))
+                .collect()
+        };
         let mut out = Vec::new();
-        for item in self.deliveries.iter().rev() {
-            let (k, v) = item?;
-            let first = seq_of(&k);
-            let d = decode(first, &v)?;
-            for (i, alert) in d.alerts.into_iter().enumerate().rev() {
+        for (path, pos) in all {
+            let (received_at, alerts) = Self::read_record(&path, pos)?;
+            for (i, alert) in alerts.into_iter().enumerate().rev() {
                 if fingerprint.is_none_or(|f| alert.fingerprint == f) {
                     out.push(StoredAlert {
-                        seq: first + i as u64,
-                        received_at: d.received_at,
+                        seq: pos.first_seq + i as u64,
+                        received_at,
                         alert,
                     });
                     if out.len() >= limit {
@@ -400,102 +646,86 @@ impl AlertLog {
         Ok(out)
     }
 
-    /// The raw payload behind a `sha256:` reference.
+    /// The raw payload behind a `sha256:` reference, newest delivery first.
+    /// A scan: for debugging, not for a hot path.
     pub fn raw_payload(&self, raw_ref: &str) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.raw.get(raw_ref.as_bytes())?.map(|v| v.to_vec()))
+        let all: Vec<(PathBuf, Pos)> = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            segs.iter()
+                .rev()
+                .flat_map(|s| s.records.iter().rev().map(|p| (s.path.clone(), *p)))
+                .collect()
+        };
+        for (path, pos) in all {
+            let f = File::open(&path)?;
+            let mut buf = vec![0u8; pos.len as usize];
+            f.read_exact_at(&mut buf, pos.offset)?;
+            if let Some(p) = parse_payload(&buf[HEADER..])
+                && content_address(p.raw) == raw_ref
+            {
+                return Ok(Some(p.raw.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn cursor_path(&self) -> PathBuf {
+        self.shared.dir.join("cursor")
     }
 
     /// How far the pipeline got.
     pub fn cursor(&self) -> Result<u64, LogError> {
-        Ok(self.meta.get("cursor")?.map(|v| seq_of(&v)).unwrap_or(0))
+        match std::fs::read_to_string(self.cursor_path()) {
+            Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Records how far the pipeline got.
+    /// Records how far the pipeline got. Not synced: after a crash the
+    /// pipeline may replay a little, which is idempotent.
     pub fn set_cursor(&self, seq: u64) -> Result<(), LogError> {
-        self.meta.insert("cursor", &seq.to_be_bytes())?;
+        let tmp = self.shared.dir.join("cursor.tmp");
+        std::fs::write(&tmp, seq.to_string())?;
+        std::fs::rename(&tmp, self.cursor_path())?;
         Ok(())
     }
 
-    /// The number of stored alerts.
+    /// The number of stored alerts (the last sequence number).
     pub fn len(&self) -> u64 {
-        self.next_seq.load(Ordering::Acquire) - 1
+        self.shared.next_seq.load(Ordering::Acquire) - 1
     }
 
     /// True when nothing was ever stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-/// What an append request is answered with.
-type Reply = Result<Vec<Appended>, LogError>;
-
-/// A batch the writer has inserted, waiting for a flush.
-struct Written {
-    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
-    fresh: Vec<StoredAlert>,
-}
-
-/// Flushes whatever the writer has inserted, then answers the senders.
-fn flush_loop(
-    db: sled::Db,
-    syncer: Option<Syncer>,
-    rx: std::sync::mpsc::Receiver<Written>,
-    live: mpsc::Sender<Vec<StoredAlert>>,
-) {
-    let mut groups = Vec::new();
-    while let Ok(first) = rx.recv() {
-        groups.push(first);
-        while let Ok(more) = rx.try_recv() {
-            groups.push(more);
-        }
-        let flushed = db.flush().and_then(|n| match &syncer {
-            Some(s) => s.sync().map(|()| n).map_err(sled::Error::Io),
-            None => Ok(n),
-        });
-        for group in groups.drain(..) {
-            for (reply, result) in group.replies {
-                let result = match &flushed {
-                    Ok(_) => result,
-                    Err(e) => Err(LogError::Sled(e.clone())),
-                };
-                // The sender may have gone (client hung up); the alert is
-                // stored all the same.
-                let _ = reply.send(result);
-            }
-            if flushed.is_ok() && !group.fresh.is_empty() {
-                // Full means the consumer is behind; it will find the gap
-                // and read these back from the log.
-                let _ = live.try_send(group.fresh);
-            }
-        }
+    /// Segment files on disk now.
+    pub fn segment_count(&self) -> usize {
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
-    // The writer is gone: make whatever is left durable.
-    let _ = db.flush();
-}
-
-fn seq_of(k: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(k).map(u64::from_be_bytes).unwrap_or(0)
-}
-
-fn decode(seq: u64, bytes: &[u8]) -> Result<Delivery, LogError> {
-    serde_json::from_slice(bytes).map_err(|source| LogError::Corrupt { seq, source })
 }
 
 struct Writer {
-    deliveries: sled::Tree,
-    keys: sled::Tree,
-    raw: sled::Tree,
-    next_seq: Arc<AtomicU64>,
-    seen: Bloom,
+    shared: Arc<Shared>,
+    /// Every stored key within the window: its seq and when it came.
+    keys: HashMap<[u8; 16], (u64, i64)>,
+    file: File,
+    size: u64,
+    live: mpsc::Sender<Vec<StoredAlert>>,
 }
 
 impl Writer {
-    fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Request>,
-        flusher: std::sync::mpsc::SyncSender<Written>,
-    ) {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -505,97 +735,232 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut fresh = Vec::new();
-            let replies = batch
-                .drain(..)
-                .map(|r: Request| {
-                    let reply = r.reply;
-                    let result = self.write(&r.raw, &r.raw_ref, r.items, &mut fresh);
-                    (reply, result)
-                })
-                .collect();
-            if flusher.send(Written { replies, fresh }).is_err() {
-                return;
+            let mut appends = Vec::with_capacity(batch.len());
+            for r in batch.drain(..) {
+                match r {
+                    Request::Append { raw, items, reply } => appends.push((raw, items, reply)),
+                    Request::Maintain {
+                        keys_before,
+                        retire_before,
+                        cursor,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.maintain(keys_before, retire_before, cursor));
+                    }
+                }
             }
+            if !appends.is_empty() {
+                self.append_batch(appends);
+            }
+        }
+        let _ = self.file.sync_data();
+    }
+
+    fn append_batch(&mut self, appends: Vec<(Vec<u8>, Vec<Item>, oneshot::Sender<Reply>)>) {
+        let first_of_batch = self.shared.next_seq.load(Ordering::Acquire);
+        let mut next = first_of_batch;
+        let now = Utc::now();
+        let now_nanos = nanos(now);
+        let mut buf = Vec::new();
+        let mut positions = Vec::new();
+        let mut fresh = Vec::new();
+        let mut outcomes = Vec::with_capacity(appends.len());
+        let mut added: Vec<[u8; 16]> = Vec::new();
+        for (raw, items, reply) in appends {
+            let first = next;
+            let mut out = Vec::with_capacity(items.len());
+            let mut new: Vec<Item> = Vec::with_capacity(items.len());
+            for item in items {
+                let earlier = self.keys.get(&item.key).map(|(s, _)| *s).or_else(|| {
+                    new.iter()
+                        .position(|n| n.key == item.key)
+                        .map(|i| first + i as u64)
+                });
+                match earlier {
+                    Some(seq) => out.push(Appended {
+                        seq,
+                        fingerprint: item.alert.fingerprint.clone(),
+                        duplicate: true,
+                    }),
+                    None => {
+                        out.push(Appended {
+                            seq: first + new.len() as u64,
+                            fingerprint: item.alert.fingerprint.clone(),
+                            duplicate: false,
+                        });
+                        new.push(item);
+                    }
+                }
+            }
+            if !new.is_empty() {
+                let mut payload = Vec::with_capacity(
+                    FIXED
+                        + 20 * new.len()
+                        + raw.len()
+                        + new.iter().map(|i| i.json.len() + 1).sum::<usize>()
+                        + 2,
+                );
+                payload.extend_from_slice(&first.to_le_bytes());
+                payload.extend_from_slice(&now_nanos.to_le_bytes());
+                payload.extend_from_slice(&(new.len() as u32).to_le_bytes());
+                for i in &new {
+                    payload.extend_from_slice(&i.key);
+                }
+                payload.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                payload.extend_from_slice(&raw);
+                payload.push(b'[');
+                for (n, i) in new.iter().enumerate() {
+                    if n > 0 {
+                        payload.push(b',');
+                    }
+                    payload.extend_from_slice(&i.json);
+                }
+                payload.push(b']');
+                if payload.len() > MAX_RECORD {
+                    let _ = reply.send(Err(LogError::Io(std::io::Error::other(format!(
+                        "a delivery of {} bytes is over the log's record limit of {MAX_RECORD}",
+                        payload.len()
+                    )))));
+                    continue;
+                }
+                positions.push(Pos {
+                    first_seq: first,
+                    count: new.len() as u32,
+                    offset: self.size + buf.len() as u64,
+                    len: (HEADER + payload.len()) as u32,
+                    received_nanos: now_nanos,
+                });
+                buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&crc32c(&payload).to_le_bytes());
+                buf.extend_from_slice(&payload);
+                for (i, item) in new.into_iter().enumerate() {
+                    self.keys.insert(item.key, (first + i as u64, now_nanos));
+                    added.push(item.key);
+                    fresh.push(StoredAlert {
+                        seq: first + i as u64,
+                        received_at: now,
+                        alert: item.alert,
+                    });
+                }
+                next = first + positions.last().map(|p| u64::from(p.count)).unwrap_or(0);
+            }
+            outcomes.push((reply, out));
+        }
+        let written = if buf.is_empty() {
+            Ok(())
+        } else {
+            self.file
+                .write_all(&buf)
+                .and_then(|()| self.file.sync_data())
+        };
+        if let Err(e) = written {
+            // Nothing of this batch is acknowledged; take it back out so
+            // the file holds only what was.
+            warn!(error = %e, "alert log write failed; the batch is refused");
+            let _ = self.file.set_len(self.size);
+            for k in added {
+                self.keys.remove(&k);
+            }
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(LogError::Io(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                ))));
+            }
+            return;
+        }
+        self.size += buf.len() as u64;
+        {
+            let mut segs = self
+                .shared
+                .segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = segs.last_mut() {
+                s.records.extend(positions);
+            }
+        }
+        self.shared.next_seq.store(next, Ordering::Release);
+        for (reply, out) in outcomes {
+            // The sender may have gone (client hung up); the alert is
+            // stored all the same.
+            let _ = reply.send(Ok(out));
+        }
+        if !fresh.is_empty() {
+            // Full means the consumer is behind; it will find the gap and
+            // read these back from the log.
+            let _ = self.live.try_send(fresh);
+        }
+        if self.size >= SEGMENT_BYTES
+            && let Err(e) = self.rotate()
+        {
+            warn!(error = %e, "cannot start a new alert log segment; the current one grows");
         }
     }
 
-    fn write(
-        &mut self,
-        raw: &[u8],
-        raw_ref: &str,
-        items: Vec<Item>,
-        fresh: &mut Vec<StoredAlert>,
-    ) -> Result<Vec<Appended>, LogError> {
-        let first = self.next_seq.load(Ordering::Acquire);
-        let mut out = Vec::with_capacity(items.len());
-        let mut new: Vec<Item> = Vec::with_capacity(items.len());
-        for item in items {
-            // Only this thread writes keys, so a read-then-write is race
-            // free. The filter holds every stored key and every key of this
-            // delivery so far; when it says no, the key is certainly new.
-            let earlier = if self.seen.may_contain(&item.key) {
-                match self.keys.get(item.key)? {
-                    Some(seq) => Some(seq_of(&seq)),
-                    // The same key twice in one delivery.
-                    None => new
-                        .iter()
-                        .position(|n| n.key == item.key)
-                        .map(|pos| first + pos as u64),
-                }
-            } else {
-                None
-            };
-            if let Some(seq) = earlier {
-                out.push(Appended {
-                    seq,
-                    fingerprint: item.alert.fingerprint.clone(),
-                    duplicate: true,
-                });
-            } else {
-                // Set now, so a repeat later in this delivery is caught. If
-                // the write fails, the stray bits only cost a lookup.
-                self.seen.insert(&item.key);
-                out.push(Appended {
-                    seq: first + new.len() as u64,
-                    fingerprint: item.alert.fingerprint.clone(),
-                    duplicate: false,
-                });
-                new.push(item);
-            }
-        }
-        if new.is_empty() {
-            return Ok(out);
-        }
-        // {"received_at":"...","alerts":[<encoded>,<encoded>]}
-        let now = Utc::now();
-        let received_at = serde_json::to_string(&now).expect("timestamps serialise");
-        let mut value =
-            Vec::with_capacity(64 + new.iter().map(|i| i.json.len() + 1).sum::<usize>());
-        value.extend_from_slice(b"{\"received_at\":");
-        value.extend_from_slice(received_at.as_bytes());
-        value.extend_from_slice(b",\"alerts\":[");
-        for (i, item) in new.iter().enumerate() {
-            if i > 0 {
-                value.push(b',');
-            }
-            value.extend_from_slice(&item.json);
-        }
-        value.extend_from_slice(b"]}");
-        self.raw.insert(raw_ref.as_bytes(), raw)?;
-        self.deliveries.insert(first.to_be_bytes(), value)?;
-        let count = new.len() as u64;
-        for (i, item) in new.into_iter().enumerate() {
-            let seq = first + i as u64;
-            self.keys.insert(item.key, &seq.to_be_bytes())?;
-            fresh.push(StoredAlert {
-                seq,
-                received_at: now,
-                alert: item.alert,
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let id = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            segs.last().map(|s| s.id + 1).unwrap_or(1)
+        };
+        let path = self.shared.dir.join(segment_name(id));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        sync_dir(&self.shared.dir)?;
+        self.file = file;
+        self.size = 0;
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Segment {
+                id,
+                path,
+                records: Vec::new(),
             });
+        Ok(())
+    }
+
+    fn maintain(
+        &mut self,
+        keys_before: DateTime<Utc>,
+        retire_before: DateTime<Utc>,
+        cursor: u64,
+    ) -> Result<(usize, usize), LogError> {
+        let k = nanos(keys_before);
+        let before = self.keys.len();
+        self.keys.retain(|_, (_, at)| *at >= k);
+        let forgotten = before - self.keys.len();
+        let r = nanos(retire_before);
+        let mut segs = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut retired = 0;
+        // Whole segments from the oldest, never the one being written.
+        while segs.len() > 1 {
+            let s = &segs[0];
+            let done = s.last_seq().is_none_or(|l| l <= cursor);
+            let old = s.newest().is_none_or(|n| n < r);
+            if !(done && old) {
+                break;
+            }
+            std::fs::remove_file(&s.path)?;
+            info!(segment = %s.path.display(), "alert log segment retired");
+            segs.remove(0);
+            retired += 1;
         }
-        self.next_seq.store(first + count, Ordering::Release);
-        Ok(out)
+        if retired > 0 {
+            sync_dir(&self.shared.dir)?;
+        }
+        Ok((forgotten, retired))
     }
 }
 
@@ -622,23 +987,55 @@ mod tests {
         }
     }
 
+    /// Opens the log, retrying while the previous writer thread of the same
+    /// directory is still letting go (it exits once every handle drops).
+    fn reopen(dir: &Path) -> AlertLog {
+        AlertLog::open(dir).unwrap()
+    }
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        // the 8-byte path and the byte path agree
+        let long: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let mut bytewise = !0u32;
+        for &b in &long {
+            bytewise ^= u32::from(b);
+            for _ in 0..8 {
+                bytewise = if bytewise & 1 == 1 {
+                    (bytewise >> 1) ^ 0x82F6_3B78
+                } else {
+                    bytewise >> 1
+                };
+            }
+        }
+        assert_eq!(crc32c(&long), !bytewise);
+    }
+
     #[tokio::test]
-    async fn keys_older_than_the_window_are_forgotten() {
+    async fn keys_older_than_the_window_are_forgotten_and_old_segments_retired() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let log = AlertLog::open(&db, None).unwrap();
+        let log = AlertLog::open(dir.path()).unwrap();
         log.append(b"one".to_vec(), vec![alert("a"), alert("b")])
             .await
             .unwrap();
         let between = Utc::now();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         log.append(b"two".to_vec(), vec![alert("c")]).await.unwrap();
-        // Nothing is that old yet.
         let hour_ago = between - chrono::Duration::hours(1);
-        assert_eq!(log.forget_keys_before(hour_ago).unwrap(), 0);
+        let l = log.clone();
+        let m = move |k, r, c| {
+            let l = l.clone();
+            std::thread::spawn(move || l.maintain(k, r, c).unwrap())
+                .join()
+                .unwrap()
+        };
+        // Nothing is that old yet.
+        assert_eq!(m(hour_ago, hour_ago, 3), (0, 0));
         // The first delivery's two keys go, the second's stays.
-        assert_eq!(log.forget_keys_before(between).unwrap(), 2);
-        assert_eq!(log.forget_keys_before(between).unwrap(), 0);
+        assert_eq!(m(between, hour_ago, 3).0, 2);
+        assert_eq!(m(between, hour_ago, 3).0, 0);
         let r = log
             .append(b"three".to_vec(), vec![alert("a"), alert("c")])
             .await
@@ -650,14 +1047,43 @@ mod tests {
         );
         // The deliveries themselves stay.
         assert_eq!(log.read_after(0, 10).unwrap().len(), 4);
+        drop(log);
+        // After a reopen the writer appends to a new segment; the old one
+        // goes once the pipeline is past it and it is older than retention.
+        let log = reopen(dir.path());
+        assert_eq!(log.segment_count(), 2);
+        log.append(b"four".to_vec(), vec![alert("d")])
+            .await
+            .unwrap();
+        let l = log.clone();
+        let future = Utc::now() + chrono::Duration::hours(1);
+        let (_, retired) = std::thread::spawn(move || l.maintain(hour_ago, future, 3))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(retired, 0, "the pipeline is not past seq 4 yet");
+        let l = log.clone();
+        let (_, retired) = std::thread::spawn(move || l.maintain(hour_ago, future, 4))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(retired, 1);
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(
+            log.read_after(0, 10)
+                .unwrap()
+                .iter()
+                .map(|a| a.seq)
+                .collect::<Vec<_>>(),
+            [5]
+        );
     }
 
     #[tokio::test]
     async fn appends_dedups_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
-            let log = AlertLog::open(&db, None).unwrap();
+            let log = AlertLog::open(dir.path()).unwrap();
             let r = log
                 .append(
                     b"payload".to_vec(),
@@ -688,23 +1114,8 @@ mod tests {
             }
             assert_eq!(log.len(), 52);
         }
-        // The writer thread lets go of the database once every handle is
-        // dropped; wait for that rather than racing it.
-        let db = {
-            let mut tries = 0;
-            loop {
-                match sled::open(dir.path()) {
-                    Ok(db) => break db,
-                    Err(e) if tries < 100 => {
-                        tries += 1;
-                        let _ = e;
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                    Err(e) => panic!("reopen: {e}"),
-                }
-            }
-        };
-        let log = AlertLog::open(&db, None).unwrap();
+        let log = reopen(dir.path());
+        assert!(log.repairs().is_empty());
         assert_eq!(log.len(), 52);
         let first = log.read_after(0, 1).unwrap();
         assert_eq!(first[0].seq, 1);
@@ -723,7 +1134,7 @@ mod tests {
             .append(b"again".to_vec(), vec![alert("b"), alert("c")])
             .await
             .unwrap();
-        assert!(r[0].duplicate);
+        assert!(r[0].duplicate, "keys survive a reopen");
         assert_eq!(r[1].seq, 53, "sequence numbers continue after a reopen");
         assert_eq!(log.recent(1, None).unwrap()[0].seq, 53);
         assert_eq!(log.recent(10, Some("fp-b")).unwrap().len(), 1);
@@ -739,5 +1150,123 @@ mod tests {
         );
         log.set_cursor(7).unwrap();
         assert_eq!(log.cursor().unwrap(), 7);
+    }
+
+    /// Writes three deliveries into a fresh log; returns the directory, the
+    /// segment file and the offset where the last record starts.
+    fn three_deliveries() -> (tempfile::TempDir, PathBuf, u64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let log = AlertLog::open(dir.path()).unwrap();
+            for (i, k) in ["a", "b", "c"].iter().enumerate() {
+                log.append(format!("raw{i}").into_bytes(), vec![alert(k)])
+                    .await
+                    .unwrap();
+            }
+        });
+        let seg = dir.path().join(segment_name(1));
+        let (records, repair) = scan(&seg, 0, |_, _| {}).unwrap();
+        assert!(repair.is_none());
+        let last = records[2];
+        (dir, seg, last.offset, last.offset + u64::from(last.len))
+    }
+
+    /// A torn tail at every byte offset of the last record: open repairs,
+    /// keeps the two records before it, reports what it dropped, and the
+    /// log takes appends again.
+    #[test]
+    fn a_torn_tail_at_every_offset_is_repaired() {
+        let (dir, seg, start, end) = three_deliveries();
+        let whole = std::fs::read(&seg).unwrap();
+        assert_eq!(whole.len() as u64, end);
+        for cut in start..end {
+            // a fresh copy of the two-segment directory each time
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(segment_name(1)), &whole[..cut as usize]).unwrap();
+            let log = AlertLog::open(d.path()).unwrap();
+            let all = log.read_after(0, 10).unwrap();
+            assert_eq!(
+                all.iter()
+                    .map(|a| a.alert.idempotency_key.as_str())
+                    .collect::<Vec<_>>(),
+                ["a", "b"],
+                "cut at {cut}"
+            );
+            if cut == start {
+                assert!(
+                    log.repairs().is_empty(),
+                    "a cut on a record boundary is no damage"
+                );
+            } else {
+                let r = &log.repairs()[0];
+                assert_eq!(r.offset, start, "cut at {cut}");
+                assert_eq!(r.dropped_bytes, cut - start, "cut at {cut}");
+                assert_eq!(
+                    std::fs::metadata(d.path().join(segment_name(1)))
+                        .unwrap()
+                        .len(),
+                    start
+                );
+            }
+            assert_eq!(log.len(), 2);
+            drop(log);
+        }
+        drop(dir);
+    }
+
+    /// A flipped bit anywhere in the last record is caught by its checksum
+    /// (or its frame), and the records before it are kept.
+    #[test]
+    fn a_flipped_bit_in_a_record_is_caught() {
+        let (_dir, seg, start, end) = three_deliveries();
+        let whole = std::fs::read(&seg).unwrap();
+        for at in start..end {
+            for bit in [0u8, 3, 7] {
+                let mut bytes = whole.clone();
+                bytes[at as usize] ^= 1 << bit;
+                let d = tempfile::tempdir().unwrap();
+                std::fs::write(d.path().join(segment_name(1)), &bytes).unwrap();
+                let log = AlertLog::open(d.path()).unwrap();
+                assert_eq!(log.len(), 2, "flip at {at} bit {bit}");
+                assert_eq!(log.repairs().len(), 1, "flip at {at} bit {bit}");
+                assert_eq!(log.repairs()[0].offset, start);
+            }
+        }
+        // A flip in the middle record keeps the first one only.
+        let mut bytes = whole.clone();
+        bytes[(start - 3) as usize] ^= 0x10;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(segment_name(1)), &bytes).unwrap();
+        let log = AlertLog::open(d.path()).unwrap();
+        assert_eq!(log.len(), 1);
+        assert!(
+            log.repairs()[0].why.contains("CRC32C"),
+            "{:?}",
+            log.repairs()
+        );
+    }
+
+    #[tokio::test]
+    async fn segments_rotate_and_reads_cross_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AlertLog::open(dir.path()).unwrap();
+        // ~40 MiB of raw payload crosses the 32 MiB segment size.
+        let big = vec![b'x'; 4 << 20];
+        for i in 0..10 {
+            log.append(big.clone(), vec![alert(&format!("r{i}"))])
+                .await
+                .unwrap();
+        }
+        assert_eq!(log.segment_count(), 2);
+        let all = log.read_after(0, 100).unwrap();
+        assert_eq!(all.len(), 10);
+        assert_eq!(log.read_after(8, 100).unwrap()[0].seq, 9);
+        drop(log);
+        let log = reopen(dir.path());
+        assert_eq!(log.len(), 10);
+        assert_eq!(log.segment_count(), 3);
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     /// within it is a duplicate; after it the key is forgotten, so the key
     /// tree does not grow forever.
     pub dedup_window: String,
+    /// How long the alert log keeps deliveries and their raw payloads
+    /// (`30d`): whole segments older than this that the pipeline is done
+    /// with are deleted, hourly.
+    pub alert_retention: String,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
     /// Runbooks from git instead of the `runbooks` directory.
@@ -224,8 +228,9 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,
-            store_cache_bytes: 1 << 30,
+            store_cache_bytes: 64 << 20,
             dedup_window: "7d".into(),
+            alert_retention: "30d".into(),
             hooks: Hooks::default(),
         }
     }
@@ -291,9 +296,23 @@ impl Config {
         Ok(d)
     }
 
+    /// How long the alert log keeps deliveries; at least the dedup window.
+    pub fn alert_retention(&self) -> Result<std::time::Duration, ConfigError> {
+        let d = quench_runbooks::duration::parse(&self.alert_retention)
+            .map_err(|e| ConfigError::Invalid(format!("alert_retention: {e}")))?;
+        if d < self.dedup_window()? {
+            return Err(ConfigError::Invalid(format!(
+                "alert_retention {} is shorter than dedup_window {}: keys would outlive the alerts they stand for",
+                self.alert_retention, self.dedup_window
+            )));
+        }
+        Ok(d)
+    }
+
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.dedup_window()?;
+        self.alert_retention()?;
         if self.store_cache_bytes < 1 << 20 {
             return Err(ConfigError::Invalid(format!(
                 "store_cache_bytes {} is below 1 MiB",
@@ -357,7 +376,8 @@ mod tests {
     fn the_example_configuration_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../quench.example.yaml");
         let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.store_cache_bytes, 1 << 30);
+        assert_eq!(c.store_cache_bytes, 64 << 20);
+        assert_eq!(c.alert_retention().unwrap().as_secs(), 30 * 86400);
     }
 
     #[test]
@@ -365,7 +385,8 @@ mod tests {
         let c = Config::from_yaml(Path::new("c.yaml"), "{}").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.max_body_bytes, 1 << 20);
-        assert_eq!(c.store_cache_bytes, 1 << 30);
+        assert_eq!(c.store_cache_bytes, 64 << 20);
+        assert_eq!(c.alert_retention().unwrap().as_secs(), 30 * 86400);
         assert_eq!(c.dedup_window().unwrap().as_secs(), 7 * 86400);
         let e = Config::from_yaml(Path::new("c.yaml"), "dedup_window: 5m").unwrap_err();
         assert!(

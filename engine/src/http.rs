@@ -198,6 +198,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         "index_lag_changes": index,
         "store_writer_queue": s.lag.writer.stats().queued.load(std::sync::atomic::Ordering::Relaxed),
         "runs_active": s.metrics.runs_active.load(std::sync::atomic::Ordering::Relaxed),
+        "index_docs": s.search.count(),
     }))
     .into_response()
 }

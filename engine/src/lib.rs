@@ -136,25 +136,44 @@ pub async fn serve(
         }
     }
     let storage = store::open(&config.data_dir, config.store_cache_bytes)?;
-    let log = AlertLog::open(&storage.db, Some(storage.syncer()?))?;
+    let log = {
+        let dir = config.data_dir.join("intake");
+        tokio::task::spawn_blocking(move || AlertLog::open(&dir))
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
+    };
+    let pipeline_position = Arc::new(std::sync::atomic::AtomicU64::new(log.cursor()?));
     {
-        // Forget idempotency keys older than the window, hourly.
-        let (log, window) = (log.clone(), config.dedup_window()?);
+        // Hourly: forget idempotency keys older than the window, and delete
+        // log segments older than the retention that the pipeline is done
+        // with.
+        let (log, window, retention, done) = (
+            log.clone(),
+            config.dedup_window()?,
+            config.alert_retention()?,
+            pipeline_position.clone(),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 tick.tick().await;
-                let cutoff = chrono::Utc::now()
-                    - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::days(7));
+                let now = chrono::Utc::now();
+                let ago = |d: std::time::Duration| {
+                    now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(7))
+                };
+                let (keys, retire) = (ago(window), ago(retention));
+                let cursor = done.load(std::sync::atomic::Ordering::Acquire);
                 let log = log.clone();
-                match tokio::task::spawn_blocking(move || log.forget_keys_before(cutoff)).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => info!(
-                        forgotten = n,
-                        "idempotency keys past the dedup window forgotten"
+                match tokio::task::spawn_blocking(move || log.maintain(keys, retire, cursor)).await
+                {
+                    Ok(Ok((0, 0))) => {}
+                    Ok(Ok((keys, segments))) => info!(
+                        keys,
+                        segments,
+                        "alert log maintenance: keys past the dedup window forgotten, segments past the retention deleted"
                     ),
-                    Ok(Err(e)) => warn!(error = %e, "forgetting old idempotency keys failed"),
-                    Err(e) => warn!(error = %e, "the idempotency key sweeper panicked"),
+                    Ok(Err(e)) => warn!(error = %e, "alert log maintenance failed"),
+                    Err(e) => warn!(error = %e, "alert log maintenance panicked"),
                 }
             }
         });
@@ -241,9 +260,8 @@ pub async fn serve(
         firing: Default::default(),
         clock: chrono::Utc::now,
         executor: Some(executor.clone()),
-        position: Default::default(),
+        position: pipeline_position.clone(),
     };
-    let pipeline_position = pipeline.position.clone();
     let pipeline_task = tokio::spawn(pipeline.run());
 
     let opened = {
@@ -319,7 +337,7 @@ pub async fn serve(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     pipeline_task.abort();
-    storage.db.flush().map_err(|e| ServeError::Log(e.into()))?;
+    storage.db.flush().map_err(std::io::Error::other)?;
     storage.sync()?;
     info!("stopped");
     Ok(())

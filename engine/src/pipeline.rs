@@ -123,7 +123,10 @@ impl Pipeline {
     /// Processes one chunk of the log after `cursor`; returns how many
     /// entries it did.
     pub async fn catch_up(&self, cursor: &mut u64) -> Result<usize, PipelineError> {
-        let entries = self.log.read_after(*cursor, CHUNK)?;
+        let (log, from) = (self.log.clone(), *cursor);
+        let entries = tokio::task::spawn_blocking(move || log.read_after(from, CHUNK))
+            .await
+            .map_err(|_| crate::alert_log::LogError::Stopped)??;
         for entry in &entries {
             self.process(entry).await?;
             *cursor = entry.seq;
@@ -362,18 +365,19 @@ mod tests {
         }
     }
 
-    fn pipeline(db: &sled::Db) -> (Pipeline, AlertLog, IncidentStore) {
-        pipeline_with(db, "../runbooks/examples", None)
+    fn pipeline(db: &sled::Db, data: &Path) -> (Pipeline, AlertLog, IncidentStore) {
+        pipeline_with(db, data, "../runbooks/examples", None)
     }
 
     fn pipeline_with(
         db: &sled::Db,
+        data: &Path,
         rel: &str,
         triage: Option<&str>,
     ) -> (Pipeline, AlertLog, IncidentStore) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
         let set = quench_runbooks::load_dir(&dir, triage).unwrap();
-        let log = AlertLog::open(db, None).unwrap();
+        let log = AlertLog::open(&data.join("intake")).unwrap();
         let incidents = IncidentStore::open(
             db,
             quench_knowledge::Writer::start(db.clone(), None).unwrap(),
@@ -410,8 +414,8 @@ mod tests {
     #[tokio::test]
     async fn reads_the_backlog_then_follows_the_live_feed() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let (p, log, incidents) = pipeline(&db);
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (p, log, incidents) = pipeline(&db, dir.path());
         // A backlog written before the pipeline starts (as after a restart).
         log.append(
             b"1".to_vec(),
@@ -440,8 +444,8 @@ mod tests {
     #[tokio::test]
     async fn a_gap_in_the_feed_sends_it_back_to_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let (p, log, incidents) = pipeline(&db);
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (p, log, incidents) = pipeline(&db, dir.path());
         log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing)])
             .await
             .unwrap();
@@ -477,9 +481,13 @@ mod tests {
     #[tokio::test]
     async fn a_firing_circuit_breaker_inhibits_the_latency_runbook() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let (mut p, log, incidents) =
-            pipeline_with(&db, "../runbooks/testdata/suppress", Some("triage"));
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (mut p, log, incidents) = pipeline_with(
+            &db,
+            dir.path(),
+            "../runbooks/testdata/suppress",
+            Some("triage"),
+        );
         p.clock = friday_noon;
         let metrics = p.metrics.clone();
         let task = tokio::spawn(p.run());

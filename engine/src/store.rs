@@ -57,26 +57,11 @@ impl Store {
         self.log_file.sync_data()
     }
 
-    /// A handle that syncs the same file, for another thread.
-    pub fn syncer(&self) -> std::io::Result<Syncer> {
-        Ok(Syncer(self.log_file.try_clone()?))
-    }
-
     /// Starts the knowledge writer: the one thread that writes this
     /// database, fdatasyncing sled's log after each durable batch.
     pub fn writer(&self) -> std::io::Result<quench_knowledge::Writer> {
         let sync = quench_knowledge::Syncer(self.log_file.try_clone()?);
         quench_knowledge::Writer::start(self.db.clone(), Some(sync)).map_err(std::io::Error::other)
-    }
-}
-
-/// Syncs sled's log file; see [`Store::sync`].
-pub struct Syncer(std::fs::File);
-
-impl Syncer {
-    /// `fdatasync` on sled's log file.
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.0.sync_data()
     }
 }
 

@@ -19,3 +19,4 @@ mod pprof;
 mod prometheus_rules;
 mod promql;
 mod senders;
+mod storm;

@@ -1,0 +1,239 @@
+//! The alert storm: every alert opens its own incident and starts a run,
+//! while `/healthz` is polled. quench must keep answering everything, and
+//! afterwards every acknowledged alert is in an incident and every
+//! incident in the search index. Then `kill -9` in the middle of storms,
+//! cycle after cycle, on the same data directory.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use quench_tests::{Quench, http};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// Alerts per delivery; each has its own `n`, so its own incident.
+const BATCH: usize = 4;
+
+fn runbooks(dir: &Path) {
+    std::fs::write(
+        dir.join("storm.yaml"),
+        "version: 1\nname: storm\nmatch:\n  matchers: ['alertname=\"Storm\"']\ngroup_by: [alertname, n]\nsteps:\n  - id: noop\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
+}
+
+fn delivery(tag: &str, first: usize) -> Value {
+    let alerts: Vec<Value> = (first..first + BATCH)
+        .map(|n| {
+            json!({"status": "firing",
+                   "labels": {"alertname": "Storm", "n": format!("{tag}-{n}"), "service": "storm"},
+                   "startsAt": "2026-11-27T10:00:00Z",
+                   "fingerprint": format!("{tag}-{n:07}")})
+        })
+        .collect();
+    json!({"version": "4", "groupKey": format!("{tag}-{first}"), "status": "firing",
+           "receiver": "quench", "alerts": alerts})
+}
+
+/// Sends deliveries at `rate` alerts/s from `senders` tasks until `stop`;
+/// returns the fingerprints acknowledged and the number of failed requests.
+async fn storm(
+    url: &str,
+    tag: &str,
+    rate: u64,
+    senders: usize,
+    stop: Arc<AtomicBool>,
+) -> (BTreeSet<String>, usize) {
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let client = http();
+    let per_sender = Duration::from_secs_f64(senders as f64 * BATCH as f64 / rate as f64);
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (acked, failed, next, client, stop) = (
+            acked.clone(),
+            failed.clone(),
+            next.clone(),
+            client.clone(),
+            stop.clone(),
+        );
+        let (url, tag) = (url.to_string(), tag.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_sender);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::Acquire) {
+                tick.tick().await;
+                let first = next.fetch_add(BATCH, Ordering::SeqCst);
+                let r = client
+                    .post(format!("{url}/hooks/alertmanager"))
+                    .timeout(Duration::from_secs(10))
+                    .json(&delivery(&tag, first))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let mut a = acked.lock().await;
+                        for n in first..first + BATCH {
+                            a.insert(format!("{tag}-{n:07}"));
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().await.clone();
+    (acked, failed.load(Ordering::SeqCst))
+}
+
+/// Every stored alert's fingerprint.
+async fn stored(q: &Quench) -> BTreeSet<String> {
+    let doc = q.get_json("/api/v1/alerts?limit=100000").await;
+    doc["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"]["fingerprint"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until the pipeline and the index have caught up, then checks that
+/// the index holds every incident.
+async fn caught_up(q: &Quench, timeout: Duration) -> (u64, u64) {
+    q.wait_for("/readyz", timeout, |d| {
+        (d["pipeline_lag_alerts"] == 0 && d["index_lag_changes"] == 0).then_some(())
+    })
+    .await;
+    let incidents = q.get_json("/api/v1/incidents?limit=100000").await["incidents"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    let docs = q.get_json("/readyz").await["index_docs"].as_u64().unwrap();
+    (incidents, docs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_within_2s_through_a_storm_of_new_incidents() {
+    let rb = tempfile::tempdir().unwrap();
+    runbooks(rb.path());
+    let q = Quench::start("{}\n", rb.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst = Arc::new(AtomicU64::new(0));
+    let health_failures = Arc::new(AtomicUsize::new(0));
+    let poller = {
+        let (url, stop, worst, fails) = (
+            q.url.clone(),
+            stop.clone(),
+            worst.clone(),
+            health_failures.clone(),
+        );
+        tokio::spawn(async move {
+            let client = http();
+            while !stop.load(Ordering::Acquire) {
+                let t = Instant::now();
+                let ok = client
+                    .get(format!("{url}/healthz"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                worst.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
+                if !ok {
+                    fails.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let timer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.store(true, Ordering::Release);
+        })
+    };
+    let (acked, failed) = storm(&q.url, "storm", 800, 32, stop.clone()).await;
+    timer.await.unwrap();
+    poller.await.unwrap();
+    let worst = worst.load(Ordering::SeqCst);
+    assert_eq!(failed, 0, "requests failed during the storm");
+    assert_eq!(
+        health_failures.load(Ordering::SeqCst),
+        0,
+        "/healthz failed during the storm"
+    );
+    assert!(worst <= 2000, "/healthz took {worst} ms during the storm");
+    assert!(
+        acked.len() >= 2000,
+        "only {} alerts acknowledged",
+        acked.len()
+    );
+    let (incidents, docs) = caught_up(&q, Duration::from_secs(120)).await;
+    assert_eq!(incidents, acked.len() as u64, "one incident per alert");
+    assert_eq!(docs, incidents, "every incident is in the search index");
+    let metrics = q.get_text("/metrics").await;
+    assert!(
+        metrics.contains("quench_steps_total{type=\"wait\",state=\"succeeded\"}"),
+        "{metrics}"
+    );
+    eprintln!(
+        "storm: {} alerts acknowledged in 10 s, worst /healthz {worst} ms",
+        acked.len()
+    );
+}
+
+/// `kill -9` in the middle of a storm, `QUENCH_CRASH_CYCLES` times (10 by
+/// default; `scripts/crash-cycles.sh 100`): after each restart every
+/// acknowledged alert is stored, and once caught up every incident is in
+/// the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_storms_loses_nothing_acknowledged() {
+    let cycles: usize = std::env::var("QUENCH_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let rb = tempfile::tempdir().unwrap();
+    runbooks(rb.path());
+    let mut q = Quench::start("{}\n", rb.path());
+    let (config, data, port) = (q.config.clone(), q.data.clone(), q.port());
+    let mut all_acked = BTreeSet::new();
+    for cycle in 0..cycles {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = q.url.clone();
+        let sender = {
+            let stop = stop.clone();
+            let tag = format!("c{cycle}");
+            tokio::spawn(async move { storm(&url, &tag, 600, 16, stop).await })
+        };
+        // Kill at a different point of each storm.
+        tokio::time::sleep(Duration::from_millis(300 + (cycle as u64 * 137) % 700)).await;
+        q.kill9();
+        stop.store(true, Ordering::Release);
+        let (acked, _) = sender.await.unwrap();
+        all_acked.extend(acked);
+        q = Quench::spawn(&config, &data, rb.path(), Some(port));
+        let have = stored(&q).await;
+        let missing: Vec<_> = all_acked.difference(&have).take(10).collect();
+        assert!(
+            missing.is_empty(),
+            "cycle {cycle}: acknowledged alerts missing after kill -9: {missing:?}\nlog:\n{}",
+            q.log_text()
+        );
+    }
+    let (incidents, docs) = caught_up(&q, Duration::from_secs(120)).await;
+    assert!(incidents >= all_acked.len() as u64);
+    assert_eq!(docs, incidents, "every incident is in the search index");
+    eprintln!(
+        "{cycles} kill -9 cycles: {} acknowledged alerts, all stored; {incidents} incidents, all indexed",
+        all_acked.len()
+    );
+}
