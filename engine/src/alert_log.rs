@@ -550,9 +550,15 @@ impl AlertLog {
     }
 
     fn read_record(path: &Path, pos: Pos) -> Result<(DateTime<Utc>, Vec<Alert>), LogError> {
-        let f = File::open(path)?;
+        let at = |e: std::io::Error| {
+            LogError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{} at {}: {e}", path.display(), pos.offset),
+            ))
+        };
+        let f = File::open(path).map_err(at)?;
         let mut buf = vec![0u8; pos.len as usize];
-        f.read_exact_at(&mut buf, pos.offset)?;
+        f.read_exact_at(&mut buf, pos.offset).map_err(at)?;
         let corrupt = |why: &str| LogError::Corrupt {
             seq: pos.first_seq,
             why: why.to_string(),

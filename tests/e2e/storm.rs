@@ -97,7 +97,19 @@ async fn storm(
 
 /// Every stored alert's fingerprint.
 async fn stored(q: &Quench) -> BTreeSet<String> {
-    let doc = q.get_json("/api/v1/alerts?limit=100000").await;
+    let r = http()
+        .get(format!("{}/api/v1/alerts?limit=100000", q.url))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "{status}: {text}\nlog:\n{}",
+        q.log_text()
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
     doc["alerts"]
         .as_array()
         .unwrap()
@@ -203,8 +215,13 @@ async fn kill_9_during_storms_loses_nothing_acknowledged() {
         .unwrap_or(10);
     let rb = tempfile::tempdir().unwrap();
     runbooks(rb.path());
-    let mut q = Quench::start("{}\n", rb.path());
-    let (config, data, port) = (q.config.clone(), q.data.clone(), q.port());
+    // The data directory outlives every process (Quench::start would
+    // delete its own when the first process is replaced).
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, data) = (tmp.path().join("quench.yaml"), tmp.path().join("data"));
+    std::fs::write(&config, "{}\n").unwrap();
+    let mut q = Quench::spawn(&config, &data, rb.path(), None);
+    let port = q.port();
     let mut all_acked = BTreeSet::new();
     for cycle in 0..cycles {
         let stop = Arc::new(AtomicBool::new(false));
@@ -232,8 +249,9 @@ async fn kill_9_during_storms_loses_nothing_acknowledged() {
     let (incidents, docs) = caught_up(&q, Duration::from_secs(120)).await;
     assert!(incidents >= all_acked.len() as u64);
     assert_eq!(docs, incidents, "every incident is in the search index");
+    let repaired = q.log_text().matches("alert log repaired").count();
     eprintln!(
-        "{cycles} kill -9 cycles: {} acknowledged alerts, all stored; {incidents} incidents, all indexed",
+        "{cycles} kill -9 cycles: {} acknowledged alerts, all stored; {incidents} incidents, all indexed; {repaired} torn tails repaired on open",
         all_acked.len()
     );
 }
