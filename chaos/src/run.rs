@@ -52,33 +52,39 @@ pub struct LedgerEntry {
 /// in the knowledge store, flushed.
 pub trait Ledger: Send + Sync {
     /// Records durably.
-    fn record(&self, e: &LedgerEntry) -> Result<(), String>;
+    fn record<'a>(&'a self, e: &'a LedgerEntry) -> LedgerFuture<'a, ()>;
     /// Forgets a cleaned-up fault.
-    fn remove(&self, id: &str) -> Result<(), String>;
+    fn remove<'a>(&'a self, id: &'a str) -> LedgerFuture<'a, ()>;
     /// Everything not cleaned up yet.
-    fn entries(&self) -> Result<Vec<LedgerEntry>, String>;
+    fn entries(&self) -> LedgerFuture<'_, Vec<LedgerEntry>>;
 }
+
+/// What a [`Ledger`] call returns: async, so recording a fault never
+/// blocks the run's task.
+pub type LedgerFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// An in-memory ledger, for tests and dry runs.
 #[derive(Default)]
 pub struct MemoryLedger(std::sync::Mutex<Vec<LedgerEntry>>);
 
 impl Ledger for MemoryLedger {
-    fn record(&self, e: &LedgerEntry) -> Result<(), String> {
+    fn record<'a>(&'a self, e: &'a LedgerEntry) -> LedgerFuture<'a, ()> {
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
         v.retain(|x| x.id != e.id);
         v.push(e.clone());
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
-    fn remove(&self, id: &str) -> Result<(), String> {
+    fn remove<'a>(&'a self, id: &'a str) -> LedgerFuture<'a, ()> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|x| x.id != id);
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
-    fn entries(&self) -> Result<Vec<LedgerEntry>, String> {
-        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    fn entries(&self) -> LedgerFuture<'_, Vec<LedgerEntry>> {
+        let v = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::pin(async { Ok(v) })
     }
 }
 
@@ -360,7 +366,10 @@ async fn apply_fault(
                 pods: names.clone(),
                 ..ledger_entry(exp, run, &id, fault)
             };
-            env.ledger.record(&fault_entry).map_err(StepError::Failed)?;
+            env.ledger
+                .record(&fault_entry)
+                .await
+                .map_err(StepError::Failed)?;
             for (ns, pod) in &targets {
                 let mut w = json!({"pod": pod, "namespace": ns});
                 if let Some(g) = with.get("grace_seconds") {
@@ -389,7 +398,10 @@ async fn apply_fault(
                 native: json!({"interface": iface, "container": container}),
                 ..ledger_entry(exp, run, &id, fault)
             };
-            env.ledger.record(&fault_entry).map_err(StepError::Failed)?;
+            env.ledger
+                .record(&fault_entry)
+                .await
+                .map_err(StepError::Failed)?;
             for (ns, pod) in &targets {
                 let mut w = json!({"pod": pod, "namespace": ns, "argv": argv});
                 if let Some(c) = &container {
@@ -429,7 +441,10 @@ async fn apply_fault(
                 object: Some(obj.clone()),
                 ..ledger_entry(exp, run, &id, fault)
             };
-            env.ledger.record(&fault_entry).map_err(StepError::Failed)?;
+            env.ledger
+                .record(&fault_entry)
+                .await
+                .map_err(StepError::Failed)?;
             objects::send(
                 env.kube,
                 http::Method::POST,
@@ -533,7 +548,7 @@ pub async fn cleanup(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    ledger.remove(&entry.id).map_err(StepError::Failed)
+    ledger.remove(&entry.id).await.map_err(StepError::Failed)
 }
 
 async fn run_step(step: &ChaosStep, env: &Env<'_>) -> StepResult {
@@ -691,6 +706,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
     for entry in env
         .ledger
         .entries()
+        .await
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.run == opts.run)
@@ -735,7 +751,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
 /// After a restart: cleans up every fault a crashed run left in the ledger.
 pub async fn reconcile(kube: &dyn Kube, ledger: &dyn Ledger) -> Vec<(String, Result<(), String>)> {
     let mut out = Vec::new();
-    for entry in ledger.entries().unwrap_or_default() {
+    for entry in ledger.entries().await.unwrap_or_default() {
         let r = cleanup(&entry, kube, ledger)
             .await
             .map_err(|e| e.to_string());

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use quench_chaos::run::{self, Env, Ledger, LedgerEntry, RunOptions};
+use quench_chaos::run::{self, Env, Ledger, LedgerEntry, LedgerFuture, RunOptions};
 use quench_chaos::{Experiment, Outcome};
 use quench_connectors::k8s::KubeClient;
 use quench_connectors::steps::StepRunner;
@@ -22,20 +22,29 @@ use crate::runbook_source::Runbooks;
 struct StoreLedger(ChaosStore);
 
 impl Ledger for StoreLedger {
-    fn record(&self, e: &LedgerEntry) -> Result<(), String> {
-        let v = serde_json::to_value(e).map_err(|e| e.to_string())?;
-        self.0.ledger_put(&e.id, &v).map_err(|e| e.to_string())
+    fn record<'a>(&'a self, e: &'a LedgerEntry) -> LedgerFuture<'a, ()> {
+        Box::pin(async move {
+            let v = serde_json::to_value(e).map_err(|e| e.to_string())?;
+            self.0
+                .ledger_put(&e.id, &v)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
-    fn remove(&self, id: &str) -> Result<(), String> {
-        self.0.ledger_remove(id).map_err(|e| e.to_string())
+    fn remove<'a>(&'a self, id: &'a str) -> LedgerFuture<'a, ()> {
+        Box::pin(async move { self.0.ledger_remove(id).await.map_err(|e| e.to_string()) })
     }
-    fn entries(&self) -> Result<Vec<LedgerEntry>, String> {
-        self.0
-            .ledger_entries()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
-            .collect()
+    fn entries(&self) -> LedgerFuture<'_, Vec<LedgerEntry>> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.ledger_entries())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+                .collect()
+        })
     }
 }
 
@@ -180,9 +189,7 @@ impl ChaosService {
             doc["dry_run"] = json!(dry_run);
             doc["incidents"] = me.incidents_during(&verdict, &exp.name).await;
             doc["defects"] = defects(&doc);
-            let (store, rid, d) = (me.store.clone(), id.clone(), doc.clone());
-            let stored = tokio::task::spawn_blocking(move || store.put_run(&rid, &d)).await;
-            if let Ok(Err(e)) = stored {
+            if let Err(e) = me.store.put_run(&id, &doc).await {
                 error!(run = %id, error = %e, "cannot store the chaos verdict");
             }
             if verdict.rollback_failed {
@@ -284,7 +291,7 @@ impl ChaosService {
 
     /// At start-up: cleans up every fault a crashed run left behind.
     pub async fn reconcile(&self) {
-        let pending = self.ledger.entries().unwrap_or_default();
+        let pending = self.ledger.entries().await.unwrap_or_default();
         if pending.is_empty() {
             return;
         }

@@ -1232,7 +1232,8 @@ async fn control_state(State(s): State<AppState>, headers: HeaderMap) -> Respons
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.executor.control.state() {
+    let control = s.executor.control.clone();
+    match blocking(move || control.state()).await {
         Ok(st) => axum::Json(json!({"paused": s.executor.control.is_paused(), "last_change": st}))
             .into_response(),
         Err(e) => internal(e),
@@ -1424,7 +1425,8 @@ async fn list_chaos_runs(
     if let Err(r) = authorize(&s, &headers, Role::Viewer) {
         return r;
     }
-    match s.chaos.store().runs(q.limit.unwrap_or(50)) {
+    let (store, limit) = (s.chaos.store().clone(), q.limit.unwrap_or(50));
+    match blocking(move || store.runs(limit)).await {
         Ok(runs) => axum::Json(json!({"runs": runs, "running": s.chaos.running()})).into_response(),
         Err(e) => internal(e),
     }
@@ -1442,7 +1444,8 @@ async fn show_chaos_run(
     if s.chaos.running().iter().any(|(r, _)| *r == run) {
         return axum::Json(json!({"run": run, "state": "running"})).into_response();
     }
-    match s.chaos.store().run(&run) {
+    let (store, id) = (s.chaos.store().clone(), run.clone());
+    match blocking(move || store.run(&id)).await {
         Ok(Some(v)) => axum::Json(v).into_response(),
         Ok(None) => missing(format!("chaos run {run:?}")),
         Err(e) => internal(e),
@@ -1497,8 +1500,15 @@ async fn put_baseline(
             Value::Null,
         );
     }
-    let store = s.artifacts.clone();
-    let put = blocking(move || store.put("pprof", "application/octet-stream", &bytes)).await;
+    let put = s
+        .artifacts
+        .store(
+            "pprof",
+            "application/octet-stream",
+            bytes,
+            quench_knowledge::artifacts::Origin::default(),
+        )
+        .await;
     let id = match put {
         Ok(id) => id,
         Err(e @ quench_knowledge::ArtifactError::TooLarge { .. }) => {
@@ -1511,17 +1521,15 @@ async fn put_baseline(
         }
         Err(e) => return internal(e),
     };
-    let (store, svc, k, aid) = (
-        s.artifacts.clone(),
-        service.clone(),
-        kind.clone(),
-        id.clone(),
-    );
-    let set = blocking(move || {
-        let origin = quench_knowledge::artifacts::Origin::default();
-        store.set_baseline(&svc, &k, &aid, &origin)
-    })
-    .await;
+    let set = s
+        .artifacts
+        .save_baseline(
+            &service,
+            &kind,
+            &id,
+            quench_knowledge::artifacts::Origin::default(),
+        )
+        .await;
     match set {
         Ok(b) => {
             audit(

@@ -184,6 +184,8 @@ pub async fn serve(
     let control = Control::open(&storage.db, writer.clone())?;
     let artifacts = ArtifactStore::open(
         &storage.db,
+        writer.clone(),
+        &config.data_dir.join("artifacts"),
         config.max_artifact_bytes,
         config.max_incident_artifact_bytes,
     )?;
@@ -277,7 +279,7 @@ pub async fn serve(
     tokio::spawn(http::refresh_kpis(incidents.clone(), kpis.clone()));
     let _indexer = indexer::start(&opened, incidents.clone());
     let chaos = Arc::new(chaos::ChaosService::new(
-        quench_knowledge::ChaosStore::open(&storage.db)?,
+        quench_knowledge::ChaosStore::open(&storage.db, writer.clone())?,
         kube,
         steps,
         runbooks.clone(),

@@ -159,6 +159,20 @@ impl Pipeline {
         // while some runbook inhibits; when one starts to, it is rebuilt
         // from the log (the last FIRING_TTL is all that can still inhibit).
         let inhibits = set.runbooks.iter().any(|r| !r.inhibit.is_empty());
+        // Rebuilding the index reads the log: off the async workers, before
+        // the lock.
+        let kept = self.firing.lock().unwrap_or_else(|e| e.into_inner()).kept;
+        let recent = if inhibits && !kept {
+            let log = self.log.clone();
+            let since = now - FIRING_TTL;
+            Some(
+                tokio::task::spawn_blocking(move || log.received_since(since))
+                    .await
+                    .map_err(|_| crate::alert_log::LogError::Stopped)??,
+            )
+        } else {
+            None
+        };
         // The firing index is locked only for the matching, never across
         // an await.
         let (runbooks, explanation) = {
@@ -166,9 +180,9 @@ impl Pipeline {
             if !inhibits {
                 index.kept = false;
                 index.alerts.clear();
-            } else if !index.kept {
+            } else if let Some(recent) = recent {
                 index.alerts.clear();
-                for a in self.log.received_since(now - FIRING_TTL)? {
+                for a in recent {
                     index.track(a);
                 }
                 index.kept = true;

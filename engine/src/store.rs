@@ -91,65 +91,90 @@ pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Store, OpenError> {
     Ok(Store { db, log_file })
 }
 
+use quench_connectors::steps::ArtifactFuture;
+
 /// The knowledge store's artifacts, as the steps see them.
 pub struct StepArtifacts(pub quench_knowledge::ArtifactStore);
 
+/// The step's incident and step ids, from the executor's task-local.
+fn step_ids() -> (Option<String>, Option<String>) {
+    // The executor runs each step inside `STEP`, so artifacts are tagged
+    // with their incident and step, and counted against the incident's
+    // limit, without steps knowing about incidents.
+    match crate::executor::STEP.try_with(|c| c.clone()) {
+        Ok((i, s)) => (Some(i), Some(s)),
+        Err(_) => (None, None),
+    }
+}
+
 impl quench_connectors::steps::Artifacts for StepArtifacts {
-    fn put(
-        &self,
-        kind: &str,
-        media_type: &str,
-        bytes: &[u8],
-        about: &quench_connectors::steps::Captured<'_>,
-    ) -> Result<String, String> {
-        // The executor runs each step inside `STEP`, so artifacts are
-        // tagged with their incident and step, and counted against the
-        // incident's limit, without steps knowing about incidents.
-        let ctx = crate::executor::STEP.try_with(|c| c.clone()).ok();
-        let (incident, step) = match &ctx {
-            Some((i, s)) => (Some(i.as_str()), Some(s.as_str())),
-            None => (None, None),
-        };
-        self.0
-            .put_for(
-                kind,
-                media_type,
-                bytes,
-                &quench_knowledge::artifacts::Origin {
-                    incident,
-                    step,
-                    target: about.target,
-                    window: about.window,
-                },
-            )
-            .map_err(|e| e.to_string())
+    fn put<'a>(
+        &'a self,
+        kind: &'a str,
+        media_type: &'a str,
+        bytes: &'a [u8],
+        about: &'a quench_connectors::steps::Captured<'a>,
+    ) -> ArtifactFuture<'a, String> {
+        let (incident, step) = step_ids();
+        Box::pin(async move {
+            let origin = quench_knowledge::artifacts::Origin {
+                incident: incident.as_deref(),
+                step: step.as_deref(),
+                target: about.target,
+                window: about.window,
+            };
+            self.0
+                .store(kind, media_type, bytes.to_vec(), origin)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
-    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0
-            .get(id)
-            .map(|o| o.map(|(_, b)| b))
-            .map_err(|e| e.to_string())
+    fn get<'a>(&'a self, id: &'a str) -> ArtifactFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let (store, id) = (self.0.clone(), id.to_string());
+            tokio::task::spawn_blocking(move || store.get(&id))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|o| o.map(|(_, b)| b))
+                .map_err(|e| e.to_string())
+        })
     }
 
-    fn set_baseline(&self, service: &str, kind: &str, id: &str) -> Result<(), String> {
-        let ctx = crate::executor::STEP.try_with(|c| c.clone()).ok();
-        let origin = quench_knowledge::artifacts::Origin {
-            incident: ctx.as_ref().map(|(i, _)| i.as_str()),
-            step: ctx.as_ref().map(|(_, s)| s.as_str()),
-            ..Default::default()
-        };
-        self.0
-            .set_baseline(service, kind, id, &origin)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn set_baseline<'a>(
+        &'a self,
+        service: &'a str,
+        kind: &'a str,
+        id: &'a str,
+    ) -> ArtifactFuture<'a, ()> {
+        let (incident, step) = step_ids();
+        Box::pin(async move {
+            let origin = quench_knowledge::artifacts::Origin {
+                incident: incident.as_deref(),
+                step: step.as_deref(),
+                ..Default::default()
+            };
+            self.0
+                .save_baseline(service, kind, id, origin)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 
-    fn baseline(&self, service: &str, kind: &str) -> Result<Option<String>, String> {
-        self.0
-            .baseline(service, kind)
-            .map(|b| b.map(|b| b.artifact))
-            .map_err(|e| e.to_string())
+    fn baseline<'a>(
+        &'a self,
+        service: &'a str,
+        kind: &'a str,
+    ) -> ArtifactFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let (store, s, k) = (self.0.clone(), service.to_string(), kind.to_string());
+            tokio::task::spawn_blocking(move || store.baseline(&s, &k))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|b| b.map(|b| b.artifact))
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -162,8 +187,11 @@ mod tests {
     #[tokio::test]
     async fn artifacts_are_tagged_with_the_step_that_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let store = quench_knowledge::ArtifactStore::open(&db, 1 << 20, 1 << 20).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let writer = quench_knowledge::Writer::start(db.clone(), None).unwrap();
+        let files = dir.path().join("artifacts");
+        let store =
+            quench_knowledge::ArtifactStore::open(&db, writer, &files, 1 << 20, 1 << 20).unwrap();
         let a = StepArtifacts(store.clone());
         let id = crate::executor::STEP
             .scope(("inc-7".into(), "cpu".into()), async {
@@ -176,6 +204,7 @@ mod tests {
                         window: None,
                     },
                 )
+                .await
             })
             .await
             .unwrap();
@@ -187,7 +216,10 @@ mod tests {
         assert_eq!(bytes, b"profile");
         assert_eq!(meta.target.as_deref(), Some("pod/shop/web-1:6060"));
         // Outside a step: stored, untagged.
-        let id = a.put("x", "y", b"other", &Captured::default()).unwrap();
+        let id = a
+            .put("x", "y", b"other", &Captured::default())
+            .await
+            .unwrap();
         assert_eq!(store.get(&id).unwrap().unwrap().0.incident, None);
     }
 }

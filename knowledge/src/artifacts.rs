@@ -1,11 +1,22 @@
 //! Evidence artifacts (profiles, flame graphs, traces), content-addressed:
 //! the same bytes are stored once, under `sha256:<hex>`, with a size limit.
+//!
+//! The bytes are files, `DIR/ab/cdef...` (written to a temporary name,
+//! fdatasync'd, renamed, and the directory fsync'd): sled would put values
+//! this large in blob files it never syncs. The metadata, each incident's
+//! usage and the baselines are small sled entries, written by the
+//! knowledge [`Writer`] like every other write. Artifacts stored by older
+//! versions inside sled are still read from there.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::store::StoreError;
+use crate::writer::Writer;
 
 /// What is known about an artifact besides its bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,42 +129,95 @@ pub enum ArtifactError {
     Store(#[from] StoreError),
 }
 
-/// The artifact trees.
+/// The artifact files and trees.
 #[derive(Clone)]
 pub struct ArtifactStore {
+    files: PathBuf,
+    /// Artifacts stored inside sled by older versions (read only).
     bytes: sled::Tree,
     meta: sled::Tree,
     usage: sled::Tree,
     baselines: sled::Tree,
+    writer: Writer,
     limit: usize,
     per_incident: u64,
 }
 
+/// Writes `bytes` to `path` durably: a temporary file, fdatasync, rename,
+/// then an fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl ArtifactStore {
-    /// Opens the store; artifacts above `limit` bytes are refused, and so
-    /// is what would take one incident's artifacts above `per_incident`.
+    /// Opens the store: bytes in `files`, the rest in `db` through
+    /// `writer`. Artifacts above `limit` bytes are refused, and so is what
+    /// would take one incident's artifacts above `per_incident`.
     pub fn open(
         db: &sled::Db,
+        writer: Writer,
+        files: &Path,
         limit: usize,
         per_incident: u64,
     ) -> Result<ArtifactStore, StoreError> {
         Ok(ArtifactStore {
+            files: files.to_path_buf(),
             bytes: db.open_tree("knowledge/artifacts")?,
             meta: db.open_tree("knowledge/artifact_meta")?,
             usage: db.open_tree("knowledge/artifact_usage")?,
             baselines: db.open_tree("knowledge/baselines")?,
+            writer,
             limit,
             per_incident,
         })
     }
 
-    /// Stores bytes (once per content) and returns their id.
+    fn path_of(&self, id: &str) -> Option<PathBuf> {
+        let hex = id.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(self.files.join(&hex[..2]).join(&hex[2..]))
+    }
+
+    /// Stores bytes (once per content) and returns their id, once the
+    /// bytes and the metadata are durable. Async: the file is written on
+    /// the blocking pool, the metadata by the knowledge writer.
+    pub async fn store(
+        &self,
+        kind: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+        origin: Origin<'_>,
+    ) -> Result<String, ArtifactError> {
+        let meta = self.check(kind, media_type, &bytes, &origin)?;
+        let me = self.clone();
+        let id = meta.id.clone();
+        let written = tokio::task::spawn_blocking(move || me.write_file(&id, &bytes))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        written?;
+        let me = self.clone();
+        self.writer
+            .run(true, move || Ok(me.record(meta)))
+            .await
+            .map_err(ArtifactError::from)?
+    }
+
+    /// Stores bytes (once per content) and returns their id; blocking.
     pub fn put(&self, kind: &str, media_type: &str, bytes: &[u8]) -> Result<String, ArtifactError> {
         self.put_for(kind, media_type, bytes, &Origin::default())
     }
 
     /// Stores bytes for an incident's step, counted against the incident's
-    /// total.
+    /// total; blocking (a thread, `spawn_blocking` or a test).
     pub fn put_for(
         &self,
         kind: &str,
@@ -161,13 +225,56 @@ impl ArtifactStore {
         bytes: &[u8],
         origin: &Origin<'_>,
     ) -> Result<String, ArtifactError> {
+        let meta = self.check(kind, media_type, bytes, origin)?;
+        self.write_file(&meta.id, bytes)?;
+        let me = self.clone();
+        self.writer
+            .run_blocking(true, move || Ok(me.record(meta)))
+            .map_err(ArtifactError::from)?
+    }
+
+    /// The size check, and the metadata the artifact will have.
+    fn check(
+        &self,
+        kind: &str,
+        media_type: &str,
+        bytes: &[u8],
+        origin: &Origin<'_>,
+    ) -> Result<ArtifactMeta, ArtifactError> {
         if bytes.len() > self.limit {
             return Err(ArtifactError::TooLarge {
                 size: bytes.len(),
                 limit: self.limit,
             });
         }
-        if let Some(inc) = origin.incident {
+        Ok(ArtifactMeta {
+            id: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            kind: kind.to_string(),
+            media_type: media_type.to_string(),
+            size: bytes.len(),
+            stored_at: Utc::now(),
+            incident: origin.incident.map(str::to_string),
+            step: origin.step.map(str::to_string),
+            target: origin.target.map(str::to_string),
+            window_start: origin.window.map(|w| w.0),
+            window_end: origin.window.map(|w| w.1),
+        })
+    }
+
+    fn write_file(&self, id: &str, bytes: &[u8]) -> Result<(), ArtifactError> {
+        let path = self.path_of(id).expect("ids are sha256 hex");
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok(());
+        }
+        write_durably(&path, bytes)
+            .map_err(|e| ArtifactError::Store(StoreError::Sled(sled::Error::Io(e))))
+    }
+
+    /// Counts the artifact against its incident and records its metadata
+    /// (the first capture's, for bytes seen before). Writer thread only.
+    fn record(&self, meta: ArtifactMeta) -> Result<String, ArtifactError> {
+        let size = meta.size;
+        if let Some(inc) = meta.incident.as_deref() {
             let used = self
                 .usage
                 .get(inc.as_bytes())
@@ -175,7 +282,7 @@ impl ArtifactStore {
                 .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
-            let total = used + bytes.len() as u64;
+            let total = used + size as u64;
             if total > self.per_incident {
                 return Err(ArtifactError::IncidentFull {
                     incident: inc.to_string(),
@@ -187,28 +294,13 @@ impl ArtifactStore {
                 .insert(inc.as_bytes(), &total.to_be_bytes())
                 .map_err(StoreError::from)?;
         }
-        let id = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let id = meta.id.clone();
         if !self
             .meta
             .contains_key(id.as_bytes())
             .map_err(StoreError::from)?
         {
-            let meta = ArtifactMeta {
-                id: id.clone(),
-                kind: kind.to_string(),
-                media_type: media_type.to_string(),
-                size: bytes.len(),
-                stored_at: Utc::now(),
-                incident: origin.incident.map(str::to_string),
-                step: origin.step.map(str::to_string),
-                target: origin.target.map(str::to_string),
-                window_start: origin.window.map(|w| w.0),
-                window_end: origin.window.map(|w| w.1),
-            };
-            // Bytes first: a meta entry always has its bytes.
-            self.bytes
-                .insert(id.as_bytes(), bytes)
-                .map_err(StoreError::from)?;
+            // The file is already durable: a meta entry always has bytes.
             self.meta
                 .insert(
                     id.as_bytes(),
@@ -220,8 +312,65 @@ impl ArtifactStore {
     }
 
     /// Makes the stored profile `artifact` the baseline of `service` for
-    /// `kind`, replacing the previous one.
+    /// `kind`, replacing the previous one, durably, through the writer.
+    pub async fn save_baseline(
+        &self,
+        service: &str,
+        kind: &str,
+        artifact: &str,
+        origin: Origin<'_>,
+    ) -> Result<Baseline, ArtifactError> {
+        let (me, s, k, a) = (
+            self.clone(),
+            service.to_string(),
+            kind.to_string(),
+            artifact.to_string(),
+        );
+        let (incident, step) = (
+            origin.incident.map(str::to_string),
+            origin.step.map(str::to_string),
+        );
+        self.writer
+            .run(true, move || {
+                let o = Origin {
+                    incident: incident.as_deref(),
+                    step: step.as_deref(),
+                    ..Origin::default()
+                };
+                Ok(me.set_baseline_now(&s, &k, &a, &o))
+            })
+            .await?
+    }
+
+    /// [`ArtifactStore::save_baseline`], blocking.
     pub fn set_baseline(
+        &self,
+        service: &str,
+        kind: &str,
+        artifact: &str,
+        origin: &Origin<'_>,
+    ) -> Result<Baseline, ArtifactError> {
+        let (me, s, k, a) = (
+            self.clone(),
+            service.to_string(),
+            kind.to_string(),
+            artifact.to_string(),
+        );
+        let (incident, step) = (
+            origin.incident.map(str::to_string),
+            origin.step.map(str::to_string),
+        );
+        self.writer.run_blocking(true, move || {
+            let o = Origin {
+                incident: incident.as_deref(),
+                step: step.as_deref(),
+                ..Origin::default()
+            };
+            Ok(me.set_baseline_now(&s, &k, &a, &o))
+        })?
+    }
+
+    fn set_baseline_now(
         &self,
         service: &str,
         kind: &str,
@@ -290,11 +439,19 @@ impl ArtifactStore {
             })
     }
 
-    /// The artifact `id`, if stored.
+    /// The artifact `id`, if stored. Blocking (file and sled reads).
     pub fn get(&self, id: &str) -> Result<Option<(ArtifactMeta, Vec<u8>)>, StoreError> {
         let Some(meta) = self.meta(id)? else {
             return Ok(None);
         };
+        if let Some(path) = self.path_of(id) {
+            match std::fs::read(&path) {
+                Ok(b) => return Ok(Some((meta, b))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Sled(sled::Error::Io(e))),
+            }
+        }
+        // Stored inside sled by an older version.
         Ok(self.bytes.get(id.as_bytes())?.map(|b| (meta, b.to_vec())))
     }
 }
@@ -314,8 +471,9 @@ mod tests {
     #[test]
     fn content_addressed_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let s = ArtifactStore::open(&db, 10, 15).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let w = Writer::start(db.clone(), None).unwrap();
+        let s = ArtifactStore::open(&db, w, &dir.path().join("files"), 10, 15).unwrap();
         let a = s.put("pprof", "application/octet-stream", b"abc").unwrap();
         assert_eq!(
             a,
@@ -344,8 +502,9 @@ mod tests {
     #[test]
     fn baselines_are_kept_per_service_and_kind_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let s = ArtifactStore::open(&db, 1 << 20, 1 << 20).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let w = Writer::start(db.clone(), None).unwrap();
+        let s = ArtifactStore::open(&db, w, &dir.path().join("files"), 1 << 20, 1 << 20).unwrap();
         let a = s.put("pprof", "application/octet-stream", b"one").unwrap();
         let b = s.put("pprof", "application/octet-stream", b"two").unwrap();
         assert_eq!(s.baseline("checkout", "cpu").unwrap(), None);
@@ -370,5 +529,64 @@ mod tests {
             s.set_baseline("bad service\n", "cpu", &a, &Origin::default()),
             Err(ArtifactError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn bytes_are_files_and_older_sled_artifacts_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let w = Writer::start(db.clone(), None).unwrap();
+        let s = ArtifactStore::open(&db, w, &dir.path().join("files"), 1 << 20, 1 << 20).unwrap();
+        let big = vec![7u8; 300_000];
+        let id = s.put("pprof", "application/octet-stream", &big).unwrap();
+        let hex = id.strip_prefix("sha256:").unwrap();
+        let file = dir.path().join("files").join(&hex[..2]).join(&hex[2..]);
+        assert_eq!(std::fs::read(&file).unwrap(), big, "the bytes are a file");
+        assert!(s.bytes.get(id.as_bytes()).unwrap().is_none(), "not in sled");
+        assert_eq!(s.get(&id).unwrap().unwrap().1, big);
+        // An artifact an older version kept inside sled.
+        let old = format!("sha256:{}", hex::encode(Sha256::digest(b"old")));
+        s.bytes.insert(old.as_bytes(), &b"old"[..]).unwrap();
+        let meta = ArtifactMeta {
+            id: old.clone(),
+            kind: "pprof".into(),
+            media_type: "application/octet-stream".into(),
+            size: 3,
+            stored_at: Utc::now(),
+            incident: None,
+            step: None,
+            target: None,
+            window_start: None,
+            window_end: None,
+        };
+        s.meta
+            .insert(old.as_bytes(), serde_json::to_vec(&meta).unwrap())
+            .unwrap();
+        assert_eq!(s.get(&old).unwrap().unwrap().1, b"old");
+        assert!(s.path_of("sha256:../../etc/passwd").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_async_store_writes_through_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let w = Writer::start(db.clone(), None).unwrap();
+        let s =
+            ArtifactStore::open(&db, w.clone(), &dir.path().join("files"), 1 << 20, 10).unwrap();
+        let id = s
+            .store("pprof", "x", b"12345".to_vec(), inc("inc-1", Some("cpu")))
+            .await
+            .unwrap();
+        assert!(w.stats().flushes.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        assert!(matches!(
+            s.store("pprof", "x", b"678901".to_vec(), inc("inc-1", None))
+                .await,
+            Err(ArtifactError::IncidentFull { .. })
+        ));
+        let b = s
+            .save_baseline("checkout", "cpu", &id, Origin::default())
+            .await
+            .unwrap();
+        assert_eq!(b.artifact, id);
     }
 }

@@ -6,40 +6,48 @@
 use serde_json::Value;
 
 use crate::store::StoreError;
+use crate::writer::Writer;
 
-/// The ledger and the verdicts.
+/// The ledger and the verdicts. Writes go through the knowledge [`Writer`]
+/// and are answered once fdatasync'd.
 #[derive(Clone)]
 pub struct ChaosStore {
-    db: sled::Db,
     ledger: sled::Tree,
     runs: sled::Tree,
+    writer: Writer,
 }
 
 impl ChaosStore {
     /// Opens the trees.
-    pub fn open(db: &sled::Db) -> Result<ChaosStore, StoreError> {
+    pub fn open(db: &sled::Db, writer: Writer) -> Result<ChaosStore, StoreError> {
         Ok(ChaosStore {
-            db: db.clone(),
             ledger: db.open_tree("knowledge/chaos_ledger")?,
             runs: db.open_tree("knowledge/chaos_runs")?,
+            writer,
         })
     }
 
     /// Records a fault, durably, before it is applied.
-    pub fn ledger_put(&self, id: &str, entry: &Value) -> Result<(), StoreError> {
-        self.ledger.insert(
-            id.as_bytes(),
-            serde_json::to_vec(entry).expect("JSON serialises"),
-        )?;
-        self.db.flush()?;
-        Ok(())
+    pub async fn ledger_put(&self, id: &str, entry: &Value) -> Result<(), StoreError> {
+        let (tree, key) = (self.ledger.clone(), id.to_string());
+        let bytes = serde_json::to_vec(entry).expect("JSON serialises");
+        self.writer
+            .run(true, move || {
+                tree.insert(key.as_bytes(), bytes)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Forgets a cleaned-up fault, durably.
-    pub fn ledger_remove(&self, id: &str) -> Result<(), StoreError> {
-        self.ledger.remove(id.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
+    pub async fn ledger_remove(&self, id: &str) -> Result<(), StoreError> {
+        let (tree, key) = (self.ledger.clone(), id.to_string());
+        self.writer
+            .run(true, move || {
+                tree.remove(key.as_bytes())?;
+                Ok(())
+            })
+            .await
     }
 
     /// Every fault not cleaned up yet.
@@ -56,14 +64,16 @@ impl ChaosStore {
             .collect()
     }
 
-    /// Keeps (or replaces) a run's verdict. Run ids sort by time.
-    pub fn put_run(&self, run: &str, verdict: &Value) -> Result<(), StoreError> {
-        self.runs.insert(
-            run.as_bytes(),
-            serde_json::to_vec(verdict).expect("JSON serialises"),
-        )?;
-        self.db.flush()?;
-        Ok(())
+    /// Keeps (or replaces) a run's verdict, durably. Run ids sort by time.
+    pub async fn put_run(&self, run: &str, verdict: &Value) -> Result<(), StoreError> {
+        let (tree, key) = (self.runs.clone(), run.to_string());
+        let bytes = serde_json::to_vec(verdict).expect("JSON serialises");
+        self.writer
+            .run(true, move || {
+                tree.insert(key.as_bytes(), bytes)?;
+                Ok(())
+            })
+            .await
     }
 
     /// A run's verdict.
@@ -100,24 +110,28 @@ impl ChaosStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_ledger_and_runs_survive_a_reopen() {
+    #[tokio::test]
+    async fn the_ledger_and_runs_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let s = ChaosStore::open(&db).unwrap();
+            let s = ChaosStore::open(&db, Writer::inline(db.clone())).unwrap();
             s.ledger_put("r1/kill", &serde_json::json!({"id": "r1/kill"}))
+                .await
                 .unwrap();
             s.ledger_put("r1/delay", &serde_json::json!({"id": "r1/delay"}))
+                .await
                 .unwrap();
-            s.ledger_remove("r1/kill").unwrap();
+            s.ledger_remove("r1/kill").await.unwrap();
             s.put_run("20261127T100000-a", &serde_json::json!({"run": "a"}))
+                .await
                 .unwrap();
             s.put_run("20261127T110000-b", &serde_json::json!({"run": "b"}))
+                .await
                 .unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
-        let s = ChaosStore::open(&db).unwrap();
+        let s = ChaosStore::open(&db, Writer::inline(db.clone())).unwrap();
         assert_eq!(
             s.ledger_entries().unwrap(),
             [serde_json::json!({"id": "r1/delay"})]

@@ -105,7 +105,7 @@ async fn pod_kill_with_a_readiness_probe_honours_the_cap_and_passes() {
         assert!(before.contains(&name.to_string()) && !now.contains(&name.to_string()));
     }
     assert!(v.before[0].ok && v.after[0].ok);
-    assert!(p.ledger.entries().unwrap().is_empty(), "cleaned up");
+    assert!(p.ledger.entries().await.unwrap().is_empty(), "cleaned up");
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn a_failing_steady_state_injects_nothing_and_dry_run_only_renders() {
         before,
         "nothing killed"
     );
-    assert!(p.ledger.entries().unwrap().is_empty());
+    assert!(p.ledger.entries().await.unwrap().is_empty());
 }
 
 fn network_delay(ns: &str, prometheus: &str, abort_max: f64, duration: &str) -> String {
@@ -237,7 +237,7 @@ async fn an_abort_when_breach_aborts_and_the_chaos_object_is_removed() {
     assert!(!v.rollback_failed);
     let left = cluster.get_json(&collection).await;
     assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
-    assert!(p.ledger.entries().unwrap().is_empty());
+    assert!(p.ledger.entries().await.unwrap().is_empty());
 }
 
 /// An abort request (`quench chaos abort`, shutdown) stops the method; the
@@ -314,13 +314,14 @@ async fn reconcile_cleans_up_what_a_crashed_run_left() {
             native: serde_json::Value::Null,
             at: chrono::Utc::now(),
         })
+        .await
         .unwrap();
     let results = run::reconcile(&p.kube, &p.ledger).await;
     assert_eq!(results.len(), 1);
     assert!(results[0].1.is_ok(), "{results:?}");
     let left = cluster.get_json(&collection).await;
     assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
-    assert!(p.ledger.entries().unwrap().is_empty());
+    assert!(p.ledger.entries().await.unwrap().is_empty());
 }
 
 /// Through the binary: a run started by the API kills a pod, passes, and
@@ -763,5 +764,5 @@ blast_radius:
     added.sort();
     removed.sort();
     assert_eq!(added, removed, "cleaned up where it was added");
-    assert!(p.ledger.entries().unwrap().is_empty());
+    assert!(p.ledger.entries().await.unwrap().is_empty());
 }

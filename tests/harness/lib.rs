@@ -192,6 +192,21 @@ impl Quench {
             .expect("port in url")
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A line of the server's `/proc/PID/status` in MiB (`VmRSS`, `VmHWM`).
+    pub fn memory_mb(&self, field: &str) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    }
+
     /// SIGKILL, no goodbye: what a crash looks like.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -275,30 +275,44 @@ pub trait StepRunner: Send + Sync {
     fn run<'a>(&'a self, step: StepType, with: &'a Value) -> StepFuture<'a>;
 }
 
+/// What an [`Artifacts`] call returns: async, so a store never blocks the
+/// step's task (and the async worker under it).
+pub type ArtifactFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
 /// Where steps keep evidence bytes (profiles, flame graphs, traces). The
 /// engine hands in the knowledge store; without one, steps still report
 /// their summaries and say that nothing was kept.
 pub trait Artifacts: Send + Sync {
-    /// Stores bytes; returns their id (`sha256:<hex>`).
-    fn put(
-        &self,
-        kind: &str,
-        media_type: &str,
-        bytes: &[u8],
-        about: &Captured<'_>,
-    ) -> Result<String, String>;
+    /// Stores bytes durably; returns their id (`sha256:<hex>`).
+    fn put<'a>(
+        &'a self,
+        kind: &'a str,
+        media_type: &'a str,
+        bytes: &'a [u8],
+        about: &'a Captured<'a>,
+    ) -> ArtifactFuture<'a, String>;
     /// Reads an artifact back (a baseline profile, for a diff).
-    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, String>;
+    fn get<'a>(&'a self, id: &'a str) -> ArtifactFuture<'a, Option<Vec<u8>>>;
     /// Makes the stored profile `id` the healthy baseline of `service` for
     /// profiles of `kind`.
-    fn set_baseline(&self, service: &str, kind: &str, id: &str) -> Result<(), String> {
+    fn set_baseline<'a>(
+        &'a self,
+        service: &'a str,
+        kind: &'a str,
+        id: &'a str,
+    ) -> ArtifactFuture<'a, ()> {
         let _ = (service, kind, id);
-        Err("this artifact store keeps no baselines".into())
+        Box::pin(async { Err("this artifact store keeps no baselines".into()) })
     }
     /// The id of the baseline of `service` for `kind`, if one was saved.
-    fn baseline(&self, service: &str, kind: &str) -> Result<Option<String>, String> {
+    fn baseline<'a>(
+        &'a self,
+        service: &'a str,
+        kind: &'a str,
+    ) -> ArtifactFuture<'a, Option<String>> {
         let _ = (service, kind);
-        Ok(None)
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -181,7 +181,7 @@ pub async fn run(
             ));
         }
     };
-    summarise(&script, &target, start, end, job, p.top, artifacts)
+    summarise(&script, &target, start, end, job, p.top, artifacts).await
 }
 
 type Recorded = (
@@ -262,7 +262,7 @@ async fn local(
 
 /// Folds `perf script` output and builds the step's output: top list,
 /// `[unknown]` count, flame graph artifact, target and window.
-fn summarise(
+async fn summarise(
     script: &str,
     target: &str,
     start: chrono::DateTime<chrono::Utc>,
@@ -311,6 +311,7 @@ fn summarise(
                     window: Some((start, end)),
                 },
             )
+            .await
             .map_err(StepError::Failed)?,
         ),
         _ => None,

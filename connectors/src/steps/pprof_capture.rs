@@ -171,7 +171,9 @@ pub async fn run(
         (None, Some(service)) => {
             let a = artifacts
                 .ok_or_else(|| StepError::Params("baseline_of needs an artifact store".into()))?;
-            a.baseline(service, &p.kind).map_err(StepError::Failed)?
+            a.baseline(service, &p.kind)
+                .await
+                .map_err(StepError::Failed)?
         }
         (None, None) => None,
     };
@@ -183,6 +185,7 @@ pub async fn run(
         (Some(id), Some(a)) => {
             let base = a
                 .get(id)
+                .await
                 .map_err(StepError::Failed)?
                 .ok_or_else(|| StepError::Params(format!("no stored profile {id}")))?;
             let base = pprof::decode(&base).map_err(bad)?;
@@ -211,9 +214,9 @@ pub async fn run(
     };
     let stored = match artifacts {
         Some(a) => Some(json!({
-            "profile": a.put("pprof", "application/octet-stream", &bytes, &about).map_err(StepError::Failed)?,
+            "profile": a.put("pprof", "application/octet-stream", &bytes, &about).await.map_err(StepError::Failed)?,
             "flamegraph": match &svg {
-                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg, &about).map_err(StepError::Failed)?),
+                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg, &about).await.map_err(StepError::Failed)?),
                 None => None,
             },
         })),
@@ -224,6 +227,7 @@ pub async fn run(
             .ok_or_else(|| StepError::Params("save_baseline needs an artifact store".into()))?;
         let id = crate::alert::content_address(&bytes);
         a.set_baseline(service, &p.kind, &id)
+            .await
             .map_err(StepError::Failed)?;
     }
 

@@ -91,6 +91,7 @@ pub async fn run(
                     window: Some((start, end)),
                 },
             )
+            .await
             .map_err(StepError::Failed)?,
         ),
         None => None,
