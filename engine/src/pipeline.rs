@@ -88,27 +88,37 @@ impl Pipeline {
         };
         let mut behind = true;
         let mut persisted_at = cursor;
+        let mut persisted_when = std::time::Instant::now();
         loop {
             let step = if behind {
                 self.catch_up(&mut cursor).await.map(|n| {
                     behind = n > 0;
                 })
             } else {
-                match live.recv().await {
-                    None => return,
-                    Some(batch) => self.follow(&mut cursor, &batch).await.map(|gap| {
+                // Wakes at least every second, so an idle pipeline still
+                // writes its cursor.
+                match tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
+                    Err(_) => Ok(()),
+                    Ok(None) => return,
+                    Ok(Some(batch)) => self.follow(&mut cursor, &batch).await.map(|gap| {
                         behind = gap;
                     }),
                 }
             };
             self.position
                 .store(cursor, std::sync::atomic::Ordering::Release);
+            // The cursor is a hint for after a restart (replaying is
+            // idempotent), so it is written every CHUNK alerts or second,
+            // not after every alert.
             let persisted = step.and_then(|()| {
                 if cursor != persisted_at
-                    && (behind || live.is_empty() || cursor - persisted_at >= CHUNK as u64)
+                    && (behind
+                        || cursor - persisted_at >= CHUNK as u64
+                        || persisted_when.elapsed() >= Duration::from_secs(1))
                 {
                     self.log.set_cursor(cursor)?;
                     persisted_at = cursor;
+                    persisted_when = std::time::Instant::now();
                 }
                 Ok(())
             });
