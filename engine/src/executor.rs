@@ -216,6 +216,24 @@ impl Executor {
         actor: &str,
         detail: String,
     ) -> Result<(), String> {
+        self.audit_as(true, incident, step, target, action, actor, detail)
+            .await
+    }
+
+    /// [`Executor::audit`], durable or not: the outcome of a step that
+    /// changes nothing (evidence, checks) gates nothing, so it need not wait
+    /// for an fdatasync.
+    #[allow(clippy::too_many_arguments)]
+    async fn audit_as(
+        &self,
+        durable: bool,
+        incident: &str,
+        step: Option<&str>,
+        target: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: String,
+    ) -> Result<(), String> {
         let entry = AuditEntry {
             seq: 0,
             at: Utc::now(),
@@ -226,7 +244,12 @@ impl Executor {
             target: target.map(str::to_string),
             detail,
         };
-        self.audit.append(entry).await.map(|_| ()).map_err(|e| {
+        let appended = if durable {
+            self.audit.append(entry).await
+        } else {
+            self.audit.note(entry).await
+        };
+        appended.map(|_| ()).map_err(|e| {
             error!(incident_id = incident, error = %e, "audit append failed");
             e.to_string()
         })
@@ -280,17 +303,7 @@ impl Executor {
     }
 
     async fn status(&self, incident: &str, status: IncidentStatus) {
-        self.record(incident, move |r| {
-            if !r.status.is_closed() && r.status != status {
-                r.timeline.push(TimelineEvent {
-                    at: Utc::now(),
-                    kind: "status".into(),
-                    detail: format!("{} -> {}", r.status.as_str(), status.as_str()),
-                });
-                r.status = status;
-            }
-        })
-        .await;
+        self.record(incident, move |r| set_status(r, status)).await;
     }
 
     /// Starts the runbook for a new incident in its own task, unless the
@@ -472,14 +485,13 @@ impl Executor {
                 }
             }
         }
-        self.skip_rest(
-            incident,
-            steps.len(),
-            steps.len() + runbook.file.on_failure.len(),
-            "no step failed",
-        )
+        // One write: on_failure skipped, and on to verifying.
+        let (from, to) = (steps.len(), steps.len() + runbook.file.on_failure.len());
+        self.record(incident, move |r| {
+            skip_pending(r, from, to, "no step failed");
+            set_status(r, IncidentStatus::Verifying);
+        })
         .await;
-        self.status(incident, IncidentStatus::Verifying).await;
         let Some(v) = &runbook.file.verify else {
             return RunEnd::Completed;
         };
@@ -576,7 +588,8 @@ impl Executor {
             {
                 Ok(Ok(out)) => {
                     let _ = self
-                        .audit(
+                        .audit_as(
+                            false,
                             incident,
                             Some("verify"),
                             None,
@@ -602,7 +615,8 @@ impl Executor {
                     timeout.as_secs()
                 );
                 let _ = self
-                    .audit(
+                    .audit_as(
+                        false,
                         incident,
                         Some("verify"),
                         None,
@@ -625,16 +639,12 @@ impl Executor {
     }
 
     async fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {
+        if from >= to {
+            return;
+        }
         let reason = reason.to_string();
-        self.record(incident, move |r| {
-            for s in r.steps.iter_mut().take(to).skip(from) {
-                if s.state == StepState::Pending {
-                    s.state = StepState::Skipped;
-                    s.reason.clone_from(&reason);
-                }
-            }
-        })
-        .await;
+        self.record(incident, move |r| skip_pending(r, from, to, &reason))
+            .await;
     }
 
     /// Runs one step inside its guards, and counts it.
@@ -1003,7 +1013,8 @@ impl Executor {
             match result {
                 Ok(output) => {
                     let _ = self
-                        .audit(
+                        .audit_as(
+                            kind.is_destructive(),
                             incident,
                             Some(id),
                             Some(&target),
@@ -1029,7 +1040,8 @@ impl Executor {
                 }
                 Err(e) if e.is_retryable() && attempt <= retries => {
                     let _ = self
-                        .audit(
+                        .audit_as(
+                            kind.is_destructive(),
                             incident,
                             Some(id),
                             Some(&target),
@@ -1043,7 +1055,8 @@ impl Executor {
                 }
                 Err(e) => {
                     let _ = self
-                        .audit(
+                        .audit_as(
+                            kind.is_destructive(),
                             incident,
                             Some(id),
                             Some(&target),
@@ -1376,6 +1389,28 @@ impl Executor {
             .audit(id, None, None, "run.interrupted", "quench", reason.clone())
             .await;
         Recovery::Interrupted(reason)
+    }
+}
+
+/// Moves an open incident to `status`, with a timeline event.
+fn set_status(r: &mut IncidentRecord, status: IncidentStatus) {
+    if !r.status.is_closed() && r.status != status {
+        r.timeline.push(TimelineEvent {
+            at: Utc::now(),
+            kind: "status".into(),
+            detail: format!("{} -> {}", r.status.as_str(), status.as_str()),
+        });
+        r.status = status;
+    }
+}
+
+/// Marks the pending steps `from..to` skipped, saying why.
+fn skip_pending(r: &mut IncidentRecord, from: usize, to: usize, reason: &str) {
+    for s in r.steps.iter_mut().take(to).skip(from) {
+        if s.state == StepState::Pending {
+            s.state = StepState::Skipped;
+            s.reason = reason.to_string();
+        }
     }
 }
 

@@ -15,11 +15,13 @@ use quench_knowledge::{Changes, IncidentFilter, IncidentRecord, IncidentStore};
 use tracing::{info, warn};
 
 /// Changes indexed in one commit at most.
-const BATCH: usize = 2048;
+const BATCH: usize = 8192;
 
-/// How long the indexer lets changes gather after the first one, so a
-/// storm is indexed in few commits.
-const LINGER: Duration = Duration::from_millis(50);
+/// At most one commit this often. A tantivy commit writes and syncs
+/// segment files; one per batch of a storm would take the disk and a core
+/// from the intake and the executor. Alone, a change is indexed at once;
+/// in a storm, changes gather for up to this long and go in one commit.
+const COMMIT_EVERY: Duration = Duration::from_millis(1000);
 
 /// The index, and where in the change feed it is.
 pub struct Opened {
@@ -111,13 +113,18 @@ fn follow(
     position: &AtomicU64,
     stop: &std::sync::atomic::AtomicBool,
 ) {
+    let mut last_commit: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Acquire) {
         let pos = position.load(Ordering::Acquire);
         if incidents.last_change() <= pos {
             incidents.wait_for_change(pos, Duration::from_secs(1));
-            std::thread::sleep(LINGER);
             continue;
         }
+        if let Some(wait) = last_commit.and_then(|t| COMMIT_EVERY.checked_sub(t.elapsed())) {
+            std::thread::sleep(wait.min(Duration::from_millis(200)));
+            continue;
+        }
+        last_commit = Some(std::time::Instant::now());
         match index_next(index, incidents, pos) {
             Ok(p) => position.store(p, Ordering::Release),
             Err(e) => {

@@ -100,9 +100,19 @@ impl Pipeline {
                 match tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
                     Err(_) => Ok(()),
                     Ok(None) => return,
-                    Ok(Some(batch)) => self.follow(&mut cursor, &batch).await.map(|gap| {
-                        behind = gap;
-                    }),
+                    Ok(Some(mut batch)) => {
+                        // Take every batch already waiting: one attach
+                        // request to the writer for all of them.
+                        while batch.len() < CHUNK * 4 {
+                            match live.try_recv() {
+                                Ok(more) => batch.extend(more),
+                                Err(_) => break,
+                            }
+                        }
+                        self.follow(&mut cursor, &batch).await.map(|gap| {
+                            behind = gap;
+                        })
+                    }
                 }
             };
             self.position
@@ -137,9 +147,9 @@ impl Pipeline {
         let entries = tokio::task::spawn_blocking(move || log.read_after(from, CHUNK))
             .await
             .map_err(|_| crate::alert_log::LogError::Stopped)??;
-        for entry in &entries {
-            self.process(entry).await?;
-            *cursor = entry.seq;
+        self.process(&entries).await?;
+        if let Some(last) = entries.last() {
+            *cursor = last.seq;
         }
         Ok(entries.len())
     }
@@ -147,22 +157,78 @@ impl Pipeline {
     /// Processes a live batch; returns true when it found a gap and the log
     /// must be read.
     async fn follow(&self, cursor: &mut u64, batch: &[StoredAlert]) -> Result<bool, PipelineError> {
-        for entry in batch {
-            if entry.seq <= *cursor {
-                continue; // already read from the log
-            }
-            if entry.seq != *cursor + 1 {
-                return Ok(true);
-            }
-            self.process(entry).await?;
-            *cursor = entry.seq;
+        // Skip what was already read from the log; take what follows the
+        // cursor without a gap.
+        let fresh: Vec<&StoredAlert> = batch.iter().filter(|e| e.seq > *cursor).collect();
+        let contiguous = fresh
+            .iter()
+            .enumerate()
+            .take_while(|(i, e)| e.seq == *cursor + 1 + *i as u64)
+            .count();
+        let run: Vec<StoredAlert> = fresh[..contiguous].iter().map(|e| (*e).clone()).collect();
+        self.process(&run).await?;
+        if let Some(last) = run.last() {
+            *cursor = last.seq;
         }
-        Ok(false)
+        Ok(contiguous < fresh.len())
     }
 
-    async fn process(&self, entry: &StoredAlert) -> Result<(), PipelineError> {
-        let alert = &entry.alert;
+    /// Matches a run of consecutive entries, then opens or attaches all
+    /// their incidents in one request to the records' writer (one round
+    /// trip, however long the run), in order.
+    async fn process(&self, entries: &[StoredAlert]) -> Result<(), PipelineError> {
         let loaded = self.runbooks.current();
+        let mut attaches = Vec::new();
+        let mut planned = Vec::new();
+        for entry in entries {
+            self.plan(entry, &loaded, &mut attaches, &mut planned)
+                .await?;
+        }
+        if attaches.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.incidents.attach_many(attaches, Utc::now()).await?;
+        for (p, outcome) in planned.into_iter().zip(outcomes) {
+            let Planned {
+                seq,
+                runbook: name,
+                group_key,
+                alert,
+            } = p;
+            match outcome {
+                Attach::Opened(r) => {
+                    self.metrics
+                        .add("quench_incidents_opened_total", &[("runbook", &name)], 1);
+                    info!(incident_id = %r.id, runbook = %name, seq, "incident opened");
+                    if let (Some(exec), Some(runbook)) = (&self.executor, loaded.set.by_name(&name))
+                    {
+                        exec.start(r.id.clone(), runbook.clone(), group_key, alert);
+                    }
+                }
+                Attach::Attached(r) => {
+                    debug!(incident_id = %r.id, runbook = %name, seq, status = r.status.as_str(), "alert attached");
+                }
+                Attach::AlreadyAttached(r) => {
+                    debug!(incident_id = %r.id, seq, "alert already attached (replay)");
+                }
+                Attach::NoOpenIncident => {
+                    debug!(seq, fingerprint = %alert.fingerprint, runbook = %name, "resolved alert has no open incident");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides which runbooks an entry goes to, and adds one attach per
+    /// runbook.
+    async fn plan(
+        &self,
+        entry: &StoredAlert,
+        loaded: &crate::runbook_source::Loaded,
+        attaches: &mut Vec<(String, Opening, AlertRecord)>,
+        planned: &mut Vec<Planned>,
+    ) -> Result<(), PipelineError> {
+        let alert = &entry.alert;
         let set = &loaded.set;
         let now = (self.clock)();
         // Only inhibition looks at other alerts, so the index is kept only
@@ -263,8 +329,6 @@ impl Pipeline {
             first_received_at: entry.received_at,
             notifications: 1,
         };
-        // The runbooks (and the set they live in) are borrowed from `loaded`,
-        // which stays alive across the awaits below.
         for runbook in runbooks {
             let name = runbook.name();
             let opening = Opening {
@@ -278,37 +342,24 @@ impl Pipeline {
                 resolve_with_alerts: runbook.file.resolve_with_alerts,
             };
             let group_key = runbook.group_key(alert);
-            match self
-                .incidents
-                .attach(&group_key, &opening, record.clone(), Utc::now())
-                .await?
-            {
-                Attach::Opened(r) => {
-                    self.metrics
-                        .add("quench_incidents_opened_total", &[("runbook", name)], 1);
-                    info!(incident_id = %r.id, runbook = name, seq = entry.seq, "incident opened");
-                    if let Some(exec) = &self.executor {
-                        exec.start(
-                            r.id.clone(),
-                            runbook.clone(),
-                            group_key.clone(),
-                            alert.clone(),
-                        );
-                    }
-                }
-                Attach::Attached(r) => {
-                    debug!(incident_id = %r.id, runbook = name, seq = entry.seq, status = r.status.as_str(), "alert attached");
-                }
-                Attach::AlreadyAttached(r) => {
-                    debug!(incident_id = %r.id, seq = entry.seq, "alert already attached (replay)");
-                }
-                Attach::NoOpenIncident => {
-                    debug!(seq = entry.seq, fingerprint = %alert.fingerprint, runbook = name, "resolved alert has no open incident");
-                }
-            }
+            attaches.push((group_key.clone(), opening, record.clone()));
+            planned.push(Planned {
+                seq: entry.seq,
+                runbook: name.to_string(),
+                group_key,
+                alert: alert.clone(),
+            });
         }
         Ok(())
     }
+}
+
+/// An attach the pipeline sent, and what to do with its outcome.
+struct Planned {
+    seq: u64,
+    runbook: String,
+    group_key: String,
+    alert: quench_connectors::Alert,
 }
 
 /// The alerts firing now, by source and fingerprint.
@@ -460,9 +511,14 @@ mod tests {
             .await
             .unwrap();
         wait_for(&incidents, 3, 1).await;
+        // The cursor is written within a second of going idle.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.cursor().unwrap() != 4 {
+            assert!(std::time::Instant::now() < deadline, "cursor never written");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         task.abort();
         let _ = task.await;
-        assert_eq!(log.cursor().unwrap(), 4);
     }
 
     #[tokio::test]

@@ -70,6 +70,14 @@ impl AuditLog {
         self.writer.run(true, move || me.append_now(entry)).await
     }
 
+    /// Appends an entry without waiting for an fdatasync: for what is
+    /// already done and gates nothing (an evidence step's outcome). It is
+    /// on disk with the next durable write or sled's own flush.
+    pub async fn note(&self, entry: AuditEntry) -> Result<u64, StoreError> {
+        let me = self.clone();
+        self.writer.run(false, move || me.append_now(entry)).await
+    }
+
     /// [`AuditLog::append`] for a plain thread.
     pub fn append_blocking(&self, entry: AuditEntry) -> Result<u64, StoreError> {
         let me = self.clone();

@@ -280,6 +280,25 @@ impl IncidentStore {
             .run_blocking(false, move || me.attach_now(&g, &o, alert, now))
     }
 
+    /// [`IncidentStore::attach`] for many alerts, in order, in one request
+    /// to the writer. Idempotent like `attach`: if it fails part-way, the
+    /// whole list may be offered again.
+    pub async fn attach_many(
+        &self,
+        items: Vec<(String, Opening, AlertRecord)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Attach>, StoreError> {
+        let me = self.clone();
+        self.writer
+            .run(false, move || {
+                items
+                    .into_iter()
+                    .map(|(g, o, a)| me.attach_now(&g, &o, a, now))
+                    .collect()
+            })
+            .await
+    }
+
     /// Changes one incident: `f` gets the stored record and returns the
     /// value to hand back; the changed record is written. Returns `None`
     /// when there is no such incident.
