@@ -75,7 +75,7 @@ pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Store, OpenError> {
     let path = data_dir.join("db");
     let db = sled::Config::new()
         .path(&path)
-        .mode(sled::Mode::HighThroughput)
+        .mode(sled::Mode::LowSpace)
         .cache_capacity(cache_bytes)
         .open()
         .map_err(|source| OpenError::Sled {

@@ -158,11 +158,24 @@ pub enum Changes {
 
 /// The feed's position, for followers to wait on.
 struct Feed {
-    /// The number the next change gets.
+    /// The number the next change gets (writer thread only; staged changes
+    /// included).
     next: AtomicU64,
-    /// The last change number, under a lock followers wait on.
+    /// The last committed change number, under a lock followers wait on.
     last: Mutex<u64>,
     moved: Condvar,
+}
+
+/// Writes of the writer's current batch, committed together at its end in
+/// one sled transaction: sled seals and syncs its log buffer for every
+/// transaction, so one per write would cost a disk round trip each.
+#[derive(Default)]
+struct Staged {
+    records: std::collections::HashMap<[u8; 8], IncidentRecord>,
+    /// In write order, for the transaction.
+    order: Vec<[u8; 8]>,
+    groups: std::collections::HashMap<Vec<u8>, Option<[u8; 8]>>,
+    changes: Vec<(u64, String)>,
 }
 
 /// The incident records, their open groups and their change feed.
@@ -177,6 +190,7 @@ pub struct IncidentStore {
     open_groups: sled::Tree,
     changes: sled::Tree,
     feed: Arc<Feed>,
+    staged: Arc<Mutex<Staged>>,
     writer: Writer,
 }
 
@@ -233,7 +247,7 @@ impl IncidentStore {
             Some((k, _)) => be(&k),
             None => 0,
         };
-        Ok(IncidentStore {
+        let store = IncidentStore {
             incidents: db.open_tree("knowledge/incidents")?,
             open_groups: db.open_tree("knowledge/open_groups")?,
             changes,
@@ -242,8 +256,12 @@ impl IncidentStore {
                 last: Mutex::new(last),
                 moved: Condvar::new(),
             }),
+            staged: Arc::default(),
             writer,
-        })
+        };
+        let me = store.clone();
+        store.writer.on_commit(Arc::new(move || me.commit()));
+        Ok(store)
     }
 
     /// The writer thread this store's writes go through.
@@ -378,11 +396,8 @@ impl IncidentStore {
         now: DateTime<Utc>,
     ) -> Result<Attach, StoreError> {
         let title = opening.title.as_str();
-        let existing = match self.open_groups.get(group_key.as_bytes())? {
-            Some(id_key) => match self.incidents.get(&id_key)? {
-                Some(bytes) => Some((be(&id_key).to_be_bytes(), decode(&id_key, &bytes)?)),
-                None => None,
-            },
+        let existing = match self.group(group_key.as_bytes())? {
+            Some(id_key) => self.record(id_key)?.map(|r| (id_key, r)),
             None => None,
         };
         let Some((id_key, mut record)) = existing else {
@@ -392,7 +407,7 @@ impl IncidentStore {
             // Incident numbers are their own sequence (sled's id generator
             // is shared by the whole database), so they go 1, 2, 3
             // whatever else is written.
-            let n = self.open_groups.get(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0) + 1;
+            let n = self.group(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0) + 1;
             let record = IncidentRecord {
                 schema: SCHEMA_VERSION,
                 id: format!("inc-{n}"),
@@ -504,17 +519,14 @@ impl IncidentStore {
         let Some(key) = key_of(id) else {
             return Ok(None);
         };
-        let Some(bytes) = self.incidents.get(key)? else {
+        let Some(mut r) = self.record(key)? else {
             return Ok(None);
         };
-        let mut r = decode(&key, &bytes)?;
         let t = f(&mut r);
         bound_timeline(&mut r);
         let mut groups = Vec::new();
         // Only drop the group if it still points here.
-        if r.status.is_closed()
-            && self.open_groups.get(r.group_key.as_bytes())?.as_deref() == Some(&key[..])
-        {
+        if r.status.is_closed() && self.group(r.group_key.as_bytes())? == Some(key) {
             groups.push(Group::Remove(r.group_key.as_bytes().to_vec()));
         }
         self.write(&[(key, &r)], &groups)?;
@@ -522,7 +534,7 @@ impl IncidentStore {
     }
 
     fn import_now(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
-        let mut n = self.open_groups.get(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0);
+        let mut n = self.group(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0);
         let mut ids = Vec::with_capacity(records.len());
         let mut out = Vec::with_capacity(records.len());
         for mut r in records {
@@ -537,37 +549,105 @@ impl IncidentStore {
         Ok(ids)
     }
 
-    /// Writes records, their group changes and one change each, atomically.
-    /// Runs on the writer thread only.
+    /// The record under `key` as the writer sees it: staged in this batch,
+    /// else stored. Writer thread only.
+    fn record(&self, key: [u8; 8]) -> Result<Option<IncidentRecord>, StoreError> {
+        if let Some(r) = self
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .records
+            .get(&key)
+        {
+            return Ok(Some(r.clone()));
+        }
+        match self.incidents.get(key)? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An `open_groups` entry as the writer sees it. Writer thread only.
+    fn group(&self, key: &[u8]) -> Result<Option<[u8; 8]>, StoreError> {
+        if let Some(v) = self
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .groups
+            .get(key)
+        {
+            return Ok(*v);
+        }
+        Ok(self.open_groups.get(key)?.map(|v| be(&v).to_be_bytes()))
+    }
+
+    /// Stages records, their group changes and one change each; they are
+    /// committed, atomically, at the end of the writer's batch, before any
+    /// job of the batch is answered. Writer thread only.
     fn write(
         &self,
         records: &[([u8; 8], &IncidentRecord)],
         groups: &[Group],
     ) -> Result<(), StoreError> {
-        let first = self.feed.next.load(Ordering::Acquire);
-        let encoded: Vec<Vec<u8>> = records.iter().map(|(_, r)| encode(r)).collect();
-        (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
-            for (i, ((key, r), bytes)) in records.iter().zip(&encoded).enumerate() {
-                inc.insert(&key[..], bytes.as_slice())?;
-                ch.insert(&(first + i as u64).to_be_bytes()[..], r.id.as_bytes())?;
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.feed.next.load(Ordering::Acquire);
+        for (key, r) in records {
+            if staged.records.insert(*key, (*r).clone()).is_none() {
+                staged.order.push(*key);
             }
-            for g in groups {
-                match g {
-                    Group::Set(k, v) => {
-                        open.insert(k.as_slice(), &v[..])?;
-                    }
-                    Group::Remove(k) => {
-                        open.remove(k.as_slice())?;
+            staged.changes.push((next, r.id.clone()));
+            next += 1;
+        }
+        for g in groups {
+            match g {
+                Group::Set(k, v) => staged.groups.insert(k.clone(), Some(*v)),
+                Group::Remove(k) => staged.groups.insert(k.clone(), None),
+            };
+        }
+        self.feed.next.store(next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Commits what the batch staged, in one transaction, and publishes
+    /// the new changes to followers. On failure nothing of it is kept.
+    fn commit(&self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(&(last, _)) = staged.changes.last() else {
+            return Ok(());
+        };
+        let first = staged.changes[0].0;
+        let encoded: Vec<([u8; 8], Vec<u8>)> = staged
+            .order
+            .iter()
+            .map(|k| (*k, encode(&staged.records[k])))
+            .collect();
+        let done =
+            (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
+                for (key, bytes) in &encoded {
+                    inc.insert(&key[..], bytes.as_slice())?;
+                }
+                for (seq, id) in &staged.changes {
+                    ch.insert(&seq.to_be_bytes()[..], id.as_bytes())?;
+                }
+                for (k, v) in &staged.groups {
+                    match v {
+                        Some(v) => {
+                            open.insert(k.as_slice(), &v[..])?;
+                        }
+                        None => {
+                            open.remove(k.as_slice())?;
+                        }
                     }
                 }
-            }
-            Ok::<(), ConflictableTransactionError<StoreError>>(())
-        })?;
-        let last = first + records.len() as u64 - 1;
-        self.feed.next.store(last + 1, Ordering::Release);
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            });
+        if let Err(e) = done {
+            // The numbers staged are not used: the next change is `first`.
+            self.feed.next.store(first, Ordering::Release);
+            return Err(e.into());
+        }
         // Trim what no reader may still need, a slice at a time.
-        let boundary = last / 4096;
-        if boundary != (first.saturating_sub(1)) / 4096 && last > FEED_KEEP {
+        if last / 4096 != first.saturating_sub(1) / 4096 && last > FEED_KEEP {
             let below = (last - FEED_KEEP).to_be_bytes();
             for k in self.changes.range(..below).keys() {
                 self.changes.remove(k?)?;
@@ -578,9 +658,9 @@ impl IncidentStore {
         Ok(())
     }
 
-    /// The number of the newest change (0 before the first).
+    /// The number of the newest committed change (0 before the first).
     pub fn last_change(&self) -> u64 {
-        self.feed.next.load(Ordering::Acquire) - 1
+        *self.feed.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Up to `limit` changes after change `after`, oldest first; or a gap

@@ -49,13 +49,28 @@ pub struct WriterStats {
     pub max_batch_micros: AtomicU64,
 }
 
+/// Runs after the jobs of a batch and before its answers: a store that
+/// stages its writes during the batch commits them here, once. An error
+/// fails every job of the batch.
+pub type Commit = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+
+type Commits = Arc<std::sync::RwLock<Vec<Commit>>>;
+
 /// A handle on the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: Option<mpsc::Sender<Request>>,
     /// For [`Writer::inline`]: the database, flushed after durable jobs.
     inline: Option<Arc<sled::Db>>,
+    commits: Commits,
     stats: Arc<WriterStats>,
+}
+
+fn run_commits(commits: &Commits) -> Result<(), String> {
+    for c in commits.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        c().map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Makes what sled flushed durable on the disk: `fdatasync` of its log file.
@@ -70,16 +85,26 @@ impl Writer {
     pub fn start(db: sled::Db, syncer: Option<Syncer>) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let stats = Arc::new(WriterStats::default());
-        let st = stats.clone();
+        let commits = Commits::default();
+        let (st, cm) = (stats.clone(), commits.clone());
         std::thread::Builder::new()
             .name("knowledge-writer".into())
-            .spawn(move || run(db, syncer, rx, st))
+            .spawn(move || run(db, syncer, rx, st, cm))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Writer {
             tx: Some(tx),
             inline: None,
+            commits,
             stats,
         })
+    }
+
+    /// Registers a store's batch-end commit (see [`Commit`]).
+    pub fn on_commit(&self, commit: Commit) {
+        self.commits
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(commit);
     }
 
     /// A writer that runs each job on the calling thread, in the caller's
@@ -90,6 +115,7 @@ impl Writer {
         Writer {
             tx: None,
             inline: Some(Arc::new(db)),
+            commits: Commits::default(),
             stats: Arc::default(),
         }
     }
@@ -118,11 +144,13 @@ impl Writer {
         });
         if let Some(db) = &self.inline {
             let reply = job();
-            let flushed = if durable {
-                db.flush().map(|_| ()).map_err(|e| e.to_string())
-            } else {
-                Ok(())
-            };
+            let flushed = run_commits(&self.commits).and_then(|()| {
+                if durable {
+                    db.flush().map(|_| ()).map_err(|e| e.to_string())
+                } else {
+                    Ok(())
+                }
+            });
             self.stats.jobs.fetch_add(1, Ordering::Relaxed);
             reply(flushed);
             return Ok(());
@@ -167,7 +195,13 @@ impl Writer {
     }
 }
 
-fn run(db: sled::Db, syncer: Option<Syncer>, rx: mpsc::Receiver<Request>, stats: Arc<WriterStats>) {
+fn run(
+    db: sled::Db,
+    syncer: Option<Syncer>,
+    rx: mpsc::Receiver<Request>,
+    stats: Arc<WriterStats>,
+    commits: Commits,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
@@ -184,17 +218,19 @@ fn run(db: sled::Db, syncer: Option<Syncer>, rx: mpsc::Receiver<Request>, stats:
         for r in batch.drain(..) {
             replies.push((r.job)());
         }
-        let flushed = if durable {
-            stats.flushes.fetch_add(1, Ordering::Relaxed);
-            db.flush()
-                .map_err(|e| e.to_string())
-                .and_then(|_| match &syncer {
-                    Some(s) => s.0.sync_data().map_err(|e| e.to_string()),
-                    None => Ok(()),
-                })
-        } else {
-            Ok(())
-        };
+        let flushed = run_commits(&commits).and_then(|()| {
+            if durable {
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+                db.flush()
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| match &syncer {
+                        Some(s) => s.0.sync_data().map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    })
+            } else {
+                Ok(())
+            }
+        });
         for reply in replies.drain(..) {
             reply(flushed.clone());
         }
