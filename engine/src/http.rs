@@ -650,7 +650,7 @@ async fn show_incident(
         return r;
     }
     match s.incidents.fetch(&id).await {
-        Ok(Some(r)) => axum::Json(r).into_response(),
+        Ok(Some(r)) => axum::Json(with_similar(&s, r).await).into_response(),
         Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
     }
@@ -1568,6 +1568,23 @@ async fn get_artifact_meta(
         Ok(None) => missing(format!("artifact {id:?}")),
         Err(e) => internal(e),
     }
+}
+
+/// The record, with similar past incidents worked out now when the
+/// indexer did not attach them (it skips that during a storm).
+pub async fn with_similar(
+    s: &AppState,
+    mut r: quench_knowledge::IncidentRecord,
+) -> quench_knowledge::IncidentRecord {
+    if r.similar.is_none() {
+        let index = s.search.clone();
+        let probe = r.clone();
+        if let Ok(Ok(similar)) = tokio::task::spawn_blocking(move || index.similar(&probe, 3)).await
+        {
+            r.similar = Some(similar);
+        }
+    }
+    r
 }
 
 /// Runs a store call on tokio's blocking pool, off the async workers.

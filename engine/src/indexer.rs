@@ -17,6 +17,12 @@ use tracing::{info, warn};
 /// Changes indexed in one commit at most.
 const BATCH: usize = 8192;
 
+/// Similar incidents are attached as soon as a batch is indexed when it
+/// brings at most this many new incidents. In a storm they are not (a
+/// search per incident would take a core from the storm); the API works
+/// them out when an incident is read instead.
+const SIMILAR_PER_BATCH: usize = 64;
+
 /// At most one commit this often. A tantivy commit writes and syncs
 /// segment files; one per batch of a storm would take the disk and a core
 /// from the intake and the executor. Alone, a change is indexed at once;
@@ -35,7 +41,17 @@ pub struct Opened {
 /// no position, or is behind what the feed still holds is rebuilt from the
 /// records; otherwise it resumes from its position.
 pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<Opened> {
-    let (index, fresh) = SearchIndex::open(dir)?;
+    // tantivy's indexing and merge threads are started with its writer and
+    // inherit the nice value of the thread that starts them.
+    let path = dir.to_path_buf();
+    let (index, fresh) = std::thread::Builder::new()
+        .name("quench-index-open".into())
+        .spawn(move || {
+            lower_priority();
+            SearchIndex::open(&path)
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("opening the search index panicked"))??;
     let resumable = match index.position() {
         Some(p) if !fresh && p <= incidents.last_change() => {
             !matches!(incidents.changes_after(p, 1)?, Changes::Gap { .. })
@@ -99,11 +115,23 @@ pub fn start(opened: &Opened, incidents: IncidentStore) -> Indexer {
     let halt = stop.clone();
     let thread = std::thread::Builder::new()
         .name("quench-indexer".into())
-        .spawn(move || follow(&index, &incidents, &position, &halt))
+        .spawn(move || {
+            lower_priority();
+            follow(&index, &incidents, &position, &halt)
+        })
         .expect("spawn the indexer thread");
     Indexer {
         stop,
         thread: Some(thread),
+    }
+}
+
+/// The index follows at its own pace: in a storm the kernel gives the
+/// intake, the pipeline and the executor the cores first (nice 10, for the
+/// calling thread and the threads it starts), and the lag is reported.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        warn!(error = %e, "cannot lower the search indexer's priority");
     }
 }
 
@@ -160,10 +188,14 @@ fn index_next(index: &SearchIndex, incidents: &IncidentStore, pos: u64) -> anyho
         }
     }
     index.upsert_at(&records, Some(last))?;
-    for r in records
+    let new: Vec<&IncidentRecord> = records
         .iter()
         .filter(|r| r.similar.is_none() && !r.status.is_closed())
-    {
+        .collect();
+    if new.len() > SIMILAR_PER_BATCH {
+        return Ok(last);
+    }
+    for r in new {
         match index.similar(r, 3) {
             Ok(similar) => {
                 // Through the writer, like any change; it comes back on the
