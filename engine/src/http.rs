@@ -90,20 +90,30 @@ impl Lag {
     }
 }
 
-/// The KPI gauges, rendered. `/metrics` serves the last rendering instead
-/// of reading every incident on each scrape.
+/// The KPI gauges, rendered, and when. `/metrics` serves a rendering up
+/// to [`KPI_TTL`] old instead of reading every incident on each scrape.
 #[derive(Default)]
-pub struct KpiCache(std::sync::Mutex<String>);
+pub struct KpiCache(std::sync::Mutex<Option<(std::time::Instant, String)>>);
 
-/// Recomputes the KPI gauges every minute, off the async workers.
-pub async fn refresh_kpis(incidents: IncidentStore, cache: Arc<KpiCache>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        let inc = incidents.clone();
-        if let Ok(text) = tokio::task::spawn_blocking(move || kpi_gauges(&inc)).await {
-            *cache.0.lock().unwrap_or_else(|e| e.into_inner()) = text;
+/// How long a rendering of the KPI gauges is served.
+const KPI_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KpiCache {
+    /// The gauges, worked out again (off the async workers) when the last
+    /// rendering is older than [`KPI_TTL`].
+    async fn get(&self, incidents: &IncidentStore) -> String {
+        if let Some((at, text)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < KPI_TTL
+        {
+            return text.clone();
         }
+        let inc = incidents.clone();
+        let text = tokio::task::spawn_blocking(move || kpi_gauges(&inc))
+            .await
+            .unwrap_or_default();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), text.clone()));
+        text
     }
 }
 
@@ -335,7 +345,7 @@ fn kpi_gauges(incidents: &IncidentStore) -> String {
 async fn metrics(State(s): State<AppState>) -> Response {
     use std::fmt::Write;
     let mut text = s.metrics.render();
-    text.push_str(&s.kpis.0.lock().unwrap_or_else(|e| e.into_inner()));
+    text.push_str(&s.kpis.get(&s.incidents).await);
     let gauges = [
         (
             "quench_pipeline_lag_alerts",

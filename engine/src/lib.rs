@@ -276,7 +276,6 @@ pub async fn serve(
     let search = opened.index.clone();
     let index_position = opened.position.clone();
     let kpis = Arc::new(http::KpiCache::default());
-    tokio::spawn(http::refresh_kpis(incidents.clone(), kpis.clone()));
     let _indexer = indexer::start(&opened, incidents.clone());
     let chaos = Arc::new(chaos::ChaosService::new(
         quench_knowledge::ChaosStore::open(&storage.db, writer.clone())?,
