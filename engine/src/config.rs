@@ -84,6 +84,9 @@ pub struct ExecutorConfig {
     /// The hosts a step's `url` or `server` may name (see
     /// [`crate::hosts`]). None: any, with a warning at start-up.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Runbook runs in progress at most (512); new incidents wait for a
+    /// slot, and the pipeline's lag shows it.
+    pub max_concurrent_runs: usize,
 }
 
 impl Default for ExecutorConfig {
@@ -94,6 +97,7 @@ impl Default for ExecutorConfig {
             max_actions_per_target_per_hour: 3,
             env_allowlist: Vec::new(),
             allowed_hosts: None,
+            max_concurrent_runs: 512,
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct ExecConfig {
     pub default_approval_timeout: Duration,
     /// The hosts steps may contact; None: any.
     pub allowed_hosts: Option<crate::hosts::HostAllowlist>,
+    /// Runs in progress at most. Past it, new incidents wait for a slot
+    /// (and the pipeline with them: the alerts are safe in the log, and the
+    /// lag shows in `/readyz`), so a storm cannot pile up unbounded runs.
+    pub max_concurrent_runs: usize,
 }
 
 impl Default for ExecConfig {
@@ -63,6 +67,7 @@ impl Default for ExecConfig {
             default_timeout: Duration::from_secs(300),
             default_approval_timeout: Duration::from_secs(900),
             allowed_hosts: None,
+            max_concurrent_runs: 512,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct Executor {
     pub env: BTreeMap<String, String>,
     /// Where runs and steps are counted (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// A slot per run in progress (`max_concurrent_runs`).
+    runs: Arc<tokio::sync::Semaphore>,
     budget: Mutex<HashMap<String, VecDeque<Instant>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cooldowns: Mutex<HashMap<String, Instant>>,
@@ -188,6 +195,7 @@ impl Executor {
         runner: Arc<dyn StepRunner>,
         config: ExecConfig,
     ) -> Executor {
+        let slots = config.max_concurrent_runs.max(1);
         Executor {
             incidents,
             audit,
@@ -197,6 +205,7 @@ impl Executor {
             config,
             env: BTreeMap::new(),
             metrics: Arc::default(),
+            runs: Arc::new(tokio::sync::Semaphore::new(slots)),
             budget: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             cooldowns: Mutex::new(HashMap::new()),
@@ -308,8 +317,9 @@ impl Executor {
 
     /// Starts the runbook for a new incident in its own task, unless the
     /// runbook's cooldown for this group has not passed; that is recorded
-    /// on the incident instead.
-    pub fn start(
+    /// on the incident instead. Waits for a run slot when
+    /// `max_concurrent_runs` are going on.
+    pub async fn start(
         self: &Arc<Self>,
         incident: String,
         runbook: Runbook,
@@ -343,8 +353,12 @@ impl Executor {
             }
             c.insert(key, now);
         }
+        let Ok(slot) = self.runs.clone().acquire_owned().await else {
+            return;
+        };
         let me = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let end = me.run(&incident, &runbook, &alert).await;
             info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "run ended");
         });
@@ -1313,7 +1327,8 @@ impl Executor {
             };
             let alert = alert_of(first_alert);
             if n_main == 0 {
-                self.start(r.id.clone(), runbook.clone(), r.group_key.clone(), alert);
+                self.start(r.id.clone(), runbook.clone(), r.group_key.clone(), alert)
+                    .await;
                 out.push((r.id.clone(), Recovery::Started));
                 continue;
             }
@@ -1357,6 +1372,9 @@ impl Executor {
                 .await;
             let (me, rb, id) = (self.clone(), runbook.clone(), r.id.clone());
             tokio::spawn(async move {
+                let Ok(_slot) = me.runs.clone().acquire_owned().await else {
+                    return;
+                };
                 let end = me.run_from(&id, &rb, &alert, k, outputs).await;
                 info!(incident_id = %id, end = ?end, "resumed run ended");
             });
@@ -2051,7 +2069,8 @@ mod tests {
         let a = alert("a");
         let first = open_incident(&w, &a, 1);
         w.exec
-            .start(first.clone(), rb.clone(), "g".into(), a.clone());
+            .start(first.clone(), rb.clone(), "g".into(), a.clone())
+            .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
         // Ten minutes later the same group opens again: no run, a note.
@@ -2059,7 +2078,8 @@ mod tests {
         let b = alert("b");
         let second = open_incident(&w, &b, 2);
         w.exec
-            .start(second.clone(), rb.clone(), "g".into(), b.clone());
+            .start(second.clone(), rb.clone(), "g".into(), b.clone())
+            .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1);
         let r = w.exec.incidents.get(&second).unwrap().unwrap();
@@ -2073,14 +2093,14 @@ mod tests {
         // Another group is not held back.
         let c = alert("c");
         let third = open_incident(&w, &c, 3);
-        w.exec.start(third, rb.clone(), "other".into(), c);
+        w.exec.start(third, rb.clone(), "other".into(), c).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.fake.calls.load(Ordering::SeqCst), 2);
         // After the cooldown, the group runs again.
         tokio::time::sleep(Duration::from_secs(1800)).await;
         let d = alert("d");
         let fourth = open_incident(&w, &d, 4);
-        w.exec.start(fourth, rb, "g".into(), d);
+        w.exec.start(fourth, rb, "g".into(), d).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.fake.calls.load(Ordering::SeqCst), 3);
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quench_knowledge::search::SearchIndex;
-use quench_knowledge::{Changes, IncidentFilter, IncidentRecord, IncidentStore};
+use quench_knowledge::{Changes, IncidentRecord, IncidentStore};
 use tracing::{info, warn};
 
 /// Changes indexed in one commit at most.
@@ -69,9 +69,12 @@ pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<
     } else {
         rebuild(&index, incidents)?
     };
+    let position = Arc::new(AtomicU64::new(position));
+    // The feed keeps what the index has not read yet.
+    incidents.follow_from(&position);
     Ok(Opened {
         index: Arc::new(index),
-        position: Arc::new(AtomicU64::new(position)),
+        position,
     })
 }
 
@@ -80,13 +83,12 @@ pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<
 /// meanwhile is applied again later (indexing is idempotent), never missed.
 pub fn rebuild(index: &SearchIndex, incidents: &IncidentStore) -> anyhow::Result<u64> {
     let at = incidents.last_change();
-    let all = incidents.list(&IncidentFilter::default())?;
     info!(
-        records = all.len(),
         position = at,
         "rebuilding the search index from the records"
     );
-    index.rebuild_at(&all, Some(at))?;
+    let n = index.rebuild_streaming(incidents.scan(), Some(at))?;
+    info!(records = n, position = at, "search index rebuilt");
     Ok(at)
 }
 

@@ -212,6 +212,7 @@ pub async fn serve(
             dry_run: config.executor.dry_run,
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
             max_actions_per_target_per_hour: config.executor.max_actions_per_target_per_hour,
+            max_concurrent_runs: config.executor.max_concurrent_runs,
             allowed_hosts: match &config.executor.allowed_hosts {
                 Some(h) => Some(
                     hosts::HostAllowlist::parse(h)

@@ -202,7 +202,8 @@ impl Pipeline {
                     info!(incident_id = %r.id, runbook = %name, seq, "incident opened");
                     if let (Some(exec), Some(runbook)) = (&self.executor, loaded.set.by_name(&name))
                     {
-                        exec.start(r.id.clone(), runbook.clone(), group_key, alert);
+                        exec.start(r.id.clone(), runbook.clone(), group_key, alert)
+                            .await;
                     }
                 }
                 Attach::Attached(r) => {

@@ -44,6 +44,9 @@ pub enum SearchError {
     /// The index directory.
     #[error("search index directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The records could not be read while rebuilding.
+    #[error("reading the records: {0}")]
+    Records(String),
 }
 
 #[derive(Clone, Copy)]
@@ -294,6 +297,28 @@ impl SearchIndex {
         drop(w);
         self.reader.reload()?;
         Ok(())
+    }
+
+    /// Replaces the whole index with the records `records` yields, one at a
+    /// time (a history of millions is never held in memory at once), read
+    /// at change `position` of the feed (or later).
+    pub fn rebuild_streaming<E: std::fmt::Display>(
+        &self,
+        records: impl Iterator<Item = Result<IncidentRecord, E>>,
+        position: Option<u64>,
+    ) -> Result<u64, SearchError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.delete_all_documents()?;
+        let mut n = 0;
+        for r in records {
+            let r = r.map_err(|e| SearchError::Records(e.to_string()))?;
+            w.add_document(self.document(&r))?;
+            n += 1;
+        }
+        commit_at(&mut w, position)?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(n)
     }
 
     /// The change-feed position of the last commit, if it recorded one.

@@ -124,9 +124,18 @@ pub struct IncidentFilter {
     pub limit: Option<usize>,
 }
 
-/// The most changes the feed keeps. A reader further behind than this gets
-/// [`Changes::Gap`] and starts over from a full copy of the records.
+/// The changes the feed keeps at least, for followers that join late.
 pub const FEED_KEEP: u64 = 1_000_000;
+
+/// The changes the feed keeps at most, however far behind a registered
+/// follower is (a dead one must not make it grow forever). A reader further
+/// behind than what is kept gets [`Changes::Gap`] and starts over from a
+/// full copy of the records.
+pub const FEED_MAX: u64 = 20_000_000;
+
+/// Feed entries one commit deletes at most, so trimming never stalls the
+/// writer.
+const TRIM_PER_COMMIT: usize = 20_000;
 
 /// Timeline events one record keeps at most. Repeats of the same alert are
 /// counted on one event rather than added, so only a pathological incident
@@ -191,6 +200,8 @@ pub struct IncidentStore {
     changes: sled::Tree,
     feed: Arc<Feed>,
     staged: Arc<Mutex<Staged>>,
+    /// The positions of registered followers: the feed is kept for them.
+    followers: Arc<Mutex<Vec<std::sync::Weak<AtomicU64>>>>,
     writer: Writer,
 }
 
@@ -257,6 +268,7 @@ impl IncidentStore {
                 moved: Condvar::new(),
             }),
             staged: Arc::default(),
+            followers: Arc::default(),
             writer,
         };
         let me = store.clone();
@@ -646,16 +658,41 @@ impl IncidentStore {
             self.feed.next.store(first, Ordering::Release);
             return Err(e.into());
         }
-        // Trim what no reader may still need, a slice at a time.
-        if last / 4096 != first.saturating_sub(1) / 4096 && last > FEED_KEEP {
-            let below = (last - FEED_KEEP).to_be_bytes();
-            for k in self.changes.range(..below).keys() {
+        // Trim what no follower needs any more, a slice at a time.
+        if last / 4096 != first.saturating_sub(1) / 4096 {
+            let below = self.trim_below(last).to_be_bytes();
+            for k in self.changes.range(..below).keys().take(TRIM_PER_COMMIT) {
                 self.changes.remove(k?)?;
             }
         }
         *self.feed.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
         self.feed.moved.notify_all();
         Ok(())
+    }
+
+    /// Registers a follower's position (the last change it has): the feed
+    /// keeps the changes after it, up to [`FEED_MAX`], while the follower
+    /// lives (the `Arc` is held weakly).
+    pub fn follow_from(&self, position: &Arc<AtomicU64>) {
+        let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        f.retain(|w| w.strong_count() > 0);
+        f.push(Arc::downgrade(position));
+    }
+
+    /// The first change to keep: what the slowest live follower has not
+    /// read, but at least the last [`FEED_KEEP`] and at most [`FEED_MAX`].
+    fn trim_below(&self, last: u64) -> u64 {
+        let slowest = self
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|p| p.load(Ordering::Acquire) + 1)
+            .min()
+            .unwrap_or(u64::MAX);
+        let keep_from = slowest.min(last.saturating_sub(FEED_KEEP));
+        keep_from.max(last.saturating_sub(FEED_MAX))
     }
 
     /// The number of the newest committed change (0 before the first).
@@ -705,6 +742,15 @@ impl IncidentStore {
             Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Every incident, oldest first, decoded one at a time. Sled reads:
+    /// from a thread or `spawn_blocking`.
+    pub fn scan(&self) -> impl Iterator<Item = Result<IncidentRecord, StoreError>> + '_ {
+        self.incidents.iter().map(|item| {
+            let (k, v) = item?;
+            decode(&k, &v)
+        })
     }
 
     /// Incidents, newest first. A sled read: from a thread or
@@ -1016,5 +1062,31 @@ mod tests {
             r.timeline.last().unwrap().detail,
             format!("n{}", MAX_TIMELINE + 49)
         );
+    }
+
+    #[test]
+    fn the_feed_is_kept_for_slow_followers_within_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        // No follower: the last FEED_KEEP changes.
+        assert_eq!(s.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
+        assert_eq!(s.trim_below(10), 0);
+        // A slow follower keeps what it has not read...
+        let slow = Arc::new(AtomicU64::new(5));
+        s.follow_from(&slow);
+        assert_eq!(s.trim_below(3 * FEED_KEEP), 6);
+        // ...but not beyond FEED_MAX.
+        assert_eq!(s.trim_below(FEED_MAX + 50), 50);
+        // A follower that is gone holds nothing.
+        drop(slow);
+        assert_eq!(s.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
+        // With a gap, a reader is told to start over.
+        s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), Utc::now())
+            .unwrap();
+        s.update_blocking("inc-1", |r| r.title = "t".into())
+            .unwrap();
+        s.changes.remove(1u64.to_be_bytes()).unwrap();
+        assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Gap { oldest: 2 });
     }
 }
