@@ -231,12 +231,23 @@ pub async fn serve(
         .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
         .collect();
     let executor = Arc::new(executor);
+    // The pipeline and the runs get a runtime of their own: in a storm
+    // their tasks queue there, and the HTTP server's queue (webhooks,
+    // `/healthz`, the API) stays short.
+    let background = Background(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("quench-runs")
+            .enable_all()
+            .build()?,
+    ));
     {
-        let loaded = runbooks.current();
-        for (id, what) in executor
-            .recover(&loaded.set, loaded.commit.as_deref())
+        let (exec, loaded) = (executor.clone(), runbooks.current());
+        let recovered = background
+            .spawn(async move { exec.recover(&loaded.set, loaded.commit.as_deref()).await })
             .await
-        {
+            .unwrap_or_default();
+        for (id, what) in recovered {
             warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
         }
     }
@@ -265,7 +276,7 @@ pub async fn serve(
         executor: Some(executor.clone()),
         position: pipeline_position.clone(),
     };
-    let pipeline_task = tokio::spawn(pipeline.run());
+    let pipeline_task = background.spawn(pipeline.run());
 
     let opened = {
         let (dir, inc) = (config.data_dir.join("index"), incidents.clone());
@@ -339,10 +350,31 @@ pub async fn serve(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     pipeline_task.abort();
+    drop(background);
     storage.db.flush().map_err(std::io::Error::other)?;
     storage.sync()?;
     info!("stopped");
     Ok(())
+}
+
+/// The runtime of the pipeline and the runs. A runtime may not be dropped
+/// in async code (it would block), so this one is shut down without
+/// waiting for its tasks, on every way out of `serve`.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Background {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the runtime lives until drop")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn shutdown_signal() {
