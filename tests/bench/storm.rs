@@ -8,7 +8,7 @@
 //! `--seconds N` for the main phase (default 120), `--rate N` to skip the
 //! probe, `--probe-seconds N` (default 20).
 //!
-//! A rate is sustained when every delivery got a 2xx and, two seconds
+//! A rate is sustained when every delivery got a 2xx and, half a second
 //! after the senders stopped, the pipeline had caught up (every stored
 //! alert in an incident, every run finished).
 
@@ -246,7 +246,7 @@ async fn run(rb: &std::path::Path, rate: u64, seconds: u64, people: bool) -> Out
 }
 
 fn sustained(o: &Outcome) -> bool {
-    o.failed == 0 && o.caught_up_after_s.is_some_and(|s| s <= 2.0)
+    o.failed == 0 && o.caught_up_after_s.is_some_and(|s| s <= 0.5)
 }
 
 #[tokio::main]
