@@ -13,7 +13,7 @@ work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/runbooks"
 port=$((20000 + RANDOM % 20000))
-"$bin" serve --listen "127.0.0.1:$port" --data "$work/data" --runbooks "$work/runbooks" \
+"$bin" serve ${QUENCH_BENCH_CONFIG:+--config "$QUENCH_BENCH_CONFIG"} --listen "127.0.0.1:$port" --data "$work/data" --runbooks "$work/runbooks" \
   >"$work/stdout" 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q listening "$work/stdout" 2>/dev/null && break; sleep 0.1; done
@@ -46,6 +46,7 @@ EOF
 start=$(date +%s.%N)
 for f in "$work"/part*.json; do "$bin" import "$f" >/dev/null; done
 imported=$(date +%s.%N)
+rss_imported=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 # Wait until the index holds every incident.
 for _ in $(seq 600); do
   docs=$(curl -s "$QUENCH_SERVER/readyz" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["index_docs"] if d["index_lag_changes"] == 0 else -1)')
@@ -53,6 +54,7 @@ for _ in $(seq 600); do
   sleep 0.5
 done
 indexed=$(date +%s.%N)
+rss_indexed=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 python3 - "$QUENCH_SERVER" <<'EOF'
 import sys, time, urllib.parse, urllib.request
 base = sys.argv[1]
@@ -68,7 +70,10 @@ print(f"queries: {n} searches, 199 incident reads, one listing of 1000 in {time.
 EOF
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$pid/status")
+file=$(awk '/RssFile/ {print $2}' "/proc/$pid/status")
 awk -v n="$n" -v a="$start" -v b="$imported" -v c="$indexed" \
   'BEGIN { printf "incidents: %d imported in %.1f s, all searchable after %.1f s\n", n, b - a, c - a }'
-printf 'server RSS after the queries: %d MB, peak (VmHWM) %d MB; target: under 200 MB\n' \
-  $((rss / 1024)) $((hwm / 1024))
+printf 'server RSS after the import: %d MB; once indexed: %d MB\n' $((rss_imported / 1024)) $((rss_indexed / 1024))
+printf 'server RSS after the queries: %d MB (%d MB anonymous, %d MB mapped files: the index), peak (VmHWM) %d MB; target: under 200 MB\n' \
+  $((rss / 1024)) $((anon / 1024)) $((file / 1024)) $((hwm / 1024))

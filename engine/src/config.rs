@@ -31,8 +31,9 @@ pub struct Config {
     pub max_artifact_bytes: usize,
     /// The most artifact bytes one incident keeps.
     pub max_incident_artifact_bytes: u64,
-    /// The most memory sled's page cache may hold, in bytes (sled's own
-    /// default, 1 GiB). Searches do not need it; lower it on small hosts.
+    /// The most memory sled's page cache may hold, in bytes (16 MiB: the
+    /// records are read from the kernel's page cache beyond it, and a small
+    /// host keeps its memory).
     pub store_cache_bytes: u64,
     /// How long an alert's idempotency key is remembered (`7d`): a repeat
     /// within it is a duplicate; after it the key is forgotten, so the key
@@ -232,7 +233,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,
-            store_cache_bytes: 64 << 20,
+            store_cache_bytes: 16 << 20,
             dedup_window: "7d".into(),
             alert_retention: "30d".into(),
             hooks: Hooks::default(),
@@ -380,7 +381,7 @@ mod tests {
     fn the_example_configuration_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../quench.example.yaml");
         let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.store_cache_bytes, 64 << 20);
+        assert_eq!(c.store_cache_bytes, 16 << 20);
         assert_eq!(c.alert_retention().unwrap().as_secs(), 30 * 86400);
     }
 
@@ -389,7 +390,7 @@ mod tests {
         let c = Config::from_yaml(Path::new("c.yaml"), "{}").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.max_body_bytes, 1 << 20);
-        assert_eq!(c.store_cache_bytes, 64 << 20);
+        assert_eq!(c.store_cache_bytes, 16 << 20);
         assert_eq!(c.alert_retention().unwrap().as_secs(), 30 * 86400);
         assert_eq!(c.dedup_window().unwrap().as_secs(), 7 * 86400);
         let e = Config::from_yaml(Path::new("c.yaml"), "dedup_window: 5m").unwrap_err();

@@ -15,7 +15,7 @@ use quench_knowledge::{Changes, IncidentRecord, IncidentStore};
 use tracing::{info, warn};
 
 /// Changes indexed in one commit at most.
-const BATCH: usize = 8192;
+const BATCH: usize = 2048;
 
 /// Similar incidents are attached as soon as a batch is indexed when it
 /// brings at most this many new incidents. In a storm they are not (a
@@ -167,37 +167,58 @@ fn follow(
 
 /// Indexes the next batch of changes after `pos`; returns the new position.
 fn index_next(index: &SearchIndex, incidents: &IncidentStore, pos: u64) -> anyhow::Result<u64> {
-    let changes = match incidents.changes_after(pos, BATCH)? {
-        Changes::Next(c) => c,
-        Changes::Gap { oldest } => {
-            warn!(
-                position = pos,
-                oldest, "the index fell behind what the change feed keeps; rebuilding"
+    // Chunks of BATCH changes are added as they are read (memory stays
+    // small however far behind the index is); one commit covers up to
+    // COMMIT_EVERY of that work.
+    let started = std::time::Instant::now();
+    let mut at = pos;
+    let mut fresh: Vec<IncidentRecord> = Vec::new();
+    let mut too_many_new = false;
+    loop {
+        let changes = match incidents.changes_after(at, BATCH)? {
+            Changes::Next(c) => c,
+            Changes::Gap { oldest } => {
+                warn!(
+                    position = at,
+                    oldest, "the index fell behind what the change feed keeps; rebuilding"
+                );
+                return rebuild(index, incidents);
+            }
+        };
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            break;
+        };
+        let mut ids: Vec<&str> = changes.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut records: Vec<IncidentRecord> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = incidents.get(id)? {
+                records.push(r);
+            }
+        }
+        index.stage(&records)?;
+        if !too_many_new {
+            fresh.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.similar.is_none() && !r.status.is_closed()),
             );
-            return rebuild(index, incidents);
+            if fresh.len() > SIMILAR_PER_BATCH {
+                too_many_new = true;
+                fresh = Vec::new();
+            }
         }
-    };
-    let Some(last) = changes.last().map(|c| c.seq) else {
+        at = last;
+        if started.elapsed() >= COMMIT_EVERY {
+            break;
+        }
+    }
+    if at == pos {
         return Ok(pos);
-    };
-    let mut ids: Vec<&str> = changes.iter().map(|c| c.id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut records: Vec<IncidentRecord> = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(r) = incidents.get(id)? {
-            records.push(r);
-        }
     }
-    index.upsert_at(&records, Some(last))?;
-    let new: Vec<&IncidentRecord> = records
-        .iter()
-        .filter(|r| r.similar.is_none() && !r.status.is_closed())
-        .collect();
-    if new.len() > SIMILAR_PER_BATCH {
-        return Ok(last);
-    }
-    for r in new {
+    index.commit_at(Some(at))?;
+    for r in &fresh {
         match index.similar(r, 3) {
             Ok(similar) => {
                 // Through the writer, like any change; it comes back on the
@@ -213,7 +234,7 @@ fn index_next(index: &SearchIndex, incidents: &IncidentStore, pos: u64) -> anyho
             Err(e) => warn!(incident_id = %r.id, error = %e, "no similar incidents"),
         }
     }
-    Ok(last)
+    Ok(at)
 }
 
 #[cfg(test)]

@@ -503,8 +503,17 @@ fn init_logging(json: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Blocking-pool threads each keep an allocator heap of their own; 64
+    // are plenty for the store reads they run, and bound that memory.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     quench_engine::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {

@@ -204,7 +204,13 @@ impl SearchIndex {
         // One indexing thread with tantivy's smallest budget: the index
         // follows the records in batches, and a small host keeps its memory.
         let writer = index.writer_with_num_threads(1, 15_000_000)?;
-        let reader = index.reader()?;
+        // Hits are read from the doc store once per result page: a small
+        // block cache per segment is plenty, and keeps a large index's
+        // memory down.
+        let reader = index
+            .reader_builder()
+            .doc_store_cache_num_blocks(4)
+            .try_into()?;
         Ok((
             SearchIndex {
                 index,
@@ -270,6 +276,27 @@ impl SearchIndex {
             w.delete_term(Term::from_field_text(self.f.id, &r.id));
             w.add_document(self.document(r))?;
         }
+        commit_at(&mut w, position)?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Adds or replaces incidents without committing: they become
+    /// searchable with the next [`SearchIndex::commit_at`].
+    pub fn stage(&self, records: &[IncidentRecord]) -> Result<(), SearchError> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        for r in records {
+            w.delete_term(Term::from_field_text(self.f.id, &r.id));
+            w.add_document(self.document(r))?;
+        }
+        Ok(())
+    }
+
+    /// Commits what was staged, recording the change-feed position it
+    /// brings the index to, and makes it searchable.
+    pub fn commit_at(&self, position: Option<u64>) -> Result<(), SearchError> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         commit_at(&mut w, position)?;
         drop(w);
         self.reader.reload()?;

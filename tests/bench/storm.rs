@@ -130,7 +130,7 @@ async fn run(rb: &std::path::Path, rate: u64, seconds: u64, people: bool) -> Out
                     10_000
                 };
                 worst.fetch_max(ms, Ordering::Relaxed);
-                if n % 4 == 0
+                if n.is_multiple_of(4)
                     && let Ok(r) = client.get(format!("{url}/readyz")).send().await
                     && let Ok(v) = r.json::<Value>().await
                 {
