@@ -622,17 +622,7 @@ impl AlertLog {
         limit: usize,
         fingerprint: Option<&str>,
     ) -> Result<Vec<StoredAlert>, LogError> {
-        let all: Vec<(PathBuf, Pos)> = {
-            let segs = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            segs.iter()
-                .rev()
-                .flat_map(|s| s.records.iter().rev().map(|p| (s.path.clone(), *p)))
-                .collect()
-        };
+        let all = self.newest_first();
         let mut out = Vec::new();
         for (path, pos) in all {
             let (received_at, alerts) = Self::read_record(&path, pos)?;
@@ -652,20 +642,23 @@ impl AlertLog {
         Ok(out)
     }
 
+    /// Every delivery's position, newest first.
+    fn newest_first(&self) -> Vec<(PathBuf, Pos)> {
+        let segs = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        segs.iter()
+            .rev()
+            .flat_map(|s| s.records.iter().rev().map(|p| (s.path.clone(), *p)))
+            .collect()
+    }
+
     /// The raw payload behind a `sha256:` reference, newest delivery first.
     /// A scan: for debugging, not for a hot path.
     pub fn raw_payload(&self, raw_ref: &str) -> Result<Option<Vec<u8>>, LogError> {
-        let all: Vec<(PathBuf, Pos)> = {
-            let segs = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            segs.iter()
-                .rev()
-                .flat_map(|s| s.records.iter().rev().map(|p| (s.path.clone(), *p)))
-                .collect()
-        };
+        let all = self.newest_first();
         for (path, pos) in all {
             let f = File::open(&path)?;
             let mut buf = vec![0u8; pos.len as usize];

@@ -320,6 +320,19 @@ impl ArtifactStore {
         artifact: &str,
         origin: Origin<'_>,
     ) -> Result<Baseline, ArtifactError> {
+        self.writer
+            .run(true, self.baseline_job(service, kind, artifact, &origin))
+            .await?
+    }
+
+    /// The writer job that saves a baseline, owning its arguments.
+    fn baseline_job(
+        &self,
+        service: &str,
+        kind: &str,
+        artifact: &str,
+        origin: &Origin<'_>,
+    ) -> impl FnOnce() -> Result<Result<Baseline, ArtifactError>, StoreError> + Send + 'static {
         let (me, s, k, a) = (
             self.clone(),
             service.to_string(),
@@ -330,16 +343,14 @@ impl ArtifactStore {
             origin.incident.map(str::to_string),
             origin.step.map(str::to_string),
         );
-        self.writer
-            .run(true, move || {
-                let o = Origin {
-                    incident: incident.as_deref(),
-                    step: step.as_deref(),
-                    ..Origin::default()
-                };
-                Ok(me.set_baseline_now(&s, &k, &a, &o))
-            })
-            .await?
+        move || {
+            let o = Origin {
+                incident: incident.as_deref(),
+                step: step.as_deref(),
+                ..Origin::default()
+            };
+            Ok(me.set_baseline_now(&s, &k, &a, &o))
+        }
     }
 
     /// [`ArtifactStore::save_baseline`], blocking.
@@ -350,24 +361,8 @@ impl ArtifactStore {
         artifact: &str,
         origin: &Origin<'_>,
     ) -> Result<Baseline, ArtifactError> {
-        let (me, s, k, a) = (
-            self.clone(),
-            service.to_string(),
-            kind.to_string(),
-            artifact.to_string(),
-        );
-        let (incident, step) = (
-            origin.incident.map(str::to_string),
-            origin.step.map(str::to_string),
-        );
-        self.writer.run_blocking(true, move || {
-            let o = Origin {
-                incident: incident.as_deref(),
-                step: step.as_deref(),
-                ..Origin::default()
-            };
-            Ok(me.set_baseline_now(&s, &k, &a, &o))
-        })?
+        self.writer
+            .run_blocking(true, self.baseline_job(service, kind, artifact, origin))?
     }
 
     fn set_baseline_now(
