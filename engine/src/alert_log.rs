@@ -549,16 +549,34 @@ impl AlertLog {
         out
     }
 
-    fn read_record(path: &Path, pos: Pos) -> Result<(DateTime<Utc>, Vec<Alert>), LogError> {
+    /// The framed bytes of one record, reusing the segment file `open`
+    /// holds when the record is in it (reads go segment by segment).
+    fn read_frame(
+        open: &mut Option<(PathBuf, File)>,
+        path: &Path,
+        pos: Pos,
+    ) -> Result<Vec<u8>, LogError> {
         let at = |e: std::io::Error| {
             LogError::Io(std::io::Error::new(
                 e.kind(),
                 format!("{} at {}: {e}", path.display(), pos.offset),
             ))
         };
-        let f = File::open(path).map_err(at)?;
+        if open.as_ref().is_none_or(|(p, _)| p != path) {
+            *open = Some((path.to_path_buf(), File::open(path).map_err(at)?));
+        }
+        let f = &open.as_ref().expect("just opened").1;
         let mut buf = vec![0u8; pos.len as usize];
         f.read_exact_at(&mut buf, pos.offset).map_err(at)?;
+        Ok(buf)
+    }
+
+    fn read_record(
+        open: &mut Option<(PathBuf, File)>,
+        path: &Path,
+        pos: Pos,
+    ) -> Result<(DateTime<Utc>, Vec<Alert>), LogError> {
+        let buf = Self::read_frame(open, path, pos)?;
         let corrupt = |why: &str| LogError::Corrupt {
             seq: pos.first_seq,
             why: why.to_string(),
@@ -579,9 +597,9 @@ impl AlertLog {
     /// reads: call from a thread or `spawn_blocking`.
     pub fn read_after(&self, seq: u64, limit: usize) -> Result<Vec<StoredAlert>, LogError> {
         let start = seq + 1;
-        let mut out = Vec::new();
+        let (mut out, mut open) = (Vec::new(), None);
         for (path, pos) in self.positions_from(start, limit) {
-            let (received_at, alerts) = Self::read_record(&path, pos)?;
+            let (received_at, alerts) = Self::read_record(&mut open, &path, pos)?;
             for (i, alert) in alerts.into_iter().enumerate() {
                 let seq = pos.first_seq + i as u64;
                 if seq >= start {
@@ -623,9 +641,9 @@ impl AlertLog {
         fingerprint: Option<&str>,
     ) -> Result<Vec<StoredAlert>, LogError> {
         let all = self.newest_first();
-        let mut out = Vec::new();
+        let (mut out, mut open) = (Vec::new(), None);
         for (path, pos) in all {
-            let (received_at, alerts) = Self::read_record(&path, pos)?;
+            let (received_at, alerts) = Self::read_record(&mut open, &path, pos)?;
             for (i, alert) in alerts.into_iter().enumerate().rev() {
                 if fingerprint.is_none_or(|f| alert.fingerprint == f) {
                     out.push(StoredAlert {
@@ -659,10 +677,9 @@ impl AlertLog {
     /// A scan: for debugging, not for a hot path.
     pub fn raw_payload(&self, raw_ref: &str) -> Result<Option<Vec<u8>>, LogError> {
         let all = self.newest_first();
+        let mut open = None;
         for (path, pos) in all {
-            let f = File::open(&path)?;
-            let mut buf = vec![0u8; pos.len as usize];
-            f.read_exact_at(&mut buf, pos.offset)?;
+            let buf = Self::read_frame(&mut open, &path, pos)?;
             if let Some(p) = parse_payload(&buf[HEADER..])
                 && content_address(p.raw) == raw_ref
             {

@@ -157,16 +157,16 @@ impl Pipeline {
     /// Processes a live batch; returns true when it found a gap and the log
     /// must be read.
     async fn follow(&self, cursor: &mut u64, batch: &[StoredAlert]) -> Result<bool, PipelineError> {
-        // Skip what was already read from the log; take what follows the
-        // cursor without a gap.
-        let fresh: Vec<&StoredAlert> = batch.iter().filter(|e| e.seq > *cursor).collect();
+        // The feed is in sequence order: skip what was already read from
+        // the log, take what follows the cursor without a gap.
+        let fresh = &batch[batch.partition_point(|e| e.seq <= *cursor)..];
         let contiguous = fresh
             .iter()
             .enumerate()
             .take_while(|(i, e)| e.seq == *cursor + 1 + *i as u64)
             .count();
-        let run: Vec<StoredAlert> = fresh[..contiguous].iter().map(|e| (*e).clone()).collect();
-        self.process(&run).await?;
+        let run = &fresh[..contiguous];
+        self.process(run).await?;
         if let Some(last) = run.last() {
             *cursor = last.seq;
         }

@@ -130,7 +130,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::reopen(dir.path());
         let s = ChaosStore::open(&db, Writer::inline(db.clone())).unwrap();
         assert_eq!(
             s.ledger_entries().unwrap(),

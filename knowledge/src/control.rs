@@ -124,15 +124,7 @@ mod tests {
             c.set_blocking(true, "alice", "bad deploy").unwrap();
             assert!(c.is_paused());
         }
-        // sled lets go of its lock file a moment after the last handle.
-        let db = (0..100)
-            .find_map(|_| {
-                sled::open(dir.path()).ok().or_else(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    None
-                })
-            })
-            .expect("reopen");
+        let db = crate::reopen(dir.path());
         let c = Control::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         assert!(c.is_paused());
         assert_eq!(c.state().unwrap().unwrap().by, "alice");

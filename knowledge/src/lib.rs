@@ -35,3 +35,23 @@ pub use record::{
 };
 pub use store::{Attach, Change, Changes, IncidentFilter, IncidentStore, Opening, StoreError};
 pub use writer::{Syncer, Writer};
+
+/// Opens the sled database in `path` again, waiting (up to 10 s) until the
+/// previous handles have let go: sled's own flusher thread and the writer
+/// thread release it a moment after the last handle is dropped.
+#[cfg(test)]
+pub(crate) fn reopen(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the database is still held: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}

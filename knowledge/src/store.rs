@@ -195,6 +195,15 @@ struct Staged {
 /// [`IncidentStore::fetch`] and [`IncidentStore::query`] from async code.
 #[derive(Clone)]
 pub struct IncidentStore {
+    core: Core,
+    writer: Writer,
+}
+
+/// The trees and the feed: everything but the writer handle, so the
+/// batch-end commit the writer holds does not hold the writer (which would
+/// keep its thread alive forever).
+#[derive(Clone)]
+struct Core {
     incidents: sled::Tree,
     open_groups: sled::Tree,
     changes: sled::Tree,
@@ -202,7 +211,6 @@ pub struct IncidentStore {
     staged: Arc<Mutex<Staged>>,
     /// The positions of registered followers: the feed is kept for them.
     followers: Arc<Mutex<Vec<std::sync::Weak<AtomicU64>>>>,
-    writer: Writer,
 }
 
 fn encode(r: &IncidentRecord) -> Vec<u8> {
@@ -250,6 +258,74 @@ enum Group {
     Remove(Vec<u8>),
 }
 
+impl Core {
+    /// Commits what the batch staged, in one transaction, and publishes
+    /// the new changes to followers. On failure nothing of it is kept.
+    fn commit(&self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(&(last, _)) = staged.changes.last() else {
+            return Ok(());
+        };
+        let first = staged.changes[0].0;
+        let encoded: Vec<([u8; 8], Vec<u8>)> = staged
+            .order
+            .iter()
+            .map(|k| (*k, encode(&staged.records[k])))
+            .collect();
+        let done =
+            (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
+                for (key, bytes) in &encoded {
+                    inc.insert(&key[..], bytes.as_slice())?;
+                }
+                for (seq, id) in &staged.changes {
+                    ch.insert(&seq.to_be_bytes()[..], id.as_bytes())?;
+                }
+                for (k, v) in &staged.groups {
+                    match v {
+                        Some(v) => {
+                            open.insert(k.as_slice(), &v[..])?;
+                        }
+                        None => {
+                            open.remove(k.as_slice())?;
+                        }
+                    }
+                }
+                Ok::<(), ConflictableTransactionError<StoreError>>(())
+            });
+        if let Err(e) = done {
+            // The numbers staged are not used: the next change is `first`.
+            self.feed.next.store(first, Ordering::Release);
+            return Err(e.into());
+        }
+        // Trim what no follower needs any more, a slice at a time.
+        if last / 4096 != first.saturating_sub(1) / 4096 {
+            let below = self.trim_below(last).to_be_bytes();
+            for k in self.changes.range(..below).keys().take(TRIM_PER_COMMIT) {
+                self.changes.remove(k?)?;
+            }
+        }
+        *self.feed.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
+        self.feed.moved.notify_all();
+        Ok(())
+    }
+
+    /// The first change to keep: what the slowest live follower has not
+    /// read, but at least the last [`FEED_KEEP`] and at most [`FEED_MAX`].
+    fn trim_below(&self, last: u64) -> u64 {
+        let slowest = self
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|p| p.load(Ordering::Acquire) + 1)
+            .min()
+            .unwrap_or(u64::MAX);
+        let keep_from = slowest.min(last.saturating_sub(FEED_KEEP));
+        keep_from.max(last.saturating_sub(FEED_MAX))
+    }
+}
+
 impl IncidentStore {
     /// Opens the incident trees in `db`; writes go through `writer`.
     pub fn open(db: &sled::Db, writer: Writer) -> Result<Self, StoreError> {
@@ -258,7 +334,7 @@ impl IncidentStore {
             Some((k, _)) => be(&k),
             None => 0,
         };
-        let store = IncidentStore {
+        let core = Core {
             incidents: db.open_tree("knowledge/incidents")?,
             open_groups: db.open_tree("knowledge/open_groups")?,
             changes,
@@ -269,35 +345,16 @@ impl IncidentStore {
             }),
             staged: Arc::default(),
             followers: Arc::default(),
-            writer,
         };
-        let me = store.clone();
-        store.writer.on_commit(Arc::new(move || me.commit()));
-        Ok(store)
-    }
-
-    /// The writer thread this store's writes go through.
-    pub fn writer(&self) -> &Writer {
-        &self.writer
+        let committer = core.clone();
+        writer.on_commit(Arc::new(move || committer.commit()));
+        Ok(IncidentStore { core, writer })
     }
 
     /// Offers an alert to the open incident of `group_key`, opening one when
-    /// there is none and the alert is firing. Idempotent in `alert.seq`: a
-    /// replay of the same log entry changes nothing.
-    pub async fn attach(
-        &self,
-        group_key: &str,
-        opening: &Opening,
-        alert: AlertRecord,
-        now: DateTime<Utc>,
-    ) -> Result<Attach, StoreError> {
-        let (me, g, o) = (self.clone(), group_key.to_string(), opening.clone());
-        self.writer
-            .run(false, move || me.attach_now(&g, &o, alert, now))
-            .await
-    }
-
-    /// [`IncidentStore::attach`] for a plain thread.
+    /// there is none and the alert is firing, from a plain thread.
+    /// Idempotent in `alert.seq`: a replay of the same log entry changes
+    /// nothing. Async code uses [`IncidentStore::attach_many`].
     pub fn attach_blocking(
         &self,
         group_key: &str,
@@ -310,8 +367,8 @@ impl IncidentStore {
             .run_blocking(false, move || me.attach_now(&g, &o, alert, now))
     }
 
-    /// [`IncidentStore::attach`] for many alerts, in order, in one request
-    /// to the writer. Idempotent like `attach`: if it fails part-way, the
+    /// [`IncidentStore::attach_blocking`] for many alerts, in order, in one
+    /// request to the writer. Idempotent like `attach`: if it fails part-way, the
     /// whole list may be offered again.
     pub async fn attach_many(
         &self,
@@ -377,11 +434,6 @@ impl IncidentStore {
         let me = self.clone();
         self.writer
             .run_blocking(true, move || me.import_now(records))
-    }
-
-    /// Makes every change so far durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.writer.run(true, || Ok(())).await
     }
 
     /// One incident, read off the async workers.
@@ -565,6 +617,7 @@ impl IncidentStore {
     /// else stored. Writer thread only.
     fn record(&self, key: [u8; 8]) -> Result<Option<IncidentRecord>, StoreError> {
         if let Some(r) = self
+            .core
             .staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -573,7 +626,7 @@ impl IncidentStore {
         {
             return Ok(Some(r.clone()));
         }
-        match self.incidents.get(key)? {
+        match self.core.incidents.get(key)? {
             Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
         }
@@ -582,6 +635,7 @@ impl IncidentStore {
     /// An `open_groups` entry as the writer sees it. Writer thread only.
     fn group(&self, key: &[u8]) -> Result<Option<[u8; 8]>, StoreError> {
         if let Some(v) = self
+            .core
             .staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -590,7 +644,11 @@ impl IncidentStore {
         {
             return Ok(*v);
         }
-        Ok(self.open_groups.get(key)?.map(|v| be(&v).to_be_bytes()))
+        Ok(self
+            .core
+            .open_groups
+            .get(key)?
+            .map(|v| be(&v).to_be_bytes()))
     }
 
     /// Stages records, their group changes and one change each; they are
@@ -601,8 +659,8 @@ impl IncidentStore {
         records: &[([u8; 8], &IncidentRecord)],
         groups: &[Group],
     ) -> Result<(), StoreError> {
-        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = self.feed.next.load(Ordering::Acquire);
+        let mut staged = self.core.staged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.core.feed.next.load(Ordering::Acquire);
         for (key, r) in records {
             if staged.records.insert(*key, (*r).clone()).is_none() {
                 staged.order.push(*key);
@@ -616,57 +674,7 @@ impl IncidentStore {
                 Group::Remove(k) => staged.groups.insert(k.clone(), None),
             };
         }
-        self.feed.next.store(next, Ordering::Release);
-        Ok(())
-    }
-
-    /// Commits what the batch staged, in one transaction, and publishes
-    /// the new changes to followers. On failure nothing of it is kept.
-    fn commit(&self) -> Result<(), StoreError> {
-        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
-        let Some(&(last, _)) = staged.changes.last() else {
-            return Ok(());
-        };
-        let first = staged.changes[0].0;
-        let encoded: Vec<([u8; 8], Vec<u8>)> = staged
-            .order
-            .iter()
-            .map(|k| (*k, encode(&staged.records[k])))
-            .collect();
-        let done =
-            (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
-                for (key, bytes) in &encoded {
-                    inc.insert(&key[..], bytes.as_slice())?;
-                }
-                for (seq, id) in &staged.changes {
-                    ch.insert(&seq.to_be_bytes()[..], id.as_bytes())?;
-                }
-                for (k, v) in &staged.groups {
-                    match v {
-                        Some(v) => {
-                            open.insert(k.as_slice(), &v[..])?;
-                        }
-                        None => {
-                            open.remove(k.as_slice())?;
-                        }
-                    }
-                }
-                Ok::<(), ConflictableTransactionError<StoreError>>(())
-            });
-        if let Err(e) = done {
-            // The numbers staged are not used: the next change is `first`.
-            self.feed.next.store(first, Ordering::Release);
-            return Err(e.into());
-        }
-        // Trim what no follower needs any more, a slice at a time.
-        if last / 4096 != first.saturating_sub(1) / 4096 {
-            let below = self.trim_below(last).to_be_bytes();
-            for k in self.changes.range(..below).keys().take(TRIM_PER_COMMIT) {
-                self.changes.remove(k?)?;
-            }
-        }
-        *self.feed.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
-        self.feed.moved.notify_all();
+        self.core.feed.next.store(next, Ordering::Release);
         Ok(())
     }
 
@@ -674,43 +682,41 @@ impl IncidentStore {
     /// keeps the changes after it, up to [`FEED_MAX`], while the follower
     /// lives (the `Arc` is held weakly).
     pub fn follow_from(&self, position: &Arc<AtomicU64>) {
-        let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self
+            .core
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         f.retain(|w| w.strong_count() > 0);
         f.push(Arc::downgrade(position));
     }
 
-    /// The first change to keep: what the slowest live follower has not
-    /// read, but at least the last [`FEED_KEEP`] and at most [`FEED_MAX`].
-    fn trim_below(&self, last: u64) -> u64 {
-        let slowest = self
-            .followers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .map(|p| p.load(Ordering::Acquire) + 1)
-            .min()
-            .unwrap_or(u64::MAX);
-        let keep_from = slowest.min(last.saturating_sub(FEED_KEEP));
-        keep_from.max(last.saturating_sub(FEED_MAX))
-    }
-
     /// The number of the newest committed change (0 before the first).
     pub fn last_change(&self) -> u64 {
-        *self.feed.last.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .core
+            .feed
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Up to `limit` changes after change `after`, oldest first; or a gap
     /// when the feed no longer holds the one right after it.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Changes, StoreError> {
-        if let Some((k, _)) = self.changes.first()? {
+        if let Some((k, _)) = self.core.changes.first()? {
             let oldest = be(&k);
             if after + 1 < oldest {
                 return Ok(Changes::Gap { oldest });
             }
         }
         let mut out = Vec::new();
-        for item in self.changes.range((after + 1).to_be_bytes()..).take(limit) {
+        for item in self
+            .core
+            .changes
+            .range((after + 1).to_be_bytes()..)
+            .take(limit)
+        {
             let (k, v) = item?;
             out.push(Change {
                 seq: be(&k),
@@ -723,8 +729,14 @@ impl IncidentStore {
     /// Waits (a plain thread, never an async worker) until there is a
     /// change after `after` or `timeout` passes; returns the last change.
     pub fn wait_for_change(&self, after: u64, timeout: Duration) -> u64 {
-        let last = self.feed.last.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self
+            .core
+            .feed
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let (last, _) = self
+            .core
             .feed
             .moved
             .wait_timeout_while(last, timeout, |l| *l <= after)
@@ -738,7 +750,7 @@ impl IncidentStore {
         let Some(key) = key_of(id) else {
             return Ok(None);
         };
-        match self.incidents.get(key)? {
+        match self.core.incidents.get(key)? {
             Some(bytes) => decode(&key, &bytes).map(Some),
             None => Ok(None),
         }
@@ -747,7 +759,7 @@ impl IncidentStore {
     /// Every incident, oldest first, decoded one at a time. Sled reads:
     /// from a thread or `spawn_blocking`.
     pub fn scan(&self) -> impl Iterator<Item = Result<IncidentRecord, StoreError>> + '_ {
-        self.incidents.iter().map(|item| {
+        self.core.incidents.iter().map(|item| {
             let (k, v) = item?;
             decode(&k, &v)
         })
@@ -757,7 +769,7 @@ impl IncidentStore {
     /// `spawn_blocking` (async code: [`IncidentStore::query`]).
     pub fn list(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.incidents.iter().rev() {
+        for item in self.core.incidents.iter().rev() {
             let (k, v) = item?;
             let r = decode(&k, &v)?;
             if filter.open_only && r.status.is_closed() {
@@ -967,12 +979,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
-        s.incidents
+        s.core
+            .incidents
             .insert(7u64.to_be_bytes(), b"{not json".to_vec())
             .unwrap();
         let err = s.get("inc-7").unwrap_err();
         assert!(err.to_string().contains("inc-7"), "{err}");
-        s.incidents
+        s.core
+            .incidents
             .insert(8u64.to_be_bytes(), br#"{"schema": 99}"#.to_vec())
             .unwrap();
         assert!(matches!(
@@ -1070,23 +1084,50 @@ mod tests {
         let db = sled::open(dir.path()).unwrap();
         let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         // No follower: the last FEED_KEEP changes.
-        assert_eq!(s.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
-        assert_eq!(s.trim_below(10), 0);
+        assert_eq!(s.core.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
+        assert_eq!(s.core.trim_below(10), 0);
         // A slow follower keeps what it has not read...
         let slow = Arc::new(AtomicU64::new(5));
         s.follow_from(&slow);
-        assert_eq!(s.trim_below(3 * FEED_KEEP), 6);
+        assert_eq!(s.core.trim_below(3 * FEED_KEEP), 6);
         // ...but not beyond FEED_MAX.
-        assert_eq!(s.trim_below(FEED_MAX + 50), 50);
+        assert_eq!(s.core.trim_below(FEED_MAX + 50), 50);
         // A follower that is gone holds nothing.
         drop(slow);
-        assert_eq!(s.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
+        assert_eq!(s.core.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
         // With a gap, a reader is told to start over.
         s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), Utc::now())
             .unwrap();
         s.update_blocking("inc-1", |r| r.title = "t".into())
             .unwrap();
-        s.changes.remove(1u64.to_be_bytes()).unwrap();
+        s.core.changes.remove(1u64.to_be_bytes()).unwrap();
         assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Gap { oldest: 2 });
+    }
+
+    /// The commit the store registers with the writer must not keep the
+    /// writer's thread (and the database) alive once the handles are gone.
+    #[test]
+    fn the_writer_thread_ends_when_the_store_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = {
+            let db = sled::open(dir.path()).unwrap();
+            let w = Writer::start(db.clone(), None).unwrap();
+            let probe = w.probe();
+            let s = IncidentStore::open(&db, w).unwrap();
+            s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), Utc::now())
+                .unwrap();
+            probe
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while probe.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer thread is still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let db = crate::reopen(dir.path());
+        let s = IncidentStore::open(&db, Writer::inline(db.clone())).unwrap();
+        assert_eq!(s.get("inc-1").unwrap().unwrap().title, "HighCPU");
     }
 }

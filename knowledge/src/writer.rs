@@ -21,7 +21,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Instant;
 
 use crate::store::StoreError;
 
@@ -39,14 +38,10 @@ struct Request {
 /// Counters a caller may read without asking the thread.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Jobs run.
-    pub jobs: AtomicU64,
     /// Flushes done (each covers one or more durable jobs).
     pub flushes: AtomicU64,
     /// Jobs waiting right now.
     pub queued: AtomicU64,
-    /// The longest batch, in microseconds, since start.
-    pub max_batch_micros: AtomicU64,
 }
 
 /// Runs after the jobs of a batch and before its answers: a store that
@@ -66,11 +61,27 @@ pub struct Writer {
     stats: Arc<WriterStats>,
 }
 
-fn run_commits(commits: &Commits) -> Result<(), String> {
+/// The end of a batch, before any answer: the stores' commits, then, when
+/// a job asked for it, one flush and one fdatasync for the whole batch.
+fn settle(
+    db: &sled::Db,
+    syncer: Option<&Syncer>,
+    commits: &Commits,
+    stats: &WriterStats,
+    durable: bool,
+) -> Result<(), String> {
     for c in commits.read().unwrap_or_else(|e| e.into_inner()).iter() {
         c().map_err(|e| e.to_string())?;
     }
-    Ok(())
+    if !durable {
+        return Ok(());
+    }
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
+    db.flush().map_err(|e| e.to_string())?;
+    match syncer {
+        Some(s) => s.0.sync_data().map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
 }
 
 /// Makes what sled flushed durable on the disk: `fdatasync` of its log file.
@@ -125,6 +136,12 @@ impl Writer {
         &self.stats
     }
 
+    /// Gone once every handle is dropped and the thread has ended.
+    #[cfg(test)]
+    pub(crate) fn probe(&self) -> std::sync::Weak<WriterStats> {
+        Arc::downgrade(&self.stats)
+    }
+
     fn send<R: Send + 'static>(
         &self,
         durable: bool,
@@ -144,15 +161,7 @@ impl Writer {
         });
         if let Some(db) = &self.inline {
             let reply = job();
-            let flushed = run_commits(&self.commits).and_then(|()| {
-                if durable {
-                    db.flush().map(|_| ()).map_err(|e| e.to_string())
-                } else {
-                    Ok(())
-                }
-            });
-            self.stats.jobs.fetch_add(1, Ordering::Relaxed);
-            reply(flushed);
+            reply(settle(db, None, &self.commits, &self.stats, durable));
             return Ok(());
         }
         let Some(tx) = &self.tx else {
@@ -205,7 +214,6 @@ fn run(
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
-        let started = Instant::now();
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -218,26 +226,11 @@ fn run(
         for r in batch.drain(..) {
             replies.push((r.job)());
         }
-        let flushed = run_commits(&commits).and_then(|()| {
-            if durable {
-                stats.flushes.fetch_add(1, Ordering::Relaxed);
-                db.flush()
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| match &syncer {
-                        Some(s) => s.0.sync_data().map_err(|e| e.to_string()),
-                        None => Ok(()),
-                    })
-            } else {
-                Ok(())
-            }
-        });
+        let flushed = settle(&db, syncer.as_ref(), &commits, &stats, durable);
         for reply in replies.drain(..) {
             reply(flushed.clone());
         }
-        stats.jobs.fetch_add(n, Ordering::Relaxed);
         stats.queued.fetch_sub(n, Ordering::Relaxed);
-        let micros = started.elapsed().as_micros() as u64;
-        stats.max_batch_micros.fetch_max(micros, Ordering::Relaxed);
     }
     // Every handle is gone: make whatever is left durable.
     let _ = db.flush();
