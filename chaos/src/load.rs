@@ -61,6 +61,7 @@ pub fn name_of(path: &Path) -> String {
 
 fn check_steps(
     file: &Path,
+    text: &str,
     section: &str,
     steps: &[ChaosStep],
     ids: &mut std::collections::HashSet<String>,
@@ -115,13 +116,15 @@ fn check_steps(
                         .as_ref()
                         .map(|w| &w.referenced)
                         .unwrap_or(&s.uses.referenced);
-                    out.push(at(
+                    let mut d = at(
                         file,
                         place,
                         Code::UnknownParam,
                         format!("{base}.with.{key}"),
                         format!("{uses}: {why}"),
-                    ));
+                    );
+                    (d.line, d.column) = quench_runbooks::diag::key_position(text, place, key);
+                    out.push(d);
                 }
             }
         } else {
@@ -216,7 +219,7 @@ fn check_blast(file: &Path, b: &Spanned<BlastRadius>, out: &mut Vec<Diagnostic>)
     };
     for ns in &b.value.namespaces {
         if let Err(e) = quench_connectors::k8s::names::label("namespace", ns) {
-            bad(words(e));
+            bad(words(e.into()));
         }
     }
     if let Err(e) = quench_connectors::steps::k8s_delete_pod::check_selector(&b.value.selector) {
@@ -269,9 +272,16 @@ pub fn parse_experiment(file: &Path, rel: &str, text: &str) -> Result<Experiment
         ));
     }
     let mut ids = std::collections::HashSet::new();
-    check_steps(file, "method", &parsed.method, &mut ids, &mut out);
-    check_steps(file, "rollbacks", &parsed.rollbacks, &mut ids, &mut out);
-    check_steps(file, "escalate", &parsed.escalate, &mut ids, &mut out);
+    check_steps(file, text, "method", &parsed.method, &mut ids, &mut out);
+    check_steps(
+        file,
+        text,
+        "rollbacks",
+        &parsed.rollbacks,
+        &mut ids,
+        &mut out,
+    );
+    check_steps(file, text, "escalate", &parsed.escalate, &mut ids, &mut out);
     let duration = match &parsed.duration {
         None => None,
         Some(d) => match quench_runbooks::duration::parse(&d.value) {

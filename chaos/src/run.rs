@@ -13,9 +13,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use quench_connectors::k8s::Kube;
 use quench_connectors::k8s::objects::{self, ObjectRef};
-use quench_connectors::steps::{StepError, StepRunner, StepType};
+use quench_connectors::k8s::{Kube, KubeError};
+use quench_connectors::steps::{Call, StepError, StepRunner, StepType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -375,7 +375,9 @@ async fn apply_fault(
                 if let Some(g) = with.get("grace_seconds") {
                     w["grace_seconds"] = g.clone();
                 }
-                env.steps.run(StepType::K8sDeletePod, &w).await?;
+                env.steps
+                    .run(StepType::K8sDeletePod, Call::default(), &w)
+                    .await?;
             }
             Ok(json!({"fault": fault.name(), "matched": matched.len(), "killed": names}))
         }
@@ -407,7 +409,9 @@ async fn apply_fault(
                 if let Some(c) = &container {
                     w["container"] = json!(c);
                 }
-                env.steps.run(StepType::K8sExec, &w).await?;
+                env.steps
+                    .run(StepType::K8sExec, Call::default(), &w)
+                    .await?;
             }
             Ok(
                 json!({"fault": fault.name(), "matched": matched.len(), "argv": argv, "pods": names}),
@@ -489,7 +493,7 @@ pub async fn cleanup(
             match r {
                 Ok(out) if out.exit_code == Some(0) => {}
                 // The pod is gone, and its network namespace with it.
-                Err(StepError::Refused(m)) if m.contains("HTTP 404") => {}
+                Err(KubeError::Refused(m)) if m.contains("HTTP 404") => {}
                 Ok(out) => {
                     return Err(StepError::Failed(format!(
                         "netem cleanup in {target} exited with {:?}: {}",
@@ -497,7 +501,7 @@ pub async fn cleanup(
                         out.stderr.trim()
                     )));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -513,14 +517,14 @@ pub async fn cleanup(
         .await
         {
             Ok(_) => {}
-            Err(StepError::Refused(m)) if m.contains("HTTP 404") => {}
-            Err(e) => return Err(e),
+            Err(KubeError::Refused(m)) if m.contains("HTTP 404") => {}
+            Err(e) => return Err(e.into()),
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             match objects::get(kube, &path).await {
-                Err(StepError::Refused(m)) if m.contains("HTTP 404") => break,
-                Err(e) => return Err(e),
+                Err(KubeError::Refused(m)) if m.contains("HTTP 404") => break,
+                Err(e) => return Err(e.into()),
                 Ok(o) => {
                     // Held by finalizers (a controller that is gone, say):
                     // clear them, so the fault cannot outlive the experiment.
@@ -558,7 +562,7 @@ async fn run_step(step: &ChaosStep, env: &Env<'_>) -> StepResult {
         .map(|w| Value::Object(w.value.clone()))
         .unwrap_or(json!({}));
     let result = match StepType::from_name(&step.uses.value) {
-        Some(t) => env.steps.run(t, &with).await,
+        Some(t) => env.steps.run(t, Call::default(), &with).await,
         None => Err(StepError::Params(format!(
             "unknown step type {}",
             step.uses.value

@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod argocd;
+pub mod hosts;
 pub mod inbound;
 pub mod k8s;
 pub mod pprof;

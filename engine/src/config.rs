@@ -83,7 +83,7 @@ pub struct ExecutorConfig {
     /// Environment variables templates may read as `env.NAME`; no others.
     pub env_allowlist: Vec<String>,
     /// The hosts a step's `url` or `server` may name (see
-    /// [`crate::hosts`]). None: any, with a warning at start-up.
+    /// [`quench_connectors::hosts`]). None: any, with a warning at start-up.
     pub allowed_hosts: Option<Vec<String>>,
     /// Runbook runs in progress at most (512); new incidents wait for a
     /// slot, and the pipeline's lag shows it.
@@ -325,7 +325,7 @@ impl Config {
             )));
         }
         if let Some(hosts) = &self.executor.allowed_hosts {
-            crate::hosts::HostAllowlist::parse(hosts).map_err(ConfigError::Invalid)?;
+            quench_connectors::hosts::HostAllowlist::parse(hosts).map_err(ConfigError::Invalid)?;
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use quench_connectors::Alert;
-use quench_connectors::steps::{StepError, StepRunner, StepType};
+use quench_connectors::steps::{Acts, Call, StepError, StepRunner, StepType};
 use quench_knowledge::{
     AlertState, AuditEntry, AuditLog, Control, IncidentRecord, IncidentStatus, IncidentStore,
     StepRecord, StepState, TimelineEvent,
@@ -30,12 +30,6 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
-
-tokio::task_local! {
-    /// The incident and step a step runs for, for code below the step
-    /// runner (the artifact store tags what it keeps with it).
-    pub static STEP: (String, String);
-}
 
 /// How runs behave.
 #[derive(Debug, Clone)]
@@ -51,7 +45,7 @@ pub struct ExecConfig {
     /// How long an approval waits when the runbook does not say.
     pub default_approval_timeout: Duration,
     /// The hosts steps may contact; None: any.
-    pub allowed_hosts: Option<crate::hosts::HostAllowlist>,
+    pub allowed_hosts: Option<quench_connectors::hosts::HostAllowlist>,
     /// Runs in progress at most. Past it, new incidents wait for a slot
     /// (and the pipeline with them: the alerts are safe in the log, and the
     /// lag shows in `/readyz`), so a storm cannot pile up unbounded runs.
@@ -163,17 +157,6 @@ pub enum RunEnd {
     Failed,
     /// A guard stopped it (resolved alert, rejected approval).
     Cancelled,
-}
-
-/// The object a step acts on, for locks, budgets and the audit log:
-/// `namespace/name` from the rendered parameters.
-fn target_of(with: &Value) -> (String, String) {
-    let ns = with["namespace"].as_str().unwrap_or("-").to_string();
-    let name = ["name", "deployment", "pod", "node"]
-        .iter()
-        .find_map(|k| with[*k].as_str())
-        .unwrap_or("-");
-    (ns.clone(), format!("{ns}/{name}"))
 }
 
 fn jitter(base: Duration) -> Duration {
@@ -566,9 +549,9 @@ impl Executor {
         let rendered = match self
             .templates
             .render_value(&with, &ctx, "verify.with")
-            .and_then(|v| self.check_hosts(v))
+            .and_then(|v| self.check_step(kind, v))
         {
-            Ok(v) => v,
+            Ok((v, _)) => v,
             Err(e) => {
                 let reason = e.clone();
                 self.set_step(incident, idx, move |s| {
@@ -593,9 +576,14 @@ impl Executor {
             .await;
             let last = match tokio::time::timeout(
                 every,
-                STEP.scope(
-                    (incident.to_string(), "verify".to_string()),
-                    self.runner.run(kind, &rendered),
+                self.runner.run(
+                    kind,
+                    Call {
+                        incident,
+                        step: "verify",
+                        dry_run: false,
+                    },
+                    &rendered,
                 ),
             )
             .await
@@ -730,12 +718,14 @@ impl Executor {
         let rendered = match self
             .templates
             .render_value(&with, &ctx, &format!("{id}.with"))
-            .and_then(|v| self.check_hosts(v))
+            .and_then(|v| self.check_step(kind, v))
         {
             Ok(v) => v,
             Err(e) => return Err(self.fail(incident, idx, id, e).await),
         };
-        let (namespace, target) = target_of(&rendered);
+        let (rendered, acts) = rendered;
+        let namespace = acts.namespace.clone().unwrap_or_else(|| "-".into());
+        let target = acts.key();
 
         let _guard;
         if kind.is_destructive() {
@@ -898,11 +888,14 @@ impl Executor {
                 // checks everything a real call would and says what would
                 // change; other steps only report their parameters.
                 let (output, reason) = if kind.server_dry_run() {
-                    let mut with = rendered.clone();
-                    with["dry_run"] = Value::Bool(true);
-                    let run = STEP.scope(
-                        (incident.to_string(), id.to_string()),
-                        self.runner.run(kind, &with),
+                    let run = self.runner.run(
+                        kind,
+                        Call {
+                            incident,
+                            step: id,
+                            dry_run: true,
+                        },
+                        &rendered,
                     );
                     match tokio::time::timeout(self.config.default_timeout, run).await {
                         Ok(Ok(out)) => (
@@ -1013,9 +1006,14 @@ impl Executor {
                 self.set_step(incident, idx, running).await;
             }
             info!(incident_id = incident, step = id, attempt, "step started");
-            let run = STEP.scope(
-                (incident.to_string(), id.to_string()),
-                self.runner.run(kind, &rendered),
+            let run = self.runner.run(
+                kind,
+                Call {
+                    incident,
+                    step: id,
+                    dry_run: false,
+                },
+                &rendered,
             );
             let result = match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r,
@@ -1085,13 +1083,20 @@ impl Executor {
         }
     }
 
-    /// Rendered parameters whose `url` or `server` names a host outside
-    /// `allowed_hosts` are refused before the step runs.
-    fn check_hosts(&self, rendered: Value) -> Result<Value, String> {
-        match &self.config.allowed_hosts {
-            Some(hosts) => hosts.check(&rendered).map(|()| rendered),
-            None => Ok(rendered),
+    /// Parses rendered parameters as the step type's: what the step acts
+    /// on. Parameters that do not fit, and a URL on a host outside
+    /// `allowed_hosts`, are refused before the step runs.
+    fn check_step(&self, kind: StepType, rendered: Value) -> Result<(Value, Acts), String> {
+        let checked = self
+            .runner
+            .check(kind, &rendered)
+            .map_err(|e| e.to_string())?;
+        if let Some(hosts) = &self.config.allowed_hosts {
+            for url in &checked.urls {
+                hosts.check_url(url)?;
+            }
         }
+        Ok((rendered, checked.target))
     }
 
     async fn fail(&self, incident: &str, idx: usize, id: &str, reason: String) -> Stop {
@@ -1462,14 +1467,49 @@ mod tests {
     struct Fake {
         attempts: Mutex<HashMap<String, u32>>,
         calls: AtomicUsize,
+        dry_runs: AtomicUsize,
         running: Mutex<HashMap<String, usize>>,
         max_running: AtomicUsize,
     }
 
+    /// The object a step acts on, for locks, budgets and the audit log:
+    /// `namespace/name` from the rendered parameters.
+    fn target_of(with: &Value) -> (String, String) {
+        let ns = with["namespace"].as_str().unwrap_or("-").to_string();
+        let name = ["name", "deployment", "pod", "node"]
+            .iter()
+            .find_map(|k| with[*k].as_str())
+            .unwrap_or("-");
+        (ns.clone(), format!("{ns}/{name}"))
+    }
+
     impl StepRunner for Fake {
-        fn run<'a>(&'a self, _step: StepType, with: &'a Value) -> StepFuture<'a> {
+        /// Fake steps take fake parameters: the target is `namespace` and
+        /// `name` (or `deployment`, `pod`, `node`), as the real ones read.
+        fn check(
+            &self,
+            _step: StepType,
+            with: &Value,
+        ) -> Result<quench_connectors::steps::Checked, StepError> {
+            let (namespace, _) = target_of(with);
+            let name = ["name", "deployment", "pod", "node"]
+                .iter()
+                .find_map(|k| with[*k].as_str());
+            Ok(quench_connectors::steps::Checked {
+                target: Acts::maybe(Some(namespace.as_str()).filter(|n| *n != "-"), name),
+                urls: ["url", "server"]
+                    .iter()
+                    .filter_map(|k| with[*k].as_str().map(str::to_string))
+                    .collect(),
+            })
+        }
+
+        fn run<'a>(&'a self, _step: StepType, call: Call<'a>, with: &'a Value) -> StepFuture<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
+                if call.dry_run {
+                    self.dry_runs.fetch_add(1, Ordering::SeqCst);
+                }
                 let key = with["key"].as_str().unwrap_or("k").to_string();
                 let target = target_of(with).1;
                 {
@@ -1686,7 +1726,7 @@ mod tests {
     async fn a_host_outside_allowed_hosts_is_never_contacted() {
         let w = world(ExecConfig {
             allowed_hosts: Some(
-                crate::hosts::HostAllowlist::parse(&["127.0.0.1".to_string()]).unwrap(),
+                quench_connectors::hosts::HostAllowlist::parse(&["127.0.0.1".to_string()]).unwrap(),
             ),
             ..ExecConfig::default()
         });
@@ -1762,11 +1802,16 @@ mod tests {
         assert_eq!(s[1].state, StepState::DryRun);
         assert_eq!(s[1].rendered["name"], "cart");
         // A Kubernetes step is asked to dry-run itself on the server
-        // (`dry_run: true`); it answers, and nothing is marked as done.
+        // (`Call::dry_run`); it answers, and nothing is marked as done.
         assert_eq!(
             w.fake.calls.load(Ordering::SeqCst),
             2,
             "the evidence step, and the restart's dry-run"
+        );
+        assert_eq!(
+            w.fake.dry_runs.load(Ordering::SeqCst),
+            1,
+            "only the restart"
         );
         assert!(
             s[1].reason.contains("API server checked it"),

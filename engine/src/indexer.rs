@@ -132,9 +132,7 @@ pub fn start(opened: &Opened, incidents: IncidentStore) -> Indexer {
 /// intake, the pipeline and the executor the cores first (nice 10, for the
 /// calling thread and the threads it starts), and the lag is reported.
 fn lower_priority() {
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
-        warn!(error = %e, "cannot lower the search indexer's priority");
-    }
+    crate::lower_priority(10, "search indexer");
 }
 
 fn follow(

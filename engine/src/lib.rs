@@ -24,7 +24,6 @@ pub mod client;
 pub mod config;
 pub mod executor;
 pub mod explain;
-pub mod hosts;
 pub mod http;
 pub mod import;
 pub mod indexer;
@@ -34,6 +33,7 @@ pub mod postmortem;
 pub mod runbook_source;
 pub mod store;
 
+use quench_connectors::hosts::HostAllowlist;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -197,11 +197,19 @@ pub async fn serve(
     let kube = Arc::new(quench_connectors::k8s::KubeClient::new(
         config.kubernetes.clone(),
     ));
+    let allowed_hosts = match &config.executor.allowed_hosts {
+        Some(h) => Some(
+            HostAllowlist::parse(h)
+                .map_err(|e| ServeError::Config(config::ConfigError::Invalid(e)))?,
+        ),
+        None => None,
+    };
     let steps: Arc<quench_connectors::steps::Builtin> = Arc::new(
         quench_connectors::steps::Builtin::with_artifacts(Arc::new(store::StepArtifacts(
             artifacts.clone(),
         )))
-        .with_kube(kube.clone()),
+        .with_kube(kube.clone())
+        .with_hosts(allowed_hosts.clone()),
     );
     let mut executor = Executor::new(
         incidents.clone(),
@@ -213,13 +221,7 @@ pub async fn serve(
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
             max_actions_per_target_per_hour: config.executor.max_actions_per_target_per_hour,
             max_concurrent_runs: config.executor.max_concurrent_runs,
-            allowed_hosts: match &config.executor.allowed_hosts {
-                Some(h) => Some(
-                    hosts::HostAllowlist::parse(h)
-                        .map_err(|e| ServeError::Config(config::ConfigError::Invalid(e)))?,
-                ),
-                None => None,
-            },
+            allowed_hosts,
             ..ExecConfig::default()
         },
     );
@@ -233,11 +235,14 @@ pub async fn serve(
     let executor = Arc::new(executor);
     // The pipeline and the runs get a runtime of their own: in a storm
     // their tasks queue there, and the HTTP server's queue (webhooks,
-    // `/healthz`, the API) stays short.
+    // `/healthz`, the API) stays short. Its threads run at nice 5, so when
+    // the cores are full the kernel serves intake and probes first and the
+    // pipeline's lag grows (reported by `/readyz`) instead.
     let background = Background(Some(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("quench-runs")
+            .on_thread_start(|| lower_priority(5, "pipeline and runs"))
             .enable_all()
             .build()?,
     ));
@@ -355,6 +360,14 @@ pub async fn serve(
     storage.sync()?;
     info!("stopped");
     Ok(())
+}
+
+/// Lowers the calling thread's priority to `nice` (threads it starts
+/// inherit it); `what` names the thread in the warning when it cannot.
+pub(crate) fn lower_priority(nice: i32, what: &str) {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        warn!(error = %e, "cannot lower the priority of the {what} thread");
+    }
 }
 
 /// The runtime of the pipeline and the runs. A runtime may not be dropped

@@ -503,7 +503,48 @@ fn init_logging(json: bool) {
     }
 }
 
+/// mimalloc's settings for a long-running server on a small host, as
+/// environment variables (they can only be set before the allocator starts,
+/// and setting them from inside would take `unsafe`): give freed memory back
+/// to the kernel at once instead of 10 ms later (arenas: 100 ms), and commit
+/// an arena's memory when it is used rather than when it is reserved. With
+/// 100,000 incidents indexed and searched, RSS drops from 243 to 131 MB
+/// (`scripts/bench-memory.sh`); intake and executor figures are unchanged.
+/// An operator's own value of either variable wins.
+const ALLOCATOR_ENV: [(&str, &str); 2] = [
+    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
+
+/// `quench serve` starts itself again with [`ALLOCATOR_ENV`] (same pid,
+/// same arguments) unless the environment already has those variables.
+/// If that fails, it goes on with mimalloc's defaults.
+fn serve_with_allocator_settings() {
+    use std::os::unix::process::CommandExt;
+    if std::env::args_os().nth(1).is_none_or(|a| a != "serve")
+        || ALLOCATOR_ENV
+            .iter()
+            .all(|(k, _)| std::env::var_os(k).is_some())
+    {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    for (k, v) in ALLOCATOR_ENV {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    // Returns only if the exec failed.
+    let e = cmd.exec();
+    eprintln!("quench: could not apply the allocator settings ({e}); going on without them");
+}
+
 fn main() -> anyhow::Result<()> {
+    serve_with_allocator_settings();
     // Blocking-pool threads each keep an allocator heap of their own; 64
     // are plenty for the store reads they run, and bound that memory.
     tokio::runtime::Builder::new_multi_thread()

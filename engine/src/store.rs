@@ -96,17 +96,6 @@ use quench_connectors::steps::ArtifactFuture;
 /// The knowledge store's artifacts, as the steps see them.
 pub struct StepArtifacts(pub quench_knowledge::ArtifactStore);
 
-/// The step's incident and step ids, from the executor's task-local.
-fn step_ids() -> (Option<String>, Option<String>) {
-    // The executor runs each step inside `STEP`, so artifacts are tagged
-    // with their incident and step, and counted against the incident's
-    // limit, without steps knowing about incidents.
-    match crate::executor::STEP.try_with(|c| c.clone()) {
-        Ok((i, s)) => (Some(i), Some(s)),
-        Err(_) => (None, None),
-    }
-}
-
 impl quench_connectors::steps::Artifacts for StepArtifacts {
     fn put<'a>(
         &'a self,
@@ -115,11 +104,10 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
         bytes: &'a [u8],
         about: &'a quench_connectors::steps::Captured<'a>,
     ) -> ArtifactFuture<'a, String> {
-        let (incident, step) = step_ids();
         Box::pin(async move {
             let origin = quench_knowledge::artifacts::Origin {
-                incident: incident.as_deref(),
-                step: step.as_deref(),
+                incident: about.incident,
+                step: about.step,
                 target: about.target,
                 window: about.window,
             };
@@ -146,12 +134,12 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
         service: &'a str,
         kind: &'a str,
         id: &'a str,
+        about: &'a quench_connectors::steps::Captured<'a>,
     ) -> ArtifactFuture<'a, ()> {
-        let (incident, step) = step_ids();
         Box::pin(async move {
             let origin = quench_knowledge::artifacts::Origin {
-                incident: incident.as_deref(),
-                step: step.as_deref(),
+                incident: about.incident,
+                step: about.step,
                 ..Default::default()
             };
             self.0
@@ -185,7 +173,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn artifacts_are_tagged_with_the_step_that_runs() {
+    async fn artifacts_are_tagged_with_the_run_that_captured_them() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let writer = quench_knowledge::Writer::start(db.clone(), None).unwrap();
@@ -193,19 +181,18 @@ mod tests {
         let store =
             quench_knowledge::ArtifactStore::open(&db, writer, &files, 1 << 20, 1 << 20).unwrap();
         let a = StepArtifacts(store.clone());
-        let id = crate::executor::STEP
-            .scope(("inc-7".into(), "cpu".into()), async {
-                a.put(
-                    "pprof",
-                    "application/octet-stream",
-                    b"profile",
-                    &Captured {
-                        target: Some("pod/shop/web-1:6060"),
-                        window: None,
-                    },
-                )
-                .await
-            })
+        let id = a
+            .put(
+                "pprof",
+                "application/octet-stream",
+                b"profile",
+                &Captured {
+                    target: Some("pod/shop/web-1:6060"),
+                    incident: Some("inc-7"),
+                    step: Some("cpu"),
+                    window: None,
+                },
+            )
             .await
             .unwrap();
         let (meta, bytes) = store.get(&id).unwrap().unwrap();

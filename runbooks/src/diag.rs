@@ -133,3 +133,65 @@ impl fmt::Display for Diagnostic {
 }
 
 impl std::error::Error for Diagnostic {}
+
+/// Where `key` is written in the YAML mapping that starts at `map` (the
+/// place serde-saphyr gives a mapping: its first key, or its `{`): the
+/// line and column of the key itself, so a misspelt parameter is reported
+/// where it is. Falls back to `map` when the key cannot be found.
+pub fn key_position(text: &str, map: &serde_saphyr::Location, key: &str) -> (u64, u64) {
+    let fallback = (map.line(), map.column());
+    let (Ok(line), Ok(column)) = (usize::try_from(map.line()), usize::try_from(map.column()))
+    else {
+        return fallback;
+    };
+    if line == 0 || column == 0 {
+        return fallback;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(first) = lines.get(line - 1) else {
+        return fallback;
+    };
+    let indent = column - 1;
+    let is_key = |rest: &str| {
+        [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ]
+        .iter()
+        .any(|k| rest.starts_with(k.as_str()))
+    };
+    if first.get(indent..).is_some_and(|r| r.starts_with('{')) {
+        // A flow mapping: the key after `{` or `,`, on this line or the next.
+        for (n, l) in lines.iter().enumerate().skip(line - 1).take(20) {
+            let from = if n == line - 1 { indent } else { 0 };
+            let bytes = l.as_bytes();
+            for i in from..l.len() {
+                let after_sep = i == 0 || matches!(bytes[i - 1], b'{' | b',' | b' ' | b'\t');
+                if after_sep && l.get(i..).is_some_and(is_key) {
+                    return ((n + 1) as u64, (i + 1) as u64);
+                }
+            }
+            if l.contains('}') && n > line - 1 {
+                break;
+            }
+        }
+        return fallback;
+    }
+    // A block mapping: keys at the first key's indentation, until a line
+    // that is indented less.
+    for (n, l) in lines.iter().enumerate().skip(line - 1) {
+        let trimmed = l.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let here = l.len() - trimmed.len();
+        if n > line - 1 && here < indent {
+            break;
+        }
+        if here == indent && is_key(trimmed) {
+            return ((n + 1) as u64, column as u64);
+        }
+    }
+    fallback
+}

@@ -414,6 +414,7 @@ fn is_name(s: &str) -> bool {
 /// type is reported elsewhere.
 fn check_param_names(
     file: &Path,
+    text: &str,
     uses: &str,
     with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
     base: &str,
@@ -424,13 +425,15 @@ fn check_param_names(
     };
     for key in with.value.keys() {
         if let Some(e) = t.unknown_param(key) {
-            out.push(spanned_at(
+            let mut d = spanned_at(
                 file,
                 with,
                 Code::UnknownParam,
                 format!("{base}.with.{key}"),
                 format!("{t}: {e}"),
-            ));
+            );
+            (d.line, d.column) = crate::diag::key_position(text, &with.referenced, key);
+            out.push(d);
         }
     }
 }
@@ -453,6 +456,7 @@ fn check_duration(
 
 fn check_steps(
     file: &Path,
+    text: &str,
     list: &str,
     steps: &[StepFile],
     ids: &mut Vec<String>,
@@ -493,7 +497,7 @@ fn check_steps(
                 ),
             )),
         }
-        check_param_names(file, &s.uses.value, &s.with, &base, out);
+        check_param_names(file, text, &s.uses.value, &s.with, &base, out);
         if let Some(with) = &s.with {
             let value = serde_json::Value::Object(with.value.clone());
             let mut strings = Vec::new();
@@ -658,6 +662,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
     let mut step_types = Vec::new();
     check_steps(
         file,
+        text,
         "steps",
         &parsed.steps,
         &mut ids,
@@ -670,7 +675,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             Some(t) if t.is_destructive() => out.push(spanned_at(file, &v.uses, Code::DestructiveVerify, "verify.uses", format!("{t} changes things; a check must only read, such as promql.verify (http.request counts as changing things)"))),
             Some(_) => {}
         }
-        check_param_names(file, &v.uses.value, &v.with, "verify", &mut out);
+        check_param_names(file, text, &v.uses.value, &v.with, "verify", &mut out);
         check_duration(file, &v.every, "verify.every", &mut out);
         check_duration(file, &v.timeout, "verify.timeout", &mut out);
         if let Some(with) = &v.with {
@@ -687,6 +692,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
     let mut failure_types = Vec::new();
     check_steps(
         file,
+        text,
         "on_failure",
         &parsed.on_failure,
         &mut ids,

@@ -296,8 +296,30 @@ fn step_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// The JSON schema of the runbook format, for editors and `quench schema`.
+/// A step's `with` has the schema of its step type, chosen by `uses`, so an
+/// editor completes and checks step parameters.
 pub fn schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(RunbookFile)).expect("schemas serialise")
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(RunbookFile)).expect("schemas serialise");
+    let by_type: Vec<serde_json::Value> = quench_connectors::steps::StepType::ALL
+        .iter()
+        .map(|t| {
+            let mut with = t.with_schema().to_value();
+            if let Some(o) = with.as_object_mut() {
+                o.remove("title");
+            }
+            serde_json::json!({
+                "if": {"properties": {"uses": {"const": t.name()}}, "required": ["uses"]},
+                "then": {"properties": {"with": with}},
+            })
+        })
+        .collect();
+    for def in ["StepFile", "VerifyFile"] {
+        if let Some(step) = schema["$defs"][def].as_object_mut() {
+            step.insert("allOf".into(), serde_json::Value::Array(by_type.clone()));
+        }
+    }
+    schema
 }
 
 fn default_group_by() -> Vec<Spanned<String>> {
@@ -364,5 +386,28 @@ mod tests {
             s["$defs"]["StepFile"]["additionalProperties"], false,
             "unknown fields are refused"
         );
+        // Each step type's `with` has its own schema, chosen by `uses`.
+        let by_type = s["$defs"]["StepFile"]["allOf"].as_array().unwrap();
+        assert_eq!(by_type.len(), StepType::ALL.len());
+        let scale = by_type
+            .iter()
+            .find(|c| c["if"]["properties"]["uses"]["const"] == "k8s.scale")
+            .expect("k8s.scale has a schema");
+        let with = &scale["then"]["properties"]["with"];
+        assert_eq!(with["additionalProperties"], false, "{with}");
+        assert!(with["properties"]["replicas"].is_object(), "{with}");
+        assert_eq!(with["required"], serde_json::json!(["name", "replicas"]));
+        // A number may be written as a template.
+        assert_eq!(
+            with["properties"]["max"]["type"],
+            serde_json::json!(["integer", "string"])
+        );
+        // Secrets are inlined: an object with env or file.
+        let slack = by_type
+            .iter()
+            .find(|c| c["if"]["properties"]["uses"]["const"] == "notify.slack")
+            .unwrap();
+        let webhook = &slack["then"]["properties"]["with"]["properties"]["webhook"];
+        assert!(webhook["properties"]["env"].is_object(), "{webhook}");
     }
 }

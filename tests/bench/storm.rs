@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use quench_tests::{Quench, http};
+use quench_tests::{Quench, http, probe_healthz};
 use serde_json::{Value, json};
 
 /// Alerts per delivery (Alertmanager batches too); each its own incident.
@@ -50,7 +50,6 @@ async fn run(rb: &std::path::Path, rate: u64, seconds: u64, people: bool) -> Out
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let worst_health = Arc::new(AtomicU64::new(0));
     let worst_query = Arc::new(AtomicU64::new(0));
     let max_pipe = Arc::new(AtomicU64::new(0));
     let max_index = Arc::new(AtomicU64::new(0));
@@ -104,34 +103,20 @@ async fn run(rb: &std::path::Path, rate: u64, seconds: u64, people: bool) -> Out
             }
         }));
     }
-    // /healthz every 250 ms; /readyz every second for the lags.
+    // /healthz every 250 ms from a thread of its own (as a kubelet probes);
+    // /readyz every second for the lags.
+    let probe = probe_healthz(&url, Duration::from_millis(250));
     {
-        let (url, stop, worst, max_pipe, max_index) = (
+        let (url, stop, max_pipe, max_index) = (
             url.clone(),
             stop.clone(),
-            worst_health.clone(),
             max_pipe.clone(),
             max_index.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let client = http();
-            let mut n = 0u64;
             while !stop.load(Ordering::Acquire) {
-                let t = Instant::now();
-                let ok = client
-                    .get(format!("{url}/healthz"))
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .is_ok();
-                let ms = if ok {
-                    t.elapsed().as_millis() as u64
-                } else {
-                    10_000
-                };
-                worst.fetch_max(ms, Ordering::Relaxed);
-                if n.is_multiple_of(4)
-                    && let Ok(r) = client.get(format!("{url}/readyz")).send().await
+                if let Ok(r) = client.get(format!("{url}/readyz")).send().await
                     && let Ok(v) = r.json::<Value>().await
                 {
                     max_pipe.fetch_max(
@@ -143,8 +128,7 @@ async fn run(rb: &std::path::Path, rate: u64, seconds: u64, people: bool) -> Out
                         Ordering::Relaxed,
                     );
                 }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }));
     }
@@ -233,7 +217,7 @@ async fn run(rb: &std::path::Path, rate: u64, seconds: u64, people: bool) -> Out
     Outcome {
         acked: acked.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
-        worst_healthz_ms: worst_health.load(Ordering::Relaxed),
+        worst_healthz_ms: probe.worst(),
         max_pipeline_lag: max_pipe.load(Ordering::Relaxed),
         max_index_lag: max_index.load(Ordering::Relaxed),
         caught_up_after_s: caught_up,

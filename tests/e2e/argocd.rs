@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use quench_connectors::steps::{Builtin, StepError, StepRunner, StepType};
+use quench_connectors::steps::{Builtin, Call, StepError, StepRunner, StepType};
 use serde_json::{Value, json};
 
 /// An Argo CD application with three deployments in its history, running
@@ -104,6 +104,7 @@ async fn rollback_returns_to_the_previous_deployment_and_records_its_revision() 
     let out = steps
         .run(
             StepType::ArgocdRollback,
+            Call::default(),
             &with(&url, &token, json!({"timeout_seconds": 10})),
         )
         .await
@@ -128,6 +129,7 @@ async fn rollback_returns_to_the_previous_deployment_and_records_its_revision() 
     let out = steps
         .run(
             StepType::ArgocdSync,
+            Call::default(),
             &with(
                 &url,
                 &token,
@@ -148,7 +150,11 @@ async fn auto_sync_bad_tokens_and_bad_names_are_refused() {
     let (url, seen) = quench_tests::stub(argocd(true)).await;
     let steps = Builtin::default();
     let e = steps
-        .run(StepType::ArgocdRollback, &with(&url, &token, json!({})))
+        .run(
+            StepType::ArgocdRollback,
+            Call::default(),
+            &with(&url, &token, json!({})),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -160,14 +166,20 @@ async fn auto_sync_bad_tokens_and_bad_names_are_refused() {
         "nothing was posted"
     );
     let bad = with(&url, &stale, json!({}));
-    let e = steps.run(StepType::ArgocdSync, &bad).await.unwrap_err();
+    let e = steps
+        .run(StepType::ArgocdSync, Call::default(), &bad)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, StepError::Refused(m) if m.contains("invalid session")),
         "{e}"
     );
     let mut bad = with(&url, &token, json!({}));
     bad["app"] = json!("checkout/../../settings");
-    let e = steps.run(StepType::ArgocdSync, &bad).await.unwrap_err();
+    let e = steps
+        .run(StepType::ArgocdSync, Call::default(), &bad)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, StepError::Params(m) if m.contains("not a valid Kubernetes name")),
         "{e}"

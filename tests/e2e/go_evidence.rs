@@ -1,8 +1,8 @@
 //! Evidence steps against a real Go service: a goroutine leak shows up as
 //! the first line of the dump, and the runtime series are scraped.
 
-use quench_connectors::steps::{goroutine_dump, metrics_scrape};
-use quench_tests::{GoService, http};
+use quench_connectors::steps::StepType;
+use quench_tests::{GoService, http, run_step};
 use serde_json::json;
 
 #[tokio::test]
@@ -16,7 +16,7 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
         .unwrap();
     assert!(r.status().is_success());
 
-    let out = goroutine_dump::run(&client, None, &json!({"url": svc.url}))
+    let out = run_step(StepType::GoroutineDump, &json!({"url": svc.url}))
         .await
         .unwrap();
     assert!(out["total"].as_u64().unwrap() >= 250, "{out}");
@@ -26,9 +26,8 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
     );
     assert_eq!(out["groups"][0]["count"], 250);
 
-    let out = metrics_scrape::run(
-        &client,
-        None,
+    let out = run_step(
+        StepType::MetricsScrape,
         &json!({"url": format!("{}/metrics", svc.url)}),
     )
     .await
@@ -44,9 +43,12 @@ async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
     );
     assert_eq!(out["unparsed_lines"], 0);
 
-    let err = goroutine_dump::run(&client, None, &json!({"url": "http://127.0.0.1:1"}))
-        .await
-        .unwrap_err();
+    let err = run_step(
+        StepType::GoroutineDump,
+        &json!({"url": "http://127.0.0.1:1"}),
+    )
+    .await
+    .unwrap_err();
     assert!(err.is_retryable());
 }
 
@@ -143,25 +145,21 @@ async fn perf_record_finds_the_burning_function() {
     let c = client.clone();
     tokio::spawn(async move { c.get(burn).send().await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let out = quench_connectors::steps::perf_record::run(
-        None,
-        None,
+    let out = run_step(
+        StepType::PerfRecord,
         &json!({"pid": svc.pid(), "seconds": 2, "hz": 199}),
     )
     .await
     .unwrap();
     assert!(out["samples"].as_u64().unwrap() > 50, "{out}");
     assert_eq!(out["top"][0]["function"], "main.burnCPU", "{out:#}");
-    let bad = quench_connectors::steps::perf_record::run(
-        None,
-        None,
+    let bad = run_step(
+        StepType::PerfRecord,
         &json!({"process": "no-such-process-here"}),
     )
     .await;
     assert!(bad.is_err());
-    let bad =
-        quench_connectors::steps::perf_record::run(None, None, &json!({"pid": 1, "process": "x"}))
-            .await;
+    let bad = run_step(StepType::PerfRecord, &json!({"pid": 1, "process": "x"})).await;
     assert!(matches!(
         bad,
         Err(quench_connectors::steps::StepError::Params(_))
@@ -172,7 +170,7 @@ async fn perf_record_finds_the_burning_function() {
 /// profiles from a real Alertmanager (a second Go program serving pprof).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_over_the_go_service_and_profiles_from_alertmanager() {
-    use quench_connectors::steps::{Builtin, StepRunner, StepType, promql};
+    use quench_connectors::steps::{Builtin, Call, StepRunner, StepType};
     use quench_tests::{Alertmanager, Prometheus};
 
     let svc = GoService::start();
@@ -184,9 +182,7 @@ async fn promql_over_the_go_service_and_profiles_from_alertmanager() {
         .unwrap();
     let target = svc.url.trim_start_matches("http://").to_string();
     let prom = Prometheus::scraping(&[&target]).await;
-    let ok = promql::verify(
-        &client,
-        &json!({"url": prom.url, "query": "go_goroutines{job=\"target\"}", "condition": ">= 120", "within": 30, "every": 1}),
+    let ok = run_step(StepType::PromqlVerify, &json!({"url": prom.url, "query": "go_goroutines{job=\"target\"}", "condition": ">= 120", "within": 30, "every": 1}),
     )
     .await
     .unwrap();
@@ -205,6 +201,7 @@ async fn promql_over_the_go_service_and_profiles_from_alertmanager() {
         let out = runner
             .run(
                 StepType::PprofCapture,
+                Call::default(),
                 &json!({"url": am.url, "kind": kind, "top": 3}),
             )
             .await
@@ -215,6 +212,7 @@ async fn promql_over_the_go_service_and_profiles_from_alertmanager() {
     let g = runner
         .run(
             StepType::PprofCapture,
+            Call::default(),
             &json!({"url": am.url, "kind": "goroutine", "top": 50}),
         )
         .await
@@ -255,16 +253,14 @@ async fn an_oversized_body_is_cut_at_the_limit() {
             });
         }
     });
-    let client = http();
-    let err = quench_connectors::steps::metrics_scrape::run(
-        &client,
-        None,
+    let err = run_step(
+        StepType::MetricsScrape,
         &json!({"url": format!("{url}/metrics")}),
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
-    let err = quench_connectors::steps::goroutine_dump::run(&client, None, &json!({"url": url}))
+    let err = run_step(StepType::GoroutineDump, &json!({"url": url}))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");

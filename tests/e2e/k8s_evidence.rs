@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use quench_connectors::k8s::{KubeClient, KubeSource};
-use quench_connectors::steps::{Builtin, StepError, StepRunner, StepType};
+use quench_connectors::steps::{Builtin, Call, StepError, StepRunner, StepType};
 use quench_tests::kube::Cluster;
 use quench_tests::{GoService, http};
 use serde_json::{Value, json};
@@ -49,7 +49,7 @@ async fn go_evidence_is_read_from_a_pod_through_the_api_server_pod_proxy() {
     };
 
     let out = steps
-        .run(StepType::GoroutineDump, &target)
+        .run(StepType::GoroutineDump, Call::default(), &target)
         .await
         .expect("goroutine dump through the pod proxy");
     assert_eq!(
@@ -59,7 +59,11 @@ async fn go_evidence_is_read_from_a_pod_through_the_api_server_pod_proxy() {
     assert_eq!(out["target"], format!("pod/{ns}/{pod}:{port}"));
 
     let out = steps
-        .run(StepType::PprofCapture, &with(json!({"kind": "goroutine"})))
+        .run(
+            StepType::PprofCapture,
+            Call::default(),
+            &with(json!({"kind": "goroutine"})),
+        )
         .await
         .expect("goroutine profile through the pod proxy");
     let top = out["top"].as_array().unwrap();
@@ -73,6 +77,7 @@ async fn go_evidence_is_read_from_a_pod_through_the_api_server_pod_proxy() {
     let out = steps
         .run(
             StepType::PprofCapture,
+            Call::default(),
             &with(json!({"kind": "cpu", "seconds": 1})),
         )
         .await
@@ -81,7 +86,11 @@ async fn go_evidence_is_read_from_a_pod_through_the_api_server_pod_proxy() {
     assert_eq!(out["target"], format!("pod/{ns}/{pod}:{port}"));
 
     let out = steps
-        .run(StepType::TraceCapture, &with(json!({"seconds": 1})))
+        .run(
+            StepType::TraceCapture,
+            Call::default(),
+            &with(json!({"seconds": 1})),
+        )
         .await
         .expect("trace through the pod proxy");
     assert!(
@@ -90,7 +99,7 @@ async fn go_evidence_is_read_from_a_pod_through_the_api_server_pod_proxy() {
     );
 
     let out = steps
-        .run(StepType::MetricsScrape, &target)
+        .run(StepType::MetricsScrape, Call::default(), &target)
         .await
         .expect("metrics through the pod proxy");
     assert!(
@@ -108,6 +117,7 @@ async fn the_api_servers_refusals_reach_the_step_and_bad_names_never_leave_quenc
     let e = steps
         .run(
             StepType::GoroutineDump,
+            Call::default(),
             &json!({"pod": "nope", "namespace": ns, "port": 6060}),
         )
         .await
@@ -124,6 +134,7 @@ async fn the_api_servers_refusals_reach_the_step_and_bad_names_never_leave_quenc
     let e = steps
         .run(
             StepType::PprofCapture,
+            Call::default(),
             &json!({"pod": pods[0], "namespace": ns, "port": free, "kind": "heap"}),
         )
         .await
@@ -137,6 +148,7 @@ async fn the_api_servers_refusals_reach_the_step_and_bad_names_never_leave_quenc
         let e = steps
             .run(
                 StepType::PprofCapture,
+                Call::default(),
                 &json!({"pod": pod, "namespace": namespace, "port": 6060, "kind": "heap"}),
             )
             .await
@@ -156,6 +168,7 @@ async fn pod_events_once_scheduled(steps: &Builtin, ns: &str, pod: &str) -> Valu
         let out = steps
             .run(
                 StepType::K8sEvents,
+                Call::default(),
                 &json!({"namespace": ns, "kind": "Pod", "name": pod}),
             )
             .await
@@ -202,7 +215,11 @@ async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
     );
     // The namespace as a whole also has the ReplicaSet's and Deployment's.
     let all = steps
-        .run(StepType::K8sEvents, &json!({"namespace": ns}))
+        .run(
+            StepType::K8sEvents,
+            Call::default(),
+            &json!({"namespace": ns}),
+        )
         .await
         .unwrap();
     let objects: Vec<&str> = all["events"]
@@ -215,6 +232,7 @@ async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
     let warnings = steps
         .run(
             StepType::K8sEvents,
+            Call::default(),
             &json!({"namespace": ns, "warnings_only": true}),
         )
         .await
@@ -228,7 +246,11 @@ async fn k8s_logs_on_the_simulated_node_report_the_api_servers_reason() {
     let ns = cluster.namespace("logs").await;
     let pods = cluster.deployment(&ns, "web", 1, 8080).await;
     let e = runner(&cluster.kubeconfig)
-        .run(StepType::K8sLogs, &json!({"namespace": ns, "pod": pods[0]}))
+        .run(
+            StepType::K8sLogs,
+            Call::default(),
+            &json!({"namespace": ns, "pod": pods[0]}),
+        )
         .await
         .unwrap_err();
     // The simulated node registers no address, so the API server cannot
@@ -305,6 +327,7 @@ async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
     let out = steps
         .run(
             StepType::K8sLogs,
+            Call::default(),
             &json!({"namespace": "shop", "pod": "web-1", "container": "app",
                     "tail_lines": 2, "previous": true}),
         )
@@ -322,6 +345,7 @@ async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
     let e = steps
         .run(
             StepType::K8sLogs,
+            Call::default(),
             &json!({"namespace": "shop", "pod": "gone"}),
         )
         .await
@@ -557,6 +581,7 @@ async fn perf_record_of_a_pod_runs_a_job_on_its_node_and_deletes_it() {
     let out = steps
         .run(
             StepType::PerfRecord,
+            Call::default(),
             &json!({"pod": "web-1", "namespace": "shop", "image": "registry.example/perf:6.1",
                     "seconds": 5, "hz": 199}),
         )
@@ -604,7 +629,7 @@ async fn perf_record_of_a_pod_runs_a_job_on_its_node_and_deletes_it() {
 /// (the simulated node runs no container, so it never does).
 #[tokio::test]
 async fn a_perf_job_that_does_not_finish_is_deleted() {
-    use quench_connectors::steps::perf_node;
+    use quench_connectors::k8s::perf_job as perf_node;
 
     let cluster = Cluster::get().await;
     let ns = cluster.namespace("perf").await;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::SinkExt;
 use quench_connectors::k8s::{KubeClient, KubeSource};
-use quench_connectors::steps::{Builtin, StepError, StepRunner, StepType};
+use quench_connectors::steps::{Builtin, Call, StepError, StepRunner, StepType};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -95,6 +95,7 @@ async fn exec_sends_the_argv_as_arguments_and_collects_output_and_exit_code() {
     let out = steps
         .run(
             StepType::K8sExec,
+            Call::default(),
             &json!({"pod": "web-1", "namespace": "shop", "container": "app",
                     "argv": ["/app/bin/poolctl", "reset", "--pool", "main; rm -rf /"]}),
         )
@@ -134,14 +135,20 @@ async fn a_non_zero_exit_fails_the_step_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let steps = steps_for(&url, dir.path());
     let with = json!({"pod": "web-1", "namespace": "shop", "argv": ["/app/bin/poolctl", "reset", "--pool", "x"]});
-    let e = steps.run(StepType::K8sExec, &with).await.unwrap_err();
+    let e = steps
+        .run(StepType::K8sExec, Call::default(), &with)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, StepError::Failed(m) if m.contains("exited with 3") && m.contains("no pool named x")),
         "{e}"
     );
     let mut allowed = with.clone();
     allowed["allow_failure"] = json!(true);
-    let out = steps.run(StepType::K8sExec, &allowed).await.unwrap();
+    let out = steps
+        .run(StepType::K8sExec, Call::default(), &allowed)
+        .await
+        .unwrap();
     assert_eq!(
         (out["ok"].clone(), out["exit_code"].clone()),
         (json!(false), json!(3))
@@ -158,6 +165,7 @@ async fn the_real_api_server_refuses_exec_on_the_simulated_node_with_its_reason(
         .steps()
         .run(
             StepType::K8sExec,
+            Call::default(),
             &json!({"pod": pods[0], "namespace": ns, "argv": ["/bin/true"], "timeout_seconds": 10}),
         )
         .await
@@ -173,6 +181,7 @@ async fn the_real_api_server_refuses_exec_on_the_simulated_node_with_its_reason(
         .steps()
         .run(
             StepType::K8sExec,
+            Call::default(),
             &json!({"pod": "web-1", "namespace": ns, "container": "app;id", "argv": ["/bin/true"]}),
         )
         .await

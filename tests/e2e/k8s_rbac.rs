@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 use quench_connectors::k8s::{KubeClient, KubeSource};
-use quench_connectors::steps::{Builtin, StepError, StepRunner, StepType};
+use quench_connectors::steps::{Builtin, Call, StepError, StepRunner, StepType};
 use quench_tests::kube::Cluster;
 use serde_json::{Value, json};
 
@@ -135,76 +135,72 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
     let steps = steps_as_quench(&cluster, dir.path()).await;
     let run = |t: StepType, w: Value| {
         let steps = &steps;
-        async move { steps.run(t, &w).await }
+        async move { steps.run(t, Call::default(), &w).await }
     };
 
-    // Every step type, in the bound namespace.
-    run(StepType::K8sEvents, json!({"namespace": ns}))
-        .await
-        .expect("events");
-    run(
-        StepType::K8sScale,
-        json!({"deployment": "web", "namespace": ns, "replicas": 2}),
-    )
-    .await
-    .expect("scale");
-    run(
-        StepType::K8sRolloutRestart,
-        json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
-    )
-    .await
-    .expect("rollout restart");
-    run(
-        StepType::K8sRollback,
-        json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
-    )
-    .await
-    .expect("rollback");
-    run(
-        StepType::K8sWait,
-        json!({"kind": "Deployment", "name": "web", "namespace": ns, "for": "available"}),
-    )
-    .await
-    .expect("wait");
-    run(
-        StepType::K8sApply,
-        json!({"manifest": {"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": "flags", "namespace": ns}, "data": {"a": "1"}}}),
-    )
-    .await
-    .expect("apply");
-    run(
-        StepType::K8sPatch,
-        json!({"kind": "ConfigMap", "name": "flags", "namespace": ns, "patch": {"data": {"a": "2"}}}),
-    )
-    .await
-    .expect("patch");
-    let pods = cluster.running_pods(&ns, "web", 2).await;
-    run(
-        StepType::K8sDeletePod,
-        json!({"pod": pods[0], "namespace": ns}),
-    )
-    .await
-    .expect("delete pod");
-    run(
-        StepType::K8sCordon,
-        json!({"node": cluster.drain_node(), "dry_run": true}),
-    )
-    .await
-    .expect("cordon (dry-run)");
-    // Logs and exec are allowed: the refusal is the simulated node's
-    // (it has no streaming endpoint), not RBAC's.
-    let e = run(StepType::K8sLogs, json!({"pod": pods[1], "namespace": ns}))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("no preferred addresses"), "{e}");
-    let e = run(
-        StepType::K8sExec,
-        json!({"pod": pods[1], "namespace": ns, "argv": ["/bin/true"]}),
-    )
-    .await
-    .unwrap_err();
-    assert!(e.to_string().contains("no preferred addresses"), "{e}");
+    // Every Kubernetes step type of the registry, in the bound namespace.
+    // The match has no catch-all: a new step type does not compile until
+    // it is listed here, with parameters or as one that needs no RBAC.
+    let pods = cluster.running_pods(&ns, "web", 1).await;
+    let mut outputs: std::collections::HashMap<StepType, Value> = std::collections::HashMap::new();
+    let mut ran = Vec::new();
+    for t in StepType::ALL.iter().copied() {
+        let w = match t {
+            StepType::K8sEvents => json!({"namespace": ns}),
+            StepType::K8sScale => json!({"deployment": "web", "namespace": ns, "replicas": 2}),
+            StepType::K8sRolloutRestart => {
+                json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60})
+            }
+            StepType::K8sRollback => {
+                json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60})
+            }
+            StepType::K8sWait => {
+                json!({"kind": "Deployment", "name": "web", "namespace": ns, "for": "available"})
+            }
+            StepType::K8sApply => json!({"manifest": {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "flags", "namespace": ns}, "data": {"a": "1"}}}),
+            StepType::K8sPatch => json!({"kind": "Deployment", "name": "web", "namespace": ns,
+                "patch": {"metadata": {"annotations": {"quench.dev/rbac": "2"}}}}),
+            StepType::K8sRevert => json!({"revert": outputs[&StepType::K8sScale]["revert"]}),
+            StepType::K8sDeletePod => json!({"pod": pods[0], "namespace": ns}),
+            StepType::K8sCordon | StepType::K8sUncordon | StepType::K8sDrain => {
+                json!({"node": cluster.drain_node(), "dry_run": true})
+            }
+            StepType::K8sLogs => json!({"pod": pods[0], "namespace": ns}),
+            StepType::K8sExec => json!({"pod": pods[0], "namespace": ns, "argv": ["/bin/true"]}),
+            // perf.record's Job is created in its own namespace; its rights
+            // are tested with the Job in k8s_evidence.rs. The others call
+            // no API server.
+            StepType::PerfRecord
+            | StepType::PprofCapture
+            | StepType::TraceCapture
+            | StepType::GoroutineDump
+            | StepType::PromqlQuery
+            | StepType::PromqlRange
+            | StepType::PromqlVerify
+            | StepType::MetricsScrape
+            | StepType::ArgocdSync
+            | StepType::ArgocdRollback
+            | StepType::HttpRequest
+            | StepType::NotifySlack
+            | StepType::PagerdutyEvent
+            | StepType::Wait => continue,
+        };
+        let r = run(t, w).await;
+        match t {
+            // Logs and exec are allowed: the refusal is the simulated
+            // node's (it has no streaming endpoint), not RBAC's.
+            StepType::K8sLogs | StepType::K8sExec => {
+                let e = r.unwrap_err();
+                assert!(e.to_string().contains("no preferred addresses"), "{t}: {e}");
+            }
+            _ => {
+                outputs.insert(t, r.unwrap_or_else(|e| panic!("{t}: {e}")));
+            }
+        }
+        ran.push(t);
+    }
+    assert_eq!(ran.len(), 15, "{ran:?}");
 
     // Elsewhere the API server says no, although quench itself would allow it.
     for (t, w) in [

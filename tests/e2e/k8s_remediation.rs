@@ -2,7 +2,7 @@
 //! with its simulated node running the Deployments' pods. Each check reads
 //! the object back from the API server.
 
-use quench_connectors::steps::{StepError, StepRunner, StepType};
+use quench_connectors::steps::{Call, StepError, StepRunner, StepType};
 use quench_tests::kube::Cluster;
 use serde_json::{Value, json};
 
@@ -32,6 +32,7 @@ async fn scale_absolute_relative_bounded_and_dry_run() {
     let out = steps
         .run(
             StepType::K8sScale,
+            Call::default(),
             &scale(json!({"replicas": 4, "dry_run": true})),
         )
         .await
@@ -43,6 +44,7 @@ async fn scale_absolute_relative_bounded_and_dry_run() {
     let out = steps
         .run(
             StepType::K8sScale,
+            Call::default(),
             &scale(json!({"replicas": "+1", "max": 3})),
         )
         .await
@@ -57,6 +59,7 @@ async fn scale_absolute_relative_bounded_and_dry_run() {
     let out = steps
         .run(
             StepType::K8sScale,
+            Call::default(),
             &scale(json!({"replicas": "+2", "max": 3})),
         )
         .await
@@ -70,6 +73,7 @@ async fn scale_absolute_relative_bounded_and_dry_run() {
     let out = steps
         .run(
             StepType::K8sScale,
+            Call::default(),
             &scale(json!({"replicas": "-5", "min": 1})),
         )
         .await
@@ -89,6 +93,7 @@ async fn rollout_restart_replaces_the_pods_and_records_the_before_state() {
     let out = steps
         .run(
             StepType::K8sRolloutRestart,
+            Call::default(),
             &json!({"kind": "Deployment", "name": "web", "namespace": ns, "dry_run": true}),
         )
         .await
@@ -106,6 +111,7 @@ async fn rollout_restart_replaces_the_pods_and_records_the_before_state() {
     let out = steps
         .run(
             StepType::K8sRolloutRestart,
+            Call::default(),
             &json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
         )
         .await
@@ -145,7 +151,7 @@ async fn bad_names_and_denied_namespaces_never_reach_the_api_server() {
             json!({"name": "$(reboot)", "namespace": "shop"}),
         ),
     ] {
-        let e = steps.run(step, &with).await.unwrap_err();
+        let e = steps.run(step, Call::default(), &with).await.unwrap_err();
         assert!(
             matches!(&e, StepError::Params(m) if m.contains("not a valid Kubernetes name")),
             "{e}"
@@ -155,6 +161,7 @@ async fn bad_names_and_denied_namespaces_never_reach_the_api_server() {
     let e = steps
         .run(
             StepType::K8sRolloutRestart,
+            Call::default(),
             &json!({"name": "coredns", "namespace": "kube-system"}),
         )
         .await
@@ -168,6 +175,7 @@ async fn bad_names_and_denied_namespaces_never_reach_the_api_server() {
     let e = steps
         .run(
             StepType::K8sScale,
+            Call::default(),
             &json!({"deployment": "nope", "namespace": ns, "replicas": 1}),
         )
         .await
@@ -188,6 +196,7 @@ async fn delete_pod_by_name_is_replaced_and_a_wide_selector_is_refused() {
     let out = steps
         .run(
             StepType::K8sDeletePod,
+            Call::default(),
             &json!({"pod": pods[0], "namespace": ns, "dry_run": true}),
         )
         .await
@@ -203,6 +212,7 @@ async fn delete_pod_by_name_is_replaced_and_a_wide_selector_is_refused() {
     let e = steps
         .run(
             StepType::K8sDeletePod,
+            Call::default(),
             &json!({"selector": "app=web", "namespace": ns, "max": 1}),
         )
         .await
@@ -216,6 +226,7 @@ async fn delete_pod_by_name_is_replaced_and_a_wide_selector_is_refused() {
     let out = steps
         .run(
             StepType::K8sDeletePod,
+            Call::default(),
             &json!({"pod": pods[0], "namespace": ns, "grace_seconds": 0}),
         )
         .await
@@ -268,6 +279,7 @@ async fn rollback_after_an_image_change_returns_to_the_previous_image() {
     let out = steps
         .run(
             StepType::K8sRollback,
+            Call::default(),
             &json!({"deployment": "web", "namespace": ns, "dry_run": true}),
         )
         .await
@@ -285,6 +297,7 @@ async fn rollback_after_an_image_change_returns_to_the_previous_image() {
     let out = steps
         .run(
             StepType::K8sRollback,
+            Call::default(),
             &json!({"deployment": "web", "namespace": ns, "timeout_seconds": 60}),
         )
         .await
@@ -375,19 +388,27 @@ async fn cordon_and_drain_honour_budgets_and_dry_run() {
     };
 
     let out = steps
-        .run(StepType::K8sCordon, &json!({"node": node, "dry_run": true}))
+        .run(
+            StepType::K8sCordon,
+            Call::default(),
+            &json!({"node": node, "dry_run": true}),
+        )
         .await
         .unwrap();
     assert_eq!(out["after"]["unschedulable"], true, "{out}");
     assert!(!unschedulable().await, "dry-run");
     let out = steps
-        .run(StepType::K8sCordon, &json!({"node": node}))
+        .run(StepType::K8sCordon, Call::default(), &json!({"node": node}))
         .await
         .unwrap();
     assert_eq!(out["before"]["unschedulable"], false);
     assert!(unschedulable().await);
     let out = steps
-        .run(StepType::K8sUncordon, &json!({"node": node}))
+        .run(
+            StepType::K8sUncordon,
+            Call::default(),
+            &json!({"node": node}),
+        )
         .await
         .unwrap();
     assert_eq!(out["before"]["unschedulable"], true);
@@ -421,6 +442,7 @@ async fn cordon_and_drain_honour_budgets_and_dry_run() {
     let e = steps
         .run(
             StepType::K8sDrain,
+            Call::default(),
             &json!({"node": node, "timeout_seconds": 3}),
         )
         .await
@@ -431,7 +453,11 @@ async fn cordon_and_drain_honour_budgets_and_dry_run() {
     );
     assert_eq!(cluster.running_pods(&ns, "web", 2).await, pods);
     steps
-        .run(StepType::K8sUncordon, &json!({"node": node}))
+        .run(
+            StepType::K8sUncordon,
+            Call::default(),
+            &json!({"node": node}),
+        )
         .await
         .unwrap();
     cluster
@@ -445,7 +471,11 @@ async fn cordon_and_drain_honour_budgets_and_dry_run() {
         .unwrap();
 
     let out = steps
-        .run(StepType::K8sDrain, &json!({"node": node, "dry_run": true}))
+        .run(
+            StepType::K8sDrain,
+            Call::default(),
+            &json!({"node": node, "dry_run": true}),
+        )
         .await
         .unwrap();
     assert_eq!(out["evicted"].as_array().unwrap().len(), 2, "{out}");
@@ -456,6 +486,7 @@ async fn cordon_and_drain_honour_budgets_and_dry_run() {
     let out = steps
         .run(
             StepType::K8sDrain,
+            Call::default(),
             &json!({"node": node, "grace_seconds": 0, "timeout_seconds": 60}),
         )
         .await
@@ -478,7 +509,11 @@ async fn cordon_and_drain_honour_budgets_and_dry_run() {
         "the DaemonSet pod stays"
     );
     steps
-        .run(StepType::K8sRevert, &json!({"revert": out["revert"]}))
+        .run(
+            StepType::K8sRevert,
+            Call::default(),
+            &json!({"revert": out["revert"]}),
+        )
         .await
         .unwrap();
     assert!(!unschedulable().await, "the revert uncordons");
@@ -509,9 +544,15 @@ async fn patch_a_custom_resource_and_revert_it() {
                          "spec": {"mode": "all"}}})
     };
     let read = || async { cluster.get_json(&format!("{collection}/kill-web")).await };
-    steps.run(StepType::K8sPatch, &with(true)).await.unwrap();
+    steps
+        .run(StepType::K8sPatch, Call::default(), &with(true))
+        .await
+        .unwrap();
     assert_eq!(read().await["spec"]["mode"], "one", "dry-run");
-    let out = steps.run(StepType::K8sPatch, &with(false)).await.unwrap();
+    let out = steps
+        .run(StepType::K8sPatch, Call::default(), &with(false))
+        .await
+        .unwrap();
     let now = read().await;
     assert_eq!(now["spec"]["mode"], "all");
     assert_eq!(
@@ -526,7 +567,11 @@ async fn patch_a_custom_resource_and_revert_it() {
     // The revert record as a runbook passes it: JSON text from a template.
     let record = out["revert"].to_string();
     steps
-        .run(StepType::K8sRevert, &json!({"revert": record}))
+        .run(
+            StepType::K8sRevert,
+            Call::default(),
+            &json!({"revert": record}),
+        )
         .await
         .unwrap();
     let back = read().await;
@@ -543,13 +588,18 @@ async fn a_scale_is_reverted_from_its_record() {
     let out = steps
         .run(
             StepType::K8sScale,
+            Call::default(),
             &json!({"deployment": "web", "namespace": ns, "replicas": 3}),
         )
         .await
         .unwrap();
     assert_eq!(replicas(&cluster, &ns, "web").await, 3);
     steps
-        .run(StepType::K8sRevert, &json!({"revert": out["revert"]}))
+        .run(
+            StepType::K8sRevert,
+            Call::default(),
+            &json!({"revert": out["revert"]}),
+        )
         .await
         .unwrap();
     assert_eq!(replicas(&cluster, &ns, "web").await, 2);
@@ -557,7 +607,11 @@ async fn a_scale_is_reverted_from_its_record() {
     let mut forged = out["revert"].clone();
     forged["object"]["namespace"] = json!("kube-system");
     let e = steps
-        .run(StepType::K8sRevert, &json!({"revert": forged}))
+        .run(
+            StepType::K8sRevert,
+            Call::default(),
+            &json!({"revert": forged}),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -702,7 +756,11 @@ async fn apply_creates_then_updates_server_side_and_dry_run_changes_nothing() {
             .await
     };
     let out = steps
-        .run(StepType::K8sApply, &json!({"manifest": manifest("on")}))
+        .run(
+            StepType::K8sApply,
+            Call::default(),
+            &json!({"manifest": manifest("on")}),
+        )
         .await
         .unwrap();
     assert_eq!(out["created"], true, "{out}");
@@ -719,13 +777,18 @@ async fn apply_creates_then_updates_server_side_and_dry_run_changes_nothing() {
     steps
         .run(
             StepType::K8sApply,
+            Call::default(),
             &json!({"manifest": manifest("off"), "dry_run": true}),
         )
         .await
         .unwrap();
     assert_eq!(read().await["data"]["slow_path"], "on", "dry-run");
     let out = steps
-        .run(StepType::K8sApply, &json!({"manifest": manifest("off")}))
+        .run(
+            StepType::K8sApply,
+            Call::default(),
+            &json!({"manifest": manifest("off")}),
+        )
         .await
         .unwrap();
     assert_eq!(read().await["data"]["slow_path"], "off");
@@ -741,6 +804,7 @@ async fn wait_for_available_deleted_and_a_timeout_that_says_what_it_saw() {
     let out = steps
         .run(
             StepType::K8sWait,
+            Call::default(),
             &json!({"kind": "Deployment", "name": "web", "namespace": ns, "for": "available"}),
         )
         .await
@@ -749,6 +813,7 @@ async fn wait_for_available_deleted_and_a_timeout_that_says_what_it_saw() {
     steps
         .run(
             StepType::K8sWait,
+            Call::default(),
             &json!({"kind": "Pod", "name": pods[0], "namespace": ns, "for": "ready"}),
         )
         .await
@@ -756,6 +821,7 @@ async fn wait_for_available_deleted_and_a_timeout_that_says_what_it_saw() {
     let e = steps
         .run(
             StepType::K8sWait,
+            Call::default(),
             &json!({"kind": "Pod", "name": pods[0], "namespace": ns,
                     "for": "condition:Quenched", "timeout_seconds": 2}),
         )
@@ -768,13 +834,14 @@ async fn wait_for_available_deleted_and_a_timeout_that_says_what_it_saw() {
     steps
         .run(
             StepType::K8sDeletePod,
+            Call::default(),
             &json!({"pod": pods[0], "namespace": ns, "grace_seconds": 0}),
         )
         .await
         .unwrap();
     steps
         .run(
-            StepType::K8sWait,
+            StepType::K8sWait, Call::default(),
             &json!({"kind": "Pod", "name": pods[0], "namespace": ns, "for": "deleted", "timeout_seconds": 30}),
         )
         .await

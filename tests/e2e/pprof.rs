@@ -5,7 +5,7 @@ use std::process::Command;
 
 use quench_connectors::pprof;
 use quench_connectors::steps::StepRunner;
-use quench_connectors::steps::{Builtin, StepType};
+use quench_connectors::steps::{Builtin, Call, StepType};
 use quench_tests::{GoService, http, require};
 use serde_json::json;
 
@@ -49,8 +49,8 @@ async fn the_cpu_top_table_agrees_with_go_tool_pprof() {
         let (r1, r2) = (runner.clone(), runner.clone());
         let (w1, w2) = (with.clone(), with.clone());
         tokio::join!(
-            async move { r1.run(StepType::PprofCapture, &w1).await },
-            async move { r2.run(StepType::PprofCapture, &w2).await }
+            async move { r1.run(StepType::PprofCapture, Call::default(), &w1).await },
+            async move { r2.run(StepType::PprofCapture, Call::default(), &w2).await }
         )
     };
     let (a, b) = (a.unwrap(), b.unwrap());
@@ -117,6 +117,7 @@ async fn the_cpu_top_table_agrees_with_go_tool_pprof() {
     let heap = runner
         .run(
             StepType::PprofCapture,
+            Call::default(),
             &json!({"url": svc.url, "kind": "heap"}),
         )
         .await
@@ -126,6 +127,7 @@ async fn the_cpu_top_table_agrees_with_go_tool_pprof() {
     let err = runner
         .run(
             StepType::PprofCapture,
+            Call::default(),
             &json!({"url": svc.url, "kind": "cpu", "seconds": 0}),
         )
         .await
@@ -308,6 +310,7 @@ async fn a_hung_pprof_endpoint_hits_the_deadline() {
     let err = Builtin::default()
         .run(
             StepType::PprofCapture,
+            Call::default(),
             &json!({"url": url, "kind": "heap", "margin_seconds": 1}),
         )
         .await

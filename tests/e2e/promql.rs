@@ -3,19 +3,18 @@
 use std::time::Duration;
 
 use quench_connectors::steps::StepError;
-use quench_connectors::steps::promql;
-use quench_tests::{Prometheus, http};
+use quench_connectors::steps::StepType;
+use quench_tests::{Prometheus, run_step};
 use serde_json::json;
 
 #[tokio::test]
 async fn query_range_and_verify_against_real_prometheus() {
     let p = Prometheus::start().await;
-    let client = http();
     // The first scrape takes a second or two.
     let q = json!({"url": p.url, "query": "up"});
     let mut out = json!(null);
     for _ in 0..60 {
-        out = promql::query(&client, &q).await.unwrap();
+        out = run_step(StepType::PromqlQuery, &q).await.unwrap();
         if !out["samples"].as_array().unwrap().is_empty() {
             break;
         }
@@ -29,14 +28,17 @@ async fn query_range_and_verify_against_real_prometheus() {
     assert!(s["time"].as_f64().unwrap() > 1.7e9);
 
     // Scalars are samples too.
-    let out = promql::query(&client, &json!({"url": p.url, "query": "scalar(up) * 2"}))
-        .await
-        .unwrap();
+    let out = run_step(
+        StepType::PromqlQuery,
+        &json!({"url": p.url, "query": "scalar(up) * 2"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out["samples"][0]["value"], 2.0);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let out = promql::range(
-        &client,
+    let out = run_step(
+        StepType::PromqlRange,
         &json!({"url": p.url, "query": "up", "seconds": 30, "step": 1}),
     )
     .await
@@ -45,15 +47,15 @@ async fn query_range_and_verify_against_real_prometheus() {
     assert_eq!(series["labels"]["job"], "prometheus");
     assert!(series["values"].as_array().unwrap().len() >= 2, "{out}");
 
-    let ok = promql::verify(
-        &client,
+    let ok = run_step(
+        StepType::PromqlVerify,
         &json!({"url": p.url, "query": "up", "condition": "== 1", "within": 20, "every": 1}),
     )
     .await
     .unwrap();
     assert_eq!(ok["ok"], true);
-    let err = promql::verify(
-        &client,
+    let err = run_step(
+        StepType::PromqlVerify,
         &json!({"url": p.url, "query": "up", "condition": "> 5", "within": 2, "every": 1}),
     )
     .await
@@ -64,16 +66,19 @@ async fn query_range_and_verify_against_real_prometheus() {
     );
 
     // A bad query is Prometheus's bad_data, refused for good.
-    let err = promql::query(&client, &json!({"url": p.url, "query": "up{"}))
-        .await
-        .unwrap_err();
+    let err = run_step(
+        StepType::PromqlQuery,
+        &json!({"url": p.url, "query": "up{"}),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, StepError::Refused(m) if m.contains("bad_data")),
         "{err}"
     );
     // An unreachable Prometheus is retryable.
-    let err = promql::query(
-        &client,
+    let err = run_step(
+        StepType::PromqlQuery,
         &json!({"url": "http://127.0.0.1:1", "query": "up"}),
     )
     .await

@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use quench_tests::{Quench, http};
+use quench_tests::{Quench, http, probe_healthz};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -139,33 +139,8 @@ async fn healthz_answers_within_2s_through_a_storm_of_new_incidents() {
     runbooks(rb.path());
     let q = Quench::start("{}\n", rb.path());
     let stop = Arc::new(AtomicBool::new(false));
-    let worst = Arc::new(AtomicU64::new(0));
-    let health_failures = Arc::new(AtomicUsize::new(0));
-    let poller = {
-        let (url, stop, worst, fails) = (
-            q.url.clone(),
-            stop.clone(),
-            worst.clone(),
-            health_failures.clone(),
-        );
-        tokio::spawn(async move {
-            let client = http();
-            while !stop.load(Ordering::Acquire) {
-                let t = Instant::now();
-                let ok = client
-                    .get(format!("{url}/healthz"))
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                worst.fetch_max(t.elapsed().as_millis() as u64, Ordering::SeqCst);
-                if !ok {
-                    fails.fetch_add(1, Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
+    // A failed probe counts as 10 s.
+    let probe = probe_healthz(&q.url, Duration::from_millis(250));
     let timer = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -175,14 +150,9 @@ async fn healthz_answers_within_2s_through_a_storm_of_new_incidents() {
     };
     let (acked, failed) = storm(&q.url, "storm", 800, 32, stop.clone()).await;
     timer.await.unwrap();
-    poller.await.unwrap();
-    let worst = worst.load(Ordering::SeqCst);
+    let worst = probe.worst();
+    drop(probe);
     assert_eq!(failed, 0, "requests failed during the storm");
-    assert_eq!(
-        health_failures.load(Ordering::SeqCst),
-        0,
-        "/healthz failed during the storm"
-    );
     assert!(worst <= 2000, "/healthz took {worst} ms during the storm");
     assert!(
         acked.len() >= 2000,
@@ -254,4 +224,46 @@ async fn kill_9_during_storms_loses_nothing_acknowledged() {
         "{cycles} kill -9 cycles: {} acknowledged alerts, all stored; {incidents} incidents, all indexed; {repaired} torn tails repaired on open",
         all_acked.len()
     );
+}
+
+/// `quench serve` runs with the allocator settings that keep its memory
+/// small (it re-executes itself with them, keeping its pid), and its
+/// pipeline threads yield the cores to intake and probes (nice 5), the
+/// indexer's even more (nice 10).
+#[tokio::test]
+async fn serve_runs_with_small_host_allocator_settings_and_a_lower_priority_pipeline() {
+    let rb = tempfile::tempdir().unwrap();
+    runbooks(rb.path());
+    let q = Quench::start("{}\n", rb.path());
+    let pid = q.pid().expect("a running server");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    for want in [
+        &b"MIMALLOC_PURGE_DELAY=0"[..],
+        &b"MIMALLOC_ARENA_EAGER_COMMIT=0"[..],
+    ] {
+        assert!(
+            vars.contains(&want),
+            "{} is not in the server's environment",
+            String::from_utf8_lossy(want)
+        );
+    }
+    // Field 19 of /proc/PID/task/TID/stat is the nice value; the comm is
+    // in parentheses (field 2) and has no spaces for these threads.
+    let mut nice_of = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+        let nice: i32 = after
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(99);
+        nice_of.insert(comm.trim().to_string(), nice);
+    }
+    assert_eq!(nice_of.get("quench-runs"), Some(&5), "{nice_of:?}");
+    assert_eq!(nice_of.get("quench-indexer"), Some(&10), "{nice_of:?}");
+    assert_eq!(nice_of.get("quench"), Some(&0), "{nice_of:?}");
 }

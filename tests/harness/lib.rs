@@ -38,6 +38,89 @@ pub fn http() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// Probes `GET {url}/healthz` every `every` from a thread of its own, the
+/// way a kubelet does (a fresh connection per probe, nothing shared with the
+/// test's async tasks, so their scheduling is not counted), until the
+/// returned guard is dropped. The guard's `worst()` is the slowest answer in
+/// milliseconds; a probe that fails or takes over 10 s counts as 10,000.
+pub fn probe_healthz(url: &str, every: Duration) -> HealthProbe {
+    let addr = addr_of(url);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worst = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (s, w, n) = (stop.clone(), worst.clone(), probes.clone());
+    let thread = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        while !s.load(Ordering::Acquire) {
+            let t = Instant::now();
+            let answered = (|| -> std::io::Result<bool> {
+                let limit = Duration::from_secs(10);
+                let mut c = std::net::TcpStream::connect_timeout(&addr, limit)?;
+                c.set_read_timeout(Some(limit))?;
+                c.set_nodelay(true)?;
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: quench\r\nConnection: close\r\n\r\n")?;
+                let mut answer = Vec::new();
+                c.read_to_end(&mut answer)?;
+                Ok(answer.starts_with(b"HTTP/1.1 200"))
+            })();
+            let ms = match answered {
+                Ok(true) => t.elapsed().as_millis() as u64,
+                _ => 10_000,
+            };
+            w.fetch_max(ms, Ordering::Relaxed);
+            n.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(every);
+        }
+    });
+    HealthProbe {
+        stop,
+        worst,
+        probes,
+        thread: Some(thread),
+    }
+}
+
+/// A running [`probe_healthz`]; dropping it stops the probes.
+pub struct HealthProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    worst: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    probes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HealthProbe {
+    /// The slowest answer so far, in milliseconds (10,000 for a failure).
+    pub fn worst(&self) -> u64 {
+        self.worst.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many probes were made.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for HealthProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs one step of the real registry outside any run (no Kubernetes
+/// client, no artifact store), as a runbook would with `with`.
+pub async fn run_step(
+    step: quench_connectors::steps::StepType,
+    with: &Value,
+) -> Result<Value, quench_connectors::steps::StepError> {
+    use quench_connectors::steps::{Builtin, Call, StepRunner};
+    init_tls();
+    Builtin::default().run(step, Call::default(), with).await
+}
+
 /// Fails loudly when a program the tests need is missing.
 pub fn require(program: &str, package: &str) -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {

@@ -9,6 +9,7 @@
 
 pub mod names;
 pub mod objects;
+pub mod perf_job;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,10 +19,27 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use tokio::sync::OnceCell;
 
-use crate::steps::StepError;
+/// Why a Kubernetes call failed. Steps turn it into their own error
+/// (`StepError`) with `?`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KubeError {
+    /// A name, namespace or argument that cannot be sent. Retrying cannot
+    /// help.
+    #[error("invalid parameters: {0}")]
+    Invalid(String),
+    /// The call failed; a retry may succeed.
+    #[error("{0}")]
+    Failed(String),
+    /// The API server refused it for good (4xx other than 429).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Something this client cannot do.
+    #[error("{0} is not available")]
+    Unavailable(&'static str),
+}
 
 /// A boxed future of the client.
-pub type KubeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send + 'a>>;
+pub type KubeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KubeError>> + Send + 'a>>;
 
 /// What the steps need from an API server.
 pub trait Kube: Send + Sync {
@@ -52,7 +70,7 @@ pub trait Kube: Send + Sync {
     /// caller.
     fn exec<'a>(&'a self, call: ExecCall<'a>) -> KubeFuture<'a, ExecOutput> {
         let _ = call;
-        Box::pin(async { Err(StepError::Unavailable("k8s.exec with this client")) })
+        Box::pin(async { Err(KubeError::Unavailable("k8s.exec with this client")) })
     }
 }
 
@@ -143,16 +161,16 @@ impl Default for Scope {
 
 impl Scope {
     /// Refuses a namespace outside the scope, saying which rule.
-    pub fn check(&self, namespace: &str) -> Result<(), StepError> {
+    pub fn check(&self, namespace: &str) -> Result<(), KubeError> {
         if self.deny_namespaces.iter().any(|n| n == namespace) {
-            return Err(StepError::Refused(format!(
+            return Err(KubeError::Refused(format!(
                 "namespace {namespace} is denied to quench (kubernetes.deny_namespaces)"
             )));
         }
         if !self.allow_namespaces.is_empty()
             && !self.allow_namespaces.iter().any(|n| n == namespace)
         {
-            return Err(StepError::Refused(format!(
+            return Err(KubeError::Refused(format!(
                 "namespace {namespace} is not in kubernetes.allow_namespaces"
             )));
         }
@@ -253,12 +271,12 @@ impl KubeClient {
     }
 
     /// The connected client, or why there is none.
-    pub async fn client(&self) -> Result<&kube::Client, StepError> {
+    pub async fn client(&self) -> Result<&kube::Client, KubeError> {
         self.client
             .get_or_init(|| Self::connect(&self.source))
             .await
             .as_ref()
-            .map_err(|e| StepError::Failed(e.clone()))
+            .map_err(|e| KubeError::Failed(e.clone()))
     }
 }
 
@@ -305,12 +323,12 @@ impl Kube for KubeClient {
                     .await
                     .map_err(|e| match &e {
                         kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429 => {
-                            StepError::Refused(format!("{what}: HTTP {}: {}", s.code, s.message))
+                            KubeError::Refused(format!("{what}: HTTP {}: {}", s.code, s.message))
                         }
                         kube::Error::Api(s) => {
-                            StepError::Failed(format!("{what}: HTTP {}: {}", s.code, s.message))
+                            KubeError::Failed(format!("{what}: HTTP {}: {}", s.code, s.message))
                         }
-                        _ => StepError::Failed(format!("{what}: {e}")),
+                        _ => KubeError::Failed(format!("{what}: {e}")),
                     })?;
                 let status = proc.take_status();
                 let read = |r: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>| async move {
@@ -352,7 +370,7 @@ impl Kube for KubeClient {
             tokio::time::timeout(call.timeout, work)
                 .await
                 .map_err(|_| {
-                    StepError::Failed(format!(
+                    KubeError::Failed(format!(
                         "{what}: not finished within {}s",
                         call.timeout.as_secs()
                     ))
@@ -379,23 +397,23 @@ impl Kube for KubeClient {
                     )),
                 None => builder.body(kube::client::Body::empty()),
             }
-            .map_err(|e| StepError::Params(format!("{path}: {e}")))?;
+            .map_err(|e| KubeError::Invalid(format!("{path}: {e}")))?;
             let work = async {
                 let resp = client
                     .send(request)
                     .await
-                    .map_err(|e| StepError::Failed(format!("API server: {e}")))?;
+                    .map_err(|e| KubeError::Failed(format!("API server: {e}")))?;
                 let status = resp.status();
                 let mut body = resp.into_body();
                 let mut bytes = Vec::new();
                 // Error bodies are short; read at most 64 KiB of one.
                 let cap = if status.is_success() { max } else { 64 << 10 };
                 while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| StepError::Failed(format!("API server: {e}")))?;
+                    let frame = frame.map_err(|e| KubeError::Failed(format!("API server: {e}")))?;
                     if let Ok(data) = frame.into_data() {
                         if bytes.len() + data.len() > cap {
                             if status.is_success() {
-                                return Err(StepError::Failed(format!(
+                                return Err(KubeError::Failed(format!(
                                     "{path}: response larger than {max} bytes"
                                 )));
                             }
@@ -409,13 +427,13 @@ impl Kube for KubeClient {
                 }
                 let message = format!("{path}: HTTP {status}: {}", status_message(&bytes));
                 if status.is_client_error() && status.as_u16() != 429 {
-                    Err(StepError::Refused(message))
+                    Err(KubeError::Refused(message))
                 } else {
-                    Err(StepError::Failed(message))
+                    Err(KubeError::Failed(message))
                 }
             };
             tokio::time::timeout(timeout, work).await.map_err(|_| {
-                StepError::Failed(format!(
+                KubeError::Failed(format!(
                     "{path}: no answer from the API server within {}s",
                     timeout.as_secs()
                 ))
@@ -434,7 +452,7 @@ mod tests {
         assert!(s.check("shop").is_ok());
         let e = s.check("kube-system").unwrap_err();
         assert!(
-            matches!(&e, StepError::Refused(m) if m.contains("deny_namespaces")),
+            matches!(&e, KubeError::Refused(m) if m.contains("deny_namespaces")),
             "{e}"
         );
         let s = Scope {

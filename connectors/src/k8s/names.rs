@@ -5,12 +5,12 @@
 //! never become part of an API path, so every name and namespace is checked
 //! against the DNS-1123 rules the API server itself applies, here, first.
 
-use crate::steps::StepError;
+use super::KubeError;
 
 /// A DNS-1123 label: at most 63 characters of `a-z`, `0-9` and `-`,
 /// starting and ending with an alphanumeric. Namespaces and container
 /// names are labels.
-pub fn label(what: &str, value: &str) -> Result<(), StepError> {
+pub fn label(what: &str, value: &str) -> Result<(), KubeError> {
     if value.is_empty() || value.len() > 63 {
         return Err(bad(what, value, "must be 1 to 63 characters"));
     }
@@ -36,7 +36,7 @@ pub fn label(what: &str, value: &str) -> Result<(), StepError> {
 
 /// A DNS-1123 subdomain: at most 253 characters, dot-separated labels.
 /// Pod, Deployment and node names are subdomains.
-pub fn subdomain(what: &str, value: &str) -> Result<(), StepError> {
+pub fn subdomain(what: &str, value: &str) -> Result<(), KubeError> {
     if value.is_empty() || value.len() > 253 {
         return Err(bad(what, value, "must be 1 to 253 characters"));
     }
@@ -58,10 +58,10 @@ pub fn subdomain(what: &str, value: &str) -> Result<(), StepError> {
     Ok(())
 }
 
-fn bad(what: &str, value: &str, why: &str) -> StepError {
+fn bad(what: &str, value: &str, why: &str) -> KubeError {
     // Debug formatting escapes control characters, so the message itself
     // cannot carry a forged log line.
-    StepError::Params(format!(
+    KubeError::Invalid(format!(
         "{what} {value:?} is not a valid Kubernetes name: it {why} (DNS-1123)"
     ))
 }

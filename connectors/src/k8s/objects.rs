@@ -3,12 +3,12 @@
 //! without server-side dry-run, and the revert record every mutating step
 //! leaves in its output.
 
+use crate::k8s::KubeError;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use super::{Body, Kube, names};
-use crate::steps::StepError;
 
 /// A JSON merge patch.
 pub const MERGE: &str = "application/merge-patch+json";
@@ -61,14 +61,14 @@ impl ObjectRef {
         api_version: Option<&str>,
         resource: Option<&str>,
         kube: &dyn Kube,
-    ) -> Result<ObjectRef, StepError> {
+    ) -> Result<ObjectRef, KubeError> {
         let (api_version, resource, namespaced) = match (api_version, resource) {
             (Some(v), Some(r)) => {
                 let group_ok = v
                     .split('/')
                     .all(|part| names::subdomain("apiVersion", part).is_ok());
                 if v.is_empty() || v.split('/').count() > 2 || !group_ok {
-                    return Err(StepError::Params(format!(
+                    return Err(KubeError::Invalid(format!(
                         "api_version {v:?} must look like v1 or group.example.com/v1"
                     )));
                 }
@@ -80,14 +80,14 @@ impl ObjectRef {
                     .iter()
                     .find(|(k, ..)| k.eq_ignore_ascii_case(kind))
                     .ok_or_else(|| {
-                        StepError::Params(format!(
+                        KubeError::Invalid(format!(
                             "kind {kind:?} is not built in: give api_version and resource (the plural) for it"
                         ))
                     })?;
                 (v.to_string(), r.to_string(), *ns)
             }
             _ => {
-                return Err(StepError::Params(
+                return Err(KubeError::Invalid(
                     "give both api_version and resource, or neither".into(),
                 ));
             }
@@ -155,9 +155,9 @@ pub fn with_dry_run(path: &str, dry_run: bool) -> String {
 }
 
 /// GETs a JSON document.
-pub async fn get(kube: &dyn Kube, path: &str) -> Result<Value, StepError> {
+pub async fn get(kube: &dyn Kube, path: &str) -> Result<Value, KubeError> {
     let body = kube.get(path, 16 << 20, CALL).await?;
-    serde_json::from_slice(&body).map_err(|e| StepError::Failed(format!("{path}: not JSON: {e}")))
+    serde_json::from_slice(&body).map_err(|e| KubeError::Failed(format!("{path}: not JSON: {e}")))
 }
 
 /// Sends a JSON document and returns the answer.
@@ -167,7 +167,7 @@ pub async fn send(
     path: &str,
     body: Value,
     content_type: &'static str,
-) -> Result<Value, StepError> {
+) -> Result<Value, KubeError> {
     let answer = kube
         .request(
             method,
@@ -183,7 +183,7 @@ pub async fn send(
     if answer.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&answer).map_err(|e| StepError::Failed(format!("{path}: not JSON: {e}")))
+    serde_json::from_slice(&answer).map_err(|e| KubeError::Failed(format!("{path}: not JSON: {e}")))
 }
 
 /// Fields of an object that say nothing about what it should be.
@@ -262,7 +262,7 @@ mod tests {
             _: usize,
             _: Duration,
         ) -> super::super::KubeFuture<'a, Vec<u8>> {
-            Box::pin(async { Err(StepError::Failed("no requests in this test".into())) })
+            Box::pin(async { Err(KubeError::Failed("no requests in this test".into())) })
         }
         fn scope(&self) -> &super::super::Scope {
             &self.0
@@ -310,7 +310,7 @@ mod tests {
         }
         let e = ObjectRef::new("Deployment", Some("kube-system"), "coredns", None, None, &k)
             .unwrap_err();
-        assert!(matches!(e, StepError::Refused(_)));
+        assert!(matches!(e, KubeError::Refused(_)));
         assert!(ObjectRef::new("Secret", Some("shop"), "x", None, None, &k).is_err());
         assert!(ObjectRef::new("X", Some("shop"), "x", Some("a/b/c"), Some("xs"), &k).is_err());
     }

@@ -17,16 +17,17 @@
 //!     token: {env: ARGOCD_TOKEN}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::StepError;
-use super::argocd::{self, AppRef};
+use crate::argocd::{self, AppRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Argo CD's base URL.
@@ -41,6 +42,7 @@ pub struct Params {
     /// The history id to return to (default: the deployment before the
     /// current one).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub to_history_id: Option<i64>,
     /// Let Argo CD delete resources the old revision does not have.
     #[serde(default)]
@@ -54,6 +56,7 @@ pub struct Params {
     pub wait: bool,
     /// How long (default 300).
     #[serde(default = "five_minutes", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
 }
 
@@ -93,8 +96,7 @@ pub fn pick(history: &[Value], to: Option<i64>) -> Result<(i64, String), String>
 }
 
 /// Rolls back.
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(http: &reqwest::Client, p: Params) -> Result<Value, StepError> {
     let app = AppRef {
         server: p.server.clone(),
         app: p.app.clone(),
@@ -150,6 +152,29 @@ pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepErro
         out["after"] = argocd::state(&after);
     }
     Ok(out)
+}
+
+/// The `argocd.rollback` step type.
+pub struct ArgocdRollback;
+
+impl Step for ArgocdRollback {
+    const NAME: &'static str = "argocd.rollback";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.app_namespace.as_deref(), &p.app)
+    }
+
+    fn urls(p: &Params) -> Vec<&str> {
+        vec![p.server.as_str()]
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.http, p).await
+    }
 }
 
 #[cfg(test)]

@@ -9,16 +9,17 @@
 //!   with: {server: "https://argocd.example.com", app: checkout, token: {env: ARGOCD_TOKEN}}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::StepError;
-use super::argocd::{self, AppRef};
+use crate::argocd::{self, AppRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Argo CD's base URL.
@@ -44,6 +45,7 @@ pub struct Params {
     pub wait: bool,
     /// How long (default 300).
     #[serde(default = "five_minutes", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
 }
 
@@ -56,8 +58,7 @@ fn five_minutes() -> u64 {
 }
 
 /// Syncs.
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(http: &reqwest::Client, p: Params) -> Result<Value, StepError> {
     if let Some(r) = &p.revision
         && (r.is_empty()
             || r.len() > 255
@@ -111,4 +112,27 @@ pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepErro
         out["after"] = argocd::state(&after);
     }
     Ok(out)
+}
+
+/// The `argocd.sync` step type.
+pub struct ArgocdSync;
+
+impl Step for ArgocdSync {
+    const NAME: &'static str = "argocd.sync";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.app_namespace.as_deref(), &p.app)
+    }
+
+    fn urls(p: &Params) -> Vec<&str> {
+        vec![p.server.as_str()]
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.http, p).await
+    }
 }

@@ -8,6 +8,7 @@
 //!   with: {url: "http://checkout:6060"}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use super::StepError;
 pub const MAX_BYTES: usize = 64 << 20;
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The service's base URL (where `/debug/pprof/` is served).
@@ -34,6 +35,7 @@ pub struct Params {
     pub namespace: Option<String>,
     /// The pod's pprof port.
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub port: Option<u16>,
     /// Seconds to wait for the dump (default 30).
     #[serde(default = "thirty")]
@@ -135,9 +137,8 @@ pub fn line(g: &Group) -> String {
 pub async fn run(
     http: &reqwest::Client,
     kube: Option<&dyn crate::k8s::Kube>,
-    with: &Value,
+    p: Params,
 ) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
     let target = super::Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
     let body = target
         .get(
@@ -156,6 +157,27 @@ pub async fn run(
         "summary": summary,
         "groups": groups.into_iter().take(p.top).collect::<Vec<_>>(),
     }))
+}
+
+/// The `goroutine.dump` step type.
+pub struct GoroutineDump;
+
+impl Step for GoroutineDump {
+    const NAME: &'static str = "goroutine.dump";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(p.namespace.as_deref(), p.pod.as_deref())
+    }
+
+    fn urls(p: &Params) -> Vec<&str> {
+        p.url.as_deref().into_iter().collect()
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.http, ctx.kube, p).await
+    }
 }
 
 #[cfg(test)]

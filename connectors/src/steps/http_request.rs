@@ -12,6 +12,7 @@
 //!     body: {service: "{{alert.labels.service}}"}
 //! ```
 
+use super::{Step, StepCtx};
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 use super::{Secret, StepError, send};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// GET, POST, PUT, PATCH or DELETE (default POST).
@@ -45,8 +46,7 @@ fn post() -> String {
 
 /// Sends the request; the output holds the status and the body (parsed as
 /// JSON when it is JSON).
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(http: &reqwest::Client, p: Params) -> Result<Value, StepError> {
     super::check_http_url(&p.url)?;
     let method = reqwest::Method::from_bytes(p.method.to_ascii_uppercase().as_bytes())
         .ok()
@@ -72,9 +72,30 @@ pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepErro
     Ok(json!({"status": status, "body": body}))
 }
 
+/// The `http.request` step type.
+pub struct HttpRequest;
+
+impl Step for HttpRequest {
+    const NAME: &'static str = "http.request";
+    const DESTRUCTIVE: bool = true;
+    type Params = Params;
+
+    fn urls(p: &Params) -> Vec<&str> {
+        vec![p.url.as_str()]
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.http, p).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn run_json(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
+        run(http, crate::steps::params(with)?).await
+    }
     use crate::steps::receiver;
 
     #[tokio::test]
@@ -89,22 +110,26 @@ mod tests {
             "secret_headers": {"Authorization": {"file": secret.path()}},
             "body": {"service": "cart"}
         });
-        let out = run(&http, &with).await.unwrap();
+        let out = run_json(&http, &with).await.unwrap();
         assert_eq!(out["status"], 200);
         let r = got.lock().unwrap()[0].clone();
         assert!(r.head.starts_with("POST /hold "), "{}", r.head);
         assert_eq!(r.header("x-service").as_deref(), Some("cart"));
         assert_eq!(r.header("authorization").as_deref(), Some("s3cret"));
         assert_eq!(r.json(), json!({"service": "cart"}));
-        assert!(matches!(run(&http, &with).await, Err(StepError::Failed(e)) if e.contains("503")));
-        assert!(matches!(run(&http, &with).await, Err(StepError::Refused(e)) if e.contains("404")));
+        assert!(
+            matches!(run_json(&http, &with).await, Err(StepError::Failed(e)) if e.contains("503"))
+        );
+        assert!(
+            matches!(run_json(&http, &with).await, Err(StepError::Refused(e)) if e.contains("404"))
+        );
         for bad in [
             json!({"url": "ftp://x"}),
             json!({"url": "http://x", "method": "TRACE"}),
             json!({"url": "http://x", "secret_headers": {"A": {}}}),
         ] {
             assert!(
-                matches!(run(&http, &bad).await, Err(StepError::Params(_))),
+                matches!(run_json(&http, &bad).await, Err(StepError::Params(_))),
                 "{bad}"
             );
         }

@@ -14,15 +14,17 @@
 //!       data: {slow_path: "off"}
 //! ```
 
+use super::{Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::StepError;
 use crate::k8s::Kube;
+use crate::k8s::KubeError;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The object, as YAML in the runbook.
@@ -39,8 +41,7 @@ pub struct Params {
 }
 
 /// Applies.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let m = &p.manifest;
     let text = |v: &Value, what: &str| {
         v.as_str()
@@ -69,8 +70,8 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
     };
     let before = match objects::get(kube, &obj.path(None)).await {
         Ok(o) => Some(o),
-        Err(StepError::Refused(msg)) if msg.contains("HTTP 404") => None,
-        Err(e) => return Err(e),
+        Err(KubeError::Refused(msg)) if msg.contains("HTTP 404") => None,
+        Err(e) => return Err(e.into()),
     };
     let mut path = format!("{}?fieldManager=quench", obj.path(None));
     if p.force {
@@ -95,4 +96,19 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
             None => Value::Null,
         },
     }))
+}
+
+/// The `k8s.apply` step type.
+pub struct K8sApply;
+
+impl Step for K8sApply {
+    const NAME: &'static str = "k8s.apply";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }

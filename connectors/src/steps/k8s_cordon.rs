@@ -7,6 +7,7 @@
 //!   with: {node: "{{k8s_name alert.labels.node}}"}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,7 +16,7 @@ use crate::k8s::Kube;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The node.
@@ -27,8 +28,7 @@ pub struct Params {
 }
 
 /// Marks the node unschedulable (`cordon: true`) or schedulable again.
-pub async fn run(kube: &dyn Kube, with: &Value, cordon: bool) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params, cordon: bool) -> Result<Value, StepError> {
     let obj = ObjectRef::new("Node", None, &p.node, None, None, kube)?;
     let before = objects::get(kube, &obj.path(None)).await?;
     let was = before["spec"]["unschedulable"].as_bool().unwrap_or(false);
@@ -55,4 +55,42 @@ pub async fn run(kube: &dyn Kube, with: &Value, cordon: bool) -> Result<Value, S
     out["after"] =
         json!({"unschedulable": after["spec"]["unschedulable"].as_bool().unwrap_or(false)});
     Ok(out)
+}
+
+/// The `k8s.cordon` step type.
+pub struct K8sCordon;
+
+impl Step for K8sCordon {
+    const NAME: &'static str = "k8s.cordon";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(None, &p.node)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p, true).await
+    }
+}
+
+/// The `k8s.uncordon` step type.
+pub struct K8sUncordon;
+
+impl Step for K8sUncordon {
+    const NAME: &'static str = "k8s.uncordon";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(None, &p.node)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p, false).await
+    }
 }

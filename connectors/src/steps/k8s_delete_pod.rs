@@ -8,6 +8,7 @@
 //!   with: {pod: "{{k8s_name alert.labels.pod}}", namespace: shop, grace_seconds: 30}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -16,7 +17,7 @@ use crate::k8s::Kube;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The pod.
@@ -30,9 +31,11 @@ pub struct Params {
     pub namespace: Option<String>,
     /// The most pods a selector may delete (default 1).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub max: Option<usize>,
     /// The grace period (default: the pod's own).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub grace_seconds: Option<u32>,
     /// Ask the API server what would happen (`dryRun=All`), change nothing.
     #[serde(default)]
@@ -66,8 +69,7 @@ pub fn check_selector(s: &str) -> Result<String, StepError> {
 }
 
 /// Deletes.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let max = p.max.unwrap_or(1);
     let namespace = p.namespace.as_deref().unwrap_or("default");
     let names: Vec<String> = match (&p.pod, &p.selector) {
@@ -143,6 +145,25 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         // A deleted pod is not restored; its controller replaces it.
         "revert": Value::Null,
     }))
+}
+
+/// The `k8s.delete_pod` step type.
+pub struct K8sDeletePod;
+
+impl Step for K8sDeletePod {
+    const NAME: &'static str = "k8s.delete_pod";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(p.namespace.as_deref(), p.pod.as_deref())
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

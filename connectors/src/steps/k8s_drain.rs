@@ -14,17 +14,19 @@
 //!   with: {node: "{{k8s_name alert.labels.node}}", timeout_seconds: 300}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::StepError;
+use crate::k8s::KubeError;
 use crate::k8s::objects::{self, ObjectRef};
 use crate::k8s::{Kube, names};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The node.
@@ -32,14 +34,17 @@ pub struct Params {
     pub node: String,
     /// Each evicted pod's grace period (default: the pod's own).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub grace_seconds: Option<u32>,
     /// The most pods the drain may evict (default 110, a node's default
     /// pod limit); more is refused before anything happens.
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub max: Option<usize>,
     /// How long to keep trying evictions and wait for pods to go
     /// (default 300).
     #[serde(default = "five_minutes", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
     /// Ask the API server what would happen (`dryRun=All`), change nothing.
     #[serde(default)]
@@ -73,8 +78,7 @@ pub fn stays(pod: &Value) -> Option<&'static str> {
 }
 
 /// Drains.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let max = p.max.unwrap_or(110);
     let node = ObjectRef::new("Node", None, &p.node, None, None, kube)?;
     let list = objects::get(
@@ -164,16 +168,16 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
                     break;
                 }
                 // Gone already: nothing to evict.
-                Err(StepError::Refused(m)) if m.contains("HTTP 404") => break,
+                Err(KubeError::Refused(m)) if m.contains("HTTP 404") => break,
                 // A disruption budget says not now.
-                Err(StepError::Failed(m)) if m.contains("HTTP 429") => {
+                Err(KubeError::Failed(m)) if m.contains("HTTP 429") => {
                     if Instant::now() >= deadline {
                         blocked = Some(format!("{ns}/{name}: {m}"));
                         break;
                     }
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         if blocked.is_some() {
@@ -202,8 +206,8 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
                     .await
                 {
                     Ok(now) => now["metadata"]["uid"] != *uid,
-                    Err(StepError::Refused(m)) if m.contains("HTTP 404") => true,
-                    Err(e) => return Err(e),
+                    Err(KubeError::Refused(m)) if m.contains("HTTP 404") => true,
+                    Err(e) => return Err(e.into()),
                 };
                 if gone {
                     break;
@@ -227,6 +231,25 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         "left": left,
         "revert": revert,
     }))
+}
+
+/// The `k8s.drain` step type.
+pub struct K8sDrain;
+
+impl Step for K8sDrain {
+    const NAME: &'static str = "k8s.drain";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(None, &p.node)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!   with: {namespace: shop, kind: Pod, name: "{{alert.labels.pod}}", since_seconds: 900}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use super::StepError;
 use crate::k8s::{Kube, names};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The namespace (default `default`).
@@ -149,8 +150,7 @@ pub fn line(e: &Value) -> String {
 }
 
 /// Reads the events.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let path = path(&p)?;
     let since = Utc::now() - chrono::Duration::seconds(p.since_seconds.max(0));
     let body = kube
@@ -172,6 +172,23 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         "events": events,
         "window": window,
     }))
+}
+
+/// The `k8s.events` step type.
+pub struct K8sEvents;
+
+impl Step for K8sEvents {
+    const NAME: &'static str = "k8s.events";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(Some(&p.namespace), p.name.as_deref())
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

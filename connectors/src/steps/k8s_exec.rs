@@ -15,6 +15,7 @@
 //!     argv: ["/app/bin/poolctl", "reset", "--pool", "{{alert.labels.pool}}"]
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use crate::k8s::objects::ObjectRef;
 use crate::k8s::{ExecCall, Kube, names};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The pod.
@@ -40,9 +41,11 @@ pub struct Params {
     pub argv: Vec<String>,
     /// Seconds the command may take (default 30).
     #[serde(default = "thirty", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
     /// The most bytes kept of stdout and of stderr (default 1 MiB).
     #[serde(default = "one_mib", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub max_output_bytes: usize,
     /// A non-zero exit code is the step's output (`ok: false`) instead of
     /// its failure.
@@ -75,8 +78,7 @@ pub fn check_argv(argv: &[String]) -> Result<(), StepError> {
 }
 
 /// Runs the command.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     check_argv(&p.argv)?;
     let obj = ObjectRef::new("Pod", p.namespace.as_deref(), &p.pod, None, None, kube)?;
     if let Some(c) = &p.container {
@@ -124,6 +126,23 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         "stderr": out.stderr,
         "truncated": out.truncated,
     }))
+}
+
+/// The `k8s.exec` step type.
+pub struct K8sExec;
+
+impl Step for K8sExec {
+    const NAME: &'static str = "k8s.exec";
+    const DESTRUCTIVE: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.namespace.as_deref(), &p.pod)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! `previous: true` reads the container instance that ran before the
 //! current one: what a crash-looping pod said before it died.
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use super::StepError;
 use crate::k8s::{Kube, names};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The pod.
@@ -104,8 +105,7 @@ pub fn split_lines(text: &str) -> Vec<Value> {
 }
 
 /// Reads the log.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let path = path(&p)?;
     // limitBytes bounds what the server sends; the cap on our side holds
     // even against a server that ignores it.
@@ -128,6 +128,23 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         "lines": lines,
         "window": first.zip(last).map(|(s, e)| json!({"start": s, "end": e})),
     }))
+}
+
+/// The `k8s.logs` step type.
+pub struct K8sLogs;
+
+impl Step for K8sLogs {
+    const NAME: &'static str = "k8s.logs";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(Some(&p.namespace), &p.pod)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //!     patch: {metadata: {annotations: {experiment.chaos-mesh.org/pause: "true"}}}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ use crate::k8s::Kube;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The kind (`Deployment`, `ConfigMap`, `PodChaos`, ...).
@@ -55,8 +56,7 @@ fn merge() -> String {
 }
 
 /// Patches.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let content_type = match (p.patch_type.as_str(), &p.patch) {
         ("merge", Value::Object(_)) => objects::MERGE,
         ("strategic", Value::Object(_)) => objects::STRATEGIC,
@@ -101,4 +101,23 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         "after": {"resource_version": after["metadata"]["resourceVersion"]},
         "revert": objects::revert_record(&obj, None, revert),
     }))
+}
+
+/// The `k8s.patch` step type.
+pub struct K8sPatch;
+
+impl Step for K8sPatch {
+    const NAME: &'static str = "k8s.patch";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.namespace.as_deref(), &p.name)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }

@@ -13,6 +13,7 @@
 //! The record is checked again as if written by hand: names, namespace
 //! scope, the patch's shape.
 
+use super::{Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,7 +22,7 @@ use crate::k8s::Kube;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The revert record: an object, or its JSON text.
@@ -32,8 +33,7 @@ pub struct Params {
 }
 
 /// Reverts.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let record = match p.revert {
         Value::String(text) => serde_json::from_str(&text)
             .map_err(|e| StepError::Params(format!("revert is not a revert record: {e}")))?,
@@ -91,4 +91,19 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         // Reverting the revert puts the action back.
         "revert": objects::revert_record(&obj, sub, objects::inverse_merge_patch(&before, &after)),
     }))
+}
+
+/// The `k8s.revert` step type.
+pub struct K8sRevert;
+
+impl Step for K8sRevert {
+    const NAME: &'static str = "k8s.revert";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }

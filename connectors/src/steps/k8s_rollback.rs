@@ -9,6 +9,7 @@
 //!   with: {deployment: "{{k8s_name alert.labels.deployment}}", namespace: shop}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,7 +24,7 @@ use crate::k8s::objects::{self, ObjectRef};
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The Deployment.
@@ -34,12 +35,14 @@ pub struct Params {
     pub namespace: Option<String>,
     /// The revision to return to (default: the one before the current).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub to_revision: Option<i64>,
     /// Wait for the rollout to complete (default true).
     #[serde(default = "yes")]
     pub wait: bool,
     /// How long to wait (default 300).
     #[serde(default = "five_minutes", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
     /// Ask the API server what would happen (`dryRun=All`), change nothing.
     #[serde(default)]
@@ -101,8 +104,7 @@ pub fn pick(
 }
 
 /// Rolls back and waits.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let obj = ObjectRef::new(
         "Deployment",
         p.namespace.as_deref(),
@@ -168,6 +170,25 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         out["rollout"] = json!("complete");
     }
     Ok(out)
+}
+
+/// The `k8s.rollback` step type.
+pub struct K8sRollback;
+
+impl Step for K8sRollback {
+    const NAME: &'static str = "k8s.rollback";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.namespace.as_deref(), &p.deployment)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!   with: {kind: Deployment, name: "{{k8s_name alert.labels.deployment}}", namespace: shop}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -22,7 +23,7 @@ use crate::k8s::objects::{self, ObjectRef};
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// `Deployment` (default), `StatefulSet` or `DaemonSet`.
@@ -39,6 +40,7 @@ pub struct Params {
     pub wait: bool,
     /// How long to wait (default 300).
     #[serde(default = "five_minutes", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
     /// Ask the API server what would happen (`dryRun=All`), change nothing.
     #[serde(default)]
@@ -142,8 +144,7 @@ pub fn images(obj: &Value) -> Value {
 }
 
 /// Restarts and waits.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     let obj = ObjectRef::new(&p.kind, p.namespace.as_deref(), &p.name, None, None, kube)?;
     if !["Deployment", "StatefulSet", "DaemonSet"].contains(&obj.kind.as_str()) {
         return Err(StepError::Params(format!(
@@ -191,6 +192,25 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
         out["rollout"] = json!("started");
     }
     Ok(out)
+}
+
+/// The `k8s.rollout_restart` step type.
+pub struct K8sRolloutRestart;
+
+impl Step for K8sRolloutRestart {
+    const NAME: &'static str = "k8s.rollout_restart";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.namespace.as_deref(), &p.name)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

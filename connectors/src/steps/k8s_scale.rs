@@ -8,6 +8,7 @@
 //!   with: {deployment: "{{k8s_name alert.labels.deployment}}", namespace: shop, replicas: "+1", max: 10}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -16,7 +17,7 @@ use crate::k8s::Kube;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// `Deployment` (default) or `StatefulSet`.
@@ -32,9 +33,11 @@ pub struct Params {
     pub replicas: Value,
     /// The fewest replicas the result may have (default 0).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub min: Option<i64>,
     /// The most (default 50).
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub max: Option<i64>,
     /// Ask the API server what would happen (`dryRun=All`), change nothing.
     #[serde(default)]
@@ -71,8 +74,7 @@ pub fn wanted(replicas: &Value, current: i64) -> Result<(i64, bool), StepError> 
 }
 
 /// Scales.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     if !["deployment", "statefulset"].contains(&p.kind.to_ascii_lowercase().as_str()) {
         return Err(StepError::Params(format!(
             "kind {:?}: k8s.scale scales a Deployment or a StatefulSet",
@@ -122,6 +124,25 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
     out["after"] = json!({"replicas": answer["spec"]["replicas"].as_i64().unwrap_or(target)});
     out["changed"] = json!(!p.dry_run);
     Ok(out)
+}
+
+/// The `k8s.scale` step type.
+pub struct K8sScale;
+
+impl Step for K8sScale {
+    const NAME: &'static str = "k8s.scale";
+    const DESTRUCTIVE: bool = true;
+    const SERVER_DRY_RUN: bool = true;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.namespace.as_deref(), &p.name)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, mut p: Params) -> Result<Value, StepError> {
+        p.dry_run |= ctx.dry_run;
+        run(ctx.kube()?, p).await
+    }
 }
 
 #[cfg(test)]

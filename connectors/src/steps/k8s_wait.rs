@@ -12,6 +12,7 @@
 //!   with: {kind: Deployment, name: web, namespace: shop, for: available, timeout_seconds: 120}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -19,10 +20,11 @@ use serde_json::{Value, json};
 
 use super::StepError;
 use crate::k8s::Kube;
+use crate::k8s::KubeError;
 use crate::k8s::objects::{self, ObjectRef};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The kind (`Deployment`, `Pod`, ... or a custom one with
@@ -45,6 +47,7 @@ pub struct Params {
     pub until: String,
     /// How long to wait (default 120).
     #[serde(default = "two_minutes", deserialize_with = "super::number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub timeout_seconds: u64,
 }
 
@@ -85,8 +88,7 @@ pub fn holds(until: &str, kind: &str, obj: Option<&Value>) -> Result<bool, Strin
 }
 
 /// Waits.
-pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     // A bad condition is a parameter error, found before any request.
     holds(&p.until, "Deployment", Some(&json!({}))).map_err(StepError::Params)?;
     let obj = ObjectRef::new(
@@ -102,8 +104,8 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
     loop {
         let now = match objects::get(kube, &obj.path(None)).await {
             Ok(o) => Some(o),
-            Err(StepError::Refused(m)) if m.contains("HTTP 404") => None,
-            Err(e) => return Err(e),
+            Err(KubeError::Refused(m)) if m.contains("HTTP 404") => None,
+            Err(e) => return Err(e.into()),
         };
         if holds(&p.until, &obj.kind, now.as_ref()).map_err(StepError::Params)? {
             return Ok(json!({
@@ -125,6 +127,23 @@ pub async fn run(kube: &dyn Kube, with: &Value) -> Result<Value, StepError> {
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The `k8s.wait` step type.
+pub struct K8sWait;
+
+impl Step for K8sWait {
+    const NAME: &'static str = "k8s.wait";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::new(p.namespace.as_deref(), &p.name)
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.kube()?, p).await
     }
 }
 

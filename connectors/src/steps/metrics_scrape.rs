@@ -8,6 +8,7 @@
 //!   with: {url: "http://checkout:9090/metrics"}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use super::StepError;
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The metrics URL.
@@ -30,6 +31,7 @@ pub struct Params {
     pub namespace: Option<String>,
     /// The pod's metrics port.
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub port: Option<u16>,
     /// The metrics path on a pod (default `/metrics`).
     #[serde(default)]
@@ -141,9 +143,8 @@ fn parse_line(line: &str) -> Option<Sample> {
 pub async fn run(
     http: &reqwest::Client,
     kube: Option<&dyn crate::k8s::Kube>,
-    with: &Value,
+    p: Params,
 ) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
     let target = super::Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
     // A URL names the metrics endpoint itself; a pod needs the path.
     let path = match (&target, &p.path) {
@@ -174,6 +175,27 @@ pub async fn run(
     Ok(
         json!({"target": target.label(), "values": values, "samples": samples, "unparsed_lines": bad}),
     )
+}
+
+/// The `metrics.scrape` step type.
+pub struct MetricsScrape;
+
+impl Step for MetricsScrape {
+    const NAME: &'static str = "metrics.scrape";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(p.namespace.as_deref(), p.pod.as_deref())
+    }
+
+    fn urls(p: &Params) -> Vec<&str> {
+        p.url.as_deref().into_iter().collect()
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.http, ctx.kube, p).await
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //!     fields: {service: "{{alert.labels.service}}", severity: "{{alert.labels.severity}}"}
 //! ```
 
+use super::{Step, StepCtx};
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 use super::{Secret, StepError, send};
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The incoming webhook URL: a secret, from env or a file.
@@ -79,16 +80,32 @@ pub fn message(p: &Params) -> Value {
 }
 
 /// Posts the message.
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(http: &reqwest::Client, p: Params) -> Result<Value, StepError> {
     let url = p.webhook.read()?;
     send(http.post(&url).json(&message(&p)), "slack webhook").await?;
     Ok(json!({"posted": true}))
 }
 
+/// The `notify.slack` step type.
+pub struct NotifySlack;
+
+impl Step for NotifySlack {
+    const NAME: &'static str = "notify.slack";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.http, p).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn run_json(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
+        run(http, crate::steps::params(with)?).await
+    }
     use crate::steps::receiver;
 
     #[tokio::test]
@@ -101,7 +118,7 @@ mod tests {
             (0..12).map(|i| (format!("l{i:02}"), json!("v"))).collect();
         let with = json!({"webhook": {"file": f.path()}, "title": "x".repeat(200), "state": "remediating",
                           "link": "https://quench/incidents/inc-1", "fields": fields});
-        run(&reqwest::Client::new(), &with).await.unwrap();
+        run_json(&reqwest::Client::new(), &with).await.unwrap();
         let body = got.lock().unwrap()[0].json();
         // The documented shape: text fallback, a header of plain_text <= 150
         // characters, a section of at most 10 mrkdwn fields, a link line.

@@ -17,6 +17,7 @@
 //! Documented limits: `summary` at most 1024 characters, `dedup_key` at
 //! most 255. 202 is success; 429 and 5xx are retried; 400 is not.
 
+use super::{Step, StepCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,7 +27,7 @@ use super::{Secret, StepError, send};
 pub const EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The integration's routing key: a secret.
@@ -94,17 +95,37 @@ pub fn event(p: &Params, routing_key: &str) -> Result<Value, StepError> {
 }
 
 /// Sends the event.
-pub async fn run(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(http: &reqwest::Client, p: Params) -> Result<Value, StepError> {
     let body = event(&p, &p.routing_key.read()?)?;
     let url = p.url.as_deref().unwrap_or(EVENTS_URL);
     let (status, _) = send(http.post(url).json(&body), "pagerduty events").await?;
     Ok(json!({"status": status, "dedup_key": p.dedup_key, "action": p.action}))
 }
 
+/// The `pagerduty.event` step type.
+pub struct PagerdutyEvent;
+
+impl Step for PagerdutyEvent {
+    const NAME: &'static str = "pagerduty.event";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn urls(p: &Params) -> Vec<&str> {
+        p.url.as_deref().into_iter().collect()
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx.http, p).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn run_json(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
+        run(http, crate::steps::params(with)?).await
+    }
     use crate::steps::receiver;
 
     #[tokio::test]
@@ -119,7 +140,7 @@ mod tests {
                    "summary": "y".repeat(2000), "source": "checkout", "url": format!("{url}/v2/enqueue"),
                    "details": {"runbook": "go-high-cpu"}})
         };
-        let out = run(&http, &with("trigger")).await.unwrap();
+        let out = run_json(&http, &with("trigger")).await.unwrap();
         assert_eq!(out["status"], 202);
         let e = got.lock().unwrap()[0].json();
         assert_eq!(e["routing_key"], "R0UTINGKEY");
@@ -133,22 +154,28 @@ mod tests {
         assert_eq!(e["payload"]["custom_details"]["runbook"], "go-high-cpu");
         // 429: retryable; 400: not.
         assert!(matches!(
-            run(&http, &with("trigger")).await,
+            run_json(&http, &with("trigger")).await,
             Err(StepError::Failed(_))
         ));
         assert!(matches!(
-            run(&http, &with("trigger")).await,
+            run_json(&http, &with("trigger")).await,
             Err(StepError::Refused(_))
         ));
         // resolve carries no payload.
-        run(&http, &with("resolve")).await.unwrap();
+        run_json(&http, &with("resolve")).await.unwrap();
         let e = got.lock().unwrap()[3].json();
         assert_eq!(e["event_action"], "resolve");
         assert!(e.get("payload").is_none());
         let mut bad = with("trigger");
         bad["dedup_key"] = json!("k".repeat(256));
-        assert!(matches!(run(&http, &bad).await, Err(StepError::Params(_))));
+        assert!(matches!(
+            run_json(&http, &bad).await,
+            Err(StepError::Params(_))
+        ));
         bad = with("snooze");
-        assert!(matches!(run(&http, &bad).await, Err(StepError::Params(_))));
+        assert!(matches!(
+            run_json(&http, &bad).await,
+            Err(StepError::Params(_))
+        ));
     }
 }

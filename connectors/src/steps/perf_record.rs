@@ -11,7 +11,7 @@
 //!
 //! Everything is an argv: no shell, no template inside a command string.
 //! With `pod:` instead of `pid:` or `process:`, it runs on the pod's node,
-//! in a short-lived privileged Job (see [`super::perf_node`]):
+//! in a short-lived privileged Job (see [`crate::k8s::perf_job`]):
 //!
 //! ```yaml
 //! - id: perf
@@ -19,15 +19,16 @@
 //!   with: {pod: "{{k8s_name alert.labels.pod}}", namespace: shop, image: "registry.example/perf:6.1", seconds: 10}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Artifacts, StepError};
+use super::StepError;
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The process id.
@@ -126,12 +127,8 @@ fn find_pid(name: &str) -> Result<u32, StepError> {
 }
 
 /// Records, folds, summarises.
-pub async fn run(
-    kube: Option<&dyn crate::k8s::Kube>,
-    artifacts: Option<&dyn Artifacts>,
-    with: &Value,
-) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+    let kube = ctx.kube;
     if !(1..=120).contains(&p.seconds) || !(1..=999).contains(&p.hz) {
         return Err(StepError::Params(
             "seconds must be 1 to 120 and hz 1 to 999".into(),
@@ -149,9 +146,10 @@ pub async fn run(
                 )
             })?;
             let namespace = p.namespace.as_deref().unwrap_or("default");
-            let t = super::perf_node::locate(kube, namespace, pod, p.container.as_deref()).await?;
+            let t =
+                crate::k8s::perf_job::locate(kube, namespace, pod, p.container.as_deref()).await?;
             let start = chrono::Utc::now();
-            let (job, script) = super::perf_node::record(
+            let (job, script) = crate::k8s::perf_job::record(
                 kube,
                 &t,
                 p.job_namespace.as_deref().unwrap_or(namespace),
@@ -181,7 +179,7 @@ pub async fn run(
             ));
         }
     };
-    summarise(&script, &target, start, end, job, p.top, artifacts).await
+    summarise(ctx, &script, &target, start, end, job, p.top).await
 }
 
 type Recorded = (
@@ -263,14 +261,15 @@ async fn local(
 /// Folds `perf script` output and builds the step's output: top list,
 /// `[unknown]` count, flame graph artifact, target and window.
 async fn summarise(
+    ctx: &StepCtx<'_>,
     script: &str,
     target: &str,
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
     job: Option<String>,
     top_n: u64,
-    artifacts: Option<&dyn Artifacts>,
 ) -> Result<Value, StepError> {
+    let artifacts = ctx.artifacts;
     let folded = fold(script);
     let samples: u64 = folded.values().sum();
     let mut flat: HashMap<&str, u64> = HashMap::new();
@@ -306,10 +305,7 @@ async fn summarise(
                 "flamegraph",
                 "image/svg+xml",
                 svg,
-                &super::Captured {
-                    target: Some(target),
-                    window: Some((start, end)),
-                },
+                &ctx.captured(Some(target), Some((start, end))),
             )
             .await
             .map_err(StepError::Failed)?,
@@ -325,6 +321,23 @@ async fn summarise(
         "top": top.iter().take(top_n as usize).map(|(f, fl, c)| json!({"function": f, "flat": fl, "cum": c})).collect::<Vec<_>>(),
         "flamegraph": stored,
     }))
+}
+
+/// The `perf.record` step type.
+pub struct PerfRecord;
+
+impl Step for PerfRecord {
+    const NAME: &'static str = "perf.record";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(p.namespace.as_deref(), p.pod.as_deref())
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx, p).await
+    }
 }
 
 #[cfg(test)]

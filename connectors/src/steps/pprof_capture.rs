@@ -11,6 +11,7 @@
 //! two CPU captures of one target: concurrent requests for the same target
 //! and window share one capture.
 
+use super::{Acts, Step, StepCtx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,14 +20,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{Artifacts, Captured, StepError, Target};
+use super::{StepError, Target};
 use crate::pprof;
 
 /// The most a profile may weigh on the wire.
 pub const MAX_BYTES: usize = 64 << 20;
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The service's base URL (where `/debug/pprof/` is served).
@@ -40,6 +41,7 @@ pub struct Params {
     pub namespace: Option<String>,
     /// The pod's pprof port.
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub port: Option<u16>,
     /// cpu, heap, allocs, goroutine, mutex, block or threadcreate.
     pub kind: String,
@@ -88,14 +90,8 @@ pub struct InFlight {
 }
 
 /// Captures, decodes and summarises.
-pub async fn run(
-    http: &reqwest::Client,
-    kube: Option<&dyn crate::k8s::Kube>,
-    inflight: &InFlight,
-    artifacts: Option<&dyn Artifacts>,
-    with: &Value,
-) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+    let (http, kube, inflight, artifacts) = (ctx.http, ctx.kube, ctx.captures, ctx.artifacts);
     let target = Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
     let path = match p.kind.as_str() {
         "cpu" => {
@@ -208,10 +204,7 @@ pub async fn run(
         ),
     );
     let label = target.label();
-    let about = Captured {
-        target: Some(&label),
-        window: Some(window),
-    };
+    let about = ctx.captured(Some(&label), Some(window));
     let stored = match artifacts {
         Some(a) => Some(json!({
             "profile": a.put("pprof", "application/octet-stream", &bytes, &about).await.map_err(StepError::Failed)?,
@@ -226,7 +219,7 @@ pub async fn run(
         let a = artifacts
             .ok_or_else(|| StepError::Params("save_baseline needs an artifact store".into()))?;
         let id = crate::alert::content_address(&bytes);
-        a.set_baseline(service, &p.kind, &id)
+        a.set_baseline(service, &p.kind, &id, &about)
             .await
             .map_err(StepError::Failed)?;
     }
@@ -260,4 +253,25 @@ pub async fn run(
         "target": label,
         "window": {"start": window.0, "end": window.1},
     }))
+}
+
+/// The `pprof.capture` step type.
+pub struct PprofCapture;
+
+impl Step for PprofCapture {
+    const NAME: &'static str = "pprof.capture";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(p.namespace.as_deref(), p.pod.as_deref())
+    }
+
+    fn urls(p: &Params) -> Vec<&str> {
+        p.url.as_deref().into_iter().collect()
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx, p).await
+    }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::StepError;
+use super::{Step, StepCtx, StepError};
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,7 +142,7 @@ fn samples(d: &Data) -> Result<Vec<Sample>, StepError> {
 }
 
 /// Instant query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryParams {
     /// Prometheus base URL.
@@ -152,15 +152,14 @@ pub struct QueryParams {
 }
 
 /// `promql.query`: `{samples: [{labels, value, time}]}`.
-pub async fn query(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: QueryParams = super::params(with)?;
+pub async fn query(http: &reqwest::Client, p: QueryParams) -> Result<Value, StepError> {
     let d = api(http, &p.url, "query", &[("query", p.query.clone())]).await?;
     let s = samples(&d)?;
     Ok(json!({"result_type": d.result_type, "samples": s}))
 }
 
 /// Range query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
     /// Prometheus base URL.
@@ -185,8 +184,7 @@ fn fifteen() -> f64 {
 
 /// `promql.range`: `{series: [{labels, values: [[time, value]]}]}` over the
 /// last `seconds`.
-pub async fn range(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: RangeParams = super::params(with)?;
+pub async fn range(http: &reqwest::Client, p: RangeParams) -> Result<Value, StepError> {
     if !(p.step > 0.0 && p.seconds > 0.0 && p.seconds / p.step <= 11_000.0) {
         return Err(StepError::Params(
             "need 0 < step, 0 < seconds and at most 11000 points (Prometheus's limit)".into(),
@@ -242,7 +240,7 @@ pub async fn range(http: &reqwest::Client, with: &Value) -> Result<Value, StepEr
 }
 
 /// Verification parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
     /// Prometheus base URL.
@@ -291,8 +289,7 @@ fn holds(condition: &Option<String>, samples: &[Sample]) -> Result<bool, StepErr
 
 /// `promql.verify`: succeeds with `{ok: true, samples}` once the condition
 /// holds; fails (retryable) when it still does not at the end of `within`.
-pub async fn verify(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-    let p: VerifyParams = super::params(with)?;
+pub async fn verify(http: &reqwest::Client, p: VerifyParams) -> Result<Value, StepError> {
     if !(p.every > 0.0 && (0.0..=86_400.0).contains(&p.within)) {
         return Err(StepError::Params(
             "need every > 0 and 0 <= within <= 86400".into(),
@@ -318,6 +315,57 @@ pub async fn verify(http: &reqwest::Client, with: &Value) -> Result<Value, StepE
             )));
         }
         tokio::time::sleep(Duration::from_secs_f64(p.every)).await;
+    }
+}
+
+/// The `promql.query` step type.
+pub struct Query;
+
+impl Step for Query {
+    const NAME: &'static str = "promql.query";
+    const DESTRUCTIVE: bool = false;
+    type Params = QueryParams;
+
+    fn urls(p: &QueryParams) -> Vec<&str> {
+        vec![p.url.as_str()]
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: QueryParams) -> Result<Value, StepError> {
+        query(ctx.http, p).await
+    }
+}
+
+/// The `promql.range` step type.
+pub struct Range;
+
+impl Step for Range {
+    const NAME: &'static str = "promql.range";
+    const DESTRUCTIVE: bool = false;
+    type Params = RangeParams;
+
+    fn urls(p: &RangeParams) -> Vec<&str> {
+        vec![p.url.as_str()]
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: RangeParams) -> Result<Value, StepError> {
+        range(ctx.http, p).await
+    }
+}
+
+/// The `promql.verify` step type.
+pub struct Verify;
+
+impl Step for Verify {
+    const NAME: &'static str = "promql.verify";
+    const DESTRUCTIVE: bool = false;
+    type Params = VerifyParams;
+
+    fn urls(p: &VerifyParams) -> Vec<&str> {
+        vec![p.url.as_str()]
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: VerifyParams) -> Result<Value, StepError> {
+        verify(ctx.http, p).await
     }
 }
 

@@ -8,19 +8,20 @@
 //!   with: {url: "http://checkout:6060", seconds: 5}
 //! ```
 
+use super::{Acts, Step, StepCtx};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Artifacts, Captured, StepError, Target};
+use super::{StepError, Target};
 
 /// The most a trace may weigh.
 pub const MAX_BYTES: usize = 256 << 20;
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// The service's base URL.
@@ -34,6 +35,7 @@ pub struct Params {
     pub namespace: Option<String>,
     /// The pod's pprof port.
     #[serde(default, deserialize_with = "super::opt_number")]
+    #[schemars(schema_with = "super::number_schema")]
     pub port: Option<u16>,
     /// How long to trace (1 to 60, default 5).
     #[serde(default = "five")]
@@ -45,13 +47,8 @@ fn five() -> u64 {
 }
 
 /// Captures, checks the trace header, keeps the bytes.
-pub async fn run(
-    http: &reqwest::Client,
-    kube: Option<&dyn crate::k8s::Kube>,
-    artifacts: Option<&dyn Artifacts>,
-    with: &Value,
-) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+    let (http, kube, artifacts) = (ctx.http, ctx.kube, ctx.artifacts);
     let target = Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
     if !(1..=60).contains(&p.seconds) {
         return Err(StepError::Params("seconds must be 1 to 60".into()));
@@ -86,10 +83,7 @@ pub async fn run(
                 "go-trace",
                 "application/octet-stream",
                 &bytes,
-                &Captured {
-                    target: Some(&target.label()),
-                    window: Some((start, end)),
-                },
+                &ctx.captured(Some(&target.label()), Some((start, end))),
             )
             .await
             .map_err(StepError::Failed)?,
@@ -104,4 +98,25 @@ pub async fn run(
         "window": {"start": start, "end": end},
         "open_with": "go tool trace <file>",
     }))
+}
+
+/// The `trace.capture` step type.
+pub struct TraceCapture;
+
+impl Step for TraceCapture {
+    const NAME: &'static str = "trace.capture";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    fn target(p: &Params) -> Acts {
+        Acts::maybe(p.namespace.as_deref(), p.pod.as_deref())
+    }
+
+    fn urls(p: &Params) -> Vec<&str> {
+        p.url.as_deref().into_iter().collect()
+    }
+
+    async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(ctx, p).await
+    }
 }

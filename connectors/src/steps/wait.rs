@@ -6,6 +6,7 @@
 //!   with: {duration: 30s}
 //! ```
 
+use super::{Step, StepCtx};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use super::StepError;
 
 /// The parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// How long, in seconds (fractions allowed).
@@ -23,8 +24,7 @@ pub struct Params {
 }
 
 /// Waits, then reports how long.
-pub async fn run(with: &Value) -> Result<Value, StepError> {
-    let p: Params = super::params(with)?;
+pub async fn run(p: Params) -> Result<Value, StepError> {
     if !(0.0..=86_400.0).contains(&p.seconds) {
         return Err(StepError::Params(format!(
             "seconds must be between 0 and 86400, got {}",
@@ -35,22 +35,39 @@ pub async fn run(with: &Value) -> Result<Value, StepError> {
     Ok(json!({ "waited_seconds": p.seconds }))
 }
 
+/// The `wait` step type.
+pub struct Wait;
+
+impl Step for Wait {
+    const NAME: &'static str = "wait";
+    const DESTRUCTIVE: bool = false;
+    type Params = Params;
+
+    async fn run(_ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
+        run(p).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    async fn run_json(with: &Value) -> Result<Value, StepError> {
+        run(crate::steps::params(with)?).await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn waits_in_virtual_time_and_checks_params() {
         let t = tokio::time::Instant::now();
-        let out = run(&json!({"seconds": 90})).await.unwrap();
+        let out = run_json(&json!({"seconds": 90})).await.unwrap();
         assert_eq!(out["waited_seconds"], 90.0);
         assert_eq!(t.elapsed(), Duration::from_secs(90));
         assert!(matches!(
-            run(&json!({"seconds": -1})).await,
+            run_json(&json!({"seconds": -1})).await,
             Err(StepError::Params(_))
         ));
         assert!(matches!(
-            run(&json!({"secs": 1})).await,
+            run_json(&json!({"secs": 1})).await,
             Err(StepError::Params(_))
         ));
     }

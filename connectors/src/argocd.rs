@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Secret, StepError};
 use crate::k8s::names;
+use crate::steps::{Secret, StepError};
 
 /// Where the application is, and how to reach Argo CD.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,7 +28,7 @@ pub struct AppRef {
 impl AppRef {
     /// Checks the URL and names, reads the token.
     pub fn check(&self) -> Result<String, StepError> {
-        super::check_http_url(&self.server)?;
+        crate::steps::check_http_url(&self.server)?;
         names::subdomain("app", &self.app)?;
         if let Some(ns) = &self.app_namespace {
             names::label("app_namespace", ns)?;
@@ -66,7 +66,7 @@ pub async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let (_, text) = super::send(req, url).await.map_err(|e| match e {
+    let (_, text) = crate::steps::send(req, url).await.map_err(|e| match e {
         // Argo CD errors are {"error", "code", "message"}: keep the message.
         StepError::Refused(m) | StepError::Failed(m) if m.contains("\"message\"") => {
             let short = m

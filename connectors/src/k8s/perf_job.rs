@@ -19,11 +19,11 @@
 //! (`image:`), as quench ships none. RBAC: `get` pods, `create`/`delete` jobs, `list`
 //! pods and `get` pods/log in the Job's namespace.
 
+use crate::k8s::KubeError;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::StepError;
 use crate::k8s::{Kube, names};
 
 /// The script the Job runs. Its arguments: container id, Hz, seconds.
@@ -52,12 +52,12 @@ pub struct NodeTarget {
 }
 
 /// The container's runtime id from `containerd://abc...`, checked as hex.
-pub fn runtime_id(raw: &str) -> Result<String, StepError> {
+pub fn runtime_id(raw: &str) -> Result<String, KubeError> {
     let id = raw.rsplit("://").next().unwrap_or(raw);
     if (12..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(StepError::Failed(format!(
+        Err(KubeError::Failed(format!(
             "container id {raw:?} is not a runtime id quench can look for"
         )))
     }
@@ -69,7 +69,7 @@ pub async fn locate(
     namespace: &str,
     pod: &str,
     container: Option<&str>,
-) -> Result<NodeTarget, StepError> {
+) -> Result<NodeTarget, KubeError> {
     names::label("namespace", namespace)?;
     names::subdomain("pod", pod)?;
     if let Some(c) = container {
@@ -83,11 +83,11 @@ pub async fn locate(
         )
         .await?;
     let p: Value = serde_json::from_slice(&body)
-        .map_err(|e| StepError::Failed(format!("pod {namespace}/{pod}: not JSON: {e}")))?;
+        .map_err(|e| KubeError::Failed(format!("pod {namespace}/{pod}: not JSON: {e}")))?;
     let node = p["spec"]["nodeName"]
         .as_str()
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| StepError::Failed(format!("pod {namespace}/{pod} is not on a node yet")))?
+        .ok_or_else(|| KubeError::Failed(format!("pod {namespace}/{pod} is not on a node yet")))?
         .to_string();
     names::subdomain("node", &node)?;
     let statuses = p["status"]["containerStatuses"]
@@ -96,18 +96,18 @@ pub async fn locate(
         .unwrap_or_default();
     let status = match container {
         Some(c) => statuses.iter().find(|s| s["name"] == c).ok_or_else(|| {
-            StepError::Params(format!("pod {namespace}/{pod} has no container {c:?}"))
+            KubeError::Invalid(format!("pod {namespace}/{pod} has no container {c:?}"))
         })?,
         None if statuses.len() == 1 => &statuses[0],
         None => {
-            return Err(StepError::Params(format!(
+            return Err(KubeError::Invalid(format!(
                 "pod {namespace}/{pod} has {} containers: name one with container",
                 statuses.len()
             )));
         }
     };
     let raw = status["containerID"].as_str().ok_or_else(|| {
-        StepError::Failed(format!(
+        KubeError::Failed(format!(
             "container {} of {namespace}/{pod} is not running",
             status["name"]
         ))
@@ -171,7 +171,7 @@ pub async fn record(
     hz: u32,
     seconds: u64,
     timeout: Duration,
-) -> Result<(String, String), StepError> {
+) -> Result<(String, String), KubeError> {
     names::label("job namespace", job_namespace)?;
     let created = kube
         .request(
@@ -189,10 +189,10 @@ pub async fn record(
         )
         .await?;
     let created: Value = serde_json::from_slice(&created)
-        .map_err(|e| StepError::Failed(format!("job: not JSON: {e}")))?;
+        .map_err(|e| KubeError::Failed(format!("job: not JSON: {e}")))?;
     let name = created["metadata"]["name"]
         .as_str()
-        .ok_or_else(|| StepError::Failed("the API server named no job".into()))?
+        .ok_or_else(|| KubeError::Failed("the API server named no job".into()))?
         .to_string();
     let result = wait_and_read(kube, job_namespace, &name, timeout).await;
     // Delete the Job and its pod, whatever happened.
@@ -213,13 +213,13 @@ async fn wait_and_read(
     ns: &str,
     job: &str,
     timeout: Duration,
-) -> Result<String, StepError> {
+) -> Result<String, KubeError> {
     let deadline = Instant::now() + timeout;
     let list = format!("/api/v1/namespaces/{ns}/pods?labelSelector=job-name%3D{job}");
     loop {
         let body = kube.get(&list, 4 << 20, Duration::from_secs(30)).await?;
         let pods: Value = serde_json::from_slice(&body)
-            .map_err(|e| StepError::Failed(format!("pods of job {job}: not JSON: {e}")))?;
+            .map_err(|e| KubeError::Failed(format!("pods of job {job}: not JSON: {e}")))?;
         if let Some(pod) = pods["items"].as_array().and_then(|p| p.first()) {
             let phase = pod["status"]["phase"].as_str().unwrap_or("");
             let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
@@ -235,7 +235,7 @@ async fn wait_and_read(
                 let text = String::from_utf8_lossy(&log).into_owned();
                 if phase == "Failed" {
                     let last = text.lines().last().unwrap_or("").trim();
-                    return Err(StepError::Failed(format!(
+                    return Err(KubeError::Failed(format!(
                         "perf job {ns}/{job} failed on its node: {last}"
                     )));
                 }
@@ -243,7 +243,7 @@ async fn wait_and_read(
             }
         }
         if Instant::now() >= deadline {
-            return Err(StepError::Failed(format!(
+            return Err(KubeError::Failed(format!(
                 "perf job {ns}/{job} did not finish within {}s (deleted)",
                 timeout.as_secs()
             )));

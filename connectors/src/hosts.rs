@@ -3,18 +3,13 @@
 //! Runbooks build URLs from alert labels and annotations
 //! (`http://{{alert.labels.instance}}/debug/pprof`), and whoever can send
 //! an alert chooses those. With an allowlist configured, a step whose
-//! rendered `url` or `server` names a host outside it fails before any
-//! request is made. Patterns: a host name (`prometheus.monitoring`), a
+//! rendered parameters name a URL (each step type says which, through
+//! `Step::urls`) on a host outside it fails before any request is made. Patterns: a host name (`prometheus.monitoring`), a
 //! suffix (`*.svc.cluster.local`, which does not match the bare suffix),
 //! an IP address, or a CIDR block (`10.0.0.0/8`, `fd00::/8`). Ports are
 //! not part of the match.
 
 use std::net::IpAddr;
-
-use serde_json::Value;
-
-/// The rendered parameters that name a host a step will contact.
-const URL_KEYS: &[&str] = &["url", "server"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
@@ -49,24 +44,20 @@ impl HostAllowlist {
         })
     }
 
-    /// Checks the rendered parameters of a step: every `url` or `server`
-    /// must be an http(s) URL whose host is allowed.
-    pub fn check(&self, with: &Value) -> Result<(), String> {
-        for key in URL_KEYS {
-            let Some(v) = with.get(*key).and_then(Value::as_str) else {
-                continue;
-            };
-            let url = reqwest::Url::parse(v).map_err(|e| format!("{key} {v:?}: {e}"))?;
-            let host = url
-                .host_str()
-                .ok_or_else(|| format!("{key} {v:?} has no host"))?;
-            if !self.allows(host) {
-                return Err(format!(
-                    "{key} {v:?}: host {host} is not in executor.allowed_hosts"
-                ));
-            }
+    /// Checks a URL a step will call: it must be an http(s) URL whose host
+    /// is allowed.
+    pub fn check_url(&self, url: &str) -> Result<(), String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("url {url:?} has no host"))?;
+        if self.allows(host) {
+            Ok(())
+        } else {
+            Err(format!(
+                "url {url:?}: host {host} is not in executor.allowed_hosts"
+            ))
         }
-        Ok(())
     }
 }
 
@@ -118,7 +109,6 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn list(p: &[&str]) -> HostAllowlist {
         HostAllowlist::parse(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
@@ -163,19 +153,15 @@ mod tests {
     }
 
     #[test]
-    fn step_parameters_are_checked_before_any_request() {
+    fn urls_are_checked_by_host_before_any_request() {
         let l = list(&["*.svc.cluster.local", "127.0.0.1"]);
         assert!(
-            l.check(&json!({"url": "http://checkout.shop.svc.cluster.local:6060", "kind": "heap"}))
+            l.check_url("http://checkout.shop.svc.cluster.local:6060")
                 .is_ok()
         );
-        assert!(l.check(&json!({"url": "http://127.0.0.1:9090/"})).is_ok());
-        assert!(
-            l.check(&json!({"pod": "web-0", "namespace": "shop", "port": 6060}))
-                .is_ok()
-        );
+        assert!(l.check_url("http://127.0.0.1:9090/").is_ok());
         let e = l
-            .check(&json!({"url": "http://169.254.169.254/latest/meta-data"}))
+            .check_url("http://169.254.169.254/latest/meta-data")
             .unwrap_err();
         assert_eq!(
             e,
@@ -183,13 +169,10 @@ mod tests {
         );
         // An @ in the authority does not smuggle a host past the check.
         let e = l
-            .check(&json!({"url": "http://127.0.0.1@evil.example:80/"}))
+            .check_url("http://127.0.0.1@evil.example:80/")
             .unwrap_err();
         assert!(e.contains("host evil.example"), "{e}");
-        assert!(
-            l.check(&json!({"server": "https://argocd.example"}))
-                .is_err()
-        );
-        assert!(l.check(&json!({"url": "not a url"})).is_err());
+        assert!(l.check_url("https://argocd.example").is_err());
+        assert!(l.check_url("not a url").is_err());
     }
 }
