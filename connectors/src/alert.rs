@@ -27,6 +27,26 @@ pub enum Source {
     Generic(String),
 }
 
+impl std::str::FromStr for Source {
+    type Err = String;
+
+    /// `alertmanager`, `pagerduty`, `datadog` or `generic/NAME`, as
+    /// `Display` writes them (runbooks' `match.source`, stored records).
+    fn from_str(s: &str) -> Result<Source, String> {
+        match s {
+            "alertmanager" => Ok(Source::Alertmanager),
+            "pagerduty" => Ok(Source::Pagerduty),
+            "datadog" => Ok(Source::Datadog),
+            other => match other.strip_prefix("generic/") {
+                Some(name) if !name.is_empty() => Ok(Source::Generic(name.to_string())),
+                _ => Err(format!(
+                    "unknown source {other:?} (alertmanager, pagerduty, datadog or generic/NAME)"
+                )),
+            },
+        }
+    }
+}
+
 impl Source {
     /// A short, stable name used in metrics labels and idempotency keys.
     pub fn label(&self) -> &str {

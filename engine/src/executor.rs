@@ -24,7 +24,8 @@ use quench_knowledge::{
     StepRecord, StepState, TimelineEvent,
 };
 use quench_runbooks::Runbook;
-use quench_runbooks::model::{OnTimeout, StepFile};
+use quench_runbooks::model::OnTimeout;
+use quench_runbooks::runbook::Step;
 use quench_runbooks::template::{Templates, context};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -351,32 +352,29 @@ impl Executor {
     /// holds every step's state, so the run can be watched (and, after a
     /// crash, told apart from a finished one).
     pub async fn run(&self, incident: &str, runbook: &Runbook, alert: &Alert) -> RunEnd {
-        let steps: Vec<&StepFile> = runbook.file.steps.iter().collect();
-        let records: Vec<StepRecord> = steps
+        let records: Vec<StepRecord> = runbook
+            .steps
             .iter()
-            .chain(runbook.file.on_failure.iter().collect::<Vec<_>>().iter())
-            .map(|s| {
-                let t = StepType::from_name(&s.uses.value);
-                StepRecord {
-                    id: s.id.value.clone(),
-                    uses: s.uses.value.clone(),
-                    destructive: t.is_some_and(StepType::is_destructive),
-                    state: StepState::Pending,
-                    attempts: 0,
-                    attempt_key: String::new(),
-                    rendered: Value::Null,
-                    output: Value::Null,
-                    reason: String::new(),
-                    started_at: None,
-                    ended_at: None,
-                }
+            .chain(runbook.on_failure.iter())
+            .map(|s| StepRecord {
+                id: s.id.clone(),
+                uses: s.kind.name().to_string(),
+                destructive: s.kind.is_destructive(),
+                state: StepState::Pending,
+                attempts: 0,
+                attempt_key: String::new(),
+                rendered: Value::Null,
+                output: Value::Null,
+                reason: String::new(),
+                started_at: None,
+                ended_at: None,
             })
             .collect();
         let mut records = records;
-        if let Some(v) = &runbook.file.verify {
+        if let Some(v) = &runbook.verify {
             records.push(StepRecord {
                 id: "verify".into(),
-                uses: v.uses.value.clone(),
+                uses: v.kind.name().to_string(),
                 destructive: false,
                 state: StepState::Pending,
                 attempts: 0,
@@ -428,7 +426,7 @@ impl Executor {
             .runs_active
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _active = Active(&self.metrics);
-        let steps: Vec<&StepFile> = runbook.file.steps.iter().collect();
+        let steps = &runbook.steps;
         for (idx, step) in steps.iter().enumerate().skip(first) {
             match self
                 .step(incident, runbook, alert, idx, step, &mut outputs)
@@ -438,13 +436,13 @@ impl Executor {
                 Err(Stop::Failed(reason)) if step.continue_on_error => {
                     // Later steps can branch on it: `{{not steps.x.output.ok}}`.
                     outputs.insert(
-                        step.id.value.clone(),
+                        step.id.clone(),
                         serde_json::json!({"ok": false, "error": reason}),
                     );
                     self.event(
                         incident,
                         "step",
-                        format!("{} failed, continuing: {reason}", step.id.value),
+                        format!("{} failed, continuing: {reason}", step.id),
                     )
                     .await;
                 }
@@ -452,12 +450,12 @@ impl Executor {
                     self.event(
                         incident,
                         "escalation",
-                        format!("{} failed: {reason}", step.id.value),
+                        format!("{} failed: {reason}", step.id),
                     )
                     .await;
                     let base = steps.len();
                     let mut escalated = false;
-                    for (j, f) in runbook.file.on_failure.iter().enumerate() {
+                    for (j, f) in runbook.on_failure.iter().enumerate() {
                         escalated |= self
                             .step(incident, runbook, alert, base + j, f, &mut outputs)
                             .await
@@ -483,16 +481,16 @@ impl Executor {
             }
         }
         // One write: on_failure skipped, and on to verifying.
-        let (from, to) = (steps.len(), steps.len() + runbook.file.on_failure.len());
+        let (from, to) = (steps.len(), steps.len() + runbook.on_failure.len());
         self.record(incident, move |r| {
             skip_pending(r, from, to, "no step failed");
             set_status(r, IncidentStatus::Verifying);
         })
         .await;
-        let Some(v) = &runbook.file.verify else {
+        let Some(v) = &runbook.verify else {
             return RunEnd::Completed;
         };
-        let idx = steps.len() + runbook.file.on_failure.len();
+        let idx = steps.len() + runbook.on_failure.len();
         match self
             .verify(incident, runbook, alert, idx, v, &outputs)
             .await
@@ -510,7 +508,7 @@ impl Executor {
                     .await;
                 let base = steps.len();
                 let mut escalated = false;
-                for (j, f) in runbook.file.on_failure.iter().enumerate() {
+                for (j, f) in runbook.on_failure.iter().enumerate() {
                     escalated |= self
                         .step(incident, runbook, alert, base + j, f, &mut outputs)
                         .await
@@ -534,18 +532,12 @@ impl Executor {
         runbook: &Runbook,
         alert: &Alert,
         idx: usize,
-        v: &quench_runbooks::model::VerifyFile,
+        v: &quench_runbooks::runbook::Verify,
         outputs: &serde_json::Map<String, Value>,
     ) -> Result<(), String> {
-        let parse = |d: &Option<serde_saphyr::Spanned<String>>, default: u64| {
-            d.as_ref()
-                .and_then(|d| quench_runbooks::duration::parse(&d.value).ok())
-                .unwrap_or(Duration::from_secs(default))
-        };
-        let (every, timeout) = (parse(&v.every, 15), parse(&v.timeout, 300));
-        let kind = StepType::from_name(&v.uses.value).ok_or("unknown step type")?;
+        let (every, timeout, kind) = (v.every, v.timeout, v.kind);
         let ctx = context(alert, runbook, incident, outputs, &self.env);
-        let with = Value::Object(v.with.as_ref().map(|w| w.value.clone()).unwrap_or_default());
+        let with = Value::Object(v.with.clone());
         let rendered = match self
             .templates
             .render_value(&with, &ctx, "verify.with")
@@ -656,7 +648,7 @@ impl Executor {
         runbook: &Runbook,
         alert: &Alert,
         idx: usize,
-        step: &StepFile,
+        step: &Step,
         outputs: &mut serde_json::Map<String, Value>,
     ) -> Result<(), Stop> {
         let started = Instant::now();
@@ -669,7 +661,7 @@ impl Executor {
             Err(Stop::Cancelled(_)) => "cancelled",
         };
         self.metrics
-            .observe_step(&step.uses.value, state, started.elapsed());
+            .observe_step(step.kind.name(), state, started.elapsed());
         out
     }
 
@@ -679,24 +671,13 @@ impl Executor {
         runbook: &Runbook,
         alert: &Alert,
         idx: usize,
-        step: &StepFile,
+        step: &Step,
         outputs: &mut serde_json::Map<String, Value>,
     ) -> Result<(), Stop> {
-        let id = step.id.value.as_str();
-        let Some(kind) = StepType::from_name(&step.uses.value) else {
-            // Validation refuses unknown types; a set changed under us.
-            return Err(self
-                .fail(
-                    incident,
-                    idx,
-                    id,
-                    format!("unknown step type {}", step.uses.value),
-                )
-                .await);
-        };
+        let (id, kind) = (step.id.as_str(), step.kind);
         let ctx = context(alert, runbook, incident, outputs, &self.env);
         if let Some(when) = &step.when {
-            match self.templates.eval_when(&when.value, &ctx) {
+            match self.templates.eval_when(when, &ctx) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.set_step(incident, idx, |s| {
@@ -709,12 +690,7 @@ impl Executor {
                 Err(e) => return Err(self.fail(incident, idx, id, format!("when: {e}")).await),
             }
         }
-        let with = Value::Object(
-            step.with
-                .as_ref()
-                .map(|w| w.value.clone())
-                .unwrap_or_default(),
-        );
+        let with = Value::Object(step.with.clone());
         let rendered = match self
             .templates
             .render_value(&with, &ctx, &format!("{id}.with"))
@@ -732,11 +708,9 @@ impl Executor {
             self.status(incident, IncidentStatus::Remediating).await;
             self.preflight(incident, idx, id, &target, "before this step")
                 .await?;
-            if let Some(approval) = step.approval.as_ref().filter(|a| a.required) {
+            if let Some(approval) = &step.approval {
                 let timeout = approval
                     .timeout
-                    .as_ref()
-                    .and_then(|t| quench_runbooks::duration::parse(&t.value).ok())
                     .unwrap_or(self.config.default_approval_timeout);
                 self.set_step(incident, idx, |s| s.state = StepState::AwaitingApproval)
                     .await;
@@ -938,18 +912,9 @@ impl Executor {
             _guard = lock.lock_owned().await;
         }
 
-        let timeout = step
-            .timeout
-            .as_ref()
-            .and_then(|t| quench_runbooks::duration::parse(&t.value).ok())
-            .unwrap_or(self.config.default_timeout);
-        let retries = step.retries.as_ref().map(|r| r.attempts).unwrap_or(0);
-        let mut backoff = step
-            .retries
-            .as_ref()
-            .and_then(|r| r.backoff.as_ref())
-            .and_then(|b| quench_runbooks::duration::parse(&b.value).ok())
-            .unwrap_or(Duration::from_secs(1));
+        let timeout = step.timeout.unwrap_or(self.config.default_timeout);
+        let retries = step.retry.attempts;
+        let mut backoff = step.retry.backoff;
         let started = Utc::now();
         let mut attempt = 0;
         loop {
@@ -1243,16 +1208,15 @@ pub enum Recovery {
     Interrupted(String),
 }
 
-/// Rebuilds an alert from the record an incident keeps of it.
+/// Rebuilds an alert from the record an incident keeps of it. Records
+/// hold the source as `Source` wrote it; one that does not parse (written
+/// by hand, or by an older quench) is named in the log and read as
+/// Alertmanager's, whose runbooks are the default.
 fn alert_of(r: &quench_knowledge::AlertRecord) -> Alert {
-    let source = match r.source.as_str() {
-        "pagerduty" => quench_connectors::Source::Pagerduty,
-        "datadog" => quench_connectors::Source::Datadog,
-        s => match s.strip_prefix("generic/") {
-            Some(n) => quench_connectors::Source::Generic(n.to_string()),
-            None => quench_connectors::Source::Alertmanager,
-        },
-    };
+    let source = r.source.parse().unwrap_or_else(|e: String| {
+        warn!(fingerprint = %r.fingerprint, error = %e, "stored alert with an unknown source");
+        quench_connectors::Source::Alertmanager
+    });
     Alert {
         source,
         fingerprint: r.fingerprint.clone(),
@@ -1337,7 +1301,7 @@ impl Executor {
                 out.push((r.id.clone(), Recovery::Started));
                 continue;
             }
-            let main = runbook.file.steps.len().min(n_main);
+            let main = runbook.steps.len().min(n_main);
             let Some(k) = r.steps[..main].iter().position(unfinished) else {
                 // Only on_failure steps were left: a human takes it from here.
                 let why = "the engine stopped during on_failure".to_string();
@@ -1596,20 +1560,18 @@ mod tests {
         let text = serde_saphyr::to_string(&doc).unwrap();
         let mut rb = quench_runbooks::parse_runbook(Path::new("t.yaml"), "t.yaml", &text)
             .unwrap_or_else(|e| panic!("{e:#?}"));
-        let put =
-            |slot: String,
-             with: &mut Option<serde_saphyr::Spanned<serde_json::Map<String, Value>>>| {
-                if let (Some(w), Some(script)) = (with.as_mut(), scripts.get(&slot)) {
-                    w.value.extend(script.clone());
-                }
-            };
-        for s in &mut rb.file.steps {
-            put(format!("steps/{}", s.id.value), &mut s.with);
+        let put = |slot: String, with: &mut serde_json::Map<String, Value>| {
+            if let Some(script) = scripts.get(&slot) {
+                with.extend(script.clone());
+            }
+        };
+        for s in &mut rb.steps {
+            put(format!("steps/{}", s.id), &mut s.with);
         }
-        for s in &mut rb.file.on_failure {
-            put(format!("on_failure/{}", s.id.value), &mut s.with);
+        for s in &mut rb.on_failure {
+            put(format!("on_failure/{}", s.id), &mut s.with);
         }
-        if let Some(v) = rb.file.verify.as_mut() {
+        if let Some(v) = rb.verify.as_mut() {
             put("verify".into(), &mut v.with);
         }
         rb
@@ -2010,13 +1972,12 @@ mod tests {
         };
         let running = |idx: usize| {
             let mut records: Vec<StepRecord> = rb
-                .file
                 .steps
                 .iter()
                 .map(|s| StepRecord {
-                    id: s.id.value.clone(),
-                    uses: s.uses.value.clone(),
-                    destructive: StepType::from_name(&s.uses.value).unwrap().is_destructive(),
+                    id: s.id.clone(),
+                    uses: s.kind.name().to_string(),
+                    destructive: s.kind.is_destructive(),
                     state: StepState::Pending,
                     attempts: 0,
                     attempt_key: String::new(),

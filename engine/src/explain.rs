@@ -40,15 +40,7 @@ pub fn read_alerts(bytes: &[u8]) -> Result<Vec<Alert>, String> {
     plain
         .into_iter()
         .map(|p| {
-            let source = match p.source.as_deref() {
-                None | Some("alertmanager") => Source::Alertmanager,
-                Some("pagerduty") => Source::Pagerduty,
-                Some("datadog") => Source::Datadog,
-                Some(other) => match other.strip_prefix("generic/") {
-                    Some(name) if !name.is_empty() => Source::Generic(name.to_string()),
-                    _ => return Err(format!("unknown source {other:?}")),
-                },
-            };
+            let source: Source = p.source.as_deref().unwrap_or("alertmanager").parse()?;
             Ok(Alert {
                 fingerprint: quench_connectors::alert::fingerprint_of(&source, &p.labels),
                 source,

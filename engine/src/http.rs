@@ -232,7 +232,7 @@ async fn list_runbooks(State(s): State<AppState>, headers: HeaderMap) -> Respons
                 "continue": r.file.continue_matching,
                 "matchers": r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
                 "group_by": r.file.group_by.iter().map(|g| g.value.as_str()).collect::<Vec<_>>(),
-                "steps": r.step_types.iter().map(|t| t.name()).collect::<Vec<_>>(),
+                "steps": r.steps.iter().map(|s| s.kind.name()).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -22,6 +22,7 @@ pub mod duration;
 pub mod load;
 pub mod matcher;
 pub mod model;
+pub mod runbook;
 pub mod suppress;
 pub mod sync;
 pub mod template;

@@ -8,33 +8,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use quench_connectors::steps::StepType;
-use quench_connectors::{Alert, AlertStatus};
+use quench_connectors::{Alert, AlertStatus, Source};
 use serde::Serialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
 use crate::diag::{Code, Diagnostic};
 use crate::matcher::{Matcher, is_label_name};
 use crate::model::{RunbookFile, StatusFilter, StepFile};
+pub use crate::runbook::Runbook;
+use crate::runbook::{Gate, Retry, Step, Verify};
 use crate::suppress::{IntervalSpec, IntervalsFile, interval_contains};
 use crate::template::Templates;
-
-/// A validated runbook.
-#[derive(Debug, Clone)]
-pub struct Runbook {
-    /// The file as written.
-    pub file: RunbookFile,
-    /// Its path, relative to the runbook directory.
-    pub path: String,
-    /// The parsed matchers.
-    pub matchers: Vec<Matcher>,
-    /// The parsed cooldown.
-    pub cooldown: Option<Duration>,
-    /// The step types, in step order.
-    pub step_types: Vec<StepType>,
-    /// Parsed `inhibit_when`: the inhibiting alert's matchers and the
-    /// labels that must be equal.
-    pub inhibit: Vec<(Vec<Matcher>, Vec<String>)>,
-}
 
 /// Why a runbook did not apply to an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -193,14 +177,13 @@ impl Runbook {
     }
 
     fn check_source_and_labels(&self, alert: &Alert) -> Option<Skip> {
-        if let Some(src) = &self.file.matching.source {
-            let got = alert.source.to_string();
-            if got != src.value {
-                return Some(Skip::Source {
-                    wanted: src.value.clone(),
-                    got,
-                });
-            }
+        if let Some(src) = &self.source
+            && *src != alert.source
+        {
+            return Some(Skip::Source {
+                wanted: src.to_string(),
+                got: alert.source.to_string(),
+            });
         }
         self.matchers
             .iter()
@@ -454,15 +437,16 @@ fn check_duration(
     }
 }
 
+/// Checks a list of steps; returns those that are valid, in types.
 fn check_steps(
     file: &Path,
     text: &str,
     list: &str,
     steps: &[StepFile],
     ids: &mut Vec<String>,
-    types: &mut Vec<StepType>,
     out: &mut Vec<Diagnostic>,
-) {
+) -> Vec<Step> {
+    let mut typed = Vec::new();
     for (i, s) in steps.iter().enumerate() {
         let base = format!("{list}[{i}]");
         let id = &s.id.value;
@@ -483,9 +467,9 @@ fn check_steps(
         } else {
             ids.push(id.clone());
         }
-        match StepType::from_name(&s.uses.value) {
-            Some(t) => types.push(t),
-            None => out.push(spanned_at(
+        let kind = StepType::from_name(&s.uses.value);
+        if kind.is_none() {
+            out.push(spanned_at(
                 file,
                 &s.uses,
                 Code::UnknownStep,
@@ -495,7 +479,7 @@ fn check_steps(
                     s.uses.value,
                     StepType::names()
                 ),
-            )),
+            ));
         }
         check_param_names(file, text, &s.uses.value, &s.with, &base, out);
         if let Some(with) = &s.with {
@@ -519,14 +503,33 @@ fn check_steps(
                 e,
             ));
         }
-        check_duration(file, &s.timeout, &format!("{base}.timeout"), out);
-        if let Some(r) = &s.retries {
-            check_duration(file, &r.backoff, &format!("{base}.retries.backoff"), out);
-        }
-        if let Some(a) = &s.approval {
-            check_duration(file, &a.timeout, &format!("{base}.approval.timeout"), out);
+        let timeout = check_duration(file, &s.timeout, &format!("{base}.timeout"), out);
+        let backoff = s.retries.as_ref().and_then(|r| {
+            check_duration(file, &r.backoff, &format!("{base}.retries.backoff"), out)
+        });
+        let gate_timeout = s.approval.as_ref().and_then(|a| {
+            check_duration(file, &a.timeout, &format!("{base}.approval.timeout"), out)
+        });
+        if let Some(kind) = kind {
+            typed.push(Step {
+                id: id.clone(),
+                kind,
+                with: s.with.as_ref().map(|w| w.value.clone()).unwrap_or_default(),
+                when: s.when.as_ref().map(|w| w.value.clone()),
+                timeout,
+                retry: Retry {
+                    attempts: s.retries.as_ref().map_or(0, |r| r.attempts),
+                    backoff: backoff.unwrap_or(crate::runbook::DEFAULT_BACKOFF),
+                },
+                continue_on_error: s.continue_on_error,
+                approval: s.approval.as_ref().filter(|a| a.required).map(|a| Gate {
+                    timeout: gate_timeout,
+                    on_timeout: a.on_timeout,
+                }),
+            });
         }
     }
+    typed
 }
 
 /// Parses YAML straight into `T`; a syntax or shape error is RB001 at its
@@ -599,23 +602,11 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             )),
         }
     }
+    let mut source = None;
     if let Some(src) = &parsed.matching.source {
-        let ok = matches!(src.value.as_str(), "alertmanager" | "pagerduty" | "datadog")
-            || src
-                .value
-                .strip_prefix("generic/")
-                .is_some_and(|n| !n.is_empty());
-        if !ok {
-            out.push(spanned_at(
-                file,
-                src,
-                Code::Source,
-                "match.source",
-                format!(
-                    "unknown source {:?} (alertmanager, pagerduty, datadog or generic/NAME)",
-                    src.value
-                ),
-            ));
+        match src.value.parse::<Source>() {
+            Ok(s) => source = Some(s),
+            Err(e) => out.push(spanned_at(file, src, Code::Source, "match.source", e)),
         }
     }
     for (i, g) in parsed.group_by.iter().enumerate() {
@@ -659,16 +650,8 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
     }
     let cooldown = check_duration(file, &parsed.cooldown, "cooldown", &mut out);
     let mut ids = Vec::new();
-    let mut step_types = Vec::new();
-    check_steps(
-        file,
-        text,
-        "steps",
-        &parsed.steps,
-        &mut ids,
-        &mut step_types,
-        &mut out,
-    );
+    let steps = check_steps(file, text, "steps", &parsed.steps, &mut ids, &mut out);
+    let mut verify = None;
     if let Some(v) = &parsed.verify {
         match StepType::from_name(&v.uses.value) {
             None => out.push(spanned_at(file, &v.uses, Code::UnknownStep, "verify.uses", format!("unknown step type {:?}; valid step types: {}", v.uses.value, StepType::names()))),
@@ -676,8 +659,16 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             Some(_) => {}
         }
         check_param_names(file, text, &v.uses.value, &v.with, "verify", &mut out);
-        check_duration(file, &v.every, "verify.every", &mut out);
-        check_duration(file, &v.timeout, "verify.timeout", &mut out);
+        let every = check_duration(file, &v.every, "verify.every", &mut out);
+        let timeout = check_duration(file, &v.timeout, "verify.timeout", &mut out);
+        if let Some(kind) = StepType::from_name(&v.uses.value) {
+            verify = Some(Verify {
+                kind,
+                with: v.with.as_ref().map(|w| w.value.clone()).unwrap_or_default(),
+                every: every.unwrap_or(crate::runbook::DEFAULT_VERIFY_EVERY),
+                timeout: timeout.unwrap_or(crate::runbook::DEFAULT_VERIFY_TIMEOUT),
+            });
+        }
         if let Some(with) = &v.with {
             let value = serde_json::Value::Object(with.value.clone());
             let mut strings = Vec::new();
@@ -689,14 +680,12 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             }
         }
     }
-    let mut failure_types = Vec::new();
-    check_steps(
+    let on_failure = check_steps(
         file,
         text,
         "on_failure",
         &parsed.on_failure,
         &mut ids,
-        &mut failure_types,
         &mut out,
     );
     for (i, t) in parsed.tests.iter().enumerate() {
@@ -739,8 +728,11 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         file: parsed,
         path: rel.to_string(),
         matchers,
+        source,
         cooldown,
-        step_types,
+        steps,
+        on_failure,
+        verify,
         inhibit,
     })
 }
@@ -1057,7 +1049,7 @@ mod tests {
         );
         assert_eq!(r[0].cooldown, Some(Duration::from_secs(1800)));
         assert_eq!(
-            r[0].step_types,
+            r[0].step_types(),
             [StepType::PprofCapture, StepType::PromqlQuery]
         );
     }

@@ -34,15 +34,7 @@ const TEST_SECRET: &str = "quench-test";
 
 fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert>, String> {
     if let Some(a) = &case.alert {
-        let source = match a.source.as_deref().unwrap_or("alertmanager") {
-            "alertmanager" => Source::Alertmanager,
-            "pagerduty" => Source::Pagerduty,
-            "datadog" => Source::Datadog,
-            other => match other.strip_prefix("generic/") {
-                Some(n) if !n.is_empty() => Source::Generic(n.into()),
-                _ => return Err(format!("unknown source {other:?}")),
-            },
-        };
+        let source: Source = a.source.as_deref().unwrap_or("alertmanager").parse()?;
         let status = match a.status.as_deref().unwrap_or("firing") {
             "firing" => AlertStatus::Firing,
             "resolved" => AlertStatus::Resolved,
