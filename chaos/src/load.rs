@@ -476,11 +476,25 @@ mod tests {
 
     #[test]
     fn runbook_loading_skips_experiments() {
-        let set = quench_runbooks::load_dir(&root().join("runbooks/examples"), None).unwrap();
-        assert!(
-            set.runbooks
-                .iter()
-                .all(|r| !r.path.ends_with(".chaos.yaml"))
+        // The examples hold an experiment that is not a valid runbook, so
+        // the directory loads only because experiments are skipped.
+        let dir = root().join("runbooks/examples");
+        let exp = dir.join("chaos/checkout-pod-kill.chaos.yaml");
+        let text = std::fs::read_to_string(&exp).unwrap();
+        assert!(quench_runbooks::parse_runbook(&exp, "x", &text).is_err());
+        let set = quench_runbooks::load_dir(&dir, None).unwrap();
+        let mut paths: Vec<&str> = set.runbooks.iter().map(|r| r.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "connection-pool.yaml",
+                "error-rate-after-deploy.yaml",
+                "go-high-cpu.yaml",
+                "goroutine-leak.yaml",
+                "p99-latency.yaml",
+                "triage.yaml"
+            ]
         );
     }
 }

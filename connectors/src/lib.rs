@@ -5,11 +5,15 @@
 //! - [`inbound`]: one pure parser per webhook sender (bytes plus headers in,
 //!   alerts out), each with its own authentication check. No I/O happens here,
 //!   so the parsers can be fuzzed and property-tested in isolation.
-//! - [`steps`]: the closed list of step types. Each type's params and `run`
-//!   join it in its own file as the evidence and Kubernetes work lands.
-//!
-//! - [`pprof`]: the profile.proto decoder and the top table.
-//! - [`k8s`]: the Kubernetes client trait the steps use, and name checks.
+//! - [`steps`]: the `Step` trait, the registry of step types (the closed
+//!   `StepType` enum and everything derived from it) and one file per step
+//!   type.
+//! - [`pprof`]: the profile.proto decoder, the top table, flame graphs and
+//!   diffs.
+//! - [`k8s`]: the Kubernetes client trait the steps use, its kube-rs
+//!   implementation, its error, name checks and the node-local perf Job.
+//! - [`argocd`]: the Argo CD API client of the `argocd.*` steps.
+//! - [`hosts`]: `executor.allowed_hosts`, the hosts steps may call.
 #![warn(missing_docs)]
 
 pub mod alert;

@@ -1,6 +1,7 @@
 //! The test harness: starts the real `quench` binary and the real components
-//! it talks to (Alertmanager now; Prometheus, a Go pprof target, git and a
-//! Kubernetes API server as later work needs them), all on 127.0.0.1.
+//! it talks to (Alertmanager, Prometheus, a Go service with net/http/pprof,
+//! git repositories and, in `kube`, a Kubernetes control plane), all on
+//! 127.0.0.1.
 //!
 //! A component that is not installed is a loud failure that names the
 //! install command, never a silently skipped test.
