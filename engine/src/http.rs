@@ -117,44 +117,65 @@ impl KpiCache {
     }
 }
 
-/// Builds the router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/hooks/alertmanager", post(hook_alertmanager))
-        .route("/hooks/pagerduty", post(hook_pagerduty))
-        .route("/hooks/datadog", post(hook_datadog))
-        .route("/hooks/generic/{name}", post(hook_generic))
-        .route("/api/v1/incidents", get(list_incidents))
-        .route("/api/v1/incidents/{id}", get(show_incident))
-        .route("/api/v1/incidents/{id}/timeline", get(incident_timeline))
-        .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/runbooks", get(list_runbooks))
-        .route("/api/v1/incidents/{id}/approvals", post(approve))
-        .route("/api/v1/incidents/{id}/ack", post(acknowledge))
-        .route("/api/v1/incidents/{id}/annotations", post(annotate))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/search", get(search))
-        .route("/api/v1/reindex", post(reindex))
-        .route("/api/v1/import", post(import_incidents))
-        .route("/api/v1/audit", get(list_audit))
-        .route("/api/v1/artifacts/{id}", get(get_artifact))
-        .route("/api/v1/artifacts/{id}/meta", get(get_artifact_meta))
-        .route("/api/v1/chaos", get(list_chaos))
-        .route("/api/v1/chaos/runs", get(list_chaos_runs))
-        .route("/api/v1/chaos/runs/{run}", get(show_chaos_run))
-        .route("/api/v1/chaos/runs/{run}/abort", post(abort_chaos_run))
-        .route("/api/v1/chaos/{name}/run", post(start_chaos_run))
-        .route("/api/v1/baselines", get(list_baselines))
-        .route("/api/v1/baselines/{service}/{kind}", put(put_baseline))
-        .route("/api/v1/control", get(control_state))
-        .route("/api/v1/control/pause", post(pause))
-        .route("/api/v1/control/resume", post(resume))
-        .route("/hooks/git", post(hook_git))
-        .fallback(not_found)
-        .with_state(state)
+/// Declares every route once: the router and [`ROUTES`] come from the
+/// same list, so a test can walk every route the server has.
+macro_rules! routes {
+    ($( $verb:ident $path:literal => $handler:ident; )*) => {
+        /// Every route: `(method, path)`.
+        pub const ROUTES: &[(&str, &str)] = &[ $( (stringify!($verb), $path), )* ];
+
+        /// Builds the router.
+        pub fn router(state: AppState) -> Router {
+            Router::new()
+                $( .route($path, routes!(@method $verb $handler)) )*
+                .fallback(not_found)
+                .with_state(state)
+        }
+    };
+    (@method GET $h:ident) => { get($h) };
+    (@method POST $h:ident) => { post($h) };
+    (@method PUT $h:ident) => { put($h) };
+}
+
+/// The routes anyone may call: probes and metrics. Webhooks check their
+/// sender's own credentials (a bearer token, a signature) instead of an
+/// API token. Every other route takes a [`Caller`].
+pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+routes! {
+    GET "/healthz" => healthz;
+    GET "/readyz" => readyz;
+    GET "/metrics" => metrics;
+    POST "/hooks/alertmanager" => hook_alertmanager;
+    POST "/hooks/pagerduty" => hook_pagerduty;
+    POST "/hooks/datadog" => hook_datadog;
+    POST "/hooks/generic/{name}" => hook_generic;
+    GET "/api/v1/incidents" => list_incidents;
+    GET "/api/v1/incidents/{id}" => show_incident;
+    GET "/api/v1/incidents/{id}/timeline" => incident_timeline;
+    GET "/api/v1/alerts" => list_alerts;
+    GET "/api/v1/runbooks" => list_runbooks;
+    POST "/api/v1/incidents/{id}/approvals" => approve;
+    POST "/api/v1/incidents/{id}/ack" => acknowledge;
+    POST "/api/v1/incidents/{id}/annotations" => annotate;
+    GET "/api/v1/stats" => stats;
+    GET "/api/v1/search" => search;
+    POST "/api/v1/reindex" => reindex;
+    POST "/api/v1/import" => import_incidents;
+    GET "/api/v1/audit" => list_audit;
+    GET "/api/v1/artifacts/{id}" => get_artifact;
+    GET "/api/v1/artifacts/{id}/meta" => get_artifact_meta;
+    GET "/api/v1/chaos" => list_chaos;
+    GET "/api/v1/chaos/runs" => list_chaos_runs;
+    GET "/api/v1/chaos/runs/{run}" => show_chaos_run;
+    POST "/api/v1/chaos/runs/{run}/abort" => abort_chaos_run;
+    POST "/api/v1/chaos/{name}/run" => start_chaos_run;
+    GET "/api/v1/baselines" => list_baselines;
+    PUT "/api/v1/baselines/{service}/{kind}" => put_baseline;
+    GET "/api/v1/control" => control_state;
+    POST "/api/v1/control/pause" => pause;
+    POST "/api/v1/control/resume" => resume;
+    POST "/hooks/git" => hook_git;
 }
 
 /// A JSON error response.
@@ -214,10 +235,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 /// The runbook set in force, where it came from, and the last sync.
-async fn list_runbooks(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
+async fn list_runbooks(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let loaded = s.runbooks.current();
     let runbooks: Vec<Value> = loaded
         .set
@@ -611,12 +629,9 @@ fn bad_query(e: QueryRejection) -> Response {
 
 async fn list_incidents(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
@@ -653,12 +668,9 @@ async fn list_incidents(
 
 async fn show_incident(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     match s.incidents.fetch(&id).await {
         Ok(Some(r)) => axum::Json(with_similar(&s, r).await).into_response(),
         Ok(None) => missing(format!("incident {id:?}")),
@@ -674,12 +686,9 @@ struct AlertsQuery {
 
 async fn list_alerts(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     q: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
@@ -697,6 +706,54 @@ async fn list_alerts(
 // Handlers return a Response either way; boxing the error side would only
 // add noise at every call.
 #[allow(clippy::result_large_err)]
+/// The role a route needs, as a type: `Caller<Viewer>`, `Caller<Responder>`,
+/// `Caller<Admin>`.
+pub trait Needs: Send + Sync + 'static {
+    /// The least role that may call.
+    const ROLE: Role;
+}
+
+/// Read access: incidents, search, stats, audit, artifacts, chaos runs.
+pub struct Viewer;
+/// Acting on incidents: approvals, acknowledgements, annotations, baselines.
+pub struct Responder;
+/// The kill switch, imports, reindexing, chaos runs.
+pub struct Admin;
+
+impl Needs for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+impl Needs for Responder {
+    const ROLE: Role = Role::Responder;
+}
+impl Needs for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// An authenticated caller with at least role `N`. A handler that takes
+/// one cannot run for anyone else: the extractor answers 401 (no or an
+/// unknown token) or 403 (a lesser role) first. With no `api_tokens`
+/// configured (only allowed on loopback) everyone is `anonymous`.
+pub struct Caller<N> {
+    /// The token's name, for the audit log.
+    pub name: String,
+    need: std::marker::PhantomData<N>,
+}
+
+impl<N: Needs> axum::extract::FromRequestParts<AppState> for Caller<N> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, Response> {
+        authorize(s, &parts.headers, N::ROLE).map(|name| Caller {
+            name,
+            need: std::marker::PhantomData,
+        })
+    }
+}
+
 fn authorize(s: &AppState, headers: &HeaderMap, need: Role) -> Result<String, Response> {
     if s.config.api_tokens.is_empty() {
         return Ok("anonymous".into());
@@ -777,13 +834,10 @@ async fn audit(s: &AppState, entry: quench_knowledge::AuditEntry) {
 /// the audit log.
 async fn acknowledge(
     State(s): State<AppState>,
+    caller: Caller<Responder>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Responder) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let actor = caller.name;
     let now = chrono::Utc::now();
     let who = actor.clone();
     let updated = s
@@ -829,18 +883,15 @@ struct AnnotationBody {
     tags: Vec<String>,
 }
 
-/// The prologue of a JSON endpoint: the caller's role, the body within
-/// `limit`, the body as `T`; or the response that says which failed
-/// (401/403, 413, 422 with the expected `shape`).
+/// The prologue of a JSON endpoint: the body within `limit`, the body as
+/// `T`; or the response that says which failed (413, 422 with the
+/// expected `shape`).
 async fn json_request<T: serde::de::DeserializeOwned>(
-    s: &AppState,
     headers: &HeaderMap,
     body: Body,
-    role: Role,
     limit: usize,
     shape: &str,
-) -> Result<(String, T), Response> {
-    let actor = authorize(s, headers, role)?;
+) -> Result<T, Response> {
     let bytes = read_body(headers, body, limit).await?;
     let req = serde_json::from_slice(&bytes).map_err(|e| {
         error(
@@ -850,22 +901,22 @@ async fn json_request<T: serde::de::DeserializeOwned>(
             Value::Null,
         )
     })?;
-    Ok((actor, req))
+    Ok(req)
 }
 
 /// `POST /api/v1/incidents/{id}/annotations`: root cause, resolution,
 /// commits and tags (responder). Each edit is audited with what changed.
 async fn annotate(
     State(s): State<AppState>,
+    caller: Caller<Responder>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (actor, req): (String, AnnotationBody) = match json_request(
-        &s,
+    let actor = caller.name;
+    let req: AnnotationBody = match json_request(
         &headers,
         body,
-        Role::Responder,
         256 * 1024,
         "{root_cause, resolution, commits: [SHA or SHA@repo], tags: [..]}",
     )
@@ -988,14 +1039,12 @@ struct ImportQuery {
 /// `FILE:line:col: record N: ...`, with nothing written.
 async fn import_incidents(
     State(s): State<AppState>,
+    caller: Caller<Admin>,
     Query(q): Query<ImportQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Admin) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let actor = caller.name;
     let bytes = match read_body(&headers, body, 64 << 20).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -1055,12 +1104,9 @@ struct SearchQuery {
 /// prefixes and filters (docs/KNOWLEDGE.md), best first, with snippets.
 async fn search(
     State(s): State<AppState>,
+    _caller: Caller<Viewer>,
     Query(q): Query<SearchQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
     let index = s.search.clone();
     let query = q.q.clone();
@@ -1078,11 +1124,8 @@ async fn search(
 
 /// `POST /api/v1/reindex`: rebuilds the search index from the records
 /// (admin).
-async fn reindex(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let actor = match authorize(&s, &headers, Role::Admin) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) -> Response {
+    let actor = caller.name;
     let (index, incidents) = (s.search.clone(), s.incidents.clone());
     let rebuilt = tokio::task::spawn_blocking(move || {
         crate::indexer::rebuild(&index, &incidents).map(|_| index.count())
@@ -1121,12 +1164,9 @@ struct StatsQuery {
 /// and the rates, per group.
 async fn stats(
     State(s): State<AppState>,
+    _caller: Caller<Viewer>,
     Query(q): Query<StatsQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let window = q.since.as_deref().unwrap_or("30d");
     let Ok(span) = quench_runbooks::duration::parse(window) else {
         return error(
@@ -1168,15 +1208,15 @@ async fn stats(
 /// (responder role). The approver's name goes into the audit log.
 async fn approve(
     State(s): State<AppState>,
+    caller: Caller<Responder>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (actor, req): (String, ApprovalBody) = match json_request(
-        &s,
+    let actor = caller.name;
+    let req: ApprovalBody = match json_request(
         &headers,
         body,
-        Role::Responder,
         64 * 1024,
         r#"{"step", "decision": "approve"|"reject", "reason"}"#,
     )
@@ -1220,12 +1260,9 @@ struct AuditQuery {
 
 async fn list_audit(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let Query(q) = match q {
         Ok(q) => q,
         Err(e) => return bad_query(e),
@@ -1238,10 +1275,7 @@ async fn list_audit(
     }
 }
 
-async fn control_state(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
+async fn control_state(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let control = s.executor.control.clone();
     match blocking(move || control.state()).await {
         Ok(st) => axum::Json(json!({"paused": s.executor.control.is_paused(), "last_change": st}))
@@ -1256,11 +1290,13 @@ struct ReasonBody {
     reason: String,
 }
 
-async fn set_paused(s: AppState, headers: HeaderMap, body: Body, paused: bool) -> Response {
-    let actor = match authorize(&s, &headers, Role::Admin) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn set_paused(
+    s: AppState,
+    actor: String,
+    headers: HeaderMap,
+    body: Body,
+    paused: bool,
+) -> Response {
     let bytes = match read_body(&headers, body, 64 * 1024).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -1308,24 +1344,31 @@ async fn set_paused(s: AppState, headers: HeaderMap, body: Body, paused: bool) -
     }
 }
 
-async fn pause(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    set_paused(s, headers, body, true).await
+async fn pause(
+    State(s): State<AppState>,
+    caller: Caller<Admin>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    set_paused(s, caller.name, headers, body, true).await
 }
 
-async fn resume(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    set_paused(s, headers, body, false).await
+async fn resume(
+    State(s): State<AppState>,
+    caller: Caller<Admin>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    set_paused(s, caller.name, headers, body, false).await
 }
 
 /// `GET /api/v1/artifacts/{id}`: a profile, trace or flame graph, served
 /// with its media type.
 async fn get_artifact(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let (store, aid) = (s.artifacts.clone(), id.clone());
     match blocking(move || store.get(&aid)).await {
         Ok(Some((meta, bytes))) => {
@@ -1340,10 +1383,7 @@ async fn get_artifact(
 
 /// `GET /api/v1/chaos`: the experiments in force, their schedules (with
 /// the next three runs) and the runs going on.
-async fn list_chaos(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
+async fn list_chaos(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let running = s.chaos.running();
     let now = chrono::Utc::now();
     let list: Vec<Value> = s
@@ -1378,14 +1418,11 @@ struct ChaosRunQuery {
 /// `POST /api/v1/chaos/{name}/run[?dry_run=true]`: starts a run (admin).
 async fn start_chaos_run(
     State(s): State<AppState>,
+    caller: Caller<Admin>,
     Path(name): Path<String>,
     Query(q): Query<ChaosRunQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Admin) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let actor = caller.name;
     match s.chaos.start(&name, q.dry_run, &actor) {
         Ok(run) => (StatusCode::ACCEPTED, axum::Json(json!({"run": run}))).into_response(),
         Err(e @ crate::chaos::StartError::NotFound(_)) => error(
@@ -1403,13 +1440,10 @@ async fn start_chaos_run(
 /// `POST /api/v1/chaos/runs/{run}/abort`: stops a run; its rollbacks run.
 async fn abort_chaos_run(
     State(s): State<AppState>,
+    caller: Caller<Admin>,
     Path(run): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Admin) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let actor = caller.name;
     if s.chaos.abort(&run, &actor) {
         (
             StatusCode::ACCEPTED,
@@ -1429,12 +1463,9 @@ struct ChaosRunsQuery {
 /// `GET /api/v1/chaos/runs[?limit=N]`: verdicts, newest first.
 async fn list_chaos_runs(
     State(s): State<AppState>,
+    _caller: Caller<Viewer>,
     Query(q): Query<ChaosRunsQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let (store, limit) = (s.chaos.store().clone(), q.limit.unwrap_or(50));
     match blocking(move || store.runs(limit)).await {
         Ok(runs) => axum::Json(json!({"runs": runs, "running": s.chaos.running()})).into_response(),
@@ -1445,12 +1476,9 @@ async fn list_chaos_runs(
 /// `GET /api/v1/chaos/runs/{run}`: a verdict, or `{"state": "running"}`.
 async fn show_chaos_run(
     State(s): State<AppState>,
+    _caller: Caller<Viewer>,
     Path(run): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     if s.chaos.running().iter().any(|(r, _)| *r == run) {
         return axum::Json(json!({"run": run, "state": "running"})).into_response();
     }
@@ -1464,10 +1492,7 @@ async fn show_chaos_run(
 
 /// `GET /api/v1/baselines`: the healthy profile saved for each service
 /// and kind, which `pprof.capture` with `baseline_of` diffs against.
-async fn list_baselines(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
+async fn list_baselines(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let store = s.artifacts.clone();
     match blocking(move || store.baselines()).await {
         Ok(b) => axum::Json(json!({ "baselines": b })).into_response(),
@@ -1480,14 +1505,12 @@ async fn list_baselines(State(s): State<AppState>, headers: HeaderMap) -> Respon
 /// its baseline for that kind. The body must decode as a profile.
 async fn put_baseline(
     State(s): State<AppState>,
+    caller: Caller<Responder>,
     Path((service, kind)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let actor = match authorize(&s, &headers, Role::Responder) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let actor = caller.name;
     for (what, v) in [("service", &service), ("kind", &kind)] {
         if let Err(m) = quench_knowledge::artifacts::check_baseline_key(what, v) {
             return error(
@@ -1566,12 +1589,9 @@ async fn put_baseline(
 /// incident and step, capture target and window.
 async fn get_artifact_meta(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     let (store, aid) = (s.artifacts.clone(), id.clone());
     match blocking(move || store.meta(&aid)).await {
         Ok(Some(meta)) => axum::Json(meta).into_response(),
@@ -1610,12 +1630,9 @@ async fn blocking<T: Send + 'static, E: From<quench_knowledge::StoreError> + Sen
 /// capture windows on one UTC axis.
 async fn incident_timeline(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    _caller: Caller<Viewer>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Role::Viewer) {
-        return r;
-    }
     match s.incidents.fetch(&id).await {
         Ok(Some(r)) => axum::Json(json!({"incident": id, "entries": r.aligned()})).into_response(),
         Ok(None) => missing(format!("incident {id:?}")),

@@ -46,6 +46,7 @@ fn cli(q: &Quench, token: &str, args: &[&str]) -> (bool, String) {
 async fn status_of(q: &Quench, token: &str, method: &str, path: &str, body: Value) -> u16 {
     let req = match method {
         "GET" => http().get(format!("{}{path}", q.url)),
+        "PUT" => http().put(format!("{}{path}", q.url)).json(&body),
         _ => http().post(format!("{}{path}", q.url)).json(&body),
     };
     let req = if token.is_empty() {
@@ -267,4 +268,55 @@ async fn approvals_roles_and_a_kill_switch_that_survives_restart() {
         ok && text.contains("control.pause") && text.contains("adam"),
         "{text}"
     );
+}
+
+/// A route's path with its parameters filled in: authorization comes
+/// before they are looked at.
+fn placeholders(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every route of the router, walked from the router's own list: without a
+/// token each answers 401, except the public probes and the webhooks
+/// (which check their sender's credentials, tested in senders.rs). A new
+/// handler that forgets to take a `Caller` fails here.
+#[tokio::test]
+async fn every_route_but_the_public_ones_refuses_a_caller_without_a_token() {
+    use quench_engine::http::{PUBLIC_ROUTES, ROUTES};
+
+    let rb = tempfile::tempdir().unwrap();
+    let config = format!(
+        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\n",
+        sha256_hex("viewer-token"),
+    );
+    let q = Quench::start(&config, rb.path());
+    let mut walked = 0;
+    for (method, path) in ROUTES {
+        if path.starts_with("/hooks/") {
+            continue;
+        }
+        let concrete = placeholders(path);
+        let got = status_of(&q, "", method, &concrete, json!({})).await;
+        if PUBLIC_ROUTES.contains(path) {
+            assert_eq!(got, 200, "{method} {path} is public");
+        } else {
+            assert_eq!(got, 401, "{method} {path} without a token");
+            let got = status_of(&q, "nope", method, &concrete, json!({})).await;
+            assert_eq!(got, 401, "{method} {path} with an unknown token");
+        }
+        walked += 1;
+    }
+    assert!(walked >= 25, "only {walked} routes walked");
+    // The viewer reads, and may not change anything.
+    for (method, path) in ROUTES
+        .iter()
+        .filter(|(m, p)| *m != "GET" && !p.starts_with("/hooks/"))
+    {
+        let concrete = placeholders(path);
+        let got = status_of(&q, "viewer-token", method, &concrete, json!({})).await;
+        assert_eq!(got, 403, "{method} {path} as a viewer");
+    }
 }
