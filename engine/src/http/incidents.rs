@@ -1,0 +1,349 @@
+//! Incidents: lists, one incident with its similar past ones, its
+//! timeline, alerts, acknowledgements, annotations and approvals.
+
+use super::*;
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_incidents(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let mut filter = IncidentFilter {
+        open_only: false,
+        status: None,
+        limit: Some(q.limit.unwrap_or(100).min(MAX_LIST)),
+    };
+    match q.status.as_deref() {
+        None => {}
+        Some("open") => filter.open_only = true,
+        Some(other) => {
+            match serde_json::from_value::<IncidentStatus>(Value::String(other.into())) {
+                Ok(st) => filter.status = Some(st),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_query",
+                        format!(
+                            "unknown status {other:?}: use open, diagnosing, remediating, verifying, resolved, escalated, failed or cancelled"
+                        ),
+                        Value::Null,
+                    );
+                }
+            }
+        }
+    }
+    match s.incidents.query(filter).await {
+        Ok(list) => axum::Json(json!({ "incidents": list })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+pub(super) async fn show_incident(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    match s.incidents.fetch(&id).await {
+        Ok(Some(r)) => axum::Json(with_similar(&s, r).await).into_response(),
+        Ok(None) => missing(format!("incident {id:?}")),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct AlertsQuery {
+    limit: Option<usize>,
+    fingerprint: Option<String>,
+}
+
+pub(super) async fn list_alerts(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    q: Result<Query<AlertsQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    match s.log.recent(limit, q.fingerprint.as_deref()) {
+        Ok(list) => axum::Json(json!({ "alerts": list })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ApprovalBody {
+    step: String,
+    decision: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/incidents/{id}/ack`: a human has it (responder). The
+/// first acknowledgement counts for MTTA; later ones are recorded only in
+/// the audit log.
+pub(super) async fn acknowledge(
+    State(s): State<AppState>,
+    caller: Caller<Responder>,
+    Path(id): Path<String>,
+) -> Response {
+    let actor = caller.name;
+    let now = chrono::Utc::now();
+    let who = actor.clone();
+    let updated = s
+        .incidents
+        .update(&id, move |r| {
+            if r.acknowledged.is_none() {
+                r.acknowledged = Some(quench_knowledge::Acknowledgement {
+                    at: now,
+                    by: who.clone(),
+                });
+                r.timeline.push(quench_knowledge::TimelineEvent {
+                    at: now,
+                    kind: "acknowledged".into(),
+                    detail: format!("acknowledged by {who}"),
+                });
+            }
+            r.acknowledged.clone()
+        })
+        .await;
+    match updated {
+        Ok(Some((_, ack))) => {
+            audit_incident(&s, &actor, "incident.ack", &id, "acknowledged".into()).await;
+            axum::Json(json!({"incident": id, "acknowledged": ack})).into_response()
+        }
+        Ok(None) => missing(format!("incident {id:?}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// What `POST /api/v1/incidents/{id}/annotations` takes. Fields left out
+/// stay as they are; commits and tags are added.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnnotationBody {
+    #[serde(default)]
+    root_cause: Option<String>,
+    #[serde(default)]
+    resolution: Option<String>,
+    /// `SHA` or `SHA@repository`.
+    #[serde(default)]
+    commits: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// `POST /api/v1/incidents/{id}/annotations`: root cause, resolution,
+/// commits and tags (responder). Each edit is audited with what changed.
+pub(super) async fn annotate(
+    State(s): State<AppState>,
+    caller: Caller<Responder>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = caller.name;
+    let req: AnnotationBody = match json_request(
+        &headers,
+        body,
+        256 * 1024,
+        "{root_cause, resolution, commits: [SHA or SHA@repo], tags: [..]}",
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut commits = Vec::new();
+    for c in &req.commits {
+        match crate::import::parse_commit(c) {
+            Ok(c) => commits.push(c),
+            Err(m) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_commit",
+                    m,
+                    json!({"field": "commits"}),
+                );
+            }
+        }
+    }
+    for t in &req.tags {
+        if !crate::import::is_tag(t) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_tag",
+                format!("tag {t:?}: 1 to 64 letters, digits, '-', '_', '.', ':' or '/'"),
+                json!({"field": "tags"}),
+            );
+        }
+    }
+    for (field, text) in [
+        ("root_cause", &req.root_cause),
+        ("resolution", &req.resolution),
+    ] {
+        if text.as_ref().is_some_and(|t| t.len() > 10_000) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_long",
+                format!("{field} is longer than 10000 bytes"),
+                json!({"field": field}),
+            );
+        }
+    }
+    let mut changed = Vec::new();
+    if req.root_cause.is_some() {
+        changed.push("root_cause");
+    }
+    if req.resolution.is_some() {
+        changed.push("resolution");
+    }
+    if !commits.is_empty() {
+        changed.push("commits");
+    }
+    if !req.tags.is_empty() {
+        changed.push("tags");
+    }
+    let now = chrono::Utc::now();
+    let who = actor.clone();
+    let req_root_cause = req.root_cause.clone();
+    let req_resolution = req.resolution.clone();
+    let req_tags = req.tags.clone();
+    let commits_in = commits.clone();
+    let updated = s
+        .incidents
+        .update(&id, move |r| {
+            let (req_root_cause, req_resolution, req_tags, commits) =
+                (&req_root_cause, &req_resolution, &req_tags, &commits_in);
+            if let Some(rc) = req_root_cause {
+                r.notes.root_cause = Some(rc.clone());
+            }
+            if let Some(res) = req_resolution {
+                r.notes.resolution = Some(res.clone());
+            }
+            for c in commits {
+                if !r.notes.commits.contains(c) {
+                    r.notes.commits.push(c.clone());
+                }
+            }
+            for t in req_tags {
+                if !r.notes.tags.contains(t) {
+                    r.notes.tags.push(t.clone());
+                }
+            }
+            r.notes.edited_at = Some(now);
+            r.notes.edited_by = Some(who.clone());
+            r.timeline.push(quench_knowledge::TimelineEvent {
+                at: now,
+                kind: "annotated".into(),
+                detail: format!("{} edited by {who}", changed.join(", ")),
+            });
+            r.notes.clone()
+        })
+        .await;
+    match updated {
+        Ok(Some((_, notes))) => {
+            audit_incident(
+                &s,
+                &actor,
+                "incident.annotate",
+                &id,
+                serde_json::to_string(&notes).unwrap_or_default(),
+            )
+            .await;
+            axum::Json(json!({"incident": id, "notes": notes})).into_response()
+        }
+        Ok(None) => missing(format!("incident {id:?}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/incidents/{id}/approvals`: answers a waiting approval gate
+/// (responder role). The approver's name goes into the audit log.
+pub(super) async fn approve(
+    State(s): State<AppState>,
+    caller: Caller<Responder>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = caller.name;
+    let req: ApprovalBody = match json_request(
+        &headers,
+        body,
+        64 * 1024,
+        r#"{"step", "decision": "approve"|"reject", "reason"}"#,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let verdict = match req.decision.as_str() {
+        "approve" => Verdict::Approve { by: actor.clone() },
+        "reject" => Verdict::Reject {
+            by: actor.clone(),
+            reason: req.reason.clone(),
+        },
+        other => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_shape",
+                format!("decision {other:?}: approve or reject"),
+                json!({"field": "decision"}),
+            );
+        }
+    };
+    if s.executor.approvals.answer(&id, &req.step, verdict) {
+        axum::Json(json!({"status": "ok", "incident": id, "step": req.step, "decision": req.decision, "by": actor})).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_waiting",
+            format!("no approval is waiting for step {:?} of {id}", req.step),
+            Value::Null,
+        )
+    }
+}
+
+/// The record, with similar past incidents worked out now when the
+/// indexer did not attach them (it skips that during a storm).
+pub async fn with_similar(
+    s: &AppState,
+    mut r: quench_knowledge::IncidentRecord,
+) -> quench_knowledge::IncidentRecord {
+    if r.similar.is_none() {
+        let index = s.search.clone();
+        let probe = r.clone();
+        if let Ok(Ok(similar)) = tokio::task::spawn_blocking(move || index.similar(&probe, 3)).await
+        {
+            r.similar = Some(similar);
+        }
+    }
+    r
+}
+
+/// `GET /api/v1/incidents/{id}/timeline`: events, steps and evidence
+/// capture windows on one UTC axis.
+pub(super) async fn incident_timeline(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    match s.incidents.fetch(&id).await {
+        Ok(Some(r)) => axum::Json(json!({"incident": id, "entries": r.aligned()})).into_response(),
+        Ok(None) => missing(format!("incident {id:?}")),
+        Err(e) => internal(e),
+    }
+}

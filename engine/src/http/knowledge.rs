@@ -1,0 +1,201 @@
+//! The knowledge store: search, reindex, import, stats and the audit log.
+
+use super::*;
+
+#[derive(serde::Deserialize)]
+pub(super) struct ImportQuery {
+    name: Option<String>,
+}
+
+/// `POST /api/v1/import[?name=FILE]`: historical incidents (YAML or JSON,
+/// see `engine/src/import.rs`), all or none (admin). Problems come back as
+/// `FILE:line:col: record N: ...`, with nothing written.
+pub(super) async fn import_incidents(
+    State(s): State<AppState>,
+    caller: Caller<Admin>,
+    Query(q): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = caller.name;
+    let bytes = match read_body(&headers, body, 64 << 20).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = q.name.unwrap_or_else(|| "import".into());
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_utf8",
+            "the file is not UTF-8",
+            Value::Null,
+        );
+    };
+    match crate::import::parse(&name, text) {
+        Err(problems) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_import",
+            format!("{} problem(s); nothing was imported", problems.len()),
+            json!({"problems": problems}),
+        ),
+        Ok(records) => match s.incidents.import(records).await {
+            Ok(ids) => {
+                audit(
+                    &s,
+                    quench_knowledge::AuditEntry {
+                        seq: 0,
+                        at: chrono::Utc::now(),
+                        actor,
+                        action: "incident.import".into(),
+                        incident: None,
+                        step: None,
+                        target: Some(name),
+                        detail: format!(
+                            "{} incidents: {} to {}",
+                            ids.len(),
+                            ids.first().cloned().unwrap_or_default(),
+                            ids.last().cloned().unwrap_or_default()
+                        ),
+                    },
+                )
+                .await;
+                axum::Json(json!({"imported": ids.len(), "ids": ids})).into_response()
+            }
+            Err(e) => internal(e),
+        },
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/search?q=...[&limit=N]`: incidents by words, phrases,
+/// prefixes and filters (docs/KNOWLEDGE.md), best first, with snippets.
+pub(super) async fn search(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(20).clamp(1, 200);
+    let index = s.search.clone();
+    let query = q.q.clone();
+    let result =
+        tokio::task::spawn_blocking(move || index.search(&query, limit, chrono::Utc::now())).await;
+    match result {
+        Ok(Ok(hits)) => axum::Json(json!({"query": q.q, "hits": hits})).into_response(),
+        Ok(Err(quench_knowledge::search::SearchError::Query(m))) => {
+            error(StatusCode::BAD_REQUEST, "invalid_query", m, Value::Null)
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/reindex`: rebuilds the search index from the records
+/// (admin).
+pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) -> Response {
+    let actor = caller.name;
+    let (index, incidents) = (s.search.clone(), s.incidents.clone());
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        crate::indexer::rebuild(&index, &incidents).map(|_| index.count())
+    })
+    .await;
+    match rebuilt {
+        Ok(Ok(n)) => {
+            audit(
+                &s,
+                quench_knowledge::AuditEntry {
+                    seq: 0,
+                    at: chrono::Utc::now(),
+                    actor,
+                    action: "search.reindex".into(),
+                    incident: None,
+                    step: None,
+                    target: None,
+                    detail: format!("{n} incidents"),
+                },
+            )
+            .await;
+            axum::Json(json!({"indexed": n})).into_response()
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct StatsQuery {
+    since: Option<String>,
+    by: Option<String>,
+}
+
+/// `GET /api/v1/stats[?since=30d][&by=service|runbook]`: MTTD, MTTA, MTTR
+/// and the rates, per group.
+pub(super) async fn stats(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    Query(q): Query<StatsQuery>,
+) -> Response {
+    let window = q.since.as_deref().unwrap_or("30d");
+    let Ok(span) = quench_runbooks::duration::parse(window) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("since {window:?} is not a duration (7d, 24h, 30m)"),
+            Value::Null,
+        );
+    };
+    let by = match q.by.as_deref() {
+        None | Some("all") => quench_knowledge::kpi::By::Overall,
+        Some("service") => quench_knowledge::kpi::By::Service,
+        Some("runbook") => quench_knowledge::kpi::By::Runbook,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("by {other:?}: service or runbook"),
+                Value::Null,
+            );
+        }
+    };
+    let since = chrono::Utc::now() - chrono::Duration::from_std(span).unwrap_or_default();
+    match s
+        .incidents
+        .list(&quench_knowledge::IncidentFilter::default())
+    {
+        Ok(all) => axum::Json(json!({
+            "since": since,
+            "by": q.by.as_deref().unwrap_or("all"),
+            "groups": quench_knowledge::kpi::stats(&all, since, by),
+        }))
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct AuditQuery {
+    incident: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_audit(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let audit = s.executor.audit.clone();
+    let (limit, incident) = (q.limit.unwrap_or(100).min(MAX_LIST), q.incident.clone());
+    match blocking(move || audit.list(limit, incident.as_deref())).await {
+        Ok(list) => axum::Json(json!({ "audit": list })).into_response(),
+        Err(e) => internal(e),
+    }
+}

@@ -1,0 +1,278 @@
+//! Probes, metrics, the runbook set and the kill switch.
+
+use super::*;
+
+/// The KPI gauges, rendered, and when. `/metrics` serves a rendering up
+/// to [`KPI_TTL`] old instead of reading every incident on each scrape.
+#[derive(Default)]
+pub struct KpiCache(std::sync::Mutex<Option<(std::time::Instant, String)>>);
+
+/// How long a rendering of the KPI gauges is served.
+const KPI_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KpiCache {
+    /// The gauges, worked out again (off the async workers) when the last
+    /// rendering is older than [`KPI_TTL`].
+    async fn get(&self, incidents: &IncidentStore) -> String {
+        if let Some((at, text)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < KPI_TTL
+        {
+            return text.clone();
+        }
+        let inc = incidents.clone();
+        let text = tokio::task::spawn_blocking(move || kpi_gauges(&inc))
+            .await
+            .unwrap_or_default();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), text.clone()));
+        text
+    }
+}
+
+pub(super) async fn healthz(State(s): State<AppState>) -> Response {
+    let loaded = s.runbooks.current();
+    axum::Json(json!({
+        "status": "ok",
+        "alerts_stored": s.log.len(),
+        "runbooks": loaded.set.runbooks.len(),
+        "runbooks_commit": loaded.commit,
+    }))
+    .into_response()
+}
+
+/// Readiness: answers at once from counters, and says `degraded` (still
+/// 200: intake keeps acknowledging durable alerts) with the lags when the
+/// pipeline or the search index has fallen behind.
+pub(super) async fn readyz(State(s): State<AppState>) -> Response {
+    let pipeline = s.lag.pipeline_lag(&s.log);
+    let index = s.lag.index_lag(&s.incidents);
+    let mut reasons = Vec::new();
+    if pipeline > PIPELINE_LAG_DEGRADED {
+        reasons.push(format!("the pipeline is {pipeline} alerts behind the log"));
+    }
+    if index > INDEX_LAG_DEGRADED {
+        reasons.push(format!(
+            "the search index is {index} changes behind the records"
+        ));
+    }
+    axum::Json(json!({
+        "status": if reasons.is_empty() { "ready" } else { "degraded" },
+        "reasons": reasons,
+        "pipeline_lag_alerts": pipeline,
+        "index_lag_changes": index,
+        "store_writer_queue": s.lag.writer.stats().queued.load(std::sync::atomic::Ordering::Relaxed),
+        "runs_active": s.metrics.runs_active.load(std::sync::atomic::Ordering::Relaxed),
+        "index_docs": s.search.count(),
+    }))
+    .into_response()
+}
+
+/// The runbook set in force, where it came from, and the last sync.
+pub(super) async fn list_runbooks(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
+    let loaded = s.runbooks.current();
+    let runbooks: Vec<Value> = loaded
+        .set
+        .runbooks
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name(),
+                "path": r.path,
+                "description": r.file.description,
+                "priority": r.file.priority,
+                "continue": r.file.continue_matching,
+                "matchers": r.matchers.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+                "group_by": r.file.group_by.iter().map(|g| g.value.as_str()).collect::<Vec<_>>(),
+                "steps": r.steps.iter().map(|s| s.kind.name()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "source": s.runbooks.origin(),
+        "commit": loaded.commit,
+        "loaded_at": loaded.loaded_at,
+        "triage": loaded.set.triage,
+        "sync": s.runbooks.status(),
+        "runbooks": runbooks,
+    }))
+    .into_response()
+}
+
+/// The response KPIs of the last 30 days, as gauges.
+pub(super) fn kpi_gauges(incidents: &IncidentStore) -> String {
+    use std::fmt::Write;
+    let since = chrono::Utc::now() - chrono::Duration::days(30);
+    let all = incidents
+        .list(&quench_knowledge::IncidentFilter::default())
+        .unwrap_or_default();
+    let k =
+        quench_knowledge::kpi::stats(&all, since, quench_knowledge::kpi::By::Overall).remove("all");
+    let mut out = String::new();
+    let gauges = [
+        (
+            "quench_mttd_seconds",
+            "Mean time to detect, last 30 days",
+            k.as_ref().and_then(|k| k.mttd_seconds),
+        ),
+        (
+            "quench_mtta_seconds",
+            "Mean time to acknowledge or act, last 30 days",
+            k.as_ref().and_then(|k| k.mtta_seconds),
+        ),
+        (
+            "quench_mttr_seconds",
+            "Mean time to resolve, last 30 days",
+            k.as_ref().and_then(|k| k.mttr_seconds),
+        ),
+        (
+            "quench_auto_closure_ratio",
+            "Incidents resolved with no human step, last 30 days",
+            k.as_ref().and_then(|k| k.auto_closure_rate),
+        ),
+        (
+            "quench_human_intervention_ratio",
+            "Incidents a human touched, last 30 days",
+            k.as_ref().and_then(|k| k.human_intervention_rate),
+        ),
+        (
+            "quench_runbook_success_ratio",
+            "Runbook runs that ended in resolution, last 30 days",
+            k.as_ref().and_then(|k| k.runbook_success_rate),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        // No value (nothing to measure) is no sample, not zero.
+        if let Some(v) = value {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
+    out
+}
+
+pub(super) async fn metrics(State(s): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let mut text = s.metrics.render();
+    text.push_str(&s.kpis.get(&s.incidents).await);
+    let gauges = [
+        (
+            "quench_pipeline_lag_alerts",
+            "Alerts stored but not yet matched and attached to incidents.",
+            s.lag.pipeline_lag(&s.log),
+        ),
+        (
+            "quench_index_lag_changes",
+            "Changes to the incident records not yet in the search index.",
+            s.lag.index_lag(&s.incidents),
+        ),
+        (
+            "quench_store_writer_queue",
+            "Writes waiting for the knowledge store's writer thread.",
+            s.lag
+                .writer
+                .stats()
+                .queued
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub(super) async fn control_state(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
+    let control = s.executor.control.clone();
+    match blocking(move || control.state()).await {
+        Ok(st) => axum::Json(json!({"paused": s.executor.control.is_paused(), "last_change": st}))
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+pub(super) async fn set_paused(
+    s: AppState,
+    actor: String,
+    headers: HeaderMap,
+    body: Body,
+    paused: bool,
+) -> Response {
+    let bytes = match read_body(&headers, body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason: ReasonBody = if bytes.is_empty() {
+        ReasonBody::default()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_shape",
+                    format!("expected {{\"reason\": ...}}: {e}"),
+                    Value::Null,
+                );
+            }
+        }
+    };
+    match s.executor.control.set(paused, &actor, &reason.reason).await {
+        Ok(st) => {
+            let action = if paused {
+                "control.pause"
+            } else {
+                "control.resume"
+            };
+            audit(
+                &s,
+                quench_knowledge::AuditEntry {
+                    seq: 0,
+                    at: st.at,
+                    actor: actor.clone(),
+                    action: action.into(),
+                    incident: None,
+                    step: None,
+                    target: None,
+                    detail: reason.reason.clone(),
+                },
+            )
+            .await;
+            warn!(by = %actor, paused, reason = %reason.reason, "kill switch changed");
+            axum::Json(json!({"paused": paused, "last_change": st})).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+pub(super) async fn pause(
+    State(s): State<AppState>,
+    caller: Caller<Admin>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    set_paused(s, caller.name, headers, body, true).await
+}
+
+pub(super) async fn resume(
+    State(s): State<AppState>,
+    caller: Caller<Admin>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    set_paused(s, caller.name, headers, body, false).await
+}
