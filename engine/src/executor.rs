@@ -814,16 +814,21 @@ impl Executor {
                 self.preflight(incident, idx, id, &target, "while waiting for approval")
                     .await?;
             }
-            let refused = self.take_window([
-                (
-                    &format!("ns\u{1f}{namespace}"),
-                    self.config.budget_per_namespace_per_hour,
-                ),
-                (
-                    &format!("target\u{1f}{target}"),
-                    self.config.max_actions_per_target_per_hour,
-                ),
-            ]);
+            // A dry run changes nothing, so it spends nothing; it is
+            // still refused where a real run would be.
+            let refused = self.take_window(
+                !self.config.dry_run,
+                [
+                    (
+                        &format!("ns\u{1f}{namespace}"),
+                        self.config.budget_per_namespace_per_hour,
+                    ),
+                    (
+                        &format!("target\u{1f}{target}"),
+                        self.config.max_actions_per_target_per_hour,
+                    ),
+                ],
+            );
             match refused {
                 None => {}
                 Some(0) => {
@@ -1161,7 +1166,10 @@ impl Executor {
     /// Takes one action from a sliding one-hour window of `limit` for
     /// `key` (a namespace's budget, a target's rate), or says no. Both are
     /// checked before either is spent, so a refusal costs nothing.
-    fn take_window(&self, keys: [(&str, usize); 2]) -> Option<usize> {
+    /// Whether one more action fits both hourly windows (`None`), or the
+    /// index of the one that is full. With `spend`, a fitting action is
+    /// counted in both.
+    fn take_window(&self, spend: bool, keys: [(&str, usize); 2]) -> Option<usize> {
         let now = Instant::now();
         let mut windows = self.budget.lock().unwrap_or_else(|e| e.into_inner());
         for (i, (key, limit)) in keys.iter().enumerate() {
@@ -1175,6 +1183,9 @@ impl Executor {
             if used.len() >= *limit {
                 return Some(i);
             }
+        }
+        if !spend {
+            return None;
         }
         for (key, _) in keys {
             windows.entry(key.to_string()).or_default().push_back(now);
@@ -2138,6 +2149,29 @@ mod tests {
         let c = alert("c");
         let third = open_incident(&w, &c, 3);
         assert_eq!(w.exec.run(&third, &other, &c).await, RunEnd::Completed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dry_runs_spend_neither_the_budget_nor_the_rate_limit() {
+        let w = world(ExecConfig {
+            dry_run: true,
+            max_actions_per_target_per_hour: 2,
+            budget_per_namespace_per_hour: 2,
+            ..Default::default()
+        });
+        let rb = runbook(
+            "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    with: {namespace: shop, name: cart}\n",
+        );
+        for n in 1..=5 {
+            let a = alert(&format!("a{n}"));
+            let id = open_incident(&w, &a, n);
+            assert_eq!(
+                w.exec.run(&id, &rb, &a).await,
+                RunEnd::Completed,
+                "dry run {n}"
+            );
+            assert_eq!(steps(&w, &id)[0].state, StepState::DryRun, "dry run {n}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,7 +14,8 @@ use quench_connectors::AlertStatus;
 use quench_knowledge::{
     AlertRecord, AlertState, Attach, IncidentStore, MatchDecision, Opening, RunbookRef,
 };
-use quench_runbooks::{Explanation, Runbook};
+use quench_runbooks::Runbook;
+use quench_runbooks::load::Decision;
 use tracing::{debug, error, info};
 
 use crate::alert_log::{AlertLog, StoredAlert};
@@ -62,7 +63,26 @@ pub enum PipelineError {
     Store(#[from] quench_knowledge::StoreError),
 }
 
+/// Up to this many runbooks, an incident keeps every runbook's decision;
+/// above, the index decides and the record keeps the runbooks it tried.
+const FULL_EXPLANATION_UP_TO: usize = 64;
+
 impl Pipeline {
+    /// Counts and logs the runbooks a suppression (inhibition, mute or
+    /// active time) kept from running.
+    fn count_suppressed(&self, seq: u64, alert: &quench_connectors::Alert, all: &[Decision]) {
+        for d in all {
+            if let Some(skip) = d.skipped.as_ref().filter(|s| s.is_suppression()) {
+                self.metrics.add(
+                    "quench_alerts_suppressed_total",
+                    &[("runbook", &d.runbook)],
+                    1,
+                );
+                info!(seq, fingerprint = %alert.fingerprint, runbook = %d.runbook, reason = %skip, "runbook suppressed");
+            }
+        }
+    }
+
     /// Runs until the log's writer stops. Never gives up on a storage
     /// error: it logs, waits and tries the same entry again, so nothing is
     /// skipped.
@@ -279,24 +299,43 @@ impl Pipeline {
             // with the incident it opens. A resolved one goes to the incidents its
             // firing twin opened, found by source and labels alone.
             let (runbooks, explanation) = match alert.status {
+                AlertStatus::Firing if set.runbooks.len() > FULL_EXPLANATION_UP_TO => {
+                    // Large sets go through the index: the record keeps
+                    // the decisions of the runbooks that were tried, and
+                    // how many were ruled out by an equality matcher.
+                    let m = set.matching_at(alert, now, &firing);
+                    self.count_suppressed(entry.seq, alert, &m.decisions);
+                    let mut kept = decisions(&m.decisions, m.triage.as_deref());
+                    if m.ruled_out > 0 {
+                        kept.push(MatchDecision {
+                            runbook: "*".into(),
+                            matched: false,
+                            reason: format!(
+                                "{} other runbooks: a matcher does not hold (quench explain shows each)",
+                                m.ruled_out
+                            ),
+                        });
+                    }
+                    if let (n @ 1.., Some(by)) = (m.not_tried, &m.stopped_by) {
+                        kept.push(MatchDecision {
+                            runbook: "*".into(),
+                            matched: false,
+                            reason: format!(
+                                "{n} other runbooks: not tried: {by} matched first without continue"
+                            ),
+                        });
+                    }
+                    (m.runbooks, kept)
+                }
                 AlertStatus::Firing => {
                     let why = set.explain_at(alert, now, &firing);
-                    for d in &why.decisions {
-                        if let Some(skip) = d.skipped.as_ref().filter(|s| s.is_suppression()) {
-                            self.metrics.add(
-                                "quench_alerts_suppressed_total",
-                                &[("runbook", &d.runbook)],
-                                1,
-                            );
-                            info!(seq = entry.seq, fingerprint = %alert.fingerprint, runbook = %d.runbook, reason = %skip, "runbook suppressed");
-                        }
-                    }
+                    self.count_suppressed(entry.seq, alert, &why.decisions);
                     let runbooks: Vec<&Runbook> = why
                         .matched()
                         .into_iter()
                         .filter_map(|name| set.by_name(name))
                         .collect();
-                    (runbooks, decisions(&why))
+                    (runbooks, decisions(&why.decisions, why.triage.as_deref()))
                 }
                 AlertStatus::Resolved => (set.select_by_labels(alert), Vec::new()),
             };
@@ -388,9 +427,9 @@ impl FiringIndex {
 }
 
 /// The explanation in the knowledge store's own terms.
-fn decisions(why: &Explanation) -> Vec<MatchDecision> {
-    let mut out: Vec<MatchDecision> = why
-        .decisions
+/// The record's copy of match decisions (and of the triage fallback).
+fn decisions(all: &[Decision], triage: Option<&str>) -> Vec<MatchDecision> {
+    let mut out: Vec<MatchDecision> = all
         .iter()
         .map(|d| MatchDecision {
             runbook: d.runbook.clone(),
@@ -402,9 +441,9 @@ fn decisions(why: &Explanation) -> Vec<MatchDecision> {
                 .unwrap_or_default(),
         })
         .collect();
-    if let Some(t) = &why.triage {
+    if let Some(t) = triage {
         out.push(MatchDecision {
-            runbook: t.clone(),
+            runbook: t.to_string(),
             matched: true,
             reason: "triage runbook: nothing else matched".into(),
         });
@@ -484,6 +523,60 @@ mod tests {
         panic!(
             "expected {n} incidents, {resolved} resolved: {:#?}",
             incidents.list(&IncidentFilter::default())
+        );
+    }
+
+    /// Above [`FULL_EXPLANATION_UP_TO`] runbooks the index decides; the
+    /// record keeps the runbooks whose matchers hold and counts the rest.
+    #[tokio::test]
+    async fn a_large_set_keeps_the_runbooks_that_were_tried_and_counts_the_rest() {
+        let rb = tempfile::tempdir().unwrap();
+        for i in 0..70 {
+            let name = if i == 7 {
+                "HighCPU".to_string()
+            } else {
+                format!("Other{i}")
+            };
+            let cont = i == 7;
+            std::fs::write(
+                rb.path().join(format!("r{i:02}.yaml")),
+                format!("version: 1\nname: r{i:02}\ncontinue: {cont}\nmatch:\n  matchers: ['alertname=\"{name}\"']\nsteps: []\n"),
+            )
+            .unwrap();
+        }
+        // A regex runbook, tried for every alert, after r07 (which goes on).
+        std::fs::write(
+            rb.path().join("zz.yaml"),
+            "version: 1\nname: zz\nmatch:\n  matchers: ['alertname=~\"High.*\"']\nsteps: []\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (p, log, incidents) = pipeline_with(&db, dir.path(), rb.path().to_str().unwrap(), None);
+        log.append(b"1".to_vec(), vec![alert("a", AlertStatus::Firing)])
+            .await
+            .unwrap();
+        let task = tokio::spawn(p.run());
+        wait_for(&incidents, 2, 0).await;
+        task.abort();
+        let all = incidents.list(&IncidentFilter::default()).unwrap();
+        let why: Vec<(String, bool, String)> = all[0]
+            .match_explanation
+            .iter()
+            .map(|d| (d.runbook.clone(), d.matched, d.reason.clone()))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                ("r07".to_string(), true, String::new()),
+                ("zz".to_string(), true, String::new()),
+                (
+                    "*".to_string(),
+                    false,
+                    "69 other runbooks: a matcher does not hold (quench explain shows each)"
+                        .to_string()
+                ),
+            ]
         );
     }
 

@@ -19,6 +19,7 @@
 
 pub mod diag;
 pub mod duration;
+pub mod index;
 pub mod load;
 pub mod matcher;
 pub mod model;

@@ -176,6 +176,18 @@ impl Runbook {
         self.check_source_and_labels(alert)
     }
 
+    /// [`Runbook::check`] without the why: no allocation, for the index.
+    pub fn applies(&self, alert: &Alert) -> bool {
+        let status = match self.file.matching.status {
+            StatusFilter::Firing => alert.status == AlertStatus::Firing,
+            StatusFilter::Resolved => alert.status == AlertStatus::Resolved,
+            StatusFilter::Any => true,
+        };
+        status
+            && self.source.as_ref().is_none_or(|s| *s == alert.source)
+            && self.matchers.iter().all(|m| m.matches(&alert.labels))
+    }
+
     fn check_source_and_labels(&self, alert: &Alert) -> Option<Skip> {
         if let Some(src) = &self.source
             && *src != alert.source
@@ -289,6 +301,8 @@ pub struct RunbookSet {
     pub triage: Option<String>,
     /// Named time intervals (`time-intervals.yaml`).
     pub intervals: BTreeMap<String, Vec<IntervalSpec>>,
+    /// The index over equality matchers, built on first use.
+    pub index: std::sync::OnceLock<crate::index::MatchIndex>,
 }
 
 impl RunbookSet {
@@ -344,9 +358,23 @@ impl RunbookSet {
     }
 
     /// The runbook whose incident a resolved (or firing) alert belongs to.
+    /// Goes through the index: only runbooks filed under the alert's label
+    /// values (and the unfiled ones, and triage) are tried.
     pub fn select_by_labels(&self, alert: &Alert) -> Vec<&Runbook> {
-        self.runbooks
-            .iter()
+        let index = self.index.get_or_init(|| {
+            crate::index::MatchIndex::build(&self.runbooks, self.triage.as_deref())
+        });
+        let mut positions = index.candidates(alert);
+        if let Some(t) = self.triage.as_deref()
+            && let Some(p) = self.runbooks.iter().position(|r| r.name() == t)
+            && let Ok(p) = u32::try_from(p)
+        {
+            positions.push(p);
+            positions.sort_unstable();
+        }
+        positions
+            .into_iter()
+            .filter_map(|p| self.runbooks.get(p as usize))
             .filter(|r| r.matches_labels(alert))
             .collect()
     }
@@ -859,6 +887,7 @@ pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diag
         runbooks,
         triage: triage.map(str::to_string),
         intervals,
+        index: Default::default(),
     })
 }
 
