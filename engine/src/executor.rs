@@ -536,7 +536,7 @@ impl Executor {
         outputs: &serde_json::Map<String, Value>,
     ) -> Result<(), String> {
         let (every, timeout, kind) = (v.every, v.timeout, v.kind);
-        let ctx = context(alert, runbook, incident, outputs, &self.env);
+        let ctx = context(alert, runbook.info(), incident, outputs, &self.env);
         let with = Value::Object(v.with.clone());
         let rendered = match self
             .templates
@@ -675,7 +675,7 @@ impl Executor {
         outputs: &mut serde_json::Map<String, Value>,
     ) -> Result<(), Stop> {
         let (id, kind) = (step.id.as_str(), step.kind);
-        let ctx = context(alert, runbook, incident, outputs, &self.env);
+        let ctx = context(alert, runbook.info(), incident, outputs, &self.env);
         if let Some(when) = &step.when {
             match self.templates.eval_when(when, &ctx) {
                 Ok(true) => {}

@@ -242,7 +242,7 @@ pub struct IncidentRecord {
     pub external_id: Option<String>,
     /// Past incidents like this one, found when it opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub similar: Option<Vec<crate::search::Similar>>,
+    pub similar: Option<Vec<Similar>>,
     /// The chaos experiment runs it opened during.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<ChaosLink>,
@@ -517,6 +517,25 @@ impl IncidentRecord {
         out.sort_by_key(|e| e.at);
         out
     }
+}
+
+/// A similar past incident.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Similar {
+    /// The incident.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// The similarity score.
+    pub score: f32,
+    /// What matched: `alertname`, `service`, `labels (n)`, `text`.
+    pub matched: Vec<String>,
+    /// Its root cause, when someone recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<String>,
+    /// Its resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! The sled records are the truth; the index can always be rebuilt from
 //! them (`rebuild`), and is, when it is missing or does not open.
 
+pub use crate::record::Similar;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
@@ -114,24 +115,6 @@ pub struct Hit {
     pub link: String,
 }
 
-/// A similar past incident.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Similar {
-    /// The incident.
-    pub id: String,
-    /// Its title.
-    pub title: String,
-    /// The similarity score.
-    pub score: f32,
-    /// What matched: `alertname`, `service`, `labels (n)`, `text`.
-    pub matched: Vec<String>,
-    /// Its root cause, when someone recorded it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_cause: Option<String>,
-    /// Its resolution.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<String>,
-}
 
 /// The index.
 pub struct SearchIndex {

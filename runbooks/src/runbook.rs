@@ -44,6 +44,14 @@ pub struct Runbook {
 }
 
 impl Runbook {
+    /// Its name and path, as templates see them.
+    pub fn info(&self) -> crate::template::RunbookInfo<'_> {
+        crate::template::RunbookInfo {
+            name: self.name(),
+            path: &self.path,
+        }
+    }
+
     /// The step types of `steps`, in order.
     pub fn step_types(&self) -> Vec<StepType> {
         self.steps.iter().map(|s| s.kind).collect()

@@ -28,13 +28,22 @@ use std::collections::BTreeMap;
 use quench_connectors::Alert;
 use serde_json::{Value, json};
 
-use crate::load::Runbook;
+
+/// The runbook a template belongs to, as templates see it
+/// (`{{runbook.name}}`, `{{runbook.path}}`).
+#[derive(Debug, Clone, Copy)]
+pub struct RunbookInfo<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its file, relative to the runbook directory.
+    pub path: &'a str,
+}
 
 /// The template context for an alert: what `{{...}}` can reach. `vars`
 /// becomes `env`: only allowlisted variables; the caller decides which.
 pub fn context(
     alert: &Alert,
-    runbook: &Runbook,
+    runbook: RunbookInfo<'_>,
     incident_id: &str,
     outputs: &serde_json::Map<String, Value>,
     vars: &BTreeMap<String, String>,
@@ -52,7 +61,7 @@ pub fn context(
             "source": alert.source.to_string(),
             "startsAt": alert.starts_at,
         },
-        "runbook": {"name": runbook.name(), "path": runbook.path},
+        "runbook": {"name": runbook.name, "path": runbook.path},
         "incident": {"id": incident_id},
         "steps": steps,
         "env": vars,

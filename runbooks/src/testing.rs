@@ -137,7 +137,7 @@ fn run_case(
         if !runs {
             continue;
         }
-        let ctx = context(alert, runbook, "inc-test", &case.outputs, &case.env);
+        let ctx = context(alert, runbook.info(), "inc-test", &case.outputs, &case.env);
         for step in steps(runbook) {
             let id = &step.id.value;
             let with = Value::Object(
