@@ -115,7 +115,6 @@ pub struct Hit {
     pub link: String,
 }
 
-
 /// The index.
 pub struct SearchIndex {
     index: Index,

@@ -44,6 +44,11 @@ pub struct Runbook {
 }
 
 impl Runbook {
+    /// The runbook's name.
+    pub fn name(&self) -> &str {
+        &self.file.name.value
+    }
+
     /// Its name and path, as templates see them.
     pub fn info(&self) -> crate::template::RunbookInfo<'_> {
         crate::template::RunbookInfo {

@@ -28,7 +28,6 @@ use std::collections::BTreeMap;
 use quench_connectors::Alert;
 use serde_json::{Value, json};
 
-
 /// The runbook a template belongs to, as templates see it
 /// (`{{runbook.name}}`, `{{runbook.path}}`).
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,387 @@
+//! Validating one runbook file into the typed model: every problem, each
+//! with its file:line:column and a stable code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use quench_connectors::Source;
+use quench_connectors::steps::StepType;
+use serde_saphyr::{Location, MessageFormatter, Spanned};
+
+use crate::diag::{Code, Diagnostic};
+use crate::matcher::{Matcher, is_label_name};
+use crate::model::{RunbookFile, StepFile};
+use crate::runbook::{Gate, Retry, Runbook, Step, Verify};
+use crate::template::Templates;
+
+/// A diagnostic at a YAML location.
+pub fn at(
+    file: &Path,
+    loc: &Location,
+    code: Code,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Diagnostic {
+    Diagnostic {
+        file: file.to_path_buf(),
+        line: loc.line(),
+        column: loc.column(),
+        code,
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// A diagnostic at a spanned value's place.
+pub fn spanned_at<T>(
+    file: &Path,
+    s: &Spanned<T>,
+    code: Code,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> Diagnostic {
+    at(file, &s.referenced, code, path, message)
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// RB018 for one `with` map: each key must name a parameter of the step
+/// type (values are not checked, they may be templates). An unknown step
+/// type is reported elsewhere.
+fn check_param_names(
+    file: &Path,
+    text: &str,
+    uses: &str,
+    with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    base: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    let (Some(with), Some(t)) = (with, StepType::from_name(uses)) else {
+        return;
+    };
+    for key in with.value.keys() {
+        if let Some(e) = t.unknown_param(key) {
+            let mut d = spanned_at(
+                file,
+                with,
+                Code::UnknownParam,
+                format!("{base}.with.{key}"),
+                format!("{t}: {e}"),
+            );
+            (d.line, d.column) = crate::diag::key_position(text, &with.referenced, key);
+            out.push(d);
+        }
+    }
+}
+
+fn check_duration(
+    file: &Path,
+    d: &Option<Spanned<String>>,
+    path: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    let d = d.as_ref()?;
+    match crate::duration::parse(&d.value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            out.push(spanned_at(file, d, Code::Duration, path, e));
+            None
+        }
+    }
+}
+
+/// Checks a list of steps; returns those that are valid, in types.
+fn check_steps(
+    file: &Path,
+    text: &str,
+    list: &str,
+    steps: &[StepFile],
+    ids: &mut Vec<String>,
+    out: &mut Vec<Diagnostic>,
+) -> Vec<Step> {
+    let mut typed = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let base = format!("{list}[{i}]");
+        let id = &s.id.value;
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            out.push(spanned_at(file, &s.id, Code::StepId, format!("{base}.id"), format!("step id {id:?} must be lowercase letters, digits and '_' (templates use steps.<id>)")));
+        } else if ids.contains(id) {
+            out.push(spanned_at(
+                file,
+                &s.id,
+                Code::DuplicateStep,
+                format!("{base}.id"),
+                format!("step id {id:?} is used twice"),
+            ));
+        } else {
+            ids.push(id.clone());
+        }
+        let kind = StepType::from_name(&s.uses.value);
+        if kind.is_none() {
+            out.push(spanned_at(
+                file,
+                &s.uses,
+                Code::UnknownStep,
+                format!("{base}.uses"),
+                format!(
+                    "unknown step type {:?}; valid step types: {}",
+                    s.uses.value,
+                    StepType::names()
+                ),
+            ));
+        }
+        check_param_names(file, text, &s.uses.value, &s.with, &base, out);
+        if let Some(with) = &s.with {
+            let value = serde_json::Value::Object(with.value.clone());
+            let mut strings = Vec::new();
+            Templates::strings(&value, format!("{base}.with"), &mut strings);
+            for (path, text) in strings {
+                if let Err(e) = Templates::check(text) {
+                    out.push(spanned_at(file, with, Code::Template, path, e));
+                }
+            }
+        }
+        if let Some(when) = &s.when
+            && let Err(e) = Templates::check(&when.value)
+        {
+            out.push(spanned_at(
+                file,
+                when,
+                Code::Template,
+                format!("{base}.when"),
+                e,
+            ));
+        }
+        let timeout = check_duration(file, &s.timeout, &format!("{base}.timeout"), out);
+        let backoff = s.retries.as_ref().and_then(|r| {
+            check_duration(file, &r.backoff, &format!("{base}.retries.backoff"), out)
+        });
+        let gate_timeout = s.approval.as_ref().and_then(|a| {
+            check_duration(file, &a.timeout, &format!("{base}.approval.timeout"), out)
+        });
+        if let Some(kind) = kind {
+            typed.push(Step {
+                id: id.clone(),
+                kind,
+                with: s.with.as_ref().map(|w| w.value.clone()).unwrap_or_default(),
+                when: s.when.as_ref().map(|w| w.value.clone()),
+                timeout,
+                retry: Retry {
+                    attempts: s.retries.as_ref().map_or(0, |r| r.attempts),
+                    backoff: backoff.unwrap_or(crate::runbook::DEFAULT_BACKOFF),
+                },
+                continue_on_error: s.continue_on_error,
+                approval: s.approval.as_ref().filter(|a| a.required).map(|a| Gate {
+                    timeout: gate_timeout,
+                    on_timeout: a.on_timeout,
+                }),
+            });
+        }
+    }
+    typed
+}
+
+/// Parses YAML straight into `T`; a syntax or shape error is RB001 at its
+/// position.
+/// Parses YAML into `T` (strict booleans), a syntax or shape problem as
+/// one RB001 diagnostic with its place.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, Vec<Diagnostic>> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let message = serde_saphyr::DefaultMessageFormatter
+            .format_message(e.without_snippet())
+            .into_owned();
+        vec![at(file, &loc, Code::Syntax, "", message)]
+    })
+}
+
+/// Every file format here is `version: 1`.
+pub fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnostic>) {
+    if version.value != 1 {
+        out.push(spanned_at(
+            file,
+            version,
+            Code::Version,
+            "version",
+            format!("version {} is not supported (expected 1)", version.value),
+        ));
+    }
+}
+
+/// Parses and validates one runbook. `file` names it in diagnostics, `rel`
+/// is its path inside the runbook directory. Reports every problem.
+pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<Diagnostic>> {
+    let parsed: RunbookFile = parse_yaml(file, text)?;
+    let mut out = Vec::new();
+    check_version(file, &parsed.version, &mut out);
+    if !is_name(&parsed.name.value) {
+        out.push(spanned_at(
+            file,
+            &parsed.name,
+            Code::Name,
+            "name",
+            format!(
+                "runbook name {:?} must be lowercase letters, digits, '-' or '_'",
+                parsed.name.value
+            ),
+        ));
+    }
+    let mut matchers = Vec::new();
+    for (i, m) in parsed.matching.matchers.iter().enumerate() {
+        match Matcher::parse(&m.value) {
+            Ok(m) => matchers.push(m),
+            Err(e) => out.push(spanned_at(
+                file,
+                m,
+                Code::Matcher,
+                format!("match.matchers[{i}]"),
+                e,
+            )),
+        }
+    }
+    let mut source = None;
+    if let Some(src) = &parsed.matching.source {
+        match src.value.parse::<Source>() {
+            Ok(s) => source = Some(s),
+            Err(e) => out.push(spanned_at(file, src, Code::Source, "match.source", e)),
+        }
+    }
+    for (i, g) in parsed.group_by.iter().enumerate() {
+        if !is_label_name(&g.value) {
+            out.push(spanned_at(
+                file,
+                g,
+                Code::GroupBy,
+                format!("group_by[{i}]"),
+                format!("{:?} is not a label name", g.value),
+            ));
+        }
+    }
+    let mut inhibit = Vec::new();
+    for (i, rule) in parsed.inhibit_when.iter().enumerate() {
+        let mut ms = Vec::new();
+        for (j, m) in rule.matchers.iter().enumerate() {
+            match Matcher::parse(&m.value) {
+                Ok(m) => ms.push(m),
+                Err(e) => out.push(spanned_at(
+                    file,
+                    m,
+                    Code::Matcher,
+                    format!("inhibit_when[{i}].matchers[{j}]"),
+                    e,
+                )),
+            }
+        }
+        for (j, l) in rule.equal.iter().enumerate() {
+            if !is_label_name(&l.value) {
+                out.push(spanned_at(
+                    file,
+                    l,
+                    Code::GroupBy,
+                    format!("inhibit_when[{i}].equal[{j}]"),
+                    format!("{:?} is not a label name", l.value),
+                ));
+            }
+        }
+        inhibit.push((ms, rule.equal.iter().map(|l| l.value.clone()).collect()));
+    }
+    let cooldown = check_duration(file, &parsed.cooldown, "cooldown", &mut out);
+    let mut ids = Vec::new();
+    let steps = check_steps(file, text, "steps", &parsed.steps, &mut ids, &mut out);
+    let mut verify = None;
+    if let Some(v) = &parsed.verify {
+        match StepType::from_name(&v.uses.value) {
+            None => out.push(spanned_at(file, &v.uses, Code::UnknownStep, "verify.uses", format!("unknown step type {:?}; valid step types: {}", v.uses.value, StepType::names()))),
+            Some(t) if t.is_destructive() => out.push(spanned_at(file, &v.uses, Code::DestructiveVerify, "verify.uses", format!("{t} changes things; a check must only read, such as promql.verify (http.request counts as changing things)"))),
+            Some(_) => {}
+        }
+        check_param_names(file, text, &v.uses.value, &v.with, "verify", &mut out);
+        let every = check_duration(file, &v.every, "verify.every", &mut out);
+        let timeout = check_duration(file, &v.timeout, "verify.timeout", &mut out);
+        if let Some(kind) = StepType::from_name(&v.uses.value) {
+            verify = Some(Verify {
+                kind,
+                with: v.with.as_ref().map(|w| w.value.clone()).unwrap_or_default(),
+                every: every.unwrap_or(crate::runbook::DEFAULT_VERIFY_EVERY),
+                timeout: timeout.unwrap_or(crate::runbook::DEFAULT_VERIFY_TIMEOUT),
+            });
+        }
+        if let Some(with) = &v.with {
+            let value = serde_json::Value::Object(with.value.clone());
+            let mut strings = Vec::new();
+            Templates::strings(&value, "verify.with".into(), &mut strings);
+            for (path, text) in strings {
+                if let Err(e) = Templates::check(text) {
+                    out.push(spanned_at(file, with, Code::Template, path, e));
+                }
+            }
+        }
+    }
+    let on_failure = check_steps(
+        file,
+        text,
+        "on_failure",
+        &parsed.on_failure,
+        &mut ids,
+        &mut out,
+    );
+    for (i, t) in parsed.tests.iter().enumerate() {
+        let base = format!("tests[{i}]");
+        let test_err = |msg: String| Diagnostic {
+            file: file.to_path_buf(),
+            line: t.name.referenced.line(),
+            column: t.name.referenced.column(),
+            code: Code::Test,
+            path: base.clone(),
+            message: format!("test {:?}: {msg}", t.name.value),
+        };
+        match (&t.alert, &t.payload) {
+            (Some(_), Some(_)) | (None, None) => {
+                out.push(test_err("give either `alert` or `payload`".into()))
+            }
+            (_, Some(p))
+                if !matches!(p.source.as_str(), "alertmanager" | "pagerduty" | "datadog") =>
+            {
+                out.push(test_err(format!(
+                    "payload source {:?}: alertmanager, pagerduty or datadog",
+                    p.source
+                )))
+            }
+            _ => {}
+        }
+        for id in t.with.keys() {
+            if !ids.contains(id) {
+                out.push(test_err(format!(
+                    "`with` names step {id:?}, which this runbook does not have"
+                )));
+            }
+        }
+    }
+    if !out.is_empty() {
+        out.sort_by_key(|d| (d.line, d.column));
+        return Err(out);
+    }
+    Ok(Runbook {
+        file: parsed,
+        path: rel.to_string(),
+        matchers,
+        source,
+        cooldown,
+        steps,
+        on_failure,
+        verify,
+        inhibit,
+    })
+}
