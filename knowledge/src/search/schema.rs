@@ -1,0 +1,75 @@
+//! The document: one per incident, its fields and its body text.
+
+use super::*;
+
+#[derive(Clone, Copy)]
+pub(super) struct Fields {
+    pub(super) id: Field,
+    pub(super) title: Field,
+    pub(super) body: Field,
+    pub(super) root_cause: Field,
+    pub(super) resolution: Field,
+    pub(super) service: Field,
+    pub(super) runbook: Field,
+    pub(super) runbook_path: Field,
+    pub(super) status: Field,
+    pub(super) labels: Field,
+    pub(super) tags: Field,
+    pub(super) commits: Field,
+    pub(super) chaos: Field,
+    pub(super) opened: Field,
+}
+
+pub(super) fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let f = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        title: b.add_text_field("title", TEXT | STORED),
+        body: b.add_text_field("body", TEXT | STORED),
+        root_cause: b.add_text_field("root_cause", TEXT | STORED),
+        resolution: b.add_text_field("resolution", TEXT | STORED),
+        service: b.add_text_field("service", STRING | STORED),
+        runbook: b.add_text_field("runbook", STRING),
+        runbook_path: b.add_text_field("runbook_path", STORED),
+        status: b.add_text_field("status", STRING | STORED),
+        labels: b.add_text_field("labels", STRING),
+        tags: b.add_text_field("tags", STRING),
+        commits: b.add_text_field("commits", STRING),
+        chaos: b.add_text_field("chaos", STRING),
+        opened: b.add_i64_field(
+            "opened",
+            tantivy::schema::INDEXED | tantivy::schema::FAST | STORED,
+        ),
+    };
+    (b.build(), f)
+}
+
+/// The words of an incident that search reads, besides its own fields.
+pub(super) fn body_text(r: &IncidentRecord) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for a in &r.alerts {
+        for (k, v) in &a.labels {
+            parts.push(format!("{k}={v} {v}"));
+        }
+        for v in a.annotations.values() {
+            parts.push(v.clone());
+        }
+    }
+    for s in &r.steps {
+        parts.push(format!("{} {}", s.id, s.uses));
+        let o = &s.output;
+        for row in o["top"].as_array().into_iter().flatten().take(5) {
+            if let Some(f) = row["function"].as_str() {
+                parts.push(f.to_string());
+            }
+        }
+        for line in o["summary"].as_array().into_iter().flatten() {
+            if let Some(l) = line.as_str() {
+                parts.push(l.to_string());
+            }
+        }
+    }
+    parts.extend(r.notes.tags.iter().cloned());
+    parts.extend(r.chaos.iter().map(|c| format!("chaos {}", c.experiment)));
+    parts.join("\n")
+}
