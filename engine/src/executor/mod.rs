@@ -1,0 +1,557 @@
+//! The executor: runs an incident's runbook, step by step, and puts every
+//! step through the same guards from the outside. No step implements any
+//! of them itself. By file:
+//!
+//! - `guards.rs`: the ordered list every step passes (`when`, strict
+//!   rendering and the host allowlist; for destructive steps only the kill
+//!   switch and a still-firing check, the approval gate, the blast-radius
+//!   budget and rate limit, dry-run, and a lock per target so two
+//!   incidents never act on the same object at once);
+//! - `approval.rs`: the approval gate and the answers to it;
+//! - `attempt.rs`: the durable start of a destructive step, timeout, and
+//!   retries with exponential backoff and jitter;
+//! - `verify.rs`: the runbook's check, polled;
+//! - `recovery.rs`: what happens to unfinished runs after a restart;
+//! - here: the run itself, the step records and the audit entries.
+//!
+//! A failed step (without `continue_on_error`) runs `on_failure` and ends
+//! the run as escalated.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use quench_connectors::Alert;
+use quench_connectors::steps::StepRunner;
+use quench_knowledge::{
+    AuditEntry, AuditLog, Control, IncidentRecord, IncidentStatus, IncidentStore, StepRecord,
+    StepState, TimelineEvent,
+};
+use quench_runbooks::Runbook;
+use quench_runbooks::runbook::Step;
+use quench_runbooks::template::Templates;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+mod approval;
+mod attempt;
+mod guards;
+mod recovery;
+#[cfg(test)]
+mod tests;
+mod verify;
+
+pub use approval::{Approvals, Verdict};
+pub use recovery::Recovery;
+
+/// How runs behave.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Destructive steps report what they would do and change nothing.
+    pub dry_run: bool,
+    /// At most this many destructive actions per namespace per hour.
+    pub budget_per_namespace_per_hour: usize,
+    /// At most this many destructive actions on one object per hour.
+    pub max_actions_per_target_per_hour: usize,
+    /// How long a step may take when the runbook does not say.
+    pub default_timeout: Duration,
+    /// How long an approval waits when the runbook does not say.
+    pub default_approval_timeout: Duration,
+    /// The hosts steps may contact; None: any.
+    pub allowed_hosts: Option<quench_connectors::hosts::HostAllowlist>,
+    /// Runs in progress at most. Past it, new incidents wait for a slot
+    /// (and the pipeline with them: the alerts are safe in the log, and the
+    /// lag shows in `/readyz`), so a storm cannot pile up unbounded runs.
+    pub max_concurrent_runs: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            dry_run: false,
+            budget_per_namespace_per_hour: 10,
+            max_actions_per_target_per_hour: 3,
+            default_timeout: Duration::from_secs(300),
+            default_approval_timeout: Duration::from_secs(900),
+            allowed_hosts: None,
+            max_concurrent_runs: 512,
+        }
+    }
+}
+
+/// Runs runbooks.
+pub struct Executor {
+    /// Incident records.
+    pub incidents: IncidentStore,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The kill switch.
+    pub control: Control,
+    /// Approval gates.
+    pub approvals: Arc<Approvals>,
+    /// The steps.
+    pub runner: Arc<dyn StepRunner>,
+    /// Behaviour.
+    pub config: ExecConfig,
+    /// Environment variables templates may read (`env.NAME`).
+    pub env: BTreeMap<String, String>,
+    /// Where runs and steps are counted (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// A slot per run in progress (`max_concurrent_runs`).
+    runs: Arc<tokio::sync::Semaphore>,
+    budget: Mutex<HashMap<String, VecDeque<Instant>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cooldowns: Mutex<HashMap<String, Instant>>,
+    templates: Templates,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every step ran (or was skipped).
+    Completed,
+    /// A step failed; `on_failure` ran and reached someone.
+    Escalated,
+    /// A step failed, and there was no `on_failure` or it failed too.
+    Failed,
+    /// A guard stopped it (resolved alert, rejected approval).
+    Cancelled,
+}
+
+impl Executor {
+    /// An executor over the given stores.
+    pub fn new(
+        incidents: IncidentStore,
+        audit: AuditLog,
+        control: Control,
+        runner: Arc<dyn StepRunner>,
+        config: ExecConfig,
+    ) -> Executor {
+        let slots = config.max_concurrent_runs.max(1);
+        Executor {
+            incidents,
+            audit,
+            control,
+            approvals: Arc::new(Approvals::default()),
+            runner,
+            config,
+            env: BTreeMap::new(),
+            metrics: Arc::default(),
+            runs: Arc::new(tokio::sync::Semaphore::new(slots)),
+            budget: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            cooldowns: Mutex::new(HashMap::new()),
+            templates: Templates::new(),
+        }
+    }
+
+    /// Appends to the audit log and waits until it is fdatasync'd. An
+    /// error is logged and returned: a caller about to act must not (fail
+    /// closed); one recording what already happened carries on.
+    async fn audit(
+        &self,
+        incident: &str,
+        step: Option<&str>,
+        target: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: String,
+    ) -> Result<(), String> {
+        self.audit_as(true, incident, step, target, action, actor, detail)
+            .await
+    }
+
+    /// [`Executor::audit`], durable or not: the outcome of a step that
+    /// changes nothing (evidence, checks) gates nothing, so it need not wait
+    /// for an fdatasync.
+    #[allow(clippy::too_many_arguments)]
+    async fn audit_as(
+        &self,
+        durable: bool,
+        incident: &str,
+        step: Option<&str>,
+        target: Option<&str>,
+        action: &str,
+        actor: &str,
+        detail: String,
+    ) -> Result<(), String> {
+        let entry = AuditEntry {
+            seq: 0,
+            at: Utc::now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            incident: Some(incident.to_string()),
+            step: step.map(str::to_string),
+            target: target.map(str::to_string),
+            detail,
+        };
+        let appended = if durable {
+            self.audit.append(entry).await
+        } else {
+            self.audit.note(entry).await
+        };
+        appended.map(|_| ()).map_err(|e| {
+            error!(incident_id = incident, error = %e, "audit append failed");
+            e.to_string()
+        })
+    }
+
+    async fn record(
+        &self,
+        incident: &str,
+        f: impl FnOnce(&mut IncidentRecord) + Send + 'static,
+    ) -> Option<IncidentRecord> {
+        match self
+            .incidents
+            .update(incident, move |r| {
+                f(r);
+                r.updated_at = Utc::now();
+            })
+            .await
+        {
+            Ok(r) => r.map(|(r, ())| r),
+            Err(e) => {
+                warn!(incident_id = incident, error = %e, "incident update failed");
+                None
+            }
+        }
+    }
+
+    async fn set_step(
+        &self,
+        incident: &str,
+        idx: usize,
+        f: impl FnOnce(&mut StepRecord) + Send + 'static,
+    ) -> Option<IncidentRecord> {
+        self.record(incident, move |r| {
+            if let Some(s) = r.steps.get_mut(idx) {
+                f(s);
+            }
+        })
+        .await
+    }
+
+    async fn event(&self, incident: &str, kind: &str, detail: String) {
+        let kind = kind.to_string();
+        self.record(incident, move |r| {
+            r.timeline.push(TimelineEvent {
+                at: Utc::now(),
+                kind,
+                detail,
+            })
+        })
+        .await;
+    }
+
+    async fn status(&self, incident: &str, status: IncidentStatus) {
+        self.record(incident, move |r| set_status(r, status)).await;
+    }
+
+    /// Starts the runbook for a new incident in its own task, unless the
+    /// runbook's cooldown for this group has not passed; that is recorded
+    /// on the incident instead. Waits for a run slot when
+    /// `max_concurrent_runs` are going on.
+    pub async fn start(
+        self: &Arc<Self>,
+        incident: String,
+        runbook: Runbook,
+        group_key: String,
+        alert: Alert,
+    ) {
+        if let Some(cooldown) = runbook.cooldown {
+            let now = Instant::now();
+            let key = format!("{}\u{1f}{group_key}", runbook.name());
+            let mut c = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = c.get(&key)
+                && now.duration_since(*last) < cooldown
+            {
+                let left = cooldown - now.duration_since(*last);
+                drop(c);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.event(&incident, "cooldown", format!("{} ran for this group {}s ago; its cooldown has {}s left, so it does not run", runbook.name(), (cooldown - left).as_secs(), left.as_secs())).await;
+                    let _ = me
+                        .audit(
+                            &incident,
+                            None,
+                            None,
+                            "run.cooldown",
+                            "quench",
+                            format!("{} in cooldown", runbook.name()),
+                        )
+                        .await;
+                });
+                return;
+            }
+            c.insert(key, now);
+        }
+        let Ok(slot) = self.runs.clone().acquire_owned().await else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let end = me.run(&incident, &runbook, &alert).await;
+            info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "run ended");
+        });
+    }
+
+    /// Runs the runbook for an incident to its end. The incident record
+    /// holds every step's state, so the run can be watched (and, after a
+    /// crash, told apart from a finished one).
+    pub async fn run(&self, incident: &str, runbook: &Runbook, alert: &Alert) -> RunEnd {
+        let records: Vec<StepRecord> = runbook
+            .steps
+            .iter()
+            .chain(runbook.on_failure.iter())
+            .map(|s| StepRecord {
+                id: s.id.clone(),
+                uses: s.kind.name().to_string(),
+                destructive: s.kind.is_destructive(),
+                state: StepState::Pending,
+                attempts: 0,
+                attempt_key: String::new(),
+                rendered: Value::Null,
+                output: Value::Null,
+                reason: String::new(),
+                started_at: None,
+                ended_at: None,
+            })
+            .collect();
+        let mut records = records;
+        if let Some(v) = &runbook.verify {
+            records.push(StepRecord {
+                id: "verify".into(),
+                uses: v.kind.name().to_string(),
+                destructive: false,
+                state: StepState::Pending,
+                attempts: 0,
+                attempt_key: String::new(),
+                rendered: Value::Null,
+                output: Value::Null,
+                reason: String::new(),
+                started_at: None,
+                ended_at: None,
+            });
+        }
+        // One write: the steps and the first status change together.
+        self.record(incident, move |r| {
+            r.steps = records;
+            if !r.status.is_closed() && r.status != IncidentStatus::Diagnosing {
+                r.timeline.push(TimelineEvent {
+                    at: Utc::now(),
+                    kind: "status".into(),
+                    detail: format!("{} -> diagnosing", r.status.as_str()),
+                });
+                r.status = IncidentStatus::Diagnosing;
+            }
+        })
+        .await;
+        self.run_from(incident, runbook, alert, 0, serde_json::Map::new())
+            .await
+    }
+
+    /// Runs the main steps from `first` on, with the outputs of the steps
+    /// before it.
+    async fn run_from(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        first: usize,
+        mut outputs: serde_json::Map<String, Value>,
+    ) -> RunEnd {
+        /// Counts the run as active until it ends, however it ends.
+        struct Active<'a>(&'a crate::metrics::Metrics);
+        impl Drop for Active<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .runs_active
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.metrics
+            .runs_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _active = Active(&self.metrics);
+        let steps = &runbook.steps;
+        for (idx, step) in steps.iter().enumerate().skip(first) {
+            match self
+                .step(incident, runbook, alert, idx, step, &mut outputs)
+                .await
+            {
+                Ok(()) => {}
+                Err(Stop::Failed(reason)) if step.continue_on_error => {
+                    // Later steps can branch on it: `{{not steps.x.output.ok}}`.
+                    outputs.insert(
+                        step.id.clone(),
+                        serde_json::json!({"ok": false, "error": reason}),
+                    );
+                    self.event(
+                        incident,
+                        "step",
+                        format!("{} failed, continuing: {reason}", step.id),
+                    )
+                    .await;
+                }
+                Err(Stop::Failed(reason)) => {
+                    self.event(
+                        incident,
+                        "escalation",
+                        format!("{} failed: {reason}", step.id),
+                    )
+                    .await;
+                    let base = steps.len();
+                    let mut escalated = false;
+                    for (j, f) in runbook.on_failure.iter().enumerate() {
+                        escalated |= self
+                            .step(incident, runbook, alert, base + j, f, &mut outputs)
+                            .await
+                            .is_ok();
+                    }
+                    self.skip_rest(incident, idx + 1, steps.len(), "an earlier step failed")
+                        .await;
+                    // Escalated when on_failure reached someone; failed when
+                    // there was nothing to run or all of it failed too.
+                    if escalated {
+                        self.status(incident, IncidentStatus::Escalated).await;
+                        return RunEnd::Escalated;
+                    }
+                    self.status(incident, IncidentStatus::Failed).await;
+                    return RunEnd::Failed;
+                }
+                Err(Stop::Cancelled(reason)) => {
+                    self.skip_rest(incident, idx + 1, steps.len(), &reason)
+                        .await;
+                    self.status(incident, IncidentStatus::Cancelled).await;
+                    return RunEnd::Cancelled;
+                }
+            }
+        }
+        // One write: on_failure skipped, and on to verifying.
+        let (from, to) = (steps.len(), steps.len() + runbook.on_failure.len());
+        self.record(incident, move |r| {
+            skip_pending(r, from, to, "no step failed");
+            set_status(r, IncidentStatus::Verifying);
+        })
+        .await;
+        let Some(v) = &runbook.verify else {
+            return RunEnd::Completed;
+        };
+        let idx = steps.len() + runbook.on_failure.len();
+        match self
+            .verify(incident, runbook, alert, idx, v, &outputs)
+            .await
+        {
+            Ok(()) => {
+                self.status(incident, IncidentStatus::Resolved).await;
+                self.record(incident, |r| {
+                    r.resolved_at.get_or_insert_with(Utc::now);
+                })
+                .await;
+                RunEnd::Completed
+            }
+            Err(reason) => {
+                self.event(incident, "escalation", format!("not verified: {reason}"))
+                    .await;
+                let base = steps.len();
+                let mut escalated = false;
+                for (j, f) in runbook.on_failure.iter().enumerate() {
+                    escalated |= self
+                        .step(incident, runbook, alert, base + j, f, &mut outputs)
+                        .await
+                        .is_ok();
+                }
+                if escalated {
+                    self.status(incident, IncidentStatus::Escalated).await;
+                    RunEnd::Escalated
+                } else {
+                    self.status(incident, IncidentStatus::Failed).await;
+                    RunEnd::Failed
+                }
+            }
+        }
+    }
+
+    async fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {
+        if from >= to {
+            return;
+        }
+        let reason = reason.to_string();
+        self.record(incident, move |r| skip_pending(r, from, to, &reason))
+            .await;
+    }
+
+    /// Runs one step inside its guards, and counts it.
+    async fn step(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        idx: usize,
+        step: &Step,
+        outputs: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Stop> {
+        let started = Instant::now();
+        let out = self
+            .step_guarded(incident, runbook, alert, idx, step, outputs)
+            .await;
+        let state = match &out {
+            Ok(()) => "succeeded",
+            Err(Stop::Failed(_)) => "failed",
+            Err(Stop::Cancelled(_)) => "cancelled",
+        };
+        self.metrics
+            .observe_step(step.kind.name(), state, started.elapsed());
+        out
+    }
+
+    /// Runs one step through [`guards::GUARDS`], in order, then its
+    /// attempts.
+    async fn step_guarded(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        idx: usize,
+        step: &Step,
+        outputs: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Stop> {
+        let mut p = guards::Pending::new(self, incident, runbook, alert, idx, step, outputs);
+        for g in guards::GUARDS {
+            if let guards::Flow::Done(end) = self.guard(g, &mut p).await {
+                return end;
+            }
+        }
+        self.attempt(&p, outputs).await
+    }
+}
+
+enum Stop {
+    Failed(String),
+    Cancelled(String),
+}
+
+/// Moves an open incident to `status`, with a timeline event.
+fn set_status(r: &mut IncidentRecord, status: IncidentStatus) {
+    if !r.status.is_closed() && r.status != status {
+        r.timeline.push(TimelineEvent {
+            at: Utc::now(),
+            kind: "status".into(),
+            detail: format!("{} -> {}", r.status.as_str(), status.as_str()),
+        });
+        r.status = status;
+    }
+}
+
+/// Marks the pending steps `from..to` skipped, saying why.
+fn skip_pending(r: &mut IncidentRecord, from: usize, to: usize, reason: &str) {
+    for s in r.steps.iter_mut().take(to).skip(from) {
+        if s.state == StepState::Pending {
+            s.state = StepState::Skipped;
+            s.reason = reason.to_string();
+        }
+    }
+}
