@@ -2,6 +2,7 @@
 //! the schedule, their fault ledger and verdicts in the knowledge store,
 //! reconcile at start-up, and the incidents each run provoked.
 
+use quench_knowledge::{AuditAction, EventKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,12 +118,12 @@ impl ChaosService {
     /// Records a chaos action. The append runs on the knowledge writer;
     /// this does not wait for it (callers are not async), and a failure is
     /// logged.
-    fn audit(&self, actor: &str, action: &str, target: &str, detail: String) {
+    fn audit(&self, actor: &str, action: AuditAction, target: &str, detail: String) {
         let entry = AuditEntry {
             seq: 0,
             at: Utc::now(),
             actor: actor.to_string(),
-            action: action.to_string(),
+            action,
             incident: None,
             step: None,
             target: Some(target.to_string()),
@@ -163,7 +164,7 @@ impl ChaosService {
         }
         self.audit(
             actor,
-            "chaos.start",
+            AuditAction::ChaosStart,
             &exp.name,
             format!("run {run_id}{}", if dry_run { " (dry-run)" } else { "" }),
         );
@@ -197,7 +198,7 @@ impl ChaosService {
             }
             me.audit(
                 "quench",
-                "chaos.verdict",
+                AuditAction::ChaosVerdict,
                 &exp.name,
                 format!("run {id}: {:?}", verdict.outcome),
             );
@@ -216,7 +217,7 @@ impl ChaosService {
         match r.get(run) {
             Some((exp, tx)) => {
                 let _ = tx.send(true);
-                self.audit(actor, "chaos.abort", exp, format!("run {run}"));
+                self.audit(actor, AuditAction::ChaosAbort, exp, format!("run {run}"));
                 true
             }
             None => false,
@@ -269,7 +270,7 @@ impl ChaosService {
                         rec.chaos.push(link);
                         rec.timeline.push(quench_knowledge::TimelineEvent {
                             at: Utc::now(),
-                            kind: "chaos".into(),
+                            kind: EventKind::Chaos,
                             detail,
                         });
                     }
@@ -305,7 +306,7 @@ impl ChaosService {
                     info!(fault = %id, "chaos fault cleaned up after a restart");
                     self.audit(
                         "quench",
-                        "chaos.reconcile",
+                        AuditAction::ChaosReconcile,
                         &id,
                         "cleaned up after a restart".into(),
                     );

@@ -28,6 +28,7 @@
 //!       - {at: 2025-03-02T10:20:00Z, kind: note, detail: failover finished}
 //! ```
 
+use quench_knowledge::EventKind;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -209,7 +210,7 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
     .collect();
     let mut timeline = vec![TimelineEvent {
         at: r.opened_at,
-        kind: "imported".into(),
+        kind: EventKind::Imported,
         detail: format!(
             "imported{}",
             r.id.as_ref()
@@ -219,7 +220,7 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
     }];
     timeline.extend(r.timeline.iter().map(|e| TimelineEvent {
         at: e.at,
-        kind: e.kind.clone(),
+        kind: e.kind.clone().into(),
         detail: e.detail.clone(),
     }));
     timeline.sort_by_key(|e| e.at);

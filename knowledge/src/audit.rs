@@ -20,9 +20,9 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// Who: `quench` for automation, else the token's name.
     pub actor: String,
-    /// What: `step.run`, `step.dry_run`, `step.blocked`, `approval.approve`,
-    /// `control.pause`, ...
-    pub action: String,
+    /// What: `step.run`, `step.dry_run`, `step.blocked`,
+    /// `approval.approved`, `control.pause`, ...
+    pub action: crate::kinds::AuditAction,
     /// The incident, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<String>,
@@ -125,6 +125,7 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::AuditAction;
 
     #[test]
     fn appends_and_lists_newest_first() {
@@ -137,7 +138,7 @@ mod tests {
                     seq: 0,
                     at: Utc::now(),
                     actor: "quench".into(),
-                    action: "step.run".into(),
+                    action: AuditAction::StepRun,
                     incident: Some(inc.to_string()),
                     step: None,
                     target: None,

@@ -18,6 +18,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod chaos;
 pub mod control;
+pub mod kinds;
 pub mod kpi;
 pub mod record;
 pub mod search;
@@ -28,6 +29,7 @@ pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};
 pub use audit::{AuditEntry, AuditLog};
 pub use chaos::ChaosStore;
 pub use control::{Control, PauseState};
+pub use kinds::{AuditAction, EventKind};
 pub use record::{
     Acknowledgement, AlertRecord, AlertState, AlignedEntry, ChaosLink, CommitRef, IncidentRecord,
     IncidentStatus, MatchDecision, Notes, Outcome, RunbookRef, StepRecord, StepState,

@@ -188,7 +188,7 @@ pub struct TimelineEvent {
     /// When it happened, UTC.
     pub at: DateTime<Utc>,
     /// A stable kind: `opened`, `alert`, `resolved`, ...
-    pub kind: String,
+    pub kind: crate::kinds::EventKind,
     /// A human sentence.
     pub detail: String,
 }
@@ -370,7 +370,7 @@ impl IncidentRecord {
         let approval = self
             .timeline
             .iter()
-            .filter(|e| e.kind == "approval")
+            .filter(|e| e.kind == crate::kinds::EventKind::Approval)
             .map(|e| e.at)
             .min();
         match (approval, self.acknowledged.as_ref().map(|a| a.at)) {
@@ -391,7 +391,9 @@ impl IncidentRecord {
     pub fn mitigated_at(&self) -> Option<DateTime<Utc>> {
         self.timeline
             .iter()
-            .find(|e| e.kind == "status" && e.detail.ends_with("-> verifying"))
+            .find(|e| {
+                e.kind == crate::kinds::EventKind::Status && e.detail.ends_with("-> verifying")
+            })
             .map(|e| e.at)
             .or(self.resolved_at)
     }
@@ -430,7 +432,7 @@ impl IncidentRecord {
                 at: e.at,
                 until: None,
                 lane: "event",
-                what: e.kind.clone(),
+                what: e.kind.to_string(),
                 detail: e.detail.clone(),
             })
             .collect();

@@ -13,6 +13,7 @@
 //! writer wait, unlike sled's own subscriptions, whose full channel blocks
 //! the writer that holds the transaction lock.
 
+use crate::kinds::EventKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -487,7 +488,7 @@ impl IncidentStore {
                 resolved_at: None,
                 timeline: vec![TimelineEvent {
                     at: now,
-                    kind: "opened".into(),
+                    kind: EventKind::Opened,
                     detail: format!(
                         "opened by {} alert {} ({})",
                         alert.source, alert.fingerprint, title
@@ -542,7 +543,7 @@ impl IncidentStore {
         match detail {
             Some(detail) => record.timeline.push(TimelineEvent {
                 at: now,
-                kind: "alert".into(),
+                kind: EventKind::Alert,
                 detail,
             }),
             None => note_repeat(&mut record, &alert.fingerprint, now),
@@ -555,7 +556,7 @@ impl IncidentStore {
         if all_resolved && !record.resolve_with_alerts {
             record.timeline.push(TimelineEvent {
                 at: now,
-                kind: "alerts_resolved".into(),
+                kind: EventKind::AlertsResolved,
                 detail: "every alert resolved; the runbook resolves this incident itself".into(),
             });
         }
@@ -565,7 +566,7 @@ impl IncidentStore {
             record.resolved_at = Some(now);
             record.timeline.push(TimelineEvent {
                 at: now,
-                kind: "resolved".into(),
+                kind: EventKind::Resolved,
                 detail: "every alert of the incident resolved".into(),
             });
             groups.push(Group::Remove(group_key.as_bytes().to_vec()));
@@ -797,7 +798,7 @@ fn note_repeat(record: &mut IncidentRecord, fingerprint: &str, now: DateTime<Utc
         .iter_mut()
         .rev()
         .take(16)
-        .find(|e| e.kind == "alert" && e.detail.starts_with(&prefix))
+        .find(|e| e.kind == EventKind::Alert && e.detail.starts_with(&prefix))
     {
         let times = e
             .detail
@@ -811,7 +812,7 @@ fn note_repeat(record: &mut IncidentRecord, fingerprint: &str, now: DateTime<Utc
     }
     record.timeline.push(TimelineEvent {
         at: now,
-        kind: "alert".into(),
+        kind: EventKind::Alert,
         detail: prefix,
     });
 }
@@ -825,7 +826,7 @@ fn bound_timeline(record: &mut IncidentRecord) {
     }
     let mut drop_alerts = over;
     record.timeline.retain(|e| {
-        if drop_alerts > 0 && e.kind == "alert" {
+        if drop_alerts > 0 && e.kind == EventKind::Alert {
             drop_alerts -= 1;
             false
         } else {
@@ -971,7 +972,7 @@ mod tests {
             panic!()
         };
         assert_eq!(r.status, IncidentStatus::Open);
-        assert_eq!(r.timeline.last().unwrap().kind, "alerts_resolved");
+        assert_eq!(r.timeline.last().unwrap().kind, EventKind::AlertsResolved);
     }
 
     #[test]
@@ -1063,7 +1064,7 @@ mod tests {
             s.update_blocking("inc-1", move |r| {
                 r.timeline.push(TimelineEvent {
                     at: Utc::now(),
-                    kind: "note".into(),
+                    kind: EventKind::Note,
                     detail: format!("n{i}"),
                 })
             })
@@ -1071,7 +1072,11 @@ mod tests {
         }
         let r = s.get("inc-1").unwrap().unwrap();
         assert_eq!(r.timeline.len(), MAX_TIMELINE);
-        assert_eq!(r.timeline[0].kind, "opened", "the opening event stays");
+        assert_eq!(
+            r.timeline[0].kind,
+            EventKind::Opened,
+            "the opening event stays"
+        );
         assert_eq!(
             r.timeline.last().unwrap().detail,
             format!("n{}", MAX_TIMELINE + 49)

@@ -1,6 +1,7 @@
 //! The approval gate: a destructive step waits for a human (the API, the
 //! CLI) until its gate's timeout, then does what the runbook says.
 
+use quench_knowledge::{AuditAction, EventKind};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -81,7 +82,7 @@ impl Executor {
                 p.incident,
                 Some(p.id()),
                 Some(&p.target),
-                "approval.requested",
+                AuditAction::ApprovalRequested,
                 "quench",
                 format!("waiting up to {}s", timeout.as_secs()),
             )
@@ -94,14 +95,14 @@ impl Executor {
                         p.incident,
                         Some(p.id()),
                         Some(&p.target),
-                        "approval.approved",
+                        AuditAction::ApprovalApproved,
                         &by,
                         "approved".into(),
                     )
                     .await;
                 self.event(
                     p.incident,
-                    "approval",
+                    EventKind::Approval,
                     format!("{} approved by {by}", p.id()),
                 )
                 .await;
@@ -112,7 +113,7 @@ impl Executor {
                         p.incident,
                         Some(p.id()),
                         Some(&p.target),
-                        "approval.rejected",
+                        AuditAction::ApprovalRejected,
                         &by,
                         reason.clone(),
                     )
@@ -135,7 +136,7 @@ impl Executor {
                             p.incident,
                             Some(p.id()),
                             Some(&p.target),
-                            "approval.timeout",
+                            AuditAction::ApprovalTimeout,
                             "quench",
                             "no answer; proceeding as the runbook says".into(),
                         )
@@ -147,7 +148,7 @@ impl Executor {
                             p.incident,
                             Some(p.id()),
                             Some(&p.target),
-                            "approval.timeout",
+                            AuditAction::ApprovalTimeout,
                             "quench",
                             "no answer; skipping as the runbook says".into(),
                         )
@@ -165,7 +166,7 @@ impl Executor {
                             p.incident,
                             Some(p.id()),
                             Some(&p.target),
-                            "approval.timeout",
+                            AuditAction::ApprovalTimeout,
                             "quench",
                             "no answer; failing as the runbook says".into(),
                         )

@@ -2,6 +2,7 @@
 //! for a destructive step) before it acts, the step type's timeout, and
 //! retries with exponential backoff and jitter.
 
+use quench_knowledge::AuditAction;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -69,7 +70,7 @@ impl Executor {
                             incident,
                             Some(id),
                             Some(target),
-                            "step.start",
+                            AuditAction::StepStart,
                             "quench",
                             format!("{} attempt {attempt}", kind.name()),
                         )
@@ -115,7 +116,7 @@ impl Executor {
                             incident,
                             Some(id),
                             Some(target),
-                            "step.run",
+                            AuditAction::StepRun,
                             "quench",
                             format!("{} succeeded (attempt {attempt})", kind.name()),
                         )
@@ -142,7 +143,7 @@ impl Executor {
                             incident,
                             Some(id),
                             Some(target),
-                            "step.retry",
+                            AuditAction::StepRetry,
                             "quench",
                             format!("attempt {attempt} failed: {e}"),
                         )
@@ -157,7 +158,7 @@ impl Executor {
                             incident,
                             Some(id),
                             Some(target),
-                            "step.failed",
+                            AuditAction::StepFailed,
                             "quench",
                             format!("attempt {attempt}: {e}"),
                         )

@@ -3,6 +3,7 @@
 //! it (skipped, dry-run, approved-then-skipped), or stops it with the
 //! reason. Steps implement none of this themselves.
 
+use quench_knowledge::AuditAction;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -262,7 +263,7 @@ impl Executor {
                 p.incident,
                 Some(p.id()),
                 Some(&p.target),
-                "step.dry_run",
+                AuditAction::StepDryRun,
                 "quench",
                 format!("{} would run with {}: {reason}", kind.name(), p.rendered),
             )
@@ -329,7 +330,7 @@ impl Executor {
                 incident,
                 Some(id),
                 Some(target),
-                "step.blocked",
+                AuditAction::StepBlocked,
                 "quench",
                 reason.clone(),
             )

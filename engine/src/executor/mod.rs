@@ -17,6 +17,7 @@
 //! A failed step (without `continue_on_error`) runs `on_failure` and ends
 //! the run as escalated.
 
+use quench_knowledge::{AuditAction, EventKind};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -155,7 +156,7 @@ impl Executor {
         incident: &str,
         step: Option<&str>,
         target: Option<&str>,
-        action: &str,
+        action: AuditAction,
         actor: &str,
         detail: String,
     ) -> Result<(), String> {
@@ -173,7 +174,7 @@ impl Executor {
         incident: &str,
         step: Option<&str>,
         target: Option<&str>,
-        action: &str,
+        action: AuditAction,
         actor: &str,
         detail: String,
     ) -> Result<(), String> {
@@ -181,7 +182,7 @@ impl Executor {
             seq: 0,
             at: Utc::now(),
             actor: actor.to_string(),
-            action: action.to_string(),
+            action,
             incident: Some(incident.to_string()),
             step: step.map(str::to_string),
             target: target.map(str::to_string),
@@ -233,8 +234,7 @@ impl Executor {
         .await
     }
 
-    async fn event(&self, incident: &str, kind: &str, detail: String) {
-        let kind = kind.to_string();
+    async fn event(&self, incident: &str, kind: EventKind, detail: String) {
         self.record(incident, move |r| {
             r.timeline.push(TimelineEvent {
                 at: Utc::now(),
@@ -271,13 +271,13 @@ impl Executor {
                 drop(c);
                 let me = self.clone();
                 tokio::spawn(async move {
-                    me.event(&incident, "cooldown", format!("{} ran for this group {}s ago; its cooldown has {}s left, so it does not run", runbook.name(), (cooldown - left).as_secs(), left.as_secs())).await;
+                    me.event(&incident, EventKind::Cooldown, format!("{} ran for this group {}s ago; its cooldown has {}s left, so it does not run", runbook.name(), (cooldown - left).as_secs(), left.as_secs())).await;
                     let _ = me
                         .audit(
                             &incident,
                             None,
                             None,
-                            "run.cooldown",
+                            AuditAction::RunCooldown,
                             "quench",
                             format!("{} in cooldown", runbook.name()),
                         )
@@ -342,7 +342,7 @@ impl Executor {
             if !r.status.is_closed() && r.status != IncidentStatus::Diagnosing {
                 r.timeline.push(TimelineEvent {
                     at: Utc::now(),
-                    kind: "status".into(),
+                    kind: EventKind::Status,
                     detail: format!("{} -> diagnosing", r.status.as_str()),
                 });
                 r.status = IncidentStatus::Diagnosing;
@@ -391,7 +391,7 @@ impl Executor {
                     );
                     self.event(
                         incident,
-                        "step",
+                        EventKind::Step,
                         format!("{} failed, continuing: {reason}", step.id),
                     )
                     .await;
@@ -399,7 +399,7 @@ impl Executor {
                 Err(Stop::Failed(reason)) => {
                     self.event(
                         incident,
-                        "escalation",
+                        EventKind::Escalation,
                         format!("{} failed: {reason}", step.id),
                     )
                     .await;
@@ -454,8 +454,12 @@ impl Executor {
                 RunEnd::Completed
             }
             Err(reason) => {
-                self.event(incident, "escalation", format!("not verified: {reason}"))
-                    .await;
+                self.event(
+                    incident,
+                    EventKind::Escalation,
+                    format!("not verified: {reason}"),
+                )
+                .await;
                 let base = steps.len();
                 let mut escalated = false;
                 for (j, f) in runbook.on_failure.iter().enumerate() {
@@ -539,7 +543,7 @@ fn set_status(r: &mut IncidentRecord, status: IncidentStatus) {
     if !r.status.is_closed() && r.status != status {
         r.timeline.push(TimelineEvent {
             at: Utc::now(),
-            kind: "status".into(),
+            kind: EventKind::Status,
             detail: format!("{} -> {}", r.status.as_str(), status.as_str()),
         });
         r.status = status;

@@ -1,6 +1,7 @@
 //! After a restart: every incident whose run did not finish resumes,
 //! or is marked interrupted when a destructive step may have acted.
 
+use quench_knowledge::{AuditAction, EventKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -140,7 +141,7 @@ impl Executor {
             let step_id = s.id.clone();
             self.event(
                 &r.id,
-                "resumed",
+                EventKind::Resumed,
                 format!("resuming at step {step_id} after a restart"),
             )
             .await;
@@ -149,7 +150,7 @@ impl Executor {
                     &r.id,
                     Some(&step_id),
                     None,
-                    "run.resumed",
+                    AuditAction::RunResumed,
                     "quench",
                     "after a restart".into(),
                 )
@@ -182,13 +183,20 @@ impl Executor {
             rec.status = IncidentStatus::Interrupted;
             rec.timeline.push(TimelineEvent {
                 at: Utc::now(),
-                kind: "interrupted".into(),
+                kind: EventKind::Interrupted,
                 detail: why,
             });
         })
         .await;
         let _ = self
-            .audit(id, None, None, "run.interrupted", "quench", reason.clone())
+            .audit(
+                id,
+                None,
+                None,
+                AuditAction::RunInterrupted,
+                "quench",
+                reason.clone(),
+            )
             .await;
         Recovery::Interrupted(reason)
     }

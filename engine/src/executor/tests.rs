@@ -336,7 +336,8 @@ async fn the_kill_switch_blocks_destructive_steps_only() {
     assert!(
         audit
             .iter()
-            .any(|e| e.action == "step.blocked" && e.target.as_deref() == Some("shop/cart"))
+            .any(|e| e.action == AuditAction::StepBlocked
+                && e.target.as_deref() == Some("shop/cart"))
     );
 }
 
@@ -428,7 +429,7 @@ async fn approvals_approve_reject_and_time_out() {
     assert!(
         audit
             .iter()
-            .any(|e| e.action == "approval.approved" && e.actor == "alice")
+            .any(|e| e.action == AuditAction::ApprovalApproved && e.actor == "alice")
     );
 
     // reject
@@ -652,8 +653,12 @@ async fn recovery_resumes_evidence_and_interrupts_a_running_destructive_step() {
         "the interrupted restart did not run again"
     );
     let audit = w.exec.audit.list(50, None).unwrap();
-    assert!(audit.iter().any(|x| x.action == "run.interrupted"));
-    assert!(audit.iter().any(|x| x.action == "run.resumed"));
+    assert!(
+        audit
+            .iter()
+            .any(|x| x.action == AuditAction::RunInterrupted)
+    );
+    assert!(audit.iter().any(|x| x.action == AuditAction::RunResumed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -682,7 +687,7 @@ async fn a_cooldown_keeps_the_runbook_from_running_again_for_the_group() {
     assert!(
         r.timeline
             .iter()
-            .any(|e| e.kind == "cooldown" && e.detail.contains("s left")),
+            .any(|e| e.kind == EventKind::Cooldown && e.detail.contains("s left")),
         "{:#?}",
         r.timeline
     );

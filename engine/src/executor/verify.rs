@@ -4,6 +4,7 @@
 use chrono::Utc;
 use quench_connectors::Alert;
 use quench_connectors::steps::Call;
+use quench_knowledge::AuditAction;
 use quench_knowledge::StepState;
 use quench_runbooks::Runbook;
 use quench_runbooks::template::context;
@@ -75,7 +76,7 @@ impl Executor {
                             incident,
                             Some("verify"),
                             None,
-                            "verify.passed",
+                            AuditAction::VerifyPassed,
                             "quench",
                             format!("after {attempt} check(s)"),
                         )
@@ -102,7 +103,7 @@ impl Executor {
                         incident,
                         Some("verify"),
                         None,
-                        "verify.failed",
+                        AuditAction::VerifyFailed,
                         "quench",
                         reason.clone(),
                     )

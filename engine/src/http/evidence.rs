@@ -1,6 +1,7 @@
 //! Evidence: artifacts and profile baselines.
 
 use super::*;
+use quench_knowledge::AuditAction;
 
 /// `GET /api/v1/artifacts/{id}`: a profile, trace or flame graph, served
 /// with its media type.
@@ -102,7 +103,7 @@ pub(super) async fn put_baseline(
                     seq: 0,
                     at: b.saved_at,
                     actor: actor.clone(),
-                    action: "baseline.set".into(),
+                    action: AuditAction::BaselineSet,
                     incident: None,
                     step: None,
                     target: Some(format!("{service}/{kind}")),

@@ -2,6 +2,7 @@
 //! timeline, alerts, acknowledgements, annotations and approvals.
 
 use super::*;
+use quench_knowledge::{AuditAction, EventKind};
 
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
@@ -111,7 +112,7 @@ pub(super) async fn acknowledge(
                 });
                 r.timeline.push(quench_knowledge::TimelineEvent {
                     at: now,
-                    kind: "acknowledged".into(),
+                    kind: EventKind::Acknowledged,
                     detail: format!("acknowledged by {who}"),
                 });
             }
@@ -120,7 +121,14 @@ pub(super) async fn acknowledge(
         .await;
     match updated {
         Ok(Some((_, ack))) => {
-            audit_incident(&s, &actor, "incident.ack", &id, "acknowledged".into()).await;
+            audit_incident(
+                &s,
+                &actor,
+                AuditAction::IncidentAck,
+                &id,
+                "acknowledged".into(),
+            )
+            .await;
             axum::Json(json!({"incident": id, "acknowledged": ack})).into_response()
         }
         Ok(None) => missing(format!("incident {id:?}")),
@@ -246,7 +254,7 @@ pub(super) async fn annotate(
             r.notes.edited_by = Some(who.clone());
             r.timeline.push(quench_knowledge::TimelineEvent {
                 at: now,
-                kind: "annotated".into(),
+                kind: EventKind::Annotated,
                 detail: format!("{} edited by {who}", changed.join(", ")),
             });
             r.notes.clone()
@@ -257,7 +265,7 @@ pub(super) async fn annotate(
             audit_incident(
                 &s,
                 &actor,
-                "incident.annotate",
+                AuditAction::IncidentAnnotate,
                 &id,
                 serde_json::to_string(&notes).unwrap_or_default(),
             )

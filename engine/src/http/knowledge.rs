@@ -1,6 +1,7 @@
 //! The knowledge store: search, reindex, import, stats and the audit log.
 
 use super::*;
+use quench_knowledge::AuditAction;
 
 #[derive(serde::Deserialize)]
 pub(super) struct ImportQuery {
@@ -46,7 +47,7 @@ pub(super) async fn import_incidents(
                         seq: 0,
                         at: chrono::Utc::now(),
                         actor,
-                        action: "incident.import".into(),
+                        action: AuditAction::IncidentImport,
                         incident: None,
                         step: None,
                         target: Some(name),
@@ -112,7 +113,7 @@ pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) ->
                     seq: 0,
                     at: chrono::Utc::now(),
                     actor,
-                    action: "search.reindex".into(),
+                    action: AuditAction::SearchReindex,
                     incident: None,
                     step: None,
                     target: None,

@@ -9,6 +9,7 @@
 //! unknown hook, 413 too large, 422 wrong shape, 503 storage unavailable
 //! (the only one a sender should retry).
 
+use quench_knowledge::AuditAction;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -338,14 +339,20 @@ fn hex_sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-async fn audit_incident(s: &AppState, actor: &str, action: &str, incident: &str, detail: String) {
+async fn audit_incident(
+    s: &AppState,
+    actor: &str,
+    action: AuditAction,
+    incident: &str,
+    detail: String,
+) {
     audit(
         s,
         quench_knowledge::AuditEntry {
             seq: 0,
             at: chrono::Utc::now(),
             actor: actor.to_string(),
-            action: action.to_string(),
+            action,
             incident: Some(incident.to_string()),
             step: None,
             target: None,
