@@ -224,13 +224,46 @@ async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index(
             cases.push((file, None));
         }
     }
+    // And a real program's profiles: the Alertmanager the tests run, after
+    // it took some alerts (its stacks inline differently from ours).
+    let am = quench_tests::Alertmanager::start("http://127.0.0.1:1/hook").await;
+    for i in 0..50 {
+        am.post_alerts(&json!([{"labels": {"alertname": format!("A{i}"), "service": "s"}}]))
+            .await;
+    }
+    let mut am_cases = Vec::new();
+    for kind in ["heap", "allocs", "goroutine"] {
+        let bytes = client
+            .get(format!("{}/debug/pprof/{kind}", am.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let file = dir.path().join(format!("am-{kind}.pb.gz"));
+        std::fs::write(&file, &bytes).unwrap();
+        am_cases.push(file);
+    }
     // Every case in full, and CPU with a node count (the "Showing top N"
-    // line and the unit chosen from the rows shown).
+    // line and the unit chosen from the rows shown). pprof marks inlining
+    // on the graph of the rows it shows, so node counts matter there too.
     let cpu = dir.path().join("cpu.pb.gz");
     let mut runs: Vec<(&std::path::Path, Option<&str>, usize)> =
         cases.iter().map(|(f, i)| (f.as_path(), *i, 0)).collect();
     runs.push((&cpu, None, 3));
     runs.push((&cpu, None, 1));
+    for f in &am_cases {
+        for nodecount in [0, 3, 10] {
+            runs.push((f.as_path(), None, nodecount));
+        }
+    }
+    let am_heap = dir.path().join("am-heap.pb.gz");
+    for idx in ["inuse_objects", "alloc_space", "alloc_objects"] {
+        for nodecount in [0, 3, 10] {
+            runs.push((&am_heap, Some(idx), nodecount));
+        }
+    }
     for (file, idx, nodecount) in runs {
         let mut theirs = Command::new(&go);
         // pprof prints the profile's time in the local zone; quench in UTC.

@@ -124,6 +124,7 @@ mod diff_tests {
                     inline: "",
                 })
                 .collect(),
+            index: 0,
         }
     }
 

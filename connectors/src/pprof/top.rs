@@ -37,6 +37,9 @@ pub struct Top {
     pub total: i64,
     /// Every function, in `-top` order.
     pub rows: Vec<Row>,
+    /// The index of the sample type used.
+    #[serde(skip)]
+    pub index: usize,
 }
 
 impl Top {
@@ -121,10 +124,6 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
     let mut cum = vec![0i64; n];
     let mut stamp = vec![0u32; n];
     let mut touched = vec![false; n];
-    // Whether a function is entered through an inlined call (it is not the
-    // outermost frame of its location) and through a real call.
-    let mut inlined_in = vec![false; n];
-    let mut called_in = vec![false; n];
     let mut total = 0i64;
     for (k, sample) in p.sample.iter().enumerate() {
         let v = *sample.value.get(index).unwrap_or(&0);
@@ -134,14 +133,11 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
         total += v.abs();
         let generation = k as u32 + 1;
         let mut leaf = true;
-        // The frame visited before (the callee of the current one), and
-        // whether it was inlined into its location's next frame.
-        let mut callee: Option<(usize, bool)> = None;
         for loc_id in &sample.location_id {
             let frames = loc_frames.get(loc_id).ok_or_else(|| {
                 ProfileError::Inconsistent(format!("sample refers to location {loc_id}"))
             })?;
-            for (j, &f) in frames.iter().enumerate() {
+            for &f in frames {
                 let f = f as usize;
                 if leaf {
                     flat[f] += v;
@@ -152,35 +148,22 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
                     cum[f] += v;
                     touched[f] = true;
                 }
-                if let Some((c, inlined)) = callee
-                    && c != f
-                {
-                    if inlined {
-                        inlined_in[c] = true;
-                    } else {
-                        called_in[c] = true;
-                    }
-                }
-                callee = Some((f, j + 1 < frames.len()));
             }
             if frames.is_empty() {
                 // An address without symbols: pprof shows it by address.
                 leaf = false;
-                callee = None;
             }
         }
     }
+    let every: std::collections::HashSet<&str> = names.iter().copied().collect();
+    let marks = inline_marks(p, index, &every)?;
     let mut rows: Vec<Row> = (0..n)
         .filter(|&i| touched[i])
         .map(|i| Row {
             function: names[i].to_string(),
             flat: flat[i],
             cum: cum[i],
-            inline: match (inlined_in[i], called_in[i]) {
-                (true, false) => "(inline)",
-                (true, true) => "(partial-inline)",
-                _ => "",
-            },
+            inline: marks.get(names[i]).copied().unwrap_or(""),
         })
         .collect();
     // pprof's order for -top: flat, then name, then cum.
@@ -196,7 +179,94 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
         unit: s(vt.unit)?.to_string(),
         total,
         rows,
+        index,
     })
+}
+
+/// The `(inline)` and `(partial-inline)` marks `go tool pprof` puts on the
+/// graph of the functions in `keep` (the nodes it shows: its graph is
+/// rebuilt without the dropped ones). Walking each sample from the root,
+/// the edge caller -> callee is counted once per sample, skipping dropped
+/// functions and a function calling itself, and is inline when the callee
+/// is not the outermost frame of its location; an edge is inline only if
+/// it is in every sample that has it. A function is `(inline)` when all
+/// its incoming edges are inline, `(partial-inline)` when some are.
+fn inline_marks<'a>(
+    p: &'a Profile,
+    index: usize,
+    keep: &std::collections::HashSet<&str>,
+) -> Result<HashMap<&'a str, &'static str>, ProfileError> {
+    let name_of: HashMap<u64, &str> = p
+        .function
+        .iter()
+        .map(|f| {
+            let name = p
+                .string_table
+                .get(usize::try_from(f.name).unwrap_or(usize::MAX))
+                .map(String::as_str)
+                .unwrap_or("");
+            (f.id, name)
+        })
+        .collect();
+    let frames: HashMap<u64, Vec<&str>> = p
+        .location
+        .iter()
+        .map(|l| {
+            let names = l
+                .line
+                .iter()
+                .map(|line| name_of.get(&line.function_id).copied().unwrap_or(""))
+                .collect();
+            (l.id, names)
+        })
+        .collect();
+    let mut edges: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    for sample in &p.sample {
+        if sample.value.get(index).copied().unwrap_or(0) == 0 {
+            continue;
+        }
+        seen.clear();
+        let mut parent: Option<&str> = None;
+        for loc in sample.location_id.iter().rev() {
+            let names = frames.get(loc).ok_or_else(|| {
+                ProfileError::Inconsistent(format!("sample refers to location {loc}"))
+            })?;
+            for (j, &name) in names.iter().enumerate().rev() {
+                if !keep.contains(name) {
+                    continue;
+                }
+                let inline = j + 1 != names.len();
+                if let Some(caller) = parent
+                    && caller != name
+                    && seen.insert((caller, name))
+                {
+                    edges
+                        .entry((caller, name))
+                        .and_modify(|e| *e &= inline)
+                        .or_insert(inline);
+                }
+                parent = Some(name);
+            }
+        }
+    }
+    let mut marks: HashMap<&str, (bool, bool)> = HashMap::new();
+    for ((_, callee), inline) in edges {
+        let m = marks.entry(callee).or_default();
+        if inline {
+            m.0 = true;
+        } else {
+            m.1 = true;
+        }
+    }
+    Ok(marks
+        .into_iter()
+        .filter_map(|(f, m)| match m {
+            (true, false) => Some((f, "(inline)")),
+            (true, true) => Some((f, "(partial-inline)")),
+            _ => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -536,6 +606,14 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     } else {
         &kept
     };
+    // pprof marks inlining on the graph of the nodes it shows.
+    let shown_names: std::collections::HashSet<&str> =
+        shown.iter().map(|r| r.function.as_str()).collect();
+    let marks = if shown.len() == t.rows.len() {
+        None
+    } else {
+        inline_marks(p, t.index, &shown_names).ok()
+    };
     // The output unit: that of the smallest value shown, moved up one
     // unit when the total is over a hundred times larger (pprof's
     // `selectOutputUnit`).
@@ -636,10 +714,14 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     let mut sum = 0;
     for r in shown {
         sum += r.flat;
-        let inline = if r.inline.is_empty() {
+        let mark = match &marks {
+            Some(m) => m.get(r.function.as_str()).copied().unwrap_or(""),
+            None => r.inline,
+        };
+        let inline = if mark.is_empty() {
             String::new()
         } else {
-            format!(" {}", r.inline)
+            format!(" {mark}")
         };
         let _ = writeln!(
             out,
