@@ -160,16 +160,16 @@ impl Client {
         status: Option<&str>,
         limit: usize,
     ) -> Result<Vec<IncidentRecord>, ClientError> {
-        let mut path = format!("/api/v1/incidents?limit={limit}");
-        if let Some(s) = status {
-            let _ = write!(path, "&status={s}");
-        }
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        query.extend(status.map(|s| ("status", s)));
+        let path = api_path(&["incidents"], &query);
         Ok(self.get::<IncidentList>(&path).await?.incidents)
     }
 
     /// `GET /api/v1/incidents/{id}`.
     pub async fn incident(&self, id: &str) -> Result<IncidentRecord, ClientError> {
-        self.get(&format!("/api/v1/incidents/{id}")).await
+        self.get(&api_path(&["incidents", id], &[])).await
     }
 }
 
@@ -276,4 +276,49 @@ pub fn format_incident(r: &IncidentRecord) -> String {
         );
     }
     out
+}
+
+/// An API path, `/api/v1/` then `segments` (each percent-encoded as one
+/// path segment, so an id with `/` or `?` in it stays one) and the query
+/// pairs, form-encoded. Nothing from the command line reaches a URL
+/// unencoded.
+pub fn api_path(segments: &[&str], query: &[(&str, &str)]) -> String {
+    let Ok(mut url) = reqwest::Url::parse("http://quench/api/v1") else {
+        return String::new();
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::api_path;
+
+    #[test]
+    fn segments_and_query_values_are_encoded() {
+        assert_eq!(
+            api_path(&["incidents", "inc-1"], &[]),
+            "/api/v1/incidents/inc-1"
+        );
+        assert_eq!(
+            api_path(&["incidents", "a/b?c"], &[]),
+            "/api/v1/incidents/a%2Fb%3Fc"
+        );
+        assert_eq!(
+            api_path(&["stats"], &[("since", "7d"), ("by", "service&x=1")]),
+            "/api/v1/stats?since=7d&by=service%26x%3D1"
+        );
+        assert_eq!(
+            api_path(&["search"], &[("q", "redis failover \"pool\"")]),
+            "/api/v1/search?q=redis+failover+%22pool%22"
+        );
+    }
 }

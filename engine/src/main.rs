@@ -392,7 +392,10 @@ fn load_runbooks(
 async fn chaos_command(command: ChaosCommand) -> anyhow::Result<()> {
     match command {
         ChaosCommand::List { remote } | ChaosCommand::Schedule { remote } => {
-            let v: serde_json::Value = remote.client().get_json("/api/v1/chaos").await?;
+            let v: serde_json::Value = remote
+                .client()
+                .get_json(&client::api_path(&["chaos"], &[]))
+                .await?;
             for e in v["experiments"].as_array().into_iter().flatten() {
                 let schedule = &e["schedule"];
                 println!(
@@ -427,17 +430,15 @@ async fn chaos_command(command: ChaosCommand) -> anyhow::Result<()> {
             remote,
         } => {
             let client = remote.client();
-            let path = format!(
-                "/api/v1/chaos/{name}/run{}",
-                if dry_run { "?dry_run=true" } else { "" }
-            );
+            let query: &[(&str, &str)] = if dry_run { &[("dry_run", "true")] } else { &[] };
+            let path = client::api_path(&["chaos", &name, "run"], query);
             let v: serde_json::Value = client.post(&path, &serde_json::json!({})).await?;
             let run = v["run"].as_str().unwrap_or("").to_string();
             println!("{run}");
             if wait {
                 loop {
                     let v: serde_json::Value = client
-                        .get_json(&format!("/api/v1/chaos/runs/{run}"))
+                        .get_json(&client::api_path(&["chaos", "runs", &run], &[]))
                         .await?;
                     if v["state"] != "running" {
                         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -455,7 +456,7 @@ async fn chaos_command(command: ChaosCommand) -> anyhow::Result<()> {
             let _: serde_json::Value = remote
                 .client()
                 .post(
-                    &format!("/api/v1/chaos/runs/{run}/abort"),
+                    &client::api_path(&["chaos", "runs", &run, "abort"], &[]),
                     &serde_json::json!({}),
                 )
                 .await?;
@@ -468,7 +469,10 @@ async fn chaos_command(command: ChaosCommand) -> anyhow::Result<()> {
         } => {
             let v: serde_json::Value = remote
                 .client()
-                .get_json(&format!("/api/v1/chaos/runs?limit={limit}"))
+                .get_json(&client::api_path(
+                    &["chaos", "runs"],
+                    &[("limit", &limit.to_string())],
+                ))
                 .await?;
             let runs = v["runs"].as_array().cloned().unwrap_or_default();
             for r in &runs {
@@ -596,7 +600,7 @@ async fn run() -> anyhow::Result<()> {
             let v: serde_json::Value = remote
                 .client()
                 .post(
-                    &format!("/api/v1/incidents/{incident}/approvals"),
+                    &client::api_path(&["incidents", &incident, "approvals"], &[]),
                     &serde_json::json!({"step": step, "decision": decision, "reason": reason}),
                 )
                 .await?;
@@ -655,7 +659,7 @@ async fn run() -> anyhow::Result<()> {
             let name = file.display().to_string();
             let (status, v) = remote
                 .client()
-                .post_text(&format!("/api/v1/import?name={}", urlencode(&name)), text)
+                .post_text(&client::api_path(&["import"], &[("name", &name)]), text)
                 .await?;
             if status != 200 {
                 for p in v["error"]["problems"].as_array().into_iter().flatten() {
@@ -685,9 +689,9 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let v: serde_json::Value = remote
                 .client()
-                .get_json(&format!(
-                    "/api/v1/search?q={}&limit={limit}",
-                    urlencode(&query)
+                .get_json(&client::api_path(
+                    &["search"],
+                    &[("q", &query), ("limit", &limit.to_string())],
                 ))
                 .await?;
             if json {
@@ -721,7 +725,7 @@ async fn run() -> anyhow::Result<()> {
             let v: serde_json::Value = remote
                 .client()
                 .post(
-                    &format!("/api/v1/incidents/{incident}/ack"),
+                    &client::api_path(&["incidents", &incident, "ack"], &[]),
                     &serde_json::json!({}),
                 )
                 .await?;
@@ -748,7 +752,10 @@ async fn run() -> anyhow::Result<()> {
             }
             let v: serde_json::Value = remote
                 .client()
-                .post(&format!("/api/v1/incidents/{incident}/annotations"), &body)
+                .post(
+                    &client::api_path(&["incidents", &incident, "annotations"], &[]),
+                    &body,
+                )
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v["notes"])?);
         }
@@ -758,10 +765,9 @@ async fn run() -> anyhow::Result<()> {
             json,
             remote,
         } => {
-            let mut path = format!("/api/v1/stats?since={since}");
-            if let Some(b) = &by {
-                path.push_str(&format!("&by={b}"));
-            }
+            let mut query = vec![("since", since.as_str())];
+            query.extend(by.as_deref().map(|b| ("by", b)));
+            let path = client::api_path(&["stats"], &query);
             let v: serde_json::Value = remote.client().get_json(&path).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -800,10 +806,10 @@ async fn run() -> anyhow::Result<()> {
             limit,
             remote,
         } => {
-            let mut path = format!("/api/v1/audit?limit={limit}");
-            if let Some(i) = &incident {
-                path.push_str(&format!("&incident={i}"));
-            }
+            let limit = limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            query.extend(incident.as_deref().map(|i| ("incident", i)));
+            let path = client::api_path(&["audit"], &query);
             let v: serde_json::Value = remote.client().get_json(&path).await?;
             for e in v["audit"].as_array().into_iter().flatten() {
                 println!(
@@ -985,16 +991,4 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Percent-encodes a query value.
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
