@@ -287,7 +287,13 @@ pub fn parse_experiment(file: &Path, rel: &str, text: &str) -> Result<Experiment
         Some(d) => match quench_runbooks::duration::parse(&d.value) {
             Ok(v) => Some(v),
             Err(e) => {
-                out.push(spanned_at(file, d, Code::Duration, "duration", e));
+                out.push(spanned_at(
+                    file,
+                    d,
+                    Code::Duration,
+                    "duration",
+                    e.to_string(),
+                ));
                 None
             }
         },

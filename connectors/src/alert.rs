@@ -27,21 +27,24 @@ pub enum Source {
     Generic(String),
 }
 
+/// A sender name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown source {0:?} (alertmanager, pagerduty, datadog or generic/NAME)")]
+pub struct UnknownSource(pub String);
+
 impl std::str::FromStr for Source {
-    type Err = String;
+    type Err = UnknownSource;
 
     /// `alertmanager`, `pagerduty`, `datadog` or `generic/NAME`, as
     /// `Display` writes them (runbooks' `match.source`, stored records).
-    fn from_str(s: &str) -> Result<Source, String> {
+    fn from_str(s: &str) -> Result<Source, UnknownSource> {
         match s {
             "alertmanager" => Ok(Source::Alertmanager),
             "pagerduty" => Ok(Source::Pagerduty),
             "datadog" => Ok(Source::Datadog),
             other => match other.strip_prefix("generic/") {
                 Some(name) if !name.is_empty() => Ok(Source::Generic(name.to_string())),
-                _ => Err(format!(
-                    "unknown source {other:?} (alertmanager, pagerduty, datadog or generic/NAME)"
-                )),
+                _ => Err(UnknownSource(other.to_string())),
             },
         }
     }

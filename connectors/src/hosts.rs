@@ -18,13 +18,45 @@ enum Pattern {
     Net(IpAddr, u8),
 }
 
+/// Why a pattern of the list, or a URL a step would call, is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// A pattern of `executor.allowed_hosts` that is not one.
+    #[error("executor.allowed_hosts {pattern:?}: {why}")]
+    Pattern {
+        /// The pattern as written.
+        pattern: String,
+        /// What it should be.
+        why: String,
+    },
+    /// Not a URL at all.
+    #[error("url {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// The parser's words.
+        reason: String,
+    },
+    /// A URL without a host (`file:///...`).
+    #[error("url {0:?} has no host")]
+    NoHost(String),
+    /// A host outside the list.
+    #[error("url {url:?}: host {host} is not in executor.allowed_hosts")]
+    NotAllowed {
+        /// The URL.
+        url: String,
+        /// Its host.
+        host: String,
+    },
+}
+
 /// A parsed `executor.allowed_hosts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostAllowlist(Vec<Pattern>);
 
 impl HostAllowlist {
     /// Parses the patterns; the error names the first bad one.
-    pub fn parse(patterns: &[String]) -> Result<HostAllowlist, String> {
+    pub fn parse(patterns: &[String]) -> Result<HostAllowlist, HostError> {
         patterns
             .iter()
             .map(|p| pattern(p))
@@ -46,23 +78,30 @@ impl HostAllowlist {
 
     /// Checks a URL a step will call: it must be an http(s) URL whose host
     /// is allowed.
-    pub fn check_url(&self, url: &str) -> Result<(), String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    pub fn check_url(&self, url: &str) -> Result<(), HostError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| HostError::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         let host = parsed
             .host_str()
-            .ok_or_else(|| format!("url {url:?} has no host"))?;
+            .ok_or_else(|| HostError::NoHost(url.to_string()))?;
         if self.allows(host) {
             Ok(())
         } else {
-            Err(format!(
-                "url {url:?}: host {host} is not in executor.allowed_hosts"
-            ))
+            Err(HostError::NotAllowed {
+                url: url.to_string(),
+                host: host.to_string(),
+            })
         }
     }
 }
 
-fn pattern(p: &str) -> Result<Pattern, String> {
-    let bad = |why: &str| format!("executor.allowed_hosts {p:?}: {why}");
+fn pattern(p: &str) -> Result<Pattern, HostError> {
+    let bad = |why: &str| HostError::Pattern {
+        pattern: p.to_string(),
+        why: why.to_string(),
+    };
     if p.contains("://") {
         return Err(bad("a host, not a URL"));
     }
@@ -147,7 +186,9 @@ mod tests {
             ("a..b", "a host name"),
             ("http://x", "a host, not a URL"),
         ] {
-            let e = HostAllowlist::parse(&[p.to_string()]).unwrap_err();
+            let e = HostAllowlist::parse(&[p.to_string()])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(p) && e.contains(why), "{p}: {e}");
         }
     }
@@ -162,7 +203,8 @@ mod tests {
         assert!(l.check_url("http://127.0.0.1:9090/").is_ok());
         let e = l
             .check_url("http://169.254.169.254/latest/meta-data")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "url \"http://169.254.169.254/latest/meta-data\": host 169.254.169.254 is not in executor.allowed_hosts"
@@ -170,7 +212,8 @@ mod tests {
         // An @ in the authority does not smuggle a host past the check.
         let e = l
             .check_url("http://127.0.0.1@evil.example:80/")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("host evil.example"), "{e}");
         assert!(l.check_url("https://argocd.example").is_err());
         assert!(l.check_url("not a url").is_err());

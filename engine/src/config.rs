@@ -325,7 +325,8 @@ impl Config {
             )));
         }
         if let Some(hosts) = &self.executor.allowed_hosts {
-            quench_connectors::hosts::HostAllowlist::parse(hosts).map_err(ConfigError::Invalid)?;
+            quench_connectors::hosts::HostAllowlist::parse(hosts)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(

@@ -40,7 +40,12 @@ pub fn read_alerts(bytes: &[u8]) -> Result<Vec<Alert>, String> {
     plain
         .into_iter()
         .map(|p| {
-            let source: Source = p.source.as_deref().unwrap_or("alertmanager").parse()?;
+            let source: Source = p
+                .source
+                .as_deref()
+                .unwrap_or("alertmanager")
+                .parse()
+                .map_err(|e: quench_connectors::alert::UnknownSource| e.to_string())?;
             Ok(Alert {
                 fingerprint: quench_connectors::alert::fingerprint_of(&source, &p.labels),
                 source,

@@ -200,7 +200,7 @@ pub async fn serve(
     let allowed_hosts = match &config.executor.allowed_hosts {
         Some(h) => Some(
             HostAllowlist::parse(h)
-                .map_err(|e| ServeError::Config(config::ConfigError::Invalid(e)))?,
+                .map_err(|e| ServeError::Config(config::ConfigError::Invalid(e.to_string())))?,
         ),
         None => None,
     };

@@ -117,6 +117,7 @@ pub fn render(
 ) -> Result<String, String> {
     quench_runbooks::template::Templates::new()
         .render(template.unwrap_or(DEFAULT_TEMPLATE), &context(r, similar))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

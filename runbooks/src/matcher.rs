@@ -60,13 +60,40 @@ impl PartialEq for Matcher {
 /// engine build an enormous automaton.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Why a matcher does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    /// The label name breaks Prometheus's rules.
+    #[error("{0:?} is not a valid label name (letters, digits and '_', not starting with a digit)")]
+    LabelName(String),
+    /// The regex does not compile (or is too large).
+    #[error("invalid regex {0:?}: {1}")]
+    Regex(String, String),
+    /// The text does not start with a label name.
+    #[error("matcher {0:?} does not start with a label name")]
+    NoName(String),
+    /// No operator after the name.
+    #[error("matcher {0:?} has no operator after {1:?} (expected =, !=, =~ or !~)")]
+    NoOperator(String, String),
+    /// `"value` without its closing quote.
+    #[error("matcher {0:?}: the quoted value is not closed")]
+    Unclosed(String),
+    /// An escape other than `\"`, `\\` or `\n`.
+    #[error("matcher {0:?}: bad escape in the quoted value (use \\\", \\\\ or \\n)")]
+    Escape(String),
+    /// A quote inside an unquoted value.
+    #[error("matcher {0:?}: unbalanced quotes in the value")]
+    Quotes(String),
+    /// The matcher `{0}` is well formed but its name or regex is not.
+    #[error("matcher {0:?}: {1}")]
+    In(String, Box<MatcherError>),
+}
+
 impl Matcher {
     /// Builds a matcher, compiling the anchored regex for `=~` and `!~`.
-    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Matcher, String> {
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Matcher, MatcherError> {
         if !is_label_name(name) {
-            return Err(format!(
-                "{name:?} is not a valid label name (letters, digits and '_', not starting with a digit)"
-            ));
+            return Err(MatcherError::LabelName(name.to_string()));
         }
         let regex = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(
@@ -74,7 +101,10 @@ impl Matcher {
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
                     .map_err(|e| {
-                        format!("invalid regex {value:?}: {}", first_line(&e.to_string()))
+                        MatcherError::Regex(
+                            value.to_string(),
+                            first_line(&e.to_string()).to_string(),
+                        )
                     })?,
             ),
             MatchOp::Equal | MatchOp::NotEqual => None,
@@ -88,14 +118,14 @@ impl Matcher {
     }
 
     /// Parses Alertmanager's string form, such as `severity=~"critical|page"`.
-    pub fn parse(s: &str) -> Result<Matcher, String> {
+    pub fn parse(s: &str) -> Result<Matcher, MatcherError> {
         let t = s.trim();
         let name_end = t
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(t.len());
         let name = &t[..name_end];
         if name.is_empty() {
-            return Err(format!("matcher {s:?} does not start with a label name"));
+            return Err(MatcherError::NoName(s.to_string()));
         }
         let rest = t[name_end..].trim_start();
         let (op, value) = if let Some(v) = rest.strip_prefix("=~") {
@@ -107,25 +137,21 @@ impl Matcher {
         } else if let Some(v) = rest.strip_prefix('=') {
             (MatchOp::Equal, v)
         } else {
-            return Err(format!(
-                "matcher {s:?} has no operator after {name:?} (expected =, !=, =~ or !~)"
-            ));
+            return Err(MatcherError::NoOperator(s.to_string(), name.to_string()));
         };
         let value = value.trim();
         let value = if let Some(inner) = value.strip_prefix('"') {
             let inner = inner
                 .strip_suffix('"')
                 .filter(|_| value.len() >= 2)
-                .ok_or_else(|| format!("matcher {s:?}: the quoted value is not closed"))?;
-            unescape(inner).ok_or_else(|| {
-                format!("matcher {s:?}: bad escape in the quoted value (use \\\", \\\\ or \\n)")
-            })?
+                .ok_or_else(|| MatcherError::Unclosed(s.to_string()))?;
+            unescape(inner).ok_or_else(|| MatcherError::Escape(s.to_string()))?
         } else if value.contains('"') {
-            return Err(format!("matcher {s:?}: unbalanced quotes in the value"));
+            return Err(MatcherError::Quotes(s.to_string()));
         } else {
             value.to_string()
         };
-        Matcher::new(name, op, &value).map_err(|e| format!("matcher {s:?}: {e}"))
+        Matcher::new(name, op, &value).map_err(|e| MatcherError::In(s.to_string(), Box::new(e)))
     }
 
     /// The label value this matcher looks at: the label, or `""` if missing.

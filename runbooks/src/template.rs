@@ -38,6 +38,43 @@ pub struct RunbookInfo<'a> {
     pub path: &'a str,
 }
 
+/// Why a template does not compile or render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template does not parse (a missing `}}`, say), at line:column.
+    #[error("{}", syntax_message(.at, .reason))]
+    Syntax {
+        /// Line and column in the template, when known.
+        at: Option<(usize, usize)>,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A variable the alert does not have (templates are strict).
+    #[error("{0} is not defined for this alert (templates are strict)")]
+    Missing(String),
+    /// Another rendering failure (a helper refused its argument, say).
+    #[error("{0}")]
+    Render(String),
+    /// `when` rendered to something other than true or false.
+    #[error("`when` must render to true or false, got {0:?}")]
+    NotABool(String),
+    /// The failure of one value of a `with` block, with its path.
+    #[error("{path}: {source}")]
+    At {
+        /// `steps[0].with.url`.
+        path: String,
+        /// What failed there.
+        source: Box<TemplateError>,
+    },
+}
+
+fn syntax_message(at: &Option<(usize, usize)>, reason: &str) -> String {
+    match at {
+        Some((line, col)) => format!("template error at {line}:{col}: {reason}"),
+        None => format!("template error: {reason}"),
+    }
+}
+
 /// The template context for an alert: what `{{...}}` can reach. `vars`
 /// becomes `env`: only allowlisted variables; the caller decides which.
 pub fn context(
@@ -190,33 +227,34 @@ impl Templates {
     }
 
     /// Checks a template's syntax without rendering it.
-    pub fn check(text: &str) -> Result<(), String> {
+    pub fn check(text: &str) -> Result<(), TemplateError> {
         handlebars::Template::compile(text)
             .map(|_| ())
-            .map_err(|e| match e.pos() {
-                Some((line, col)) => format!("template error at {line}:{col}: {}", e.reason()),
-                None => format!("template error: {}", e.reason()),
+            .map_err(|e| TemplateError::Syntax {
+                at: e.pos(),
+                reason: e.reason().to_string(),
             })
     }
 
     /// Renders one template.
-    pub fn render(&self, text: &str, ctx: &Value) -> Result<String, String> {
+    pub fn render(&self, text: &str, ctx: &Value) -> Result<String, TemplateError> {
         self.hb
             .render_template(text, ctx)
             .map_err(|e| match e.reason() {
-                RenderErrorReason::MissingVariable(Some(v)) => {
-                    format!("{v} is not defined for this alert (templates are strict)")
-                }
-                other => other.to_string(),
+                RenderErrorReason::MissingVariable(Some(v)) => TemplateError::Missing(v.clone()),
+                other => TemplateError::Render(other.to_string()),
             })
     }
 
     /// Renders every string of a `with` block that holds a template; other
     /// values are kept as written. `path` names the block in errors.
-    pub fn render_value(&self, v: &Value, ctx: &Value, path: &str) -> Result<Value, String> {
+    pub fn render_value(&self, v: &Value, ctx: &Value, path: &str) -> Result<Value, TemplateError> {
         Ok(match v {
             Value::String(s) if s.contains("{{") => {
-                Value::String(self.render(s, ctx).map_err(|e| format!("{path}: {e}"))?)
+                Value::String(self.render(s, ctx).map_err(|e| TemplateError::At {
+                    path: path.to_string(),
+                    source: Box::new(e),
+                })?)
             }
             Value::Array(items) => Value::Array(
                 items
@@ -233,7 +271,7 @@ impl Templates {
                             self.render_value(x, ctx, &format!("{path}.{k}"))?,
                         ))
                     })
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, TemplateError>>()?,
             ),
             other => other.clone(),
         })
@@ -241,13 +279,11 @@ impl Templates {
 
     /// Evaluates a `when` condition: a template that renders to `true` or
     /// `false`, such as `{{eq alert.labels.severity "critical"}}`.
-    pub fn eval_when(&self, text: &str, ctx: &Value) -> Result<bool, String> {
+    pub fn eval_when(&self, text: &str, ctx: &Value) -> Result<bool, TemplateError> {
         match self.render(text, ctx)?.trim() {
             "true" => Ok(true),
             "false" => Ok(false),
-            other => Err(format!(
-                "`when` must render to true or false, got {other:?}"
-            )),
+            other => Err(TemplateError::NotABool(other.to_string())),
         }
     }
 
@@ -284,7 +320,10 @@ mod tests {
     fn strict_mode_refuses_missing_variables() {
         let t = Templates::new();
         assert_eq!(t.render("{{alert.labels.pod}}", &ctx()).unwrap(), "web-1");
-        let err = t.render("{{alert.labels.namespace}}", &ctx()).unwrap_err();
+        let err = t
+            .render("{{alert.labels.namespace}}", &ctx())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("alert.labels.namespace") && err.contains("not defined"),
             "{err}"
@@ -298,7 +337,10 @@ mod tests {
         let text = t.render("{{json steps.scale.output.revert}}", &c).unwrap();
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, c["steps"]["scale"]["output"]["revert"]);
-        let err = t.render("{{json steps.nope.output}}", &c).unwrap_err();
+        let err = t
+            .render("{{json steps.nope.output}}", &c)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not defined"), "{err}");
     }
 
@@ -321,7 +363,8 @@ mod tests {
         for label in ["bad", "up"] {
             let err = t
                 .render(&format!("{{{{k8s_name alert.labels.{label}}}}}"), &ctx())
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("not a valid Kubernetes name"), "{err}");
         }
         assert!(is_dns1123_subdomain("a.b-c.d"));
@@ -335,7 +378,8 @@ mod tests {
         assert!(t.render("{{duration alert.labels.pod}}", &ctx()).is_err());
         let err = t
             .render("{{k8s_name alert.labels.namespace}}", &ctx())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("alert.labels.namespace is not defined"),
             "{err}"
@@ -352,7 +396,8 @@ mod tests {
         );
         let err = t
             .render_value(&json!({"x": ["{{nope}}"]}), &ctx(), "steps[0].with")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("steps[0].with.x[0]: "), "{err}");
         assert!(
             t.eval_when(r#"{{eq alert.labels.sev "critical"}}"#, &ctx())

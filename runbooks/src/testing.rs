@@ -34,7 +34,12 @@ const TEST_SECRET: &str = "quench-test";
 
 fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert>, String> {
     if let Some(a) = &case.alert {
-        let source: Source = a.source.as_deref().unwrap_or("alertmanager").parse()?;
+        let source: Source = a
+            .source
+            .as_deref()
+            .unwrap_or("alertmanager")
+            .parse()
+            .map_err(|e: quench_connectors::alert::UnknownSource| e.to_string())?;
         let status = match a.status.as_deref().unwrap_or("firing") {
             "firing" => AlertStatus::Firing,
             "resolved" => AlertStatus::Resolved,

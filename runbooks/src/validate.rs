@@ -88,7 +88,7 @@ fn check_duration(
     match crate::duration::parse(&d.value) {
         Ok(v) => Some(v),
         Err(e) => {
-            out.push(spanned_at(file, d, Code::Duration, path, e));
+            out.push(spanned_at(file, d, Code::Duration, path, e.to_string()));
             None
         }
     }
@@ -145,7 +145,7 @@ fn check_steps(
             Templates::strings(&value, format!("{base}.with"), &mut strings);
             for (path, text) in strings {
                 if let Err(e) = Templates::check(text) {
-                    out.push(spanned_at(file, with, Code::Template, path, e));
+                    out.push(spanned_at(file, with, Code::Template, path, e.to_string()));
                 }
             }
         }
@@ -157,7 +157,7 @@ fn check_steps(
                 when,
                 Code::Template,
                 format!("{base}.when"),
-                e,
+                e.to_string(),
             ));
         }
         let timeout = check_duration(file, &s.timeout, &format!("{base}.timeout"), out);
@@ -247,7 +247,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
                 m,
                 Code::Matcher,
                 format!("match.matchers[{i}]"),
-                e,
+                e.to_string(),
             )),
         }
     }
@@ -255,7 +255,13 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
     if let Some(src) = &parsed.matching.source {
         match src.value.parse::<Source>() {
             Ok(s) => source = Some(s),
-            Err(e) => out.push(spanned_at(file, src, Code::Source, "match.source", e)),
+            Err(e) => out.push(spanned_at(
+                file,
+                src,
+                Code::Source,
+                "match.source",
+                e.to_string(),
+            )),
         }
     }
     for (i, g) in parsed.group_by.iter().enumerate() {
@@ -280,7 +286,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
                     m,
                     Code::Matcher,
                     format!("inhibit_when[{i}].matchers[{j}]"),
-                    e,
+                    e.to_string(),
                 )),
             }
         }
@@ -324,7 +330,7 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             Templates::strings(&value, "verify.with".into(), &mut strings);
             for (path, text) in strings {
                 if let Err(e) = Templates::check(text) {
-                    out.push(spanned_at(file, with, Code::Template, path, e));
+                    out.push(spanned_at(file, with, Code::Template, path, e.to_string()));
                 }
             }
         }

@@ -187,7 +187,9 @@ pub(crate) async fn dispatch<S: Step>(ctx: &StepCtx<'_>, with: &Value) -> Result
     let p: S::Params = super::params(with)?;
     if let Some(hosts) = ctx.hosts {
         for url in S::urls(&p) {
-            hosts.check_url(url).map_err(StepError::Refused)?;
+            hosts
+                .check_url(url)
+                .map_err(|e| StepError::Refused(e.to_string()))?;
         }
     }
     S::run(ctx, p).await

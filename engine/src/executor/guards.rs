@@ -172,6 +172,7 @@ impl Executor {
         let rendered = self
             .templates
             .render_value(&with, &p.ctx, &format!("{}.with", p.id()))
+            .map_err(|e| e.to_string())
             .and_then(|v| self.check_step(p.kind(), v));
         match rendered {
             Ok((v, acts)) => {
@@ -294,7 +295,7 @@ impl Executor {
             .map_err(|e| e.to_string())?;
         if let Some(hosts) = &self.config.allowed_hosts {
             for url in &checked.urls {
-                hosts.check_url(url)?;
+                hosts.check_url(url).map_err(|e| e.to_string())?;
             }
         }
         Ok((rendered, checked.target))

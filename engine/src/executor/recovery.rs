@@ -29,10 +29,13 @@ pub enum Recovery {
 /// by hand, or by an older quench) is named in the log and read as
 /// Alertmanager's, whose runbooks are the default.
 fn alert_of(r: &quench_knowledge::AlertRecord) -> Alert {
-    let source = r.source.parse().unwrap_or_else(|e: String| {
-        warn!(fingerprint = %r.fingerprint, error = %e, "stored alert with an unknown source");
-        quench_connectors::Source::Alertmanager
-    });
+    let source = r
+        .source
+        .parse()
+        .unwrap_or_else(|e: quench_connectors::alert::UnknownSource| {
+            warn!(fingerprint = %r.fingerprint, error = %e, "stored alert with an unknown source");
+            quench_connectors::Source::Alertmanager
+        });
     Alert {
         source,
         fingerprint: r.fingerprint.clone(),

@@ -30,6 +30,7 @@ impl Executor {
         let rendered = match self
             .templates
             .render_value(&with, &ctx, "verify.with")
+            .map_err(|e| e.to_string())
             .and_then(|v| self.check_step(kind, v))
         {
             Ok((v, _)) => v,
