@@ -71,6 +71,8 @@ pub struct ChaosService {
     incidents: IncidentStore,
     audit: AuditLog,
     running: Mutex<HashMap<String, (String, watch::Sender<bool>)>>,
+    /// The wall clock for run ids, audit entries and schedules.
+    pub clock: Arc<dyn quench_knowledge::Clock>,
 }
 
 impl ChaosService {
@@ -93,6 +95,7 @@ impl ChaosService {
             incidents,
             audit,
             running: Mutex::new(HashMap::new()),
+            clock: quench_knowledge::clock::system(),
         }
     }
 
@@ -121,7 +124,7 @@ impl ChaosService {
     fn audit(&self, actor: &str, action: AuditAction, target: &str, detail: String) {
         let entry = AuditEntry {
             seq: 0,
-            at: Utc::now(),
+            at: self.clock.now(),
             actor: actor.to_string(),
             action,
             incident: None,
@@ -154,7 +157,11 @@ impl ChaosService {
             .as_ref()
             .is_none_or(|s| s.concurrency == quench_chaos::model::Concurrency::Forbid);
         let (tx, rx) = watch::channel(false);
-        let run_id = format!("{}-{}", Utc::now().format("%Y%m%d%H%M%S%3f"), exp.name);
+        let run_id = format!(
+            "{}-{}",
+            self.clock.now().format("%Y%m%d%H%M%S%3f"),
+            exp.name
+        );
         {
             let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
             if forbid && !dry_run && r.values().any(|(e, _)| e == name) {
@@ -263,13 +270,14 @@ impl ChaosService {
                 experiment: experiment.to_string(),
                 run: v.run.clone(),
             };
+            let now = self.clock.now();
             let _ = self
                 .incidents
                 .update(&r.id, move |rec| {
                     if !rec.chaos.contains(&link) {
                         rec.chaos.push(link);
                         rec.timeline.push(quench_knowledge::TimelineEvent {
-                            at: Utc::now(),
+                            at: now,
                             kind: EventKind::Chaos,
                             detail,
                         });
@@ -320,10 +328,10 @@ impl ChaosService {
 
     /// Starts scheduled runs at their times, forever.
     pub async fn scheduler(self: Arc<Self>) {
-        let mut last = Utc::now();
+        let mut last = self.clock.now();
         loop {
             tokio::time::sleep(Duration::from_secs(15)).await;
-            let now = Utc::now();
+            let now = self.clock.now();
             for exp in self.experiments() {
                 let Some(s) = &exp.schedule else { continue };
                 // A run time that passed since the last look fires now.

@@ -277,7 +277,7 @@ pub async fn serve(
         runbooks: runbooks.clone(),
         metrics: metrics.clone(),
         firing: Default::default(),
-        clock: chrono::Utc::now,
+        clock: quench_knowledge::clock::system(),
         executor: Some(executor.clone()),
         position: pipeline_position.clone(),
     };
@@ -333,6 +333,7 @@ pub async fn serve(
             writer,
         },
         kpis,
+        clock: quench_knowledge::clock::system(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

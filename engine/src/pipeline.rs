@@ -44,7 +44,7 @@ pub struct Pipeline {
     /// The alerts firing now, for `inhibit_when`.
     pub firing: std::sync::Mutex<FiringIndex>,
     /// The wall clock, for time intervals; injected so tests can fix it.
-    pub clock: fn() -> chrono::DateTime<Utc>,
+    pub clock: Arc<dyn quench_knowledge::Clock>,
     /// Runs the runbooks of new incidents; `None` only records them.
     pub executor: Option<Arc<crate::executor::Executor>>,
     /// The sequence number of the last alert processed, for `/readyz` and
@@ -251,7 +251,7 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let alert = &entry.alert;
         let set = &loaded.set;
-        let now = (self.clock)();
+        let now = self.clock.now();
         // Only inhibition looks at other alerts, so the index is kept only
         // while some runbook inhibits; when one starts to, it is rebuilt
         // from the log (the last FIRING_TTL is all that can still inhibit).
@@ -504,7 +504,7 @@ mod tests {
             runbooks: Arc::new(Runbooks::fixed(set)),
             metrics: Arc::new(Metrics::default()),
             firing: Default::default(),
-            clock: Utc::now,
+            clock: quench_knowledge::clock::system(),
             executor: None,
             position: Default::default(),
         };
@@ -662,7 +662,7 @@ mod tests {
             "../runbooks/testdata/suppress",
             Some("triage"),
         );
-        p.clock = friday_noon;
+        p.clock = Arc::new(quench_knowledge::ManualClock::at(friday_noon()));
         let metrics = p.metrics.clone();
         let task = tokio::spawn(p.run());
         let open = |name: &'static str| {

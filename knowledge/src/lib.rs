@@ -17,6 +17,7 @@
 pub mod artifacts;
 pub mod audit;
 pub mod chaos;
+pub mod clock;
 pub mod control;
 pub mod kinds;
 pub mod kpi;
@@ -28,6 +29,7 @@ pub mod writer;
 pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};
 pub use audit::{AuditEntry, AuditLog};
 pub use chaos::ChaosStore;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{Control, PauseState};
 pub use kinds::{AuditAction, EventKind};
 pub use record::{

@@ -5,7 +5,6 @@
 use quench_knowledge::AuditAction;
 use std::time::Duration;
 
-use chrono::Utc;
 use quench_connectors::steps::{Call, StepError};
 use quench_knowledge::{StepRecord, StepState};
 use serde_json::Value;
@@ -36,7 +35,7 @@ impl Executor {
         let timeout = p.step.timeout.unwrap_or(self.config.default_timeout);
         let retries = p.step.retry.attempts;
         let mut backoff = p.step.retry.backoff;
-        let started = Utc::now();
+        let started = self.clock.now();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -52,6 +51,7 @@ impl Executor {
             // crash, one recorded as running may have taken effect and is
             // not run again, one still pending did not. Evidence steps only
             // read, so running one twice after a crash is harmless, and
+            let clock = self.clock.clone();
             // they skip the fdatasync.
             if kind.is_destructive() {
                 let durable = self
@@ -60,7 +60,7 @@ impl Executor {
                         if let Some(s) = rec.steps.get_mut(idx) {
                             running(s);
                         }
-                        rec.updated_at = Utc::now();
+                        rec.updated_at = clock.now();
                     })
                     .await;
                 // And so is its audit line: no action without a record.
@@ -128,10 +128,11 @@ impl Executor {
                         m.entry("ok").or_insert(Value::Bool(true));
                     }
                     outputs.insert(id.to_string(), output.clone());
+                    let now = self.clock.now();
                     self.set_step(incident, idx, move |s| {
                         s.state = StepState::Succeeded;
                         s.output = output;
-                        s.ended_at = Some(Utc::now());
+                        s.ended_at = Some(now);
                     })
                     .await;
                     return Ok(());

@@ -6,7 +6,6 @@
 use quench_knowledge::AuditAction;
 use std::time::Duration;
 
-use chrono::Utc;
 use quench_connectors::Alert;
 use quench_connectors::steps::{Acts, Call, StepType};
 use quench_knowledge::{AlertState, IncidentStatus, StepState};
@@ -270,12 +269,13 @@ impl Executor {
             )
             .await;
         let rendered = p.rendered.clone();
+        let clock = self.clock.clone();
         self.set_step(p.incident, p.idx, move |s| {
             s.rendered = rendered;
             s.state = StepState::DryRun;
             s.output = output;
             s.reason = reason;
-            s.ended_at = Some(Utc::now());
+            s.ended_at = Some(clock.now());
         })
         .await;
         Flow::Done(Ok(()))
@@ -305,10 +305,11 @@ impl Executor {
     pub(super) async fn fail(&self, incident: &str, idx: usize, id: &str, reason: String) -> Stop {
         warn!(incident_id = incident, step = id, reason = %reason, "step failed");
         let r = reason.clone();
+        let clock = self.clock.clone();
         self.set_step(incident, idx, move |s| {
             s.state = StepState::Failed;
             s.reason = r;
-            s.ended_at = Some(Utc::now());
+            s.ended_at = Some(clock.now());
         })
         .await;
         Stop::Failed(reason)
@@ -337,10 +338,11 @@ impl Executor {
             )
             .await;
         let r = reason.clone();
+        let clock = self.clock.clone();
         self.set_step(incident, idx, move |s| {
             s.state = StepState::Blocked;
             s.reason = r;
-            s.ended_at = Some(Utc::now());
+            s.ended_at = Some(clock.now());
         })
         .await;
         if cancel {

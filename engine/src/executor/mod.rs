@@ -100,6 +100,8 @@ pub struct Executor {
     pub env: BTreeMap<String, String>,
     /// Where runs and steps are counted (`/metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The wall clock for every timestamp the run writes.
+    pub clock: Arc<dyn quench_knowledge::Clock>,
     /// A slot per run in progress (`max_concurrent_runs`).
     runs: Arc<tokio::sync::Semaphore>,
     budget: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -140,6 +142,7 @@ impl Executor {
             config,
             env: BTreeMap::new(),
             metrics: Arc::default(),
+            clock: quench_knowledge::clock::system(),
             runs: Arc::new(tokio::sync::Semaphore::new(slots)),
             budget: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -180,7 +183,7 @@ impl Executor {
     ) -> Result<(), String> {
         let entry = AuditEntry {
             seq: 0,
-            at: Utc::now(),
+            at: self.clock.now(),
             actor: actor.to_string(),
             action,
             incident: Some(incident.to_string()),
@@ -204,11 +207,12 @@ impl Executor {
         incident: &str,
         f: impl FnOnce(&mut IncidentRecord) + Send + 'static,
     ) -> Option<IncidentRecord> {
+        let clock = self.clock.clone();
         match self
             .incidents
             .update(incident, move |r| {
                 f(r);
-                r.updated_at = Utc::now();
+                r.updated_at = clock.now();
             })
             .await
         {
@@ -235,9 +239,10 @@ impl Executor {
     }
 
     async fn event(&self, incident: &str, kind: EventKind, detail: String) {
+        let clock = self.clock.clone();
         self.record(incident, move |r| {
             r.timeline.push(TimelineEvent {
-                at: Utc::now(),
+                at: clock.now(),
                 kind,
                 detail,
             })
@@ -246,7 +251,9 @@ impl Executor {
     }
 
     async fn status(&self, incident: &str, status: IncidentStatus) {
-        self.record(incident, move |r| set_status(r, status)).await;
+        let now = self.clock.now();
+        self.record(incident, move |r| set_status(r, status, now))
+            .await;
     }
 
     /// Starts the runbook for a new incident in its own task, unless the
@@ -337,11 +344,12 @@ impl Executor {
             });
         }
         // One write: the steps and the first status change together.
+        let clock = self.clock.clone();
         self.record(incident, move |r| {
             r.steps = records;
             if !r.status.is_closed() && r.status != IncidentStatus::Diagnosing {
                 r.timeline.push(TimelineEvent {
-                    at: Utc::now(),
+                    at: clock.now(),
                     kind: EventKind::Status,
                     detail: format!("{} -> diagnosing", r.status.as_str()),
                 });
@@ -432,9 +440,10 @@ impl Executor {
         }
         // One write: on_failure skipped, and on to verifying.
         let (from, to) = (steps.len(), steps.len() + runbook.on_failure.len());
+        let now = self.clock.now();
         self.record(incident, move |r| {
             skip_pending(r, from, to, "no step failed");
-            set_status(r, IncidentStatus::Verifying);
+            set_status(r, IncidentStatus::Verifying, now);
         })
         .await;
         let Some(v) = &runbook.verify else {
@@ -447,8 +456,9 @@ impl Executor {
         {
             Ok(()) => {
                 self.status(incident, IncidentStatus::Resolved).await;
-                self.record(incident, |r| {
-                    r.resolved_at.get_or_insert_with(Utc::now);
+                let now = self.clock.now();
+                self.record(incident, move |r| {
+                    r.resolved_at.get_or_insert(now);
                 })
                 .await;
                 RunEnd::Completed
@@ -539,10 +549,10 @@ enum Stop {
 }
 
 /// Moves an open incident to `status`, with a timeline event.
-fn set_status(r: &mut IncidentRecord, status: IncidentStatus) {
+fn set_status(r: &mut IncidentRecord, status: IncidentStatus, now: chrono::DateTime<Utc>) {
     if !r.status.is_closed() && r.status != status {
         r.timeline.push(TimelineEvent {
-            at: Utc::now(),
+            at: now,
             kind: EventKind::Status,
             detail: format!("{} -> {}", r.status.as_str(), status.as_str()),
         });

@@ -5,7 +5,6 @@ use quench_knowledge::{AuditAction, EventKind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
 use quench_connectors::Alert;
 use quench_knowledge::{AlertState, IncidentStatus, StepRecord, StepState, TimelineEvent};
 use serde_json::Value;
@@ -174,6 +173,7 @@ impl Executor {
     /// Marks an unfinished run interrupted, for a human.
     async fn interrupt(&self, id: &str, reason: String) -> Recovery {
         let why = reason.clone();
+        let clock = self.clock.clone();
         self.record(id, move |rec| {
             for s in rec.steps.iter_mut().filter(|s| unfinished(s)) {
                 s.state = if s.state == StepState::Running {
@@ -185,7 +185,7 @@ impl Executor {
             }
             rec.status = IncidentStatus::Interrupted;
             rec.timeline.push(TimelineEvent {
-                at: Utc::now(),
+                at: clock.now(),
                 kind: EventKind::Interrupted,
                 detail: why,
             });

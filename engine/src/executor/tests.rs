@@ -95,6 +95,15 @@ struct World {
     _dir: tempfile::TempDir,
     exec: Arc<Executor>,
     fake: Arc<Fake>,
+    /// The executor's wall clock: it stands still unless a test moves it.
+    clock: quench_knowledge::ManualClock,
+}
+
+/// Where every test's wall clock starts.
+fn t0() -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn world(config: ExecConfig) -> World {
@@ -103,17 +112,20 @@ fn world(config: ExecConfig) -> World {
     let fake = Arc::new(Fake::default());
     // Tests here pause tokio's clock: writes run inline (see there).
     let writer = quench_knowledge::Writer::inline(db.clone());
-    let exec = Executor::new(
+    let mut exec = Executor::new(
         IncidentStore::open(&db, writer.clone()).unwrap(),
         AuditLog::open(&db, writer.clone()).unwrap(),
         Control::open(&db, writer).unwrap(),
         fake.clone(),
         config,
     );
+    let clock = quench_knowledge::ManualClock::at(t0());
+    exec.clock = Arc::new(clock.clone());
     World {
         _dir: dir,
         exec: Arc::new(exec),
         fake,
+        clock,
     }
 }
 
@@ -899,4 +911,24 @@ async fn the_when_guard_alone() {
         w.exec.guard(Guard::When, &mut p).await,
         Flow::Next
     ));
+}
+
+/// Every time a run writes comes from the executor's clock: a test sets
+/// it, and the record says exactly when each step started and ended.
+#[tokio::test(start_paused = true)]
+async fn run_timestamps_come_from_the_executors_clock() {
+    let w = world(ExecConfig::default());
+    let rb = runbook(
+        "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: a\n    uses: k8s.wait\n    with: {key: a}\n",
+    );
+    let a = alert("cart");
+    let id = open_incident(&w, &a, 1);
+    w.clock.advance(chrono::Duration::minutes(3));
+    assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Completed);
+    let s = &steps(&w, &id)[0];
+    let at = t0() + chrono::Duration::minutes(3);
+    assert_eq!((s.started_at, s.ended_at), (Some(at), Some(at)));
+    let audit = w.exec.audit.list(10, Some(&id)).unwrap();
+    assert!(!audit.is_empty());
+    assert!(audit.iter().all(|e| e.at == at), "{audit:?}");
 }

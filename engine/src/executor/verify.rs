@@ -1,7 +1,6 @@
 //! Verification: the runbook's check, polled until it holds or its time
 //! is up.
 
-use chrono::Utc;
 use quench_connectors::Alert;
 use quench_connectors::steps::Call;
 use quench_knowledge::AuditAction;
@@ -49,11 +48,12 @@ impl Executor {
         loop {
             attempt += 1;
             let r = rendered.clone();
+            let clock = self.clock.clone();
             self.set_step(incident, idx, move |s| {
                 s.state = StepState::Running;
                 s.rendered = r;
                 s.attempts = attempt;
-                s.started_at.get_or_insert_with(Utc::now);
+                s.started_at.get_or_insert_with(|| clock.now());
             })
             .await;
             let last = match tokio::time::timeout(
@@ -82,10 +82,11 @@ impl Executor {
                             format!("after {attempt} check(s)"),
                         )
                         .await;
+                    let now = self.clock.now();
                     self.set_step(incident, idx, move |s| {
                         s.state = StepState::Succeeded;
                         s.output = out;
-                        s.ended_at = Some(Utc::now());
+                        s.ended_at = Some(now);
                     })
                     .await;
                     return Ok(());
@@ -109,11 +110,11 @@ impl Executor {
                         reason.clone(),
                     )
                     .await;
-                let r = reason.clone();
+                let (r, now) = (reason.clone(), self.clock.now());
                 self.set_step(incident, idx, move |s| {
                     s.state = StepState::Failed;
                     s.reason = r;
-                    s.ended_at = Some(Utc::now());
+                    s.ended_at = Some(now);
                 })
                 .await;
                 return Err(reason);

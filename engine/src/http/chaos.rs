@@ -6,7 +6,7 @@ use super::*;
 /// the next three runs) and the runs going on.
 pub(super) async fn list_chaos(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let running = s.chaos.running();
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let list: Vec<Value> = s
         .chaos
         .experiments()

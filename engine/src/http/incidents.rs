@@ -100,7 +100,7 @@ pub(super) async fn acknowledge(
     Path(id): Path<String>,
 ) -> Response {
     let actor = caller.name;
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let who = actor.clone();
     let updated = s
         .incidents
@@ -223,7 +223,7 @@ pub(super) async fn annotate(
     if !req.tags.is_empty() {
         changed.push("tags");
     }
-    let now = chrono::Utc::now();
+    let now = s.clock.now();
     let who = actor.clone();
     let req_root_cause = req.root_cause.clone();
     let req_resolution = req.resolution.clone();

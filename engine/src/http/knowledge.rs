@@ -45,7 +45,7 @@ pub(super) async fn import_incidents(
                     &s,
                     quench_knowledge::AuditEntry {
                         seq: 0,
-                        at: chrono::Utc::now(),
+                        at: s.clock.now(),
                         actor,
                         action: AuditAction::IncidentImport,
                         incident: None,
@@ -85,7 +85,7 @@ pub(super) async fn search(
     let index = s.search.clone();
     let query = q.q.clone();
     let result =
-        tokio::task::spawn_blocking(move || index.search(&query, limit, chrono::Utc::now())).await;
+        tokio::task::spawn_blocking(move || index.search(&query, limit, s.clock.now())).await;
     match result {
         Ok(Ok(hits)) => axum::Json(json!({"query": q.q, "hits": hits})).into_response(),
         Ok(Err(quench_knowledge::search::SearchError::Query(m))) => {
@@ -111,7 +111,7 @@ pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) ->
                 &s,
                 quench_knowledge::AuditEntry {
                     seq: 0,
-                    at: chrono::Utc::now(),
+                    at: s.clock.now(),
                     actor,
                     action: AuditAction::SearchReindex,
                     incident: None,
@@ -163,7 +163,7 @@ pub(super) async fn stats(
             );
         }
     };
-    let since = chrono::Utc::now() - chrono::Duration::from_std(span).unwrap_or_default();
+    let since = s.clock.now() - chrono::Duration::from_std(span).unwrap_or_default();
     match s
         .incidents
         .list(&quench_knowledge::IncidentFilter::default())

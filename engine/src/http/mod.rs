@@ -73,6 +73,8 @@ pub struct AppState {
     pub lag: Lag,
     /// The KPI gauges of `/metrics`, computed in the background.
     pub kpis: Arc<KpiCache>,
+    /// The wall clock: KPI windows, search recency, audit times.
+    pub clock: Arc<dyn quench_knowledge::Clock>,
 }
 
 /// Where the readers of the stores are, for `/readyz` and `/metrics`.
@@ -350,7 +352,7 @@ async fn audit_incident(
         s,
         quench_knowledge::AuditEntry {
             seq: 0,
-            at: chrono::Utc::now(),
+            at: s.clock.now(),
             actor: actor.to_string(),
             action,
             incident: Some(incident.to_string()),

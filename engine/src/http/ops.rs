@@ -13,14 +13,14 @@ const KPI_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 impl KpiCache {
     /// The gauges, worked out again (off the async workers) when the last
     /// rendering is older than [`KPI_TTL`].
-    async fn get(&self, incidents: &IncidentStore) -> String {
+    async fn get(&self, incidents: &IncidentStore, now: chrono::DateTime<chrono::Utc>) -> String {
         if let Some((at, text)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner())
             && at.elapsed() < KPI_TTL
         {
             return text.clone();
         }
         let inc = incidents.clone();
-        let text = tokio::task::spawn_blocking(move || kpi_gauges(&inc))
+        let text = tokio::task::spawn_blocking(move || kpi_gauges(&inc, now))
             .await
             .unwrap_or_default();
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -99,9 +99,9 @@ pub(super) async fn list_runbooks(State(s): State<AppState>, _caller: Caller<Vie
 }
 
 /// The response KPIs of the last 30 days, as gauges.
-pub(super) fn kpi_gauges(incidents: &IncidentStore) -> String {
+pub(super) fn kpi_gauges(incidents: &IncidentStore, now: chrono::DateTime<chrono::Utc>) -> String {
     use std::fmt::Write;
-    let since = chrono::Utc::now() - chrono::Duration::days(30);
+    let since = now - chrono::Duration::days(30);
     let all = incidents
         .list(&quench_knowledge::IncidentFilter::default())
         .unwrap_or_default();
@@ -152,7 +152,7 @@ pub(super) fn kpi_gauges(incidents: &IncidentStore) -> String {
 pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     use std::fmt::Write;
     let mut text = s.metrics.render();
-    text.push_str(&s.kpis.get(&s.incidents).await);
+    text.push_str(&s.kpis.get(&s.incidents, s.clock.now()).await);
     let gauges = [
         (
             "quench_pipeline_lag_alerts",
