@@ -3,34 +3,20 @@
 //! interrupted with the reason, and the evidence step before it did not
 //! run twice either.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quench_tests::{Quench, http};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A receiver that counts requests and answers each after 30 s.
-async fn slow_receiver() -> (String, Arc<AtomicUsize>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-                    .await;
-            });
-        }
-    });
-    (url, count)
+/// A receiver that answers each request after 30 s; its log counts them.
+async fn slow_receiver() -> (String, quench_tests::SeenLog) {
+    quench_tests::stub_with(|_| {
+        quench_tests::Reply::After(
+            Duration::from_secs(30),
+            Box::new(quench_tests::Reply::Json(200, json!({}))),
+        )
+    })
+    .await
 }
 
 #[tokio::test]
@@ -61,7 +47,7 @@ async fn a_destructive_step_cut_by_kill_9_is_not_run_again() {
         })
         .await;
     assert_eq!(running["steps"][0]["state"], "succeeded");
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(hits.lock().unwrap().len(), 1);
     q.kill9();
 
     let q2 = Quench::spawn(&q.config, &q.data, rb.path(), None);
@@ -84,7 +70,7 @@ async fn a_destructive_step_cut_by_kill_9_is_not_run_again() {
     // Give a wrongly resumed step the time to reach the receiver.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        hits.load(Ordering::SeqCst),
+        hits.lock().unwrap().len(),
         1,
         "the destructive step ran exactly once"
     );

@@ -227,32 +227,7 @@ async fn promql_over_the_go_service_and_profiles_from_alertmanager() {
 /// at the limit with an error, and never fills memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_cut_at_the_limit() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1073741824\r\n\r\n")
-                    .await;
-                let chunk = vec![b'#'; 1 << 20];
-                for _ in 0..1024 {
-                    if s.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let (url, _) = quench_tests::stub_with(|_| quench_tests::Reply::Endless(1 << 30)).await;
     let err = run_step(
         StepType::MetricsScrape,
         &json!({"url": format!("{url}/metrics")}),

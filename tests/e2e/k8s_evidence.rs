@@ -10,7 +10,6 @@ use quench_connectors::steps::{Builtin, Call, StepError, StepRunner, StepType};
 use quench_tests::kube::Cluster;
 use quench_tests::{GoService, http};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn runner(kubeconfig: &std::path::Path) -> Builtin {
     Builtin::default().with_kube(Arc::new(KubeClient::new(KubeSource {
@@ -262,40 +261,20 @@ async fn k8s_logs_on_the_simulated_node_report_the_api_servers_reason() {
 }
 
 /// An API server stand-in for the one thing the simulated node cannot do:
-/// serve container logs. It checks the request as the real API server
-/// would receive it and answers as the real one answers.
-async fn log_server(
-    answers: Vec<(u16, &'static str, String)>,
-) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        for (status, content_type, body) in answers {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                head.extend_from_slice(&buf[..n]);
+/// serve container logs. It keeps each request as the real API server
+/// would receive it and gives the answers in order, as the real one does.
+async fn log_server(answers: Vec<(u16, &'static str, String)>) -> (String, quench_tests::SeenLog) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    quench_tests::stub_with(move |_| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match answers.get(n) {
+            Some((status, content_type, body)) => {
+                quench_tests::Reply::Body(*status, content_type, body.clone().into_bytes())
             }
-            s.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&head).into_owned());
-            let resp = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            None => quench_tests::Reply::Json(500, json!({"message": "no more answers"})),
         }
-    });
-    (url, seen)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -356,17 +335,16 @@ async fn k8s_logs_sends_the_log_request_and_splits_timestamps() {
     );
 
     let seen = seen.lock().unwrap();
-    let first = seen[0].lines().next().unwrap();
     assert_eq!(
-        first,
-        "GET /api/v1/namespaces/shop/pods/web-1/log?timestamps=true&tailLines=2&limitBytes=1048576&container=app&previous=true HTTP/1.1"
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        (
+            "GET",
+            "/api/v1/namespaces/shop/pods/web-1/log?timestamps=true&tailLines=2&limitBytes=1048576&container=app&previous=true"
+        )
     );
-    assert!(
-        seen[0]
-            .lines()
-            .any(|l| l.eq_ignore_ascii_case("authorization: Bearer quench-test-token")),
-        "{}",
-        seen[0]
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer quench-test-token")
     );
 }
 
@@ -470,76 +448,23 @@ steps:
 }
 
 /// An API server stand-in that answers by method and path prefix, and keeps
-/// every request (method, path and query, body). For what the simulated
-/// node cannot do: run a real container.
+/// every request. For what the simulated node cannot do: run a real
+/// container.
 async fn api_stub(
     routes: Vec<(&'static str, String, u16, String)>,
-) -> (String, Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let routes = routes.clone();
-            let s = s.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                let (head, body) = loop {
-                    let n = sock.read(&mut tmp).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..i]).into_owned();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        let mut body = buf[i + 4..].to_vec();
-                        while body.len() < len {
-                            let n = sock.read(&mut tmp).await.unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            body.extend_from_slice(&tmp[..n]);
-                        }
-                        break (head, body);
-                    }
-                };
-                let mut first = head.lines().next().unwrap_or("").split(' ');
-                let (method, path) = (
-                    first.next().unwrap_or("").to_string(),
-                    first.next().unwrap_or("").to_string(),
-                );
-                s.lock().unwrap().push((
-                    method.clone(),
-                    path.clone(),
-                    String::from_utf8_lossy(&body).into_owned(),
-                ));
-                let (status, answer) = routes
-                    .iter()
-                    .find(|(m, p, _, _)| *m == method && path.starts_with(p.as_str()))
-                    .map(|(_, _, st, b)| (*st, b.clone()))
-                    .unwrap_or((404, r#"{"kind":"Status","message":"not stubbed"}"#.into()));
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    (url, seen)
+) -> (String, quench_tests::SeenLog) {
+    quench_tests::stub_with(move |seen| {
+        routes
+            .iter()
+            .find(|(m, p, _, _)| *m == seen.method && seen.path.starts_with(p.as_str()))
+            .map(|(_, _, status, body)| {
+                quench_tests::Reply::Body(*status, "application/json", body.clone().into_bytes())
+            })
+            .unwrap_or_else(|| {
+                quench_tests::Reply::Json(404, json!({"kind": "Status", "message": "not stubbed"}))
+            })
+    })
+    .await
 }
 
 fn token_kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
@@ -596,7 +521,7 @@ async fn perf_record_of_a_pod_runs_a_job_on_its_node_and_deletes_it() {
     let seen = seen.lock().unwrap();
     let methods: Vec<(&str, &str)> = seen
         .iter()
-        .map(|(m, p, _)| (m.as_str(), p.split('?').next().unwrap()))
+        .map(|r| (r.method.as_str(), r.path.split('?').next().unwrap()))
         .collect();
     assert_eq!(
         methods.first(),
@@ -611,7 +536,7 @@ async fn perf_record_of_a_pod_runs_a_job_on_its_node_and_deletes_it() {
         "{methods:?}"
     );
     let job: Value =
-        serde_json::from_str(&seen.iter().find(|(m, _, _)| m == "POST").unwrap().2).unwrap();
+        serde_json::from_slice(&seen.iter().find(|r| r.method == "POST").unwrap().body).unwrap();
     let spec = &job["spec"]["template"]["spec"];
     assert_eq!(spec["nodeName"], "node-7");
     assert_eq!(spec["hostPID"], true);

@@ -860,21 +860,8 @@ async fn the_api_server_going_away_mid_runbook_escalates_with_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = proxy.kubeconfig(&cluster.kubeconfig, dir.path());
     // Where on_failure pages: a local receiver that counts the pages.
-    let pages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let pager = format!("http://{}/page", listener.local_addr().unwrap());
-    let p = pages.clone();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            p.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-        }
-    });
+    let (pager, pages) = quench_tests::stub(|_| (200, json!({}))).await;
+    let pager = format!("{pager}/page");
     let rb = tempfile::tempdir().unwrap();
     std::fs::write(
         rb.path().join("down.yaml"),
@@ -935,11 +922,7 @@ on_failure:
         reason.contains("API server") || reason.contains("timed out"),
         "the error is recorded: {reason}"
     );
-    assert_eq!(
-        pages.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "paged once"
-    );
+    assert_eq!(pages.lock().unwrap().len(), 1, "paged once");
     assert_eq!(
         replicas(&cluster, &ns, "web").await,
         2,

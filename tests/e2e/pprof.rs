@@ -331,14 +331,7 @@ async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index(
 #[tokio::test]
 async fn a_hung_pprof_endpoint_hits_the_deadline() {
     quench_tests::init_tls();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s); // keep it open, say nothing
-        }
-    });
+    let (url, _) = quench_tests::stub_with(|_| quench_tests::Reply::Silence).await;
     let t = std::time::Instant::now();
     let err = Builtin::default()
         .run(

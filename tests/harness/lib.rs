@@ -653,12 +653,47 @@ impl Seen {
     }
 }
 
+/// What a [`stub_with`] server does with one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A JSON body with this status.
+    Json(u16, Value),
+    /// Any body, with its status and content type.
+    Body(u16, &'static str, Vec<u8>),
+    /// The same, after a wait (a slow service).
+    After(Duration, Box<Reply>),
+    /// Nothing, ever: the connection stays open (a hung service).
+    Silence,
+    /// A 200 announcing `n` bytes and streaming them, 1 MiB at a time,
+    /// until the client hangs up (a body over any limit).
+    Endless(u64),
+}
+
+/// Every request a stub saw, in order.
+pub type SeenLog = std::sync::Arc<std::sync::Mutex<Vec<Seen>>>;
+
 /// A local HTTP/1.1 server standing in for a service that cannot run here
-/// (Argo CD, Slack): `answer` sees every request and returns status and
-/// JSON body. Returns its base URL and every request it saw.
-pub async fn stub<F>(answer: F) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>)
+/// (Argo CD, Slack) or for what the simulated Kubernetes node cannot do:
+/// `answer` sees every request and returns status and JSON body. Returns
+/// its base URL and every request it saw.
+pub async fn stub<F>(answer: F) -> (String, SeenLog)
 where
     F: Fn(&Seen) -> (u16, Value) + Send + Sync + 'static,
+{
+    stub_with(move |seen| {
+        let (status, body) = answer(seen);
+        Reply::Json(status, body)
+    })
+    .await
+}
+
+/// [`stub`] with any [`Reply`]: other content types, delays, silence, an
+/// endless body. The one stub server of the tests; only the WebSocket
+/// exec stand-ins (chaos.rs, k8s_exec.rs) are written out, for the
+/// upgrade.
+pub async fn stub_with<F>(answer: F) -> (String, SeenLog)
+where
+    F: Fn(&Seen) -> Reply + Send + Sync + 'static,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -712,14 +747,52 @@ where
                         .collect(),
                     body,
                 };
-                let (status, reply) = answer(&seen);
+                let mut reply = answer(&seen);
                 s.lock().expect("seen").push(seen);
-                let reply = reply.to_string();
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
-                    reply.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
+                loop {
+                    match reply {
+                        Reply::After(wait, then) => {
+                            tokio::time::sleep(wait).await;
+                            reply = *then;
+                        }
+                        Reply::Silence => {
+                            // Hold the connection until the client gives up.
+                            let _ = sock.read(&mut tmp).await;
+                            return;
+                        }
+                        Reply::Endless(n) => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {n}\r\n\r\n"
+                            );
+                            if sock.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = vec![b'#'; 1 << 20];
+                            let mut left = n;
+                            while left > 0 {
+                                let k = left.min(chunk.len() as u64) as usize;
+                                if sock.write_all(&chunk[..k]).await.is_err() {
+                                    return;
+                                }
+                                left -= k as u64;
+                            }
+                            return;
+                        }
+                        Reply::Json(status, v) => {
+                            reply =
+                                Reply::Body(status, "application/json", v.to_string().into_bytes());
+                        }
+                        Reply::Body(status, content_type, bytes) => {
+                            let head = format!(
+                                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                                bytes.len()
+                            );
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            let _ = sock.write_all(&bytes).await;
+                            return;
+                        }
+                    }
+                }
             });
         }
     });
