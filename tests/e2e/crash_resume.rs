@@ -47,6 +47,11 @@ async fn a_destructive_step_cut_by_kill_9_is_not_run_again() {
         })
         .await;
     assert_eq!(running["steps"][0]["state"], "succeeded");
+    // The request is on its way once the step is recorded as running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hits.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(hits.lock().unwrap().len(), 1);
     q.kill9();
 

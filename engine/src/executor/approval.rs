@@ -129,53 +129,39 @@ impl Executor {
                     )
                     .await));
             }
-            Ok(Err(_)) | Err(_) => match approval.on_timeout {
-                OnTimeout::Proceed => {
-                    let _ = self
-                        .audit(
-                            p.incident,
-                            Some(p.id()),
-                            Some(&p.target),
-                            AuditAction::ApprovalTimeout,
-                            "quench",
-                            "no answer; proceeding as the runbook says".into(),
-                        )
-                        .await;
-                }
-                OnTimeout::Skip => {
-                    let _ = self
-                        .audit(
-                            p.incident,
-                            Some(p.id()),
-                            Some(&p.target),
-                            AuditAction::ApprovalTimeout,
-                            "quench",
-                            "no answer; skipping as the runbook says".into(),
-                        )
-                        .await;
-                    self.set_step(p.incident, p.idx, |s| {
-                        s.state = StepState::Skipped;
-                        s.reason = "approval timed out".into();
-                    })
+            Ok(Err(_)) | Err(_) => {
+                let what = match approval.on_timeout {
+                    OnTimeout::Proceed => "proceeding",
+                    OnTimeout::Skip => "skipping",
+                    OnTimeout::Fail => "failing",
+                };
+                let _ = self
+                    .audit(
+                        p.incident,
+                        Some(p.id()),
+                        Some(&p.target),
+                        AuditAction::ApprovalTimeout,
+                        "quench",
+                        format!("no answer; {what} as the runbook says"),
+                    )
                     .await;
-                    return Flow::Done(Ok(()));
-                }
-                OnTimeout::Fail => {
-                    let _ = self
-                        .audit(
-                            p.incident,
-                            Some(p.id()),
-                            Some(&p.target),
-                            AuditAction::ApprovalTimeout,
-                            "quench",
-                            "no answer; failing as the runbook says".into(),
-                        )
+                match approval.on_timeout {
+                    OnTimeout::Proceed => {}
+                    OnTimeout::Skip => {
+                        self.set_step(p.incident, p.idx, |s| {
+                            s.state = StepState::Skipped;
+                            s.reason = "approval timed out".into();
+                        })
                         .await;
-                    return Flow::Done(Err(self
-                        .fail(p.incident, p.idx, p.id(), "approval timed out".into())
-                        .await));
+                        return Flow::Done(Ok(()));
+                    }
+                    OnTimeout::Fail => {
+                        return Flow::Done(Err(self
+                            .fail(p.incident, p.idx, p.id(), "approval timed out".into())
+                            .await));
+                    }
                 }
-            },
+            }
         }
         // Time passed while waiting: check again.
         self.guard_preflight(p, "while waiting for approval").await
