@@ -4,7 +4,6 @@
 use std::fmt::Write;
 
 use quench_knowledge::IncidentRecord;
-use serde::Deserialize;
 
 /// A request to the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +27,9 @@ pub enum ClientError {
         /// The server's error message.
         message: String,
     },
+    /// A request body that does not serialise.
+    #[error("cannot encode the request: {0}")]
+    Body(String),
     /// The answer did not decode.
     #[error("unexpected answer from {url}: {source}")]
     Decode {
@@ -44,11 +46,6 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct IncidentList {
-    incidents: Vec<IncidentRecord>,
 }
 
 impl Client {
@@ -83,9 +80,10 @@ impl Client {
     pub async fn post<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
     ) -> Result<T, ClientError> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
+        let body = serde_json::to_value(body).map_err(|e| ClientError::Body(e.to_string()))?;
+        self.call(reqwest::Method::POST, path, Some(&body)).await
     }
 
     /// POSTs a text body; returns the status and the JSON answer, error
@@ -164,7 +162,7 @@ impl Client {
         let mut query = vec![("limit", limit.as_str())];
         query.extend(status.map(|s| ("status", s)));
         let path = api_path(&["incidents"], &query);
-        Ok(self.get::<IncidentList>(&path).await?.incidents)
+        Ok(self.get::<crate::api::IncidentList>(&path).await?.incidents)
     }
 
     /// `GET /api/v1/incidents/{id}`.

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod alert_log;
+pub mod api;
 pub mod chaos;
 pub mod client;
 pub mod config;

@@ -44,7 +44,7 @@ pub(super) async fn list_incidents(
         }
     }
     match s.incidents.query(filter).await {
-        Ok(list) => axum::Json(json!({ "incidents": list })).into_response(),
+        Ok(incidents) => axum::Json(crate::api::IncidentList { incidents }).into_response(),
         Err(e) => internal(e),
     }
 }
@@ -81,14 +81,6 @@ pub(super) async fn list_alerts(
         Ok(list) => axum::Json(json!({ "alerts": list })).into_response(),
         Err(e) => internal(e),
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct ApprovalBody {
-    step: String,
-    decision: String,
-    #[serde(default)]
-    reason: String,
 }
 
 /// `POST /api/v1/incidents/{id}/ack`: a human has it (responder). The
@@ -136,22 +128,6 @@ pub(super) async fn acknowledge(
     }
 }
 
-/// What `POST /api/v1/incidents/{id}/annotations` takes. Fields left out
-/// stay as they are; commits and tags are added.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AnnotationBody {
-    #[serde(default)]
-    root_cause: Option<String>,
-    #[serde(default)]
-    resolution: Option<String>,
-    /// `SHA` or `SHA@repository`.
-    #[serde(default)]
-    commits: Vec<String>,
-    #[serde(default)]
-    tags: Vec<String>,
-}
-
 /// `POST /api/v1/incidents/{id}/annotations`: root cause, resolution,
 /// commits and tags (responder). Each edit is audited with what changed.
 pub(super) async fn annotate(
@@ -162,7 +138,7 @@ pub(super) async fn annotate(
     body: Body,
 ) -> Response {
     let actor = caller.name;
-    let req: AnnotationBody = match json_request(
+    let req: crate::api::AnnotationRequest = match json_request(
         &headers,
         body,
         256 * 1024,
@@ -287,7 +263,7 @@ pub(super) async fn approve(
     body: Body,
 ) -> Response {
     let actor = caller.name;
-    let req: ApprovalBody = match json_request(
+    let req: crate::api::ApprovalRequest = match json_request(
         &headers,
         body,
         64 * 1024,

@@ -87,7 +87,7 @@ pub(super) async fn search(
     let result =
         tokio::task::spawn_blocking(move || index.search(&query, limit, s.clock.now())).await;
     match result {
-        Ok(Ok(hits)) => axum::Json(json!({"query": q.q, "hits": hits})).into_response(),
+        Ok(Ok(hits)) => axum::Json(crate::api::SearchResponse { query: q.q, hits }).into_response(),
         Ok(Err(quench_knowledge::search::SearchError::Query(m))) => {
             error(StatusCode::BAD_REQUEST, "invalid_query", m, Value::Null)
         }

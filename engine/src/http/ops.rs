@@ -199,12 +199,6 @@ pub(super) async fn control_state(State(s): State<AppState>, _caller: Caller<Vie
     }
 }
 
-#[derive(Deserialize, Default)]
-pub(super) struct ReasonBody {
-    #[serde(default)]
-    reason: String,
-}
-
 pub(super) async fn set_paused(
     s: AppState,
     actor: String,
@@ -216,8 +210,8 @@ pub(super) async fn set_paused(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let reason: ReasonBody = if bytes.is_empty() {
-        ReasonBody::default()
+    let reason: crate::api::ReasonRequest = if bytes.is_empty() {
+        crate::api::ReasonRequest::default()
     } else {
         match serde_json::from_slice(&bytes) {
             Ok(r) => r,

@@ -3,7 +3,7 @@
 use super::*;
 
 /// One search result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Hit {
     /// The incident.
     pub id: String,

@@ -1,0 +1,547 @@
+//! The `quench` command line: the commands and their flags here, each
+//! area's handlers in its own file. `main.rs` only sets up the process.
+
+mod chaos;
+mod incidents;
+mod pprof;
+mod runbooks;
+
+use chaos::ChaosCommand;
+use incidents::IncidentsCommand;
+use pprof::PprofCommand;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use quench_engine::api;
+use quench_engine::client::{self, Client};
+use quench_engine::config::{Config, DEFAULT_LISTEN};
+
+#[derive(Parser)]
+#[command(
+    name = "quench",
+    version,
+    about = "Incident-response orchestration: alerts in, evidence and remediation out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: webhooks, incidents, API.
+    Serve {
+        /// YAML configuration file; flags override it.
+        #[arg(long, env = "QUENCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address [default: 127.0.0.1:9797].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory [default: ./.quench].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Runbook directory [default: ./runbooks/examples].
+        #[arg(long)]
+        runbooks: Option<PathBuf>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Read incidents from a running server.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+        #[command(flatten)]
+        remote: Remote,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Answer an approval gate: approve (or --reject) a waiting step.
+    Approve {
+        /// The incident, for example inc-7.
+        incident: String,
+        /// The step id.
+        step: String,
+        /// Reject instead of approve.
+        #[arg(long)]
+        reject: bool,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Kill switch: stop every destructive step until `quench resume`.
+    Pause {
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift the kill switch.
+    Resume {
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Chaos experiments: list, run, abort, schedule, history.
+    Chaos {
+        #[command(subcommand)]
+        command: ChaosCommand,
+    },
+    /// Acknowledge an incident: a human has it (counts for MTTA).
+    Ack {
+        /// The incident.
+        incident: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Record what humans know about an incident; each edit is audited.
+    Annotate {
+        /// The incident.
+        incident: String,
+        /// What caused it.
+        #[arg(long)]
+        root_cause: Option<String>,
+        /// What fixed it.
+        #[arg(long)]
+        resolution: Option<String>,
+        /// A commit that caused or fixed it: SHA or SHA@repository (repeatable).
+        #[arg(long = "commit")]
+        commits: Vec<String>,
+        /// A tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// MTTD, MTTA, MTTR, auto-closure, human-intervention and runbook
+    /// success rates over a window.
+    Stats {
+        /// The window, such as 7d or 24h.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Split by service or runbook.
+        #[arg(long)]
+        by: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// An incident as a Markdown postmortem (`quench postmortem inc-7 > pm.md`).
+    Postmortem {
+        /// The incident.
+        incident: String,
+        /// A handlebars template instead of the default
+        /// (engine/templates/postmortem.md.hbs shows every field).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Import historical incidents (YAML or JSON; see docs/KNOWLEDGE.md).
+    /// All or nothing (admin).
+    Import {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Search past incidents: words, "phrases", prefix*, and filters
+    /// service: runbook: status: label:k=v tag: since:7d commit:SHA.
+    Search {
+        /// The query.
+        query: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Rebuild the search index from the incident records (admin).
+    Reindex {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log, newest first.
+    Audit {
+        /// Only this incident.
+        #[arg(long)]
+        incident: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a runbook directory and list every problem, as
+    /// `file:line:col: error[RBnnn]: ...`. Exits 1 when there is one.
+    Lint {
+        /// The runbook directory.
+        #[arg(default_value = "runbooks/examples")]
+        dir: PathBuf,
+        /// The triage runbook, which must exist in the directory.
+        #[arg(long)]
+        triage: Option<String>,
+    },
+    /// Print the JSON schema of the runbook format (for editors).
+    Schema,
+    /// Read Go profiles without Go: top table, flame graph, diff.
+    Pprof {
+        #[command(subcommand)]
+        command: PprofCommand,
+    },
+    /// Run the tests embedded in runbooks (nothing is executed). Exits 1
+    /// when one fails.
+    Test {
+        /// The runbook directory.
+        #[arg(default_value = "runbooks/examples")]
+        dir: PathBuf,
+        /// The triage runbook.
+        #[arg(long)]
+        triage: Option<String>,
+    },
+    /// Which runbooks an alert would run, and why each other one would not.
+    Explain {
+        /// The runbook directory.
+        #[arg(long, default_value = "runbooks/examples")]
+        runbooks: PathBuf,
+        /// The triage runbook.
+        #[arg(long)]
+        triage: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// An Alertmanager webhook payload, or `{"labels": {...}}` (or a list).
+        alert: PathBuf,
+    },
+}
+
+/// Where the server is and how to authenticate.
+#[derive(clap::Args)]
+pub struct Remote {
+    /// The server's base URL.
+    #[arg(long, global = true, env = "QUENCH_SERVER", default_value_t = format!("http://{DEFAULT_LISTEN}"))]
+    server: String,
+    /// An API token (or QUENCH_TOKEN).
+    #[arg(long, global = true, env = "QUENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    pub fn client(&self) -> Client {
+        Client::new(&self.server).with_token(self.token.clone())
+    }
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Parses the command line and runs the command.
+pub async fn run() -> anyhow::Result<()> {
+    quench_engine::install_crypto_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data,
+            runbooks,
+            log_json,
+        } => {
+            init_logging(log_json);
+            let mut cfg = match &config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = data {
+                cfg.data_dir = d;
+            }
+            if let Some(r) = runbooks {
+                cfg.runbooks = r;
+            }
+            quench_engine::serve(cfg, |addr| {
+                // One machine-readable line on stdout, for scripts and tests.
+                println!("quench listening on http://{addr}");
+            })
+            .await?;
+        }
+        Command::Approve {
+            incident,
+            step,
+            reject,
+            reason,
+            remote,
+        } => {
+            let decision = if reject { "reject" } else { "approve" };
+            let v: serde_json::Value = remote
+                .client()
+                .post(
+                    &client::api_path(&["incidents", &incident, "approvals"], &[]),
+                    &api::ApprovalRequest {
+                        step: step.clone(),
+                        decision: decision.into(),
+                        reason,
+                    },
+                )
+                .await?;
+            println!(
+                "{incident} {step}: {decision}d by {}",
+                v["by"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Pause { reason, remote } => {
+            let _: serde_json::Value = remote
+                .client()
+                .post(
+                    &client::api_path(&["control", "pause"], &[]),
+                    &api::ReasonRequest { reason },
+                )
+                .await?;
+            println!("paused: no destructive step will run until `quench resume`");
+        }
+        Command::Resume { reason, remote } => {
+            let _: serde_json::Value = remote
+                .client()
+                .post(
+                    &client::api_path(&["control", "resume"], &[]),
+                    &api::ReasonRequest { reason },
+                )
+                .await?;
+            println!("resumed");
+        }
+        Command::Chaos { command } => chaos::run(command).await?,
+        Command::Postmortem {
+            incident,
+            template,
+            remote,
+        } => {
+            let record = remote.client().incident(&incident).await?;
+            let template =
+                match &template {
+                    Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                        anyhow::anyhow!("cannot read template {}: {e}", p.display())
+                    })?),
+                    None => None,
+                };
+            let similar: Vec<serde_json::Value> = record
+                .similar
+                .iter()
+                .flatten()
+                .filter_map(|s| serde_json::to_value(s).ok())
+                .collect();
+            let page = quench_engine::postmortem::render(&record, &similar, template.as_deref())
+                .map_err(|e| anyhow::anyhow!("postmortem template: {e}"))?;
+            print!("{page}");
+        }
+        Command::Import { file, remote } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let name = file.display().to_string();
+            let (status, v) = remote
+                .client()
+                .post_text(&client::api_path(&["import"], &[("name", &name)]), text)
+                .await?;
+            if status != 200 {
+                for p in v["error"]["problems"].as_array().into_iter().flatten() {
+                    eprintln!("{}", p.as_str().unwrap_or(""));
+                }
+                anyhow::bail!(
+                    "{}",
+                    v["error"]["message"].as_str().unwrap_or("import refused")
+                );
+            }
+            println!(
+                "imported {} incidents: {} to {}",
+                v["imported"],
+                v["ids"][0].as_str().unwrap_or("-"),
+                v["ids"]
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("-")
+            );
+        }
+        Command::Search {
+            query,
+            limit,
+            json,
+            remote,
+        } => {
+            let found: api::SearchResponse = remote
+                .client()
+                .get_json(&client::api_path(
+                    &["search"],
+                    &[("q", &query), ("limit", &limit.to_string())],
+                ))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                for h in &found.hits {
+                    println!(
+                        "{:<8} {:>6.2}  {:<10} {:<28} {}",
+                        h.id,
+                        h.score,
+                        h.status,
+                        h.title,
+                        h.snippet
+                            .replace("<b>", "*")
+                            .replace("</b>", "*")
+                            .replace('\n', " ")
+                    );
+                }
+            }
+        }
+        Command::Reindex { remote } => {
+            let v: serde_json::Value = remote
+                .client()
+                .post(&client::api_path(&["reindex"], &[]), &serde_json::json!({}))
+                .await?;
+            println!("reindexed {} incidents", v["indexed"]);
+        }
+        Command::Ack { incident, remote } => {
+            let v: serde_json::Value = remote
+                .client()
+                .post(
+                    &client::api_path(&["incidents", &incident, "ack"], &[]),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!(
+                "{incident}: acknowledged by {} at {}",
+                v["acknowledged"]["by"].as_str().unwrap_or("?"),
+                v["acknowledged"]["at"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Annotate {
+            incident,
+            root_cause,
+            resolution,
+            commits,
+            tags,
+            remote,
+        } => {
+            let body = api::AnnotationRequest {
+                root_cause,
+                resolution,
+                commits,
+                tags,
+            };
+            let v: serde_json::Value = remote
+                .client()
+                .post(
+                    &client::api_path(&["incidents", &incident, "annotations"], &[]),
+                    &body,
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v["notes"])?);
+        }
+        Command::Stats {
+            since,
+            by,
+            json,
+            remote,
+        } => {
+            let mut query = vec![("since", since.as_str())];
+            query.extend(by.as_deref().map(|b| ("by", b)));
+            let path = client::api_path(&["stats"], &query);
+            let v: serde_json::Value = remote.client().get_json(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let dur = |x: &serde_json::Value| match x.as_f64() {
+                    Some(s) if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
+                    Some(s) if s >= 60.0 => format!("{:.1}m", s / 60.0),
+                    Some(s) => format!("{s:.1}s"),
+                    None => "-".into(),
+                };
+                let pct = |x: &serde_json::Value| match x.as_f64() {
+                    Some(r) => format!("{:.0}%", r * 100.0),
+                    None => "-".into(),
+                };
+                println!(
+                    "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                    "group", "incidents", "MTTD", "MTTA", "MTTR", "auto", "human", "runbook"
+                );
+                for (name, k) in v["groups"].as_object().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                        name,
+                        k["incidents"],
+                        dur(&k["mttd_seconds"]),
+                        dur(&k["mtta_seconds"]),
+                        dur(&k["mttr_seconds"]),
+                        pct(&k["auto_closure_rate"]),
+                        pct(&k["human_intervention_rate"]),
+                        pct(&k["runbook_success_rate"])
+                    );
+                }
+            }
+        }
+        Command::Audit {
+            incident,
+            limit,
+            remote,
+        } => {
+            let limit = limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            query.extend(incident.as_deref().map(|i| ("incident", i)));
+            let path = client::api_path(&["audit"], &query);
+            let v: serde_json::Value = remote.client().get_json(&path).await?;
+            for e in v["audit"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<10} {:<18} {:<8} {:<10} {}",
+                    e["at"].as_str().unwrap_or(""),
+                    e["actor"].as_str().unwrap_or(""),
+                    e["action"].as_str().unwrap_or(""),
+                    e["incident"].as_str().unwrap_or("-"),
+                    e["step"].as_str().unwrap_or("-"),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Command::Incidents {
+            command,
+            remote,
+            json,
+        } => incidents::run(command, &remote, json).await?,
+        Command::Lint { dir, triage } => runbooks::lint(&dir, triage.as_deref())?,
+        Command::Pprof { command } => pprof::run(command)?,
+        Command::Schema => runbooks::schema()?,
+        Command::Test { dir, triage } => runbooks::test(&dir, triage.as_deref())?,
+        Command::Explain {
+            runbooks: dir,
+            triage,
+            json,
+            alert,
+        } => runbooks::explain(&dir, triage.as_deref(), json, &alert)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `quench lint`, `test`, `explain` and `schema`: a runbook directory,
+//! without a server.
+
+use std::path::Path;
+
+/// Loads a runbook directory, printing every diagnostic to stderr.
+pub fn load_runbooks(
+    dir: &std::path::Path,
+    triage: Option<&str>,
+) -> anyhow::Result<quench_runbooks::RunbookSet> {
+    quench_runbooks::load_dir(dir, triage).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::anyhow!("{} problem(s) in {}", errors.len(), dir.display())
+    })
+}
+
+/// `quench lint`: runbooks and chaos experiments alike.
+pub fn lint(dir: &Path, triage: Option<&str>) -> anyhow::Result<()> {
+    // Runbooks and chaos experiments (`*.chaos.yaml`) alike; every
+    // problem of both is printed before the exit status says so.
+    let runbooks = quench_runbooks::load_dir(dir, triage);
+    let experiments = quench_chaos::load_experiments(dir);
+    let mut errors = Vec::new();
+    if let Err(e) = &runbooks {
+        errors.extend(e.iter().cloned());
+    }
+    if let Err(e) = &experiments {
+        errors.extend(e.iter().cloned());
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display());
+    }
+    println!(
+        "{}: {} runbooks, {} chaos experiments, no problems",
+        dir.display(),
+        runbooks.map(|s| s.runbooks.len()).unwrap_or(0),
+        experiments.map(|e| e.len()).unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// `quench schema`: the runbook format's JSON schema.
+pub fn schema() -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&quench_runbooks::model::schema())?
+    );
+    Ok(())
+}
+
+/// `quench test`: the tests embedded in the runbooks.
+pub fn test(dir: &Path, triage: Option<&str>) -> anyhow::Result<()> {
+    let set = load_runbooks(dir, triage)?;
+    let results = quench_runbooks::testing::run_tests(&set, dir);
+    let mut failed = 0;
+    for r in &results {
+        if r.failures.is_empty() {
+            println!("ok   {} ({}): {}", r.runbook, r.path, r.test);
+        } else {
+            failed += 1;
+            println!("FAIL {} ({}): {}", r.runbook, r.path, r.test);
+            for f in &r.failures {
+                println!("     {f}");
+            }
+        }
+    }
+    println!(
+        "{} tests, {} passed, {failed} failed",
+        results.len(),
+        results.len() - failed
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `quench explain`: which runbooks an alert runs, and why not the others.
+pub fn explain(
+    runbooks: &Path,
+    triage: Option<&str>,
+    json: bool,
+    alert: &Path,
+) -> anyhow::Result<()> {
+    let set = load_runbooks(runbooks, triage)?;
+    let bytes = std::fs::read(alert)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", alert.display()))?;
+    let alerts = quench_engine::explain::read_alerts(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
+    let all: Vec<_> = alerts.iter().map(|a| (a, set.explain(a))).collect();
+    if json {
+        let out: Vec<_> = all
+            .iter()
+            .map(|(a, e)| serde_json::json!({"labels": a.labels, "status": a.status, "runs": e.matched(), "explanation": e}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (a, e) in &all {
+            let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            println!("{} alert {{{}}}", a.status.as_str(), labels.join(", "));
+            let runs = e.matched();
+            println!(
+                "  runs: {}",
+                if runs.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    runs.join(", ")
+                }
+            );
+            for line in e.lines() {
+                println!("  {line}");
+            }
+        }
+    }
+    Ok(())
+}
