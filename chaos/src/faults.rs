@@ -10,6 +10,33 @@ use serde_json::{Map, Value, json};
 
 use crate::model::{BlastRadius, Mode};
 
+/// Why a fault's parameters do not fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// A parameter the fault does not take.
+    #[error("{fault}: unknown parameter `{key}`, expected one of {expected}")]
+    UnknownParam {
+        /// The fault.
+        fault: &'static str,
+        /// What was written.
+        key: String,
+        /// What it takes.
+        expected: String,
+    },
+    /// A required parameter is missing.
+    #[error("{fault}: `{param}` is required")]
+    Missing {
+        /// The fault.
+        fault: &'static str,
+        /// The parameter.
+        param: &'static str,
+    },
+    /// A value that does not fit (an interface name, a netem setting, a
+    /// selector).
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// A fault type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -84,26 +111,29 @@ impl Fault {
 
     /// Checks a step's `with` for this fault: known names, required ones
     /// present.
-    pub fn check(self, with: Option<&Map<String, Value>>) -> Result<(), String> {
+    pub fn check(self, with: Option<&Map<String, Value>>) -> Result<(), FaultError> {
         let known = params(self);
         let empty = Map::new();
         let with = with.unwrap_or(&empty);
         for k in with.keys() {
             if !known.iter().any(|(n, _)| n == k) {
-                return Err(format!(
-                    "{}: unknown parameter `{k}`, expected one of {}",
-                    self.name(),
-                    known
+                return Err(FaultError::UnknownParam {
+                    fault: self.name(),
+                    key: k.clone(),
+                    expected: known
                         .iter()
                         .map(|(n, _)| format!("`{n}`"))
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                        .join(", "),
+                });
             }
         }
         for (n, required) in known {
             if *required && !with.contains_key(*n) {
-                return Err(format!("{}: `{n}` is required", self.name()));
+                return Err(FaultError::Missing {
+                    fault: self.name(),
+                    param: n,
+                });
             }
         }
         if self == Fault::Netem {
@@ -124,7 +154,7 @@ impl Fault {
 }
 
 /// The network interface `chaos.netem` acts on (default `eth0`).
-pub fn netem_interface(with: &Map<String, Value>) -> Result<String, String> {
+pub fn netem_interface(with: &Map<String, Value>) -> Result<String, FaultError> {
     let iface = with
         .get("interface")
         .and_then(Value::as_str)
@@ -135,16 +165,16 @@ pub fn netem_interface(with: &Map<String, Value>) -> Result<String, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
-        return Err(format!(
+        return Err(FaultError::Invalid(format!(
             "chaos.netem: interface {iface:?} is not an interface name"
-        ));
+        )));
     }
     Ok(iface.to_string())
 }
 
 /// The argv that adds the netem qdisc: each value checked, each an
 /// argument of its own.
-pub fn netem_argv(with: &Map<String, Value>) -> Result<Vec<String>, String> {
+pub fn netem_argv(with: &Map<String, Value>) -> Result<Vec<String>, FaultError> {
     let iface = netem_interface(with)?;
     let mut argv: Vec<String> = ["tc", "qdisc", "replace", "dev", &iface, "root", "netem"]
         .iter()
@@ -159,7 +189,9 @@ pub fn netem_argv(with: &Map<String, Value>) -> Result<Vec<String>, String> {
         other => other.to_string(),
     });
     if delay.is_none() && loss.is_none() {
-        return Err("chaos.netem needs delay, loss or both".into());
+        return Err(FaultError::Invalid(
+            "chaos.netem needs delay, loss or both".into(),
+        ));
     }
     if let Some(d) = delay {
         let digits = d
@@ -170,9 +202,9 @@ pub fn netem_argv(with: &Map<String, Value>) -> Result<Vec<String>, String> {
             || !digits.bytes().all(|b| b.is_ascii_digit())
             || digits.len() == d.len()
         {
-            return Err(format!(
+            return Err(FaultError::Invalid(format!(
                 "chaos.netem: delay {d:?} must look like 100ms, 500us or 1s"
-            ));
+            )));
         }
         argv.extend(["delay".to_string(), d]);
     }
@@ -182,9 +214,9 @@ pub fn netem_argv(with: &Map<String, Value>) -> Result<Vec<String>, String> {
                 argv.extend(["loss".to_string(), format!("{l}%")])
             }
             _ => {
-                return Err(format!(
+                return Err(FaultError::Invalid(format!(
                     "chaos.netem: loss {l:?} must be a percentage, 0 to 100"
-                ));
+                )));
             }
         }
     }
@@ -211,14 +243,16 @@ pub fn count(mode: Mode, matched: usize, cap: u32) -> usize {
 }
 
 /// `app=web,tier=api` as Chaos Mesh `labelSelectors`; equality only.
-pub fn label_map(selector: &str) -> Result<Map<String, Value>, String> {
+pub fn label_map(selector: &str) -> Result<Map<String, Value>, FaultError> {
     let mut out = Map::new();
     for part in selector.split(',') {
         let (k, v) = part
             .split_once('=')
             .filter(|(k, v)| !k.ends_with('!') && !v.starts_with('='))
             .ok_or_else(|| {
-                format!("Chaos Mesh faults need an equality selector (a=b,c=d), not {selector:?}")
+                FaultError::Invalid(format!(
+                    "Chaos Mesh faults need an equality selector (a=b,c=d), not {selector:?}"
+                ))
             })?;
         out.insert(k.trim().to_string(), json!(v.trim()));
     }
@@ -251,7 +285,7 @@ pub fn chaos_mesh_object(
         "value": affected.to_string(),
         "selector": {
             "namespaces": blast.namespaces,
-            "labelSelectors": label_map(&blast.selector)?,
+            "labelSelectors": label_map(&blast.selector).map_err(|e| e.to_string())?,
         },
     });
     match fault {
@@ -320,12 +354,14 @@ mod tests {
             Fault::NetworkDelay
                 .check(Some(&w))
                 .unwrap_err()
+                .to_string()
                 .contains("`jiter`")
         );
         assert!(
             Fault::NetworkLoss
                 .check(None)
                 .unwrap_err()
+                .to_string()
                 .contains("`loss` is required")
         );
     }

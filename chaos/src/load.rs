@@ -105,7 +105,7 @@ fn check_steps(
                     place,
                     Code::UnknownParam,
                     format!("{base}.with"),
-                    e,
+                    e.to_string(),
                 ));
             }
         } else if let Some(t) = StepType::from_name(uses) {

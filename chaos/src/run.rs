@@ -382,8 +382,9 @@ async fn apply_fault(
             Ok(json!({"fault": fault.name(), "matched": matched.len(), "killed": names}))
         }
         Fault::Netem => {
-            let argv = faults::netem_argv(with).map_err(StepError::Params)?;
-            let iface = faults::netem_interface(with).map_err(StepError::Params)?;
+            let argv = faults::netem_argv(with).map_err(|e| StepError::Params(e.to_string()))?;
+            let iface =
+                faults::netem_interface(with).map_err(|e| StepError::Params(e.to_string()))?;
             let container = with
                 .get("container")
                 .and_then(Value::as_str)
