@@ -70,7 +70,7 @@ fn five_minutes() -> u64 {
 
 /// The history entry to return to: `to`, or the newest one before the
 /// current (the last) deployment. Returns (id, revision).
-pub fn pick(history: &[Value], to: Option<i64>) -> Result<(i64, String), String> {
+pub fn pick(history: &[Value], to: Option<i64>) -> Result<(i64, String), StepError> {
     let mut entries: Vec<(i64, String)> = history
         .iter()
         .filter_map(|h| Some((h["id"].as_i64()?, h["revision"].as_str()?.to_string())))
@@ -78,20 +78,24 @@ pub fn pick(history: &[Value], to: Option<i64>) -> Result<(i64, String), String>
     entries.sort_by_key(|e| e.0);
     let current = entries.last().cloned();
     match (to, current) {
-        (_, None) => Err("the application has no deployment history".into()),
-        (Some(t), Some(c)) if t == c.0 => Err(format!("history id {t} is the current deployment")),
+        (_, None) => Err(StepError::Failed(
+            "the application has no deployment history".into(),
+        )),
+        (Some(t), Some(c)) if t == c.0 => Err(StepError::Failed(format!(
+            "history id {t} is the current deployment"
+        ))),
         (Some(t), _) => entries.iter().find(|e| e.0 == t).cloned().ok_or_else(|| {
-            format!(
+            StepError::Failed(format!(
                 "no history id {t} (have {:?})",
                 entries.iter().map(|e| e.0).collect::<Vec<_>>()
-            )
+            ))
         }),
         (None, Some(c)) => entries
             .iter()
             .rev()
             .find(|e| e.0 < c.0)
             .cloned()
-            .ok_or_else(|| "no earlier deployment to roll back to".to_string()),
+            .ok_or_else(|| StepError::Failed("no earlier deployment to roll back to".into())),
     }
 }
 
@@ -190,9 +194,24 @@ mod tests {
         ];
         assert_eq!(pick(&h, None).unwrap(), (2, "b2".to_string()));
         assert_eq!(pick(&h, Some(1)).unwrap(), (1, "a1".to_string()));
-        assert!(pick(&h, Some(3)).unwrap_err().contains("current"));
-        assert!(pick(&h, Some(9)).unwrap_err().contains("no history id 9"));
-        assert!(pick(&h[1..2], None).unwrap_err().contains("no earlier"));
+        assert!(
+            pick(&h, Some(3))
+                .unwrap_err()
+                .to_string()
+                .contains("current")
+        );
+        assert!(
+            pick(&h, Some(9))
+                .unwrap_err()
+                .to_string()
+                .contains("no history id 9")
+        );
+        assert!(
+            pick(&h[1..2], None)
+                .unwrap_err()
+                .to_string()
+                .contains("no earlier")
+        );
         assert!(pick(&[], None).is_err());
     }
 }

@@ -99,10 +99,14 @@ fn when(e: &Value) -> Option<DateTime<Utc>> {
 
 /// Turns an `EventList` into the step's events: newer than `since`, oldest
 /// first, the newest `limit` kept.
-pub fn summarise(list: &Value, since: DateTime<Utc>, limit: usize) -> Result<Vec<Value>, String> {
+pub fn summarise(
+    list: &Value,
+    since: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Value>, StepError> {
     let items = list["items"]
         .as_array()
-        .ok_or_else(|| "the API server's answer is not an EventList".to_string())?;
+        .ok_or_else(|| StepError::Failed("the API server's answer is not an EventList".into()))?;
     let mut events: Vec<(DateTime<Utc>, Value)> = items
         .iter()
         .filter_map(|e| {
@@ -158,7 +162,7 @@ pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
         .await?;
     let list: Value = serde_json::from_slice(&body)
         .map_err(|e| StepError::Failed(format!("{path}: not JSON: {e}")))?;
-    let events = summarise(&list, since, p.limit).map_err(StepError::Failed)?;
+    let events = summarise(&list, since, p.limit)?;
     let summary: Vec<String> = events.iter().map(line).collect();
     let window = match (events.first(), events.last()) {
         (Some(a), Some(b)) => json!({"start": a["time"], "end": b["time"]}),

@@ -56,7 +56,7 @@ fn five_minutes() -> u64 {
 }
 
 /// Whether a rollout is complete, or why not (`kubectl rollout status`).
-pub fn rollout_done(kind: &str, obj: &Value) -> Result<bool, String> {
+pub fn rollout_done(kind: &str, obj: &Value) -> Result<bool, StepError> {
     let spec = &obj["spec"];
     let status = &obj["status"];
     let n = |v: &Value| v.as_i64().unwrap_or(0);
@@ -73,10 +73,10 @@ pub fn rollout_done(kind: &str, obj: &Value) -> Result<bool, String> {
                 .find(|c| c["type"] == "Progressing")
                 && c["reason"] == "ProgressDeadlineExceeded"
             {
-                return Err(format!(
+                return Err(StepError::Failed(format!(
                     "the rollout exceeded its progress deadline: {}",
                     c["message"].as_str().unwrap_or("")
-                ));
+                )));
             }
             let want = spec["replicas"].as_i64().unwrap_or(1);
             let updated = n(&status["updatedReplicas"]);
@@ -95,7 +95,7 @@ pub fn rollout_done(kind: &str, obj: &Value) -> Result<bool, String> {
             Ok(n(&status["updatedNumberScheduled"]) >= want
                 && n(&status["numberAvailable"]) >= want)
         }
-        other => Err(format!("no rollout for kind {other}")),
+        other => Err(StepError::Failed(format!("no rollout for kind {other}"))),
     }
 }
 
@@ -243,6 +243,7 @@ mod tests {
         assert!(
             rollout_done("Deployment", &stuck)
                 .unwrap_err()
+                .to_string()
                 .contains("too slow")
         );
     }

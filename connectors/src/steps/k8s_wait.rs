@@ -64,13 +64,15 @@ fn condition_true(obj: &Value, kind: &str) -> bool {
 }
 
 /// Whether `obj` (None: it does not exist) satisfies `until`.
-pub fn holds(until: &str, kind: &str, obj: Option<&Value>) -> Result<bool, String> {
+pub fn holds(until: &str, kind: &str, obj: Option<&Value>) -> Result<bool, StepError> {
     match (until, obj) {
         ("deleted", o) => Ok(o.is_none()),
         (_, None) => Ok(false),
         ("available", Some(o)) => {
             if kind != "Deployment" {
-                return Err(format!("available is for Deployments, not {kind}"));
+                return Err(StepError::Params(format!(
+                    "available is for Deployments, not {kind}"
+                )));
             }
             Ok(
                 super::k8s_rollout_restart::rollout_done(kind, o).unwrap_or(false)
@@ -80,9 +82,9 @@ pub fn holds(until: &str, kind: &str, obj: Option<&Value>) -> Result<bool, Strin
         ("ready", Some(o)) => Ok(condition_true(o, "Ready")),
         (other, Some(o)) => match other.strip_prefix("condition:") {
             Some(t) if !t.trim().is_empty() => Ok(condition_true(o, t.trim())),
-            _ => Err(format!(
+            _ => Err(StepError::Params(format!(
                 "for {other:?}: available, ready, deleted or condition:TYPE"
-            )),
+            ))),
         },
     }
 }
@@ -90,7 +92,7 @@ pub fn holds(until: &str, kind: &str, obj: Option<&Value>) -> Result<bool, Strin
 /// Waits.
 pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
     // A bad condition is a parameter error, found before any request.
-    holds(&p.until, "Deployment", Some(&json!({}))).map_err(StepError::Params)?;
+    holds(&p.until, "Deployment", Some(&json!({})))?;
     let obj = ObjectRef::new(
         &p.kind,
         p.namespace.as_deref(),
@@ -107,7 +109,7 @@ pub async fn run(kube: &dyn Kube, p: Params) -> Result<Value, StepError> {
             Err(KubeError::Refused(m)) if m.contains("HTTP 404") => None,
             Err(e) => return Err(e.into()),
         };
-        if holds(&p.until, &obj.kind, now.as_ref()).map_err(StepError::Params)? {
+        if holds(&p.until, &obj.kind, now.as_ref())? {
             return Ok(json!({
                 "object": obj.label(),
                 "for": p.until,
