@@ -85,16 +85,16 @@ pub struct Baseline {
 
 /// Checks a service or kind used as a baseline key: 1 to 128 characters of
 /// letters, digits, `.`, `_`, `-` and `/`.
-pub fn check_baseline_key(what: &str, value: &str) -> Result<(), String> {
+pub fn check_baseline_key(what: &str, value: &str) -> Result<(), ArtifactError> {
     if value.is_empty()
         || value.len() > 128
         || !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
     {
-        return Err(format!(
+        return Err(ArtifactError::Invalid(format!(
             "{what} {value:?} must be 1 to 128 letters, digits, '.', '_', '-' or '/'"
-        ));
+        )));
     }
     Ok(())
 }
@@ -372,8 +372,8 @@ impl ArtifactStore {
         artifact: &str,
         origin: &Origin<'_>,
     ) -> Result<Baseline, ArtifactError> {
-        check_baseline_key("service", service).map_err(ArtifactError::Invalid)?;
-        check_baseline_key("kind", kind).map_err(ArtifactError::Invalid)?;
+        check_baseline_key("service", service)?;
+        check_baseline_key("kind", kind)?;
         if self.meta(artifact)?.is_none() {
             return Err(ArtifactError::Invalid(format!(
                 "no stored artifact {artifact}"

@@ -48,7 +48,7 @@ pub(super) async fn put_baseline(
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_name",
-                m,
+                m.to_string(),
                 json!({"field": what}),
             );
         }
