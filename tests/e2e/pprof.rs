@@ -174,6 +174,12 @@ fn rows(text: &str) -> Vec<(f64, f64, String)> {
         .collect()
 }
 
+/// Downloads a profile to `file`.
+async fn save_profile(client: &reqwest::Client, url: &str, file: &std::path::Path) {
+    let bytes = client.get(url).send().await.unwrap().bytes().await.unwrap();
+    std::fs::write(file, &bytes).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index() {
     let go = require("go", "golang-go");
@@ -201,16 +207,8 @@ async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index(
         ("allocs", "allocs"),
         ("goroutine", "goroutine"),
     ] {
-        let bytes = client
-            .get(format!("{}/debug/pprof/{path}", svc.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
         let file = dir.path().join(format!("{kind}.pb.gz"));
-        std::fs::write(&file, &bytes).unwrap();
+        save_profile(&client, &format!("{}/debug/pprof/{path}", svc.url), &file).await;
         if kind == "heap" {
             for idx in [
                 "inuse_space",
@@ -233,16 +231,8 @@ async fn quench_pprof_top_matches_go_tool_pprof_for_every_kind_and_sample_index(
     }
     let mut am_cases = Vec::new();
     for kind in ["heap", "allocs", "goroutine"] {
-        let bytes = client
-            .get(format!("{}/debug/pprof/{kind}", am.url))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
         let file = dir.path().join(format!("am-{kind}.pb.gz"));
-        std::fs::write(&file, &bytes).unwrap();
+        save_profile(&client, &format!("{}/debug/pprof/{kind}", am.url), &file).await;
         am_cases.push(file);
     }
     // Every case in full, and CPU with a node count (the "Showing top N"
