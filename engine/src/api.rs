@@ -2,8 +2,12 @@
 //! (`http/`) and the CLI (`client.rs`, the `quench` commands): one
 //! definition of each shape, so the two cannot drift apart.
 
-use quench_knowledge::IncidentRecord;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use quench_knowledge::kpi::Kpis;
 use quench_knowledge::search::Hit;
+use quench_knowledge::{AuditEntry, IncidentRecord};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/incidents/{id}/approvals`.
@@ -58,6 +62,24 @@ pub struct SearchResponse {
     pub query: String,
     /// Best first.
     pub hits: Vec<Hit>,
+}
+
+/// `GET /api/v1/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsResponse {
+    /// The window's start.
+    pub since: DateTime<Utc>,
+    /// `all`, `service` or `runbook`.
+    pub by: String,
+    /// The KPIs of each group.
+    pub groups: BTreeMap<String, Kpis>,
+}
+
+/// `GET /api/v1/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditList {
+    /// Newest first.
+    pub audit: Vec<AuditEntry>,
 }
 
 #[cfg(test)]

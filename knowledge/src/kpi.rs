@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::record::{IncidentRecord, Outcome};
 
 /// The KPIs of a set of incidents.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Kpis {
     /// Incidents opened in the window.
     pub incidents: usize,

@@ -472,17 +472,17 @@ pub async fn run() -> anyhow::Result<()> {
             let mut query = vec![("since", since.as_str())];
             query.extend(by.as_deref().map(|b| ("by", b)));
             let path = client::api_path(&["stats"], &query);
-            let v: serde_json::Value = remote.client().get_json(&path).await?;
+            let stats: api::StatsResponse = remote.client().get_json(&path).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                let dur = |x: &serde_json::Value| match x.as_f64() {
+                let dur = |x: Option<f64>| match x {
                     Some(s) if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
                     Some(s) if s >= 60.0 => format!("{:.1}m", s / 60.0),
                     Some(s) => format!("{s:.1}s"),
                     None => "-".into(),
                 };
-                let pct = |x: &serde_json::Value| match x.as_f64() {
+                let pct = |x: Option<f64>| match x {
                     Some(r) => format!("{:.0}%", r * 100.0),
                     None => "-".into(),
                 };
@@ -490,17 +490,17 @@ pub async fn run() -> anyhow::Result<()> {
                     "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
                     "group", "incidents", "MTTD", "MTTA", "MTTR", "auto", "human", "runbook"
                 );
-                for (name, k) in v["groups"].as_object().into_iter().flatten() {
+                for (name, k) in &stats.groups {
                     println!(
                         "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
                         name,
-                        k["incidents"],
-                        dur(&k["mttd_seconds"]),
-                        dur(&k["mtta_seconds"]),
-                        dur(&k["mttr_seconds"]),
-                        pct(&k["auto_closure_rate"]),
-                        pct(&k["human_intervention_rate"]),
-                        pct(&k["runbook_success_rate"])
+                        k.incidents,
+                        dur(k.mttd_seconds),
+                        dur(k.mtta_seconds),
+                        dur(k.mttr_seconds),
+                        pct(k.auto_closure_rate),
+                        pct(k.human_intervention_rate),
+                        pct(k.runbook_success_rate)
                     );
                 }
             }
@@ -514,16 +514,16 @@ pub async fn run() -> anyhow::Result<()> {
             let mut query = vec![("limit", limit.as_str())];
             query.extend(incident.as_deref().map(|i| ("incident", i)));
             let path = client::api_path(&["audit"], &query);
-            let v: serde_json::Value = remote.client().get_json(&path).await?;
-            for e in v["audit"].as_array().into_iter().flatten() {
+            let list: api::AuditList = remote.client().get_json(&path).await?;
+            for e in &list.audit {
                 println!(
                     "{}  {:<10} {:<18} {:<8} {:<10} {}",
-                    e["at"].as_str().unwrap_or(""),
-                    e["actor"].as_str().unwrap_or(""),
-                    e["action"].as_str().unwrap_or(""),
-                    e["incident"].as_str().unwrap_or("-"),
-                    e["step"].as_str().unwrap_or("-"),
-                    e["detail"].as_str().unwrap_or("")
+                    e.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    e.actor,
+                    e.action,
+                    e.incident.as_deref().unwrap_or("-"),
+                    e.step.as_deref().unwrap_or("-"),
+                    e.detail
                 );
             }
         }

@@ -168,11 +168,13 @@ pub(super) async fn stats(
         .incidents
         .list(&quench_knowledge::IncidentFilter::default())
     {
-        Ok(all) => axum::Json(json!({
-            "since": since,
-            "by": q.by.as_deref().unwrap_or("all"),
-            "groups": quench_knowledge::kpi::stats(&all, since, by),
-        }))
+        Ok(all) => axum::Json(crate::api::StatsResponse {
+            since,
+            by: q.by.as_deref().unwrap_or("all").to_string(),
+            groups: quench_knowledge::kpi::stats(&all, since, by)
+                .into_iter()
+                .collect(),
+        })
         .into_response(),
         Err(e) => internal(e),
     }
@@ -196,7 +198,7 @@ pub(super) async fn list_audit(
     let audit = s.executor.audit.clone();
     let (limit, incident) = (q.limit.unwrap_or(100).min(MAX_LIST), q.incident.clone());
     match blocking(move || audit.list(limit, incident.as_deref())).await {
-        Ok(list) => axum::Json(json!({ "audit": list })).into_response(),
+        Ok(audit) => axum::Json(crate::api::AuditList { audit }).into_response(),
         Err(e) => internal(e),
     }
 }
