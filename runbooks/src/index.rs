@@ -24,6 +24,8 @@ use crate::runbook::Runbook;
 pub struct MatchIndex {
     filed: HashMap<String, HashMap<String, Vec<u32>>>,
     always: Vec<u32>,
+    /// Where the triage runbook is, if the set has one.
+    pub triage: Option<usize>,
 }
 
 impl MatchIndex {
@@ -32,6 +34,7 @@ impl MatchIndex {
         let mut index = MatchIndex::default();
         for (i, r) in runbooks.iter().enumerate() {
             if Some(r.name()) == triage {
+                index.triage = Some(i);
                 continue;
             }
             let Ok(pos) = u32::try_from(i) else {
@@ -103,10 +106,7 @@ impl RunbookSet {
         let index = self
             .index
             .get_or_init(|| MatchIndex::build(&self.runbooks, self.triage.as_deref()));
-        let triage_pos = self
-            .triage
-            .as_deref()
-            .and_then(|t| self.runbooks.iter().position(|r| r.name() == t));
+        let triage_pos = index.triage;
         let tried = self.runbooks.len() - usize::from(triage_pos.is_some());
         let mut out = Matching {
             runbooks: Vec::new(),

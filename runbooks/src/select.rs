@@ -352,10 +352,7 @@ impl RunbookSet {
             crate::index::MatchIndex::build(&self.runbooks, self.triage.as_deref())
         });
         let mut positions = index.candidates(alert);
-        if let Some(t) = self.triage.as_deref()
-            && let Some(p) = self.runbooks.iter().position(|r| r.name() == t)
-            && let Ok(p) = u32::try_from(p)
-        {
+        if let Some(p) = index.triage.and_then(|p| u32::try_from(p).ok()) {
             positions.push(p);
             positions.sort_unstable();
         }

@@ -1,5 +1,6 @@
 //! Matching at scale: 10,000 runbooks of realistic shape (equality, regex
-//! and negative matchers, `continue`, inhibition) loaded from files, then a
+//! and negative matchers, `continue`, inhibition, a triage runbook) loaded
+//! from files, then a
 //! stream of alerts matched one by one. Prints the load and validation
 //! time, and p50/p99 per alert through the index against trying every
 //! runbook (what `quench explain` does), from the same run.
@@ -133,12 +134,18 @@ fn main() {
         )
         .expect("write a runbook");
     }
+    // And the triage runbook, for alerts nothing else matches.
+    std::fs::write(
+        dir.path().join("triage.yaml"),
+        "version: 1\nname: triage\nmatch: {}\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .expect("write the triage runbook");
     let started = Instant::now();
-    let set = quench_runbooks::load_dir(dir.path(), None).unwrap_or_else(|e| {
+    let set = quench_runbooks::load_dir(dir.path(), Some("triage")).unwrap_or_else(|e| {
         panic!("{} problems, first: {}", e.len(), e[0]);
     });
     let load = started.elapsed();
-    assert_eq!(set.runbooks.len(), runbooks);
+    assert_eq!(set.runbooks.len(), runbooks + 1);
     // Alerts that fire meanwhile, for inhibition (as the pipeline passes
     // its firing index).
     let firing_alerts: Vec<Alert> = (0..100).map(|_| alert(&mut rng)).collect();
