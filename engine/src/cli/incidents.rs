@@ -1,7 +1,7 @@
 //! `quench incidents`: lists and single incidents, through the API.
 
 use clap::Subcommand;
-use quench_engine::client;
+use quench_engine::{api, client};
 
 use super::Remote;
 
@@ -44,5 +44,92 @@ pub async fn run(command: IncidentsCommand, remote: &Remote, json: bool) -> anyh
             }
         }
     }
+    Ok(())
+}
+
+/// `quench approve`: answers a waiting approval gate.
+pub async fn approve(
+    incident: &str,
+    step: &str,
+    reject: bool,
+    reason: String,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let decision = if reject { "reject" } else { "approve" };
+    let v: serde_json::Value = remote
+        .client()
+        .post(
+            &client::api_path(&["incidents", incident, "approvals"], &[]),
+            &api::ApprovalRequest {
+                step: step.to_string(),
+                decision: decision.into(),
+                reason,
+            },
+        )
+        .await?;
+    println!(
+        "{incident} {step}: {decision}d by {}",
+        v["by"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `quench postmortem`: the incident as a Markdown page.
+pub async fn postmortem(
+    incident: &str,
+    template: Option<&std::path::Path>,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let record = remote.client().incident(incident).await?;
+    let template = match &template {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read template {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let similar: Vec<serde_json::Value> = record
+        .similar
+        .iter()
+        .flatten()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .collect();
+    let page = quench_engine::postmortem::render(&record, &similar, template.as_deref())
+        .map_err(|e| anyhow::anyhow!("postmortem template: {e}"))?;
+    print!("{page}");
+    Ok(())
+}
+
+/// `quench ack`: a human has the incident.
+pub async fn ack(incident: &str, remote: &Remote) -> anyhow::Result<()> {
+    let v: serde_json::Value = remote
+        .client()
+        .post(
+            &client::api_path(&["incidents", incident, "ack"], &[]),
+            &serde_json::json!({}),
+        )
+        .await?;
+    println!(
+        "{incident}: acknowledged by {} at {}",
+        v["acknowledged"]["by"].as_str().unwrap_or("?"),
+        v["acknowledged"]["at"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `quench annotate`: root cause, resolution, commits and tags.
+pub async fn annotate(
+    incident: &str,
+    body: &api::AnnotationRequest,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let v: serde_json::Value = remote
+        .client()
+        .post(
+            &client::api_path(&["incidents", incident, "annotations"], &[]),
+            body,
+        )
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&v["notes"])?);
     Ok(())
 }

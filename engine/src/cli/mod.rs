@@ -3,6 +3,7 @@
 
 mod chaos;
 mod incidents;
+mod knowledge;
 mod pprof;
 mod runbooks;
 
@@ -298,24 +299,7 @@ pub async fn run() -> anyhow::Result<()> {
             reject,
             reason,
             remote,
-        } => {
-            let decision = if reject { "reject" } else { "approve" };
-            let v: serde_json::Value = remote
-                .client()
-                .post(
-                    &client::api_path(&["incidents", &incident, "approvals"], &[]),
-                    &api::ApprovalRequest {
-                        step: step.clone(),
-                        decision: decision.into(),
-                        reason,
-                    },
-                )
-                .await?;
-            println!(
-                "{incident} {step}: {decision}d by {}",
-                v["by"].as_str().unwrap_or("?")
-            );
-        }
+        } => incidents::approve(&incident, &step, reject, reason, &remote).await?,
         Command::Pause { reason, remote } => {
             let _: serde_json::Value = remote
                 .client()
@@ -341,105 +325,16 @@ pub async fn run() -> anyhow::Result<()> {
             incident,
             template,
             remote,
-        } => {
-            let record = remote.client().incident(&incident).await?;
-            let template =
-                match &template {
-                    Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                        anyhow::anyhow!("cannot read template {}: {e}", p.display())
-                    })?),
-                    None => None,
-                };
-            let similar: Vec<serde_json::Value> = record
-                .similar
-                .iter()
-                .flatten()
-                .filter_map(|s| serde_json::to_value(s).ok())
-                .collect();
-            let page = quench_engine::postmortem::render(&record, &similar, template.as_deref())
-                .map_err(|e| anyhow::anyhow!("postmortem template: {e}"))?;
-            print!("{page}");
-        }
-        Command::Import { file, remote } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-            let name = file.display().to_string();
-            let (status, v) = remote
-                .client()
-                .post_text(&client::api_path(&["import"], &[("name", &name)]), text)
-                .await?;
-            if status != 200 {
-                for p in v["error"]["problems"].as_array().into_iter().flatten() {
-                    eprintln!("{}", p.as_str().unwrap_or(""));
-                }
-                anyhow::bail!(
-                    "{}",
-                    v["error"]["message"].as_str().unwrap_or("import refused")
-                );
-            }
-            println!(
-                "imported {} incidents: {} to {}",
-                v["imported"],
-                v["ids"][0].as_str().unwrap_or("-"),
-                v["ids"]
-                    .as_array()
-                    .and_then(|a| a.last())
-                    .and_then(|x| x.as_str())
-                    .unwrap_or("-")
-            );
-        }
+        } => incidents::postmortem(&incident, template.as_deref(), &remote).await?,
+        Command::Import { file, remote } => knowledge::import(&file, &remote).await?,
         Command::Search {
             query,
             limit,
             json,
             remote,
-        } => {
-            let found: api::SearchResponse = remote
-                .client()
-                .get_json(&client::api_path(
-                    &["search"],
-                    &[("q", &query), ("limit", &limit.to_string())],
-                ))
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&found)?);
-            } else {
-                for h in &found.hits {
-                    println!(
-                        "{:<8} {:>6.2}  {:<10} {:<28} {}",
-                        h.id,
-                        h.score,
-                        h.status,
-                        h.title,
-                        h.snippet
-                            .replace("<b>", "*")
-                            .replace("</b>", "*")
-                            .replace('\n', " ")
-                    );
-                }
-            }
-        }
-        Command::Reindex { remote } => {
-            let v: serde_json::Value = remote
-                .client()
-                .post(&client::api_path(&["reindex"], &[]), &serde_json::json!({}))
-                .await?;
-            println!("reindexed {} incidents", v["indexed"]);
-        }
-        Command::Ack { incident, remote } => {
-            let v: serde_json::Value = remote
-                .client()
-                .post(
-                    &client::api_path(&["incidents", &incident, "ack"], &[]),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            println!(
-                "{incident}: acknowledged by {} at {}",
-                v["acknowledged"]["by"].as_str().unwrap_or("?"),
-                v["acknowledged"]["at"].as_str().unwrap_or("?")
-            );
-        }
+        } => knowledge::search(&query, limit, json, &remote).await?,
+        Command::Reindex { remote } => knowledge::reindex(&remote).await?,
+        Command::Ack { incident, remote } => incidents::ack(&incident, &remote).await?,
         Command::Annotate {
             incident,
             root_cause,
@@ -454,79 +349,19 @@ pub async fn run() -> anyhow::Result<()> {
                 commits,
                 tags,
             };
-            let v: serde_json::Value = remote
-                .client()
-                .post(
-                    &client::api_path(&["incidents", &incident, "annotations"], &[]),
-                    &body,
-                )
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&v["notes"])?);
+            incidents::annotate(&incident, &body, &remote).await?
         }
         Command::Stats {
             since,
             by,
             json,
             remote,
-        } => {
-            let mut query = vec![("since", since.as_str())];
-            query.extend(by.as_deref().map(|b| ("by", b)));
-            let path = client::api_path(&["stats"], &query);
-            let stats: api::StatsResponse = remote.client().get_json(&path).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
-            } else {
-                let dur = |x: Option<f64>| match x {
-                    Some(s) if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
-                    Some(s) if s >= 60.0 => format!("{:.1}m", s / 60.0),
-                    Some(s) => format!("{s:.1}s"),
-                    None => "-".into(),
-                };
-                let pct = |x: Option<f64>| match x {
-                    Some(r) => format!("{:.0}%", r * 100.0),
-                    None => "-".into(),
-                };
-                println!(
-                    "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
-                    "group", "incidents", "MTTD", "MTTA", "MTTR", "auto", "human", "runbook"
-                );
-                for (name, k) in &stats.groups {
-                    println!(
-                        "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
-                        name,
-                        k.incidents,
-                        dur(k.mttd_seconds),
-                        dur(k.mtta_seconds),
-                        dur(k.mttr_seconds),
-                        pct(k.auto_closure_rate),
-                        pct(k.human_intervention_rate),
-                        pct(k.runbook_success_rate)
-                    );
-                }
-            }
-        }
+        } => knowledge::stats(&since, by.as_deref(), json, &remote).await?,
         Command::Audit {
             incident,
             limit,
             remote,
-        } => {
-            let limit = limit.to_string();
-            let mut query = vec![("limit", limit.as_str())];
-            query.extend(incident.as_deref().map(|i| ("incident", i)));
-            let path = client::api_path(&["audit"], &query);
-            let list: api::AuditList = remote.client().get_json(&path).await?;
-            for e in &list.audit {
-                println!(
-                    "{}  {:<10} {:<18} {:<8} {:<10} {}",
-                    e.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                    e.actor,
-                    e.action,
-                    e.incident.as_deref().unwrap_or("-"),
-                    e.step.as_deref().unwrap_or("-"),
-                    e.detail
-                );
-            }
-        }
+        } => knowledge::audit(incident.as_deref(), limit, &remote).await?,
         Command::Incidents {
             command,
             remote,

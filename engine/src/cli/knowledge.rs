@@ -1,0 +1,144 @@
+//! `quench import`, `search`, `reindex`, `stats` and `audit`: the
+//! knowledge store, through the API.
+
+use std::path::Path;
+
+use quench_engine::{api, client};
+
+use super::Remote;
+
+/// `quench import`: a file of past incidents, all or nothing.
+pub async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let name = file.display().to_string();
+    let (status, v) = remote
+        .client()
+        .post_text(&client::api_path(&["import"], &[("name", &name)]), text)
+        .await?;
+    if status != 200 {
+        for p in v["error"]["problems"].as_array().into_iter().flatten() {
+            eprintln!("{}", p.as_str().unwrap_or(""));
+        }
+        anyhow::bail!(
+            "{}",
+            v["error"]["message"].as_str().unwrap_or("import refused")
+        );
+    }
+    println!(
+        "imported {} incidents: {} to {}",
+        v["imported"],
+        v["ids"][0].as_str().unwrap_or("-"),
+        v["ids"]
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(|x| x.as_str())
+            .unwrap_or("-")
+    );
+    Ok(())
+}
+
+/// `quench search`: incidents by words, phrases and filters.
+pub async fn search(query: &str, limit: usize, json: bool, remote: &Remote) -> anyhow::Result<()> {
+    let found: api::SearchResponse = remote
+        .client()
+        .get_json(&client::api_path(
+            &["search"],
+            &[("q", query), ("limit", &limit.to_string())],
+        ))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        for h in &found.hits {
+            println!(
+                "{:<8} {:>6.2}  {:<10} {:<28} {}",
+                h.id,
+                h.score,
+                h.status,
+                h.title,
+                h.snippet
+                    .replace("<b>", "*")
+                    .replace("</b>", "*")
+                    .replace('\n', " ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `quench reindex`: the search index rebuilt from the records.
+pub async fn reindex(remote: &Remote) -> anyhow::Result<()> {
+    let v: serde_json::Value = remote
+        .client()
+        .post(&client::api_path(&["reindex"], &[]), &serde_json::json!({}))
+        .await?;
+    println!("reindexed {} incidents", v["indexed"]);
+    Ok(())
+}
+
+/// `quench stats`: MTTD, MTTA, MTTR and the automation rates.
+pub async fn stats(
+    since: &str,
+    by: Option<&str>,
+    json: bool,
+    remote: &Remote,
+) -> anyhow::Result<()> {
+    let mut query = vec![("since", since)];
+    query.extend(by.map(|b| ("by", b)));
+    let path = client::api_path(&["stats"], &query);
+    let stats: api::StatsResponse = remote.client().get_json(&path).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        let dur = |x: Option<f64>| match x {
+            Some(s) if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
+            Some(s) if s >= 60.0 => format!("{:.1}m", s / 60.0),
+            Some(s) => format!("{s:.1}s"),
+            None => "-".into(),
+        };
+        let pct = |x: Option<f64>| match x {
+            Some(r) => format!("{:.0}%", r * 100.0),
+            None => "-".into(),
+        };
+        println!(
+            "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+            "group", "incidents", "MTTD", "MTTA", "MTTR", "auto", "human", "runbook"
+        );
+        for (name, k) in &stats.groups {
+            println!(
+                "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                name,
+                k.incidents,
+                dur(k.mttd_seconds),
+                dur(k.mtta_seconds),
+                dur(k.mttr_seconds),
+                pct(k.auto_closure_rate),
+                pct(k.human_intervention_rate),
+                pct(k.runbook_success_rate)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `quench audit`: the audit log, newest first.
+pub async fn audit(incident: Option<&str>, limit: usize, remote: &Remote) -> anyhow::Result<()> {
+    let limit = limit.to_string();
+    let mut query = vec![("limit", limit.as_str())];
+    query.extend(incident.map(|i| ("incident", i)));
+    let path = client::api_path(&["audit"], &query);
+    let list: api::AuditList = remote.client().get_json(&path).await?;
+    for e in &list.audit {
+        println!(
+            "{}  {:<10} {:<18} {:<8} {:<10} {}",
+            e.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            e.actor,
+            e.action,
+            e.incident.as_deref().unwrap_or("-"),
+            e.step.as_deref().unwrap_or("-"),
+            e.detail
+        );
+    }
+    Ok(())
+}
