@@ -91,7 +91,22 @@ pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Store, OpenError> {
     Ok(Store { db, log_file })
 }
 
-use quench_connectors::steps::ArtifactFuture;
+use quench_connectors::steps::{ArtifactFuture, ArtifactsError};
+
+/// The knowledge store's artifact errors as the steps see them: a limit or
+/// a bad key refuses, anything else failed.
+fn artifacts_error(e: quench_knowledge::artifacts::ArtifactError) -> ArtifactsError {
+    use quench_knowledge::artifacts::ArtifactError;
+    match e {
+        ArtifactError::Store(s) => ArtifactsError::Failed(s.to_string()),
+        refused => ArtifactsError::Refused(refused.to_string()),
+    }
+}
+
+/// A store failure, or a blocking task that did not finish.
+fn failed(e: impl std::fmt::Display) -> ArtifactsError {
+    ArtifactsError::Failed(e.to_string())
+}
 
 /// The knowledge store's artifacts, as the steps see them.
 pub struct StepArtifacts(pub quench_knowledge::ArtifactStore);
@@ -114,7 +129,7 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
             self.0
                 .store(kind, media_type, bytes.to_vec(), origin)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(artifacts_error)
         })
     }
 
@@ -123,9 +138,9 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
             let (store, id) = (self.0.clone(), id.to_string());
             tokio::task::spawn_blocking(move || store.get(&id))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(failed)?
                 .map(|o| o.map(|(_, b)| b))
-                .map_err(|e| e.to_string())
+                .map_err(failed)
         })
     }
 
@@ -146,7 +161,7 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
                 .save_baseline(service, kind, id, origin)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(artifacts_error)
         })
     }
 
@@ -159,9 +174,9 @@ impl quench_connectors::steps::Artifacts for StepArtifacts {
             let (store, s, k) = (self.0.clone(), service.to_string(), kind.to_string());
             tokio::task::spawn_blocking(move || store.baseline(&s, &k))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(failed)?
                 .map(|b| b.map(|b| b.artifact))
-                .map_err(|e| e.to_string())
+                .map_err(failed)
         })
     }
 }

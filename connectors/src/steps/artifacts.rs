@@ -3,7 +3,19 @@
 /// What an [`Artifacts`] call returns: async, so a store never blocks the
 /// step's task (and the async worker under it).
 pub type ArtifactFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ArtifactsError>> + Send + 'a>>;
+
+/// Why an artifact store did not do what a step asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactsError {
+    /// Refused for good: over a size limit or a budget, a bad key, a
+    /// store that keeps no baselines.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed; a later try may work.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Where steps keep evidence bytes (profiles, flame graphs, traces). The
 /// engine hands in the knowledge store; without one, steps still report
@@ -30,7 +42,11 @@ pub trait Artifacts: Send + Sync {
         about: &'a Captured<'a>,
     ) -> ArtifactFuture<'a, ()> {
         let _ = (service, kind, id, about);
-        Box::pin(async { Err("this artifact store keeps no baselines".into()) })
+        Box::pin(async {
+            Err(ArtifactsError::Refused(
+                "this artifact store keeps no baselines".into(),
+            ))
+        })
     }
     /// The id of the baseline of `service` for `kind`, if one was saved.
     fn baseline<'a>(

@@ -243,6 +243,15 @@ impl From<crate::k8s::KubeError> for StepError {
     }
 }
 
+impl From<super::ArtifactsError> for StepError {
+    fn from(e: super::ArtifactsError) -> StepError {
+        match e {
+            super::ArtifactsError::Refused(m) => StepError::Refused(m),
+            super::ArtifactsError::Failed(m) => StepError::Failed(m),
+        }
+    }
+}
+
 impl StepError {
     /// Whether trying again may help.
     pub fn is_retryable(&self) -> bool {

@@ -19,7 +19,7 @@ mod artifacts;
 mod common;
 mod step;
 
-pub use artifacts::{ArtifactFuture, Artifacts, Captured};
+pub use artifacts::{ArtifactFuture, Artifacts, ArtifactsError, Captured};
 #[cfg(test)]
 pub(crate) use common::receiver;
 pub use common::{Secret, StepError};

@@ -307,8 +307,7 @@ async fn summarise(
                 svg,
                 &ctx.captured(Some(target), Some((start, end))),
             )
-            .await
-            .map_err(StepError::Failed)?,
+            .await?,
         ),
         _ => None,
     };

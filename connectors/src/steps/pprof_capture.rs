@@ -167,9 +167,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         (None, Some(service)) => {
             let a = artifacts
                 .ok_or_else(|| StepError::Params("baseline_of needs an artifact store".into()))?;
-            a.baseline(service, &p.kind)
-                .await
-                .map_err(StepError::Failed)?
+            a.baseline(service, &p.kind).await?
         }
         (None, None) => None,
     };
@@ -181,8 +179,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         (Some(id), Some(a)) => {
             let base = a
                 .get(id)
-                .await
-                .map_err(StepError::Failed)?
+                .await?
                 .ok_or_else(|| StepError::Params(format!("no stored profile {id}")))?;
             let base = pprof::decode(&base).map_err(bad)?;
             let base_top =
@@ -207,9 +204,9 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
     let about = ctx.captured(Some(&label), Some(window));
     let stored = match artifacts {
         Some(a) => Some(json!({
-            "profile": a.put("pprof", "application/octet-stream", &bytes, &about).await.map_err(StepError::Failed)?,
+            "profile": a.put("pprof", "application/octet-stream", &bytes, &about).await?,
             "flamegraph": match &svg {
-                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg, &about).await.map_err(StepError::Failed)?),
+                Some(svg) => Some(a.put("flamegraph", "image/svg+xml", svg, &about).await?),
                 None => None,
             },
         })),
@@ -219,9 +216,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         let a = artifacts
             .ok_or_else(|| StepError::Params("save_baseline needs an artifact store".into()))?;
         let id = crate::alert::content_address(&bytes);
-        a.set_baseline(service, &p.kind, &id, &about)
-            .await
-            .map_err(StepError::Failed)?;
+        a.set_baseline(service, &p.kind, &id, &about).await?;
     }
 
     let rows: Vec<Value> = table

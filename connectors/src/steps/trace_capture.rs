@@ -85,8 +85,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
                 &bytes,
                 &ctx.captured(Some(&target.label()), Some((start, end))),
             )
-            .await
-            .map_err(StepError::Failed)?,
+            .await?,
         ),
         None => None,
     };
