@@ -182,6 +182,25 @@ pub struct StepRecord {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+impl StepRecord {
+    /// A step that has not started yet.
+    pub fn pending(id: &str, uses: &str, destructive: bool) -> StepRecord {
+        StepRecord {
+            id: id.to_string(),
+            uses: uses.to_string(),
+            destructive,
+            state: StepState::Pending,
+            attempts: 0,
+            attempt_key: String::new(),
+            rendered: serde_json::Value::Null,
+            output: serde_json::Value::Null,
+            reason: String::new(),
+            started_at: None,
+            ended_at: None,
+        }
+    }
+}
+
 /// One entry on an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {

@@ -93,6 +93,12 @@ pub struct Matching<'a> {
 }
 
 impl RunbookSet {
+    /// The index over the set's equality matchers, built on first use.
+    pub fn index(&self) -> &MatchIndex {
+        self.index
+            .get_or_init(|| MatchIndex::build(&self.runbooks, self.triage.as_deref()))
+    }
+
     /// The runbooks that apply to the alert at `now` while `firing` alerts
     /// fire, through the index: the same as [`RunbookSet::explain_at`]'s
     /// matches, with decisions only for the runbooks whose matchers hold
@@ -103,9 +109,7 @@ impl RunbookSet {
         now: DateTime<Utc>,
         firing: &[&Alert],
     ) -> Matching<'_> {
-        let index = self
-            .index
-            .get_or_init(|| MatchIndex::build(&self.runbooks, self.triage.as_deref()));
+        let index = self.index();
         let triage_pos = index.triage;
         let tried = self.runbooks.len() - usize::from(triage_pos.is_some());
         let mut out = Matching {

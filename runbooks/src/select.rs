@@ -348,9 +348,7 @@ impl RunbookSet {
     /// Goes through the index: only runbooks filed under the alert's label
     /// values (and the unfiled ones, and triage) are tried.
     pub fn select_by_labels(&self, alert: &Alert) -> Vec<&Runbook> {
-        let index = self.index.get_or_init(|| {
-            crate::index::MatchIndex::build(&self.runbooks, self.triage.as_deref())
-        });
+        let index = self.index();
         let mut positions = index.candidates(alert);
         if let Some(p) = index.triage.and_then(|p| u32::try_from(p).ok()) {
             positions.push(p);

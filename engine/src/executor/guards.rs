@@ -172,9 +172,9 @@ impl Executor {
             .templates
             .render_value(&with, &p.ctx, &format!("{}.with", p.id()))
             .map_err(|e| e.to_string())
-            .and_then(|v| self.check_step(p.kind(), v));
+            .and_then(|v| Ok((self.check_step(p.kind(), &v)?, v)));
         match rendered {
-            Ok((v, acts)) => {
+            Ok((acts, v)) => {
                 p.rendered = v;
                 p.namespace = acts.namespace.clone().unwrap_or_else(|| "-".into());
                 p.target = acts.key();
@@ -284,21 +284,17 @@ impl Executor {
     /// Parses rendered parameters as the step type's: what the step acts
     /// on. Parameters that do not fit, and a URL on a host outside
     /// `allowed_hosts`, are refused before the step runs.
-    pub(super) fn check_step(
-        &self,
-        kind: StepType,
-        rendered: Value,
-    ) -> Result<(Value, Acts), String> {
+    pub(super) fn check_step(&self, kind: StepType, rendered: &Value) -> Result<Acts, String> {
         let checked = self
             .runner
-            .check(kind, &rendered)
+            .check(kind, rendered)
             .map_err(|e| e.to_string())?;
         if let Some(hosts) = &self.config.allowed_hosts {
             for url in &checked.urls {
                 hosts.check_url(url).map_err(|e| e.to_string())?;
             }
         }
-        Ok((rendered, checked.target))
+        Ok(checked.target)
     }
 
     /// The step failed: recorded, and the run decides what follows.

@@ -309,39 +309,14 @@ impl Executor {
     /// holds every step's state, so the run can be watched (and, after a
     /// crash, told apart from a finished one).
     pub async fn run(&self, incident: &str, runbook: &Runbook, alert: &Alert) -> RunEnd {
-        let records: Vec<StepRecord> = runbook
+        let mut records: Vec<StepRecord> = runbook
             .steps
             .iter()
             .chain(runbook.on_failure.iter())
-            .map(|s| StepRecord {
-                id: s.id.clone(),
-                uses: s.kind.name().to_string(),
-                destructive: s.kind.is_destructive(),
-                state: StepState::Pending,
-                attempts: 0,
-                attempt_key: String::new(),
-                rendered: Value::Null,
-                output: Value::Null,
-                reason: String::new(),
-                started_at: None,
-                ended_at: None,
-            })
+            .map(|s| StepRecord::pending(&s.id, s.kind.name(), s.kind.is_destructive()))
             .collect();
-        let mut records = records;
         if let Some(v) = &runbook.verify {
-            records.push(StepRecord {
-                id: "verify".into(),
-                uses: v.kind.name().to_string(),
-                destructive: false,
-                state: StepState::Pending,
-                attempts: 0,
-                attempt_key: String::new(),
-                rendered: Value::Null,
-                output: Value::Null,
-                reason: String::new(),
-                started_at: None,
-                ended_at: None,
-            });
+            records.push(StepRecord::pending("verify", v.kind.name(), false));
         }
         // One write: the steps and the first status change together.
         let clock = self.clock.clone();

@@ -26,15 +26,13 @@ struct Fake {
     max_running: AtomicUsize,
 }
 
-/// The object a step acts on, for locks, budgets and the audit log:
-/// `namespace/name` from the rendered parameters.
-fn target_of(with: &Value) -> (String, String) {
-    let ns = with["namespace"].as_str().unwrap_or("-").to_string();
+/// What a fake step acts on: `namespace` and `name` (or `deployment`,
+/// `pod`, `node`), as the real steps read them.
+fn acts_of(with: &Value) -> Acts {
     let name = ["name", "deployment", "pod", "node"]
         .iter()
-        .find_map(|k| with[*k].as_str())
-        .unwrap_or("-");
-    (ns.clone(), format!("{ns}/{name}"))
+        .find_map(|k| with[*k].as_str());
+    Acts::maybe(with["namespace"].as_str(), name)
 }
 
 impl StepRunner for Fake {
@@ -45,12 +43,8 @@ impl StepRunner for Fake {
         _step: StepType,
         with: &Value,
     ) -> Result<quench_connectors::steps::Checked, StepError> {
-        let (namespace, _) = target_of(with);
-        let name = ["name", "deployment", "pod", "node"]
-            .iter()
-            .find_map(|k| with[*k].as_str());
         Ok(quench_connectors::steps::Checked {
-            target: Acts::maybe(Some(namespace.as_str()).filter(|n| *n != "-"), name),
+            target: acts_of(with),
             urls: ["url", "server"]
                 .iter()
                 .filter_map(|k| with[*k].as_str().map(str::to_string))
@@ -65,7 +59,7 @@ impl StepRunner for Fake {
                 self.dry_runs.fetch_add(1, Ordering::SeqCst);
             }
             let key = with["key"].as_str().unwrap_or("k").to_string();
-            let target = target_of(with).1;
+            let target = acts_of(with).key();
             {
                 let mut r = self.running.lock().unwrap();
                 let n = r.entry(target.clone()).or_default();
@@ -577,19 +571,7 @@ async fn recovery_resumes_evidence_and_interrupts_a_running_destructive_step() {
         let mut records: Vec<StepRecord> = rb
             .steps
             .iter()
-            .map(|s| StepRecord {
-                id: s.id.clone(),
-                uses: s.kind.name().to_string(),
-                destructive: s.kind.is_destructive(),
-                state: StepState::Pending,
-                attempts: 0,
-                attempt_key: String::new(),
-                rendered: Value::Null,
-                output: Value::Null,
-                reason: String::new(),
-                started_at: None,
-                ended_at: None,
-            })
+            .map(|s| StepRecord::pending(&s.id, s.kind.name(), s.kind.is_destructive()))
             .collect();
         for r in records.iter_mut().take(idx) {
             r.state = StepState::Succeeded;

@@ -30,9 +30,9 @@ impl Executor {
             .templates
             .render_value(&with, &ctx, "verify.with")
             .map_err(|e| e.to_string())
-            .and_then(|v| self.check_step(kind, v))
+            .and_then(|v| self.check_step(kind, &v).map(|_| v))
         {
-            Ok((v, _)) => v,
+            Ok(v) => v,
             Err(e) => {
                 let reason = e.clone();
                 self.set_step(incident, idx, move |s| {
