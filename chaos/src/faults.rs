@@ -35,6 +35,9 @@ pub enum FaultError {
     /// selector).
     #[error("{0}")]
     Invalid(String),
+    /// A native fault has no Chaos Mesh object.
+    #[error("{0} is native: it has no Chaos Mesh object")]
+    Native(&'static str),
 }
 
 /// A fault type.
@@ -276,16 +279,16 @@ pub fn chaos_mesh_object(
     affected: usize,
     name: &str,
     labels: &Map<String, Value>,
-) -> Result<Value, String> {
+) -> Result<Value, FaultError> {
     let (kind, _) = fault
         .chaos_mesh_kind()
-        .ok_or_else(|| format!("{} is native", fault.name()))?;
+        .ok_or(FaultError::Native(fault.name()))?;
     let mut spec = json!({
         "mode": "fixed",
         "value": affected.to_string(),
         "selector": {
             "namespaces": blast.namespaces,
-            "labelSelectors": label_map(&blast.selector).map_err(|e| e.to_string())?,
+            "labelSelectors": label_map(&blast.selector)?,
         },
     });
     match fault {

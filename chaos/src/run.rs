@@ -62,7 +62,28 @@ pub trait Ledger: Send + Sync {
 /// What a [`Ledger`] call returns: async, so recording a fault never
 /// blocks the run's task.
 pub type LedgerFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, LedgerError>> + Send + 'a>>;
+
+/// The ledger's store failed: the fault was not recorded (so it is not
+/// applied), not forgotten, or the ledger could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the chaos fault ledger: {0}")]
+pub struct LedgerError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// A step that could not record or forget its fault failed; a retry may
+/// find the store working.
+impl From<LedgerError> for StepError {
+    fn from(e: LedgerError) -> StepError {
+        StepError::Failed(e.to_string())
+    }
+}
+
+impl LedgerError {
+    /// Wraps the store's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> LedgerError {
+        LedgerError(Box::new(e))
+    }
+}
 
 /// An in-memory ledger, for tests and dry runs.
 #[derive(Default)]
@@ -203,7 +224,7 @@ pub async fn probe(p: &Probe, env: &Env<'_>) -> ProbeResult {
                     .all(|v| q.min.is_none_or(|m| *v >= m) && q.max.is_none_or(|m| *v <= m));
                 (within, json!(values))
             }
-            Err(e) => (false, json!({"error": e})),
+            Err(e) => (false, json!({"error": e.to_string()})),
         },
         (_, Some(h), _) => {
             let t = std::time::Instant::now();
@@ -251,18 +272,44 @@ pub async fn probe(p: &Probe, env: &Env<'_>) -> ProbeResult {
     }
 }
 
-async fn promql_values(http: &reqwest::Client, url: &str, query: &str) -> Result<Vec<f64>, String> {
+/// Why a PromQL probe has no values.
+#[derive(Debug, thiserror::Error)]
+enum PromqlError {
+    /// No answer, or one that is not JSON.
+    #[error("{endpoint}: {source}")]
+    Request {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Prometheus answered with an error.
+    #[error("{endpoint}: {error}")]
+    Answer { endpoint: String, error: Value },
+}
+
+async fn promql_values(
+    http: &reqwest::Client,
+    url: &str,
+    query: &str,
+) -> Result<Vec<f64>, PromqlError> {
     let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let failed = |source| PromqlError::Request {
+        endpoint: endpoint.clone(),
+        source,
+    };
     let resp = http
         .get(&endpoint)
         .query(&[("query", query)])
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| format!("{endpoint}: {e}"))?;
-    let v: Value = resp.json().await.map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(failed)?;
+    let v: Value = resp.json().await.map_err(failed)?;
     if v["status"] != "success" {
-        return Err(format!("{endpoint}: {}", v["error"]));
+        return Err(PromqlError::Answer {
+            endpoint,
+            error: v["error"].clone(),
+        });
     }
     let num = |x: &Value| x.as_str().and_then(|s| s.parse::<f64>().ok());
     let r = &v["data"]["result"];
@@ -366,10 +413,7 @@ async fn apply_fault(
                 pods: names.clone(),
                 ..ledger_entry(exp, run, &id, fault)
             };
-            env.ledger
-                .record(&fault_entry)
-                .await
-                .map_err(StepError::Failed)?;
+            env.ledger.record(&fault_entry).await?;
             for (ns, pod) in &targets {
                 let mut w = json!({"pod": pod, "namespace": ns});
                 if let Some(g) = with.get("grace_seconds") {
@@ -401,10 +445,7 @@ async fn apply_fault(
                 native: json!({"interface": iface, "container": container}),
                 ..ledger_entry(exp, run, &id, fault)
             };
-            env.ledger
-                .record(&fault_entry)
-                .await
-                .map_err(StepError::Failed)?;
+            env.ledger.record(&fault_entry).await?;
             for (ns, pod) in &targets {
                 let mut w = json!({"pod": pod, "namespace": ns, "argv": argv});
                 if let Some(c) = &container {
@@ -428,7 +469,7 @@ async fn apply_fault(
             }))
             .expect("labels");
             let manifest = faults::chaos_mesh_object(fault, with, &exp.blast, n, &name, &labels)
-                .map_err(StepError::Params)?;
+                .map_err(|e| StepError::Params(e.to_string()))?;
             let obj = ObjectRef::new(
                 kind,
                 Some(&exp.blast.namespaces[0]),
@@ -446,10 +487,7 @@ async fn apply_fault(
                 object: Some(obj.clone()),
                 ..ledger_entry(exp, run, &id, fault)
             };
-            env.ledger
-                .record(&fault_entry)
-                .await
-                .map_err(StepError::Failed)?;
+            env.ledger.record(&fault_entry).await?;
             objects::send(
                 env.kube,
                 http::Method::POST,
@@ -553,7 +591,7 @@ pub async fn cleanup(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    ledger.remove(&entry.id).await.map_err(StepError::Failed)
+    Ok(ledger.remove(&entry.id).await?)
 }
 
 async fn run_step(step: &ChaosStep, env: &Env<'_>) -> StepResult {
@@ -708,14 +746,22 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
     v.during = series.into_inner().unwrap_or_else(|e| e.into_inner());
     let aborted = aborted.map(|(why, _)| why);
     // From here the rollbacks always run.
-    for entry in env
-        .ledger
-        .entries()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.run == opts.run)
-    {
+    let entries = match env.ledger.entries().await {
+        Ok(entries) => entries,
+        Err(e) => {
+            // Nothing says which faults are still applied: someone must
+            // look (the restart's reconcile will try again).
+            v.rollback_failed = true;
+            v.rollbacks.push(StepResult {
+                id: "cleanup".into(),
+                uses: "ledger".into(),
+                ok: false,
+                output: json!({"error": e.to_string()}),
+            });
+            Vec::new()
+        }
+    };
+    for entry in entries.into_iter().filter(|e| e.run == opts.run) {
         match cleanup(&entry, env.kube, env.ledger).await {
             Ok(()) => v.removed.push(entry.id.clone()),
             Err(e) => {
@@ -753,14 +799,17 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
     v
 }
 
-/// After a restart: cleans up every fault a crashed run left in the ledger.
-pub async fn reconcile(kube: &dyn Kube, ledger: &dyn Ledger) -> Vec<(String, Result<(), String>)> {
+/// After a restart: cleans up every fault a crashed run left in the
+/// ledger. Answers each fault's id with how its cleanup went, or why the
+/// ledger could not be read.
+pub async fn reconcile(
+    kube: &dyn Kube,
+    ledger: &dyn Ledger,
+) -> Result<Vec<(String, Result<(), StepError>)>, LedgerError> {
     let mut out = Vec::new();
-    for entry in ledger.entries().await.unwrap_or_default() {
-        let r = cleanup(&entry, kube, ledger)
-            .await
-            .map_err(|e| e.to_string());
+    for entry in ledger.entries().await? {
+        let r = cleanup(&entry, kube, ledger).await;
         out.push((entry.id.clone(), r));
     }
-    out
+    Ok(out)
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use quench_chaos::run::{self, Env, Ledger, LedgerEntry, LedgerFuture, RunOptions};
+use quench_chaos::run::{self, Env, Ledger, LedgerEntry, LedgerError, LedgerFuture, RunOptions};
 use quench_chaos::{Experiment, Outcome};
 use quench_connectors::k8s::KubeClient;
 use quench_connectors::steps::StepRunner;
@@ -25,25 +25,22 @@ struct StoreLedger(ChaosStore);
 impl Ledger for StoreLedger {
     fn record<'a>(&'a self, e: &'a LedgerEntry) -> LedgerFuture<'a, ()> {
         Box::pin(async move {
-            let v = serde_json::to_value(e).map_err(|e| e.to_string())?;
-            self.0
-                .ledger_put(&e.id, &v)
-                .await
-                .map_err(|e| e.to_string())
+            let v = serde_json::to_value(e).map_err(LedgerError::new)?;
+            self.0.ledger_put(&e.id, &v).await.map_err(LedgerError::new)
         })
     }
     fn remove<'a>(&'a self, id: &'a str) -> LedgerFuture<'a, ()> {
-        Box::pin(async move { self.0.ledger_remove(id).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.0.ledger_remove(id).await.map_err(LedgerError::new) })
     }
     fn entries(&self) -> LedgerFuture<'_, Vec<LedgerEntry>> {
         let store = self.0.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || store.ledger_entries())
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
+                .map_err(LedgerError::new)?
+                .map_err(LedgerError::new)?
                 .into_iter()
-                .map(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+                .map(|v| serde_json::from_value(v).map_err(LedgerError::new))
                 .collect()
         })
     }
@@ -300,15 +297,20 @@ impl ChaosService {
 
     /// At start-up: cleans up every fault a crashed run left behind.
     pub async fn reconcile(&self) {
-        let pending = self.ledger.entries().await.unwrap_or_default();
-        if pending.is_empty() {
-            return;
+        let results = match run::reconcile(self.kube.as_ref(), &self.ledger).await {
+            Ok(results) => results,
+            Err(e) => {
+                error!(error = %e, "cannot read the chaos fault ledger: faults a crashed run applied may still be in place");
+                return;
+            }
+        };
+        if !results.is_empty() {
+            warn!(
+                count = results.len(),
+                "chaos faults left by an earlier run were found; each was cleaned up or is reported below"
+            );
         }
-        warn!(
-            count = pending.len(),
-            "chaos faults left by an earlier run; cleaning up"
-        );
-        for (id, result) in run::reconcile(self.kube.as_ref(), &self.ledger).await {
+        for (id, result) in results {
             match result {
                 Ok(()) => {
                     info!(fault = %id, "chaos fault cleaned up after a restart");

@@ -98,24 +98,33 @@ struct ImportEvent {
     detail: String,
 }
 
+/// Why a commit reference is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Not 7 to 40 hex digits before the `@`.
+    #[error("commit {0:?}: a SHA is 7 to 40 hex digits (SHA or SHA@repository)")]
+    Sha(String),
+    /// An empty, over-long or spaced repository after the `@`.
+    #[error(
+        "commit {0:?}: the repository after @ is empty, longer than 200 characters or has spaces"
+    )]
+    Repository(String),
+}
+
 /// A commit as `SHA` or `SHA@repository`.
-pub fn parse_commit(c: &str) -> Result<CommitRef, String> {
+pub fn parse_commit(c: &str) -> Result<CommitRef, CommitError> {
     let (sha, repo) = match c.split_once('@') {
         Some((s, r)) => (s, Some(r.to_string())),
         None => (c, None),
     };
     if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "commit {c:?}: a SHA is 7 to 40 hex digits (SHA or SHA@repository)"
-        ));
+        return Err(CommitError::Sha(c.to_string()));
     }
     if repo
         .as_ref()
         .is_some_and(|r| r.is_empty() || r.len() > 200 || r.chars().any(char::is_whitespace))
     {
-        return Err(format!(
-            "commit {c:?}: the repository after @ is empty or has spaces"
-        ));
+        return Err(CommitError::Repository(c.to_string()));
     }
     Ok(CommitRef {
         sha: sha.to_ascii_lowercase(),
@@ -163,7 +172,8 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
         .commits
         .iter()
         .map(|c| parse_commit(c))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     if let Some(t) = r.tags.iter().find(|t| !is_tag(t)) {
         return Err(format!(
             "tag {t:?}: 1 to 64 letters, digits, '-', '_', '.', ':' or '/'"

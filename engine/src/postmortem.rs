@@ -114,10 +114,9 @@ pub fn render(
     r: &IncidentRecord,
     similar: &[Value],
     template: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, quench_runbooks::template::TemplateError> {
     quench_runbooks::template::Templates::new()
         .render(template.unwrap_or(DEFAULT_TEMPLATE), &context(r, similar))
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -161,6 +160,7 @@ mod tests {
         assert!(
             render(&r, &[], Some("{{incident.nope}}"))
                 .unwrap_err()
+                .to_string()
                 .contains("not defined")
         );
     }

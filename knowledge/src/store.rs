@@ -74,7 +74,7 @@ pub enum StoreError {
     /// The write happened but could not be made durable (flush or
     /// fdatasync failed); whatever it recorded must not proceed.
     #[error("knowledge store: not durable: {0}")]
-    NotDurable(String),
+    NotDurable(#[source] std::sync::Arc<crate::writer::SettleError>),
     /// A record's schema is newer than this build understands.
     #[error(
         "incident store: record {key} has schema {found}, this build reads up to {SCHEMA_VERSION}"

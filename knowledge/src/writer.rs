@@ -27,7 +27,7 @@ use crate::store::StoreError;
 /// The most jobs one flush covers.
 const MAX_BATCH: usize = 512;
 
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), Arc<SettleError>>) + Send>;
 type Job = Box<dyn FnOnce() -> Reply + Send>;
 
 struct Request {
@@ -61,6 +61,21 @@ pub struct Writer {
     stats: Arc<WriterStats>,
 }
 
+/// Why a batch's writes are not known to be on disk. One answer for every
+/// job of the batch, so it is shared.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// A store's batch-end commit failed.
+    #[error("a store's commit failed: {0}")]
+    Commit(#[source] Box<StoreError>),
+    /// sled's flush failed.
+    #[error("flushing the database failed: {0}")]
+    Flush(#[source] sled::Error),
+    /// The fdatasync after the flush failed.
+    #[error("fdatasync of the database's log failed: {0}")]
+    Sync(#[source] std::io::Error),
+}
+
 /// The end of a batch, before any answer: the stores' commits, then, when
 /// a job asked for it, one flush and one fdatasync for the whole batch.
 fn settle(
@@ -69,17 +84,17 @@ fn settle(
     commits: &Commits,
     stats: &WriterStats,
     durable: bool,
-) -> Result<(), String> {
+) -> Result<(), Arc<SettleError>> {
     for c in commits.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        c().map_err(|e| e.to_string())?;
+        c().map_err(|e| Arc::new(SettleError::Commit(Box::new(e))))?;
     }
     if !durable {
         return Ok(());
     }
     stats.flushes.fetch_add(1, Ordering::Relaxed);
-    db.flush().map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| Arc::new(SettleError::Flush(e)))?;
     match syncer {
-        Some(s) => s.0.sync_data().map_err(|e| e.to_string()),
+        Some(s) => s.0.sync_data().map_err(|e| Arc::new(SettleError::Sync(e))),
         None => Ok(()),
     }
 }
@@ -150,7 +165,7 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let job: Job = Box::new(move || {
             let out = f();
-            Box::new(move |flushed: Result<(), String>| {
+            Box::new(move |flushed: Result<(), Arc<SettleError>>| {
                 let out = match (out, flushed) {
                     (Ok(v), Ok(())) => Ok(v),
                     (Err(e), _) => Err(e),

@@ -165,7 +165,7 @@ fn load_intervals(
                         &loc,
                         Code::Interval,
                         format!("time_intervals.{name}[{i}]"),
-                        e,
+                        e.to_string(),
                     )
                 })),
             }

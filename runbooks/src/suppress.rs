@@ -95,37 +95,62 @@ const MONTHS: [&str; 12] = [
     "december",
 ];
 
-fn named_or_number(s: &str, names: &[&str], min: u32, max: u32) -> Result<u32, String> {
+/// What is wrong with a value of a time interval.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntervalError {
+    /// `location` is not an IANA time zone.
+    #[error("unknown time zone {0:?} (an IANA name such as Europe/Berlin)")]
+    TimeZone(String),
+    /// A day, month or day of the month that is not one.
+    #[error("{value:?} is not {expected}")]
+    NotOneOf {
+        /// What was written.
+        value: String,
+        /// What it may be.
+        expected: String,
+    },
+    /// `b:a` with `b` after `a`.
+    #[error("range {0:?} ends before it starts")]
+    Backwards(String),
+    /// Not `HH:MM` up to `24:00`.
+    #[error("{0:?} is not a time of day (HH:MM)")]
+    TimeOfDay(String),
+    /// An empty or backwards time range.
+    #[error("start_time must be before end_time")]
+    EmptyTimes,
+}
+
+fn named_or_number(s: &str, names: &[&str], min: u32, max: u32) -> Result<u32, IntervalError> {
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s.trim())) {
         return Ok(i as u32 + min);
     }
     match s.trim().parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not {}",
-            if names.is_empty() {
+        _ => Err(IntervalError::NotOneOf {
+            value: s.to_string(),
+            expected: if names.is_empty() {
                 format!("a number from {min} to {max}")
             } else {
                 format!("one of {}", names.join(", "))
-            }
-        )),
+            },
+        }),
     }
 }
 
-fn range(s: &str, names: &[&str], min: u32, max: u32) -> Result<(u32, u32), String> {
+fn range(s: &str, names: &[&str], min: u32, max: u32) -> Result<(u32, u32), IntervalError> {
     let (a, b) = s.split_once(':').unwrap_or((s, s));
     let (a, b) = (
         named_or_number(a, names, min, max)?,
         named_or_number(b, names, min, max)?,
     );
     if a > b {
-        return Err(format!("range {s:?} ends before it starts"));
+        return Err(IntervalError::Backwards(s.to_string()));
     }
     Ok((a, b))
 }
 
-fn minutes(s: &str) -> Result<u32, String> {
-    let bad = || format!("{s:?} is not a time of day (HH:MM)");
+fn minutes(s: &str) -> Result<u32, IntervalError> {
+    let bad = || IntervalError::TimeOfDay(s.to_string());
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if m > 59 || h > 24 || (h == 24 && m > 0) {
@@ -138,18 +163,12 @@ impl IntervalSpec {
     /// Validates a spec; each error comes with the place it points at.
     pub fn build(
         f: &IntervalSpecFile,
-    ) -> Result<IntervalSpec, Vec<(serde_saphyr::Location, String)>> {
+    ) -> Result<IntervalSpec, Vec<(serde_saphyr::Location, IntervalError)>> {
         let mut errs = Vec::new();
         let tz = match &f.location {
             None => chrono_tz::UTC,
             Some(l) => l.value.parse().unwrap_or_else(|_| {
-                errs.push((
-                    l.referenced,
-                    format!(
-                        "unknown time zone {:?} (an IANA name such as Europe/Berlin)",
-                        l.value
-                    ),
-                ));
+                errs.push((l.referenced, IntervalError::TimeZone(l.value.clone())));
                 chrono_tz::UTC
             }),
         };
@@ -169,10 +188,7 @@ impl IntervalSpec {
         for t in &f.times {
             match (minutes(&t.start_time.value), minutes(&t.end_time.value)) {
                 (Ok(a), Ok(b)) if a < b => times.push((a, b)),
-                (Ok(_), Ok(_)) => errs.push((
-                    t.start_time.referenced,
-                    "start_time must be before end_time".into(),
-                )),
+                (Ok(_), Ok(_)) => errs.push((t.start_time.referenced, IntervalError::EmptyTimes)),
                 (Err(e), _) => errs.push((t.start_time.referenced, e)),
                 (_, Err(e)) => errs.push((t.end_time.referenced, e)),
             }
@@ -246,7 +262,8 @@ mod tests {
         .unwrap();
         let errs = IntervalSpec::build(&f).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
-        assert!(errs[0].1.contains("Mars/Olympus"));
+        assert_eq!(errs[0].1, IntervalError::TimeZone("Mars/Olympus".into()));
+        assert!(errs[0].1.to_string().contains("Mars/Olympus"));
         assert_eq!(errs[0].0.line(), 1);
     }
 }

@@ -32,18 +32,51 @@ pub struct TestResult {
 /// same parsers as production, so no parser needs a way around its checks.
 const TEST_SECRET: &str = "quench-test";
 
-fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert>, String> {
+/// Why a test case has no alert to try.
+#[derive(Debug, thiserror::Error)]
+pub enum TestAlertError {
+    /// `alert.source` or `payload.source` names no source.
+    #[error(transparent)]
+    Source(#[from] quench_connectors::alert::UnknownSource),
+    /// `alert.status` is neither `firing` nor `resolved`.
+    #[error("unknown status {0:?} (firing or resolved)")]
+    Status(String),
+    /// A payload from a source test mode cannot sign and parse.
+    #[error("unknown payload source {0:?} (alertmanager, pagerduty or datadog)")]
+    PayloadSource(String),
+    /// Neither `alert` nor `payload`.
+    #[error("the test has no alert")]
+    Missing,
+    /// The payload file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The payload is refused by the parser production uses.
+    #[error("{path}: {source}")]
+    Payload {
+        /// The file.
+        path: String,
+        /// The parser's answer.
+        #[source]
+        source: inbound::IntakeError,
+    },
+    /// The payload parses but holds no alert.
+    #[error("{0} holds no alert")]
+    Empty(String),
+}
+
+fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert>, TestAlertError> {
     if let Some(a) = &case.alert {
-        let source: Source = a
-            .source
-            .as_deref()
-            .unwrap_or("alertmanager")
-            .parse()
-            .map_err(|e: quench_connectors::alert::UnknownSource| e.to_string())?;
+        let source: Source = a.source.as_deref().unwrap_or("alertmanager").parse()?;
         let status = match a.status.as_deref().unwrap_or("firing") {
             "firing" => AlertStatus::Firing,
             "resolved" => AlertStatus::Resolved,
-            other => return Err(format!("unknown status {other:?}")),
+            other => return Err(TestAlertError::Status(other.to_string())),
         };
         return Ok(vec![Alert {
             fingerprint: quench_connectors::alert::fingerprint_of(&source, &a.labels),
@@ -59,11 +92,14 @@ fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert
         }]);
     }
     let Some(p) = &case.payload else {
-        return Err("the test has no alert".into());
+        return Err(TestAlertError::Missing);
     };
     let base = dir.join(&runbook.path);
     let file = base.parent().unwrap_or(dir).join(&p.file);
-    let body = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let body = std::fs::read(&file).map_err(|source| TestAlertError::Read {
+        path: file.display().to_string(),
+        source,
+    })?;
     let mut headers = HeaderMap::new();
     let parsed = match p.source.as_str() {
         "alertmanager" => alertmanager::parse(&Default::default(), &headers, &body),
@@ -74,7 +110,7 @@ fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert
             );
             headers.insert(
                 "x-pagerduty-signature",
-                sig.parse().map_err(|_| "signature header")?,
+                http::HeaderValue::from_str(&sig).expect("hex is a valid header value"),
             );
             pagerduty::parse(
                 &pagerduty::Config {
@@ -87,7 +123,7 @@ fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert
         "datadog" => {
             headers.insert(
                 datadog::DEFAULT_SECRET_HEADER,
-                TEST_SECRET.parse().map_err(|_| "secret header")?,
+                http::HeaderValue::from_static(TEST_SECRET),
             );
             datadog::parse(
                 &datadog::Config {
@@ -98,13 +134,16 @@ fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert
                 &body,
             )
         }
-        other => return Err(format!("unknown payload source {other:?}")),
+        other => return Err(TestAlertError::PayloadSource(other.to_string())),
     };
     let alerts = parsed
-        .map_err(|e| format!("{}: {e}", file.display()))?
+        .map_err(|source| TestAlertError::Payload {
+            path: file.display().to_string(),
+            source,
+        })?
         .alerts;
     if alerts.is_empty() {
-        return Err(format!("{} holds no alert", file.display()));
+        return Err(TestAlertError::Empty(file.display().to_string()));
     }
     Ok(alerts)
 }
@@ -122,7 +161,7 @@ fn run_case(
 ) -> Vec<String> {
     let alerts = match alerts_of(dir, runbook, case) {
         Ok(a) => a,
-        Err(e) => return vec![e],
+        Err(e) => return vec![e.to_string()],
     };
     let mut failures = Vec::new();
     for alert in &alerts {

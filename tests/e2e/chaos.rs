@@ -316,7 +316,7 @@ async fn reconcile_cleans_up_what_a_crashed_run_left() {
         })
         .await
         .unwrap();
-    let results = run::reconcile(&p.kube, &p.ledger).await;
+    let results = run::reconcile(&p.kube, &p.ledger).await.unwrap();
     assert_eq!(results.len(), 1);
     assert!(results[0].1.is_ok(), "{results:?}");
     let left = cluster.get_json(&collection).await;

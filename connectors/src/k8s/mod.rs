@@ -14,6 +14,7 @@ pub mod perf_job;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -36,6 +37,30 @@ pub enum KubeError {
     /// Something this client cannot do.
     #[error("{0} is not available")]
     Unavailable(&'static str),
+}
+
+/// Why there is no Kubernetes client. Kept (shared) after the first
+/// attempt: every step that needs the client gets the same answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig named in the configuration (or the default one, for
+    /// a `context`) could not be read or used.
+    #[error("kubeconfig{}: {source}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Kubeconfig {
+        /// The file, when the configuration names one.
+        path: Option<PathBuf>,
+        /// What kube-rs said.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Nothing to infer credentials from.
+    #[error(
+        "no Kubernetes credentials (set kubernetes.kubeconfig, KUBECONFIG, or run in a pod): {0}"
+    )]
+    NoCredentials(#[source] kube::config::InferConfigError),
+    /// The configuration was read but the client could not be built.
+    #[error("Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
 }
 
 /// A boxed future of the client.
@@ -224,7 +249,7 @@ impl Default for KubeSource {
 pub struct KubeClient {
     scope: Scope,
     source: KubeSource,
-    client: OnceCell<Result<kube::Client, String>>,
+    client: OnceCell<Result<kube::Client, Arc<ConnectError>>>,
 }
 
 impl KubeClient {
@@ -241,25 +266,28 @@ impl KubeClient {
         }
     }
 
-    async fn connect(source: &KubeSource) -> Result<kube::Client, String> {
+    async fn connect(source: &KubeSource) -> Result<kube::Client, Arc<ConnectError>> {
         let options = kube::config::KubeConfigOptions {
             context: source.context.clone(),
             ..Default::default()
         };
         let config = match &source.kubeconfig {
             Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                let file = |source| ConnectError::Kubeconfig {
+                    path: Some(path.clone()),
+                    source,
+                };
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(file)?;
                 kube::Config::from_custom_kubeconfig(kc, &options)
                     .await
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                    .map_err(file)?
             }
             None if source.context.is_some() => kube::Config::from_kubeconfig(&options)
                 .await
-                .map_err(|e| format!("kubeconfig: {e}"))?,
-            None => kube::Config::infer().await.map_err(|e| {
-                format!("no Kubernetes credentials (set kubernetes.kubeconfig, KUBECONFIG, or run in a pod): {e}")
-            })?,
+                .map_err(|source| ConnectError::Kubeconfig { path: None, source })?,
+            None => kube::Config::infer()
+                .await
+                .map_err(ConnectError::NoCredentials)?,
         };
         let mut config = config;
         // kube retries 429, 503 and 504 by itself by default. quench's
@@ -267,7 +295,7 @@ impl KubeClient {
         // timeout), and a 429 is an answer a step must see: it is how a
         // PodDisruptionBudget refuses an eviction.
         config.default_retry = false;
-        kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+        Ok(kube::Client::try_from(config).map_err(ConnectError::Client)?)
     }
 
     /// The connected client, or why there is none.
@@ -276,7 +304,7 @@ impl KubeClient {
             .get_or_init(|| Self::connect(&self.source))
             .await
             .as_ref()
-            .map_err(|e| KubeError::Failed(e.clone()))
+            .map_err(|e| KubeError::Failed(e.to_string()))
     }
 }
 

@@ -309,18 +309,20 @@ pub(crate) async fn send(
     }
 }
 
-/// A one-shot HTTP receiver on loopback for tests: answers each request
-/// with the next scripted status and keeps what it received.
+/// An HTTP receiver on loopback for tests (axum, a real HTTP server):
+/// answers each request with the next scripted status and keeps what it
+/// received.
 #[cfg(test)]
 pub(crate) mod receiver {
     use std::sync::{Arc, Mutex};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     /// One received request.
     #[derive(Debug, Clone)]
     pub struct Received {
-        pub head: String,
+        pub method: http::Method,
+        /// Path and query.
+        pub target: String,
+        pub headers: http::HeaderMap,
         pub body: Vec<u8>,
     }
 
@@ -329,10 +331,10 @@ pub(crate) mod receiver {
             serde_json::from_slice(&self.body).expect("JSON body")
         }
         pub fn header(&self, name: &str) -> Option<String> {
-            self.head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         }
     }
 
@@ -341,50 +343,34 @@ pub(crate) mod receiver {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
+        let statuses = Arc::new(Mutex::new(statuses.into_iter()));
         let g = got.clone();
-        tokio::spawn(async move {
-            let mut statuses = statuses.into_iter();
-            loop {
-                let Ok((mut sock, _)) = l.accept().await else {
-                    return;
-                };
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                let (head, body) = loop {
-                    let n = sock.read(&mut tmp).await.unwrap_or(0);
-                    if n == 0 {
-                        break (String::from_utf8_lossy(&buf).into_owned(), Vec::new());
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..i]).into_owned();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        let mut body = buf[i + 4..].to_vec();
-                        while body.len() < len {
-                            let n = sock.read(&mut tmp).await.unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            body.extend_from_slice(&tmp[..n]);
-                        }
-                        break (head, body);
-                    }
-                };
-                g.lock().unwrap().push(Received { head, body });
-                let status = statuses.next().unwrap_or(200);
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (g, statuses) = (g.clone(), statuses.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                g.lock().unwrap().push(Received {
+                    method: parts.method,
+                    target: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: parts.headers,
+                    body: body.to_vec(),
+                });
+                let status = statuses.lock().unwrap().next().unwrap_or(200);
+                (
+                    http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "application/json")],
+                    "{}",
+                )
             }
         });
+        tokio::spawn(async move { axum::serve(l, app).await });
         (url, got)
     }
 }

@@ -63,6 +63,25 @@ fn revision(obj: &Value) -> Option<i64> {
         .and_then(|r| r.parse().ok())
 }
 
+/// Why there is no revision to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    /// `to_revision` names the revision running now.
+    #[error("revision {0} is the current one")]
+    Current(i64),
+    /// `to_revision` names a revision no ReplicaSet of the Deployment has.
+    #[error("no revision {wanted} (have {have:?})")]
+    NoSuchRevision {
+        /// What was asked for.
+        wanted: i64,
+        /// The revisions there are.
+        have: Vec<i64>,
+    },
+    /// Only the current revision is left.
+    #[error("no previous revision to roll back to")]
+    NoPrevious,
+}
+
 /// Picks the ReplicaSet to return to among those `uid` owns: `to`, or the
 /// highest revision below `current`. Returns (revision, template).
 pub fn pick(
@@ -70,7 +89,7 @@ pub fn pick(
     uid: &str,
     current: i64,
     to: Option<i64>,
-) -> Result<(i64, Value), String> {
+) -> Result<(i64, Value), PickError> {
     let mut owned: Vec<(i64, &Value)> = replicasets
         .iter()
         .filter(|rs| {
@@ -84,16 +103,16 @@ pub fn pick(
         .collect();
     owned.sort_by_key(|(r, _)| *r);
     let chosen = match to {
-        Some(t) if t == current => return Err(format!("revision {t} is the current one")),
+        Some(t) if t == current => return Err(PickError::Current(t)),
         Some(t) => owned.iter().find(|(r, _)| *r == t),
         None => owned.iter().rev().find(|(r, _)| *r < current),
     };
     let (rev, rs) = chosen.ok_or_else(|| match to {
-        Some(t) => format!(
-            "no revision {t} (have {:?})",
-            owned.iter().map(|(r, _)| r).collect::<Vec<_>>()
-        ),
-        None => "no previous revision to roll back to".to_string(),
+        Some(wanted) => PickError::NoSuchRevision {
+            wanted,
+            have: owned.iter().map(|(r, _)| *r).collect(),
+        },
+        None => PickError::NoPrevious,
     })?;
     let mut template = rs["spec"]["template"].clone();
     // The ReplicaSet's own label, which the Deployment controller adds.
@@ -215,20 +234,22 @@ mod tests {
         assert_eq!(t["spec"]["containers"][0]["image"], "web:2");
         assert!(t["metadata"]["labels"].get("pod-template-hash").is_none());
         assert_eq!(pick(&sets, "d1", 3, Some(1)).unwrap().0, 1);
-        assert!(
-            pick(&sets, "d1", 3, Some(3))
-                .unwrap_err()
-                .contains("current")
+        assert_eq!(
+            pick(&sets, "d1", 3, Some(3)).unwrap_err(),
+            PickError::Current(3)
         );
-        assert!(
-            pick(&sets, "d1", 3, Some(7))
-                .unwrap_err()
-                .contains("no revision 7")
+        let none = pick(&sets, "d1", 3, Some(7)).unwrap_err();
+        assert_eq!(
+            none,
+            PickError::NoSuchRevision {
+                wanted: 7,
+                have: vec![1, 2, 3]
+            }
         );
-        assert!(
-            pick(&sets[..1], "d1", 1, None)
-                .unwrap_err()
-                .contains("no previous")
+        assert_eq!(none.to_string(), "no revision 7 (have [1, 2, 3])");
+        assert_eq!(
+            pick(&sets[..1], "d1", 1, None).unwrap_err(),
+            PickError::NoPrevious
         );
     }
 }

@@ -76,7 +76,7 @@ impl Executor {
                         )
                         .await
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 };
                 if let Err(e) = audited {
                     return Err(self

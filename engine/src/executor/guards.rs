@@ -17,6 +17,21 @@ use tracing::warn;
 
 use super::{Executor, Stop};
 
+/// Why a step's parameters cannot run: refused before the step starts,
+/// and never retried.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unrunnable {
+    /// `with` does not render.
+    #[error(transparent)]
+    Template(#[from] quench_runbooks::template::TemplateError),
+    /// The rendered parameters do not fit the step type.
+    #[error(transparent)]
+    Params(#[from] quench_connectors::steps::StepError),
+    /// A URL on a host outside `allowed_hosts`.
+    #[error(transparent)]
+    Host(#[from] quench_connectors::hosts::HostError),
+}
+
 /// A step on its way through the guards.
 pub(super) struct Pending<'a> {
     /// The incident it runs for.
@@ -171,7 +186,7 @@ impl Executor {
         let rendered = self
             .templates
             .render_value(&with, &p.ctx, &format!("{}.with", p.id()))
-            .map_err(|e| e.to_string())
+            .map_err(Unrunnable::from)
             .and_then(|v| Ok((self.check_step(p.kind(), &v)?, v)));
         match rendered {
             Ok((acts, v)) => {
@@ -180,7 +195,9 @@ impl Executor {
                 p.target = acts.key();
                 Flow::Next
             }
-            Err(e) => Flow::Done(Err(self.fail(p.incident, p.idx, p.id(), e).await)),
+            Err(e) => Flow::Done(Err(self
+                .fail(p.incident, p.idx, p.id(), e.to_string())
+                .await)),
         }
     }
 
@@ -284,14 +301,11 @@ impl Executor {
     /// Parses rendered parameters as the step type's: what the step acts
     /// on. Parameters that do not fit, and a URL on a host outside
     /// `allowed_hosts`, are refused before the step runs.
-    pub(super) fn check_step(&self, kind: StepType, rendered: &Value) -> Result<Acts, String> {
-        let checked = self
-            .runner
-            .check(kind, rendered)
-            .map_err(|e| e.to_string())?;
+    pub(super) fn check_step(&self, kind: StepType, rendered: &Value) -> Result<Acts, Unrunnable> {
+        let checked = self.runner.check(kind, rendered)?;
         if let Some(hosts) = &self.config.allowed_hosts {
             for url in &checked.urls {
-                hosts.check_url(url).map_err(|e| e.to_string())?;
+                hosts.check_url(url)?;
             }
         }
         Ok(checked.target)

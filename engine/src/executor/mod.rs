@@ -17,7 +17,7 @@
 //! A failed step (without `continue_on_error`) runs `on_failure` and ends
 //! the run as escalated.
 
-use quench_knowledge::{AuditAction, EventKind};
+use quench_knowledge::{AuditAction, EventKind, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -162,7 +162,7 @@ impl Executor {
         action: AuditAction,
         actor: &str,
         detail: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         self.audit_as(true, incident, step, target, action, actor, detail)
             .await
     }
@@ -180,7 +180,7 @@ impl Executor {
         action: AuditAction,
         actor: &str,
         detail: String,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let entry = AuditEntry {
             seq: 0,
             at: self.clock.now(),
@@ -196,9 +196,8 @@ impl Executor {
         } else {
             self.audit.note(entry).await
         };
-        appended.map(|_| ()).map_err(|e| {
+        appended.map(|_| ()).inspect_err(|e| {
             error!(incident_id = incident, error = %e, "audit append failed");
-            e.to_string()
         })
     }
 

@@ -29,11 +29,12 @@ impl Executor {
         let rendered = match self
             .templates
             .render_value(&with, &ctx, "verify.with")
-            .map_err(|e| e.to_string())
+            .map_err(super::guards::Unrunnable::from)
             .and_then(|v| self.check_step(kind, &v).map(|_| v))
         {
             Ok(v) => v,
             Err(e) => {
+                let e = e.to_string();
                 let reason = e.clone();
                 self.set_step(incident, idx, move |s| {
                     s.state = StepState::Failed;

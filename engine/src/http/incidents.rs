@@ -157,7 +157,7 @@ pub(super) async fn annotate(
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_commit",
-                    m,
+                    m.to_string(),
                     json!({"field": "commits"}),
                 );
             }
