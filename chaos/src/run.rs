@@ -134,7 +134,7 @@ pub struct RunOptions {
 }
 
 /// One probe's result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeResult {
     /// The probe.
     pub name: String,
@@ -147,7 +147,7 @@ pub struct ProbeResult {
 }
 
 /// One step's result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
     /// The step id.
     pub id: String,
@@ -160,7 +160,7 @@ pub struct StepResult {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// The steady state did not hold before: nothing was injected.
@@ -175,8 +175,9 @@ pub enum Outcome {
     Aborted,
 }
 
-/// The verdict of a run.
-#[derive(Debug, Clone, Serialize)]
+/// The verdict of a run. Stored as JSON; a field added later reads as
+/// empty in an older verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verdict {
     /// The experiment.
     pub experiment: String,
@@ -185,31 +186,58 @@ pub struct Verdict {
     /// How it ended.
     pub outcome: Outcome,
     /// Why it aborted, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_reason: Option<String>,
     /// Started.
     pub started_at: DateTime<Utc>,
     /// Ended.
     pub ended_at: DateTime<Utc>,
     /// The steady state before.
+    #[serde(default)]
     pub before: Vec<ProbeResult>,
     /// Every `abort_when` (and continuous steady-state) check during the
     /// method: the probe series.
+    #[serde(default)]
     pub during: Vec<ProbeResult>,
     /// The steady state after the rollbacks.
+    #[serde(default)]
     pub after: Vec<ProbeResult>,
     /// The method's steps.
+    #[serde(default)]
     pub method: Vec<StepResult>,
     /// Faults applied (targets, objects).
+    #[serde(default)]
     pub faults: Vec<Value>,
     /// Faults removed by the cleanup.
+    #[serde(default)]
     pub removed: Vec<String>,
     /// The rollbacks' steps.
+    #[serde(default)]
     pub rollbacks: Vec<StepResult>,
     /// A rollback or cleanup failed: someone must look.
+    #[serde(default)]
     pub rollback_failed: bool,
     /// The `escalate` steps that ran because of it.
+    #[serde(default)]
     pub escalated: Vec<StepResult>,
+}
+
+impl Outcome {
+    /// As written in verdicts: `passed`, `dry-run`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NotRun => "not-run",
+            Outcome::DryRun => "dry-run",
+            Outcome::Passed => "passed",
+            Outcome::Deviated => "deviated",
+            Outcome::Aborted => "aborted",
+        }
+    }
+
+    /// Passed, or a dry run: nothing for anyone to look at.
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Passed | Outcome::DryRun)
+    }
 }
 
 /// Checks one probe now.

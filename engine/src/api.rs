@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use quench_chaos::run::Verdict;
 use quench_knowledge::kpi::Kpis;
 use quench_knowledge::search::Hit;
-use quench_knowledge::{AuditEntry, IncidentRecord};
+use quench_knowledge::{Acknowledgement, AuditEntry, IncidentRecord, Notes, PauseState};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/incidents/{id}/approvals`.
@@ -82,6 +83,163 @@ pub struct AuditList {
     pub audit: Vec<AuditEntry>,
 }
 
+/// An error answer: `{"error": {"code", "message", ...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and a human (`message`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `not_found`, `invalid_import`, ...
+    pub code: String,
+    /// For a human.
+    pub message: String,
+    /// Each problem, for answers that list several (an import).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Whatever else the error names (`field`, `line`, `column`, ...).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The answer to an approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalAnswer {
+    /// `ok`.
+    pub status: String,
+    /// The incident.
+    pub incident: String,
+    /// The step that was waiting.
+    pub step: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Who answered.
+    pub by: String,
+}
+
+/// `POST /api/v1/incidents/{id}/ack`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckAnswer {
+    /// The incident.
+    pub incident: String,
+    /// The first acknowledgement (a second one changes nothing).
+    pub acknowledged: Option<Acknowledgement>,
+}
+
+/// `POST /api/v1/incidents/{id}/annotations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotesAnswer {
+    /// The incident.
+    pub incident: String,
+    /// Its notes after the change.
+    pub notes: Notes,
+}
+
+/// `POST /api/v1/import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportAnswer {
+    /// How many incidents were stored.
+    pub imported: usize,
+    /// Their ids, in the file's order.
+    pub ids: Vec<String>,
+}
+
+/// `POST /api/v1/reindex`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReindexAnswer {
+    /// Incidents indexed.
+    pub indexed: u64,
+}
+
+/// `GET /api/v1/control`, and the answer to pause and resume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlAnswer {
+    /// True while no destructive step runs.
+    pub paused: bool,
+    /// The last change, if there was one.
+    pub last_change: Option<PauseState>,
+}
+
+/// `GET /api/v1/chaos`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChaosList {
+    /// The experiments in force.
+    pub experiments: Vec<ExperimentInfo>,
+}
+
+/// One experiment in [`ChaosList`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentInfo {
+    /// Its name.
+    pub name: String,
+    /// Its title.
+    pub title: String,
+    /// Its file, relative to the runbook directory.
+    pub path: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its schedule, if it has one.
+    pub schedule: Option<ScheduleInfo>,
+    /// Runs of it going on.
+    pub running: Vec<String>,
+}
+
+/// When an experiment runs by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// The cron expression.
+    pub cron: String,
+    /// Its time zone.
+    pub timezone: String,
+    /// In words.
+    pub describe: String,
+    /// The next three runs.
+    pub next: Vec<DateTime<Utc>>,
+}
+
+/// `POST /api/v1/chaos/{name}/run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChaosStarted {
+    /// The run's id.
+    pub run: String,
+}
+
+/// `POST /api/v1/chaos/runs/{run}/abort`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChaosAborting {
+    /// The run.
+    pub run: String,
+    /// Always true: the rollbacks run.
+    pub aborting: bool,
+}
+
+/// `GET /api/v1/chaos/runs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChaosRuns {
+    /// Verdicts, newest first.
+    pub runs: Vec<Verdict>,
+    /// Runs going on: (run, experiment).
+    pub running: Vec<(String, String)>,
+}
+
+/// `GET /api/v1/chaos/runs/{run}`: still going on, or its verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChaosRunAnswer {
+    /// Going on.
+    Running {
+        /// The run.
+        run: String,
+        /// `running`.
+        state: String,
+    },
+    /// Ended.
+    Done(Box<Verdict>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +258,39 @@ mod tests {
             body,
             serde_json::json!({"root_cause": "dns", "commits": [], "tags": []})
         );
+    }
+
+    #[test]
+    fn answers_decode_the_shapes_the_server_writes() {
+        let running: ChaosRunAnswer =
+            serde_json::from_str(r#"{"run": "r1", "state": "running"}"#).unwrap();
+        assert!(matches!(running, ChaosRunAnswer::Running { ref run, .. } if run == "r1"));
+        let done: ChaosRunAnswer = serde_json::from_str(
+            r#"{"experiment": "kill", "run": "r1", "outcome": "not-run",
+                "started_at": "2026-12-01T10:00:00Z", "ended_at": "2026-12-01T10:00:01Z"}"#,
+        )
+        .unwrap();
+        let ChaosRunAnswer::Done(v) = done else {
+            panic!("a verdict read as running")
+        };
+        assert_eq!(v.outcome, quench_chaos::run::Outcome::NotRun);
+        // `as_str` is the serialised name, for every outcome.
+        use quench_chaos::run::Outcome;
+        for o in [
+            Outcome::NotRun,
+            Outcome::DryRun,
+            Outcome::Passed,
+            Outcome::Deviated,
+            Outcome::Aborted,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        let e: ErrorAnswer = serde_json::from_str(
+            r#"{"error": {"code": "invalid_import", "message": "2 problem(s)",
+                "problems": ["a:1:1: x", "a:2:1: y"], "field": "title"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error.problems.len(), 2);
+        assert_eq!(e.error.details["field"], "title");
     }
 }

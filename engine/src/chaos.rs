@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use quench_chaos::run::{self, Env, Ledger, LedgerEntry, LedgerError, LedgerFuture, RunOptions};
 use quench_chaos::{Experiment, Outcome};
 use quench_connectors::k8s::KubeClient;
@@ -432,45 +431,32 @@ fn xml(s: &str) -> String {
 /// Verdicts as JUnit XML: one test case per run, a failure unless it
 /// passed (a dry run is skipped), so CI can gate a deploy on the last
 /// experiments.
-pub fn junit(runs: &[Value]) -> String {
-    let failures = runs
-        .iter()
-        .filter(|r| !matches!(r["outcome"].as_str(), Some("passed") | Some("dry-run")))
-        .count();
+pub fn junit(runs: &[run::Verdict]) -> String {
+    let failures = runs.iter().filter(|r| !r.outcome.is_success()).count();
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"quench chaos\" tests=\"{}\" failures=\"{failures}\">\n",
         runs.len()
     );
     for r in runs {
-        let name = xml(r["experiment"].as_str().unwrap_or(""));
-        let run = xml(r["run"].as_str().unwrap_or(""));
-        let seconds = match (r["started_at"].as_str(), r["ended_at"].as_str()) {
-            (Some(a), Some(b)) => match (
-                a.parse::<chrono::DateTime<Utc>>(),
-                b.parse::<chrono::DateTime<Utc>>(),
-            ) {
-                (Ok(a), Ok(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
-                _ => 0.0,
-            },
-            _ => 0.0,
-        };
+        let name = xml(&r.experiment);
+        let run = xml(&r.run);
+        let seconds = (r.ended_at - r.started_at).num_milliseconds() as f64 / 1000.0;
         out.push_str(&format!(
             "  <testcase classname=\"chaos.{name}\" name=\"{run}\" time=\"{seconds:.3}\">\n"
         ));
-        match r["outcome"].as_str() {
-            Some("passed") => {}
-            Some("dry-run") => out.push_str("    <skipped message=\"dry-run\"/>\n"),
+        match r.outcome {
+            run::Outcome::Passed => {}
+            run::Outcome::DryRun => out.push_str("    <skipped message=\"dry-run\"/>\n"),
             other => {
-                let failed: Vec<String> = r["after"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| p["ok"] == false)
-                    .map(|p| format!("{}: {}", p["name"].as_str().unwrap_or(""), p["value"]))
+                let failed: Vec<String> = r
+                    .after
+                    .iter()
+                    .filter(|p| !p.ok)
+                    .map(|p| format!("{}: {}", p.name, p.value))
                     .collect();
-                let message = match r["abort_reason"].as_str() {
+                let message = match &r.abort_reason {
                     Some(a) => format!("aborted: {a}"),
-                    None => other.unwrap_or("unknown").to_string(),
+                    None => other.as_str().to_string(),
                 };
                 out.push_str(&format!(
                     "    <failure message=\"{}\">{}</failure>\n",
@@ -508,13 +494,15 @@ mod tests {
 
     #[test]
     fn junit_has_one_case_per_run_and_fails_what_did_not_pass() {
-        let runs = vec![
-            json!({"experiment": "kill", "run": "2-kill", "outcome": "deviated",
-                   "started_at": "2026-11-27T10:00:00Z", "ended_at": "2026-11-27T10:01:30Z",
-                   "after": [{"name": "web <available>", "ok": false, "value": {"availableReplicas": 1}}]}),
-            json!({"experiment": "kill", "run": "1-kill", "outcome": "passed"}),
-            json!({"experiment": "delay", "run": "3-delay", "outcome": "dry-run"}),
-        ];
+        let at = "2026-11-27T10:00:00Z";
+        let runs: Vec<run::Verdict> = serde_json::from_value(json!([
+            {"experiment": "kill", "run": "2-kill", "outcome": "deviated",
+             "started_at": at, "ended_at": "2026-11-27T10:01:30Z",
+             "after": [{"name": "web <available>", "ok": false, "value": {"availableReplicas": 1}, "at": at}]},
+            {"experiment": "kill", "run": "1-kill", "outcome": "passed", "started_at": at, "ended_at": at},
+            {"experiment": "delay", "run": "3-delay", "outcome": "dry-run", "started_at": at, "ended_at": at},
+        ]))
+        .unwrap();
         let x = junit(&runs);
         assert!(x.contains("tests=\"3\" failures=\"1\""), "{x}");
         assert!(x.contains("name=\"2-kill\" time=\"90.000\""), "{x}");

@@ -26,6 +26,8 @@ pub enum ClientError {
         status: u16,
         /// The server's error message.
         message: String,
+        /// Each problem, when the server listed several.
+        problems: Vec<String>,
     },
     /// A request body that does not serialise.
     #[error("cannot encode the request: {0}")]
@@ -39,6 +41,12 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+}
+
+/// A request body.
+enum Body {
+    Json(serde_json::Value),
+    Text(String),
 }
 
 /// Talks to one quench server.
@@ -83,50 +91,36 @@ impl Client {
         body: &impl serde::Serialize,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_value(body).map_err(|e| ClientError::Body(e.to_string()))?;
-        self.call(reqwest::Method::POST, path, Some(&body)).await
+        self.call(reqwest::Method::POST, path, Some(Body::Json(body)))
+            .await
     }
 
-    /// POSTs a text body; returns the status and the JSON answer, error
-    /// or not, so the caller can show the server's details.
-    pub async fn post_text(
+    /// POSTs a text body (an import file).
+    pub async fn post_text<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: String,
-    ) -> Result<(u16, serde_json::Value), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.post(&url).body(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
+    ) -> Result<T, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(Body::Text(body)))
             .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = resp.status().as_u16();
-        let v = resp
-            .json()
-            .await
-            .map_err(|source| ClientError::Decode { url, source })?;
-        Ok((status, v))
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<Body>,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
+        req = match body {
+            Some(Body::Json(b)) => req.json(&b),
+            Some(Body::Text(t)) => req.body(t),
+            None => req,
+        };
         let resp = req
             .send()
             .await
@@ -136,15 +130,15 @@ impl Client {
             })?;
         let status = resp.status();
         if !status.is_success() {
-            let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no error message")
-                .to_string();
+            let (message, problems) = match resp.json::<crate::api::ErrorAnswer>().await {
+                Ok(e) => (e.error.message, e.error.problems),
+                Err(_) => ("no error message".to_string(), Vec::new()),
+            };
             return Err(ClientError::Status {
                 url,
                 status: status.as_u16(),
                 message,
+                problems,
             });
         }
         resp.json()

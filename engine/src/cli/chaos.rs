@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use quench_engine::client;
+use quench_engine::{api, client};
 
 use super::Remote;
 
@@ -58,34 +58,27 @@ pub enum ChaosCommand {
 pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
     match command {
         ChaosCommand::List { remote } | ChaosCommand::Schedule { remote } => {
-            let v: serde_json::Value = remote
+            let list: api::ChaosList = remote
                 .client()
                 .get_json(&client::api_path(&["chaos"], &[]))
                 .await?;
-            for e in v["experiments"].as_array().into_iter().flatten() {
-                let schedule = &e["schedule"];
-                println!(
-                    "{:<28} {}",
-                    e["name"].as_str().unwrap_or(""),
-                    e["title"].as_str().unwrap_or("")
-                );
-                if schedule.is_object() {
+            for e in &list.experiments {
+                println!("{:<28} {}", e.name, e.title);
+                if let Some(s) = &e.schedule {
                     println!(
                         "    {} ({}, {}); next: {}",
-                        schedule["cron"].as_str().unwrap_or(""),
-                        schedule["describe"].as_str().unwrap_or(""),
-                        schedule["timezone"].as_str().unwrap_or(""),
-                        schedule["next"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|t| t.as_str())
+                        s.cron,
+                        s.describe,
+                        s.timezone,
+                        s.next
+                            .iter()
+                            .map(|t| t.to_rfc3339())
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
                 }
-                for r in e["running"].as_array().into_iter().flatten() {
-                    println!("    running: {}", r.as_str().unwrap_or(""));
+                for r in &e.running {
+                    println!("    running: {r}");
                 }
             }
         }
@@ -98,19 +91,18 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
             let client = remote.client();
             let query: &[(&str, &str)] = if dry_run { &[("dry_run", "true")] } else { &[] };
             let path = client::api_path(&["chaos", &name, "run"], query);
-            let v: serde_json::Value = client.post(&path, &serde_json::json!({})).await?;
-            let run = v["run"].as_str().unwrap_or("").to_string();
+            let started: api::ChaosStarted = client.post(&path, &serde_json::json!({})).await?;
+            let run = started.run;
             println!("{run}");
             if wait {
                 loop {
-                    let v: serde_json::Value = client
+                    let answer: api::ChaosRunAnswer = client
                         .get_json(&client::api_path(&["chaos", "runs", &run], &[]))
                         .await?;
-                    if v["state"] != "running" {
+                    if let api::ChaosRunAnswer::Done(v) = answer {
                         println!("{}", serde_json::to_string_pretty(&v)?);
-                        let outcome = v["outcome"].as_str().unwrap_or("");
-                        if outcome != "passed" && outcome != "dry-run" {
-                            anyhow::bail!("chaos run {run}: {outcome}");
+                        if !v.outcome.is_success() {
+                            anyhow::bail!("chaos run {run}: {}", v.outcome.as_str());
                         }
                         break;
                     }
@@ -119,7 +111,7 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
             }
         }
         ChaosCommand::Abort { run, remote } => {
-            let _: serde_json::Value = remote
+            let _: api::ChaosAborting = remote
                 .client()
                 .post(
                     &client::api_path(&["chaos", "runs", &run, "abort"], &[]),
@@ -133,24 +125,23 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
             junit,
             remote,
         } => {
-            let v: serde_json::Value = remote
+            let list: api::ChaosRuns = remote
                 .client()
                 .get_json(&client::api_path(
                     &["chaos", "runs"],
                     &[("limit", &limit.to_string())],
                 ))
                 .await?;
-            let runs = v["runs"].as_array().cloned().unwrap_or_default();
-            for r in &runs {
+            for r in &list.runs {
                 println!(
                     "{:<40} {:<10} {}",
-                    r["run"].as_str().unwrap_or(""),
-                    r["outcome"].as_str().unwrap_or(""),
-                    r["abort_reason"].as_str().unwrap_or("")
+                    r.run,
+                    r.outcome.as_str(),
+                    r.abort_reason.as_deref().unwrap_or("")
                 );
             }
             if let Some(path) = junit {
-                std::fs::write(&path, quench_engine::chaos::junit(&runs))?;
+                std::fs::write(&path, quench_engine::chaos::junit(&list.runs))?;
                 println!("JUnit XML: {}", path.display());
             }
         }

@@ -56,7 +56,7 @@ pub async fn approve(
     remote: &Remote,
 ) -> anyhow::Result<()> {
     let decision = if reject { "reject" } else { "approve" };
-    let v: serde_json::Value = remote
+    let answer: api::ApprovalAnswer = remote
         .client()
         .post(
             &client::api_path(&["incidents", incident, "approvals"], &[]),
@@ -67,10 +67,7 @@ pub async fn approve(
             },
         )
         .await?;
-    println!(
-        "{incident} {step}: {decision}d by {}",
-        v["by"].as_str().unwrap_or("?")
-    );
+    println!("{incident} {step}: {decision}d by {}", answer.by);
     Ok(())
 }
 
@@ -102,18 +99,21 @@ pub async fn postmortem(
 
 /// `quench ack`: a human has the incident.
 pub async fn ack(incident: &str, remote: &Remote) -> anyhow::Result<()> {
-    let v: serde_json::Value = remote
+    let answer: api::AckAnswer = remote
         .client()
         .post(
             &client::api_path(&["incidents", incident, "ack"], &[]),
             &serde_json::json!({}),
         )
         .await?;
-    println!(
-        "{incident}: acknowledged by {} at {}",
-        v["acknowledged"]["by"].as_str().unwrap_or("?"),
-        v["acknowledged"]["at"].as_str().unwrap_or("?")
-    );
+    match answer.acknowledged {
+        Some(a) => println!(
+            "{incident}: acknowledged by {} at {}",
+            a.by,
+            a.at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => println!("{incident}: not acknowledged"),
+    }
     Ok(())
 }
 
@@ -123,13 +123,13 @@ pub async fn annotate(
     body: &api::AnnotationRequest,
     remote: &Remote,
 ) -> anyhow::Result<()> {
-    let v: serde_json::Value = remote
+    let answer: api::NotesAnswer = remote
         .client()
         .post(
             &client::api_path(&["incidents", incident, "annotations"], &[]),
             body,
         )
         .await?;
-    println!("{}", serde_json::to_string_pretty(&v["notes"])?);
+    println!("{}", serde_json::to_string_pretty(&answer.notes)?);
     Ok(())
 }

@@ -12,28 +12,27 @@ pub async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let name = file.display().to_string();
-    let (status, v) = remote
+    let answer: Result<api::ImportAnswer, _> = remote
         .client()
         .post_text(&client::api_path(&["import"], &[("name", &name)]), text)
-        .await?;
-    if status != 200 {
-        for p in v["error"]["problems"].as_array().into_iter().flatten() {
-            eprintln!("{}", p.as_str().unwrap_or(""));
+        .await;
+    let done = match answer {
+        Ok(done) => done,
+        Err(client::ClientError::Status {
+            message, problems, ..
+        }) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            anyhow::bail!("{message}");
         }
-        anyhow::bail!(
-            "{}",
-            v["error"]["message"].as_str().unwrap_or("import refused")
-        );
-    }
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "imported {} incidents: {} to {}",
-        v["imported"],
-        v["ids"][0].as_str().unwrap_or("-"),
-        v["ids"]
-            .as_array()
-            .and_then(|a| a.last())
-            .and_then(|x| x.as_str())
-            .unwrap_or("-")
+        done.imported,
+        done.ids.first().map(String::as_str).unwrap_or("-"),
+        done.ids.last().map(String::as_str).unwrap_or("-")
     );
     Ok(())
 }
@@ -69,11 +68,11 @@ pub async fn search(query: &str, limit: usize, json: bool, remote: &Remote) -> a
 
 /// `quench reindex`: the search index rebuilt from the records.
 pub async fn reindex(remote: &Remote) -> anyhow::Result<()> {
-    let v: serde_json::Value = remote
+    let done: api::ReindexAnswer = remote
         .client()
         .post(&client::api_path(&["reindex"], &[]), &serde_json::json!({}))
         .await?;
-    println!("reindexed {} incidents", v["indexed"]);
+    println!("reindexed {} incidents", done.indexed);
     Ok(())
 }
 

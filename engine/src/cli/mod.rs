@@ -301,7 +301,7 @@ pub async fn run() -> anyhow::Result<()> {
             remote,
         } => incidents::approve(&incident, &step, reject, reason, &remote).await?,
         Command::Pause { reason, remote } => {
-            let _: serde_json::Value = remote
+            let _: api::ControlAnswer = remote
                 .client()
                 .post(
                     &client::api_path(&["control", "pause"], &[]),
@@ -311,7 +311,7 @@ pub async fn run() -> anyhow::Result<()> {
             println!("paused: no destructive step will run until `quench resume`");
         }
         Command::Resume { reason, remote } => {
-            let _: serde_json::Value = remote
+            let _: api::ControlAnswer = remote
                 .client()
                 .post(
                     &client::api_path(&["control", "resume"], &[]),

@@ -895,6 +895,177 @@ async fn the_when_guard_alone() {
     ));
 }
 
+/// Why a guard stopped the step.
+fn stopped(flow: super::guards::Flow) -> String {
+    match flow {
+        super::guards::Flow::Done(Err(Stop::Failed(why) | Stop::Cancelled(why))) => why,
+        _ => panic!("the guard let the step go on"),
+    }
+}
+
+/// The render guard alone: a template that does not render, and a URL
+/// outside `allowed_hosts`, end the step failed before anything runs; a
+/// good one fills in what the step acts on.
+#[tokio::test(start_paused = true)]
+async fn the_render_guard_alone() {
+    use super::guards::{Flow, Guard, Pending};
+    let w = world(ExecConfig {
+        allowed_hosts: Some(
+            quench_connectors::hosts::HostAllowlist::parse(&["127.0.0.1".to_string()]).unwrap(),
+        ),
+        ..ExecConfig::default()
+    });
+    let rb = runbook(
+        "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: a\n    uses: metrics.scrape\n    with: {url: 'http://{{alert.labels.instance}}/metrics'}\n",
+    );
+    let outputs = serde_json::Map::new();
+    let mut a = alert("cart");
+    let id = open_incident(&w, &a, 1);
+    let mut p = Pending::new(&w.exec, &id, &rb, &a, 0, &rb.steps[0], &outputs);
+    // No `instance` label: strict rendering refuses.
+    let why = stopped(w.exec.guard(Guard::Render, &mut p).await);
+    assert!(why.contains("instance"), "{why}");
+    a.labels.insert("instance".into(), "10.0.0.9:6060".into());
+    let mut p = Pending::new(&w.exec, &id, &rb, &a, 0, &rb.steps[0], &outputs);
+    match w.exec.guard(Guard::Render, &mut p).await {
+        Flow::Done(Err(Stop::Failed(why))) => {
+            assert!(
+                why.contains("10.0.0.9 is not in executor.allowed_hosts"),
+                "{why}"
+            )
+        }
+        _ => panic!("a host outside the allowlist must be refused"),
+    }
+    a.labels.insert("instance".into(), "127.0.0.1:6060".into());
+    let mut p = Pending::new(&w.exec, &id, &rb, &a, 0, &rb.steps[0], &outputs);
+    assert!(matches!(
+        w.exec.guard(Guard::Render, &mut p).await,
+        Flow::Next
+    ));
+    assert_eq!(p.rendered["url"], "http://127.0.0.1:6060/metrics");
+    assert_eq!(w.fake.calls.load(Ordering::SeqCst), 0);
+}
+
+/// The preflight guard alone: the kill switch blocks a destructive step
+/// and the incident waits; switched off, the step goes on.
+#[tokio::test(start_paused = true)]
+async fn the_preflight_guard_alone() {
+    use super::guards::{Flow, Guard, Pending};
+    let w = world(ExecConfig::default());
+    let rb = runbook(DESTRUCTIVE);
+    let a = alert("cart");
+    let id = open_incident(&w, &a, 1);
+    let outputs = serde_json::Map::new();
+    let mut p = Pending::new(&w.exec, &id, &rb, &a, 1, &rb.steps[1], &outputs);
+    assert!(matches!(
+        w.exec.guard(Guard::Render, &mut p).await,
+        Flow::Next
+    ));
+    w.exec.control.set(true, "alice", "freeze").await.unwrap();
+    let why = stopped(w.exec.guard(Guard::Preflight, &mut p).await);
+    assert!(why.contains("paused"), "{why}");
+    w.exec.control.set(false, "alice", "thaw").await.unwrap();
+    assert!(matches!(
+        w.exec.guard(Guard::Preflight, &mut p).await,
+        Flow::Next
+    ));
+}
+
+/// The approval guard alone: no approval configured goes on; one that
+/// nobody answers ends the step when it times out.
+#[tokio::test(start_paused = true)]
+async fn the_approval_guard_alone() {
+    use super::guards::{Flow, Guard, Pending};
+    let w = world(ExecConfig::default());
+    let a = alert("cart");
+    let id = open_incident(&w, &a, 1);
+    let outputs = serde_json::Map::new();
+    let plain = runbook(DESTRUCTIVE);
+    let mut p = Pending::new(&w.exec, &id, &plain, &a, 1, &plain.steps[1], &outputs);
+    assert!(matches!(
+        w.exec.guard(Guard::Approval, &mut p).await,
+        Flow::Next
+    ));
+    let gated = runbook(
+        "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 5m}\n    with: {namespace: shop, name: cart}\n",
+    );
+    let mut p = Pending::new(&w.exec, &id, &gated, &a, 0, &gated.steps[0], &outputs);
+    assert!(matches!(
+        w.exec.guard(Guard::Render, &mut p).await,
+        Flow::Next
+    ));
+    let why = stopped(w.exec.guard(Guard::Approval, &mut p).await);
+    assert_eq!(why, "approval timed out");
+}
+
+/// The dry-run guard alone: with `executor.dry_run` a destructive step
+/// is reported, asks the (fake) server once, and goes no further.
+#[tokio::test(start_paused = true)]
+async fn the_dry_run_guard_alone() {
+    use super::guards::{Flow, Guard, Pending};
+    let a = alert("cart");
+    let outputs = serde_json::Map::new();
+    let rb = runbook(DESTRUCTIVE);
+    for dry_run in [false, true] {
+        let w = world(ExecConfig {
+            dry_run,
+            ..Default::default()
+        });
+        let id = open_incident(&w, &a, 1);
+        let mut p = Pending::new(&w.exec, &id, &rb, &a, 1, &rb.steps[1], &outputs);
+        assert!(matches!(
+            w.exec.guard(Guard::Render, &mut p).await,
+            Flow::Next
+        ));
+        let flow = w.exec.guard(Guard::DryRun, &mut p).await;
+        if dry_run {
+            assert!(matches!(flow, Flow::Done(Ok(()))));
+            assert_eq!(w.fake.dry_runs.load(Ordering::SeqCst), 1);
+        } else {
+            assert!(matches!(flow, Flow::Next));
+            assert_eq!(w.fake.calls.load(Ordering::SeqCst), 0);
+        }
+    }
+}
+
+/// The lock guard alone: a second step on the same target waits until
+/// the first lets go.
+#[tokio::test(start_paused = true)]
+async fn the_lock_guard_alone() {
+    use super::guards::{Flow, Guard, Pending};
+    let w = world(ExecConfig::default());
+    let rb = runbook(DESTRUCTIVE);
+    let a = alert("cart");
+    let id = open_incident(&w, &a, 1);
+    let outputs = serde_json::Map::new();
+    let mut first = Pending::new(&w.exec, &id, &rb, &a, 1, &rb.steps[1], &outputs);
+    let mut second = Pending::new(&w.exec, &id, &rb, &a, 1, &rb.steps[1], &outputs);
+    for p in [&mut first, &mut second] {
+        assert!(matches!(w.exec.guard(Guard::Render, p).await, Flow::Next));
+    }
+    assert!(matches!(
+        w.exec.guard(Guard::Lock, &mut first).await,
+        Flow::Next
+    ));
+    assert!(first.lock.is_some());
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(60),
+        w.exec.guard(Guard::Lock, &mut second),
+    )
+    .await;
+    assert!(waiting.is_err(), "the second holder must wait");
+    drop(first);
+    let mut second = Pending::new(&w.exec, &id, &rb, &a, 1, &rb.steps[1], &outputs);
+    assert!(matches!(
+        w.exec.guard(Guard::Render, &mut second).await,
+        Flow::Next
+    ));
+    assert!(matches!(
+        w.exec.guard(Guard::Lock, &mut second).await,
+        Flow::Next
+    ));
+}
+
 /// Every time a run writes comes from the executor's clock: a test sets
 /// it, and the record says exactly when each step started and ended.
 #[tokio::test(start_paused = true)]

@@ -7,27 +7,29 @@ use super::*;
 pub(super) async fn list_chaos(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let running = s.chaos.running();
     let now = s.clock.now();
-    let list: Vec<Value> = s
+    let experiments = s
         .chaos
         .experiments()
         .iter()
-        .map(|e| {
-            json!({
-                "name": e.name,
-                "title": e.file.title.value,
-                "path": e.path,
-                "tags": e.file.tags,
-                "schedule": e.schedule.as_ref().map(|sc| json!({
-                    "cron": sc.cron.as_str(),
-                    "timezone": sc.tz.name(),
-                    "describe": sc.cron.describe(),
-                    "next": quench_chaos::schedule::next_runs(sc, now, 3),
-                })),
-                "running": running.iter().filter(|(_, x)| *x == e.name).map(|(r, _)| r.clone()).collect::<Vec<_>>(),
-            })
+        .map(|e| crate::api::ExperimentInfo {
+            name: e.name.clone(),
+            title: e.file.title.value.clone(),
+            path: e.path.clone(),
+            tags: e.file.tags.clone(),
+            schedule: e.schedule.as_ref().map(|sc| crate::api::ScheduleInfo {
+                cron: sc.cron.as_str().to_string(),
+                timezone: sc.tz.name().to_string(),
+                describe: sc.cron.describe(),
+                next: quench_chaos::schedule::next_runs(sc, now, 3),
+            }),
+            running: running
+                .iter()
+                .filter(|(_, x)| *x == e.name)
+                .map(|(r, _)| r.clone())
+                .collect(),
         })
         .collect();
-    axum::Json(json!({ "experiments": list })).into_response()
+    axum::Json(crate::api::ChaosList { experiments }).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -45,7 +47,11 @@ pub(super) async fn start_chaos_run(
 ) -> Response {
     let actor = caller.name;
     match s.chaos.start(&name, q.dry_run, &actor) {
-        Ok(run) => (StatusCode::ACCEPTED, axum::Json(json!({"run": run}))).into_response(),
+        Ok(run) => (
+            StatusCode::ACCEPTED,
+            axum::Json(crate::api::ChaosStarted { run }),
+        )
+            .into_response(),
         Err(e @ crate::chaos::StartError::NotFound(_)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -68,7 +74,10 @@ pub(super) async fn abort_chaos_run(
     if s.chaos.abort(&run, &actor) {
         (
             StatusCode::ACCEPTED,
-            axum::Json(json!({"run": run, "aborting": true})),
+            axum::Json(crate::api::ChaosAborting {
+                run,
+                aborting: true,
+            }),
         )
             .into_response()
     } else {
@@ -88,9 +97,21 @@ pub(super) async fn list_chaos_runs(
     Query(q): Query<ChaosRunsQuery>,
 ) -> Response {
     let (store, limit) = (s.chaos.store().clone(), q.limit.unwrap_or(50));
-    match blocking(move || store.runs(limit)).await {
-        Ok(runs) => axum::Json(json!({"runs": runs, "running": s.chaos.running()})).into_response(),
-        Err(e) => internal(e),
+    let runs = match blocking(move || store.runs(limit)).await {
+        Ok(runs) => runs,
+        Err(e) => return internal(e),
+    };
+    match runs
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(runs) => axum::Json(crate::api::ChaosRuns {
+            runs,
+            running: s.chaos.running(),
+        })
+        .into_response(),
+        Err(e) => internal(format!("a stored chaos verdict does not decode: {e}")),
     }
 }
 
@@ -100,12 +121,22 @@ pub(super) async fn show_chaos_run(
     _caller: Caller<Viewer>,
     Path(run): Path<String>,
 ) -> Response {
+    use crate::api::ChaosRunAnswer;
     if s.chaos.running().iter().any(|(r, _)| *r == run) {
-        return axum::Json(json!({"run": run, "state": "running"})).into_response();
+        return axum::Json(ChaosRunAnswer::Running {
+            run,
+            state: "running".into(),
+        })
+        .into_response();
     }
     let (store, id) = (s.chaos.store().clone(), run.clone());
     match blocking(move || store.run(&id)).await {
-        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(Some(v)) => match serde_json::from_value(v) {
+            Ok(verdict) => axum::Json(ChaosRunAnswer::Done(Box::new(verdict))).into_response(),
+            Err(e) => internal(format!(
+                "chaos run {run:?}: the stored verdict does not decode: {e}"
+            )),
+        },
         Ok(None) => missing(format!("chaos run {run:?}")),
         Err(e) => internal(e),
     }

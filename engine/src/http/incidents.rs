@@ -121,7 +121,11 @@ pub(super) async fn acknowledge(
                 "acknowledged".into(),
             )
             .await;
-            axum::Json(json!({"incident": id, "acknowledged": ack})).into_response()
+            axum::Json(crate::api::AckAnswer {
+                incident: id,
+                acknowledged: ack,
+            })
+            .into_response()
         }
         Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
@@ -246,7 +250,11 @@ pub(super) async fn annotate(
                 serde_json::to_string(&notes).unwrap_or_default(),
             )
             .await;
-            axum::Json(json!({"incident": id, "notes": notes})).into_response()
+            axum::Json(crate::api::NotesAnswer {
+                incident: id,
+                notes,
+            })
+            .into_response()
         }
         Ok(None) => missing(format!("incident {id:?}")),
         Err(e) => internal(e),
@@ -290,7 +298,14 @@ pub(super) async fn approve(
         }
     };
     if s.executor.approvals.answer(&id, &req.step, verdict) {
-        axum::Json(json!({"status": "ok", "incident": id, "step": req.step, "decision": req.decision, "by": actor})).into_response()
+        axum::Json(crate::api::ApprovalAnswer {
+            status: "ok".into(),
+            incident: id,
+            step: req.step,
+            decision: req.decision,
+            by: actor,
+        })
+        .into_response()
     } else {
         error(
             StatusCode::NOT_FOUND,

@@ -60,7 +60,11 @@ pub(super) async fn import_incidents(
                     },
                 )
                 .await;
-                axum::Json(json!({"imported": ids.len(), "ids": ids})).into_response()
+                axum::Json(crate::api::ImportAnswer {
+                    imported: ids.len(),
+                    ids,
+                })
+                .into_response()
             }
             Err(e) => internal(e),
         },
@@ -121,7 +125,7 @@ pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) ->
                 },
             )
             .await;
-            axum::Json(json!({"indexed": n})).into_response()
+            axum::Json(crate::api::ReindexAnswer { indexed: n }).into_response()
         }
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),

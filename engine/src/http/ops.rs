@@ -193,8 +193,11 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
 pub(super) async fn control_state(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let control = s.executor.control.clone();
     match blocking(move || control.state()).await {
-        Ok(st) => axum::Json(json!({"paused": s.executor.control.is_paused(), "last_change": st}))
-            .into_response(),
+        Ok(st) => axum::Json(crate::api::ControlAnswer {
+            paused: s.executor.control.is_paused(),
+            last_change: st,
+        })
+        .into_response(),
         Err(e) => internal(e),
     }
 }
@@ -228,9 +231,9 @@ pub(super) async fn set_paused(
     match s.executor.control.set(paused, &actor, &reason.reason).await {
         Ok(st) => {
             let action = if paused {
-                "control.pause"
+                AuditAction::ControlPause
             } else {
-                "control.resume"
+                AuditAction::ControlResume
             };
             audit(
                 &s,
@@ -238,7 +241,7 @@ pub(super) async fn set_paused(
                     seq: 0,
                     at: st.at,
                     actor: actor.clone(),
-                    action: action.into(),
+                    action,
                     incident: None,
                     step: None,
                     target: None,
@@ -247,7 +250,11 @@ pub(super) async fn set_paused(
             )
             .await;
             warn!(by = %actor, paused, reason = %reason.reason, "kill switch changed");
-            axum::Json(json!({"paused": paused, "last_change": st})).into_response()
+            axum::Json(crate::api::ControlAnswer {
+                paused,
+                last_change: Some(st),
+            })
+            .into_response()
         }
         Err(e) => internal(e),
     }
