@@ -14,6 +14,23 @@ use quench_knowledge::search::SearchIndex;
 use quench_knowledge::{Changes, IncidentRecord, IncidentStore};
 use tracing::{info, warn};
 
+/// Why the index could not be opened, rebuilt or brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    /// tantivy failed.
+    #[error(transparent)]
+    Search(#[from] quench_knowledge::search::SearchError),
+    /// The records or their change feed could not be read.
+    #[error(transparent)]
+    Store(#[from] quench_knowledge::StoreError),
+    /// The thread that opens the index could not start.
+    #[error("cannot start the thread that opens the search index: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// Opening the index panicked (a bug in it or in tantivy).
+    #[error("opening the search index panicked")]
+    Panicked,
+}
+
 /// Changes indexed in one commit at most.
 const BATCH: usize = 2048;
 
@@ -40,7 +57,7 @@ pub struct Opened {
 /// Opens the index in `dir`. An index that is new, was set aside, recorded
 /// no position, or is behind what the feed still holds is rebuilt from the
 /// records; otherwise it resumes from its position.
-pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<Opened> {
+pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> Result<Opened, IndexerError> {
     // tantivy's indexing and merge threads are started with its writer and
     // inherit the nice value of the thread that starts them.
     let path = dir.to_path_buf();
@@ -49,9 +66,10 @@ pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<
         .spawn(move || {
             lower_priority();
             SearchIndex::open(&path)
-        })?
+        })
+        .map_err(IndexerError::Spawn)?
         .join()
-        .map_err(|_| anyhow::anyhow!("opening the search index panicked"))??;
+        .map_err(|_| IndexerError::Panicked)??;
     let resumable = match index.position() {
         Some(p) if !fresh && p <= incidents.last_change() => {
             !matches!(incidents.changes_after(p, 1)?, Changes::Gap { .. })
@@ -81,7 +99,7 @@ pub fn open(dir: &std::path::Path, incidents: &IncidentStore) -> anyhow::Result<
 /// Rebuilds the index from every record; returns the feed position it is
 /// at. The position is read before the records, so a change written
 /// meanwhile is applied again later (indexing is idempotent), never missed.
-pub fn rebuild(index: &SearchIndex, incidents: &IncidentStore) -> anyhow::Result<u64> {
+pub fn rebuild(index: &SearchIndex, incidents: &IncidentStore) -> Result<u64, IndexerError> {
     let at = incidents.last_change();
     info!(
         position = at,
@@ -164,7 +182,11 @@ fn follow(
 }
 
 /// Indexes the next batch of changes after `pos`; returns the new position.
-fn index_next(index: &SearchIndex, incidents: &IncidentStore, pos: u64) -> anyhow::Result<u64> {
+fn index_next(
+    index: &SearchIndex,
+    incidents: &IncidentStore,
+    pos: u64,
+) -> Result<u64, IndexerError> {
     // Chunks of BATCH changes are added as they are read (memory stays
     // small however far behind the index is); one commit covers up to
     // COMMIT_EVERY of that work.

@@ -94,7 +94,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     /// The search index could not be opened or rebuilt.
     #[error("search index: {0}")]
-    Search(String),
+    Search(#[from] indexer::IndexerError),
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_listening` is told the
@@ -288,8 +288,7 @@ pub async fn serve(
         let (dir, inc) = (config.data_dir.join("index"), incidents.clone());
         tokio::task::spawn_blocking(move || indexer::open(&dir, &inc))
             .await
-            .map_err(|e| ServeError::Search(e.to_string()))?
-            .map_err(|e| ServeError::Search(e.to_string()))?
+            .map_err(|_| ServeError::Search(indexer::IndexerError::Panicked))??
     };
     let search = opened.index.clone();
     let index_position = opened.position.clone();
