@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::chaos::RunReport;
 use chrono::{DateTime, Utc};
-use quench_chaos::run::Verdict;
 use quench_knowledge::kpi::Kpis;
 use quench_knowledge::search::Hit;
 use quench_knowledge::{Acknowledgement, AuditEntry, IncidentRecord, Notes, PauseState};
@@ -220,7 +220,7 @@ pub struct ChaosAborting {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChaosRuns {
     /// Verdicts, newest first.
-    pub runs: Vec<Verdict>,
+    pub runs: Vec<RunReport>,
     /// Runs going on: (run, experiment).
     pub running: Vec<(String, String)>,
 }
@@ -237,7 +237,7 @@ pub enum ChaosRunAnswer {
         state: String,
     },
     /// Ended.
-    Done(Box<Verdict>),
+    Done(Box<RunReport>),
 }
 
 #[cfg(test)]
@@ -273,7 +273,7 @@ mod tests {
         let ChaosRunAnswer::Done(v) = done else {
             panic!("a verdict read as running")
         };
-        assert_eq!(v.outcome, quench_chaos::run::Outcome::NotRun);
+        assert_eq!(v.verdict.outcome, quench_chaos::run::Outcome::NotRun);
         // `as_str` is the serialised name, for every outcome.
         use quench_chaos::run::Outcome;
         for o in [

@@ -12,7 +12,7 @@ use quench_chaos::{Experiment, Outcome};
 use quench_connectors::k8s::KubeClient;
 use quench_connectors::steps::StepRunner;
 use quench_knowledge::{AuditEntry, AuditLog, ChaosStore, IncidentStore};
-use serde_json::{Value, json};
+
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -188,12 +188,20 @@ impl ChaosService {
                 probe_every: Duration::from_secs(2),
             };
             let verdict = run::run(&exp, &env, opts).await;
-            let mut doc = serde_json::to_value(&verdict).unwrap_or_default();
-            doc["title"] = json!(exp.file.title.value);
-            doc["dry_run"] = json!(dry_run);
-            doc["incidents"] = me.incidents_during(&verdict, &exp.name).await;
-            doc["defects"] = defects(&doc);
-            if let Err(e) = me.store.put_run(&id, &doc).await {
+            let incidents = me.incidents_during(&verdict, &exp.name).await;
+            let mut report = RunReport {
+                verdict: verdict.clone(),
+                title: exp.file.title.value.clone(),
+                dry_run,
+                incidents,
+                defects: Vec::new(),
+            };
+            report.defects = defects(&report);
+            let stored = match serde_json::to_value(&report) {
+                Ok(doc) => me.store.put_run(&id, &doc).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
                 error!(run = %id, error = %e, "cannot store the chaos verdict");
             }
             if verdict.rollback_failed {
@@ -241,9 +249,13 @@ impl ChaosService {
 
     /// The incidents opened while a run was going on, each tagged on its
     /// timeline, with the runbook that ran and how long it took to recover.
-    async fn incidents_during(&self, v: &quench_chaos::Verdict, experiment: &str) -> Value {
+    async fn incidents_during(
+        &self,
+        v: &quench_chaos::Verdict,
+        experiment: &str,
+    ) -> Vec<RunIncident> {
         if v.outcome == Outcome::NotRun || v.outcome == Outcome::DryRun {
-            return json!([]);
+            return Vec::new();
         }
         let all = self
             .incidents
@@ -280,18 +292,20 @@ impl ChaosService {
                     }
                 })
                 .await;
-            out.push(json!({
-                "id": r.id,
-                "title": r.title,
-                "runbook": r.runbook.as_ref().map(|b| b.path.clone()),
-                "status": r.status,
-                "opened_at": r.opened_at,
-                "resolved_at": r.resolved_at,
-                "recovered_seconds": r.resolved_at.map(|t| (t - r.opened_at).num_milliseconds() as f64 / 1000.0),
-                "remediated_before_verdict": r.resolved_at.is_some_and(|t| t <= v.ended_at),
-            }));
+            out.push(RunIncident {
+                id: r.id.clone(),
+                title: r.title.clone(),
+                runbook: r.runbook.as_ref().map(|b| b.path.clone()),
+                status: r.status,
+                opened_at: r.opened_at,
+                resolved_at: r.resolved_at,
+                recovered_seconds: r
+                    .resolved_at
+                    .map(|t| (t - r.opened_at).num_milliseconds() as f64 / 1000.0),
+                remediated_before_verdict: r.resolved_at.is_some_and(|t| t <= v.ended_at),
+            });
         }
-        json!(out)
+        out
     }
 
     /// At start-up: cleans up every fault a crashed run left behind.
@@ -360,58 +374,76 @@ impl ChaosService {
     }
 }
 
+/// A run as stored and served: the runner's verdict, and what the engine
+/// knows around it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunReport {
+    /// The runner's verdict.
+    #[serde(flatten)]
+    pub verdict: run::Verdict,
+    /// The experiment's title.
+    #[serde(default)]
+    pub title: String,
+    /// Rendered only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Incidents opened while it ran.
+    #[serde(default)]
+    pub incidents: Vec<RunIncident>,
+    /// What it found wrong, in words.
+    #[serde(default)]
+    pub defects: Vec<String>,
+}
+
+/// An incident opened while a chaos run was going on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunIncident {
+    /// The incident.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// The runbook that handled it (its path), if one matched.
+    pub runbook: Option<String>,
+    /// Its status when the verdict was written.
+    pub status: quench_knowledge::IncidentStatus,
+    /// When it opened.
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    /// When it resolved.
+    pub resolved_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Opened to resolved.
+    pub recovered_seconds: Option<f64>,
+    /// Resolved before the verdict: the runbook coped with the fault.
+    pub remediated_before_verdict: bool,
+}
+
 /// What a run found wrong, in words: probes that did not hold afterwards,
 /// method steps that failed, rollbacks that failed, and incidents whose
 /// runbooks did not resolve them before the verdict.
-pub fn defects(doc: &Value) -> Value {
+pub fn defects(r: &RunReport) -> Vec<String> {
+    let v = &r.verdict;
     let mut out = Vec::new();
-    for p in doc["after"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["ok"] == false)
-    {
+    for p in v.after.iter().filter(|p| !p.ok) {
         out.push(format!(
             "steady state {:?} did not hold after the experiment: {}",
-            p["name"].as_str().unwrap_or(""),
-            p["value"]
+            p.name, p.value
         ));
     }
-    for s in doc["method"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["ok"] == false)
-    {
+    let error = |s: &run::StepResult| s.output["error"].as_str().unwrap_or("").to_string();
+    for s in v.method.iter().filter(|s| !s.ok) {
+        out.push(format!("method step {} failed: {}", s.id, error(s)));
+    }
+    for s in v.rollbacks.iter().filter(|s| !s.ok) {
+        out.push(format!("rollback {} failed: {}", s.id, error(s)));
+    }
+    for i in r.incidents.iter().filter(|i| !i.remediated_before_verdict) {
         out.push(format!(
-            "method step {} failed: {}",
-            s["id"].as_str().unwrap_or(""),
-            s["output"]["error"].as_str().unwrap_or("")
+            "incident {} ({}) was not resolved by runbook {} before the verdict",
+            i.id,
+            i.title,
+            i.runbook.as_deref().unwrap_or("none")
         ));
     }
-    for s in doc["rollbacks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|s| s["ok"] == false)
-    {
-        out.push(format!(
-            "rollback {} failed: {}",
-            s["id"].as_str().unwrap_or(""),
-            s["output"]["error"].as_str().unwrap_or("")
-        ));
-    }
-    for i in doc["incidents"].as_array().into_iter().flatten() {
-        if i["remediated_before_verdict"] != true {
-            out.push(format!(
-                "incident {} ({}) was not resolved by runbook {} before the verdict",
-                i["id"].as_str().unwrap_or(""),
-                i["title"].as_str().unwrap_or(""),
-                i["runbook"].as_str().unwrap_or("none")
-            ));
-        }
-    }
-    json!(out)
+    out
 }
 
 fn xml(s: &str) -> String {
@@ -431,13 +463,16 @@ fn xml(s: &str) -> String {
 /// Verdicts as JUnit XML: one test case per run, a failure unless it
 /// passed (a dry run is skipped), so CI can gate a deploy on the last
 /// experiments.
-pub fn junit(runs: &[run::Verdict]) -> String {
-    let failures = runs.iter().filter(|r| !r.outcome.is_success()).count();
+pub fn junit(runs: &[RunReport]) -> String {
+    let failures = runs
+        .iter()
+        .filter(|r| !r.verdict.outcome.is_success())
+        .count();
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"quench chaos\" tests=\"{}\" failures=\"{failures}\">\n",
         runs.len()
     );
-    for r in runs {
+    for r in runs.iter().map(|r| &r.verdict) {
         let name = xml(&r.experiment);
         let run = xml(&r.run);
         let seconds = (r.ended_at - r.started_at).num_milliseconds() as f64 / 1000.0;
@@ -473,19 +508,29 @@ pub fn junit(runs: &[run::Verdict]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn defects_name_what_went_wrong() {
-        let doc = json!({
-            "after": [{"name": "web available", "ok": false, "value": {"availableReplicas": 1}},
-                      {"name": "errors", "ok": true, "value": [0.0]}],
-            "method": [{"id": "kill", "ok": true}],
-            "rollbacks": [{"id": "back", "ok": false, "output": {"error": "timed out"}}],
-            "incidents": [{"id": "inc-4", "title": "WebDown", "runbook": "web.yaml", "remediated_before_verdict": false},
-                          {"id": "inc-5", "title": "Ok", "runbook": "ok.yaml", "remediated_before_verdict": true}],
-        });
-        let d: Vec<String> = serde_json::from_value(defects(&doc)).unwrap();
+        let at = "2026-11-27T10:00:00Z";
+        let report: RunReport = serde_json::from_value(json!({
+            "experiment": "kill", "run": "r1", "outcome": "deviated",
+            "started_at": at, "ended_at": at,
+            "after": [{"name": "web available", "ok": false, "value": {"availableReplicas": 1}, "at": at},
+                      {"name": "errors", "ok": true, "value": [0.0], "at": at}],
+            "method": [{"id": "kill", "uses": "pod_kill", "ok": true, "output": {}}],
+            "rollbacks": [{"id": "back", "uses": "k8s.scale", "ok": false, "output": {"error": "timed out"}}],
+            "incidents": [{"id": "inc-4", "title": "WebDown", "runbook": "web.yaml", "status": "open",
+                           "opened_at": at, "resolved_at": null, "recovered_seconds": null,
+                           "remediated_before_verdict": false},
+                          {"id": "inc-5", "title": "Ok", "runbook": "ok.yaml", "status": "resolved",
+                           "opened_at": at, "resolved_at": at, "recovered_seconds": 0.0,
+                           "remediated_before_verdict": true}],
+        }))
+        .unwrap();
+        let d = defects(&report);
         assert_eq!(d.len(), 3, "{d:?}");
         assert!(d[0].contains("\"web available\" did not hold"));
         assert!(d[1].contains("rollback back failed: timed out"));
@@ -495,7 +540,7 @@ mod tests {
     #[test]
     fn junit_has_one_case_per_run_and_fails_what_did_not_pass() {
         let at = "2026-11-27T10:00:00Z";
-        let runs: Vec<run::Verdict> = serde_json::from_value(json!([
+        let runs: Vec<RunReport> = serde_json::from_value(json!([
             {"experiment": "kill", "run": "2-kill", "outcome": "deviated",
              "started_at": at, "ended_at": "2026-11-27T10:01:30Z",
              "after": [{"name": "web <available>", "ok": false, "value": {"availableReplicas": 1}, "at": at}]},

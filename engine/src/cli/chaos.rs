@@ -101,8 +101,8 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
                         .await?;
                     if let api::ChaosRunAnswer::Done(v) = answer {
                         println!("{}", serde_json::to_string_pretty(&v)?);
-                        if !v.outcome.is_success() {
-                            anyhow::bail!("chaos run {run}: {}", v.outcome.as_str());
+                        if !v.verdict.outcome.is_success() {
+                            anyhow::bail!("chaos run {run}: {}", v.verdict.outcome.as_str());
                         }
                         break;
                     }
@@ -132,7 +132,7 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
                     &[("limit", &limit.to_string())],
                 ))
                 .await?;
-            for r in &list.runs {
+            for r in list.runs.iter().map(|r| &r.verdict) {
                 println!(
                     "{:<40} {:<10} {}",
                     r.run,
