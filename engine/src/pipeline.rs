@@ -207,7 +207,7 @@ impl Pipeline {
         if attaches.is_empty() {
             return Ok(());
         }
-        let outcomes = self.incidents.attach_many(attaches, Utc::now()).await?;
+        let outcomes = self.incidents.attach_many(attaches, self.clock.now()).await?;
         for (p, outcome) in planned.into_iter().zip(outcomes) {
             let Planned {
                 seq,
