@@ -49,6 +49,18 @@ pub struct ReasonRequest {
     pub reason: String,
 }
 
+/// What `GET /api/v1/incidents?status=` takes: `unresolved` (any status
+/// but resolved and cancelled), or one status by name.
+pub fn status_names() -> Vec<&'static str> {
+    std::iter::once("unresolved")
+        .chain(
+            quench_knowledge::IncidentStatus::ALL
+                .iter()
+                .map(|s| s.as_str()),
+        )
+        .collect()
+}
+
 /// `GET /api/v1/incidents`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IncidentList {

@@ -269,6 +269,7 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
         external_id: r.id.clone(),
         similar: None,
         chaos: Vec::new(),
+        run: None,
     })
 }
 

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use quench_connectors::AlertStatus;
 use quench_knowledge::{
     AlertRecord, AlertState, Attach, IncidentStore, MatchDecision, Opening, RunbookRef,
@@ -207,7 +206,10 @@ impl Pipeline {
         if attaches.is_empty() {
             return Ok(());
         }
-        let outcomes = self.incidents.attach_many(attaches, self.clock.now()).await?;
+        let outcomes = self
+            .incidents
+            .attach_many(attaches, self.clock.now())
+            .await?;
         for (p, outcome) in planned.into_iter().zip(outcomes) {
             let Planned {
                 seq,
@@ -453,6 +455,7 @@ fn decisions(all: &[Decision], triage: Option<&str>) -> Vec<MatchDecision> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
     use std::collections::BTreeMap;
     use std::path::Path;
 

@@ -3,10 +3,19 @@
 //! - MTTD: the first alert's start to the incident opened;
 //! - MTTA: opened to the first acknowledgement, approval or action;
 //! - MTTR: the first alert's start to resolved;
-//! - the auto-closure rate: incidents resolved with no human step, over all;
+//! - the auto-closure rate: incidents resolved after their run succeeded,
+//!   with no human step before, over all incidents;
 //! - the human-intervention rate: incidents a human touched, over all;
-//! - the runbook success rate: runs that ended in resolution, over all
-//!   runs that ended (resolved, escalated, failed, cancelled, interrupted).
+//! - the runbook success rate: runs that succeeded, over the runs that
+//!   went to an end a runbook can be judged by (succeeded, failed,
+//!   escalated, interrupted; not cancelled because the alert went away
+//!   first, not dry runs);
+//! - escalations: runs whose `on_failure` reached someone.
+//!
+//! Everything about runs comes from the run's own outcome
+//! ([`crate::RunOutcome`]), never from the incident's status: an alert
+//! that resolves by itself closes the incident but does not make its
+//! failed run a success.
 //!
 //! Means are arithmetic, in seconds; a KPI with nothing to measure is
 //! `None`, never zero.
@@ -16,7 +25,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::record::{IncidentRecord, Outcome};
+use crate::record::{IncidentRecord, Outcome, RunOutcome};
 
 /// The KPIs of a set of incidents.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -31,13 +40,19 @@ pub struct Kpis {
     pub mtta_seconds: Option<f64>,
     /// Mean time to resolve, seconds.
     pub mttr_seconds: Option<f64>,
-    /// Resolved with no human step, over all incidents.
+    /// Resolved after a successful run with no human step, over all
+    /// incidents.
     pub auto_closure_rate: Option<f64>,
     /// Touched by a human, over all incidents.
     pub human_intervention_rate: Option<f64>,
-    /// Runs that ended (resolved, escalated, failed, cancelled,
-    /// interrupted) in resolution, over all runs that ended.
+    /// Runs that succeeded, over runs that went to a judgeable end.
     pub runbook_success_rate: Option<f64>,
+    /// Runs that went to a judgeable end.
+    #[serde(default)]
+    pub runs: usize,
+    /// Runs whose `on_failure` reached someone.
+    #[serde(default)]
+    pub escalations: usize,
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
@@ -55,18 +70,15 @@ fn ratio(num: usize, den: usize) -> Option<f64> {
 
 /// The KPIs of `records`.
 pub fn compute(records: &[&IncidentRecord]) -> Kpis {
-    use crate::record::IncidentStatus as S;
     let closed = records.iter().filter(|r| r.status.is_closed()).count();
-    // Runs that ended, one way or another.
-    let ended: Vec<&&IncidentRecord> = records
+    let outcomes: Vec<RunOutcome> = records
         .iter()
-        .filter(|r| r.runbook.is_some())
-        .filter(|r| {
-            !matches!(
-                r.status,
-                S::Open | S::Diagnosing | S::Remediating | S::Verifying
-            )
-        })
+        .filter_map(|r| r.run.as_ref().map(|run| run.outcome))
+        .collect();
+    let judged: Vec<RunOutcome> = outcomes
+        .iter()
+        .copied()
+        .filter(|o| o.counts_for_success())
         .collect();
     Kpis {
         incidents: records.len(),
@@ -101,9 +113,17 @@ pub fn compute(records: &[&IncidentRecord]) -> Kpis {
             records.len(),
         ),
         runbook_success_rate: ratio(
-            ended.iter().filter(|r| r.status == S::Resolved).count(),
-            ended.len(),
+            judged
+                .iter()
+                .filter(|o| **o == RunOutcome::Succeeded)
+                .count(),
+            judged.len(),
         ),
+        runs: judged.len(),
+        escalations: outcomes
+            .iter()
+            .filter(|o| **o == RunOutcome::Escalated)
+            .count(),
     }
 }
 
@@ -148,24 +168,29 @@ mod tests {
         format!("2026-11-27T{s}Z").parse().unwrap()
     }
 
-    /// An incident: alert start, opened, optional ack, optional action,
-    /// optional resolution.
-    fn incident(
-        id: &str,
-        service: &str,
-        runbook: Option<&str>,
-        times: (&str, &str, Option<&str>, Option<&str>, Option<&str>),
+    /// An incident's shape for the fixture.
+    struct Case<'a> {
+        id: &'a str,
+        service: &'a str,
+        runbook: Option<&'a str>,
+        start: &'a str,
+        opened: &'a str,
+        ack: Option<&'a str>,
+        action: Option<&'a str>,
+        resolved: Option<&'a str>,
         status: IncidentStatus,
-    ) -> IncidentRecord {
-        let (start, opened, ack, action, resolved) = times;
+        run: Option<RunOutcome>,
+    }
+
+    fn incident(c: Case<'_>) -> IncidentRecord {
         let mut labels = std::collections::BTreeMap::new();
-        labels.insert("service".to_string(), service.to_string());
+        labels.insert("service".to_string(), c.service.to_string());
         IncidentRecord {
             schema: 1,
-            id: id.into(),
-            title: id.into(),
-            status,
-            runbook: runbook.map(|n| RunbookRef {
+            id: c.id.into(),
+            title: c.id.into(),
+            status: c.status,
+            runbook: c.runbook.map(|n| RunbookRef {
                 name: n.into(),
                 path: format!("{n}.yaml"),
                 commit: None,
@@ -176,21 +201,22 @@ mod tests {
             alerts: vec![AlertRecord {
                 seq: 1,
                 source: "alertmanager".into(),
-                fingerprint: id.into(),
+                fingerprint: c.id.into(),
                 state: AlertState::Firing,
                 labels,
                 annotations: Default::default(),
-                starts_at: Some(t(start)),
+                starts_at: Some(t(c.start)),
                 ends_at: None,
-                first_received_at: t(opened),
+                first_received_at: t(c.opened),
                 notifications: 1,
             }],
-            first_alert_at: t(start),
-            opened_at: t(opened),
-            updated_at: t(opened),
-            resolved_at: resolved.map(t),
+            first_alert_at: t(c.start),
+            opened_at: t(c.opened),
+            updated_at: t(c.opened),
+            resolved_at: c.resolved.map(t),
             timeline: Vec::new(),
-            steps: action
+            steps: c
+                .action
                 .map(|a| {
                     vec![StepRecord {
                         id: "restart".into(),
@@ -207,7 +233,7 @@ mod tests {
                     }]
                 })
                 .unwrap_or_default(),
-            acknowledged: ack.map(|a| Acknowledgement {
+            acknowledged: c.ack.map(|a| Acknowledgement {
                 at: t(a),
                 by: "alice".into(),
             }),
@@ -215,64 +241,94 @@ mod tests {
             external_id: None,
             similar: None,
             chaos: Vec::new(),
+            run: c.run.map(|outcome| RunResult {
+                outcome,
+                at: t(c.opened),
+                detail: String::new(),
+            }),
         }
     }
 
     fn fixture() -> Vec<IncidentRecord> {
         use IncidentStatus::*;
+        use RunOutcome as R;
+        let case = |id, service, runbook, start, opened| Case {
+            id,
+            service,
+            runbook,
+            start,
+            opened,
+            ack: None,
+            action: None,
+            resolved: None,
+            status: Open,
+            run: None,
+        };
         vec![
-            // Auto-remediated: detected in 30s, acted on after 60s, resolved 5 min after start.
-            incident(
-                "inc-1",
-                "checkout",
-                Some("restart"),
-                (
-                    "10:00:00",
-                    "10:00:30",
-                    None,
-                    Some("10:01:30"),
-                    Some("10:05:00"),
-                ),
-                Resolved,
-            ),
-            // A human acknowledged after 120s, resolved 20 min after start.
-            incident(
-                "inc-2",
-                "checkout",
-                Some("restart"),
-                (
-                    "11:00:00",
-                    "11:00:10",
-                    Some("11:02:10"),
-                    None,
-                    Some("11:20:00"),
-                ),
-                Resolved,
-            ),
-            // Escalated, never resolved; detected in 50s, acted on after 10s.
-            incident(
-                "inc-3",
-                "search",
-                Some("rollback"),
-                ("12:00:00", "12:00:50", None, Some("12:01:00"), None),
-                Escalated,
-            ),
-            // No runbook, still open; detected in 0s.
-            incident(
-                "inc-4",
-                "search",
-                None,
-                ("13:00:00", "13:00:00", None, None, None),
-                Open,
-            ),
+            // The run fixed it: detected in 30 s, acted on after 60 s,
+            // resolved 5 min after the start, nobody touched it.
+            incident(Case {
+                action: Some("10:01:30"),
+                resolved: Some("10:05:00"),
+                status: Resolved,
+                run: Some(R::Succeeded),
+                ..case("inc-1", "checkout", Some("restart"), "10:00:00", "10:00:30")
+            }),
+            // The run succeeded, but a human acknowledged after 120 s first.
+            incident(Case {
+                ack: Some("11:02:10"),
+                resolved: Some("11:20:00"),
+                status: Resolved,
+                run: Some(R::Succeeded),
+                ..case("inc-2", "checkout", Some("restart"), "11:00:00", "11:00:10")
+            }),
+            // Escalated, still open; detected in 50 s, acted on after 10 s.
+            incident(Case {
+                action: Some("12:01:00"),
+                status: Escalated,
+                run: Some(R::Escalated),
+                ..case("inc-3", "search", Some("rollback"), "12:00:00", "12:00:50")
+            }),
+            // No runbook, still open.
+            incident(case("inc-4", "search", None, "13:00:00", "13:00:00")),
+            // Its only step failed; then the alert resolved by itself:
+            // resolved, but neither auto-closed nor a runbook success.
+            incident(Case {
+                resolved: Some("14:10:00"),
+                status: Resolved,
+                run: Some(R::Failed),
+                ..case("inc-5", "checkout", Some("restart"), "14:00:00", "14:00:20")
+            }),
+            // A runbook with no verify ran through; the alert still fires.
+            incident(Case {
+                run: Some(R::Succeeded),
+                ..case("inc-6", "search", Some("triage"), "15:00:00", "15:00:40")
+            }),
+            // A triage run whose steps all failed (continue_on_error).
+            incident(Case {
+                status: Failed,
+                run: Some(R::Failed),
+                ..case("inc-7", "search", Some("triage"), "16:00:00", "16:00:00")
+            }),
+            // Cancelled: the alert resolved before the run's end.
+            incident(Case {
+                resolved: Some("17:02:00"),
+                status: Cancelled,
+                run: Some(R::Cancelled),
+                ..case("inc-8", "checkout", Some("restart"), "17:00:00", "17:00:30")
+            }),
+            // A dry run.
+            incident(Case {
+                run: Some(R::DryRun),
+                ..case("inc-9", "checkout", Some("restart"), "18:00:00", "18:00:10")
+            }),
             // Before the window.
-            incident(
-                "inc-0",
-                "checkout",
-                Some("restart"),
-                ("01:00:00", "01:10:00", None, None, Some("02:00:00")),
-                Resolved,
-            ),
+            incident(Case {
+                resolved: Some("02:00:00"),
+                status: Resolved,
+                run: Some(R::Succeeded),
+                ..case("inc-0", "checkout", Some("restart"), "01:00:00", "01:10:00")
+            }),
         ]
     }
 
@@ -281,28 +337,54 @@ mod tests {
         let records = fixture();
         let all = stats(&records, t("09:00:00"), By::Overall);
         let k = &all["all"];
-        assert_eq!((k.incidents, k.closed), (4, 2));
-        // MTTD: (30 + 10 + 50 + 0) / 4 = 22.5
-        assert_eq!(k.mttd_seconds, Some(22.5));
-        // MTTA: inc-1 60, inc-2 120, inc-3 10 => 63.33
+        // inc-1..9; closed: inc-1, inc-2, inc-5 (resolved), inc-8 (cancelled).
+        assert_eq!((k.incidents, k.closed), (9, 4));
+        // MTTD: (30 + 10 + 50 + 0 + 20 + 40 + 0 + 30 + 10) / 9 = 190 / 9.
+        assert!((k.mttd_seconds.unwrap() - 190.0 / 9.0).abs() < 1e-9);
+        // MTTA: inc-1 60, inc-2 120, inc-3 10 => 190 / 3.
         assert!((k.mtta_seconds.unwrap() - 190.0 / 3.0).abs() < 1e-9);
-        // MTTR: inc-1 300, inc-2 1200 => 750
-        assert_eq!(k.mttr_seconds, Some(750.0));
-        // Auto-closed: inc-1 only, of 4.
-        assert_eq!(k.auto_closure_rate, Some(0.25));
+        // MTTR: inc-1 300, inc-2 1200, inc-5 600, inc-8 120 => 555.
+        assert_eq!(k.mttr_seconds, Some(555.0));
+        // Auto-closed: inc-1 only (inc-2 had a human, inc-5's run failed).
+        assert!((k.auto_closure_rate.unwrap() - 1.0 / 9.0).abs() < 1e-9);
         // A human touched inc-2 only.
-        assert_eq!(k.human_intervention_rate, Some(0.25));
-        // Runs that ended: inc-1, inc-2 (resolved), inc-3 (escalated) => 2/3.
-        assert!((k.runbook_success_rate.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+        assert!((k.human_intervention_rate.unwrap() - 1.0 / 9.0).abs() < 1e-9);
+        // Judged runs: inc-1 S, inc-2 S, inc-3 E, inc-5 F, inc-6 S, inc-7 F
+        // (inc-8 cancelled and inc-9 a dry run say nothing) => 3 / 6.
+        assert_eq!(k.runs, 6);
+        assert_eq!(k.runbook_success_rate, Some(0.5));
+        // Only inc-3 reached someone.
+        assert_eq!(k.escalations, 1);
 
         let by_service = stats(&records, t("09:00:00"), By::Service);
-        assert_eq!(by_service["checkout"].mttr_seconds, Some(750.0));
+        // checkout: inc-1 300, inc-2 1200, inc-5 600, inc-8 120.
+        assert_eq!(by_service["checkout"].mttr_seconds, Some(555.0));
         assert_eq!(
             by_service["search"].mttr_seconds, None,
             "nothing resolved: no value, not zero"
         );
+        // search: inc-3 E, inc-6 S, inc-7 F.
+        assert!((by_service["search"].runbook_success_rate.unwrap() - 1.0 / 3.0).abs() < 1e-9);
         let by_runbook = stats(&records, t("09:00:00"), By::Runbook);
         assert_eq!(by_runbook["-"].incidents, 1);
+        assert_eq!(by_runbook["-"].runbook_success_rate, None);
         assert_eq!(by_runbook["rollback"].runbook_success_rate, Some(0.0));
+        assert_eq!(by_runbook["rollback"].escalations, 1);
+        // restart: inc-1 S, inc-2 S, inc-5 F judged => 2 / 3.
+        assert!((by_runbook["restart"].runbook_success_rate.unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    /// The outcome of a resolved incident follows its run and its humans,
+    /// not only its status.
+    #[test]
+    fn a_resolved_incident_is_auto_closed_only_when_its_run_succeeded() {
+        let records = fixture();
+        let by_id = |id: &str| records.iter().find(|r| r.id == id).unwrap().outcome();
+        assert_eq!(by_id("inc-1"), Outcome::AutoResolved);
+        assert_eq!(by_id("inc-2"), Outcome::ResolvedByHuman);
+        assert_eq!(by_id("inc-5"), Outcome::ResolvedByItself);
+        assert_eq!(by_id("inc-3"), Outcome::Escalated);
+        assert_eq!(by_id("inc-7"), Outcome::Failed);
+        assert_eq!(by_id("inc-6"), Outcome::Open);
     }
 }

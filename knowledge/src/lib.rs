@@ -34,8 +34,8 @@ pub use control::{Control, PauseState};
 pub use kinds::{AuditAction, EventKind};
 pub use record::{
     Acknowledgement, AlertRecord, AlertState, AlignedEntry, ChaosLink, CommitRef, IncidentRecord,
-    IncidentStatus, MatchDecision, Notes, Outcome, RunbookRef, StepRecord, StepState,
-    TimelineEvent,
+    IncidentStatus, MatchDecision, Notes, Outcome, RunOutcome, RunResult, RunbookRef, StepRecord,
+    StepState, TimelineEvent,
 };
 pub use store::{Attach, Change, Changes, IncidentFilter, IncidentStore, Opening, StoreError};
 pub use writer::{Syncer, Writer};

@@ -17,7 +17,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IncidentStatus {
-    /// Opened; nothing has run yet.
+    /// Open, and no run is going on: nothing has run yet, or the run
+    /// ended without a verification and the incident waits for its alerts
+    /// to resolve.
     Open,
     /// Evidence steps are running.
     Diagnosing,
@@ -39,6 +41,24 @@ pub enum IncidentStatus {
 }
 
 impl IncidentStatus {
+    /// Every status, in the order of an incident's life.
+    pub const ALL: [IncidentStatus; 9] = [
+        IncidentStatus::Open,
+        IncidentStatus::Diagnosing,
+        IncidentStatus::Remediating,
+        IncidentStatus::Verifying,
+        IncidentStatus::Resolved,
+        IncidentStatus::Escalated,
+        IncidentStatus::Failed,
+        IncidentStatus::Cancelled,
+        IncidentStatus::Interrupted,
+    ];
+
+    /// The status named `name` (its lowercase name).
+    pub fn parse(name: &str) -> Option<IncidentStatus> {
+        IncidentStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// True once the incident is over: its alerts resolved, or a run was
     /// cancelled because they did. An escalated, failed or interrupted run
     /// leaves the incident open: alerts still attach to it, and it resolves
@@ -61,6 +81,71 @@ impl IncidentStatus {
             IncidentStatus::Interrupted => "interrupted",
         }
     }
+}
+
+/// How a runbook's run ended. Kept apart from the incident's status: an
+/// alert that resolves by itself closes the incident, but does not make a
+/// failed run a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOutcome {
+    /// Every step succeeded (or was skipped by its `when`), and the
+    /// verification, if the runbook has one, saw the fix.
+    Succeeded,
+    /// A step failed (one that continued on error too) or the fix did not
+    /// show, and there was nobody to escalate to (no `on_failure`, or all
+    /// of it failed).
+    Failed,
+    /// As failed, and `on_failure` reached someone.
+    Escalated,
+    /// Stopped before its end: the alert resolved first, a human stopped
+    /// it, or a guard (kill switch, budget, rejected approval) blocked a
+    /// step.
+    Cancelled,
+    /// The engine stopped in the middle of a step that could not be
+    /// resumed safely.
+    Interrupted,
+    /// `executor.dry_run`: reported what it would do, changed nothing.
+    DryRun,
+}
+
+impl RunOutcome {
+    /// As written in records: `succeeded`, `dry-run`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Succeeded => "succeeded",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Escalated => "escalated",
+            RunOutcome::Cancelled => "cancelled",
+            RunOutcome::Interrupted => "interrupted",
+            RunOutcome::DryRun => "dry-run",
+        }
+    }
+
+    /// Whether the run went to an end a runbook can be judged by:
+    /// succeeded, failed, escalated or interrupted. A cancelled run (the
+    /// alert went away first) and a dry run say nothing about the runbook.
+    pub fn counts_for_success(self) -> bool {
+        matches!(
+            self,
+            RunOutcome::Succeeded
+                | RunOutcome::Failed
+                | RunOutcome::Escalated
+                | RunOutcome::Interrupted
+        )
+    }
+}
+
+/// The end of the last run for an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Why, in words (the failed step and its error, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 /// An alert's state as the record keeps it.
@@ -265,6 +350,10 @@ pub struct IncidentRecord {
     /// The chaos experiment runs it opened during.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<ChaosLink>,
+    /// How the last run ended; none while a run goes on, or when no
+    /// runbook ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunResult>,
 }
 
 /// A chaos experiment run that an incident opened during.
@@ -324,10 +413,14 @@ pub struct CommitRef {
 pub enum Outcome {
     /// Still open.
     Open,
-    /// Resolved with no human step before it.
+    /// Resolved after its run succeeded, with no human step before it:
+    /// the automation closed it.
     AutoResolved,
-    /// Resolved after a human approved, acknowledged or acted.
+    /// Resolved after a human approved or acknowledged.
     ResolvedByHuman,
+    /// Resolved with no run that succeeded and no human: the alerts went
+    /// away by themselves (or no runbook ran).
+    ResolvedByItself,
     /// Handed to a human (`on_failure` reached someone).
     Escalated,
     /// The run failed, and nobody was reached.
@@ -425,10 +518,14 @@ impl IncidentRecord {
                     .first_human_at()
                     .zip(self.resolved_at)
                     .is_some_and(|(h, r)| h <= r);
-                if human {
-                    Outcome::ResolvedByHuman
-                } else {
-                    Outcome::AutoResolved
+                let fixed = self
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.outcome == RunOutcome::Succeeded);
+                match (human, fixed) {
+                    (true, _) => Outcome::ResolvedByHuman,
+                    (false, true) => Outcome::AutoResolved,
+                    (false, false) => Outcome::ResolvedByItself,
                 }
             }
             IncidentStatus::Escalated => Outcome::Escalated,
@@ -622,6 +719,7 @@ mod tests {
             external_id: None,
             similar: None,
             chaos: Vec::new(),
+            run: None,
         };
         let entries = record.aligned();
         let lanes: Vec<(&str, &str)> = entries.iter().map(|e| (e.lane, e.what.as_str())).collect();

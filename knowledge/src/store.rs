@@ -501,6 +501,7 @@ impl IncidentStore {
                 external_id: None,
                 similar: None,
                 chaos: Vec::new(),
+                run: None,
             };
             let key = n.to_be_bytes();
             self.write(

@@ -204,6 +204,7 @@ fn generate(i: usize, rng: &mut Lcg, now: DateTime<Utc>) -> Generated {
         external_id: None,
         similar: None,
         chaos: Vec::new(),
+        run: None,
     };
     Generated { record, body }
 }

@@ -187,6 +187,101 @@ async fn ack_annotate_and_stats() {
     assert_eq!(r.status(), 400);
 }
 
+/// Through the binary: a run whose only step failed is `failed` (not
+/// `verifying`, not `escalated`: there was nobody to escalate to); when its
+/// alert resolves, the incident resolves but the KPIs count neither an
+/// auto-closure nor a runbook success. Every documented status filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_stays_failed_when_its_alert_resolves() {
+    let rb = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the request is refused at once.
+    std::fs::write(
+        rb.path().join("f.yaml"),
+        "version: 1\nname: f\nmatch:\n  matchers: ['alertname=\"Broken\"']\nsteps:\n  - id: call\n    uses: http.request\n    with: {url: 'http://127.0.0.1:1/fix', method: POST}\n",
+    )
+    .unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let client = http();
+    let alert = |status: &str| {
+        json!({"version": "4", "groupKey": "g", "status": status, "receiver": "quench",
+               "alerts": [{"status": status, "labels": {"alertname": "Broken", "service": "pay"},
+                           "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "broken"}]})
+    };
+    let post = |body: serde_json::Value| {
+        let (client, url) = (client.clone(), format!("{}/hooks/alertmanager", q.url));
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    post(alert("firing")).await;
+    let inc = q
+        .wait_for("/api/v1/incidents/inc-1", Duration::from_secs(30), |d| {
+            d["run"].is_object().then(|| d.clone())
+        })
+        .await;
+    assert_eq!(inc["status"], "failed", "{inc:#}");
+    assert_eq!(inc["run"]["outcome"], "failed", "{inc:#}");
+    assert!(
+        inc["run"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("call failed"),
+        "{inc:#}"
+    );
+    assert!(
+        !inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "escalation"),
+        "{inc:#}"
+    );
+    let ids = |status: &str| {
+        let q = &q;
+        let status = status.to_string();
+        async move {
+            let v = q
+                .get_json(&format!("/api/v1/incidents?status={status}"))
+                .await;
+            v["incidents"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{status}: {v}"))
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("failed").await, ["inc-1"]);
+    assert_eq!(ids("unresolved").await, ["inc-1"]);
+    assert!(
+        ids("open").await.is_empty(),
+        "a failed incident is not `open`"
+    );
+    for status in ["interrupted", "verifying", "escalated", "cancelled"] {
+        assert!(ids(status).await.is_empty(), "{status}");
+    }
+
+    post(alert("resolved")).await;
+    q.wait_for("/api/v1/incidents/inc-1", Duration::from_secs(30), |d| {
+        (d["status"] == "resolved").then_some(())
+    })
+    .await;
+    let inc = q.get_json("/api/v1/incidents/inc-1").await;
+    assert_eq!(
+        inc["run"]["outcome"], "failed",
+        "the alert resolving is not the runbook succeeding"
+    );
+    let stats = q.get_json("/api/v1/stats?since=3650d").await;
+    let all = &stats["groups"]["all"];
+    assert_eq!(all["incidents"], 1, "{stats:#}");
+    assert_eq!(all["closed"], 1, "{stats:#}");
+    assert_eq!(all["auto_closure_rate"], 0.0, "{stats:#}");
+    assert_eq!(all["runbook_success_rate"], 0.0, "{stats:#}");
+    assert_eq!(all["runs"], 1, "{stats:#}");
+    assert_eq!(all["escalations"], 0, "{stats:#}");
+}
+
 /// An import that fails on record 7 writes nothing; the fixed file imports
 /// all ten, which then count in the KPIs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

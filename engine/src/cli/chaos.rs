@@ -42,8 +42,8 @@ pub enum ChaosCommand {
     },
     /// Verdicts, newest first.
     History {
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
+        /// At most this many (1 or more).
+        #[arg(long, default_value_t = 20, value_parser = super::at_least_one)]
         limit: usize,
         /// Also write them as JUnit XML, one test case per run, so a CI
         /// pipeline can gate a deploy on them.

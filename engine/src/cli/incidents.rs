@@ -9,11 +9,13 @@ use super::Remote;
 pub enum IncidentsCommand {
     /// Newest first.
     List {
-        /// Only this status (`open` means not yet closed).
-        #[arg(long)]
+        /// Only this status: unresolved (anything not resolved or
+        /// cancelled), open, diagnosing, remediating, verifying, resolved,
+        /// escalated, failed, cancelled or interrupted.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(api::status_names()))]
         status: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 or more).
+        #[arg(long, default_value_t = 50, value_parser = super::at_least_one)]
         limit: usize,
     },
     /// One incident with its alerts and timeline.

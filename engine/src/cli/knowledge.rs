@@ -76,7 +76,10 @@ pub async fn reindex(remote: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `quench stats`: MTTD, MTTA, MTTR and the automation rates.
+/// `quench stats`: MTTD, MTTA, MTTR and the automation rates. `auto` is
+/// the share of incidents resolved after a run that succeeded with no
+/// human step; `runbook` the share of judged runs (succeeded, failed,
+/// escalated, interrupted) that succeeded.
 pub async fn stats(
     since: &str,
     by: Option<&str>,
@@ -101,12 +104,21 @@ pub async fn stats(
             None => "-".into(),
         };
         println!(
-            "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
-            "group", "incidents", "MTTD", "MTTA", "MTTR", "auto", "human", "runbook"
+            "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>5} {:>9}",
+            "group",
+            "incidents",
+            "MTTD",
+            "MTTA",
+            "MTTR",
+            "auto",
+            "human",
+            "runbook",
+            "runs",
+            "escalated"
         );
         for (name, k) in &stats.groups {
             println!(
-                "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8}",
+                "{:<24} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>5} {:>9}",
                 name,
                 k.incidents,
                 dur(k.mttd_seconds),
@@ -114,7 +126,9 @@ pub async fn stats(
                 dur(k.mttr_seconds),
                 pct(k.auto_closure_rate),
                 pct(k.human_intervention_rate),
-                pct(k.runbook_success_rate)
+                pct(k.runbook_success_rate),
+                k.runs,
+                k.escalations
             );
         }
     }

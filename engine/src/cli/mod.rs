@@ -161,8 +161,8 @@ enum Command {
     Search {
         /// The query.
         query: String,
-        /// At most this many.
-        #[arg(long, default_value_t = 10)]
+        /// At most this many (1 or more).
+        #[arg(long, default_value_t = 10, value_parser = at_least_one)]
         limit: usize,
         /// Print JSON.
         #[arg(long)]
@@ -180,8 +180,8 @@ enum Command {
         /// Only this incident.
         #[arg(long)]
         incident: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 or more).
+        #[arg(long, default_value_t = 50, value_parser = at_least_one)]
         limit: usize,
         #[command(flatten)]
         remote: Remote,
@@ -243,6 +243,16 @@ pub struct Remote {
 impl Remote {
     pub fn client(&self) -> Client {
         Client::new(&self.server).with_token(self.token.clone())
+    }
+}
+
+/// `--limit`: a count of 1 or more (0 would list nothing and say so
+/// nowhere).
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -17,7 +17,7 @@
 //! A failed step (without `continue_on_error`) runs `on_failure` and ends
 //! the run as escalated.
 
-use quench_knowledge::{AuditAction, EventKind, StoreError};
+use quench_knowledge::{AuditAction, EventKind, RunOutcome, RunResult, StoreError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -321,6 +321,8 @@ impl Executor {
         let clock = self.clock.clone();
         self.record(incident, move |r| {
             r.steps = records;
+            // A run is going on: the last one's end no longer holds.
+            r.run = None;
             if !r.status.is_closed() && r.status != IncidentStatus::Diagnosing {
                 r.timeline.push(TimelineEvent {
                     at: clock.now(),
@@ -359,12 +361,23 @@ impl Executor {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _active = Active(&self.metrics);
         let steps = &runbook.steps;
+        // Steps that failed and let the run go on, and whether one of
+        // them is the last step that ran: a failure no later step made up
+        // for (a triage run whose every step failed, say).
+        let mut continued: Vec<String> = Vec::new();
+        let mut ended_on_failure = false;
         for (idx, step) in steps.iter().enumerate().skip(first) {
             match self
                 .step(incident, runbook, alert, idx, step, &mut outputs)
                 .await
             {
-                Ok(()) => {}
+                Ok(()) => {
+                    // A step that ran leaves its output; one its `when`
+                    // skipped (or a dry run) leaves none.
+                    if outputs.contains_key(&step.id) {
+                        ended_on_failure = false;
+                    }
+                }
                 Err(Stop::Failed(reason)) if step.continue_on_error => {
                     // Later steps can branch on it: `{{not steps.x.output.ok}}`.
                     outputs.insert(
@@ -377,50 +390,67 @@ impl Executor {
                         format!("{} failed, continuing: {reason}", step.id),
                     )
                     .await;
+                    continued.push(step.id.clone());
+                    ended_on_failure = true;
                 }
                 Err(Stop::Failed(reason)) => {
-                    self.event(
-                        incident,
-                        EventKind::Escalation,
-                        format!("{} failed: {reason}", step.id),
-                    )
-                    .await;
-                    let base = steps.len();
-                    let mut escalated = false;
-                    for (j, f) in runbook.on_failure.iter().enumerate() {
-                        escalated |= self
-                            .step(incident, runbook, alert, base + j, f, &mut outputs)
-                            .await
-                            .is_ok();
-                    }
+                    let why = format!("{} failed: {reason}", step.id);
+                    self.event(incident, EventKind::Step, why.clone()).await;
+                    let escalated = self
+                        .on_failure(incident, runbook, alert, &mut outputs)
+                        .await;
                     self.skip_rest(incident, idx + 1, steps.len(), "an earlier step failed")
                         .await;
-                    // Escalated when on_failure reached someone; failed when
-                    // there was nothing to run or all of it failed too.
-                    if escalated {
-                        self.status(incident, IncidentStatus::Escalated).await;
-                        return RunEnd::Escalated;
-                    }
-                    self.status(incident, IncidentStatus::Failed).await;
-                    return RunEnd::Failed;
+                    return self.failed(incident, escalated, why).await;
                 }
                 Err(Stop::Cancelled(reason)) => {
                     self.skip_rest(incident, idx + 1, steps.len(), &reason)
                         .await;
-                    self.status(incident, IncidentStatus::Cancelled).await;
+                    self.finish(
+                        incident,
+                        RunOutcome::Cancelled,
+                        IncidentStatus::Cancelled,
+                        reason,
+                    )
+                    .await;
                     return RunEnd::Cancelled;
                 }
             }
         }
-        // One write: on_failure skipped, and on to verifying.
+        // One write: on_failure skipped, and on to verifying when there is
+        // something to verify.
         let (from, to) = (steps.len(), steps.len() + runbook.on_failure.len());
         let now = self.clock.now();
+        let verifying = runbook.verify.is_some();
         self.record(incident, move |r| {
             skip_pending(r, from, to, "no step failed");
-            set_status(r, IncidentStatus::Verifying, now);
+            if verifying {
+                set_status(r, IncidentStatus::Verifying, now);
+            }
         })
         .await;
         let Some(v) = &runbook.verify else {
+            // Nothing to verify: the run is over. The incident stays open
+            // until its alerts resolve.
+            let failed = continued.join(", ");
+            if ended_on_failure {
+                let why = format!("{failed} failed, and no later step succeeded");
+                self.finish(incident, RunOutcome::Failed, IncidentStatus::Failed, why)
+                    .await;
+                return RunEnd::Failed;
+            }
+            let detail = if continued.is_empty() {
+                String::new()
+            } else {
+                format!("{failed} failed; a later step succeeded")
+            };
+            self.finish(
+                incident,
+                RunOutcome::Succeeded,
+                IncidentStatus::Open,
+                detail,
+            )
+            .await;
             return RunEnd::Completed;
         };
         let idx = steps.len() + runbook.on_failure.len();
@@ -429,38 +459,103 @@ impl Executor {
             .await
         {
             Ok(()) => {
-                self.status(incident, IncidentStatus::Resolved).await;
                 let now = self.clock.now();
                 self.record(incident, move |r| {
                     r.resolved_at.get_or_insert(now);
                 })
                 .await;
+                self.finish(
+                    incident,
+                    RunOutcome::Succeeded,
+                    IncidentStatus::Resolved,
+                    "verified".into(),
+                )
+                .await;
                 RunEnd::Completed
             }
             Err(reason) => {
-                self.event(
-                    incident,
-                    EventKind::Escalation,
-                    format!("not verified: {reason}"),
-                )
-                .await;
-                let base = steps.len();
-                let mut escalated = false;
-                for (j, f) in runbook.on_failure.iter().enumerate() {
-                    escalated |= self
-                        .step(incident, runbook, alert, base + j, f, &mut outputs)
-                        .await
-                        .is_ok();
-                }
-                if escalated {
-                    self.status(incident, IncidentStatus::Escalated).await;
-                    RunEnd::Escalated
-                } else {
-                    self.status(incident, IncidentStatus::Failed).await;
-                    RunEnd::Failed
-                }
+                let why = format!("not verified: {reason}");
+                self.event(incident, EventKind::Step, why.clone()).await;
+                let escalated = self
+                    .on_failure(incident, runbook, alert, &mut outputs)
+                    .await;
+                self.failed(incident, escalated, why).await
             }
         }
+    }
+
+    /// Runs `on_failure`; true when any of it reached someone (ran
+    /// without failing).
+    async fn on_failure(
+        &self,
+        incident: &str,
+        runbook: &Runbook,
+        alert: &Alert,
+        outputs: &mut serde_json::Map<String, Value>,
+    ) -> bool {
+        let base = runbook.steps.len();
+        let mut escalated = false;
+        for (j, f) in runbook.on_failure.iter().enumerate() {
+            escalated |= self
+                .step(incident, runbook, alert, base + j, f, outputs)
+                .await
+                .is_ok();
+        }
+        if escalated {
+            self.event(
+                incident,
+                EventKind::Escalation,
+                "on_failure reached someone".into(),
+            )
+            .await;
+        }
+        escalated
+    }
+
+    /// The run failed: escalated when `on_failure` reached someone, failed
+    /// when there was nothing to run or all of it failed too.
+    async fn failed(&self, incident: &str, escalated: bool, why: String) -> RunEnd {
+        if escalated {
+            self.finish(
+                incident,
+                RunOutcome::Escalated,
+                IncidentStatus::Escalated,
+                why,
+            )
+            .await;
+            RunEnd::Escalated
+        } else {
+            self.finish(incident, RunOutcome::Failed, IncidentStatus::Failed, why)
+                .await;
+            RunEnd::Failed
+        }
+    }
+
+    /// Records how the run ended, and the incident's status after it, in
+    /// one write. A run whose destructive steps were only reported
+    /// (`executor.dry_run`) ended as a dry run, not a success.
+    async fn finish(
+        &self,
+        incident: &str,
+        outcome: RunOutcome,
+        status: IncidentStatus,
+        detail: String,
+    ) {
+        let now = self.clock.now();
+        self.record(incident, move |r| {
+            let dry = r.steps.iter().any(|s| s.state == StepState::DryRun);
+            let outcome = match outcome {
+                RunOutcome::Succeeded if dry => RunOutcome::DryRun,
+                o => o,
+            };
+            r.run = Some(RunResult {
+                outcome,
+                at: now,
+                detail,
+            });
+            set_status(r, status, now);
+        })
+        .await;
     }
 
     async fn skip_rest(&self, incident: &str, from: usize, to: usize, reason: &str) {

@@ -184,6 +184,11 @@ impl Executor {
                 s.reason.clone_from(&why);
             }
             rec.status = IncidentStatus::Interrupted;
+            rec.run = Some(quench_knowledge::RunResult {
+                outcome: quench_knowledge::RunOutcome::Interrupted,
+                at: clock.now(),
+                detail: why.clone(),
+            });
             rec.timeline.push(TimelineEvent {
                 at: clock.now(),
                 kind: EventKind::Interrupted,

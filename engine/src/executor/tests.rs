@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use quench_connectors::steps::{Acts, Call, StepError, StepFuture, StepType};
 use quench_connectors::{AlertStatus, Source};
-use quench_knowledge::{AlertRecord, AlertState, Attach, Opening};
+use quench_knowledge::{AlertRecord, AlertState, Attach, Opening, RunOutcome};
 use serde_json::json;
 
 use super::*;
@@ -246,10 +246,10 @@ async fn retries_back_off_exponentially() {
         e >= Duration::from_secs(6) && e <= Duration::from_millis(7500),
         "{e:?}"
     );
-    assert_eq!(
-        w.exec.incidents.get(&id).unwrap().unwrap().status,
-        IncidentStatus::Verifying
-    );
+    // No verify: the run is over, and the incident waits for its alerts.
+    let r = w.exec.incidents.get(&id).unwrap().unwrap();
+    assert_eq!(r.status, IncidentStatus::Open);
+    assert_eq!(r.run.unwrap().outcome, RunOutcome::Succeeded);
 }
 
 #[tokio::test(start_paused = true)]
@@ -633,13 +633,17 @@ async fn recovery_resumes_evidence_and_interrupts_a_running_destructive_step() {
     // The evidence run resumes and finishes; the destructive step of the
     // first incident never ran.
     for _ in 0..100 {
-        if get(&evidence).status == IncidentStatus::Verifying {
+        if get(&evidence).run.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let e = get(&evidence);
-    assert_eq!(e.status, IncidentStatus::Verifying, "{:#?}", e.steps);
+    assert_eq!(e.status, IncidentStatus::Open, "{:#?}", e.steps);
+    assert_eq!(
+        e.run.as_ref().map(|r| r.outcome),
+        Some(RunOutcome::Succeeded)
+    );
     assert_eq!(e.steps[1].state, StepState::Succeeded);
     assert_eq!(
         w.fake.attempts.lock().unwrap().get("cart"),
@@ -799,6 +803,48 @@ async fn a_failed_step_that_continues_leaves_ok_false_for_later_steps() {
     assert_eq!(s[0].state, StepState::Failed);
     assert_eq!(s[1].state, StepState::Succeeded, "ran because check failed");
     assert_eq!(s[2].state, StepState::Skipped, "fallback.output.ok is true");
+    // The fallback made up for the failed check: the run succeeded, and
+    // says what failed on the way.
+    let run = w.exec.incidents.get(&id).unwrap().unwrap().run.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Succeeded);
+    assert!(run.detail.contains("check failed"), "{}", run.detail);
+}
+
+/// A triage run whose every step failed (each continuing on error) ends
+/// failed, not waiting in `verifying`; a run with nothing to escalate to
+/// is not an escalation.
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_every_step_failed_is_failed_not_verifying() {
+    let w = world(ExecConfig::default());
+    let rb = runbook(
+        "version: 1\nname: triage\nmatch: {}\nsteps:\n  - id: a\n    uses: k8s.wait\n    continue_on_error: true\n    with: {key: a, fail: 9}\n  - id: b\n    uses: k8s.wait\n    continue_on_error: true\n    with: {key: b, fail: 9}\n  - id: c\n    uses: k8s.wait\n    continue_on_error: true\n    with: {key: c, fail: 9}\n",
+    );
+    let a = alert("a");
+    let id = open_incident(&w, &a, 1);
+    assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Failed);
+    let r = w.exec.incidents.get(&id).unwrap().unwrap();
+    assert_eq!(r.status, IncidentStatus::Failed);
+    let run = r.run.unwrap();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    assert!(run.detail.contains("a, b, c failed"), "{}", run.detail);
+    assert!(
+        !r.timeline.iter().any(|e| e.kind == EventKind::Escalation),
+        "nothing was escalated: {:#?}",
+        r.timeline
+    );
+
+    // The only step fails, no on_failure: failed, not escalated.
+    let rb = runbook(
+        "version: 1\nname: r\nmatch: {}\nsteps:\n  - id: only\n    uses: k8s.wait\n    with: {key: only, fail: 9}\n",
+    );
+    let a = alert("b");
+    let id = open_incident(&w, &a, 2);
+    assert_eq!(w.exec.run(&id, &rb, &a).await, RunEnd::Failed);
+    let r = w.exec.incidents.get(&id).unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.run.unwrap().outcome),
+        (IncidentStatus::Failed, RunOutcome::Failed)
+    );
 }
 
 /// The guards in their documented order, and the destructive-only ones

@@ -26,22 +26,21 @@ pub(super) async fn list_incidents(
     };
     match q.status.as_deref() {
         None => {}
-        Some("open") => filter.open_only = true,
-        Some(other) => {
-            match serde_json::from_value::<IncidentStatus>(Value::String(other.into())) {
-                Ok(st) => filter.status = Some(st),
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_query",
-                        format!(
-                            "unknown status {other:?}: use open, diagnosing, remediating, verifying, resolved, escalated, failed or cancelled"
-                        ),
-                        Value::Null,
-                    );
-                }
+        Some("unresolved") => filter.open_only = true,
+        Some(other) => match IncidentStatus::parse(other) {
+            Some(st) => filter.status = Some(st),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!(
+                        "unknown status {other:?}: use {}",
+                        crate::api::status_names().join(", ")
+                    ),
+                    Value::Null,
+                );
             }
-        }
+        },
     }
     match s.incidents.query(filter).await {
         Ok(incidents) => axum::Json(crate::api::IncidentList { incidents }).into_response(),

@@ -353,6 +353,7 @@ mod tests {
             external_id: None,
             similar: None,
             chaos: Vec::new(),
+            run: None,
         }
     }
 
