@@ -54,10 +54,42 @@ pub struct Config {
     pub api_tokens: Vec<ApiToken>,
     /// Chaos experiments.
     pub chaos: ChaosConfig,
+    /// The Prometheus the PromQL steps ask when they name no `url`.
+    pub prometheus: PrometheusConfig,
     /// The Kubernetes credentials the `k8s.*` steps and pod targets use.
     /// Without a kubeconfig: `KUBECONFIG`, `~/.kube/config`, then the pod's
     /// service account, read when a step first needs them.
     pub kubernetes: quench_connectors::k8s::KubeSource,
+}
+
+/// Where Prometheus is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Its base URL: the `url` of every `promql.*` step that leaves it
+    /// out (`http://127.0.0.1:9090`, Prometheus' own default, unless set).
+    pub url: Option<String>,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: Some(DEFAULT_PROMETHEUS.to_string()),
+        }
+    }
+}
+
+/// Where the PromQL steps look when neither they nor the configuration say.
+pub const DEFAULT_PROMETHEUS: &str = "http://127.0.0.1:9090";
+
+impl Config {
+    /// What the steps take from the configuration when a runbook leaves
+    /// it out.
+    pub fn step_defaults(&self) -> quench_connectors::steps::StepDefaults {
+        quench_connectors::steps::StepDefaults {
+            prometheus_url: self.prometheus.url.clone(),
+        }
+    }
 }
 
 /// Chaos experiments.
@@ -229,6 +261,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             api_tokens: Vec::new(),
             kubernetes: Default::default(),
+            prometheus: Default::default(),
             chaos: Default::default(),
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,

@@ -223,6 +223,7 @@ pub async fn serve(
             max_actions_per_target_per_hour: config.executor.max_actions_per_target_per_hour,
             max_concurrent_runs: config.executor.max_concurrent_runs,
             allowed_hosts,
+            step_defaults: config.step_defaults(),
             ..ExecConfig::default()
         },
     );

@@ -48,13 +48,51 @@ fn serve_with_allocator_settings() {
     eprintln!("quench: could not apply the allocator settings ({e}); going on without them");
 }
 
-fn main() -> anyhow::Result<()> {
+/// Whether `--debug` was given: errors then show their backtrace (when
+/// `RUST_BACKTRACE` captured one). Without it, an error is its message
+/// chain and nothing else, whatever the environment says.
+fn debug() -> bool {
+    std::env::args_os().any(|a| a == "--debug")
+}
+
+/// `quench schema | head`: stdout closes early. Rust's `println!` panics
+/// on that; a command line tool ends quietly instead, as `cat` does.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+fn main() -> std::process::ExitCode {
     serve_with_allocator_settings();
+    quiet_on_closed_stdout();
     // Blocking-pool threads each keep an allocator heap of their own; 64
     // are plenty for the store reads they run, and bound that memory.
-    tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(64)
-        .build()?
-        .block_on(cli::run())
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(cli::run()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if debug() {
+                eprintln!("quench: {e:?}");
+            } else {
+                eprintln!("quench: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

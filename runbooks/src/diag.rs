@@ -49,6 +49,11 @@ pub enum Code {
     /// RB018: a `with` key (of a step or of `verify`) the step type has no
     /// parameter for.
     UnknownParam,
+    /// RB019: a `with` that does not fit its step type: a required
+    /// parameter missing, a value of the wrong type (a template renders to
+    /// a string), a value that is not one of the choices, a secret not
+    /// written as `{env: NAME}` or `{file: PATH}`, a range.
+    Params,
     /// CH001: a chaos probe that is not exactly one of `promql`, `http`,
     /// `k8s_ready`, or whose bounds make no sense.
     ChaosProbe,
@@ -84,6 +89,7 @@ impl Code {
             Code::Interval => "RB016",
             Code::DestructiveVerify => "RB017",
             Code::UnknownParam => "RB018",
+            Code::Params => "RB019",
             Code::ChaosProbe => "CH001",
             Code::BlastRadius => "CH002",
             Code::Schedule => "CH003",

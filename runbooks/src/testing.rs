@@ -12,8 +12,9 @@ use quench_connectors::{Alert, AlertStatus, Source};
 use serde_json::Value;
 
 use crate::load::{Runbook, RunbookSet};
-use crate::model::{StepFile, TestCase};
+use crate::model::TestCase;
 use crate::template::{Templates, context};
+use quench_connectors::steps::StepType;
 
 /// One test's result.
 #[derive(Debug, Clone)]
@@ -148,8 +149,37 @@ fn alerts_of(dir: &Path, runbook: &Runbook, case: &TestCase) -> Result<Vec<Alert
     Ok(alerts)
 }
 
-fn steps(r: &Runbook) -> impl Iterator<Item = &StepFile> {
-    r.file.steps.iter().chain(r.file.on_failure.iter())
+/// A step as `quench test` renders it: its id, `when`, step type and
+/// `with`.
+struct TestStep<'a> {
+    id: &'a str,
+    when: Option<&'a str>,
+    kind: StepType,
+    with: &'a serde_json::Map<String, Value>,
+}
+
+/// Every step of a runbook: main steps, `on_failure`, then `verify`.
+fn steps(r: &Runbook) -> Vec<TestStep<'_>> {
+    let mut out: Vec<_> = r
+        .steps
+        .iter()
+        .chain(r.on_failure.iter())
+        .map(|s| TestStep {
+            id: &s.id,
+            when: s.when.as_deref(),
+            kind: s.kind,
+            with: &s.with,
+        })
+        .collect();
+    if let Some(v) = &r.verify {
+        out.push(TestStep {
+            id: "verify",
+            when: None,
+            kind: v.kind,
+            with: &v.with,
+        });
+    }
+    out
 }
 
 fn run_case(
@@ -182,23 +212,23 @@ fn run_case(
             continue;
         }
         let ctx = context(alert, runbook.info(), "inc-test", &case.outputs, &case.env);
-        for step in steps(runbook) {
-            let id = &step.id.value;
-            let with = Value::Object(
-                step.with
-                    .as_ref()
-                    .map(|w| w.value.clone())
-                    .unwrap_or_default(),
-            );
-            let rendered = match t.render_value(&with, &ctx, &format!("{id}.with")) {
-                Ok(v) => v,
-                Err(e) => {
-                    failures.push(format!("step {id} does not render: {e}"));
-                    continue;
-                }
-            };
-            if let Some(when) = &step.when
-                && let Err(e) = t.eval_when(&when.value, &ctx)
+        for TestStep {
+            id,
+            when,
+            kind,
+            with,
+        } in steps(runbook)
+        {
+            let rendered =
+                match t.render_value(&Value::Object(with.clone()), &ctx, &format!("{id}.with")) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        failures.push(format!("step {id} does not render: {e}"));
+                        continue;
+                    }
+                };
+            if let Some(when) = when
+                && let Err(e) = t.eval_when(when, &ctx)
             {
                 failures.push(format!("step {id}: when: {e}"));
             }
@@ -206,6 +236,18 @@ fn run_case(
                 && &rendered != want
             {
                 failures.push(format!("step {id} renders {rendered}, expected {want}"));
+            }
+            // What the step would be given, checked as it would be before
+            // it ran (the configuration's defaults count as given).
+            let mut given = rendered.as_object().cloned().unwrap_or_default();
+            kind.fill_defaults(
+                &mut given,
+                &quench_connectors::steps::StepDefaults {
+                    prometheus_url: Some("http://prometheus".into()),
+                },
+            );
+            if let Err(e) = kind.check(&Value::Object(given)) {
+                failures.push(format!("step {id} ({kind}) would be refused: {e}"));
             }
         }
     }
@@ -294,5 +336,13 @@ mod tests {
         );
         // the PagerDuty payload parsed (signed by the test runner) and did not match
         assert_eq!(by("pagerduty payload"), "");
+        // Each step is checked as its type would check it before running.
+        assert_eq!(by("a known profile kind"), "");
+        assert!(
+            by("an unknown profile kind")
+                .contains("step capture (pprof.capture) would be refused: invalid parameters: kind: unknown variant `cpux`"),
+            "{}",
+            by("an unknown profile kind")
+        );
     }
 }

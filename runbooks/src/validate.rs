@@ -78,6 +78,152 @@ fn check_param_names(
     }
 }
 
+/// RB019 for one `with` (or none): the parameters as written must fit the
+/// step type. A template stands in as the string it will render to (each
+/// `{{...}}` as `1`), so a template where a number, a list or a secret is
+/// expected is caught now, as it would fail then; the configuration's
+/// defaults (`prometheus.url`) count as given.
+fn check_param_values(
+    file: &Path,
+    text: &str,
+    kind: StepType,
+    with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    at_step: &serde_saphyr::Location,
+    base: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    let written = with.as_ref().map(|w| w.value.clone()).unwrap_or_default();
+    // Unknown keys are RB018's; leave them out so each problem is said once.
+    let mut probe: serde_json::Map<String, serde_json::Value> = written
+        .iter()
+        .filter(|(k, _)| kind.unknown_param(k).is_none())
+        .map(|(k, v)| (k.clone(), stand_in(v)))
+        .collect();
+    kind.fill_defaults(
+        &mut probe,
+        &quench_connectors::steps::StepDefaults {
+            prometheus_url: Some("http://prometheus".into()),
+        },
+    );
+    // serde stops at the first problem: take the field out (or give it a
+    // valid value) and look again, so every problem is said in one run.
+    let mut said: Vec<String> = Vec::new();
+    for _ in 0..=written.len() {
+        let Err(e) = kind.lint(&serde_json::Value::Object(probe.clone())) else {
+            return;
+        };
+        let first_choice = e
+            .message
+            .strip_prefix("unknown variant ")
+            .and_then(|m| m.split_once("expected one of `"))
+            .and_then(|(_, rest)| rest.split('`').next())
+            .map(str::to_string);
+        let templated = e
+            .field
+            .as_ref()
+            .and_then(|f| written.get(f))
+            .is_some_and(|v| v.as_str().is_some_and(|s| s.contains("{{")));
+        match (&e.field, &first_choice) {
+            // A template where one of several words goes: known once
+            // rendered (`quench test` and the run check it then).
+            (Some(f), Some(choice)) if templated => {
+                probe.insert(f.clone(), serde_json::Value::String(choice.clone()));
+                continue;
+            }
+            _ => {}
+        }
+        if e.message.starts_with("missing field")
+            && said.iter().any(|f| e.message.contains(&format!("`{f}`")))
+        {
+            return;
+        }
+        out.push(param_diagnostic(
+            file, text, kind, with, at_step, base, &written, &e, templated,
+        ));
+        match (&e.field, first_choice) {
+            (Some(f), Some(choice)) => {
+                probe.insert(f.clone(), serde_json::Value::String(choice));
+                said.push(f.clone());
+            }
+            (Some(f), None) if probe.contains_key(f) => {
+                probe.remove(f);
+                said.push(f.clone());
+            }
+            _ => return,
+        }
+    }
+}
+
+/// One RB019, at the offending key when there is one.
+#[allow(clippy::too_many_arguments)]
+fn param_diagnostic(
+    file: &Path,
+    text: &str,
+    kind: StepType,
+    with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    at_step: &serde_saphyr::Location,
+    base: &str,
+    written: &serde_json::Map<String, serde_json::Value>,
+    e: &quench_connectors::steps::ParamError,
+    templated: bool,
+) -> Diagnostic {
+    let message = match (&e.field, templated) {
+        (Some(f), true) => match e.message.split_once("expected ") {
+            Some((_, expected)) => {
+                format!("{kind}: {f}: a template renders to a string, and {f} takes {expected}")
+            }
+            None => format!("{kind}: {e} (a template renders to a string)"),
+        },
+        _ => format!("{kind}: {e}"),
+    };
+    let (line, column) = match (&e.field, with) {
+        (Some(f), Some(w)) if written.contains_key(f) => {
+            crate::diag::key_position(text, &w.referenced, f)
+        }
+        (_, Some(w)) => (w.referenced.line(), w.referenced.column()),
+        (_, None) => (at_step.line(), at_step.column()),
+    };
+    let path = match &e.field {
+        Some(f) => format!("{base}.with.{f}"),
+        None => format!("{base}.with"),
+    };
+    Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        column,
+        code: Code::Params,
+        path,
+        message,
+    }
+}
+
+/// A written value as the lint sees it: every `{{...}}` in a string as
+/// `1`, since that is a string too after rendering.
+fn stand_in(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.contains("{{") => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find("{{") {
+                out.push_str(&rest[..i]);
+                out.push('1');
+                rest = match rest[i..].find("}}") {
+                    Some(j) => &rest[i + j + 2..],
+                    None => "",
+                };
+            }
+            out.push_str(rest);
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(stand_in).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), stand_in(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 fn check_duration(
     file: &Path,
     d: &Option<Spanned<String>>,
@@ -139,6 +285,9 @@ fn check_steps(
             ));
         }
         check_param_names(file, text, &s.uses.value, &s.with, &base, out);
+        if let Some(kind) = kind {
+            check_param_values(file, text, kind, &s.with, &s.uses.referenced, &base, out);
+        }
         if let Some(with) = &s.with {
             let value = serde_json::Value::Object(with.value.clone());
             let mut strings = Vec::new();
@@ -314,6 +463,17 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
             Some(_) => {}
         }
         check_param_names(file, text, &v.uses.value, &v.with, "verify", &mut out);
+        if let Some(kind) = StepType::from_name(&v.uses.value) {
+            check_param_values(
+                file,
+                text,
+                kind,
+                &v.with,
+                &v.uses.referenced,
+                "verify",
+                &mut out,
+            );
+        }
         let every = check_duration(file, &v.every, "verify.every", &mut out);
         let timeout = check_duration(file, &v.timeout, "verify.timeout", &mut out);
         if let Some(kind) = StepType::from_name(&v.uses.value) {

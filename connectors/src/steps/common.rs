@@ -28,7 +28,7 @@ pub enum StepError {
 
 /// A step's rendered parameters as its params struct.
 pub(crate) fn params<T: serde::de::DeserializeOwned>(with: &Value) -> Result<T, StepError> {
-    serde_json::from_value(with.clone()).map_err(|e| StepError::Params(e.to_string()))
+    Ok(super::step::parse_params(with)?)
 }
 
 /// Deserialises an optional number written as a number or, because
@@ -259,9 +259,9 @@ impl StepError {
     }
 }
 
-/// A secret read from the environment or a file, never written in a runbook.
-#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// A secret read from the environment or a file, never written in a
+/// runbook: `{env: NAME}` or `{file: PATH}`, exactly one.
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct Secret {
     /// An environment variable holding it.
     #[serde(default)]
@@ -269,6 +269,45 @@ pub struct Secret {
     /// A file holding it (trailing whitespace dropped).
     #[serde(default)]
     pub file: Option<String>,
+}
+
+/// The shape a secret is written in, for the messages.
+const SECRET_SHAPE: &str = "a secret is {env: NAME} or {file: PATH}, never the value itself";
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Written {
+            #[serde(default)]
+            env: Option<String>,
+            #[serde(default)]
+            file: Option<String>,
+        }
+        use serde::de::Error;
+        let v = Value::deserialize(d)?;
+        if !v.is_object() {
+            let what = match &v {
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                Value::Array(_) => "a list",
+                _ => "nothing",
+            };
+            return Err(D::Error::custom(format!("{what} where {SECRET_SHAPE}")));
+        }
+        let w: Written = serde_json::from_value(v)
+            .map_err(|e| D::Error::custom(format!("{e}: {SECRET_SHAPE}")))?;
+        match (&w.env, &w.file) {
+            (Some(_), None) | (None, Some(_)) => Ok(Secret {
+                env: w.env,
+                file: w.file,
+            }),
+            _ => Err(D::Error::custom(format!(
+                "exactly one of env or file: {SECRET_SHAPE}"
+            ))),
+        }
+    }
 }
 
 impl Secret {

@@ -24,7 +24,7 @@ pub use artifacts::{ArtifactFuture, Artifacts, ArtifactsError, Captured};
 pub(crate) use common::receiver;
 pub use common::{Secret, StepError};
 pub(crate) use common::{Target, check_http_url, number, number_schema, opt_number, params, send};
-pub use step::{Acts, Checked, Step, StepCtx, fields};
+pub use step::{Acts, Checked, ParamError, Step, StepCtx, StepDefaults, fields, parse_params};
 
 pub mod argocd_rollback;
 pub mod argocd_sync;
@@ -171,6 +171,24 @@ macro_rules! registry {
             /// the URLs it will call, or why they do not fit.
             pub fn check(self, with: &Value) -> Result<Checked, StepError> {
                 match self { $( StepType::$variant => step::check::<$step>(with), )* }
+            }
+
+            /// Fills in what `with` leaves out and the configuration gives
+            /// (`prometheus.url` for a PromQL step's `url`).
+            pub fn fill_defaults(self, with: &mut serde_json::Map<String, Value>, d: &StepDefaults) {
+                let prometheus = match self { $( StepType::$variant => <$step as Step>::URL_IS_PROMETHEUS, )* };
+                if prometheus
+                    && !with.contains_key("url")
+                    && let Some(url) = &d.prometheus_url
+                {
+                    with.insert("url".into(), Value::String(url.clone()));
+                }
+            }
+
+            /// Checks parameters (rendered, or as written with templates
+            /// standing in for strings) without running anything.
+            pub fn lint(self, with: &Value) -> Result<(), ParamError> {
+                match self { $( StepType::$variant => step::lint::<$step>(with), )* }
             }
 
             /// The JSON schema of its `with`.
@@ -360,12 +378,34 @@ mod tests {
         assert_eq!(c.target.key(), "shop/web-1");
         // A missing required parameter is found before the step runs.
         let e = StepType::PromqlQuery
-            .check(&serde_json::json!({"query": "up"}))
+            .check(&serde_json::json!({"url": "http://p"}))
             .unwrap_err();
         assert!(
-            matches!(&e, StepError::Params(m) if m.contains("missing field `url`")),
+            matches!(&e, StepError::Params(m) if m.contains("missing field `query`")),
             "{e}"
         );
+        // A PromQL step's url comes from the configuration when it has none,
+        // and only then.
+        let e = StepType::PromqlQuery
+            .check(&serde_json::json!({"query": "up"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("prometheus.url"), "{e}");
+        let defaults = StepDefaults {
+            prometheus_url: Some("http://prometheus:9090".into()),
+        };
+        let mut with = serde_json::Map::new();
+        with.insert("query".into(), "up".into());
+        StepType::PromqlQuery.fill_defaults(&mut with, &defaults);
+        let c = StepType::PromqlQuery
+            .check(&Value::Object(with.clone()))
+            .unwrap();
+        assert_eq!(c.urls, ["http://prometheus:9090"]);
+        with.insert("url".into(), "http://other".into());
+        StepType::PromqlQuery.fill_defaults(&mut with, &defaults);
+        assert_eq!(with["url"], "http://other");
+        let mut scrape = serde_json::Map::new();
+        StepType::MetricsScrape.fill_defaults(&mut scrape, &defaults);
+        assert!(scrape.is_empty(), "only PromQL steps take prometheus.url");
     }
 
     #[test]

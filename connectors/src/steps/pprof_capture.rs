@@ -11,7 +11,7 @@
 //! two CPU captures of one target: concurrent requests for the same target
 //! and window share one capture.
 
-use super::{Acts, Step, StepCtx};
+use super::{Acts, ParamError, Step, StepCtx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub struct Params {
     #[schemars(schema_with = "super::number_schema")]
     pub port: Option<u16>,
     /// cpu, heap, allocs, goroutine, mutex, block or threadcreate.
-    pub kind: String,
+    pub kind: ProfileKind,
     /// For cpu: how long to sample (default 10, at most 300).
     #[serde(default = "ten")]
     pub seconds: u64,
@@ -73,6 +73,41 @@ pub struct Params {
     pub margin_seconds: u64,
 }
 
+/// The profiles Go's `net/http/pprof` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileKind {
+    /// CPU time, sampled for `seconds`.
+    Cpu,
+    /// Live heap.
+    Heap,
+    /// Every allocation since start.
+    Allocs,
+    /// Goroutine stacks.
+    Goroutine,
+    /// Contended mutexes.
+    Mutex,
+    /// Blocking on synchronisation.
+    Block,
+    /// Stacks that created OS threads.
+    Threadcreate,
+}
+
+impl ProfileKind {
+    /// As written, and as the path under `/debug/pprof/`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::Cpu => "cpu",
+            ProfileKind::Heap => "heap",
+            ProfileKind::Allocs => "allocs",
+            ProfileKind::Goroutine => "goroutine",
+            ProfileKind::Mutex => "mutex",
+            ProfileKind::Block => "block",
+            ProfileKind::Threadcreate => "threadcreate",
+        }
+    }
+}
+
 fn thirty() -> u64 {
     30
 }
@@ -93,27 +128,23 @@ pub struct InFlight {
 pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
     let (http, kube, inflight, artifacts) = (ctx.http, ctx.kube, ctx.captures, ctx.artifacts);
     let target = Target::new(&p.url, &p.pod, &p.namespace, p.port)?;
-    let path = match p.kind.as_str() {
-        "cpu" => {
-            if !(1..=300).contains(&p.seconds) {
-                return Err(StepError::Params("seconds must be 1 to 300".into()));
-            }
-            format!("profile?seconds={}", p.seconds)
-        }
-        "heap" | "allocs" | "goroutine" | "mutex" | "block" | "threadcreate" => p.kind.clone(),
-        other => {
-            return Err(StepError::Params(format!(
-                "kind {other:?}: cpu, heap, allocs, goroutine, mutex, block or threadcreate"
-            )));
-        }
+    let path = match p.kind {
+        ProfileKind::Cpu => format!("profile?seconds={}", p.seconds),
+        other => other.as_str().to_string(),
     };
     let path = format!("debug/pprof/{path}");
     // One capture per target and window: the key names both.
     let key = format!("{} {path}", target.label());
     // The capture takes `seconds`; give the transfer a margin on top.
-    let timeout =
-        Duration::from_secs(p.margin_seconds + if p.kind == "cpu" { p.seconds } else { 0 });
-    let bytes = if p.kind == "cpu" {
+    let timeout = Duration::from_secs(
+        p.margin_seconds
+            + if p.kind == ProfileKind::Cpu {
+                p.seconds
+            } else {
+                0
+            },
+    );
+    let bytes = if p.kind == ProfileKind::Cpu {
         let cell = {
             let mut map = inflight.captures.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(key.clone()).or_default().clone()
@@ -148,7 +179,12 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
     let table = pprof::top::top(&profile, index).map_err(|e| StepError::Failed(e.to_string()))?;
     let bad = |e: pprof::ProfileError| StepError::Failed(e.to_string());
     let folded = pprof::flame::folded(&profile, index).map_err(bad)?;
-    let title = format!("{} {} ({})", target.label(), p.kind, table.sample_type);
+    let title = format!(
+        "{} {} ({})",
+        target.label(),
+        p.kind.as_str(),
+        table.sample_type
+    );
     // An empty profile (no contention in a block profile, say) has no
     // flame graph; that is an answer, not an error.
     let svg = if folded.is_empty() {
@@ -167,7 +203,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         (None, Some(service)) => {
             let a = artifacts
                 .ok_or_else(|| StepError::Params("baseline_of needs an artifact store".into()))?;
-            a.baseline(service, &p.kind).await?
+            a.baseline(service, p.kind.as_str()).await?
         }
         (None, None) => None,
     };
@@ -216,7 +252,8 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         let a = artifacts
             .ok_or_else(|| StepError::Params("save_baseline needs an artifact store".into()))?;
         let id = crate::alert::content_address(&bytes);
-        a.set_baseline(service, &p.kind, &id, &about).await?;
+        a.set_baseline(service, p.kind.as_str(), &id, &about)
+            .await?;
     }
 
     let rows: Vec<Value> = table
@@ -229,7 +266,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         })
         .collect();
     Ok(json!({
-        "kind": p.kind,
+        "kind": p.kind.as_str(),
         "sample_type": table.sample_type,
         "unit": table.unit,
         "total": table.total,
@@ -241,7 +278,7 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
         "baseline": match (&baseline_id, &p.baseline_of) {
             (Some(id), service) => json!({"artifact": id, "service": service}),
             (None, Some(service)) => json!({"service": service, "artifact": null,
-                "note": format!("no baseline saved for {service} {} yet: nothing to diff against", p.kind)}),
+                "note": format!("no baseline saved for {service} {} yet: nothing to diff against", p.kind.as_str())}),
             (None, None) => Value::Null,
         },
         "saved_baseline": p.save_baseline,
@@ -264,6 +301,22 @@ impl Step for PprofCapture {
 
     fn urls(p: &Params) -> Vec<&str> {
         p.url.as_deref().into_iter().collect()
+    }
+
+    fn validate(p: &Params) -> Result<(), ParamError> {
+        if p.kind == ProfileKind::Cpu && !(1..=300).contains(&p.seconds) {
+            return Err(ParamError::field(
+                "seconds",
+                format!("{} seconds: a CPU profile takes 1 to 300", p.seconds),
+            ));
+        }
+        if p.url.is_none() && p.pod.is_none() {
+            return Err(ParamError {
+                field: None,
+                message: "a target is needed: `url`, or `pod` (with `namespace` and `port`)".into(),
+            });
+        }
+        Ok(())
     }
 
     async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {

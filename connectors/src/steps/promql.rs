@@ -1,6 +1,7 @@
 //! The PromQL steps: `promql.query` (instant), `promql.range` and
-//! `promql.verify`, against a Prometheus base URL. Results keep their
-//! metric labels and values, typed.
+//! `promql.verify`, against a Prometheus base URL: `url`, or, left out,
+//! `prometheus.url` from the configuration. Results keep their metric
+//! labels and values, typed.
 //!
 //! ```yaml
 //! - id: cpu_rate
@@ -17,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Step, StepCtx, StepError};
+use super::{ParamError, Step, StepCtx, StepError};
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,6 +56,17 @@ struct Data {
     #[serde(rename = "resultType")]
     result_type: String,
     result: Value,
+}
+
+/// A PromQL step with no `url` and no `prometheus.url` to fall back on.
+fn no_url(url: &str) -> Result<(), ParamError> {
+    if url.is_empty() {
+        return Err(ParamError::field(
+            "url",
+            "no Prometheus URL: set `url`, or `prometheus.url` in the configuration",
+        ));
+    }
+    Ok(())
 }
 
 fn number(v: &Value) -> Result<f64, StepError> {
@@ -145,7 +157,8 @@ fn samples(d: &Data) -> Result<Vec<Sample>, StepError> {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryParams {
-    /// Prometheus base URL.
+    /// Prometheus base URL (default: `prometheus.url` in the configuration).
+    #[serde(default)]
     pub url: String,
     /// The PromQL expression.
     pub query: String,
@@ -162,7 +175,8 @@ pub async fn query(http: &reqwest::Client, p: QueryParams) -> Result<Value, Step
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RangeParams {
-    /// Prometheus base URL.
+    /// Prometheus base URL (default: `prometheus.url` in the configuration).
+    #[serde(default)]
     pub url: String,
     /// The PromQL expression.
     pub query: String,
@@ -243,7 +257,8 @@ pub async fn range(http: &reqwest::Client, p: RangeParams) -> Result<Value, Step
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
-    /// Prometheus base URL.
+    /// Prometheus base URL (default: `prometheus.url` in the configuration).
+    #[serde(default)]
     pub url: String,
     /// The PromQL expression.
     pub query: String,
@@ -324,7 +339,12 @@ pub struct Query;
 impl Step for Query {
     const NAME: &'static str = "promql.query";
     const DESTRUCTIVE: bool = false;
+    const URL_IS_PROMETHEUS: bool = true;
     type Params = QueryParams;
+
+    fn validate(p: &QueryParams) -> Result<(), ParamError> {
+        no_url(&p.url)
+    }
 
     fn urls(p: &QueryParams) -> Vec<&str> {
         vec![p.url.as_str()]
@@ -341,7 +361,12 @@ pub struct Range;
 impl Step for Range {
     const NAME: &'static str = "promql.range";
     const DESTRUCTIVE: bool = false;
+    const URL_IS_PROMETHEUS: bool = true;
     type Params = RangeParams;
+
+    fn validate(p: &RangeParams) -> Result<(), ParamError> {
+        no_url(&p.url)
+    }
 
     fn urls(p: &RangeParams) -> Vec<&str> {
         vec![p.url.as_str()]
@@ -358,7 +383,12 @@ pub struct Verify;
 impl Step for Verify {
     const NAME: &'static str = "promql.verify";
     const DESTRUCTIVE: bool = false;
+    const URL_IS_PROMETHEUS: bool = true;
     type Params = VerifyParams;
+
+    fn validate(p: &VerifyParams) -> Result<(), ParamError> {
+        no_url(&p.url)
+    }
 
     fn urls(p: &VerifyParams) -> Vec<&str> {
         vec![p.url.as_str()]

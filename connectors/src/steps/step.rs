@@ -25,6 +25,8 @@ pub trait Step {
     /// (Kubernetes' `dryRun=All`, Argo CD's `dryRun`). Such a step reads
     /// [`StepCtx::dry_run`].
     const SERVER_DRY_RUN: bool = false;
+    /// Whether a missing `url` is the configuration's `prometheus.url`.
+    const URL_IS_PROMETHEUS: bool = false;
     /// Its `with:`, as a struct that refuses unknown fields.
     type Params: DeserializeOwned + schemars::JsonSchema + Send + 'static;
 
@@ -41,11 +43,84 @@ pub trait Step {
         Vec::new()
     }
 
+    /// What the types alone cannot say (a range, one of two fields): run
+    /// by the lint, by `quench test` and before every run.
+    fn validate(p: &Self::Params) -> Result<(), ParamError> {
+        let _ = p;
+        Ok(())
+    }
+
     /// Does the work.
     fn run(
         ctx: &StepCtx<'_>,
         p: Self::Params,
     ) -> impl Future<Output = Result<Value, StepError>> + Send;
+}
+
+/// Parameters the configuration gives every step that leaves them out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepDefaults {
+    /// `prometheus.url`: the `url` of the PromQL steps.
+    pub prometheus_url: Option<String>,
+}
+
+/// Why a step's parameters do not fit its type, and which one (the
+/// top-level `with` key) when one is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ParamError {
+    /// The `with` key, when the problem is in one.
+    pub field: Option<String>,
+    /// What is wrong, and what is expected.
+    pub message: String,
+}
+
+impl ParamError {
+    /// A problem with one field.
+    pub fn field(field: &str, message: impl Into<String>) -> ParamError {
+        ParamError {
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ParamError> for StepError {
+    fn from(e: ParamError) -> StepError {
+        StepError::Params(e.to_string())
+    }
+}
+
+/// Parses `with` as `T`, naming the field a problem is in.
+pub fn parse_params<T: DeserializeOwned>(with: &Value) -> Result<T, ParamError> {
+    serde_path_to_error::deserialize(with.clone()).map_err(|e| {
+        let field = e.path().iter().next().and_then(|seg| match seg {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        ParamError {
+            field,
+            message: in_words(&e.into_inner().to_string()),
+        }
+    })
+}
+
+/// serde's type names as a runbook author reads them.
+fn in_words(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, words) in [
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(rust, words);
+    }
+    out
 }
 
 /// The object a step acts on: a namespace and a name, either unknown.
@@ -206,11 +281,19 @@ pub struct Checked {
 
 /// Parses `with` as `S`'s parameters: its target and URLs.
 pub(crate) fn check<S: Step>(with: &Value) -> Result<Checked, StepError> {
-    let p: S::Params = super::params(with)?;
+    let p: S::Params = parse_params(with)?;
+    S::validate(&p)?;
     Ok(Checked {
         target: S::target(&p),
         urls: S::urls(&p).into_iter().map(str::to_string).collect(),
     })
+}
+
+/// Checks `with` as `S`'s parameters: types, required fields, enums,
+/// and [`Step::validate`].
+pub(crate) fn lint<S: Step>(with: &Value) -> Result<(), ParamError> {
+    let p: S::Params = parse_params(with)?;
+    S::validate(&p)
 }
 
 /// The JSON schema of `S`'s `with`, with nothing referenced (every

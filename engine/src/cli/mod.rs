@@ -28,6 +28,10 @@ use quench_engine::config::{Config, DEFAULT_LISTEN};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show an error's backtrace (with RUST_BACKTRACE=1); without it, an
+    /// error is one message, whatever RUST_BACKTRACE says.
+    #[arg(long, global = true)]
+    debug: bool,
 }
 
 #[derive(Subcommand)]

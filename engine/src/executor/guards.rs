@@ -187,7 +187,7 @@ impl Executor {
             .templates
             .render_value(&with, &p.ctx, &format!("{}.with", p.id()))
             .map_err(Unrunnable::from)
-            .and_then(|v| Ok((self.check_step(p.kind(), &v)?, v)));
+            .and_then(|mut v| Ok((self.check_step(p.kind(), &mut v)?, v)));
         match rendered {
             Ok((acts, v)) => {
                 p.rendered = v;
@@ -301,7 +301,14 @@ impl Executor {
     /// Parses rendered parameters as the step type's: what the step acts
     /// on. Parameters that do not fit, and a URL on a host outside
     /// `allowed_hosts`, are refused before the step runs.
-    pub(super) fn check_step(&self, kind: StepType, rendered: &Value) -> Result<Acts, Unrunnable> {
+    pub(super) fn check_step(
+        &self,
+        kind: StepType,
+        rendered: &mut Value,
+    ) -> Result<Acts, Unrunnable> {
+        if let Value::Object(with) = rendered {
+            kind.fill_defaults(with, &self.config.step_defaults);
+        }
         let checked = self.runner.check(kind, rendered)?;
         if let Some(hosts) = &self.config.allowed_hosts {
             for url in &checked.urls {

@@ -66,6 +66,8 @@ pub struct ExecConfig {
     /// (and the pipeline with them: the alerts are safe in the log, and the
     /// lag shows in `/readyz`), so a storm cannot pile up unbounded runs.
     pub max_concurrent_runs: usize,
+    /// What steps take from the configuration (`prometheus.url`).
+    pub step_defaults: quench_connectors::steps::StepDefaults,
 }
 
 impl Default for ExecConfig {
@@ -78,6 +80,7 @@ impl Default for ExecConfig {
             default_approval_timeout: Duration::from_secs(900),
             allowed_hosts: None,
             max_concurrent_runs: 512,
+            step_defaults: Default::default(),
         }
     }
 }

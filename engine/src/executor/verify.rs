@@ -30,7 +30,7 @@ impl Executor {
             .templates
             .render_value(&with, &ctx, "verify.with")
             .map_err(super::guards::Unrunnable::from)
-            .and_then(|v| self.check_step(kind, &v).map(|_| v))
+            .and_then(|mut v| self.check_step(kind, &mut v).map(|_| v))
         {
             Ok(v) => v,
             Err(e) => {
