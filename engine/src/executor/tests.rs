@@ -131,6 +131,7 @@ fn runbook(yaml: &str) -> Runbook {
     const SCRIPT: [&str; 3] = ["key", "fail", "sleep"];
     let mut doc: Value = serde_saphyr::from_str(yaml).unwrap();
     let mut scripts: HashMap<String, serde_json::Map<String, Value>> = HashMap::new();
+    let mut added: HashMap<String, Vec<&str>> = HashMap::new();
     let mut take = |slot: String, with: &mut Value| {
         if let Some(w) = with.as_object_mut() {
             let script: serde_json::Map<String, Value> = SCRIPT
@@ -145,10 +146,15 @@ fn runbook(yaml: &str) -> Runbook {
         let steps = doc.get_mut(section).and_then(Value::as_array_mut);
         for step in steps.into_iter().flatten() {
             let id = step["id"].as_str().unwrap_or("").to_string();
+            let slot = format!("{section}/{id}");
+            give_wait(step, &slot, &mut added);
             if let Some(with) = step.get_mut("with") {
-                take(format!("{section}/{id}"), with);
+                take(slot, with);
             }
         }
+    }
+    if let Some(v) = doc.get_mut("verify") {
+        give_wait(v, "verify", &mut added);
     }
     if let Some(with) = doc.get_mut("verify").and_then(|v| v.get_mut("with")) {
         take("verify".into(), with);
@@ -159,6 +165,9 @@ fn runbook(yaml: &str) -> Runbook {
     let put = |slot: String, with: &mut serde_json::Map<String, Value>| {
         if let Some(script) = scripts.get(&slot) {
             with.extend(script.clone());
+        }
+        for k in added.get(&slot).into_iter().flatten() {
+            with.remove(*k);
         }
     };
     for s in &mut rb.steps {
@@ -171,6 +180,32 @@ fn runbook(yaml: &str) -> Runbook {
         put("verify".into(), &mut v.with);
     }
     rb
+}
+
+/// What `k8s.wait` requires, given for lint's sake where a test leaves it
+/// out, and noted so [`runbook`] takes it back out (the fake reads none
+/// of it).
+fn give_wait(step: &mut Value, slot: &str, added: &mut HashMap<String, Vec<&'static str>>) {
+    const WAIT: [(&str, &str); 3] = [
+        ("kind", "Deployment"),
+        ("name", "fake"),
+        ("for", "available"),
+    ];
+    if step["uses"] != "k8s.wait" {
+        return;
+    }
+    let with = step
+        .as_object_mut()
+        .unwrap()
+        .entry("with")
+        .or_insert_with(|| json!({}));
+    for (k, v) in WAIT {
+        let named = k == "name" && (with.get("deployment").is_some() || with.get("pod").is_some());
+        if with.get(k).is_none() && !named {
+            with[k] = json!(v);
+            added.entry(slot.to_string()).or_default().push(k);
+        }
+    }
 }
 
 fn alert(service: &str) -> Alert {
