@@ -45,7 +45,7 @@ async fn follows_the_repository_and_keeps_the_last_good_set() {
     let first = commit(
         &work,
         "cpu.yaml",
-        "version: 1\nname: cpu\nmatch:\n  matchers: ['alertname=\"HighCPU\"']\nsteps:\n  - id: profile\n    uses: pprof.capture\n",
+        "version: 1\nname: cpu\nmatch:\n  matchers: ['alertname=\"HighCPU\"']\nsteps:\n  - id: profile\n    uses: pprof.capture\n    with: {url: 'http://{{alert.labels.instance}}', kind: cpu}\n",
         "cpu runbook",
     );
 

@@ -413,7 +413,7 @@ async fn captures_diff_against_the_services_last_healthy_baseline() {
         .wait_for(
             "/api/v1/incidents/inc-1",
             std::time::Duration::from_secs(60),
-            |d| (d["status"] == "verifying").then(|| d.clone()),
+            |d| (d["run"]["outcome"] == "succeeded" && d["status"] == "open").then(|| d.clone()),
         )
         .await;
     let heap = &inc["steps"][0]["output"];

@@ -260,6 +260,7 @@ impl<'de> serde::Deserializer<'de> for FieldNames {
 /// Parses `with` as `S`'s parameters and runs it.
 pub(crate) async fn dispatch<S: Step>(ctx: &StepCtx<'_>, with: &Value) -> Result<Value, StepError> {
     let p: S::Params = super::params(with)?;
+    S::validate(&p)?;
     if let Some(hosts) = ctx.hosts {
         for url in S::urls(&p) {
             hosts
