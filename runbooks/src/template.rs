@@ -75,6 +75,83 @@ fn syntax_message(at: &Option<(usize, usize)>, reason: &str) -> String {
     }
 }
 
+/// A `{{` with no `}}` after it, said in words (handlebars' parser only
+/// says what token it expected), at its line and column.
+fn unclosed(text: &str) -> Option<TemplateError> {
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(i) = rest.find("{{") {
+        let open = offset + i;
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            // Another `{{` before this one closes: this one is unclosed.
+            Some(j) if !after[..j].contains("{{") => {
+                offset = open + 2 + j + 2;
+                rest = &after[j + 2..];
+            }
+            _ => {
+                let snippet: String = text[open..].chars().take(40).collect();
+                return Some(TemplateError::Syntax {
+                    at: Some(line_col(text, open)),
+                    reason: format!("`{snippet}` opens with {{{{ and never closes: add }}}}"),
+                });
+            }
+        }
+    }
+    // Blocks: every `{{#name` needs its `{{/name}}`.
+    let mut open_blocks: Vec<(&str, usize)> = Vec::new();
+    let mut at = 0;
+    while let Some(i) = text[at..].find("{{") {
+        let start = at + i;
+        let tag = &text[start + 2..];
+        let name = |t: &'static str, tag: &str| -> Option<usize> {
+            tag.strip_prefix(t).map(|r| {
+                r.find(|c: char| c.is_whitespace() || c == '}' || c == '~')
+                    .unwrap_or(r.len())
+            })
+        };
+        if let Some(n) = name("#", tag) {
+            open_blocks.push((&tag[1..1 + n], start));
+        } else if let Some(n) = name("/", tag) {
+            let closing = &tag[1..1 + n];
+            match open_blocks.pop() {
+                Some((opened, _)) if opened == closing => {}
+                Some((opened, pos)) => {
+                    return Some(TemplateError::Syntax {
+                        at: Some(line_col(text, start)),
+                        reason: format!(
+                            "`{{{{/{closing}}}}}` closes `{{{{#{opened}` (opened at column {})",
+                            line_col(text, pos).1
+                        ),
+                    });
+                }
+                None => {
+                    return Some(TemplateError::Syntax {
+                        at: Some(line_col(text, start)),
+                        reason: format!("`{{{{/{closing}}}}}` closes a block that never opened"),
+                    });
+                }
+            }
+        }
+        at = start + 2;
+    }
+    if let Some((opened, pos)) = open_blocks.pop() {
+        return Some(TemplateError::Syntax {
+            at: Some(line_col(text, pos)),
+            reason: format!("the `{{{{#{opened}` block never closes: add `{{{{/{opened}}}}}`"),
+        });
+    }
+    None
+}
+
+/// 1-based line and column of byte `pos` in `text`.
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
 /// The template context for an alert: what `{{...}}` can reach. `vars`
 /// becomes `env`: only allowlisted variables; the caller decides which.
 pub fn context(
@@ -228,6 +305,9 @@ impl Templates {
 
     /// Checks a template's syntax without rendering it.
     pub fn check(text: &str) -> Result<(), TemplateError> {
+        if let Some(e) = unclosed(text) {
+            return Err(e);
+        }
         handlebars::Template::compile(text)
             .map(|_| ())
             .map_err(|e| TemplateError::Syntax {
@@ -410,5 +490,30 @@ mod tests {
         assert!(t.eval_when("{{alert.labels.pod}}", &ctx()).is_err());
         assert!(Templates::check("{{#if x}}unclosed").is_err());
         assert!(Templates::check("{{alert.labels.pod}}").is_ok());
+    }
+
+    #[test]
+    fn a_missing_closing_brace_pair_is_said_in_words() {
+        let e = Templates::check("{{alert.labels.x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "template error at 1:1: `{{alert.labels.x` opens with {{ and never closes: add }}"
+        );
+        let e = Templates::check("ok {{a}} then {{b c").unwrap_err();
+        assert!(
+            e.to_string().starts_with("template error at 1:15: `{{b c`"),
+            "{e}"
+        );
+        let e = Templates::check("{{a {{b}}").unwrap_err();
+        assert!(e.to_string().contains("`{{a {{b}}` opens with"), "{e}");
+        assert!(Templates::check("{{a}} and {{b}}").is_ok());
+        let e = Templates::check("{{#if alert.labels.x}}true").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "template error at 1:1: the `{{#if` block never closes: add `{{/if}}`"
+        );
+        let e = Templates::check("{{#if a}}x{{/each}}").unwrap_err();
+        assert!(e.to_string().contains("`{{/each}}` closes `{{#if`"), "{e}");
+        assert!(Templates::check("{{#if a}}{{#each b}}x{{/each}}{{/if}}").is_ok());
     }
 }
