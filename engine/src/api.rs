@@ -175,9 +175,52 @@ pub struct ControlAnswer {
     pub last_change: Option<PauseState>,
 }
 
+/// `GET /api/v1/status`: what an on-call engineer checks first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    /// The server's version.
+    pub version: String,
+    /// The kill switch.
+    pub control: ControlAnswer,
+    /// The runbook set in force.
+    pub runbooks: RunbookSetStatus,
+    /// Alerts the pipeline has not processed yet.
+    pub pipeline_lag_alerts: u64,
+    /// Record changes the search index has not taken in yet.
+    pub index_lag_changes: u64,
+    /// Jobs waiting for the knowledge store's writer.
+    pub store_writer_queue: u64,
+    /// Runbook runs going on.
+    pub runs_active: u64,
+    /// Incidents not resolved or cancelled.
+    pub unresolved_incidents: usize,
+    /// Whether chaos experiments start at their scheduled times.
+    pub chaos_schedule: bool,
+}
+
+/// The runbook set in force, in [`StatusAnswer`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunbookSetStatus {
+    /// A directory, or a git repository, branch and path.
+    pub source: String,
+    /// The commit, for git.
+    pub commit: Option<String>,
+    /// How many runbooks.
+    pub count: usize,
+    /// When it was swapped in.
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// Why the last attempt to load a newer set was refused, if it was
+    /// (the set above stays in force).
+    pub last_error: Option<Vec<String>>,
+}
+
 /// `GET /api/v1/chaos`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChaosList {
+    /// Whether schedules fire (`chaos.schedule`); when false, an
+    /// experiment runs only when started.
+    #[serde(default)]
+    pub schedules_on: bool,
     /// The experiments in force.
     pub experiments: Vec<ExperimentInfo>,
 }

@@ -9,16 +9,31 @@ use quench_knowledge::IncidentRecord;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached.
-    #[error("cannot reach quench at {url}: {source}")]
+    #[error(
+        "cannot reach quench at {url}: {reason}{}",
+        if *.refused {
+            "\n  is `quench serve` running there? Point the command at it with --server URL (or QUENCH_SERVER)"
+        } else {
+            ""
+        }
+    )]
     Unreachable {
         /// The URL asked.
         url: String,
-        /// Why.
-        #[source]
-        source: reqwest::Error,
+        /// Why, down to the deepest cause (`Connection refused`).
+        reason: String,
+        /// Nothing answered at that address.
+        refused: bool,
     },
     /// The server answered with an error.
-    #[error("quench answered {status} for {url}: {message}")]
+    #[error(
+        "quench answered {status} for {url}: {message}{}",
+        match status {
+            401 => "\n  give an API token with --token TOKEN (or QUENCH_TOKEN)",
+            403 => "\n  the token's role may not do this; ask for a responder or admin token",
+            _ => "",
+        }
+    )]
     Status {
         /// The URL asked.
         url: String,
@@ -41,6 +56,32 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+}
+
+/// Why a request got no answer, with the deepest cause in words
+/// (reqwest's own message is only "error sending request").
+fn unreachable(url: &str, e: &reqwest::Error) -> ClientError {
+    let mut reason = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        reason = c.to_string();
+        cause = c.source();
+    }
+    ClientError::Unreachable {
+        url: url.to_string(),
+        reason,
+        refused: e.is_connect(),
+    }
+}
+
+/// A server address as typed: `localhost:9797` means
+/// `http://localhost:9797`.
+pub fn with_scheme(server: &str) -> String {
+    if server.starts_with("http://") || server.starts_with("https://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
 }
 
 /// A request body.
@@ -121,13 +162,7 @@ impl Client {
             Some(Body::Text(t)) => req.body(t),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let resp = req.send().await.map_err(|e| unreachable(&url, &e))?;
         let status = resp.status();
         if !status.is_success() {
             let (message, problems) = match resp.json::<crate::api::ErrorAnswer>().await {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use quench_tests::{Quench, http, quench_bin, require};
 use serde_json::{Value, json};
 
-fn sha256_hex(token: &str) -> String {
+pub(crate) fn sha256_hex(token: &str) -> String {
     // Computed with coreutils, not with the code under test.
     let out = Command::new(require("sha256sum", "coreutils"))
         .stdin(std::process::Stdio::piped())

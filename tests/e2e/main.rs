@@ -5,6 +5,7 @@ mod alertmanager;
 mod argocd;
 mod bad_input;
 mod chaos;
+mod cli;
 mod crash;
 mod crash_resume;
 mod executor;

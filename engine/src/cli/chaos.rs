@@ -62,9 +62,18 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
                 .client()
                 .get_json(&client::api_path(&["chaos"], &[]))
                 .await?;
+            if !list.schedules_on {
+                println!(
+                    "schedules are off (chaos.schedule: false): experiments run only when started"
+                );
+            }
             for e in &list.experiments {
                 println!("{:<28} {}", e.name, e.title);
-                if let Some(s) = &e.schedule {
+                if let Some(s) = &e.schedule
+                    && !list.schedules_on
+                {
+                    println!("    schedule {} ({}): off", s.cron, s.describe);
+                } else if let Some(s) = &e.schedule {
                     println!(
                         "    {} ({}, {}); next: {}",
                         s.cron,

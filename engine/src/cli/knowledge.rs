@@ -48,6 +48,8 @@ pub async fn search(query: &str, limit: usize, json: bool, remote: &Remote) -> a
         .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&found)?);
+    } else if found.hits.is_empty() {
+        println!("no incident matches {query:?}");
     } else {
         for h in &found.hits {
             println!(
@@ -136,12 +138,24 @@ pub async fn stats(
 }
 
 /// `quench audit`: the audit log, newest first.
-pub async fn audit(incident: Option<&str>, limit: usize, remote: &Remote) -> anyhow::Result<()> {
+pub async fn audit(
+    incident: Option<&str>,
+    limit: usize,
+    json: bool,
+    remote: &Remote,
+) -> anyhow::Result<()> {
     let limit = limit.to_string();
     let mut query = vec![("limit", limit.as_str())];
     query.extend(incident.map(|i| ("incident", i)));
     let path = client::api_path(&["audit"], &query);
     let list: api::AuditList = remote.client().get_json(&path).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.audit.is_empty() {
+        println!("no audit entries");
+    }
     for e in &list.audit {
         println!(
             "{}  {:<10} {:<18} {:<8} {:<10} {}",

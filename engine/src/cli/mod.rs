@@ -179,8 +179,19 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// What the server is doing: version, kill switch, runbook set, lags.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// The audit log, newest first.
     Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         /// Only this incident.
         #[arg(long)]
         incident: Option<String>,
@@ -199,6 +210,9 @@ enum Command {
         /// The triage runbook, which must exist in the directory.
         #[arg(long)]
         triage: Option<String>,
+        /// Print the problems as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the JSON schema of the runbook format (for editors).
     Schema,
@@ -216,6 +230,9 @@ enum Command {
         /// The triage runbook.
         #[arg(long)]
         triage: Option<String>,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Which runbooks an alert would run, and why each other one would not.
     Explain {
@@ -246,8 +263,61 @@ pub struct Remote {
 
 impl Remote {
     pub fn client(&self) -> Client {
-        Client::new(&self.server).with_token(self.token.clone())
+        Client::new(&client::with_scheme(&self.server)).with_token(self.token.clone())
     }
+}
+
+/// `quench status`.
+async fn status(json: bool, remote: &Remote) -> anyhow::Result<()> {
+    let st: api::StatusAnswer = remote
+        .client()
+        .get_json(&client::api_path(&["status"], &[]))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!("quench {}", st.version);
+    match (&st.control.paused, &st.control.last_change) {
+        (true, Some(c)) => println!(
+            "kill switch: ON, no destructive step runs (paused by {} at {}: {})",
+            c.by,
+            c.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            c.reason
+        ),
+        (true, None) => println!("kill switch: ON, no destructive step runs"),
+        (false, _) => println!("kill switch: off"),
+    }
+    let rb = &st.runbooks;
+    println!(
+        "runbooks: {} from {}{}{}",
+        rb.count,
+        rb.source,
+        rb.commit
+            .as_ref()
+            .map(|c| format!(" at {}", &c[..c.len().min(12)]))
+            .unwrap_or_default(),
+        rb.loaded_at
+            .map(|t| format!(", loaded {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default()
+    );
+    if let Some(errors) = &rb.last_error {
+        println!("  the last attempt to load a newer set was refused; the set above stays:");
+        for e in errors {
+            println!("    {e}");
+        }
+    }
+    println!(
+        "lags: pipeline {} alerts, search index {} changes, store writer queue {}",
+        st.pipeline_lag_alerts, st.index_lag_changes, st.store_writer_queue
+    );
+    println!(
+        "runs going on: {}; unresolved incidents: {}; chaos schedules: {}",
+        st.runs_active,
+        st.unresolved_incidents,
+        if st.chaos_schedule { "on" } else { "off" }
+    );
+    Ok(())
 }
 
 /// `--limit`: a count of 1 or more (0 would list nothing and say so
@@ -357,6 +427,12 @@ pub async fn run() -> anyhow::Result<()> {
             tags,
             remote,
         } => {
+            if root_cause.is_none() && resolution.is_none() && commits.is_empty() && tags.is_empty()
+            {
+                anyhow::bail!(
+                    "nothing to annotate {incident} with: give --root-cause, --resolution, --commit or --tag"
+                );
+            }
             let body = api::AnnotationRequest {
                 root_cause,
                 resolution,
@@ -372,19 +448,21 @@ pub async fn run() -> anyhow::Result<()> {
             remote,
         } => knowledge::stats(&since, by.as_deref(), json, &remote).await?,
         Command::Audit {
+            json,
             incident,
             limit,
             remote,
-        } => knowledge::audit(incident.as_deref(), limit, &remote).await?,
+        } => knowledge::audit(incident.as_deref(), limit, json, &remote).await?,
+        Command::Status { json, remote } => status(json, &remote).await?,
         Command::Incidents {
             command,
             remote,
             json,
         } => incidents::run(command, &remote, json).await?,
-        Command::Lint { dir, triage } => runbooks::lint(&dir, triage.as_deref())?,
+        Command::Lint { dir, triage, json } => runbooks::lint(&dir, triage.as_deref(), json)?,
         Command::Pprof { command } => pprof::run(command)?,
         Command::Schema => runbooks::schema()?,
-        Command::Test { dir, triage } => runbooks::test(&dir, triage.as_deref())?,
+        Command::Test { dir, triage, json } => runbooks::test(&dir, triage.as_deref(), json)?,
         Command::Explain {
             runbooks: dir,
             triage,

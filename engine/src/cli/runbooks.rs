@@ -16,8 +16,9 @@ pub fn load_runbooks(
     })
 }
 
-/// `quench lint`: runbooks and chaos experiments alike.
-pub fn lint(dir: &Path, triage: Option<&str>) -> anyhow::Result<()> {
+/// `quench lint`: runbooks and chaos experiments alike. With `json`, the
+/// problems as a list of objects on stdout.
+pub fn lint(dir: &Path, triage: Option<&str>, json: bool) -> anyhow::Result<()> {
     // Runbooks and chaos experiments (`*.chaos.yaml`) alike; every
     // problem of both is printed before the exit status says so.
     let runbooks = quench_runbooks::load_dir(dir, triage);
@@ -29,18 +30,49 @@ pub fn lint(dir: &Path, triage: Option<&str>) -> anyhow::Result<()> {
     if let Err(e) = &experiments {
         errors.extend(e.iter().cloned());
     }
-    if !errors.is_empty() {
+    let counts = (
+        runbooks.map(|s| s.runbooks.len()).unwrap_or(0),
+        experiments.map(|e| e.len()).unwrap_or(0),
+    );
+    if json {
+        let problems: Vec<_> = errors
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "file": e.file.display().to_string(),
+                    "line": e.line,
+                    "column": e.column,
+                    "code": e.code.as_str(),
+                    "path": e.path,
+                    "message": e.message,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dir": dir.display().to_string(),
+                "runbooks": counts.0,
+                "chaos_experiments": counts.1,
+                "problems": problems,
+            }))?
+        );
+    } else {
         for e in &errors {
             eprintln!("{e}");
         }
+    }
+    if !errors.is_empty() {
         anyhow::bail!("{} problem(s) in {}", errors.len(), dir.display());
     }
-    println!(
-        "{}: {} runbooks, {} chaos experiments, no problems",
-        dir.display(),
-        runbooks.map(|s| s.runbooks.len()).unwrap_or(0),
-        experiments.map(|e| e.len()).unwrap_or(0)
-    );
+    if !json {
+        println!(
+            "{}: {} runbooks, {} chaos experiments, no problems",
+            dir.display(),
+            counts.0,
+            counts.1
+        );
+    }
     Ok(())
 }
 
@@ -53,29 +85,45 @@ pub fn schema() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `quench test`: the tests embedded in the runbooks.
-pub fn test(dir: &Path, triage: Option<&str>) -> anyhow::Result<()> {
+/// `quench test`: the tests embedded in the runbooks. With `json`, one
+/// object per test on stdout.
+pub fn test(dir: &Path, triage: Option<&str>, json: bool) -> anyhow::Result<()> {
     let set = load_runbooks(dir, triage)?;
     let results = quench_runbooks::testing::run_tests(&set, dir);
-    let mut failed = 0;
-    for r in &results {
-        if r.failures.is_empty() {
-            println!("ok   {} ({}): {}", r.runbook, r.path, r.test);
-        } else {
-            failed += 1;
-            println!("FAIL {} ({}): {}", r.runbook, r.path, r.test);
-            for f in &r.failures {
-                println!("     {f}");
+    let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
+    if json {
+        let out: Vec<_> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "runbook": r.runbook,
+                    "path": r.path,
+                    "test": r.test,
+                    "passed": r.failures.is_empty(),
+                    "failures": r.failures,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for r in &results {
+            if r.failures.is_empty() {
+                println!("ok   {} ({}): {}", r.runbook, r.path, r.test);
+            } else {
+                println!("FAIL {} ({}): {}", r.runbook, r.path, r.test);
+                for f in &r.failures {
+                    println!("     {f}");
+                }
             }
         }
+        println!(
+            "{} tests, {} passed, {failed} failed",
+            results.len(),
+            results.len() - failed
+        );
     }
-    println!(
-        "{} tests, {} passed, {failed} failed",
-        results.len(),
-        results.len() - failed
-    );
     if failed > 0 {
-        std::process::exit(1);
+        anyhow::bail!("{failed} of {} tests failed", results.len());
     }
     Ok(())
 }

@@ -29,7 +29,11 @@ pub(super) async fn list_chaos(State(s): State<AppState>, _caller: Caller<Viewer
                 .collect(),
         })
         .collect();
-    axum::Json(crate::api::ChaosList { experiments }).into_response()
+    axum::Json(crate::api::ChaosList {
+        schedules_on: s.config.chaos.schedule,
+        experiments,
+    })
+    .into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -67,6 +67,55 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
     .into_response()
 }
 
+/// `GET /api/v1/status` counts unresolved incidents up to this many.
+const UNRESOLVED_COUNTED: usize = 10_000;
+
+/// `GET /api/v1/status`: version, kill switch, runbook set, lags.
+pub(super) async fn status(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let control = s.executor.control.clone();
+    let last_change = match blocking(move || control.state()).await {
+        Ok(st) => st,
+        Err(e) => return internal(e),
+    };
+    let incidents = s.incidents.clone();
+    let unresolved = match blocking(move || {
+        // Counted up to a bound: a status call must stay cheap.
+        incidents.list(&IncidentFilter {
+            open_only: true,
+            limit: Some(UNRESOLVED_COUNTED),
+            ..Default::default()
+        })
+    })
+    .await
+    {
+        Ok(list) => list.len(),
+        Err(e) => return internal(e),
+    };
+    let loaded = s.runbooks.current();
+    axum::Json(crate::api::StatusAnswer {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        control: crate::api::ControlAnswer {
+            paused: s.executor.control.is_paused(),
+            last_change,
+        },
+        runbooks: crate::api::RunbookSetStatus {
+            source: s.runbooks.origin(),
+            commit: loaded.commit.clone(),
+            count: loaded.set.runbooks.len(),
+            loaded_at: loaded.loaded_at,
+            last_error: s.runbooks.status().last_error,
+        },
+        pipeline_lag_alerts: s.lag.pipeline_lag(&s.log),
+        index_lag_changes: s.lag.index_lag(&s.incidents),
+        store_writer_queue: s.lag.writer.stats().queued.load(Relaxed),
+        runs_active: s.metrics.runs_active.load(Relaxed) as u64,
+        unresolved_incidents: unresolved,
+        chaos_schedule: s.config.chaos.schedule,
+    })
+    .into_response()
+}
+
 /// The runbook set in force, where it came from, and the last sync.
 pub(super) async fn list_runbooks(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
     let loaded = s.runbooks.current();

@@ -1,0 +1,151 @@
+//! The `quench` command line as an on-call engineer meets it: addresses,
+//! errors, listings, pipes.
+
+use std::process::{Command, Stdio};
+
+use quench_tests::{Quench, quench_bin};
+
+/// Runs `quench ARGS`; (success, stdout, stderr).
+fn quench(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(quench_bin())
+        .args(args)
+        .env_remove("QUENCH_SERVER")
+        .env_remove("QUENCH_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_errors_and_listings_say_what_to_do() {
+    let rb = tempfile::tempdir().unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let bare = q.url.trim_start_matches("http://").to_string();
+
+    // An address without a scheme works.
+    let (ok, out, err) = quench(&["status", "--server", &bare], &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("quench "), "{out}");
+    assert!(out.contains("kill switch: off"), "{out}");
+    assert!(out.contains("runbooks: 0 from"), "{out}");
+    assert!(out.contains("lags: pipeline 0 alerts"), "{out}");
+    assert!(out.contains("chaos schedules: off"), "{out}");
+    let (ok, out, err) = quench(&["status", "--json", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["control"]["paused"], false);
+    assert!(v["version"].is_string());
+
+    // Nothing listening: the message names the flag, the variable and the
+    // server command.
+    let (ok, _, err) = quench(&["incidents", "list", "--server", "127.0.0.1:1"], &[]);
+    assert!(!ok);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(
+        err.contains("--server") && err.contains("QUENCH_SERVER") && err.contains("quench serve"),
+        "{err}"
+    );
+    // One message, no backtrace, whatever RUST_BACKTRACE says...
+    let (_, _, err) = quench(
+        &["incidents", "list", "--server", "127.0.0.1:1"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert!(!err.contains("backtrace"), "{err}");
+    // ...unless asked for.
+    let (_, _, err) = quench(
+        &["incidents", "list", "--debug", "--server", "127.0.0.1:1"],
+        &[("RUST_BACKTRACE", "1")],
+    );
+    assert!(err.contains("backtrace"), "{err}");
+
+    // A search with no hits says so; annotate without fields is refused
+    // before anything is sent; --limit 0 is refused.
+    let (ok, out, err) = quench(&["search", "nothing-like-this", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no incident matches"), "{out}");
+    let (ok, _, err) = quench(&["annotate", "inc-1", "--server", &q.url], &[]);
+    assert!(!ok);
+    assert!(err.contains("--root-cause"), "{err}");
+    let (ok, _, err) = quench(
+        &["incidents", "list", "--limit", "0", "--server", &q.url],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("must be 1 or more"), "{err}");
+    let (ok, _, err) = quench(
+        &[
+            "incidents",
+            "list",
+            "--status",
+            "closed",
+            "--server",
+            &q.url,
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("interrupted") && err.contains("unresolved"),
+        "{err}"
+    );
+
+    // Listings take --json.
+    let (ok, out, err) = quench(&["audit", "--json", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["audit"].is_array());
+    let (ok, out, err) = quench(&["lint", "--json", rb.path().to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["problems"], serde_json::json!([]));
+    let (ok, out, err) = quench(&["test", "--json", rb.path().to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+/// With API tokens, a request without one is refused, and the message
+/// says how to give one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_token_names_the_flag() {
+    let rb = tempfile::tempdir().unwrap();
+    let hash = crate::executor::sha256_hex("s3cret");
+    let q = Quench::start(
+        &format!("api_tokens:\n  - {{name: oncall, role: viewer, sha256: {hash}}}\n"),
+        rb.path(),
+    );
+    let (ok, _, err) = quench(&["incidents", "list", "--server", &q.url], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("401") && err.contains("--token") && err.contains("QUENCH_TOKEN"),
+        "{err}"
+    );
+    let (ok, _, err) = quench(
+        &["incidents", "list", "--server", &q.url],
+        &[("QUENCH_TOKEN", "s3cret")],
+    );
+    assert!(ok, "{err}");
+}
+
+/// `quench schema | head`: the closed pipe ends the command quietly.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let mut child = Command::new(quench_bin())
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing: close our end at once.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
