@@ -157,6 +157,19 @@ pub struct ImportAnswer {
     pub imported: usize,
     /// Their ids, in the file's order.
     pub ids: Vec<String>,
+    /// Records an incident already holds (by external id): not imported
+    /// again.
+    #[serde(default)]
+    pub already: Vec<AlreadyImported>,
+}
+
+/// A record of an import file that an incident already holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlreadyImported {
+    /// Its id in the system it came from.
+    pub external_id: String,
+    /// The incident that holds it.
+    pub incident: String,
 }
 
 /// `POST /api/v1/reindex`.

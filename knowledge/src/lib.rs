@@ -37,7 +37,9 @@ pub use record::{
     IncidentStatus, MatchDecision, Notes, Outcome, RunOutcome, RunResult, RunbookRef, StepRecord,
     StepState, TimelineEvent,
 };
-pub use store::{Attach, Change, Changes, IncidentFilter, IncidentStore, Opening, StoreError};
+pub use store::{
+    Attach, Change, Changes, Imported, IncidentFilter, IncidentStore, Opening, StoreError,
+};
 pub use writer::{Syncer, Writer};
 
 /// Opens the sled database in `path` again, waiting (up to 10 s) until the

@@ -114,6 +114,24 @@ pub enum Attach {
     NoOpenIncident,
 }
 
+/// What an import wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// The new incidents, in the file's order.
+    pub new: Vec<String>,
+    /// Records whose external id an incident already has: (external id,
+    /// that incident). Importing a file again changes nothing.
+    pub existing: Vec<(String, String)>,
+}
+
+/// Where an external id's incident is noted, beside the open groups
+/// (byte 0xff never starts a group key, which is UTF-8).
+fn external_key(ext: &str) -> Vec<u8> {
+    let mut k = b"\xffexternal\x1f".to_vec();
+    k.extend_from_slice(ext.as_bytes());
+    k
+}
+
 /// Which incidents [`IncidentStore::list`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
@@ -425,13 +443,13 @@ impl IncidentStore {
     /// Adds historical incidents, all or none, in one transaction: each gets
     /// the next `inc-N` id (its own id is kept as `external_id`). Closed
     /// records never join an open group. Returns the new ids once durable.
-    pub async fn import(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+    pub async fn import(&self, records: Vec<IncidentRecord>) -> Result<Imported, StoreError> {
         let me = self.clone();
         self.writer.run(true, move || me.import_now(records)).await
     }
 
     /// [`IncidentStore::import`] for a plain thread.
-    pub fn import_blocking(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+    pub fn import_blocking(&self, records: Vec<IncidentRecord>) -> Result<Imported, StoreError> {
         let me = self.clone();
         self.writer
             .run_blocking(true, move || me.import_now(records))
@@ -599,20 +617,38 @@ impl IncidentStore {
         Ok(Some((r, t)))
     }
 
-    fn import_now(&self, records: Vec<IncidentRecord>) -> Result<Vec<String>, StoreError> {
+    fn import_now(&self, records: Vec<IncidentRecord>) -> Result<Imported, StoreError> {
         let mut n = self.group(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0);
-        let mut ids = Vec::with_capacity(records.len());
+        let mut done = Imported::default();
         let mut out = Vec::with_capacity(records.len());
+        let mut groups = Vec::new();
+        // External ids seen in this file, for a file that repeats one.
+        let mut here: std::collections::HashMap<String, [u8; 8]> = Default::default();
         for mut r in records {
+            if let Some(ext) = &r.external_id {
+                let known = match here.get(ext) {
+                    Some(k) => Some(*k),
+                    None => self.group(&external_key(ext))?,
+                };
+                if let Some(k) = known {
+                    done.existing.push((ext.clone(), format!("inc-{}", be(&k))));
+                    continue;
+                }
+            }
             n += 1;
             r.id = format!("inc-{n}");
             r.schema = SCHEMA_VERSION;
-            ids.push(r.id.clone());
+            if let Some(ext) = &r.external_id {
+                here.insert(ext.clone(), n.to_be_bytes());
+                groups.push(Group::Set(external_key(ext), n.to_be_bytes()));
+            }
+            done.new.push(r.id.clone());
             out.push((n.to_be_bytes(), r));
         }
+        groups.push(Group::Set(NEXT_ID.to_vec(), n.to_be_bytes()));
         let refs: Vec<([u8; 8], &IncidentRecord)> = out.iter().map(|(k, r)| (*k, r)).collect();
-        self.write(&refs, &[Group::Set(NEXT_ID.to_vec(), n.to_be_bytes())])?;
-        Ok(ids)
+        self.write(&refs, &groups)?;
+        Ok(done)
     }
 
     /// The record under `key` as the writer sees it: staged in this batch,

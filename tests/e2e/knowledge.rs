@@ -349,6 +349,32 @@ async fn import_is_all_or_nothing() {
     let stats = q.get_json("/api/v1/stats?since=3650d").await;
     assert_eq!(stats["groups"]["all"]["incidents"], 10);
     assert_eq!(stats["groups"]["all"]["mttr_seconds"], 1860.0, "{stats:#}");
+
+    // The same file again: the external ids identify the incidents, so
+    // nothing is duplicated.
+    let out = Command::new(quench_bin())
+        .args(["import", "--server", &q.url])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("imported nothing new"), "{text}");
+    assert!(text.contains("10 already imported"), "{text}");
+    assert!(text.contains("PD-1 = inc-1"), "{text}");
+    let list = q.get_json("/api/v1/incidents?limit=100").await;
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 10, "{list}");
+    // Searching an external id finds its incident.
+    let found = q
+        .wait_for("/api/v1/search?q=PD-7", Duration::from_secs(30), |v| {
+            (!v["hits"].as_array().unwrap().is_empty()).then(|| v.clone())
+        })
+        .await;
+    assert_eq!(found["hits"][0]["id"], "inc-7", "{found:#}");
 }
 
 /// Search and similar incidents through the binary: an imported history is

@@ -28,12 +28,28 @@ pub async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    println!(
-        "imported {} incidents: {} to {}",
-        done.imported,
-        done.ids.first().map(String::as_str).unwrap_or("-"),
-        done.ids.last().map(String::as_str).unwrap_or("-")
-    );
+    if done.imported > 0 {
+        println!(
+            "imported {} incidents: {} to {}",
+            done.imported,
+            done.ids.first().map(String::as_str).unwrap_or("-"),
+            done.ids.last().map(String::as_str).unwrap_or("-")
+        );
+    } else {
+        println!("imported nothing new");
+    }
+    if !done.already.is_empty() {
+        println!(
+            "{} already imported (same external id), left as they are: {}",
+            done.already.len(),
+            done.already
+                .iter()
+                .take(5)
+                .map(|a| format!("{} = {}", a.external_id, a.incident))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -40,7 +40,8 @@ pub(super) async fn import_incidents(
             json!({"problems": problems}),
         ),
         Ok(records) => match s.incidents.import(records).await {
-            Ok(ids) => {
+            Ok(done) => {
+                let ids = done.new;
                 audit(
                     &s,
                     quench_knowledge::AuditEntry {
@@ -52,10 +53,11 @@ pub(super) async fn import_incidents(
                         step: None,
                         target: Some(name),
                         detail: format!(
-                            "{} incidents: {} to {}",
+                            "{} incidents: {} to {}; {} already imported",
                             ids.len(),
                             ids.first().cloned().unwrap_or_default(),
-                            ids.last().cloned().unwrap_or_default()
+                            ids.last().cloned().unwrap_or_default(),
+                            done.existing.len()
                         ),
                     },
                 )
@@ -63,6 +65,14 @@ pub(super) async fn import_incidents(
                 axum::Json(crate::api::ImportAnswer {
                     imported: ids.len(),
                     ids,
+                    already: done
+                        .existing
+                        .into_iter()
+                        .map(|(external_id, incident)| crate::api::AlreadyImported {
+                            external_id,
+                            incident,
+                        })
+                        .collect(),
                 })
                 .into_response()
             }

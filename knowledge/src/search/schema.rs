@@ -71,5 +71,7 @@ pub(super) fn body_text(r: &IncidentRecord) -> String {
     }
     parts.extend(r.notes.tags.iter().cloned());
     parts.extend(r.chaos.iter().map(|c| format!("chaos {}", c.experiment)));
+    // Its id elsewhere (`PD-4521`): searching for it finds it.
+    parts.extend(r.external_id.iter().cloned());
     parts.join("\n")
 }
