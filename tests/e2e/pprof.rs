@@ -381,6 +381,9 @@ async fn captures_diff_against_the_services_last_healthy_baseline() {
             "not_a_profile",
         ),
         ("check%20out/heap", healthy.to_vec(), "invalid_name"),
+        // A heap profile is not a CPU baseline; `cpux` is no kind.
+        ("checkout/cpu", healthy.to_vec(), "wrong_kind"),
+        ("checkout/cpux", healthy.to_vec(), "unknown_kind"),
     ] {
         let r = client
             .put(format!("{}/api/v1/baselines/{path}", q.url))
@@ -391,7 +394,36 @@ async fn captures_diff_against_the_services_last_healthy_baseline() {
         assert_eq!(r.status(), 422);
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{v}");
+        if code == "wrong_kind" {
+            let m = v["error"]["message"].as_str().unwrap();
+            assert!(
+                m.contains("a heap/allocs profile") && m.contains("a CPU profile"),
+                "both kinds are named: {m}"
+            );
+        }
     }
+    // `quench pprof diff` of two kinds is refused, naming both.
+    let dir = tempfile::tempdir().unwrap();
+    let (heap_file, goroutine_file) = (dir.path().join("heap.pb.gz"), dir.path().join("g.pb.gz"));
+    std::fs::write(&heap_file, &healthy).unwrap();
+    save_profile(
+        &client,
+        &format!("{}/debug/pprof/goroutine", svc.url),
+        &goroutine_file,
+    )
+    .await;
+    let out = std::process::Command::new(quench_tests::quench_bin())
+        .args(["pprof", "diff"])
+        .arg(&heap_file)
+        .arg(&goroutine_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a heap/allocs profile") && err.contains("is a goroutine profile"),
+        "{err}"
+    );
 
     client
         .get(format!("{}/alloc?mb=16", svc.url))

@@ -29,6 +29,77 @@ pub enum ProfileError {
     TooLarge(usize),
 }
 
+/// What a profile measures, read from its sample types. Go's heap and
+/// allocs profiles carry the same sample types (so do mutex and block):
+/// each pair is one family, and a diff or a baseline within a family is
+/// sound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `samples/count`, `cpu/nanoseconds`.
+    Cpu,
+    /// `alloc_objects`, `alloc_space`, `inuse_objects`, `inuse_space`:
+    /// heap or allocs.
+    Memory,
+    /// `goroutine/count`.
+    Goroutine,
+    /// `contentions/count`, `delay/nanoseconds`: mutex or block.
+    Contention,
+    /// `threadcreate/count`.
+    Threadcreate,
+}
+
+impl Family {
+    /// The family of a profile kind as quench names them (`cpu`, `heap`,
+    /// `allocs`, `goroutine`, `mutex`, `block`, `threadcreate`).
+    pub fn of_kind(kind: &str) -> Option<Family> {
+        Some(match kind {
+            "cpu" => Family::Cpu,
+            "heap" | "allocs" => Family::Memory,
+            "goroutine" => Family::Goroutine,
+            "mutex" | "block" => Family::Contention,
+            "threadcreate" => Family::Threadcreate,
+            _ => return None,
+        })
+    }
+
+    /// The family a decoded profile belongs to, from its sample types.
+    pub fn of(p: &proto::Profile) -> Option<Family> {
+        let name = |i: i64| {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| p.string_table.get(i))
+                .map(String::as_str)
+                .unwrap_or("")
+        };
+        let types: Vec<&str> = p.sample_type.iter().map(|t| name(t.r#type)).collect();
+        let has = |t: &str| types.contains(&t);
+        Some(if has("cpu") {
+            Family::Cpu
+        } else if has("inuse_space") || has("alloc_space") {
+            Family::Memory
+        } else if has("goroutine") {
+            Family::Goroutine
+        } else if has("contentions") || has("delay") {
+            Family::Contention
+        } else if has("threadcreate") {
+            Family::Threadcreate
+        } else {
+            return None;
+        })
+    }
+
+    /// In words, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Family::Cpu => "a CPU profile",
+            Family::Memory => "a heap/allocs profile",
+            Family::Goroutine => "a goroutine profile",
+            Family::Contention => "a mutex/block profile",
+            Family::Threadcreate => "a threadcreate profile",
+        }
+    }
+}
+
 /// The most a profile may take once decompressed (a gzip bomb stops here).
 pub const MAX_DECOMPRESSED: usize = 256 << 20;
 

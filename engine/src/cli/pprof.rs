@@ -110,6 +110,19 @@ pub fn run(command: PprofCommand) -> anyhow::Result<()> {
         } => {
             let (b, bi) = load_profile(&base, None)?;
             let (n, ni) = load_profile(&new, None)?;
+            let family = quench_connectors::pprof::Family::of;
+            if family(&b) != family(&n) {
+                let what = |f: Option<quench_connectors::pprof::Family>| {
+                    f.map_or("a profile of unknown sample types", |f| f.describe())
+                };
+                anyhow::bail!(
+                    "{} is {} and {} is {}: a diff needs two profiles of one kind",
+                    base.display(),
+                    what(family(&b)),
+                    new.display(),
+                    what(family(&n))
+                );
+            }
             let changes = flame::diff(&top::top(&b, bi)?, &top::top(&n, ni)?);
             println!("{:>8} {:>8} {:>8}  function", "base%", "new%", "change");
             for c in changes.iter().take(nodecount) {

@@ -57,13 +57,42 @@ pub(super) async fn put_baseline(
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Err(e) = quench_connectors::pprof::decode(&bytes) {
+    use quench_connectors::pprof::Family;
+    let Some(want) = Family::of_kind(&kind) else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "not_a_profile",
-            format!("the body is not a pprof profile: {e}"),
-            Value::Null,
+            "unknown_kind",
+            format!(
+                "unknown profile kind {kind:?}: cpu, heap, allocs, goroutine, mutex, block or threadcreate"
+            ),
+            json!({"field": "kind"}),
         );
+    };
+    let profile = match quench_connectors::pprof::decode(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_profile",
+                format!("the body is not a pprof profile: {e}"),
+                Value::Null,
+            );
+        }
+    };
+    match Family::of(&profile) {
+        Some(got) if got == want => {}
+        got => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "wrong_kind",
+                format!(
+                    "the body is {}, not {kind}: a {kind} baseline must be {}",
+                    got.map_or("a profile of unknown sample types", Family::describe),
+                    want.describe()
+                ),
+                json!({"field": "kind"}),
+            );
+        }
     }
     let put = s
         .artifacts
