@@ -150,6 +150,17 @@ pub struct NotesAnswer {
     pub notes: Notes,
 }
 
+/// `POST /api/v1/incidents/{id}/rerun`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RerunAnswer {
+    /// The incident.
+    pub incident: String,
+    /// The runbook that runs.
+    pub runbook: String,
+    /// Its commit, for git.
+    pub commit: Option<String>,
+}
+
 /// `POST /api/v1/import`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportAnswer {

@@ -73,7 +73,10 @@ pub enum ServeError {
     #[error(transparent)]
     Incidents(#[from] quench_knowledge::StoreError),
     /// The runbooks are broken; every problem is listed.
-    #[error("runbooks in {dir} are invalid:\n{}", .errors.join("\n"))]
+    #[error(
+        "the runbooks in {dir} do not load, so quench does not start; fix these (`quench lint {dir}` shows the same) or point --runbooks elsewhere:\n{}",
+        .errors.join("\n")
+    )]
     Runbooks {
         /// The runbook directory.
         dir: String,
@@ -269,9 +272,15 @@ pub async fn serve(
             config.listen
         );
     }
-    if let Some(g) = &config.git {
-        tokio::spawn(runbooks.clone().sync_loop(g.interval()?));
+    match &config.git {
+        Some(g) => {
+            tokio::spawn(runbooks.clone().sync_loop(g.interval()?));
+        }
+        None => {
+            tokio::spawn(runbooks.clone().watch_dir(DIR_WATCH_EVERY));
+        }
     }
+    tokio::spawn(reload_on_hangup(runbooks.clone()));
 
     let pipeline = Pipeline {
         log: log.clone(),
@@ -388,6 +397,25 @@ impl Drop for Background {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// How often a local runbook directory is looked at for changes.
+const DIR_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `kill -HUP`: reload the runbooks now (a git source syncs first).
+async fn reload_on_hangup(runbooks: Arc<Runbooks>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            warn!("cannot listen for SIGHUP; runbooks reload on change only");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading the runbooks");
+            runbooks.trigger();
         }
     }
 }

@@ -165,6 +165,11 @@ impl Runbooks {
                 st.last_error = None;
                 Ok(())
             }
+            Err(errs) if self.current().loaded_at.is_none() => {
+                error!(source = %self.origin(), problems = errs.len(), first = %errs[0], "runbook set refused; there is no earlier set to keep");
+                st.last_error = Some(errs.clone());
+                Err(errs)
+            }
             Err(errs) => {
                 error!(source = %self.origin(), problems = errs.len(), first = %errs[0], "new runbook set refused; the last good set stays in force");
                 st.last_error = Some(errs.clone());
@@ -206,6 +211,39 @@ impl Runbooks {
         self.wake.notify_one();
     }
 
+    /// A local directory: reloads when a file in it changes (looked at
+    /// every `every`), and whenever triggered (SIGHUP). A set that does not
+    /// load is refused and said why in the log and `quench status`; the
+    /// last good one stays in force.
+    pub async fn watch_dir(self: Arc<Self>, every: Duration) {
+        let Origin::Dir(dir) = &self.origin else {
+            return;
+        };
+        let dir = dir.clone();
+        let look = move || dir_state(&dir);
+        let mut seen = {
+            let look = look.clone();
+            tokio::task::spawn_blocking(look).await.unwrap_or_default()
+        };
+        loop {
+            let triggered = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = self.wake.notified() => true,
+            };
+            let now = {
+                let look = look.clone();
+                tokio::task::spawn_blocking(look).await.unwrap_or_default()
+            };
+            if now == seen && !triggered {
+                continue;
+            }
+            seen = now;
+            info!(source = %self.origin(), "runbook directory changed; reloading");
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.reload()).await;
+        }
+    }
+
     /// Reloads every `interval`, and whenever triggered.
     pub async fn sync_loop(self: Arc<Self>, interval: Duration) {
         loop {
@@ -218,4 +256,28 @@ impl Runbooks {
             let _ = tokio::task::spawn_blocking(move || me.reload()).await;
         }
     }
+}
+
+/// Every file under `dir` with its size and modification time, sorted: it
+/// changes when a runbook is added, removed or edited.
+fn dir_state(dir: &std::path::Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -91,6 +91,8 @@ named! {
         RunResumed = "run.resumed",
         /// A run was interrupted by a restart.
         RunInterrupted = "run.interrupted",
+        /// A human ran the current runbook again for an open incident.
+        RunRerun = "run.rerun",
         /// Someone acknowledged an incident.
         IncidentAck = "incident.ack",
         /// Someone annotated an incident.
@@ -139,6 +141,8 @@ named! {
         Resumed = "resumed",
         /// The run was interrupted by a restart.
         Interrupted = "interrupted",
+        /// A human ran the runbook again.
+        Rerun = "rerun",
         /// Someone acknowledged it.
         Acknowledged = "acknowledged",
         /// Someone annotated it.

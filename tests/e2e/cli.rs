@@ -149,3 +149,34 @@ fn a_closed_stdout_ends_quietly() {
     assert!(out.status.success(), "{:?}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// `quench serve` on a broken local directory stops at once with what to
+/// fix, and never claims a last good set it does not have.
+#[test]
+fn serve_on_a_broken_runbook_directory_says_what_to_fix() {
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("bad.yaml"),
+        "version: 1\nname: Bad Name\nmatch: {}\n",
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(quench_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+        .arg(rb.path())
+        .arg("--data")
+        .arg(data.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("do not load, so quench does not start"),
+        "{err}"
+    );
+    assert!(err.contains("quench lint"), "{err}");
+    assert!(err.contains("bad.yaml:2:7: error[RB003]"), "{err}");
+    assert!(!err.contains("last good set stays"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}

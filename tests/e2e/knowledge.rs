@@ -597,3 +597,134 @@ async fn kill_9_during_a_write_storm_leaves_the_index_consistent() {
         .await;
     assert_eq!(indexed, listed);
 }
+
+/// After a fix to its runbook, a responder runs it again for the open
+/// incident: the local directory reloaded on its own, a broken edit was
+/// refused with the last good set kept, SIGHUP reloads too, and the rerun
+/// is audited and on the timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_runbook_reloads_and_reruns_for_the_open_incident() {
+    let rb = tempfile::tempdir().unwrap();
+    let file = rb.path().join("f.yaml");
+    let runbook = |step: &str| {
+        format!(
+            "version: 1\nname: f\nmatch:\n  matchers: ['alertname=\"Broken\"']\nsteps:\n  - id: call\n{step}"
+        )
+    };
+    std::fs::write(
+        &file,
+        runbook(
+            "    uses: http.request\n    with: {url: 'http://127.0.0.1:1/fix', method: POST}\n",
+        ),
+    )
+    .unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let client = http();
+    let r = client
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(
+            &json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+               "alerts": [{"status": "firing", "labels": {"alertname": "Broken", "service": "pay"},
+                           "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "broken"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    q.wait_for("/api/v1/incidents/inc-1", Duration::from_secs(30), |d| {
+        (d["run"]["outcome"] == "failed").then_some(())
+    })
+    .await;
+
+    // A broken edit: refused, said why, the set in force stays.
+    std::fs::write(&file, "version: 1\nname: f\nsteps: [").unwrap();
+    let st = q
+        .wait_for("/api/v1/status", Duration::from_secs(20), |v| {
+            v["runbooks"]["last_error"].is_array().then(|| v.clone())
+        })
+        .await;
+    assert!(
+        st["runbooks"]["last_error"][0]
+            .as_str()
+            .unwrap()
+            .contains("f.yaml"),
+        "{st:#}"
+    );
+    assert_eq!(st["runbooks"]["count"], 1);
+    let rb_now = q.get_json("/api/v1/runbooks").await;
+    assert_eq!(rb_now["runbooks"][0]["steps"], json!(["http.request"]));
+
+    // The fix: picked up without a restart.
+    std::fs::write(&file, runbook("    uses: wait\n    with: {seconds: 0}\n")).unwrap();
+    q.wait_for("/api/v1/runbooks", Duration::from_secs(20), |v| {
+        (v["runbooks"][0]["steps"] == json!(["wait"])).then_some(())
+    })
+    .await;
+    assert!(q.get_json("/api/v1/status").await["runbooks"]["last_error"].is_null());
+
+    // SIGHUP reloads at once, too.
+    let before = q.get_json("/api/v1/runbooks").await["loaded_at"].clone();
+    let pid = q.pid().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    q.wait_for("/api/v1/runbooks", Duration::from_secs(20), |v| {
+        (v["loaded_at"] != before).then_some(())
+    })
+    .await;
+
+    let out = Command::new(quench_bin())
+        .args([
+            "incidents",
+            "rerun",
+            "inc-1",
+            "--reason",
+            "fixed the runbook",
+            "--server",
+            &q.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inc-1: f runs again"));
+    let inc = q
+        .wait_for("/api/v1/incidents/inc-1", Duration::from_secs(30), |d| {
+            (d["run"]["outcome"] == "succeeded").then(|| d.clone())
+        })
+        .await;
+    assert_eq!(inc["status"], "open", "{inc:#}");
+    assert_eq!(inc["steps"][0]["uses"], "wait");
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "rerun"
+                && e["detail"].as_str().unwrap().contains("fixed the runbook")),
+        "{inc:#}"
+    );
+    let audit = q.get_json("/api/v1/audit?incident=inc-1").await;
+    assert!(
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "run.rerun"),
+        "{audit:#}"
+    );
+    // A closed incident, or one unknown, is not rerun.
+    let r = client
+        .post(format!("{}/api/v1/incidents/inc-9/rerun", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -23,6 +23,15 @@ pub enum IncidentsCommand {
         /// The incident id, for example inc-1.
         id: String,
     },
+    /// Run the runbook in force again for an open incident (after a fix
+    /// to it, say), now (responder).
+    Rerun {
+        /// The incident id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 /// Runs a `quench incidents` command.
@@ -43,6 +52,27 @@ pub async fn run(command: IncidentsCommand, remote: &Remote, json: bool) -> anyh
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", client::format_incident(&r));
+            }
+        }
+        IncidentsCommand::Rerun { id, reason } => {
+            let answer: api::RerunAnswer = c
+                .post(
+                    &client::api_path(&["incidents", &id, "rerun"], &[]),
+                    &api::ReasonRequest { reason },
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!(
+                    "{}: {} runs again{}",
+                    answer.incident,
+                    answer.runbook,
+                    answer
+                        .commit
+                        .map(|c| format!(" (commit {})", &c[..c.len().min(12)]))
+                        .unwrap_or_default()
+                );
             }
         }
     }

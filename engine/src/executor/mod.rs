@@ -46,6 +46,7 @@ mod verify;
 
 pub use approval::{Approvals, Verdict};
 pub use recovery::Recovery;
+pub(crate) use recovery::alert_of;
 
 /// How runs behave.
 #[derive(Debug, Clone)]
@@ -304,6 +305,20 @@ impl Executor {
             let _slot = slot;
             let end = me.run(&incident, &runbook, &alert).await;
             info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "run ended");
+        });
+    }
+
+    /// Runs `runbook` again for an open incident, now, whatever its
+    /// cooldown says (a human asked). Waits for a run slot.
+    pub async fn rerun(self: &Arc<Self>, incident: String, runbook: Runbook, alert: Alert) {
+        let Ok(slot) = self.runs.clone().acquire_owned().await else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let end = me.run(&incident, &runbook, &alert).await;
+            info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "rerun ended");
         });
     }
 

@@ -27,7 +27,7 @@ pub enum Recovery {
 /// hold the source as `Source` wrote it; one that does not parse (written
 /// by hand, or by an older quench) is named in the log and read as
 /// Alertmanager's, whose runbooks are the default.
-fn alert_of(r: &quench_knowledge::AlertRecord) -> Alert {
+pub(crate) fn alert_of(r: &quench_knowledge::AlertRecord) -> Alert {
     let source = r
         .source
         .parse()

@@ -345,3 +345,132 @@ pub(super) async fn incident_timeline(
         Err(e) => internal(e),
     }
 }
+
+/// `POST /api/v1/incidents/{id}/rerun` (responder): runs the runbook in
+/// force now (after a fix to it, say) again for an open incident, with its
+/// latest firing alert. Refused while a run goes on, for a closed incident,
+/// and when the runbook is no longer in the set.
+pub(super) async fn rerun(
+    State(s): State<AppState>,
+    caller: Caller<Responder>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let actor = caller.name;
+    let bytes = match read_body(&headers, body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason: crate::api::ReasonRequest = if bytes.is_empty() {
+        Default::default()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_shape",
+                    format!("expected {{\"reason\": ...}}: {e}"),
+                    Value::Null,
+                );
+            }
+        }
+    };
+    let record = match s.incidents.fetch(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return missing(format!("incident {id:?}")),
+        Err(e) => return internal(e),
+    };
+    let conflict = |m: String| error(StatusCode::CONFLICT, "cannot_rerun", m, Value::Null);
+    if record.status.is_closed() {
+        return conflict(format!(
+            "{id} is {}: there is nothing to run again",
+            record.status.as_str()
+        ));
+    }
+    if matches!(
+        record.status,
+        IncidentStatus::Diagnosing | IncidentStatus::Remediating | IncidentStatus::Verifying
+    ) {
+        return conflict(format!(
+            "a run of {id} is going on ({}); wait for its end",
+            record.status.as_str()
+        ));
+    }
+    let Some(name) = record.runbook.as_ref().map(|r| r.name.clone()) else {
+        return conflict(format!("no runbook matched {id}"));
+    };
+    let loaded = s.runbooks.current();
+    let Some(runbook) = loaded
+        .set
+        .runbooks
+        .iter()
+        .find(|r| r.name() == name)
+        .cloned()
+    else {
+        return conflict(format!("runbook {name} is no longer in the set in force"));
+    };
+    let Some(alert) = record
+        .alerts
+        .iter()
+        .filter(|a| a.state == quench_knowledge::AlertState::Firing)
+        .max_by_key(|a| a.seq)
+        .map(crate::executor::alert_of)
+    else {
+        return conflict(format!("{id} has no firing alert to run for"));
+    };
+    let (now, who, commit) = (s.clock.now(), actor.clone(), loaded.commit.clone());
+    let new_ref = quench_knowledge::RunbookRef {
+        name: name.clone(),
+        path: runbook.path.clone(),
+        commit: commit.clone(),
+    };
+    let why = reason.reason.clone();
+    let updated = s
+        .incidents
+        .update(&id, move |r| {
+            r.runbook = Some(new_ref);
+            r.timeline.push(quench_knowledge::TimelineEvent {
+                at: now,
+                kind: EventKind::Rerun,
+                detail: if why.is_empty() {
+                    format!("{name} run again by {who}")
+                } else {
+                    format!("{name} run again by {who}: {why}")
+                },
+            });
+        })
+        .await;
+    if let Err(e) = updated {
+        return internal(e);
+    }
+    audit_incident(
+        &s,
+        &actor,
+        AuditAction::RunRerun,
+        &id,
+        format!(
+            "{} at {}{}",
+            runbook.name(),
+            commit.as_deref().unwrap_or("the local directory"),
+            if reason.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", reason.reason)
+            }
+        ),
+    )
+    .await;
+    let runbook_name = runbook.name().to_string();
+    s.executor.rerun(id.clone(), runbook, alert).await;
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(crate::api::RerunAnswer {
+            incident: id,
+            runbook: runbook_name,
+            commit,
+        }),
+    )
+        .into_response()
+}

@@ -144,6 +144,7 @@ routes! {
     GET "/api/v1/incidents/{id}/timeline" => incidents::incident_timeline;
     GET "/api/v1/alerts" => incidents::list_alerts;
     GET "/api/v1/runbooks" => ops::list_runbooks;
+    POST "/api/v1/incidents/{id}/rerun" => incidents::rerun;
     GET "/api/v1/status" => ops::status;
     POST "/api/v1/incidents/{id}/approvals" => incidents::approve;
     POST "/api/v1/incidents/{id}/ack" => incidents::acknowledge;
