@@ -260,7 +260,22 @@ pub fn format_incident(r: &IncidentRecord) -> String {
                 let _ = write!(line, " {}", st.reason);
             }
             let _ = writeln!(out, "{}", line.trim_end());
+            for l in st.evidence_summary() {
+                let _ = writeln!(out, "      {l}");
+            }
         }
+    }
+    if let Some(run) = &r.run {
+        let _ = writeln!(
+            out,
+            "\nrun: {}{}",
+            run.outcome.as_str(),
+            if run.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", run.detail)
+            }
+        );
     }
     if let Some(rc) = &r.notes.root_cause {
         let _ = writeln!(out, "\nroot cause: {rc}");

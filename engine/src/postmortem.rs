@@ -28,7 +28,10 @@ pub fn context(r: &IncidentRecord, similar: &[Value]) -> Value {
         .filter(|s| !s.destructive && s.output.is_object())
         .filter(|s| {
             let o = &s.output;
-            o["top"].is_array() || o["summary"].is_array() || o["window"].is_object()
+            o["top"].is_array()
+                || o["summary"].is_array()
+                || o["groups"].is_array()
+                || o["window"].is_object()
         })
         .map(|s| {
             let o = &s.output;
@@ -51,7 +54,9 @@ pub fn context(r: &IncidentRecord, similar: &[Value]) -> Value {
                 "target": o["target"],
                 "window": if o["window"].is_object() { o["window"].clone() } else { Value::Null },
                 "top": if top.is_empty() { Value::Null } else { json!(top) },
-                "lines": o["summary"].as_array().cloned().unwrap_or_default(),
+                // What grew since the baseline, the goroutine groups and
+                // the step's summary (the top table is above).
+                "lines": s.evidence_notes(),
             })
         })
         .collect();

@@ -268,6 +268,85 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// What its evidence says, a line each, for a human reading the
+    /// incident: the top of a profile, what grew since the baseline, the
+    /// largest goroutine groups and the step's own summary lines.
+    pub fn evidence_summary(&self) -> Vec<String> {
+        let mut out = self.top_lines();
+        out.extend(self.evidence_notes());
+        out
+    }
+
+    /// The top of a profile's table, a line per function.
+    fn top_lines(&self) -> Vec<String> {
+        let o = &self.output;
+        let mut out = Vec::new();
+        let pct = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}%"));
+        if let Some(rows) = o["top"].as_array().filter(|r| !r.is_empty()) {
+            out.push(format!(
+                "top by {} (flat, cum):",
+                o["sample_type"].as_str().unwrap_or("samples")
+            ));
+            for r in rows.iter().take(5) {
+                out.push(format!(
+                    "  {:>7} {:>7}  {}",
+                    pct(&r["flat_pct"]),
+                    pct(&r["cum_pct"]),
+                    r["function"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        out
+    }
+
+    /// [`StepRecord::evidence_summary`] without the top table: what grew
+    /// since the baseline, goroutine groups, the step's summary lines.
+    pub fn evidence_notes(&self) -> Vec<String> {
+        let o = &self.output;
+        let mut out = Vec::new();
+        if let Some(rows) = o["diff"].as_array().filter(|r| !r.is_empty()) {
+            out.push(format!(
+                "since the baseline of {}:",
+                o["baseline"]["service"].as_str().unwrap_or("this service")
+            ));
+            for r in rows.iter().take(3) {
+                let (b, n) = (
+                    r["base_pct"].as_f64().unwrap_or(0.0),
+                    r["new_pct"].as_f64().unwrap_or(0.0),
+                );
+                out.push(format!(
+                    "  {b:>6.1}% -> {n:>6.1}% ({:+.1})  {}",
+                    n - b,
+                    r["function"].as_str().unwrap_or("?")
+                ));
+            }
+        } else if let Some(note) = o["baseline"]["note"].as_str() {
+            out.push(note.to_string());
+        }
+        if let Some(groups) = o["groups"].as_array().filter(|g| !g.is_empty()) {
+            out.push(format!(
+                "{} goroutines, largest groups:",
+                o["total"].as_u64().unwrap_or(0)
+            ));
+            for g in groups.iter().take(3) {
+                out.push(format!(
+                    "  {:>6} {:<12} {}",
+                    g["count"].as_u64().unwrap_or(0),
+                    g["state"].as_str().unwrap_or(""),
+                    g["function"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+        if o["groups"].is_null() {
+            for line in o["summary"].as_array().into_iter().flatten().take(5) {
+                if let Some(l) = line.as_str() {
+                    out.push(l.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// A step that has not started yet.
     pub fn pending(id: &str, uses: &str, destructive: bool) -> StepRecord {
         StepRecord {
@@ -737,5 +816,38 @@ mod tests {
         assert_eq!(entries[0].lane, "kubernetes");
         assert_eq!(entries[0].detail, "Warning BackOff Pod/web-1: restarting");
         assert!(entries.windows(2).all(|w| w[0].at <= w[1].at));
+    }
+
+    #[test]
+    fn evidence_summaries_name_the_top_the_growth_and_the_goroutine_groups() {
+        let mut s = StepRecord::pending("cpu", "pprof.capture", false);
+        s.output = serde_json::json!({
+            "sample_type": "cpu",
+            "top": [{"function": "main.burn", "flat_pct": 91.25, "cum_pct": 95.0}],
+            "diff": [{"function": "main.burn", "base_pct": 2.0, "new_pct": 91.25}],
+            "baseline": {"service": "checkout"},
+        });
+        let lines = s.evidence_summary();
+        assert_eq!(lines[0], "top by cpu (flat, cum):");
+        assert!(
+            lines[1].contains("91.2%") && lines[1].ends_with("main.burn"),
+            "{lines:?}"
+        );
+        assert_eq!(lines[2], "since the baseline of checkout:");
+        assert!(lines[3].contains("(+89.2)"), "{lines:?}");
+        assert_eq!(s.evidence_notes(), lines[2..].to_vec());
+        let mut g = StepRecord::pending("dump", "goroutine.dump", false);
+        g.output = serde_json::json!({
+            "total": 1203,
+            "summary": ["ignored: the groups say it"],
+            "groups": [{"count": 1200, "state": "chan receive", "function": "main.leak"}],
+        });
+        let lines = g.evidence_summary();
+        assert_eq!(lines[0], "1203 goroutines, largest groups:");
+        assert!(
+            lines[1].contains("1200") && lines[1].contains("main.leak"),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 2);
     }
 }

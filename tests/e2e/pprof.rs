@@ -485,4 +485,33 @@ async fn captures_diff_against_the_services_last_healthy_baseline() {
         audit.to_string().contains("baseline.set"),
         "the upload is audited: {audit}"
     );
+
+    // `incidents show` and the postmortem carry the evidence: the top of
+    // the table, what grew since the baseline, and the note when there was
+    // no baseline.
+    for args in [
+        &["incidents", "show", "inc-1"][..],
+        &["postmortem", "inc-1"][..],
+    ] {
+        let out = std::process::Command::new(quench_tests::quench_bin())
+            .args(args)
+            .args(["--server", &q.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("main.alloc"), "{args:?}: {text}");
+        assert!(
+            text.contains("since the baseline of checkout"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains("no baseline saved for checkout goroutine"),
+            "{args:?}: {text}"
+        );
+    }
 }
