@@ -236,6 +236,67 @@ impl HelperDef for Json {
 struct Validate {
     what: &'static str,
     ok: fn(&str) -> bool,
+    /// What the value becomes once it is valid (escaping), if anything.
+    escape: Option<fn(&str) -> String>,
+}
+
+/// Whether `s` is `host` or `host:port`, as Prometheus' `instance` label
+/// holds it: a DNS name, an IPv4 address or a bracketed IPv6 address, and
+/// a port of 1 to 65535. Nothing else (no scheme, user, path or query) can
+/// slip into the URL it is put in.
+pub fn is_host_port(s: &str) -> bool {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((h, after)) => {
+                if h.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    p => match p.strip_prefix(':') {
+                        Some(p) => ("x", p),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match s.rsplit_once(':') {
+            Some((h, p)) => (h, p),
+            None => (s, ""),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    let port_ok = port.is_empty()
+        || (port.len() <= 5
+            && port.chars().all(|c| c.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)));
+    host_ok && port_ok
+}
+
+/// A label value inside a PromQL string literal (`"..."`): backslashes,
+/// double quotes and line breaks escaped, so the value cannot end the
+/// string and add to the query.
+fn promql_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl HelperDef for Validate {
@@ -271,6 +332,10 @@ impl HelperDef for Validate {
             }
         };
         if (self.ok)(&s) {
+            let s = match self.escape {
+                Some(f) => f(&s),
+                None => s,
+            };
             Ok(ScopedJson::Derived(Value::String(s)))
         } else {
             Err(RenderErrorReason::Other(format!("{s:?} is not a valid {}", self.what)).into())
@@ -279,8 +344,9 @@ impl HelperDef for Validate {
 }
 
 impl Templates {
-    /// A registry in strict mode, without HTML escaping, with `k8s_name`
-    /// and `duration`.
+    /// A registry in strict mode, without HTML escaping, with `k8s_name`,
+    /// `duration`, `host_port` (a URL's host from a label) and `promql_str`
+    /// (a label value inside a PromQL `"..."`).
     pub fn new() -> Templates {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
@@ -290,6 +356,7 @@ impl Templates {
             Box::new(Validate {
                 what: "Kubernetes name (DNS-1123: lowercase letters, digits, '-', '.')",
                 ok: is_dns1123_subdomain,
+                escape: None,
             }),
         );
         hb.register_helper(
@@ -297,6 +364,23 @@ impl Templates {
             Box::new(Validate {
                 what: "duration (30s, 5m, 1h30m)",
                 ok: |s| crate::duration::parse(s).is_ok(),
+                escape: None,
+            }),
+        );
+        hb.register_helper(
+            "host_port",
+            Box::new(Validate {
+                what: "host or host:port (a DNS name or an IP address, and a port)",
+                ok: is_host_port,
+                escape: None,
+            }),
+        );
+        hb.register_helper(
+            "promql_str",
+            Box::new(Validate {
+                what: "label value",
+                ok: |_| true,
+                escape: Some(promql_escape),
             }),
         );
         hb.register_helper("json", Box::new(Json));
@@ -515,5 +599,43 @@ mod tests {
         let e = Templates::check("{{#if a}}x{{/each}}").unwrap_err();
         assert!(e.to_string().contains("`{{/each}}` closes `{{#if`"), "{e}");
         assert!(Templates::check("{{#if a}}{{#each b}}x{{/each}}{{/if}}").is_ok());
+    }
+
+    #[test]
+    fn host_port_and_promql_str_keep_labels_in_their_place() {
+        for ok in ["10.0.0.7:6060", "checkout-1.shop.svc:8080", "localhost", "[::1]:9090", "[fe80::1]"] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.com/x",
+            "user@evil.com:80",
+            "http://x:1",
+            "x:0",
+            "x:99999",
+            "x:80?y",
+            "[::1",
+            "-bad:80",
+            "a b:80",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+        let t = Templates::new();
+        let ctx = serde_json::json!({"alert": {"labels": {"instance": "10.0.0.7:6060", "svc": "a\"}) or vector(1) # \\"}}});
+        assert_eq!(
+            t.render("http://{{host_port alert.labels.instance}}/debug", &ctx).unwrap(),
+            "http://10.0.0.7:6060/debug"
+        );
+        let q = t
+            .render(r#"up{service="{{promql_str alert.labels.svc}}"}"#, &ctx)
+            .unwrap();
+        assert_eq!(q, r#"up{service="a\"}) or vector(1) # \\"}"#);
+        let bad = serde_json::json!({"alert": {"labels": {"instance": "evil.com/steal?x="}}});
+        assert!(
+            t.render("http://{{host_port alert.labels.instance}}", &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("is not a valid host or host:port")
+        );
     }
 }

@@ -219,6 +219,23 @@ fn run_case(
             with,
         } in steps(runbook)
         {
+            // As in a run: a step whose `when` is false is skipped, and its
+            // `with` is not rendered.
+            match when.map(|w| t.eval_when(w, &ctx)) {
+                Some(Err(e)) => {
+                    failures.push(format!("step {id}: when: {e}"));
+                    continue;
+                }
+                Some(Ok(false)) => {
+                    if case.with.contains_key(id) {
+                        failures.push(format!(
+                            "step {id} is skipped for this alert (its `when` is false), but the test expects it to render"
+                        ));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             let rendered =
                 match t.render_value(&Value::Object(with.clone()), &ctx, &format!("{id}.with")) {
                     Ok(v) => v,
@@ -227,11 +244,6 @@ fn run_case(
                         continue;
                     }
                 };
-            if let Some(when) = when
-                && let Err(e) = t.eval_when(when, &ctx)
-            {
-                failures.push(format!("step {id}: when: {e}"));
-            }
             if let Some(want) = case.with.get(id)
                 && &rendered != want
             {
