@@ -603,7 +603,13 @@ mod tests {
 
     #[test]
     fn host_port_and_promql_str_keep_labels_in_their_place() {
-        for ok in ["10.0.0.7:6060", "checkout-1.shop.svc:8080", "localhost", "[::1]:9090", "[fe80::1]"] {
+        for ok in [
+            "10.0.0.7:6060",
+            "checkout-1.shop.svc:8080",
+            "localhost",
+            "[::1]:9090",
+            "[fe80::1]",
+        ] {
             assert!(is_host_port(ok), "{ok}");
         }
         for bad in [
@@ -623,7 +629,8 @@ mod tests {
         let t = Templates::new();
         let ctx = serde_json::json!({"alert": {"labels": {"instance": "10.0.0.7:6060", "svc": "a\"}) or vector(1) # \\"}}});
         assert_eq!(
-            t.render("http://{{host_port alert.labels.instance}}/debug", &ctx).unwrap(),
+            t.render("http://{{host_port alert.labels.instance}}/debug", &ctx)
+                .unwrap(),
             "http://10.0.0.7:6060/debug"
         );
         let q = t

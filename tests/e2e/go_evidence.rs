@@ -4,6 +4,7 @@
 use quench_connectors::steps::StepType;
 use quench_tests::{GoService, http, run_step};
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_goroutine_leak_is_the_first_line_and_runtime_metrics_are_read() {
@@ -240,4 +241,93 @@ async fn an_oversized_body_is_cut_at_the_limit() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+/// The shipped examples, as a new team runs them: a Go service known only
+/// by its `instance` (what Prometheus sends for most services), scraped by
+/// a real Prometheus, with `prometheus.url` and `allowed_hosts` set once in
+/// the configuration. Every step that runs succeeds: none fails for a
+/// missing parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_examples_run_for_a_service_known_by_its_instance() {
+    let svc = GoService::start();
+    let instance = svc.url.trim_start_matches("http://").to_string();
+    let prom = quench_tests::Prometheus::scraping(&[&instance]).await;
+    let examples = quench_tests::repo_root().join("runbooks/examples");
+    let config = format!(
+        "triage_runbook: triage\nprometheus: {{url: '{}'}}\nexecutor: {{allowed_hosts: ['127.0.0.1']}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\n",
+        prom.url
+    );
+    let q = quench_tests::Quench::start(&config, &examples);
+    // Prometheus has scraped the service before the alerts come.
+    let client = http();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{}/api/v1/query", prom.url))
+            .query(&[("query", format!("up{{instance=\"{instance}\"}}"))])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["data"]["result"][0]["value"][1] == "1" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never scraped: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let alert = |name: &str, fp: &str| {
+        json!({"status": "firing", "labels": {"alertname": name, "severity": "warning", "job": "target", "instance": instance},
+               "startsAt": "2026-11-27T10:00:00Z", "fingerprint": fp})
+    };
+    let r = client
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(
+            &json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+                      "alerts": [alert("HighCPU", "cpu"), alert("SomethingOdd", "odd")]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (id, runbook, ran) in [
+        ("inc-1", "go-high-cpu", &["cpu_instance", "cpu_rate"][..]),
+        ("inc-2", "triage", &["goroutines", "runtime"][..]),
+    ] {
+        let inc = q
+            .wait_for(
+                &format!("/api/v1/incidents/{id}"),
+                Duration::from_secs(60),
+                |d| d["run"].is_object().then(|| d.clone()),
+            )
+            .await;
+        assert_eq!(inc["runbook"]["name"], runbook, "{inc:#}");
+        assert_eq!(inc["run"]["outcome"], "succeeded", "{inc:#}");
+        for s in inc["steps"].as_array().unwrap() {
+            let id = s["id"].as_str().unwrap();
+            let want = if ran.contains(&id) {
+                "succeeded"
+            } else {
+                "skipped"
+            };
+            assert_eq!(s["state"], want, "{id}: {s:#}");
+        }
+    }
+    let inc = q.get_json("/api/v1/incidents/inc-1").await;
+    // The query reached Prometheus with the instance in it (the test
+    // service exports no process_cpu_seconds_total, so no samples).
+    let rate = &inc["steps"][2];
+    assert_eq!(rate["output"]["result_type"], "vector", "{rate:#}");
+    assert_eq!(
+        rate["rendered"]["query"],
+        format!("rate(process_cpu_seconds_total{{instance=\"{instance}\"}}[5m])"),
+        "{rate:#}"
+    );
+    assert_eq!(
+        rate["rendered"]["url"], prom.url,
+        "prometheus.url filled it in"
+    );
+    assert_eq!(inc["steps"][1]["output"]["kind"], "cpu");
 }
