@@ -180,3 +180,54 @@ fn serve_on_a_broken_runbook_directory_says_what_to_fix() {
     assert!(!err.contains("last good set stays"), "{err}");
     assert!(!err.contains("backtrace"), "{err}");
 }
+
+/// `quench explain` renders the steps an alert would run, with the
+/// configuration's defaults, and warns about a step that will not render or
+/// will be refused.
+#[test]
+fn explain_renders_the_steps_and_warns_about_what_will_not_run() {
+    let root = quench_tests::repo_root();
+    let examples = root.join("runbooks/examples");
+    let config = root.join("quench.example.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let explain = |instance: &str| {
+        let alert = dir.path().join("a.json");
+        std::fs::write(
+            &alert,
+            format!(r#"{{"labels": {{"alertname": "HighCPU", "severity": "warning", "instance": "{instance}"}}}}"#),
+        )
+        .unwrap();
+        let (ok, out, err) = quench(
+            &[
+                "explain",
+                "--runbooks",
+                examples.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                alert.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(ok, "{err}");
+        out
+    };
+    let out = explain("10.0.0.7:6060");
+    assert!(out.contains("cpu (pprof.capture): skipped"), "{out}");
+    assert!(out.contains(r#"cpu_instance (pprof.capture): {"kind":"cpu","seconds":10,"url":"http://10.0.0.7:6060"}"#), "{out}");
+    assert!(
+        out.contains(r#""url":"http://127.0.0.1:9090""#),
+        "prometheus.url: {out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+    let out = explain("8.8.8.8:80");
+    assert!(
+        out.contains("warning: cpu_instance (pprof.capture) will be refused")
+            && out.contains("not in executor.allowed_hosts"),
+        "{out}"
+    );
+    let out = explain("evil.com/x?");
+    assert!(
+        out.contains("warning: cpu_instance (pprof.capture) will not render"),
+        "{out}"
+    );
+}

@@ -245,6 +245,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The configuration the steps would run with (`prometheus.url`,
+        /// `executor.allowed_hosts`); its embedded defaults without it.
+        #[arg(long, env = "QUENCH_CONFIG")]
+        config: Option<PathBuf>,
         /// An Alertmanager webhook payload, or `{"labels": {...}}` (or a list).
         alert: PathBuf,
     },
@@ -467,8 +471,15 @@ pub async fn run() -> anyhow::Result<()> {
             runbooks: dir,
             triage,
             json,
+            config,
             alert,
-        } => runbooks::explain(&dir, triage.as_deref(), json, &alert)?,
+        } => {
+            let cfg = match &config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            runbooks::explain(&dir, triage.as_deref(), json, &cfg, &alert)?
+        }
     }
     Ok(())
 }

@@ -128,11 +128,14 @@ pub fn test(dir: &Path, triage: Option<&str>, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `quench explain`: which runbooks an alert runs, and why not the others.
+/// `quench explain`: which runbooks an alert runs, and why not the others;
+/// then each step of those, rendered for the alert and checked as the run
+/// would (warnings for a step that will not render or will be refused).
 pub fn explain(
     runbooks: &Path,
     triage: Option<&str>,
     json: bool,
+    config: &quench_engine::config::Config,
     alert: &Path,
 ) -> anyhow::Result<()> {
     let set = load_runbooks(runbooks, triage)?;
@@ -140,30 +143,93 @@ pub fn explain(
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", alert.display()))?;
     let alerts = quench_engine::explain::read_alerts(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
+    let hosts = match &config.executor.allowed_hosts {
+        Some(list) => Some(
+            quench_connectors::hosts::HostAllowlist::parse(list)
+                .map_err(|e| anyhow::anyhow!("executor.allowed_hosts: {e}"))?,
+        ),
+        None => None,
+    };
+    let defaults = config.step_defaults();
+    let env: std::collections::BTreeMap<String, String> = config
+        .executor
+        .env_allowlist
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+        .collect();
+    let plans = |a: &quench_connectors::Alert, names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| set.runbooks.iter().find(|r| r.name() == *n))
+            .map(|r| {
+                (
+                    r.name().to_string(),
+                    quench_engine::explain::plan(r, a, &defaults, hosts.as_ref(), &env),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     let all: Vec<_> = alerts.iter().map(|a| (a, set.explain(a))).collect();
+    let mut warnings = 0;
     if json {
         let out: Vec<_> = all
             .iter()
-            .map(|(a, e)| serde_json::json!({"labels": a.labels, "status": a.status, "runs": e.matched(), "explanation": e}))
+            .map(|(a, e)| {
+                let steps: serde_json::Map<String, serde_json::Value> = plans(a, &e.matched())
+                    .into_iter()
+                    .map(|(name, p)| (name, serde_json::json!(p)))
+                    .collect();
+                serde_json::json!({"labels": a.labels, "status": a.status, "runs": e.matched(), "explanation": e, "steps": steps})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        for (a, e) in &all {
-            let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-            println!("{} alert {{{}}}", a.status.as_str(), labels.join(", "));
-            let runs = e.matched();
-            println!(
-                "  runs: {}",
-                if runs.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    runs.join(", ")
+        return Ok(());
+    }
+    for (a, e) in &all {
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        println!("{} alert {{{}}}", a.status.as_str(), labels.join(", "));
+        let runs = e.matched();
+        println!(
+            "  runs: {}",
+            if runs.is_empty() {
+                "nothing".to_string()
+            } else {
+                runs.join(", ")
+            }
+        );
+        for line in e.lines() {
+            println!("  {line}");
+        }
+        if a.status == quench_connectors::AlertStatus::Resolved {
+            continue;
+        }
+        for (name, steps) in plans(a, &runs) {
+            println!("  {name} would run:");
+            for p in steps {
+                let what = format!("{} ({})", p.id, p.uses);
+                match (p.verdict, &p.with, &p.why) {
+                    ("runs", Some(w), _) => println!("    {what}: {w}"),
+                    ("skipped" | "depends", _, Some(why)) => {
+                        println!("    {what}: {} ({why})", p.verdict)
+                    }
+                    (_, _, Some(why)) => {
+                        warnings += 1;
+                        println!(
+                            "    warning: {what} {}: {why}",
+                            if p.verdict == "refused" {
+                                "will be refused"
+                            } else {
+                                "will not render"
+                            }
+                        )
+                    }
+                    _ => println!("    {what}"),
                 }
-            );
-            for line in e.lines() {
-                println!("  {line}");
             }
         }
+    }
+    if warnings > 0 {
+        println!("{warnings} step(s) would not run as written for this alert");
     }
     Ok(())
 }
