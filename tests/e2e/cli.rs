@@ -218,7 +218,7 @@ fn explain_renders_the_steps_and_warns_about_what_will_not_run() {
         out.contains(r#""url":"http://127.0.0.1:9090""#),
         "prometheus.url: {out}"
     );
-    assert!(!out.contains("warning"), "{out}");
+    assert!(!out.contains("warning: "), "{out}");
     let out = explain("8.8.8.8:80");
     assert!(
         out.contains("warning: cpu_instance (pprof.capture) will be refused")
