@@ -671,22 +671,63 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
         rollback_failed: false,
         escalated: Vec::new(),
     };
-    if v.before.iter().any(|p| !p.ok) {
+    let steady = v.before.iter().all(|p| p.ok);
+    if opts.dry_run {
+        // Everything a run would do, worked out and changed nowhere: the
+        // targets each fault picks now, the steps it would run, the
+        // rollbacks. Also when the steady state does not hold (a run would
+        // not start, and the dry run says so).
+        let mut failed = Vec::new();
+        let planned = |step: &ChaosStep, part: &str| StepResult {
+            id: step.id.value.clone(),
+            uses: step.uses.value.clone(),
+            ok: true,
+            output: json!({"would_run": part, "with": step.with.as_ref().map(|w| &w.value)}),
+        };
+        for step in &exp.file.method {
+            match Fault::from_name(&step.uses.value) {
+                Some(f) => match apply_fault(exp, env, &opts.run, step, f, true).await {
+                    Ok(o) => v.faults.push(o),
+                    Err(e) => {
+                        failed.push(format!("{}: {e}", step.id.value));
+                        v.faults
+                            .push(json!({"fault": f.name(), "error": e.to_string()}));
+                    }
+                },
+                None => v.method.push(planned(step, "method")),
+            }
+        }
+        v.rollbacks = exp
+            .file
+            .rollbacks
+            .iter()
+            .map(|s| planned(s, "rollback"))
+            .collect();
+        (v.outcome, v.abort_reason) = match (steady, failed.is_empty()) {
+            (_, false) => (
+                Outcome::Aborted,
+                Some(format!(
+                    "dry run: {} could not be worked out: {}",
+                    if failed.len() == 1 {
+                        "a fault"
+                    } else {
+                        "faults"
+                    },
+                    failed.join("; ")
+                )),
+            ),
+            (false, true) => (
+                Outcome::NotRun,
+                Some(
+                    "dry run: the steady state does not hold now, so a run would not start".into(),
+                ),
+            ),
+            (true, true) => (Outcome::DryRun, None),
+        };
         v.ended_at = Utc::now();
         return v;
     }
-    if opts.dry_run {
-        for step in &exp.file.method {
-            if let Some(f) = Fault::from_name(&step.uses.value) {
-                match apply_fault(exp, env, &opts.run, step, f, true).await {
-                    Ok(o) => v.faults.push(o),
-                    Err(e) => v
-                        .faults
-                        .push(json!({"fault": f.name(), "error": e.to_string()})),
-                }
-            }
-        }
-        v.outcome = Outcome::DryRun;
+    if !steady {
         v.ended_at = Utc::now();
         return v;
     }

@@ -132,6 +132,49 @@ async fn a_failing_steady_state_injects_nothing_and_dry_run_only_renders() {
         "nothing killed"
     );
     assert!(p.ledger.entries().await.unwrap().is_empty());
+
+    // A dry run says what would happen also when the steady state does not
+    // hold now, and does not call that a dry run that went through.
+    let (mut opts, _abort) = options("r3b");
+    opts.dry_run = true;
+    let v = run::run(&experiment(&pod_kill(&ns, 5, "one", 1)), &p.env(), opts).await;
+    assert_eq!(v.outcome, Outcome::NotRun, "{v:#?}");
+    assert!(
+        v.abort_reason
+            .as_deref()
+            .unwrap()
+            .contains("steady state does not hold"),
+        "{v:#?}"
+    );
+    assert_eq!(
+        v.faults[0]["would_kill"].as_array().unwrap().len(),
+        1,
+        "{v:#?}"
+    );
+
+    // A dry run that cannot reach the API server does not pass as one.
+    let mut broken = parts(&cluster);
+    broken.kube = quench_connectors::k8s::KubeClient::new(quench_connectors::k8s::KubeSource {
+        kubeconfig: Some("/nonexistent/quench/kubeconfig".into()),
+        ..Default::default()
+    });
+    let (mut opts, _abort) = options("r3c");
+    opts.dry_run = true;
+    let v = run::run(
+        &experiment(&pod_kill(&ns, 2, "all", 1)),
+        &broken.env(),
+        opts,
+    )
+    .await;
+    assert_eq!(v.outcome, Outcome::Aborted, "{v:#?}");
+    assert!(
+        v.abort_reason
+            .as_deref()
+            .unwrap()
+            .contains("could not be worked out"),
+        "{v:#?}"
+    );
+    assert!(!v.outcome.is_success());
 }
 
 fn network_delay(ns: &str, prometheus: &str, abort_max: f64, duration: &str) -> String {
@@ -481,7 +524,12 @@ blast_radius:
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("\"outcome\": \"dry-run\"") && text.contains("would_kill"),
+        text.contains(&format!("of web-pod-kill")) && text.contains("): dry-run\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("chaos.pod_kill: would kill ")
+            && text.contains("pods match the blast radius"),
         "{text}"
     );
     // A start of an unknown experiment is a clear 404.
