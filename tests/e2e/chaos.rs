@@ -524,7 +524,7 @@ blast_radius:
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains(&format!("of web-pod-kill")) && text.contains("): dry-run\n"),
+        text.contains("of web-pod-kill") && text.contains("): dry-run\n"),
         "{text}"
     );
     assert!(
