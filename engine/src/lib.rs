@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod postmortem;
 pub mod runbook_source;
+pub mod steps_doc;
 pub mod store;
 
 use quench_connectors::hosts::HostAllowlist;

@@ -163,6 +163,7 @@ pub struct ArgocdRollback;
 
 impl Step for ArgocdRollback {
     const NAME: &'static str = "argocd.rollback";
+    const OUTPUT: &'static str = "`app`, `from_revision` and `to_revision` (the history entry rolled back to), `dry_run`, and `before` (the application's sync state).";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

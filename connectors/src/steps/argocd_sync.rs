@@ -119,6 +119,8 @@ pub struct ArgocdSync;
 
 impl Step for ArgocdSync {
     const NAME: &'static str = "argocd.sync";
+    const OUTPUT: &'static str =
+        "`app`, `revision`, `prune`, `dry_run`, and `before` (the application's sync state).";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

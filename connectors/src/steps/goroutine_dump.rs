@@ -164,6 +164,7 @@ pub struct GoroutineDump;
 
 impl Step for GoroutineDump {
     const NAME: &'static str = "goroutine.dump";
+    const OUTPUT: &'static str = "`target`, `total` (goroutines), `groups` (count, state, function, stack; largest first) and `summary` lines.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

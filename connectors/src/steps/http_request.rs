@@ -77,6 +77,8 @@ pub struct HttpRequest;
 
 impl Step for HttpRequest {
     const NAME: &'static str = "http.request";
+    const OUTPUT: &'static str =
+        "`status` (the HTTP status) and `body` (the answer, JSON when it is JSON).";
     const DESTRUCTIVE: bool = true;
     type Params = Params;
 

@@ -103,6 +103,7 @@ pub struct K8sApply;
 
 impl Step for K8sApply {
     const NAME: &'static str = "k8s.apply";
+    const OUTPUT: &'static str = "`object`, `created`, `resource_version`, `generation`, `dry_run`, `after`, and `revert` (what `k8s.revert` puts back).";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

@@ -62,6 +62,7 @@ pub struct K8sCordon;
 
 impl Step for K8sCordon {
     const NAME: &'static str = "k8s.cordon";
+    const OUTPUT: &'static str = "`object`, `unschedulable`, `dry_run`, `before`, and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;
@@ -81,6 +82,7 @@ pub struct K8sUncordon;
 
 impl Step for K8sUncordon {
     const NAME: &'static str = "k8s.uncordon";
+    const OUTPUT: &'static str = "`object`, `unschedulable`, `dry_run`, `before`, and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

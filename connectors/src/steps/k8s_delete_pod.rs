@@ -152,6 +152,7 @@ pub struct K8sDeletePod;
 
 impl Step for K8sDeletePod {
     const NAME: &'static str = "k8s.delete_pod";
+    const OUTPUT: &'static str = "`deleted` (each pod with its phase, node, owner and restarts), `count`, `dry_run`, and `revert` (null: a deleted pod is not put back).";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

@@ -238,6 +238,7 @@ pub struct K8sDrain;
 
 impl Step for K8sDrain {
     const NAME: &'static str = "k8s.drain";
+    const OUTPUT: &'static str = "`object`, `evicted` and `left` (pods, each with why), `eviction_api`, `dry_run`, `before`, and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

@@ -183,6 +183,7 @@ pub struct K8sEvents;
 
 impl Step for K8sEvents {
     const NAME: &'static str = "k8s.events";
+    const OUTPUT: &'static str = "`events` (time, type, reason, object, message; newest first), `count`, `warnings`, `window` and `summary` lines.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

@@ -133,6 +133,7 @@ pub struct K8sExec;
 
 impl Step for K8sExec {
     const NAME: &'static str = "k8s.exec";
+    const OUTPUT: &'static str = "`exit_code`, `stdout`, `stderr`, `truncated`, `target` and `ok`.";
     const DESTRUCTIVE: bool = true;
     type Params = Params;
 

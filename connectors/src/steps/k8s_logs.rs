@@ -135,6 +135,7 @@ pub struct K8sLogs;
 
 impl Step for K8sLogs {
     const NAME: &'static str = "k8s.logs";
+    const OUTPUT: &'static str = "`lines` (time, text), `count`, `target`, `window`.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

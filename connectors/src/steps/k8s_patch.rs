@@ -108,6 +108,8 @@ pub struct K8sPatch;
 
 impl Step for K8sPatch {
     const NAME: &'static str = "k8s.patch";
+    const OUTPUT: &'static str =
+        "`object`, `changed`, `resource_version`, `dry_run`, `before`, `after`, and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

@@ -98,6 +98,7 @@ pub struct K8sRevert;
 
 impl Step for K8sRevert {
     const NAME: &'static str = "k8s.revert";
+    const OUTPUT: &'static str = "`object`, `applied` (what was put back) and `dry_run`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

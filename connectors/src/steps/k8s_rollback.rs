@@ -196,6 +196,7 @@ pub struct K8sRollback;
 
 impl Step for K8sRollback {
     const NAME: &'static str = "k8s.rollback";
+    const OUTPUT: &'static str = "`object`, `from_revision`, `to_revision`, `images`, `dry_run`, `before`, `would_be` (for a dry run), and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

@@ -199,6 +199,7 @@ pub struct K8sRolloutRestart;
 
 impl Step for K8sRolloutRestart {
     const NAME: &'static str = "k8s.rollout_restart";
+    const OUTPUT: &'static str = "`object`, `restarted_at`, `generation`, the rollout's `replicas`, `updated_replicas` and `available_replicas`, `dry_run`, `before`, and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

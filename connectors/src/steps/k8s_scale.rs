@@ -131,6 +131,7 @@ pub struct K8sScale;
 
 impl Step for K8sScale {
     const NAME: &'static str = "k8s.scale";
+    const OUTPUT: &'static str = "`object`, `replicas` (set), `asked` (before bounds), `bounded`, `relative`, `dry_run`, `before`, and `revert`.";
     const DESTRUCTIVE: bool = true;
     const SERVER_DRY_RUN: bool = true;
     type Params = Params;

@@ -137,6 +137,8 @@ pub struct K8sWait;
 
 impl Step for K8sWait {
     const NAME: &'static str = "k8s.wait";
+    const OUTPUT: &'static str =
+        "`object`, `for`, `waited_seconds` and the object's `status` (its conditions).";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

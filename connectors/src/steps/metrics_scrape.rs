@@ -182,6 +182,8 @@ pub struct MetricsScrape;
 
 impl Step for MetricsScrape {
     const NAME: &'static str = "metrics.scrape";
+    const OUTPUT: &'static str =
+        "`target`, `values` (the Go runtime series by name), `samples` and `unparsed_lines`.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

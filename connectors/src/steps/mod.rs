@@ -133,11 +133,11 @@ impl StepRunner for Builtin {
 }
 
 macro_rules! registry {
-    ($( $(#[$doc:meta])* $variant:ident => $step:ty; )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $step:ty; )*) => {
         /// Every step type a runbook can `use`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum StepType {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[doc = $doc])* $variant, )*
         }
 
         impl StepType {
@@ -160,6 +160,16 @@ macro_rules! registry {
             /// without doing it.
             pub fn server_dry_run(self) -> bool {
                 match self { $( StepType::$variant => <$step as Step>::SERVER_DRY_RUN, )* }
+            }
+
+            /// What it does, in a line (its registry entry's doc).
+            pub fn describe(self) -> &'static str {
+                match self { $( StepType::$variant => concat!($($doc),*).trim_ascii(), )* }
+            }
+
+            /// What its output holds.
+            pub fn output(self) -> &'static str {
+                match self { $( StepType::$variant => <$step as Step>::OUTPUT, )* }
             }
 
             /// The keys its `with` accepts (aliases included).

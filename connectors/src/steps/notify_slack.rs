@@ -91,6 +91,7 @@ pub struct NotifySlack;
 
 impl Step for NotifySlack {
     const NAME: &'static str = "notify.slack";
+    const OUTPUT: &'static str = "`posted` (true) and `title`.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

@@ -107,6 +107,7 @@ pub struct PagerdutyEvent;
 
 impl Step for PagerdutyEvent {
     const NAME: &'static str = "pagerduty.event";
+    const OUTPUT: &'static str = "`status`, `dedup_key` and `event_action`.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

@@ -327,6 +327,7 @@ pub struct PerfRecord;
 
 impl Step for PerfRecord {
     const NAME: &'static str = "perf.record";
+    const OUTPUT: &'static str = "`target`, `samples`, `top` (function, flat, cum), `unknown_frames`, `window`, and `flamegraph` (an artifact id).";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

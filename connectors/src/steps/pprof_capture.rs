@@ -292,6 +292,7 @@ pub struct PprofCapture;
 
 impl Step for PprofCapture {
     const NAME: &'static str = "pprof.capture";
+    const OUTPUT: &'static str = "`kind`, `sample_type`, `unit`, `total`, `top` (function, flat, flat_pct, cum, cum_pct), `artifacts` (profile and flamegraph ids), `diff` and `baseline` (against a baseline), `saved_baseline`, `target`, `window`.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

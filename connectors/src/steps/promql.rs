@@ -338,6 +338,7 @@ pub struct Query;
 
 impl Step for Query {
     const NAME: &'static str = "promql.query";
+    const OUTPUT: &'static str = "`result_type` and `samples` (labels, value, time).";
     const DESTRUCTIVE: bool = false;
     const URL_IS_PROMETHEUS: bool = true;
     type Params = QueryParams;
@@ -360,6 +361,7 @@ pub struct Range;
 
 impl Step for Range {
     const NAME: &'static str = "promql.range";
+    const OUTPUT: &'static str = "`series` (labels, values over time) and `window`.";
     const DESTRUCTIVE: bool = false;
     const URL_IS_PROMETHEUS: bool = true;
     type Params = RangeParams;
@@ -382,6 +384,8 @@ pub struct Verify;
 
 impl Step for Verify {
     const NAME: &'static str = "promql.verify";
+    const OUTPUT: &'static str =
+        "`ok`, `checks` (how many times it looked) and the last `samples`.";
     const DESTRUCTIVE: bool = false;
     const URL_IS_PROMETHEUS: bool = true;
     type Params = VerifyParams;

@@ -25,6 +25,8 @@ pub trait Step {
     /// (Kubernetes' `dryRun=All`, Argo CD's `dryRun`). Such a step reads
     /// [`StepCtx::dry_run`].
     const SERVER_DRY_RUN: bool = false;
+    /// What its output holds (`steps.<id>.output`), for `quench steps`.
+    const OUTPUT: &'static str = "";
     /// Whether a missing `url` is the configuration's `prometheus.url`.
     const URL_IS_PROMETHEUS: bool = false;
     /// Its `with:`, as a struct that refuses unknown fields.

@@ -104,6 +104,7 @@ pub struct TraceCapture;
 
 impl Step for TraceCapture {
     const NAME: &'static str = "trace.capture";
+    const OUTPUT: &'static str = "`target`, `bytes`, `artifact` (the trace's id), `window` and `open_with` (the `go tool trace` command).";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

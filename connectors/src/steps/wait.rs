@@ -40,6 +40,7 @@ pub struct Wait;
 
 impl Step for Wait {
     const NAME: &'static str = "wait";
+    const OUTPUT: &'static str = "`waited_seconds`.";
     const DESTRUCTIVE: bool = false;
     type Params = Params;
 

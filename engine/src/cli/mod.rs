@@ -216,6 +216,19 @@ enum Command {
     },
     /// Print the JSON schema of the runbook format (for editors).
     Schema,
+    /// The step types; with a TYPE, its parameters, defaults, output and
+    /// an example.
+    Steps {
+        /// A step type, such as pprof.capture.
+        #[arg(value_name = "TYPE")]
+        step: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print the Markdown reference of docs/RUNBOOKS.md.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Read Go profiles without Go: top table, flame graph, diff.
     Pprof {
         #[command(subcommand)]
@@ -466,6 +479,11 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Lint { dir, triage, json } => runbooks::lint(&dir, triage.as_deref(), json)?,
         Command::Pprof { command } => pprof::run(command)?,
         Command::Schema => runbooks::schema()?,
+        Command::Steps {
+            step,
+            json,
+            markdown,
+        } => runbooks::steps(step.as_deref(), json, markdown)?,
         Command::Test { dir, triage, json } => runbooks::test(&dir, triage.as_deref(), json)?,
         Command::Explain {
             runbooks: dir,

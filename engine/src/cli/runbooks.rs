@@ -76,6 +76,45 @@ pub fn lint(dir: &Path, triage: Option<&str>, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `quench steps [TYPE]`: the step types, or one of them in full.
+pub fn steps(step: Option<&str>, json: bool, markdown: bool) -> anyhow::Result<()> {
+    use quench_engine::steps_doc;
+    let docs = match step {
+        None => steps_doc::all(),
+        Some(name) => match quench_connectors::steps::StepType::from_name(name) {
+            Some(t) => vec![steps_doc::describe(t)],
+            None => anyhow::bail!(
+                "no step type {name:?}; the step types: {}",
+                quench_connectors::steps::StepType::names()
+            ),
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    } else if markdown && step.is_none() {
+        print!("{}", steps_doc::markdown_all());
+    } else if markdown {
+        docs.iter()
+            .for_each(|d| print!("{}", steps_doc::markdown(d)));
+    } else if step.is_some() {
+        docs.iter().for_each(|d| print!("{}", steps_doc::text(d)));
+    } else {
+        for d in &docs {
+            println!(
+                "{:<20} {}{}",
+                d.name,
+                if d.destructive { "[changes] " } else { "" },
+                d.description
+            );
+        }
+        println!(
+            "
+`quench steps TYPE` shows a type's parameters, output and an example."
+        );
+    }
+    Ok(())
+}
+
 /// `quench schema`: the runbook format's JSON schema.
 pub fn schema() -> anyhow::Result<()> {
     println!(
