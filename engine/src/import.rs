@@ -51,20 +51,20 @@ struct ImportFile {
 struct ImportRecord {
     #[serde(default)]
     id: Option<String>,
-    title: String,
+    title: Spanned<String>,
     #[serde(default)]
     service: Option<String>,
     #[serde(default)]
     severity: Option<String>,
-    status: String,
-    first_alert_at: DateTime<Utc>,
-    opened_at: DateTime<Utc>,
+    status: Spanned<String>,
+    first_alert_at: Spanned<DateTime<Utc>>,
+    opened_at: Spanned<DateTime<Utc>>,
     #[serde(default)]
-    acknowledged_at: Option<DateTime<Utc>>,
+    acknowledged_at: Option<Spanned<DateTime<Utc>>>,
     #[serde(default)]
     acknowledged_by: Option<String>,
     #[serde(default)]
-    resolved_at: Option<DateTime<Utc>>,
+    resolved_at: Option<Spanned<DateTime<Utc>>>,
     #[serde(default)]
     runbook: Option<String>,
     #[serde(default)]
@@ -74,9 +74,9 @@ struct ImportRecord {
     #[serde(default)]
     resolution: Option<String>,
     #[serde(default)]
-    commits: Vec<String>,
+    commits: Vec<Spanned<String>>,
     #[serde(default)]
-    tags: Vec<String>,
+    tags: Vec<Spanned<String>>,
     #[serde(default)]
     timeline: Vec<ImportEvent>,
 }
@@ -140,48 +140,70 @@ pub fn is_tag(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
 }
 
-fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
-    if r.title.trim().is_empty() {
-        return Err("title is empty".into());
+/// A problem of a record, at the field it is about.
+type Problem = (serde_saphyr::Location, String);
+
+fn record(r: &ImportRecord) -> Result<IncidentRecord, Vec<Problem>> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut at = |loc: serde_saphyr::Location, m: String| problems.push((loc, m));
+    if r.title.value.trim().is_empty() {
+        at(r.title.referenced, "title is empty".into());
     }
-    let status = match r.status.as_str() {
-        "resolved" => IncidentStatus::Resolved,
-        "escalated" => IncidentStatus::Escalated,
-        "failed" => IncidentStatus::Failed,
-        "cancelled" => IncidentStatus::Cancelled,
+    let status = match r.status.value.as_str() {
+        "resolved" => Some(IncidentStatus::Resolved),
+        "escalated" => Some(IncidentStatus::Escalated),
+        "failed" => Some(IncidentStatus::Failed),
+        "cancelled" => Some(IncidentStatus::Cancelled),
         other => {
-            return Err(format!(
-                "status {other:?}: resolved, escalated, failed or cancelled"
-            ));
+            at(
+                r.status.referenced,
+                format!("status {other:?}: resolved, escalated, failed or cancelled"),
+            );
+            None
         }
     };
-    if r.opened_at < r.first_alert_at {
-        return Err("opened_at is before first_alert_at".into());
+    let opened = r.opened_at.value;
+    if opened < r.first_alert_at.value {
+        at(
+            r.opened_at.referenced,
+            "opened_at is before first_alert_at".into(),
+        );
     }
-    match (status, r.resolved_at) {
-        (IncidentStatus::Resolved, None) => {
-            return Err("a resolved incident needs resolved_at".into());
+    match (status, &r.resolved_at) {
+        (Some(IncidentStatus::Resolved), None) => at(
+            r.status.referenced,
+            "a resolved incident needs resolved_at".into(),
+        ),
+        (_, Some(t)) if t.value < opened => {
+            at(t.referenced, "resolved_at is before opened_at".into())
         }
-        (_, Some(t)) if t < r.opened_at => return Err("resolved_at is before opened_at".into()),
         _ => {}
     }
-    if r.acknowledged_at.is_some_and(|t| t < r.opened_at) {
-        return Err("acknowledged_at is before opened_at".into());
+    if let Some(t) = r.acknowledged_at.as_ref().filter(|t| t.value < opened) {
+        at(t.referenced, "acknowledged_at is before opened_at".into());
     }
-    let commits = r
-        .commits
-        .iter()
-        .map(|c| parse_commit(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    if let Some(t) = r.tags.iter().find(|t| !is_tag(t)) {
-        return Err(format!(
-            "tag {t:?}: 1 to 64 letters, digits, '-', '_', '.', ':' or '/'"
-        ));
+    let mut commits = Vec::new();
+    for c in &r.commits {
+        match parse_commit(&c.value) {
+            Ok(c) => commits.push(c),
+            Err(e) => at(c.referenced, e.to_string()),
+        }
     }
+    for t in r.tags.iter().filter(|t| !is_tag(&t.value)) {
+        at(
+            t.referenced,
+            format!(
+                "tag {:?}: 1 to 64 letters, digits, '-', '_', '.', ':' or '/'",
+                t.value
+            ),
+        );
+    }
+    let Some(status) = status.filter(|_| problems.is_empty()) else {
+        return Err(problems);
+    };
     let alerts: Vec<AlertRecord> = if r.alerts.is_empty() {
         let mut labels = BTreeMap::new();
-        labels.insert("alertname".to_string(), r.title.clone());
+        labels.insert("alertname".to_string(), r.title.value.clone());
         if let Some(s) = &r.service {
             labels.insert("service".into(), s.clone());
         }
@@ -211,15 +233,15 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
             state: AlertState::Resolved,
             labels,
             annotations,
-            starts_at: Some(r.first_alert_at),
-            ends_at: r.resolved_at,
-            first_received_at: r.opened_at,
+            starts_at: Some(r.first_alert_at.value),
+            ends_at: r.resolved_at.as_ref().map(|t| t.value),
+            first_received_at: opened,
             notifications: 1,
         }
     })
     .collect();
     let mut timeline = vec![TimelineEvent {
-        at: r.opened_at,
+        at: opened,
         kind: EventKind::Imported,
         detail: format!(
             "imported{}",
@@ -237,7 +259,7 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
     Ok(IncidentRecord {
         schema: 0,
         id: String::new(),
-        title: r.title.clone(),
+        title: r.title.value.clone(),
         status,
         runbook: r.runbook.as_ref().map(|n| RunbookRef {
             name: n.clone(),
@@ -248,21 +270,21 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
         resolve_with_alerts: true,
         match_explanation: Vec::new(),
         alerts,
-        first_alert_at: r.first_alert_at,
-        opened_at: r.opened_at,
-        updated_at: r.resolved_at.unwrap_or(r.opened_at),
-        resolved_at: r.resolved_at,
+        first_alert_at: r.first_alert_at.value,
+        opened_at: opened,
+        updated_at: r.resolved_at.as_ref().map_or(opened, |t| t.value),
+        resolved_at: r.resolved_at.as_ref().map(|t| t.value),
         timeline,
         steps: Vec::new(),
-        acknowledged: r.acknowledged_at.map(|at| Acknowledgement {
-            at,
+        acknowledged: r.acknowledged_at.as_ref().map(|at| Acknowledgement {
+            at: at.value,
             by: r.acknowledged_by.clone().unwrap_or_else(|| "import".into()),
         }),
         notes: Notes {
             root_cause: r.root_cause.clone(),
             resolution: r.resolution.clone(),
             commits,
-            tags: r.tags.clone(),
+            tags: r.tags.iter().map(|t| t.value.clone()).collect(),
             edited_at: None,
             edited_by: None,
         },
@@ -274,19 +296,28 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, String> {
 }
 
 /// Parses and checks a whole import file named `name`: every record, or
-/// every problem as `name:line:col: record N: ...`.
+/// every problem as `name:line:col: record N: ...`, each at the field it is
+/// about. A record whose shape is wrong (a field of the wrong type, an
+/// unknown field) does not hide the others: each record is read on its own
+/// when the whole file does not read.
 pub fn parse(name: &str, text: &str) -> Result<Vec<IncidentRecord>, Vec<String>> {
     let options = serde_saphyr::options! { strict_booleans: true };
-    let file: ImportFile = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+    let say = |e: &serde_saphyr::Error, line_offset: u64, prefix: &str| {
         let at = e
             .location()
-            .map(|l| format!("{name}:{}:{}", l.line(), l.column()))
+            .map(|l| format!("{name}:{}:{}", l.line() + line_offset, l.column()))
             .unwrap_or_else(|| name.to_string());
-        vec![format!(
-            "{at}: {}",
+        format!(
+            "{at}: {prefix}{}",
             serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet())
-        )]
-    })?;
+        )
+    };
+    let file: ImportFile = match serde_saphyr::from_str_with_options(text, options) {
+        Ok(f) => f,
+        Err(whole) => {
+            return Err(recover(name, text, &say).unwrap_or_else(|| vec![say(&whole, 0, "")]));
+        }
+    };
     let mut errors = Vec::new();
     if file.version.value != 1 {
         errors.push(format!(
@@ -300,18 +331,82 @@ pub fn parse(name: &str, text: &str) -> Result<Vec<IncidentRecord>, Vec<String>>
     for (i, r) in file.incidents.iter().enumerate() {
         match record(&r.value) {
             Ok(rec) => out.push(rec),
-            Err(e) => errors.push(format!(
-                "{name}:{}:{}: record {}: {e}",
-                r.referenced.line(),
-                r.referenced.column(),
-                i + 1
-            )),
+            Err(problems) => errors.extend(problems.into_iter().map(|(l, e)| {
+                format!("{name}:{}:{}: record {}: {e}", l.line(), l.column(), i + 1)
+            })),
         }
     }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(errors)
+    }
+}
+
+/// The file does not read as a whole: find where each record starts, read
+/// each one alone (its lines, as a one-item list) and report every
+/// record's problems at their own lines. None when the file is not even a
+/// YAML mapping with an `incidents` list (a syntax error): then the
+/// parser's own error is all there is.
+fn recover(
+    name: &str,
+    text: &str,
+    say: &dyn Fn(&serde_saphyr::Error, u64, &str) -> String,
+) -> Option<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Loose {
+        incidents: Vec<Spanned<serde_json::Value>>,
+    }
+    let loose: Loose = serde_saphyr::from_str(text).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let starts: Vec<usize> = loose
+        .incidents
+        .iter()
+        .map(|r| r.referenced.line() as usize)
+        .collect();
+    // Records in flow style share lines: nothing to cut along.
+    if starts.windows(2).any(|w| w[0] >= w[1]) || starts.iter().any(|&l| l == 0) {
+        return None;
+    }
+    let mut errors = Vec::new();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(lines.len() + 1);
+        // The record's first line starts at its own column; from the `-`
+        // before it, the slice is a one-item YAML list.
+        let piece = lines.get(start - 1..end - 1)?;
+        let col = loose.incidents[i].referenced.column() as usize;
+        let is_item = col >= 3
+            && piece
+                .first()
+                .and_then(|first| first.get(..col - 1))
+                .is_some_and(|p| p.trim_end().ends_with('-'));
+        if !is_item {
+            return None;
+        }
+        let snippet = piece.join("\n");
+        let prefix = format!("record {}: ", i + 1);
+        let options = serde_saphyr::options! { strict_booleans: true };
+        match serde_saphyr::from_str_with_options::<Vec<Spanned<ImportRecord>>>(&snippet, options) {
+            Ok(mut one) if one.len() == 1 => {
+                let r = one.remove(0);
+                if let Err(problems) = record(&r.value) {
+                    errors.extend(problems.into_iter().map(|(l, e)| {
+                        format!(
+                            "{name}:{}:{}: {prefix}{e}",
+                            l.line() + start as u64 - 1,
+                            l.column()
+                        )
+                    }));
+                }
+            }
+            Ok(_) => return None,
+            Err(e) => errors.push(say(&e, start as u64 - 1, &prefix)),
+        }
+    }
+    if errors.is_empty() {
+        None
+    } else {
+        Some(errors)
     }
 }
 
@@ -353,8 +448,28 @@ mod tests {
         let e = parse("h.yaml", &text).unwrap_err();
         assert_eq!(
             e,
-            ["h.yaml:63:5: record 7: resolved_at is before opened_at"]
+            ["h.yaml:69:18: record 7: resolved_at is before opened_at"]
         );
+        // Every problem of every record, each at its field; a record of the
+        // wrong shape does not hide the others.
+        let text = good(4)
+            .replacen("status: resolved", "status: fixed", 1)
+            .replacen("    title: Redis failover 2\n", "    title: Redis failover 2\n    owner: me\n", 1)
+            .replacen("tags: [redis]", "tags: [redis, \"has space\"]", 1)
+            .replace(
+                "PD-3\n    title: Redis failover 3\n    service: cart\n    status: resolved\n    first_alert_at: 2025-03-02T10:00:00Z\n    opened_at: 2025-03-02T10:01:00Z",
+                "PD-3\n    title: Redis failover 3\n    service: cart\n    status: resolved\n    first_alert_at: 2025-03-02T10:00:00Z\n    opened_at: soon",
+            );
+        let e = parse("h.yaml", &text).unwrap_err();
+        for want in [
+            "h.yaml:6:13: record 1: status \"fixed\"",
+            "h.yaml:12:19: record 1: tag \"has space\"",
+            "h.yaml:15:5: record 2: unknown field `owner`",
+            "h.yaml:29:16: record 3: ",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want}: {e:#?}");
+        }
+        assert_eq!(e.len(), 4, "{e:#?}");
         let e = parse(
             "h.yaml",
             "version: 1\nincidents:\n  - title: x\n    status: resolved\n    opened_at: nope\n",
