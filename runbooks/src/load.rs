@@ -328,18 +328,22 @@ mod tests {
         let set = load_dir(&dir, None).unwrap();
         assert!(set.runbooks.len() >= 2);
         let a = alert_from(
-            &serde_json::json!({"labels": {"alertname": "HighCPU", "severity": "page", "service": "checkout"}}),
+            &serde_json::json!({"labels": {"alertname": "HighCPU", "severity": "page", "service": "checkout", "instance": "10.0.0.7:6060"}}),
         );
         let r = set.select(&a);
         assert_eq!(r[0].name(), "go-high-cpu");
         assert_eq!(
             r[0].group_key(&a),
-            "go-high-cpu\u{1f}alertname=HighCPU\u{1f}service=checkout"
+            "go-high-cpu\u{1f}alertname=HighCPU\u{1f}service=checkout\u{1f}instance=10.0.0.7:6060"
         );
         assert_eq!(r[0].cooldown, Some(Duration::from_secs(1800)));
         assert_eq!(
             r[0].step_types(),
-            [StepType::PprofCapture, StepType::PromqlQuery]
+            [
+                StepType::PprofCapture,
+                StepType::PprofCapture,
+                StepType::PromqlQuery
+            ]
         );
     }
 

@@ -356,6 +356,72 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Parses YAML into `T`, going on past shape problems where it can: the
+/// entry a problem points at (an unknown key, a value of the wrong type)
+/// is blanked out, with its nested lines, and the file read again, so each
+/// problem of a file is reported in one run, at its own line. Returns what
+/// was read once nothing more was in the way (None when a syntax error or
+/// a missing field stops it) and every problem found. A file that reads
+/// as it is returns no problems.
+pub fn parse_yaml_recovering<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> (Option<T>, Vec<Diagnostic>) {
+    let read = |t: &str| {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        serde_saphyr::from_str_with_options::<T>(t, options)
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut out = Vec::new();
+    let mut blanked = 0;
+    // Each round blanks at least one line: at most as many rounds as lines.
+    for round in 0..=lines.len() {
+        let attempt = if round == 0 {
+            text.to_string()
+        } else {
+            lines.join("\n")
+        };
+        let e = match read(&attempt) {
+            Ok(t) => return (Some(t), out),
+            Err(e) => e,
+        };
+        let loc = e.location().unwrap_or(Location::UNKNOWN);
+        let message = serde_saphyr::DefaultMessageFormatter
+            .format_message(e.without_snippet())
+            .into_owned();
+        let line = loc.line() as usize;
+        // serde reports problems in the order of the document: after
+        // blanking line L, a problem at or before L (a parent left empty, a
+        // field now missing) comes from the blanking, not from the file.
+        if round > 0 && (line <= blanked || message.contains("missing field")) {
+            return (None, out);
+        }
+        let stop = line == 0
+            || line > lines.len()
+            || message.contains("missing field")
+            || lines[line - 1].trim().is_empty();
+        out.push(at(file, &loc, Code::Syntax, "", message));
+        if stop {
+            return (None, out);
+        }
+        // Blank the entry and what is nested under it.
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let own = indent(&lines[line - 1]);
+        let is_item = lines[line - 1].trim_start().starts_with("- ");
+        lines[line - 1] = String::new();
+        blanked = line;
+        let mut next = line;
+        while next < lines.len()
+            && (lines[next].trim().is_empty()
+                || indent(&lines[next]) > own + if is_item { 1 } else { 0 })
+        {
+            lines[next] = String::new();
+            next += 1;
+        }
+    }
+    (None, out)
+}
+
 /// Every file format here is `version: 1`.
 pub fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnostic>) {
     if version.value != 1 {
@@ -372,8 +438,12 @@ pub fn check_version(file: &Path, version: &Spanned<u32>, out: &mut Vec<Diagnost
 /// Parses and validates one runbook. `file` names it in diagnostics, `rel`
 /// is its path inside the runbook directory. Reports every problem.
 pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<Diagnostic>> {
-    let parsed: RunbookFile = parse_yaml(file, text)?;
-    let mut out = Vec::new();
+    // A shape problem does not hide the file's other problems: what can be
+    // read past it is checked too.
+    let (parsed, mut out) = parse_yaml_recovering::<RunbookFile>(file, text);
+    let Some(parsed) = parsed else {
+        return Err(out);
+    };
     check_version(file, &parsed.version, &mut out);
     if !is_name(&parsed.name.value) {
         out.push(spanned_at(
@@ -536,6 +606,11 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         }
     }
     if !out.is_empty() {
+        // When the shape was wrong somewhere, what was read past it may
+        // lack what was blanked: a parameter check would only repeat it.
+        if out.iter().any(|d| d.code == Code::Syntax) {
+            out.retain(|d| d.code != Code::Params);
+        }
         out.sort_by_key(|d| (d.line, d.column));
         return Err(out);
     }
