@@ -365,7 +365,7 @@ fn recover(
         .map(|r| r.referenced.line() as usize)
         .collect();
     // Records in flow style share lines: nothing to cut along.
-    if starts.windows(2).any(|w| w[0] >= w[1]) || starts.iter().any(|&l| l == 0) {
+    if starts.windows(2).any(|w| w[0] >= w[1]) || starts.contains(&0) {
         return None;
     }
     let mut errors = Vec::new();

@@ -50,9 +50,10 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
         })
         .await;
     assert_eq!(incident["runbook"]["name"], "go-high-cpu");
-    // The runbook runs at once. This build has no pprof step yet, so its
-    // first step fails honestly and, with no on_failure, the run fails; the incident stays
-    // open for its alerts.
+    // The runbook runs at once. The alert names neither a pod nor an
+    // instance: the pod's capture is skipped, the instance's cannot render,
+    // and with no on_failure the run fails; the incident stays open for its
+    // alerts.
     let id = incident["id"].as_str().unwrap().to_string();
     let failed = q
         .wait_for(
@@ -62,7 +63,17 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
         )
         .await;
     assert_eq!(failed["steps"][0]["id"], "cpu");
-    assert_eq!(failed["steps"][0]["state"], "failed");
+    assert_eq!(failed["steps"][0]["state"], "skipped");
+    assert_eq!(failed["steps"][1]["id"], "cpu_instance");
+    assert_eq!(failed["steps"][1]["state"], "failed");
+    assert!(
+        failed["steps"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alert.labels.instance is not defined"),
+        "{failed:#}"
+    );
+    assert_eq!(failed["run"]["outcome"], "failed");
     assert_eq!(incident["title"], "checkout burns CPU");
     let alert = &incident["alerts"][0];
     assert_eq!(alert["labels"]["service"], "checkout");
@@ -143,14 +154,23 @@ async fn firing_then_resolved_opens_and_resolves_an_incident() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let cpu = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("cpu "))
-        .unwrap_or_else(|| panic!("no cpu step line in\n{text}"));
+    let step = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} step line in\n{text}"))
+            .to_string()
+    };
+    let cpu = step("cpu");
     assert!(
-        cpu.contains("pprof.capture") && cpu.contains("failed"),
+        cpu.contains("pprof.capture") && cpu.contains("skipped") && cpu.contains("when is false"),
         "{cpu}"
     );
+    let instance = step("cpu_instance");
+    assert!(
+        instance.contains("failed") && instance.contains("alert.labels.instance is not defined"),
+        "{instance}"
+    );
+    assert!(text.contains("\nrun: failed ("), "{text}");
     let out = std::process::Command::new(quench_tests::quench_bin())
         .args(["incidents", "show", "inc-999", "--server", &q.url])
         .output()

@@ -316,7 +316,7 @@ async fn import_is_all_or_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("history.yaml:57:5: record 7: resolved_at is before opened_at"),
+        err.contains("history.yaml:63:18: record 7: resolved_at is before opened_at"),
         "{err}"
     );
     assert!(err.contains("nothing was imported"), "{err}");
