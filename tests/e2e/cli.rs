@@ -231,3 +231,30 @@ fn explain_renders_the_steps_and_warns_about_what_will_not_run() {
         "{out}"
     );
 }
+
+/// `quench chaos list` says when schedules are off (the default), and each
+/// schedule as off; `--json` carries the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_list_shows_schedules_as_off_when_they_are() {
+    let examples = quench_tests::repo_root().join("runbooks/examples");
+    let q = Quench::start("{}\n", &examples);
+    let (ok, out, err) = quench(&["chaos", "list", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("schedules are off (chaos.schedule: false)"),
+        "{out}"
+    );
+    assert!(out.contains("): off"), "{out}");
+    assert!(!out.contains("next:"), "{out}");
+    let (ok, out, err) = quench(&["chaos", "list", "--json", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schedules_on"], false);
+    let q = Quench::start("chaos: {schedule: true}\n", &examples);
+    let (ok, out, err) = quench(&["chaos", "list", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("schedules are off") && out.contains("next:"),
+        "{out}"
+    );
+}

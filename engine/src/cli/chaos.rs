@@ -11,6 +11,9 @@ use super::Remote;
 pub enum ChaosCommand {
     /// The experiments in force and what is running.
     List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -42,6 +45,9 @@ pub enum ChaosCommand {
     },
     /// The next runs of every scheduled experiment.
     Schedule {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -54,6 +60,9 @@ pub enum ChaosCommand {
         /// pipeline can gate a deploy on them.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -62,11 +71,15 @@ pub enum ChaosCommand {
 /// Runs a `quench chaos` command.
 pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
     match command {
-        ChaosCommand::List { remote } | ChaosCommand::Schedule { remote } => {
+        ChaosCommand::List { json, remote } | ChaosCommand::Schedule { json, remote } => {
             let list: api::ChaosList = remote
                 .client()
                 .get_json(&client::api_path(&["chaos"], &[]))
                 .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
             if !list.schedules_on {
                 println!(
                     "schedules are off (chaos.schedule: false): experiments run only when started"
@@ -143,6 +156,7 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
         ChaosCommand::History {
             limit,
             junit,
+            json,
             remote,
         } => {
             let list: api::ChaosRuns = remote
@@ -152,7 +166,10 @@ pub async fn run(command: ChaosCommand) -> anyhow::Result<()> {
                     &[("limit", &limit.to_string())],
                 ))
                 .await?;
-            for r in list.runs.iter().map(|r| &r.verdict) {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            }
+            for r in list.runs.iter().map(|r| &r.verdict).filter(|_| !json) {
                 println!(
                     "{:<40} {:<10} {}",
                     r.run,
