@@ -83,15 +83,8 @@ fn check_param_names(
 /// `{{...}}` as `1`), so a template where a number, a list or a secret is
 /// expected is caught now, as it would fail then; the configuration's
 /// defaults (`prometheus.url`) count as given.
-fn check_param_values(
-    file: &Path,
-    text: &str,
-    kind: StepType,
-    with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
-    at_step: &serde_saphyr::Location,
-    base: &str,
-    out: &mut Vec<Diagnostic>,
-) {
+fn check_param_values(w: &WithAt<'_>, out: &mut Vec<Diagnostic>) {
+    let WithAt { kind, with, .. } = *w;
     let written = with.as_ref().map(|w| w.value.clone()).unwrap_or_default();
     // Unknown keys are RB018's; leave them out so each problem is said once.
     let mut probe: serde_json::Map<String, serde_json::Value> = written
@@ -137,9 +130,7 @@ fn check_param_values(
         {
             return;
         }
-        out.push(param_diagnostic(
-            file, text, kind, with, at_step, base, &written, &e, templated,
-        ));
+        out.push(param_diagnostic(w, &written, &e, templated));
         match (&e.field, first_choice) {
             (Some(f), Some(choice)) => {
                 probe.insert(f.clone(), serde_json::Value::String(choice));
@@ -154,19 +145,34 @@ fn check_param_values(
     }
 }
 
-/// One RB019, at the offending key when there is one.
-#[allow(clippy::too_many_arguments)]
-fn param_diagnostic(
-    file: &Path,
-    text: &str,
+/// A step's `with` and where it is, for RB019.
+#[derive(Clone, Copy)]
+struct WithAt<'a> {
+    file: &'a Path,
+    text: &'a str,
     kind: StepType,
-    with: &Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
-    at_step: &serde_saphyr::Location,
-    base: &str,
+    with: &'a Option<Spanned<serde_json::Map<String, serde_json::Value>>>,
+    /// The step's `uses:`, where a missing `with` is reported.
+    at_step: &'a serde_saphyr::Location,
+    /// `steps[2]`, `verify`.
+    base: &'a str,
+}
+
+/// One RB019, at the offending key when there is one.
+fn param_diagnostic(
+    w: &WithAt<'_>,
     written: &serde_json::Map<String, serde_json::Value>,
     e: &quench_connectors::steps::ParamError,
     templated: bool,
 ) -> Diagnostic {
+    let WithAt {
+        file,
+        text,
+        kind,
+        with,
+        at_step,
+        base,
+    } = *w;
     let message = match (&e.field, templated) {
         (Some(f), true) => match e.message.split_once("expected ") {
             Some((_, expected)) => {
@@ -286,7 +292,15 @@ fn check_steps(
         }
         check_param_names(file, text, &s.uses.value, &s.with, &base, out);
         if let Some(kind) = kind {
-            check_param_values(file, text, kind, &s.with, &s.uses.referenced, &base, out);
+            let at = WithAt {
+                file,
+                text,
+                kind,
+                with: &s.with,
+                at_step: &s.uses.referenced,
+                base: &base,
+            };
+            check_param_values(&at, out);
         }
         if let Some(with) = &s.with {
             let value = serde_json::Value::Object(with.value.clone());
@@ -534,15 +548,15 @@ pub fn parse_runbook(file: &Path, rel: &str, text: &str) -> Result<Runbook, Vec<
         }
         check_param_names(file, text, &v.uses.value, &v.with, "verify", &mut out);
         if let Some(kind) = StepType::from_name(&v.uses.value) {
-            check_param_values(
+            let at = WithAt {
                 file,
                 text,
                 kind,
-                &v.with,
-                &v.uses.referenced,
-                "verify",
-                &mut out,
-            );
+                with: &v.with,
+                at_step: &v.uses.referenced,
+                base: "verify",
+            };
+            check_param_values(&at, &mut out);
         }
         let every = check_duration(file, &v.every, "verify.every", &mut out);
         let timeout = check_duration(file, &v.timeout, "verify.timeout", &mut out);

@@ -297,6 +297,18 @@ impl Executor {
             }
             c.insert(key, now);
         }
+        self.spawn_run(incident, runbook, alert).await;
+    }
+
+    /// Runs `runbook` again for an open incident, now, whatever its
+    /// cooldown says (a human asked). Waits for a run slot.
+    pub async fn rerun(self: &Arc<Self>, incident: String, runbook: Runbook, alert: Alert) {
+        self.spawn_run(incident, runbook, alert).await;
+    }
+
+    /// Takes a run slot (waiting while `max_concurrent_runs` go on) and
+    /// runs in a task of its own.
+    async fn spawn_run(self: &Arc<Self>, incident: String, runbook: Runbook, alert: Alert) {
         let Ok(slot) = self.runs.clone().acquire_owned().await else {
             return;
         };
@@ -305,20 +317,6 @@ impl Executor {
             let _slot = slot;
             let end = me.run(&incident, &runbook, &alert).await;
             info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "run ended");
-        });
-    }
-
-    /// Runs `runbook` again for an open incident, now, whatever its
-    /// cooldown says (a human asked). Waits for a run slot.
-    pub async fn rerun(self: &Arc<Self>, incident: String, runbook: Runbook, alert: Alert) {
-        let Ok(slot) = self.runs.clone().acquire_owned().await else {
-            return;
-        };
-        let me = self.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let end = me.run(&incident, &runbook, &alert).await;
-            info!(incident_id = %incident, runbook = runbook.name(), end = ?end, "rerun ended");
         });
     }
 

@@ -358,24 +358,9 @@ pub(super) async fn rerun(
     body: Body,
 ) -> Response {
     let actor = caller.name;
-    let bytes = match read_body(&headers, body, 64 * 1024).await {
-        Ok(b) => b,
+    let reason = match reason_body(&headers, body).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let reason: crate::api::ReasonRequest = if bytes.is_empty() {
-        Default::default()
-    } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_shape",
-                    format!("expected {{\"reason\": ...}}: {e}"),
-                    Value::Null,
-                );
-            }
-        }
     };
     let record = match s.incidents.fetch(&id).await {
         Ok(Some(r)) => r,

@@ -169,6 +169,26 @@ routes! {
     POST "/hooks/git" => intake::hook_git;
 }
 
+/// An optional `{"reason": ...}` body (pause, resume, rerun): empty is no
+/// reason; anything else must be that shape.
+async fn reason_body(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<crate::api::ReasonRequest, Response> {
+    let bytes = read_body(headers, body, 64 * 1024).await?;
+    if bytes.is_empty() {
+        return Ok(crate::api::ReasonRequest::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_shape",
+            format!("expected {{\"reason\": ...}}: {e}"),
+            Value::Null,
+        )
+    })
+}
+
 /// A JSON error response.
 fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Value) -> Response {
     let mut body = json!({"code": code, "message": message.into()});

@@ -258,24 +258,9 @@ pub(super) async fn set_paused(
     body: Body,
     paused: bool,
 ) -> Response {
-    let bytes = match read_body(&headers, body, 64 * 1024).await {
-        Ok(b) => b,
+    let reason = match reason_body(&headers, body).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let reason: crate::api::ReasonRequest = if bytes.is_empty() {
-        crate::api::ReasonRequest::default()
-    } else {
-        match serde_json::from_slice(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_shape",
-                    format!("expected {{\"reason\": ...}}: {e}"),
-                    Value::Null,
-                );
-            }
-        }
     };
     match s.executor.control.set(paused, &actor, &reason.reason).await {
         Ok(st) => {
