@@ -97,6 +97,149 @@ impl HostAllowlist {
     }
 }
 
+/// An address a step must not reach unless `allowed_hosts` names it:
+/// loopback, link-local (cloud metadata services answer at
+/// 169.254.169.254 and fd00:ec2::254), unspecified and broadcast, and the
+/// same in IPv4-mapped IPv6.
+pub fn is_guarded(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+                || a == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || a.to_ipv4_mapped()
+                    .is_some_and(|v4| is_guarded(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Whether an address is a cloud metadata or other link-local address:
+/// refused even without an allowlist (quench on loopback, for a developer).
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => {
+            (a.segments()[0] & 0xffc0) == 0xfe80
+                || a == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || a.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+    }
+}
+
+impl HostAllowlist {
+    /// Whether the list names this address itself (an IP or a CIDR block
+    /// holding it) or names `host` exactly: what it takes to reach a
+    /// guarded address. A `*.suffix` pattern is not enough.
+    fn names(&self, host: &str, ip: IpAddr) -> bool {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.iter().any(|p| match p {
+            Pattern::Host(h) => *h == name,
+            Pattern::Suffix(_) => false,
+            Pattern::Net(net, bits) => in_net(ip, *net, *bits),
+        })
+    }
+}
+
+/// The addresses of `host` a step may connect to: a guarded address
+/// ([`is_guarded`]) only when the list names it or the host exactly; a
+/// link-local one never without such a list.
+pub fn screen(
+    host: &str,
+    addrs: Vec<std::net::SocketAddr>,
+    hosts: Option<&HostAllowlist>,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    let ok: Vec<_> = addrs
+        .iter()
+        .copied()
+        .filter(|a| match hosts {
+            Some(h) => !is_guarded(a.ip()) || h.names(host, a.ip()),
+            None => !is_link_local(a.ip()),
+        })
+        .collect();
+    if ok.is_empty() && !addrs.is_empty() {
+        let seen: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        return Err(format!(
+            "{host} resolves to {}: a loopback, link-local or metadata address that executor.allowed_hosts does not name",
+            seen.join(", ")
+        ));
+    }
+    Ok(ok)
+}
+
+/// Resolves names for the steps' HTTP client and drops the addresses
+/// [`screen`] refuses, at connect time: a name that passed the list
+/// cannot lead to the metadata service or to quench's own loopback.
+struct Screened(Option<HostAllowlist>);
+
+impl reqwest::dns::Resolve for Screened {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let hosts = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let ok = screen(&host, addrs, hosts.as_ref())?;
+            Ok(Box::new(ok.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client steps use: names resolved through [`screen`], and
+/// redirects followed only within the same scheme, host and port (at most
+/// 5): a redirect elsewhere would skip the host check and take the step's
+/// secret headers along, so it is an error that names where it pointed.
+pub fn client(hosts: Option<HostAllowlist>) -> reqwest::Client {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.follow();
+        };
+        let same = attempt.url().scheme() == first.scheme()
+            && attempt.url().host_str() == first.host_str()
+            && attempt.url().port_or_known_default() == first.port_or_known_default();
+        if !same {
+            let to = attempt.url().to_string();
+            return attempt.error(format!(
+                "a redirect to {to} leaves the host the step was given; quench does not follow it"
+            ));
+        }
+        if attempt.previous().len() > 5 {
+            return attempt.error("more than 5 redirects");
+        }
+        attempt.follow()
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .dns_resolver(std::sync::Arc::new(Screened(hosts)))
+        .build()
+        .unwrap_or_default()
+}
+
+/// A URL whose host is a link-local (metadata) address, refused even
+/// without an allowlist.
+pub fn check_literal(url: &str) -> Result<(), HostError> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Ok(());
+    };
+    let Some(ip) = parsed
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+    else {
+        return Ok(());
+    };
+    if is_link_local(ip) {
+        return Err(HostError::NotAllowed {
+            url: url.to_string(),
+            host: ip.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn pattern(p: &str) -> Result<Pattern, HostError> {
     let bad = |why: &str| HostError::Pattern {
         pattern: p.to_string(),
@@ -217,5 +360,87 @@ mod tests {
         assert!(e.contains("host evil.example"), "{e}");
         assert!(l.check_url("https://argocd.example").is_err());
         assert!(l.check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn resolved_addresses_are_screened() {
+        let a = |s: &str| -> std::net::SocketAddr { s.parse().unwrap() };
+        let list =
+            HostAllowlist::parse(&["*.svc.cluster.local".into(), "localhost".into()]).unwrap();
+        // A name under an allowed suffix that resolves to the metadata
+        // service, or to loopback: refused, saying where it led.
+        let e = screen(
+            "x.svc.cluster.local",
+            vec![a("169.254.169.254:80")],
+            Some(&list),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("169.254.169.254") && e.contains("metadata"),
+            "{e}"
+        );
+        assert!(screen("x.svc.cluster.local", vec![a("127.0.0.1:80")], Some(&list)).is_err());
+        // Mixed answers keep the ordinary addresses only.
+        let ok = screen(
+            "x.svc.cluster.local",
+            vec![a("127.0.0.1:80"), a("10.1.2.3:80")],
+            Some(&list),
+        )
+        .unwrap();
+        assert_eq!(ok, vec![a("10.1.2.3:80")]);
+        // Named exactly: allowed.
+        assert!(screen("localhost", vec![a("127.0.0.1:80")], Some(&list)).is_ok());
+        // Without a list (quench on loopback): link-local still refused,
+        // loopback allowed.
+        assert!(screen("m", vec![a("[fe80::1]:80")], None).is_err());
+        assert!(screen("m", vec![a("[::ffff:169.254.169.254]:80")], None).is_err());
+        assert!(screen("m", vec![a("127.0.0.1:80")], None).is_ok());
+        assert!(check_literal("http://169.254.169.254/latest/meta-data").is_err());
+        assert!(check_literal("http://[fd00:ec2::254]/").is_err());
+        assert!(check_literal("http://10.0.0.1/").is_ok());
+    }
+
+    /// A redirect to another host is not followed (it would skip the host
+    /// check and carry the step's secret headers); within the host it is.
+    #[tokio::test]
+    async fn redirects_stay_on_the_host_they_started_on() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let app = axum::Router::new()
+            .route(
+                "/away",
+                axum::routing::get(move || async move {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", format!("http://localhost:{port}/there"))],
+                    )
+                }),
+            )
+            .route(
+                "/here",
+                axum::routing::get(|| async {
+                    (axum::http::StatusCode::FOUND, [("location", "/there")])
+                }),
+            )
+            .route("/there", axum::routing::get(|| async { "arrived" }));
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let http = client(None);
+        let e = http
+            .get(format!("http://127.0.0.1:{port}/away"))
+            .send()
+            .await
+            .unwrap_err();
+        let chain = format!("{e:?}");
+        assert!(chain.contains("leaves the host"), "{chain}");
+        let body = http
+            .get(format!("http://127.0.0.1:{port}/here"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "arrived");
     }
 }

@@ -51,6 +51,14 @@ pub enum StartError {
     /// No such experiment in the set in force.
     #[error("no chaos experiment {0:?}")]
     NotFound(String),
+    /// A probe's URL names a host outside `executor.allowed_hosts`.
+    #[error("chaos experiment {experiment:?}: {why}")]
+    Refused {
+        /// The experiment.
+        experiment: String,
+        /// Which URL, and why.
+        why: String,
+    },
     /// Its schedule forbids overlapping runs, and one is going on.
     #[error("chaos experiment {0:?} is already running (concurrency: forbid)")]
     Busy(String),
@@ -62,6 +70,8 @@ pub struct ChaosService {
     ledger: StoreLedger,
     kube: Arc<KubeClient>,
     http: reqwest::Client,
+    /// `executor.allowed_hosts`: probes go through the same check as steps.
+    hosts: Option<quench_connectors::hosts::HostAllowlist>,
     steps: Arc<dyn StepRunner>,
     runbooks: Arc<Runbooks>,
     incidents: IncidentStore,
@@ -85,7 +95,8 @@ impl ChaosService {
             ledger: StoreLedger(store.clone()),
             store,
             kube,
-            http: reqwest::Client::new(),
+            http: quench_connectors::hosts::client(None),
+            hosts: None,
             steps,
             runbooks,
             incidents,
@@ -93,6 +104,41 @@ impl ChaosService {
             running: Mutex::new(HashMap::new()),
             clock: quench_knowledge::clock::system(),
         }
+    }
+
+    /// The same service, its probes held to `hosts` as steps are (the
+    /// names before a run, the resolved addresses and redirects on every
+    /// request).
+    pub fn with_hosts(self, hosts: Option<quench_connectors::hosts::HostAllowlist>) -> Self {
+        ChaosService {
+            http: quench_connectors::hosts::client(hosts.clone()),
+            hosts,
+            ..self
+        }
+    }
+
+    /// Every probe URL of `exp` outside the host list, in words.
+    fn refused_probe(&self, exp: &Experiment) -> Option<String> {
+        let f = &exp.file;
+        let probes = f.steady_state.probes.iter().chain(f.abort_when.iter());
+        for p in probes {
+            let urls = p
+                .promql
+                .as_ref()
+                .map(|q| q.url.as_str())
+                .into_iter()
+                .chain(p.http.as_ref().map(|h| h.url.as_str()));
+            for url in urls {
+                let checked = match &self.hosts {
+                    Some(h) => h.check_url(url),
+                    None => quench_connectors::hosts::check_literal(url),
+                };
+                if let Err(e) = checked {
+                    return Some(format!("probe {:?}: {e}", p.name.value));
+                }
+            }
+        }
+        None
     }
 
     /// The experiments in force (loaded with the runbooks).
@@ -148,6 +194,12 @@ impl ChaosService {
             .into_iter()
             .find(|e| e.name == name)
             .ok_or_else(|| StartError::NotFound(name.to_string()))?;
+        if let Some(why) = self.refused_probe(&exp) {
+            return Err(StartError::Refused {
+                experiment: name.to_string(),
+                why,
+            });
+        }
         let forbid = exp
             .schedule
             .as_ref()

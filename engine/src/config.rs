@@ -232,6 +232,11 @@ impl GitConfig {
             })?),
             (None, None) => None,
         };
+        if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "git token is empty: give the token, or neither token_file nor token_env".into(),
+            ));
+        }
         Ok(secret.map(|s| (self.username.clone(), s)))
     }
 }
@@ -312,11 +317,26 @@ impl Config {
     /// Parses YAML text; `path` only names it in errors.
     pub fn from_yaml(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let options = serde_saphyr::options! { strict_booleans: true };
-        let cfg: Config =
+        let mut cfg: Config =
             serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        let am = &mut cfg.hooks.alertmanager;
+        if let Some(file) = am.bearer_token_file.take() {
+            if am.bearer_token.is_some() {
+                return Err(ConfigError::Invalid(
+                    "hooks.alertmanager: give bearer_token or bearer_token_file, not both".into(),
+                ));
+            }
+            let token = std::fs::read_to_string(&file).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "hooks.alertmanager.bearer_token_file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            am.bearer_token = Some(token.trim_end().to_string());
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -374,11 +394,60 @@ impl Config {
                 )));
             }
         }
-        if self.api_tokens.is_empty() && !self.listen.ip().is_loopback() {
-            return Err(ConfigError::Invalid(format!(
-                "listen {} is not loopback: configure api_tokens so the API is not open to the network",
-                self.listen
-            )));
+        // An empty secret matches an empty header (or, for an HMAC, is no
+        // secret at all).
+        let empty = |what: &str| {
+            Err(ConfigError::Invalid(format!(
+                "{what} is empty: an empty secret accepts anyone"
+            )))
+        };
+        if self
+            .hooks
+            .alertmanager
+            .bearer_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return empty("hooks.alertmanager.bearer_token");
+        }
+        if self
+            .hooks
+            .pagerduty
+            .secrets
+            .iter()
+            .any(|s| s.trim().is_empty())
+        {
+            return empty("a hooks.pagerduty.secrets entry");
+        }
+        if self
+            .hooks
+            .datadog
+            .secret
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return empty("hooks.datadog.secret");
+        }
+        if !self.listen.ip().is_loopback() {
+            let why = |what: &str| {
+                Err(ConfigError::Invalid(format!(
+                    "listen {} is not loopback: {what}",
+                    self.listen
+                )))
+            };
+            if self.api_tokens.is_empty() {
+                return why("configure api_tokens so the API is not open to the network");
+            }
+            if self.hooks.alertmanager.bearer_token.is_none() {
+                return why(
+                    "set hooks.alertmanager.bearer_token (or bearer_token_file): anyone who can reach quench could send alerts that run remediation",
+                );
+            }
+            if self.executor.allowed_hosts.is_none() {
+                return why(
+                    "set executor.allowed_hosts: runbooks build URLs from alert labels, and steps must not reach any host an alert names",
+                );
+            }
         }
         if let Some(g) = &self.git {
             g.interval()?;
@@ -396,7 +465,7 @@ impl Config {
                     "generic hook name {name:?} must be letters, digits, '-' or '_'"
                 )));
             }
-            if m.token.is_empty() {
+            if m.token.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "hooks.generic.{name}.token must not be empty"
                 )));
@@ -474,5 +543,75 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("bad name"), "{err}");
+    }
+
+    /// Off loopback, every way in is authenticated and steps are held to a
+    /// host list; empty secrets are refused everywhere.
+    #[test]
+    fn off_loopback_every_sender_is_authenticated_and_hosts_are_listed() {
+        let hash = "0".repeat(64);
+        let base = format!(
+            "listen: 0.0.0.0:9797\napi_tokens: [{{name: a, role: admin, sha256: {hash}}}]\n"
+        );
+        let load = |extra: &str| Config::from_yaml(Path::new("q.yaml"), &format!("{base}{extra}"));
+        let e = load("").unwrap_err().to_string();
+        assert!(e.contains("hooks.alertmanager.bearer_token"), "{e}");
+        let e = load("hooks: {alertmanager: {bearer_token: t}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("executor.allowed_hosts"), "{e}");
+        assert!(
+            load(
+                "hooks: {alertmanager: {bearer_token: t}}\nexecutor: {allowed_hosts: ['*.svc']}\n"
+            )
+            .is_ok()
+        );
+        // The token from a mounted Secret.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-secret\n").unwrap();
+        let c = load(&format!(
+            "hooks: {{alertmanager: {{bearer_token_file: {}}}}}\nexecutor: {{allowed_hosts: ['*.svc']}}\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hooks.alertmanager.bearer_token.as_deref(),
+            Some("from-secret")
+        );
+        for bad in [
+            "hooks: {alertmanager: {bearer_token: ''}}\n",
+            "hooks: {pagerduty: {secrets: ['']}}\n",
+            "hooks: {datadog: {secret: ' '}}\n",
+        ] {
+            let e = Config::from_yaml(Path::new("q.yaml"), bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("empty"), "{bad}: {e}");
+        }
+    }
+
+    /// The configuration `deploy/quench.yaml` ships (0.0.0.0) passes the
+    /// off-loopback rules, with its token from the mounted Secret.
+    #[test]
+    fn the_shipped_deployment_configuration_starts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/quench.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text.find("  quench.yaml: |\n").unwrap() + "  quench.yaml: |\n".len();
+        let body: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("alertmanager-token");
+        std::fs::write(&token, "t0ken\n").unwrap();
+        let body = body.replace(
+            "/etc/quench/secrets/alertmanager-token",
+            token.to_str().unwrap(),
+        );
+        let c = Config::from_yaml(&path, &body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        assert!(!c.listen.ip().is_loopback());
+        assert_eq!(c.hooks.alertmanager.bearer_token.as_deref(), Some("t0ken"));
     }
 }

@@ -226,7 +226,7 @@ pub async fn serve(
             budget_per_namespace_per_hour: config.executor.budget_per_namespace_per_hour,
             max_actions_per_target_per_hour: config.executor.max_actions_per_target_per_hour,
             max_concurrent_runs: config.executor.max_concurrent_runs,
-            allowed_hosts,
+            allowed_hosts: allowed_hosts.clone(),
             step_defaults: config.step_defaults(),
             ..ExecConfig::default()
         },
@@ -305,14 +305,17 @@ pub async fn serve(
     let index_position = opened.position.clone();
     let kpis = Arc::new(http::KpiCache::default());
     let _indexer = indexer::start(&opened, incidents.clone());
-    let chaos = Arc::new(chaos::ChaosService::new(
-        quench_knowledge::ChaosStore::open(&storage.db, writer.clone())?,
-        kube,
-        steps,
-        runbooks.clone(),
-        incidents.clone(),
-        AuditLog::open(&storage.db, writer.clone())?,
-    ));
+    let chaos = Arc::new(
+        chaos::ChaosService::new(
+            quench_knowledge::ChaosStore::open(&storage.db, writer.clone())?,
+            kube,
+            steps,
+            runbooks.clone(),
+            incidents.clone(),
+            AuditLog::open(&storage.db, writer.clone())?,
+        )
+        .with_hosts(allowed_hosts.clone()),
+    );
     // Faults a crash left in place are removed before anything else runs.
     {
         let c = chaos.clone();

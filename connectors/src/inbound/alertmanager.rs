@@ -20,6 +20,10 @@ pub struct Config {
     /// (Alertmanager's `http_config.authorization.credentials`).
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// Or: a file holding the token (a mounted Kubernetes Secret); read
+    /// when the configuration is loaded, trailing whitespace dropped.
+    #[serde(default)]
+    pub bearer_token_file: Option<std::path::PathBuf>,
 }
 
 /// The webhook v4 envelope.
@@ -166,6 +170,7 @@ mod tests {
     fn token_is_checked_when_configured() {
         let cfg = Config {
             bearer_token: Some("t0k".into()),
+            ..Config::default()
         };
         let err = parse(&cfg, &HeaderMap::new(), SAMPLE.as_bytes()).unwrap_err();
         assert_eq!(err.http_status(), 401);

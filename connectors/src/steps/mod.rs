@@ -82,13 +82,24 @@ pub trait StepRunner: Send + Sync {
 }
 
 /// The real steps of this build.
-#[derive(Default)]
 pub struct Builtin {
     http: reqwest::Client,
     captures: pprof_capture::InFlight,
     artifacts: Option<std::sync::Arc<dyn Artifacts>>,
     kube: Option<std::sync::Arc<dyn crate::k8s::Kube>>,
     hosts: Option<crate::hosts::HostAllowlist>,
+}
+
+impl Default for Builtin {
+    fn default() -> Builtin {
+        Builtin {
+            http: crate::hosts::client(None),
+            captures: Default::default(),
+            artifacts: None,
+            kube: None,
+            hosts: None,
+        }
+    }
 }
 
 impl Builtin {
@@ -102,7 +113,11 @@ impl Builtin {
 
     /// The same steps, refusing URLs on hosts outside `hosts`.
     pub fn with_hosts(self, hosts: Option<crate::hosts::HostAllowlist>) -> Builtin {
-        Builtin { hosts, ..self }
+        Builtin {
+            http: crate::hosts::client(hosts.clone()),
+            hosts,
+            ..self
+        }
     }
 
     /// The same steps, reaching Kubernetes through `kube`.

@@ -263,12 +263,12 @@ impl<'de> serde::Deserializer<'de> for FieldNames {
 pub(crate) async fn dispatch<S: Step>(ctx: &StepCtx<'_>, with: &Value) -> Result<Value, StepError> {
     let p: S::Params = super::params(with)?;
     S::validate(&p)?;
-    if let Some(hosts) = ctx.hosts {
-        for url in S::urls(&p) {
-            hosts
-                .check_url(url)
-                .map_err(|e| StepError::Refused(e.to_string()))?;
+    for url in S::urls(&p) {
+        match ctx.hosts {
+            Some(hosts) => hosts.check_url(url),
+            None => crate::hosts::check_literal(url),
         }
+        .map_err(|e| StepError::Refused(e.to_string()))?;
     }
     S::run(ctx, p).await
 }

@@ -62,6 +62,12 @@ pub(super) async fn start_chaos_run(
             e.to_string(),
             Value::Null,
         ),
+        Err(e @ crate::chaos::StartError::Refused { .. }) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+            e.to_string(),
+            Value::Null,
+        ),
         Err(e @ crate::chaos::StartError::Busy(_)) => {
             error(StatusCode::CONFLICT, "busy", e.to_string(), Value::Null)
         }
