@@ -119,6 +119,10 @@ pub struct Env<'a> {
     pub steps: &'a dyn StepRunner,
     /// The fault ledger.
     pub ledger: &'a dyn Ledger,
+    /// Whether the kill switch is on (`quench pause`): looked at before
+    /// each fault, which is then not injected and the run aborts (its
+    /// rollbacks run).
+    pub paused: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// How to run.
@@ -767,6 +771,12 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
     let aborted: Option<(String, Vec<ProbeResult>)> = {
         let method = async {
             for step in &exp.file.method {
+                if Fault::from_name(&step.uses.value).is_some() && (env.paused)() {
+                    return Some(
+                        "the kill switch is on (quench pause): no more faults are injected"
+                            .to_string(),
+                    );
+                }
                 let r = match Fault::from_name(&step.uses.value) {
                     Some(f) => match apply_fault(exp, env, &opts.run, step, f, false).await {
                         Ok(o) => {
@@ -790,12 +800,13 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
                 let failed = !r.ok;
                 method_results.push(r);
                 if failed {
-                    return;
+                    return None;
                 }
             }
             if let Some(d) = exp.duration {
                 tokio::time::sleep(d).await;
             }
+            None
         };
         let requested = async {
             while !*abort.borrow() {
@@ -805,7 +816,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
             }
         };
         tokio::select! {
-            _ = method => None,
+            paused = method => paused.map(|why| (why, Vec::new())),
             found = breach => Some(found),
             _ = requested => Some(("aborted on request".to_string(), Vec::new())),
         }

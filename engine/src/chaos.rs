@@ -51,6 +51,10 @@ pub enum StartError {
     /// No such experiment in the set in force.
     #[error("no chaos experiment {0:?}")]
     NotFound(String),
+    /// The kill switch is on: no experiment injects faults (a dry run
+    /// still may).
+    #[error("the kill switch is on (quench pause): chaos experiment {0:?} does not start")]
+    Paused(String),
     /// A probe's URL names a host outside `executor.allowed_hosts`.
     #[error("chaos experiment {experiment:?}: {why}")]
     Refused {
@@ -72,6 +76,10 @@ pub struct ChaosService {
     http: reqwest::Client,
     /// `executor.allowed_hosts`: probes go through the same check as steps.
     hosts: Option<quench_connectors::hosts::HostAllowlist>,
+    /// The kill switch, shared with the executor.
+    control: Option<quench_knowledge::Control>,
+    /// `executor.dry_run`: every run is a dry run.
+    dry_run_only: bool,
     steps: Arc<dyn StepRunner>,
     runbooks: Arc<Runbooks>,
     incidents: IncidentStore,
@@ -97,6 +105,8 @@ impl ChaosService {
             kube,
             http: quench_connectors::hosts::client(None),
             hosts: None,
+            control: None,
+            dry_run_only: false,
             steps,
             runbooks,
             incidents,
@@ -115,6 +125,21 @@ impl ChaosService {
             hosts,
             ..self
         }
+    }
+
+    /// The same service under the executor's kill switch and
+    /// `executor.dry_run`: paused, nothing starts but dry runs and a run
+    /// stops before its next fault; with `dry_run`, every run is one.
+    pub fn with_guards(self, control: quench_knowledge::Control, dry_run: bool) -> Self {
+        ChaosService {
+            control: Some(control),
+            dry_run_only: dry_run,
+            ..self
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| c.is_paused())
     }
 
     /// Every probe URL of `exp` outside the host list, in words.
@@ -194,6 +219,10 @@ impl ChaosService {
             .into_iter()
             .find(|e| e.name == name)
             .ok_or_else(|| StartError::NotFound(name.to_string()))?;
+        let dry_run = dry_run || self.dry_run_only;
+        if !dry_run && self.paused() {
+            return Err(StartError::Paused(name.to_string()));
+        }
         if let Some(why) = self.refused_probe(&exp) {
             return Err(StartError::Refused {
                 experiment: name.to_string(),
@@ -227,11 +256,13 @@ impl ChaosService {
         let me = self.clone();
         let id = run_id.clone();
         tokio::spawn(async move {
+            let paused = || me.paused();
             let env = Env {
                 kube: me.kube.as_ref(),
                 http: &me.http,
                 steps: me.steps.as_ref(),
                 ledger: &me.ledger,
+                paused: &paused,
             };
             let opts = RunOptions {
                 run: id.clone(),

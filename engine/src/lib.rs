@@ -314,7 +314,8 @@ pub async fn serve(
             incidents.clone(),
             AuditLog::open(&storage.db, writer.clone())?,
         )
-        .with_hosts(allowed_hosts.clone()),
+        .with_hosts(allowed_hosts.clone())
+        .with_guards(executor.control.clone(), config.executor.dry_run),
     );
     // Faults a crash left in place are removed before anything else runs.
     {

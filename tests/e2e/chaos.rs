@@ -52,6 +52,7 @@ impl Parts {
             http: &self.http,
             steps: &self.steps,
             ledger: &self.ledger,
+            paused: &|| false,
         }
     }
 }
@@ -175,6 +176,23 @@ async fn a_failing_steady_state_injects_nothing_and_dry_run_only_renders() {
         "{v:#?}"
     );
     assert!(!v.outcome.is_success());
+
+    // The kill switch on: the run injects nothing and aborts, saying why.
+    let (opts, _abort) = options("r3d");
+    let mut env = p.env();
+    env.paused = &|| true;
+    let v = run::run(&experiment(&pod_kill(&ns, 2, "all", 1)), &env, opts).await;
+    assert_eq!(v.outcome, Outcome::Aborted, "{v:#?}");
+    assert!(
+        v.abort_reason.as_deref().unwrap().contains("kill switch"),
+        "{v:#?}"
+    );
+    assert!(v.faults.is_empty(), "{v:#?}");
+    assert_eq!(
+        cluster.running_pods(&ns, "web", 2).await,
+        before,
+        "nothing killed"
+    );
 }
 
 fn network_delay(ns: &str, prometheus: &str, abort_max: f64, duration: &str) -> String {
@@ -532,6 +550,38 @@ blast_radius:
             && text.contains("pods match the blast radius"),
         "{text}"
     );
+    // The kill switch stops experiments too: a run is refused (a dry run
+    // is not), then allowed again after resume.
+    let r = http
+        .post(format!("{}/api/v1/control/pause", q.url))
+        .json(&json!({"reason": "freeze"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{}/api/v1/chaos/web-pod-kill/run", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "paused", "{v}");
+    let r = http
+        .post(format!(
+            "{}/api/v1/chaos/web-pod-kill/run?dry_run=true",
+            q.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http
+        .post(format!("{}/api/v1/control/resume", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // A start of an unknown experiment is a clear 404.
     let r = http
         .post(format!("{}/api/v1/chaos/nope/run", q.url))

@@ -68,6 +68,9 @@ pub(super) async fn start_chaos_run(
             e.to_string(),
             Value::Null,
         ),
+        Err(e @ crate::chaos::StartError::Paused(_)) => {
+            error(StatusCode::CONFLICT, "paused", e.to_string(), Value::Null)
+        }
         Err(e @ crate::chaos::StartError::Busy(_)) => {
             error(StatusCode::CONFLICT, "busy", e.to_string(), Value::Null)
         }
