@@ -212,6 +212,25 @@ async fn k8s_events_reads_what_the_scheduler_said_about_a_pod() {
             .all(|e| e["object"] == format!("Pod/{pod}")),
         "the field selector keeps other objects out: {out}"
     );
+    // Reads are held to the namespace rules too: kube-system is denied by
+    // default, for events, logs and the pod proxy alike.
+    for (t, w) in [
+        (StepType::K8sEvents, json!({"namespace": "kube-system"})),
+        (
+            StepType::K8sLogs,
+            json!({"namespace": "kube-system", "pod": "x"}),
+        ),
+        (
+            StepType::PprofCapture,
+            json!({"namespace": "kube-system", "pod": "x", "port": 6060, "kind": "heap"}),
+        ),
+    ] {
+        let e = steps.run(t, Call::default(), &w).await.unwrap_err();
+        assert!(
+            e.to_string().contains("namespace kube-system is denied"),
+            "{t}: {e}"
+        );
+    }
     // The namespace as a whole also has the ReplicaSet's and Deployment's.
     let all = steps
         .run(

@@ -184,6 +184,22 @@ impl Default for Scope {
     }
 }
 
+/// The namespace an API path is in (`/api/v1/namespaces/NS/...`,
+/// `/apis/GROUP/VERSION/namespaces/NS/...`), if any.
+pub fn namespace_of(path: &str) -> Option<&str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let mut parts = path.split('/').skip_while(|p| p.is_empty());
+    let rest: Vec<&str> = match parts.next()? {
+        "api" => parts.skip(1).collect(),
+        "apis" => parts.skip(2).collect(),
+        _ => return None,
+    };
+    match rest.as_slice() {
+        ["namespaces", ns, _, ..] => Some(ns),
+        _ => None,
+    }
+}
+
 impl Scope {
     /// Refuses a namespace outside the scope, saying which rule.
     pub fn check(&self, namespace: &str) -> Result<(), KubeError> {
@@ -334,6 +350,7 @@ impl Kube for KubeClient {
             use kube::api::AttachParams;
             use tokio::io::AsyncReadExt;
 
+            self.scope.check(call.namespace)?;
             let client = self.client().await?;
             let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), call.namespace);
             let mut ap = AttachParams::default()
@@ -415,6 +432,11 @@ impl Kube for KubeClient {
         timeout: Duration,
     ) -> KubeFuture<'a, Vec<u8>> {
         Box::pin(async move {
+            // Every request, reads included (logs, events, the pod proxy),
+            // is held to the namespace rules.
+            if let Some(ns) = namespace_of(path) {
+                self.scope.check(ns)?;
+            }
             let client = self.client().await?;
             let builder = http::Request::builder().method(method).uri(path);
             let request = match body {
@@ -511,5 +533,22 @@ mod tests {
         assert_eq!(status_message(body), "pods \"x\" not found");
         assert_eq!(status_message(b"  plain error\n"), "plain error");
         assert!(status_message("é".repeat(500).as_bytes()).ends_with("..."));
+    }
+
+    #[test]
+    fn the_namespace_of_an_api_path() {
+        assert_eq!(
+            namespace_of("/api/v1/namespaces/shop/pods/web-1/log?x=1"),
+            Some("shop")
+        );
+        assert_eq!(
+            namespace_of("/apis/apps/v1/namespaces/kube-system/deployments/dns"),
+            Some("kube-system")
+        );
+        assert_eq!(namespace_of("/api/v1/namespaces/shop/events"), Some("shop"));
+        // The namespace object itself, and cluster-scoped kinds: none.
+        assert_eq!(namespace_of("/api/v1/namespaces/shop"), None);
+        assert_eq!(namespace_of("/api/v1/nodes/n1"), None);
+        assert_eq!(namespace_of("/version"), None);
     }
 }

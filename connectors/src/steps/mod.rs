@@ -338,6 +338,10 @@ mod tests {
         }
         assert_eq!(StepType::from_name("pprof.captur"), None);
         assert!(StepType::K8sDeletePod.is_destructive());
+        assert!(
+            StepType::PerfRecord.is_destructive(),
+            "a privileged hostPID Job is under the guards"
+        );
         let e = StepType::PprofCapture.unknown_param("kindd").unwrap();
         assert!(e.contains("kindd") && e.contains("`kind`"), "{e}");
         assert_eq!(StepType::PprofCapture.unknown_param("kind"), None);

@@ -146,13 +146,24 @@ pub async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
                 )
             })?;
             let namespace = p.namespace.as_deref().unwrap_or("default");
+            let job_namespace = p.job_namespace.as_deref().unwrap_or(namespace);
+            // The Job is privileged (hostPID on the pod's node): both
+            // namespaces are held to the namespace rules, and the image
+            // is a name, not something a label could turn into a path.
+            kube.scope().check(namespace)?;
+            kube.scope().check(job_namespace)?;
+            if image.contains(char::is_whitespace) || image.contains("{{") || image.is_empty() {
+                return Err(StepError::Params(format!(
+                    "image {image:?} is not an image reference"
+                )));
+            }
             let t =
                 crate::k8s::perf_job::locate(kube, namespace, pod, p.container.as_deref()).await?;
             let start = chrono::Utc::now();
             let (job, script) = crate::k8s::perf_job::record(
                 kube,
                 &t,
-                p.job_namespace.as_deref().unwrap_or(namespace),
+                job_namespace,
                 image,
                 p.hz,
                 p.seconds,
@@ -328,7 +339,9 @@ pub struct PerfRecord;
 impl Step for PerfRecord {
     const NAME: &'static str = "perf.record";
     const OUTPUT: &'static str = "`target`, `samples`, `top` (function, flat, cum), `unknown_frames`, `window`, and `flamegraph` (an artifact id).";
-    const DESTRUCTIVE: bool = false;
+    /// It runs a privileged Job (or perf on this host): the executor's
+    /// guards apply, as to anything that changes the cluster.
+    const DESTRUCTIVE: bool = true;
     type Params = Params;
 
     fn target(p: &Params) -> Acts {
