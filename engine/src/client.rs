@@ -159,7 +159,9 @@ impl Client {
         }
         req = match body {
             Some(Body::Json(b)) => req.json(&b),
-            Some(Body::Text(t)) => req.body(t),
+            Some(Body::Text(t)) => req
+                .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+                .body(t),
             None => req,
         };
         let resp = req.send().await.map_err(|e| unreachable(&url, &e))?;

@@ -211,3 +211,60 @@ async fn post_chunked(q: &Quench, path: &str, token: &str, body: &[u8]) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"))
 }
+
+/// A web page the operator visits cannot drive the API: a write without a
+/// JSON (or profile, or import) content type, a request from another
+/// origin, and, while the API is open, a Host that is not loopback (DNS
+/// rebinding) are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_a_browser_page_could_send() {
+    let rb = tempfile::tempdir().unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let c = http();
+    let pause = format!("{}/api/v1/control/pause", q.url);
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut r = c.post(&pause).body("reason=x");
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 415, "{ct:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "content_type");
+    }
+    let r = c
+        .post(&pause)
+        .header("origin", "http://evil.example")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(format!("{}/api/v1/incidents", q.url))
+        .header("host", "evil.example:9797")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "cross_site"
+    );
+    // Nothing was paused by any of it; the CLI's own requests pass.
+    assert_eq!(q.get_json("/api/v1/control").await["paused"], false);
+    let r = c
+        .post(&pause)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Webhooks keep their own rules (their senders set no Origin).
+    let host = q.get_json("/healthz").await;
+    assert_eq!(host["status"], "ok");
+}

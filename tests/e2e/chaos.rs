@@ -459,6 +459,7 @@ blast_radius:
     let http = quench_tests::http();
     let r = http
         .post(format!("{}/api/v1/chaos/web-pod-kill/run", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -561,6 +562,7 @@ blast_radius:
     assert_eq!(r.status(), 200);
     let r = http
         .post(format!("{}/api/v1/chaos/web-pod-kill/run", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -572,12 +574,14 @@ blast_radius:
             "{}/api/v1/chaos/web-pod-kill/run?dry_run=true",
             q.url
         ))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     let r = http
         .post(format!("{}/api/v1/control/resume", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -585,6 +589,7 @@ blast_radius:
     // A start of an unknown experiment is a clear 404.
     let r = http
         .post(format!("{}/api/v1/chaos/nope/run", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -633,6 +638,7 @@ blast_radius:
     let mut q = quench_tests::Quench::spawn(&config, &data.path().join("data"), rb.path(), None);
     let r = quench_tests::http()
         .post(format!("{}/api/v1/chaos/slow/run", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -648,6 +654,7 @@ blast_radius:
     // Forbid (the default): a second run of the same experiment is refused.
     let r = quench_tests::http()
         .post(format!("{}/api/v1/chaos/slow/run", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();

@@ -132,6 +132,7 @@ async fn ack_annotate_and_stats() {
     }
     let r = client
         .post(format!("{}/api/v1/incidents/inc-404/ack", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
@@ -426,6 +427,7 @@ incidents:
     let r = client
         .post(format!("{}/api/v1/import?name=history.yaml", q.url))
         .body(history)
+        .header("content-type", "application/yaml")
         .send()
         .await
         .unwrap();
@@ -723,6 +725,7 @@ async fn a_fixed_runbook_reloads_and_reruns_for_the_open_incident() {
     // A closed incident, or one unknown, is not rerun.
     let r = client
         .post(format!("{}/api/v1/incidents/inc-9/rerun", q.url))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();

@@ -370,6 +370,7 @@ async fn captures_diff_against_the_services_last_healthy_baseline() {
     let r = client
         .put(format!("{}/api/v1/baselines/checkout/heap", q.url))
         .body(healthy.clone())
+        .header("content-type", "application/octet-stream")
         .send()
         .await
         .unwrap();
@@ -388,6 +389,7 @@ async fn captures_diff_against_the_services_last_healthy_baseline() {
         let r = client
             .put(format!("{}/api/v1/baselines/{path}", q.url))
             .body(body)
+            .header("content-type", "application/octet-stream")
             .send()
             .await
             .unwrap();

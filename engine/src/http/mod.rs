@@ -115,9 +115,13 @@ macro_rules! routes {
 
         /// Builds the router.
         pub fn router(state: AppState) -> Router {
+            let open = state.config.api_tokens.is_empty();
             Router::new()
                 $( .route($path, routes!(@method $verb $handler)) )*
                 .fallback(not_found)
+                .layer(axum::middleware::from_fn(move |req, next| {
+                    browser_guard(open, req, next)
+                }))
                 .with_state(state)
         }
     };
@@ -167,6 +171,87 @@ routes! {
     POST "/api/v1/control/pause" => ops::pause;
     POST "/api/v1/control/resume" => ops::resume;
     POST "/hooks/git" => intake::hook_git;
+}
+
+/// What a web page the operator happens to visit must not be able to do
+/// to the API: a write needs a content type a page cannot send without
+/// asking first (not a form's, not `text/plain`, not none), and an
+/// `Origin`, when sent, must be the API's own. While the API is open (no
+/// `api_tokens`, loopback only), the `Host` must be a loopback address or
+/// `localhost` too: a page whose name resolves to 127.0.0.1 (DNS
+/// rebinding) is refused.
+async fn browser_guard(
+    open: bool,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/api/") {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let forbidden = |m: String| error(StatusCode::FORBIDDEN, "cross_site", m, Value::Null);
+    if open {
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host.as_str(), |(h, _)| h);
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let loopback = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return forbidden(format!(
+                "Host {host:?}: the open API (no api_tokens) answers loopback addresses and localhost only"
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let own = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(&host));
+        if !own {
+            return forbidden(format!(
+                "Origin {origin:?} is not this API's: requests from other sites are refused"
+            ));
+        }
+    }
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if write {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if matches!(
+            ct.as_str(),
+            "" | "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+        ) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                format!(
+                    "a write to the API needs Content-Type: application/json (or application/octet-stream for a profile, application/yaml for an import), not {:?}",
+                    if ct.is_empty() { "none" } else { ct.as_str() }
+                ),
+                Value::Null,
+            );
+        }
+    }
+    next.run(req).await
 }
 
 /// An optional `{"reason": ...}` body (pause, resume, rerun): empty is no
