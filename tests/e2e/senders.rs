@@ -67,14 +67,19 @@ async fn pagerduty_signatures_rotation_and_replay() {
         rb.path(),
     );
 
+    // The recorded delivery, as if it happened now (older ones are stale).
+    let pd = PD_BODY.replace(
+        "2026-11-27T10:00:00.000Z",
+        &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
     // No signature, a forged one, one under a retired secret: all 401.
-    let (status, body) = post_pd(&q, PD_BODY, None, "wh-0").await;
+    let (status, body) = post_pd(&q, &pd, None, "wh-0").await;
     assert_eq!(status, 401, "{body}");
-    let forged = openssl_hmac("attacker", PD_BODY.as_bytes());
-    let (status, _) = post_pd(&q, PD_BODY, Some(format!("v1={forged}")), "wh-0").await;
+    let forged = openssl_hmac("attacker", pd.as_bytes());
+    let (status, _) = post_pd(&q, &pd, Some(format!("v1={forged}")), "wh-0").await;
     assert_eq!(status, 401);
-    let retired = openssl_hmac("retired-secret", PD_BODY.as_bytes());
-    let (status, body) = post_pd(&q, PD_BODY, Some(format!("v1={retired}")), "wh-0").await;
+    let retired = openssl_hmac("retired-secret", pd.as_bytes());
+    let (status, body) = post_pd(&q, &pd, Some(format!("v1={retired}")), "wh-0").await;
     assert_eq!(status, 401);
     assert!(
         body["error"]["message"]
@@ -85,10 +90,10 @@ async fn pagerduty_signatures_rotation_and_replay() {
     // A valid signature over another body is refused too.
     let (status, _) = post_pd(
         &q,
-        &PD_BODY.replace("Checkout latency high", "Something else"),
+        &pd.replace("Checkout latency high", "Something else"),
         Some(format!(
             "v1={}",
-            openssl_hmac("current-secret", PD_BODY.as_bytes())
+            openssl_hmac("current-secret", pd.as_bytes())
         )),
         "wh-0",
     )
@@ -96,17 +101,24 @@ async fn pagerduty_signatures_rotation_and_replay() {
     assert_eq!(status, 401);
 
     // During rotation PagerDuty sends several signatures; one match is enough.
-    let next = openssl_hmac("next-secret", PD_BODY.as_bytes());
-    let (status, body) =
-        post_pd(&q, PD_BODY, Some(format!("v1={retired},v1={next}")), "wh-1").await;
+    let next = openssl_hmac("next-secret", pd.as_bytes());
+    let (status, body) = post_pd(&q, &pd, Some(format!("v1={retired},v1={next}")), "wh-1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 1);
 
-    // A redelivery with the same X-Webhook-Id is acknowledged, not stored again.
-    let (status, body) = post_pd(&q, PD_BODY, Some(format!("v1={next}")), "wh-1").await;
-    assert_eq!(status, 200);
-    assert_eq!(body["accepted"], 0);
-    assert_eq!(body["duplicates"], 1);
+    // A redelivery is acknowledged, not stored again, whatever its
+    // X-Webhook-Id says (the header is not signed; the event id is).
+    for webhook_id in ["wh-1", "wh-forged-anew"] {
+        let (status, body) = post_pd(&q, &pd, Some(format!("v1={next}")), webhook_id).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["accepted"], 0, "{webhook_id}");
+        assert_eq!(body["duplicates"], 1, "{webhook_id}");
+    }
+    // The recorded delivery itself, days old: refused as stale.
+    let old = openssl_hmac("current-secret", PD_BODY.as_bytes());
+    let (status, body) = post_pd(&q, PD_BODY, Some(format!("v1={old}")), "wh-9").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "stale", "{body}");
 
     let stored = q.get_json("/api/v1/alerts").await;
     let alerts = stored["alerts"].as_array().unwrap();
@@ -126,7 +138,8 @@ async fn pagerduty_signatures_rotation_and_replay() {
     assert_eq!(inc["alerts"][0]["fingerprint"], "pagerduty:PGR0VU2");
 
     // incident.resolved (a new delivery) resolves it.
-    let resolved = PD_BODY
+    let resolved = pd
+        .replace("01DEN1HWXM5W5X3KO4VQGGGHIK", "01DEN1HWXM5W5X3KO4VQGGGHIL")
         .replace("incident.triggered", "incident.resolved")
         .replace("\"status\":\"triggered\"", "\"status\":\"resolved\"");
     let sig = openssl_hmac("current-secret", resolved.as_bytes());

@@ -42,6 +42,10 @@ pub enum IntakeError {
     /// The token, shared secret or signature is missing or wrong.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// A signed delivery older than the sender's allowed age: a replay, or
+    /// a retry past any use.
+    #[error("stale: {0}")]
+    Stale(String),
 }
 
 impl IntakeError {
@@ -52,6 +56,7 @@ impl IntakeError {
             IntakeError::Syntax { .. } => 400,
             IntakeError::Shape { .. } => 422,
             IntakeError::Unauthorized(_) => 401,
+            IntakeError::Stale(_) => 422,
         }
     }
 
@@ -61,6 +66,7 @@ impl IntakeError {
             IntakeError::Syntax { .. } => "malformed_json",
             IntakeError::Shape { .. } => "invalid_shape",
             IntakeError::Unauthorized(_) => "unauthorized",
+            IntakeError::Stale(_) => "stale",
         }
     }
 

@@ -24,7 +24,15 @@ pub struct Config {
     /// refused: an unsigned PagerDuty hook would let anyone open incidents.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// How old (`event.occurred_at`) a signed event may be, in seconds
+    /// (default 3600): an older one is a replay of a captured delivery, or
+    /// a retry past any use, and is refused.
+    #[serde(default)]
+    pub max_event_age_seconds: Option<u64>,
 }
+
+/// How old an event may be unless the configuration says.
+pub const DEFAULT_MAX_EVENT_AGE: u64 = 3600;
 
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -123,6 +131,17 @@ pub fn verify_signature(
 
 /// Parses one PagerDuty delivery.
 pub fn parse(cfg: &Config, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, IntakeError> {
+    parse_at(cfg, headers, body, Some(chrono::Utc::now()))
+}
+
+/// [`parse`] as of `now`; `None` skips the age check (test mode, which
+/// replays recorded payloads on purpose).
+pub fn parse_at(
+    cfg: &Config,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Parsed, IntakeError> {
     verify_signature(&cfg.secrets, headers, body)?;
     let env: Envelope = decode(body)?;
     let ev = env.event;
@@ -136,6 +155,16 @@ pub fn parse(cfg: &Config, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, I
         None => return Err(IntakeError::shape("event.data", "missing incident data")),
     };
     let occurred = parse_time("event.occurred_at", &ev.occurred_at)?;
+    if let (Some(now), Some(at)) = (now, occurred) {
+        let max = cfg.max_event_age_seconds.unwrap_or(DEFAULT_MAX_EVENT_AGE);
+        let age = (now - at).num_seconds();
+        if age > max as i64 {
+            return Err(IntakeError::Stale(format!(
+                "event {} occurred {age} s ago, more than hooks.pagerduty.max_event_age_seconds ({max})",
+                ev.id
+            )));
+        }
+    }
     let status = if ev.event_type == "incident.resolved" || data.status == "resolved" {
         AlertStatus::Resolved
     } else {
@@ -174,13 +203,10 @@ pub fn parse(cfg: &Config, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, I
     } else {
         None
     };
-    // A redelivery reuses X-Webhook-Id; without the header, the event id is
-    // the next best thing (it is unique per event, shared by retries).
-    let delivery = headers
-        .get("x-webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or(&ev.id);
+    // The event id is inside the signed body (X-Webhook-Id is not signed:
+    // a captured delivery resent with a new header would count as new).
+    // Retries carry the same event, so the same id.
+    let delivery = &ev.id;
     Ok(Parsed {
         alerts: vec![Alert {
             source: Source::Pagerduty,
@@ -200,6 +226,38 @@ pub fn parse(cfg: &Config, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses as of 30 s after the sample's event.
+    fn at(cfg: &Config, h: &HeaderMap, body: &[u8]) -> Result<Parsed, IntakeError> {
+        parse_at(cfg, h, body, Some("2026-11-27T10:00:30Z".parse().unwrap()))
+    }
+
+    /// A captured delivery replayed later, or with a new X-Webhook-Id, is
+    /// no new alert: too old, it is refused; resent, it has the same key.
+    #[test]
+    fn replays_are_refused_or_deduplicated() {
+        let cfg = Config {
+            secrets: vec!["s3cret".into()],
+            ..Config::default()
+        };
+        let sig = format!(
+            "v1={}",
+            crate::inbound::hmac_sha256_hex(b"s3cret", BODY.as_bytes())
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-pagerduty-signature", sig.parse().unwrap());
+        h.insert("x-webhook-id", "first".parse().unwrap());
+        let a = at(&cfg, &h, BODY.as_bytes()).unwrap().alerts.remove(0);
+        h.insert("x-webhook-id", "second".parse().unwrap());
+        let b = at(&cfg, &h, BODY.as_bytes()).unwrap().alerts.remove(0);
+        assert_eq!(a.idempotency_key, b.idempotency_key);
+        let later = Some("2026-11-27T12:00:00Z".parse().unwrap());
+        let e = parse_at(&cfg, &h, BODY.as_bytes(), later).unwrap_err();
+        assert_eq!(e.http_status(), 422);
+        assert!(e.to_string().contains("max_event_age_seconds"), "{e}");
+        // Test mode replays recorded payloads on purpose.
+        assert!(parse_at(&cfg, &h, BODY.as_bytes(), None).is_ok());
+    }
 
     const BODY: &str = r#"{"event":{"id":"01DEN1HWXM5W5X3KO4VQGGGHIK","event_type":"incident.triggered","resource_type":"incident","occurred_at":"2026-11-27T10:00:00.000Z","agent":null,"client":null,"data":{"id":"PGR0VU2","type":"incident","self":"https://api.pagerduty.com/incidents/PGR0VU2","html_url":"https://acme.pagerduty.com/incidents/PGR0VU2","number":2,"status":"triggered","incident_key":"d3640fbd41094207a1c11e58e46b1662","created_at":"2026-11-27T09:59:58Z","title":"Checkout latency high","service":{"html_url":"https://acme.pagerduty.com/services/PF9KMXH","id":"PF9KMXH","self":"https://api.pagerduty.com/services/PF9KMXH","summary":"checkout","type":"service_reference"},"urgency":"high","priority":{"id":"P1","summary":"P1","type":"priority_reference"}}}}"#;
 
@@ -223,16 +281,18 @@ mod tests {
     fn accepts_any_matching_signature_of_any_secret() {
         let cfg = Config {
             secrets: vec!["old".into(), "new".into()],
+            ..Config::default()
         };
         let good = sign("new", BODY.as_bytes());
         let h = headers(&format!("v1=deadbeef, v1={good}"));
-        let p = parse(&cfg, &h, BODY.as_bytes()).unwrap();
+        let p = at(&cfg, &h, BODY.as_bytes()).unwrap();
         let a = &p.alerts[0];
         assert_eq!(a.fingerprint, "pagerduty:PGR0VU2");
         assert_eq!(a.status, AlertStatus::Firing);
         assert_eq!(a.labels["service"], "checkout");
         assert_eq!(a.labels["alertname"], "Checkout latency high");
-        assert_eq!(a.idempotency_key, "pagerduty:wh-1");
+        // The signed event id, not the unsigned X-Webhook-Id.
+        assert_eq!(a.idempotency_key, "pagerduty:01DEN1HWXM5W5X3KO4VQGGGHIK");
         assert_eq!(a.meta["incident_number"], "2");
     }
 
@@ -240,50 +300,52 @@ mod tests {
     fn refuses_forged_missing_and_unconfigured() {
         let cfg = Config {
             secrets: vec!["s".into()],
+            ..Config::default()
         };
         let forged = sign("not-s", BODY.as_bytes());
-        assert!(parse(&cfg, &headers(&format!("v1={forged}")), BODY.as_bytes()).is_err());
-        assert!(parse(&cfg, &HeaderMap::new(), BODY.as_bytes()).is_err());
+        assert!(at(&cfg, &headers(&format!("v1={forged}")), BODY.as_bytes()).is_err());
+        assert!(at(&cfg, &HeaderMap::new(), BODY.as_bytes()).is_err());
         let good = sign("s", BODY.as_bytes());
         let none = Config::default();
-        assert!(parse(&none, &headers(&format!("v1={good}")), BODY.as_bytes()).is_err());
+        assert!(at(&none, &headers(&format!("v1={good}")), BODY.as_bytes()).is_err());
         // a valid signature over a different body is refused
         let tampered = BODY.replace("checkout", "payments");
-        assert!(parse(&cfg, &headers(&format!("v1={good}")), tampered.as_bytes()).is_err());
+        assert!(at(&cfg, &headers(&format!("v1={good}")), tampered.as_bytes()).is_err());
     }
 
     #[test]
     fn resolved_and_non_incident_events() {
         let cfg = Config {
             secrets: vec!["s".into()],
+            ..Config::default()
         };
         let resolved = BODY
             .replace("incident.triggered", "incident.resolved")
             .replace("\"status\":\"triggered\"", "\"status\":\"resolved\"");
         let h = headers(&format!("v1={}", sign("s", resolved.as_bytes())));
-        let p = parse(&cfg, &h, resolved.as_bytes()).unwrap();
+        let p = at(&cfg, &h, resolved.as_bytes()).unwrap();
         assert_eq!(p.alerts[0].status, AlertStatus::Resolved);
         assert!(p.alerts[0].ends_at.is_some());
 
         let ping = r#"{"event":{"id":"x","event_type":"pagey.ping","resource_type":"pagey","occurred_at":"2026-11-27T10:00:00Z","data":{"message":"Hello"}}}"#;
         let h = headers(&format!("v1={}", sign("s", ping.as_bytes())));
-        assert!(parse(&cfg, &h, ping.as_bytes()).unwrap().alerts.is_empty());
+        assert!(at(&cfg, &h, ping.as_bytes()).unwrap().alerts.is_empty());
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_bodies_with_valid_signatures_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let cfg = Config { secrets: vec!["s".into()] };
+            let cfg = Config { secrets: vec!["s".into()], ..Config::default() };
             let h = headers(&format!("v1={}", sign("s", &body)));
-            let _ = parse(&cfg, &h, &body);
+            let _ = at(&cfg, &h, &body);
         }
 
         #[test]
         fn arbitrary_signature_headers_never_panic(sig in "[ -~]{0,200}") {
-            let cfg = Config { secrets: vec!["s".into()] };
+            let cfg = Config { secrets: vec!["s".into()], ..Config::default() };
             let mut h = HeaderMap::new();
             if let Ok(v) = sig.parse() { h.insert("x-pagerduty-signature", v); }
-            proptest::prop_assert!(parse(&cfg, &h, BODY.as_bytes()).is_err());
+            proptest::prop_assert!(at(&cfg, &h, BODY.as_bytes()).is_err());
         }
     }
 }

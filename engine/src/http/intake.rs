@@ -171,7 +171,7 @@ pub(super) async fn intake_inner(
             let extra = match &e {
                 IntakeError::Syntax { line, column, .. } => json!({"line": line, "column": column}),
                 IntakeError::Shape { path, .. } => json!({"field": path}),
-                IntakeError::Unauthorized(_) => Value::Null,
+                IntakeError::Unauthorized(_) | IntakeError::Stale(_) => Value::Null,
             };
             return error(status, e.reason(), e.to_string(), extra);
         }
