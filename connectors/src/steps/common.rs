@@ -335,7 +335,9 @@ pub(crate) async fn send(
     let resp = req
         .send()
         .await
-        .map_err(|e| StepError::Failed(format!("{what}: {e}")))?;
+        // Without the URL: it may be the secret (a Slack webhook); `what`
+        // names the call.
+        .map_err(|e| StepError::Failed(format!("{what}: {}", e.without_url())))?;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     let short: String = body.chars().take(500).collect();

@@ -51,6 +51,15 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
+/// Text for Slack's mrkdwn: `&`, `<` and `>` escaped as Slack documents,
+/// so a label value cannot make a link (`<https://evil|click>`) or a
+/// mention (`<!channel>`).
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The message body, built apart from sending it so its shape can be tested.
 pub fn message(p: &Params) -> Value {
     let mut blocks = vec![
@@ -61,16 +70,24 @@ pub fn message(p: &Params) -> Value {
             .fields
             .iter()
             .take(10)
-            .map(|(k, v)| json!({"type": "mrkdwn", "text": clip(&format!("*{k}*\n{v}"), 2000)}))
+            .map(|(k, v)| {
+                json!({"type": "mrkdwn", "text": clip(&format!("*{}*\n{}", escape(k), escape(v)), 2000)})
+            })
             .collect();
         blocks.push(json!({"type": "section", "fields": fields}));
     }
     let mut line = Vec::new();
     if !p.link.is_empty() {
-        line.push(format!("<{}|Open the incident>", p.link));
+        // A link's own `|` and `>` would end it early.
+        let link = p
+            .link
+            .replace('|', "%7C")
+            .replace('>', "%3E")
+            .replace('<', "%3C");
+        line.push(format!("<{link}|Open the incident>"));
     }
     if !p.state.is_empty() {
-        line.push(format!("state: *{}*", p.state));
+        line.push(format!("state: *{}*", escape(&p.state)));
     }
     if !line.is_empty() {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&line.join(" · "), 3000)}}));
@@ -147,5 +164,43 @@ mod tests {
             (r.method.as_str(), r.target.as_str()),
             ("POST", "/services/T0/B0/x")
         );
+    }
+
+    /// Label values cannot add links or mentions to the message.
+    #[test]
+    fn label_values_are_escaped_for_mrkdwn() {
+        let p: Params = serde_json::from_value(json!({
+            "webhook": {"env": "X"}, "title": "t", "state": "<!channel>",
+            "link": "https://quench/incidents/inc-1|x>",
+            "fields": {"service": "<https://evil.example|click here>"}
+        }))
+        .unwrap();
+        let m = message(&p).to_string();
+        assert!(
+            !m.contains("<!channel>") && m.contains("&lt;!channel&gt;"),
+            "{m}"
+        );
+        assert!(!m.contains("<https://evil.example|"), "{m}");
+        assert!(
+            m.contains("<https://quench/incidents/inc-1%7Cx%3E|Open the incident>"),
+            "{m}"
+        );
+    }
+
+    /// The webhook URL is the secret: a failed post does not repeat it
+    /// into the step's reason, the audit log or the logs.
+    #[tokio::test]
+    async fn a_failed_post_does_not_leak_the_webhook_url() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "http://127.0.0.1:1/services/T0/B0/SECRETPART").unwrap();
+        let p: Params =
+            serde_json::from_value(json!({"webhook": {"file": f.path()}, "title": "t"})).unwrap();
+        let e = run(&crate::hosts::client(None), p)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("SECRETPART"), "{e}");
+        assert!(e.contains("slack webhook"), "{e}");
     }
 }
