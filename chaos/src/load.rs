@@ -3,7 +3,7 @@
 //! version, RB005/RB011 step ids, RB008 durations, RB018 parameters) and
 //! the chaos codes CH001–CH004.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -391,8 +391,6 @@ pub fn parse_experiment(file: &Path, rel: &str, text: &str) -> Result<Experiment
 
 /// Every `*.chaos.yaml` under `dir`, validated; every problem of every file.
 pub fn load_experiments(dir: &Path) -> Result<Vec<Experiment>, Vec<Diagnostic>> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
     let io = |p: &Path, e: std::io::Error| Diagnostic {
         file: p.to_path_buf(),
         line: 0,
@@ -401,18 +399,7 @@ pub fn load_experiments(dir: &Path) -> Result<Vec<Experiment>, Vec<Diagnostic>> 
         path: String::new(),
         message: format!("cannot read: {e}"),
     };
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| vec![io(&d, e)])?;
-        for entry in entries {
-            let p = entry.map_err(|e| vec![io(&d, e)])?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if is_experiment(&p) {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = quench_runbooks::load::walk(dir, is_experiment)?;
     let mut all = Vec::new();
     let mut errors = Vec::new();
     for p in files {
@@ -436,7 +423,7 @@ pub fn load_experiments(dir: &Path) -> Result<Vec<Experiment>, Vec<Diagnostic>> 
 mod tests {
     use super::*;
 
-    fn root() -> PathBuf {
+    fn root() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .unwrap()

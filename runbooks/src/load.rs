@@ -19,6 +19,50 @@ pub fn is_experiment(p: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".chaos.yaml") || n.ends_with(".chaos.yml"))
 }
 
+/// The files under `dir` that `keep` wants, sorted, read from the
+/// directory itself: a symbolic link (which could lead anywhere on the
+/// host, such as a commit that links `x -> /`) is refused, named.
+pub fn walk(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
+    let io = |path: &Path, message: String| Diagnostic {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        code: Code::Io,
+        path: String::new(),
+        message,
+    };
+    let mut files = Vec::new();
+    let mut refused = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| vec![io(&d, format!("cannot read: {e}"))])?;
+        for entry in entries {
+            let entry = entry.map_err(|e| vec![io(&d, format!("cannot read: {e}"))])?;
+            let p = entry.path();
+            let kind = entry
+                .file_type()
+                .map_err(|e| vec![io(&p, format!("cannot read: {e}"))])?;
+            if kind.is_symlink() {
+                refused.push(io(
+                    &p,
+                    "a symbolic link: runbooks are read from the directory itself, and a link could lead anywhere on the host".into(),
+                ));
+            } else if kind.is_dir() {
+                stack.push(p);
+            } else if keep(&p) {
+                files.push(p);
+            }
+        }
+    }
+    if !refused.is_empty() {
+        refused.sort_by(|a, b| a.file.cmp(&b.file));
+        return Err(refused);
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Loads every `*.yaml` and `*.yml` file under `dir` (recursively, in path
 /// order). Returns every problem of every file, and no set at all if any
 /// file is broken: half a runbook set is worse than the last good one.
@@ -32,22 +76,9 @@ pub fn load_dir(dir: &Path, triage: Option<&str>) -> Result<RunbookSet, Vec<Diag
         path: String::new(),
         message: format!("cannot read: {e}"),
     };
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| vec![io(&d, e)])?;
-        for entry in entries {
-            let p = entry.map_err(|e| vec![io(&d, e)])?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                && !is_experiment(&p)
-            {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = walk(dir, |p| {
+        matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) && !is_experiment(p)
+    })?;
     let mut runbooks: Vec<Runbook> = Vec::new();
     let mut errors = Vec::new();
     let mut intervals = BTreeMap::new();
@@ -489,5 +520,22 @@ mod tests {
         assert_eq!(errs[0].code, Code::Interval, "{errs:#?}");
         assert_eq!(errs[0].line, 4);
         assert!(errs[0].to_string().contains("Moon/Base"));
+    }
+
+    /// A symbolic link in the runbook directory (a commit with `x -> /`)
+    /// is refused, named; nothing behind it is read.
+    #[test]
+    fn symbolic_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ok.yaml"),
+            "version: 1\nname: ok\nmatch: {}\nsteps:\n  - id: w\n    uses: wait\n    with: {seconds: 0}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("host")).unwrap();
+        let errs = load_dir(dir.path(), None).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].file.ends_with("host"), "{errs:#?}");
+        assert!(errs[0].message.contains("symbolic link"), "{errs:#?}");
     }
 }
