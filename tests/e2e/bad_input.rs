@@ -111,10 +111,13 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     assert_eq!(status, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
 
-    // Unknown generic hook: 404; a bad status value: 422 naming the pointer.
+    // Unknown generic hook: the same 401 as a wrong token (hook names
+    // cannot be enumerated); a bad status value: 422 naming the pointer.
     let (status, v) = post(&q, "/hooks/generic/nope", b"{}".to_vec(), Some("g")).await;
-    assert_eq!(status, 404);
-    assert_eq!(v["error"]["code"], "unknown_hook");
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let (_, wrong) = post(&q, "/hooks/generic/app", b"{}".to_vec(), Some("wrong")).await;
+    assert_eq!(wrong["error"]["code"], v["error"]["code"]);
     let (status, v) = post(
         &q,
         "/hooks/generic/app",
@@ -124,6 +127,23 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     .await;
     assert_eq!(status, 422);
     assert_eq!(v["error"]["field"], "/status");
+    // A value with a line break cannot forge a log line of its own.
+    let (status, _) = post(
+        &q,
+        "/hooks/generic/app",
+        br#"{"status": "weird\n2026-12-01T00:00:00Z ERROR forged: all good"}"#.to_vec(),
+        Some("g"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let log = q.log_text();
+    assert!(log.contains("forged"), "the refusal is logged: {log}");
+    assert!(
+        !log.lines().any(|l| l
+            .trim_start()
+            .starts_with("2026-12-01T00:00:00Z ERROR forged")),
+        "{log}"
+    );
 
     // Not JSON at all, invalid UTF-8, empty: 400.
     for body in [b"\xff\xfe\x00".to_vec(), Vec::new(), b"[]".to_vec()] {

@@ -358,8 +358,36 @@ fn init_logging(json: bool) {
     if json {
         builder.json().init();
     } else {
-        builder.init();
+        // Alert labels and sender errors reach the log: a value with a
+        // line break must not forge a log line of its own.
+        builder
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                |w, field, value| {
+                    let text = escape_control(&format!("{value:?}"));
+                    if field.name() == "message" {
+                        write!(w, "{text}")
+                    } else {
+                        write!(w, "{field}={text}")
+                    }
+                },
+            ))
+            .init();
     }
+}
+
+/// Line breaks and other control characters as escapes (`\n`), so one
+/// event is one line of the log.
+fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Parses the command line and runs the command.

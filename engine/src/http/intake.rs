@@ -100,10 +100,12 @@ pub(super) async fn hook_generic(
             &[("source", "generic"), ("reason", "unknown_hook")],
             1,
         );
+        // The same answer as a wrong token: which hook names exist is
+        // nobody's business before they authenticate.
         return error(
-            StatusCode::NOT_FOUND,
-            "unknown_hook",
-            format!("no generic hook named {name:?} is configured"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unauthorized: missing or wrong bearer token for this hook",
             Value::Null,
         );
     }
