@@ -198,6 +198,7 @@ impl ChaosService {
             step: None,
             target: Some(target.to_string()),
             detail,
+            prev: None,
         };
         let audit = self.audit.clone();
         tokio::spawn(async move {

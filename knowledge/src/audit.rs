@@ -34,6 +34,30 @@ pub struct AuditEntry {
     pub target: Option<String>,
     /// The outcome or the reason, in a sentence.
     pub detail: String,
+    /// SHA-256 (hex) of the previous entry as stored: the entries form a
+    /// chain, and an entry changed or removed after the fact breaks it
+    /// ([`AuditLog::verify`]). None on the first entry, and on entries
+    /// written before the chain existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+}
+
+/// What [`AuditLog::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCheck {
+    /// Entries read.
+    pub entries: u64,
+    /// The first entry that does not follow from the one before (changed,
+    /// removed, reordered), and why; None when the chain holds.
+    pub broken: Option<(u64, String)>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The audit tree. Appends go through the knowledge [`Writer`] and are
@@ -43,20 +67,26 @@ pub struct AuditLog {
     tree: sled::Tree,
     writer: Writer,
     next: Arc<AtomicU64>,
+    /// The hash of the last entry as stored: the next entry's `prev`.
+    last: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl AuditLog {
     /// Opens the audit tree in `db`.
     pub fn open(db: &sled::Db, writer: Writer) -> Result<AuditLog, StoreError> {
         let tree = db.open_tree("knowledge/audit")?;
-        let last = match tree.last()? {
-            Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
+        let (last, hash) = match tree.last()? {
+            Some((k, v)) => (
+                u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                Some(sha256_hex(&v)),
+            ),
+            None => (0, None),
         };
         Ok(AuditLog {
             tree,
             writer,
             next: Arc::new(AtomicU64::new(last + 1)),
+            last: Arc::new(std::sync::Mutex::new(hash)),
         })
     }
 
@@ -88,10 +118,68 @@ impl AuditLog {
         // Only the writer thread gets here, so the numbers are gap-free.
         let seq = self.next.load(Ordering::Acquire);
         entry.seq = seq;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        entry.prev = last.clone();
         let bytes = serde_json::to_vec(&entry).expect("audit entries serialise");
+        let hash = sha256_hex(&bytes);
         self.tree.insert(seq.to_be_bytes(), bytes)?;
+        *last = Some(hash);
         self.next.store(seq + 1, Ordering::Release);
         Ok(seq)
+    }
+
+    /// Walks the whole log in order and checks the chain: every entry's
+    /// number follows the one before, and its `prev` is the hash of the
+    /// one before as stored. Entries from before the chain existed (no
+    /// `prev` at the start of the log) are counted, not checked.
+    pub fn verify(&self) -> Result<ChainCheck, StoreError> {
+        let mut entries = 0;
+        let mut prev: Option<(u64, String)> = None;
+        let mut chained = false;
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            entries += 1;
+            let broken = |why: String| {
+                Ok(ChainCheck {
+                    entries,
+                    broken: Some((key, why)),
+                })
+            };
+            let e: AuditEntry = match serde_json::from_slice(&v) {
+                Ok(e) => e,
+                Err(err) => return broken(format!("does not decode: {err}")),
+            };
+            if e.seq != key {
+                return broken(format!("says it is entry {} but is stored as {key}", e.seq));
+            }
+            if let Some((n, _)) = &prev
+                && key != n + 1
+            {
+                return broken(format!("follows entry {n}: entries between are missing"));
+            }
+            match (&e.prev, &prev) {
+                (Some(p), Some((_, h))) if p != h => {
+                    return broken(
+                        "does not follow from the entry before it (that one was changed, or this one was)"
+                            .into(),
+                    );
+                }
+                (Some(_), None) => {
+                    return broken("names an entry before it, but it is the first".into());
+                }
+                (None, Some(_)) if chained => {
+                    return broken("has no link to the entry before it".into());
+                }
+                (Some(_), Some(_)) => chained = true,
+                _ => {}
+            }
+            prev = Some((key, sha256_hex(&v)));
+        }
+        Ok(ChainCheck {
+            entries,
+            broken: None,
+        })
     }
 
     /// The newest entries first, optionally of one incident.
@@ -143,6 +231,7 @@ mod tests {
                     step: None,
                     target: None,
                     detail: format!("n{i}"),
+                    prev: None,
                 })
                 .unwrap();
             assert!(seq > i as u64);
@@ -155,5 +244,53 @@ mod tests {
         assert!(all[0].seq > all[1].seq && all[1].seq > all[2].seq);
         assert_eq!(log.list(10, Some("inc-1")).unwrap().len(), 2);
         assert_eq!(log.list(1, None).unwrap()[0].detail, "n2");
+    }
+
+    /// The entries form a hash chain: one changed or removed after the
+    /// fact is found, with its number.
+    #[test]
+    fn a_changed_or_removed_entry_breaks_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = AuditLog::open(&db, Writer::inline(db.clone())).unwrap();
+        for i in 0..5 {
+            log.append_blocking(AuditEntry {
+                seq: 0,
+                at: Utc::now(),
+                actor: "quench".into(),
+                action: AuditAction::StepRun,
+                incident: Some(format!("inc-{i}")),
+                step: None,
+                target: None,
+                detail: format!("run {i}"),
+                prev: None,
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            log.verify().unwrap(),
+            ChainCheck {
+                entries: 5,
+                broken: None
+            }
+        );
+        // A reopened log goes on with the chain.
+        let log = AuditLog::open(&db, Writer::inline(db.clone())).unwrap();
+        let tree = db.open_tree("knowledge/audit").unwrap();
+        // Someone edits entry 3's detail in place.
+        let raw = tree.get(3u64.to_be_bytes()).unwrap().unwrap();
+        let mut e: AuditEntry = serde_json::from_slice(&raw).unwrap();
+        e.detail = "nothing happened".into();
+        tree.insert(3u64.to_be_bytes(), serde_json::to_vec(&e).unwrap())
+            .unwrap();
+        let c = log.verify().unwrap();
+        assert_eq!(c.broken.as_ref().map(|b| b.0), Some(4), "{c:?}");
+        // Put it back, remove entry 2 instead.
+        tree.insert(3u64.to_be_bytes(), raw).unwrap();
+        assert!(log.verify().unwrap().broken.is_none());
+        tree.remove(2u64.to_be_bytes()).unwrap();
+        let c = log.verify().unwrap();
+        assert_eq!(c.broken.as_ref().map(|b| b.0), Some(3), "{c:?}");
+        assert!(c.broken.unwrap().1.contains("missing"));
     }
 }

@@ -27,7 +27,7 @@ pub mod store;
 pub mod writer;
 
 pub use artifacts::{ArtifactError, ArtifactMeta, ArtifactStore, Baseline};
-pub use audit::{AuditEntry, AuditLog};
+pub use audit::{AuditEntry, AuditLog, ChainCheck};
 pub use chaos::ChaosStore;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{Control, PauseState};

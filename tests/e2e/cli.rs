@@ -99,6 +99,14 @@ async fn addresses_errors_and_listings_say_what_to_do() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["audit"].is_array());
+    // Something to audit, then the chain over it.
+    let (ok, _, err) = quench(&["pause", "--reason", "test", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = quench(&["resume", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = quench(&["audit", "verify", "--server", &q.url], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 entries, the chain holds"), "{out}");
     let (ok, out, err) = quench(&["lint", "--json", rb.path().to_str().unwrap()], &[]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -185,3 +185,21 @@ pub async fn audit(
     }
     Ok(())
 }
+
+/// `quench audit verify`: exits 1 when the chain is broken.
+pub async fn verify_audit(remote: &Remote) -> anyhow::Result<()> {
+    let check: quench_knowledge::ChainCheck = remote
+        .client()
+        .get_json(&client::api_path(&["audit", "verify"], &[]))
+        .await?;
+    match check.broken {
+        None => {
+            println!("audit log: {} entries, the chain holds", check.entries);
+            Ok(())
+        }
+        Some((seq, why)) => anyhow::bail!(
+            "audit log: entry {seq} {why} ({} entries read up to it)",
+            check.entries
+        ),
+    }
+}

@@ -187,8 +187,12 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// The audit log, newest first.
+    /// The audit log, newest first; `quench audit verify` checks its hash
+    /// chain (an entry changed or removed after the fact is named).
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -282,6 +286,16 @@ impl Remote {
     pub fn client(&self) -> Client {
         Client::new(&client::with_scheme(&self.server)).with_token(self.token.clone())
     }
+}
+
+/// `quench audit verify`.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain.
+    Verify {
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// `quench status`.
@@ -493,6 +507,11 @@ pub async fn run() -> anyhow::Result<()> {
             remote,
         } => knowledge::stats(&since, by.as_deref(), json, &remote).await?,
         Command::Audit {
+            verify: Some(AuditCommand::Verify { remote }),
+            ..
+        } => knowledge::verify_audit(&remote).await?,
+        Command::Audit {
+            verify: None,
             json,
             incident,
             limit,

@@ -194,6 +194,7 @@ impl Executor {
             step: step.map(str::to_string),
             target: target.map(str::to_string),
             detail,
+            prev: None,
         };
         let appended = if durable {
             self.audit.append(entry).await

@@ -137,6 +137,7 @@ pub(super) async fn put_baseline(
                     step: None,
                     target: Some(format!("{service}/{kind}")),
                     detail: id.clone(),
+                    prev: None,
                 },
             )
             .await;

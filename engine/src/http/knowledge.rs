@@ -59,6 +59,7 @@ pub(super) async fn import_incidents(
                             ids.last().cloned().unwrap_or_default(),
                             done.existing.len()
                         ),
+                        prev: None,
                     },
                 )
                 .await;
@@ -132,6 +133,7 @@ pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) ->
                     step: None,
                     target: None,
                     detail: format!("{n} incidents"),
+                    prev: None,
                 },
             )
             .await;
@@ -213,6 +215,16 @@ pub(super) async fn list_audit(
     let (limit, incident) = (q.limit.unwrap_or(100).min(MAX_LIST), q.incident.clone());
     match blocking(move || audit.list(limit, incident.as_deref())).await {
         Ok(audit) => axum::Json(crate::api::AuditList { audit }).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/v1/audit/verify`: walks the audit log's hash chain; the first
+/// entry changed, removed or reordered after the fact, if any.
+pub(super) async fn verify_audit(State(s): State<AppState>, _caller: Caller<Viewer>) -> Response {
+    let audit = s.executor.audit.clone();
+    match blocking(move || audit.verify()).await {
+        Ok(check) => axum::Json(check).into_response(),
         Err(e) => internal(e),
     }
 }

@@ -158,6 +158,7 @@ routes! {
     POST "/api/v1/reindex" => knowledge::reindex;
     POST "/api/v1/import" => knowledge::import_incidents;
     GET "/api/v1/audit" => knowledge::list_audit;
+    GET "/api/v1/audit/verify" => knowledge::verify_audit;
     GET "/api/v1/artifacts/{id}" => evidence::get_artifact;
     GET "/api/v1/artifacts/{id}/meta" => evidence::get_artifact_meta;
     GET "/api/v1/chaos" => chaos::list_chaos;
@@ -466,6 +467,7 @@ async fn audit_incident(
             step: None,
             target: None,
             detail,
+            prev: None,
         },
     )
     .await;

@@ -280,6 +280,7 @@ pub(super) async fn set_paused(
                     step: None,
                     target: None,
                     detail: reason.reason.clone(),
+                    prev: None,
                 },
             )
             .await;
