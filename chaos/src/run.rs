@@ -336,7 +336,16 @@ async fn promql_values(
         .send()
         .await
         .map_err(failed)?;
-    let v: Value = resp.json().await.map_err(failed)?;
+    let bytes = quench_connectors::steps::read_capped(resp, quench_connectors::steps::MAX_ANSWER)
+        .await
+        .map_err(|e| PromqlError::Answer {
+            endpoint: endpoint.clone(),
+            error: Value::String(e.to_string()),
+        })?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| PromqlError::Answer {
+        endpoint: endpoint.clone(),
+        error: Value::String(format!("not JSON: {e}")),
+    })?;
     if v["status"] != "success" {
         return Err(PromqlError::Answer {
             endpoint,

@@ -241,6 +241,25 @@ async fn an_oversized_body_is_cut_at_the_limit() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("larger than"), "{err}");
+    // So are the answers of APIs and webhooks (kept as text or JSON), and
+    // Prometheus'.
+    let err = run_step(
+        StepType::HttpRequest,
+        &json!({"url": url, "method": "POST"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("larger than 16777216 bytes"),
+        "{err}"
+    );
+    let err = run_step(StepType::PromqlQuery, &json!({"url": url, "query": "up"}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("larger than 16777216 bytes"),
+        "{err}"
+    );
 }
 
 /// The shipped examples, as a new team runs them: a Go service known only

@@ -212,8 +212,13 @@ impl Target {
     }
 }
 
-/// Reads at most `max` bytes of a response body.
-async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, StepError> {
+/// The most a step reads of an answer it keeps as text or JSON (an API's
+/// answer, a webhook's, Prometheus'): whoever answers cannot make quench
+/// hold gigabytes until the step's timeout.
+pub const MAX_ANSWER: usize = 16 << 20;
+
+/// Reads at most `max` bytes of an answer, or fails saying it was larger.
+pub async fn read_capped(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, StepError> {
     let mut resp = resp;
     let mut body = Vec::new();
     while let Some(chunk) = resp
@@ -339,7 +344,10 @@ pub(crate) async fn send(
         // names the call.
         .map_err(|e| StepError::Failed(format!("{what}: {}", e.without_url())))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let body = read_capped(resp, MAX_ANSWER)
+        .await
+        .map_err(|e| StepError::Failed(format!("{what}: {e}")))?;
+    let body = String::from_utf8_lossy(&body).into_owned();
     let short: String = body.chars().take(500).collect();
     match status {
         200..=299 => Ok((status, body)),

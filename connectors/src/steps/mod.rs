@@ -22,7 +22,7 @@ mod step;
 pub use artifacts::{ArtifactFuture, Artifacts, ArtifactsError, Captured};
 #[cfg(test)]
 pub(crate) use common::receiver;
-pub use common::{Secret, StepError};
+pub use common::{MAX_ANSWER, Secret, StepError, read_capped};
 pub(crate) use common::{Target, check_http_url, number, number_schema, opt_number, params, send};
 pub use step::{Acts, Checked, ParamError, Step, StepCtx, StepDefaults, fields, parse_params};
 

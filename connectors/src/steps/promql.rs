@@ -99,8 +99,10 @@ async fn api(
         .await
         .map_err(|e| StepError::Failed(format!("prometheus: {e}")))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    let env: Envelope = serde_json::from_str(&body).map_err(|e| {
+    let body = super::common::read_capped(resp, super::common::MAX_ANSWER)
+        .await
+        .map_err(|e| StepError::Failed(format!("prometheus: {e}")))?;
+    let env: Envelope = serde_json::from_slice(&body).map_err(|e| {
         StepError::Failed(format!(
             "prometheus answered {status} with no API envelope: {e}"
         ))
