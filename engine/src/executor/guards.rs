@@ -420,9 +420,13 @@ impl Executor {
     /// one that is full. Both are checked before either is spent, so a
     /// refusal costs nothing; with `spend`, a fitting action is counted in
     /// both.
-    fn take_window(&self, spend: bool, keys: [(&str, usize); 2]) -> Option<usize> {
+    pub(super) fn take_window(&self, spend: bool, keys: [(&str, usize); 2]) -> Option<usize> {
         let now = Instant::now();
+        let hour = Duration::from_secs(3600);
         let mut windows = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= super::PRUNE_ABOVE {
+            windows.retain(|_, used| used.back().is_some_and(|t| now.duration_since(*t) <= hour));
+        }
         for (i, (key, limit)) in keys.iter().enumerate() {
             let used = windows.entry(key.to_string()).or_default();
             while used
@@ -444,12 +448,12 @@ impl Executor {
         None
     }
 
-    fn lock_for(&self, target: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(target.to_string())
-            .or_default()
-            .clone()
+    pub(super) fn lock_for(&self, target: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.len() >= super::PRUNE_ABOVE {
+            // A lock only the map holds guards nothing right now.
+            locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        }
+        locks.entry(target.to_string()).or_default().clone()
     }
 }

@@ -86,6 +86,10 @@ impl Default for ExecConfig {
     }
 }
 
+/// The per-key maps (cooldowns, budgets, locks) drop what no longer
+/// matters once they hold this many keys: the keys come from alert labels.
+pub(crate) const PRUNE_ABOVE: usize = 1024;
+
 /// Runs runbooks.
 pub struct Executor {
     /// Incident records.
@@ -110,7 +114,8 @@ pub struct Executor {
     runs: Arc<tokio::sync::Semaphore>,
     budget: Mutex<HashMap<String, VecDeque<Instant>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    cooldowns: Mutex<HashMap<String, Instant>>,
+    /// When each runbook last ran for a group, and its cooldown.
+    cooldowns: Mutex<HashMap<String, (Instant, Duration)>>,
     templates: Templates,
 }
 
@@ -275,7 +280,7 @@ impl Executor {
             let now = Instant::now();
             let key = format!("{}\u{1f}{group_key}", runbook.name());
             let mut c = self.cooldowns.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(last) = c.get(&key)
+            if let Some((last, _)) = c.get(&key)
                 && now.duration_since(*last) < cooldown
             {
                 let left = cooldown - now.duration_since(*last);
@@ -296,7 +301,12 @@ impl Executor {
                 });
                 return;
             }
-            c.insert(key, now);
+            // Group keys come from alert labels: forget the cooldowns that
+            // are over, so whoever sends alerts cannot grow this forever.
+            if c.len() >= PRUNE_ABOVE {
+                c.retain(|_, (at, d)| now.duration_since(*at) < *d);
+            }
+            c.insert(key, (now, cooldown));
         }
         self.spawn_run(incident, runbook, alert).await;
     }

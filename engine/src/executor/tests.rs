@@ -1166,3 +1166,29 @@ async fn run_timestamps_come_from_the_executors_clock() {
     assert!(!audit.is_empty());
     assert!(audit.iter().all(|e| e.at == at), "{audit:?}");
 }
+
+/// The per-target maps do not grow with every target an alert names:
+/// free locks and spent budgets are forgotten past a bound.
+#[tokio::test(start_paused = true)]
+async fn per_target_maps_stay_bounded() {
+    let w = world(ExecConfig::default());
+    for i in 0..3 * PRUNE_ABOVE {
+        let _free = w.exec.lock_for(&format!("ns/t{i}"));
+    }
+    let held = w.exec.lock_for("ns/held");
+    for i in 0..3 * PRUNE_ABOVE {
+        let _free = w.exec.lock_for(&format!("ns/u{i}"));
+    }
+    {
+        let locks = w.exec.locks.lock().unwrap();
+        assert!(locks.len() <= PRUNE_ABOVE, "{}", locks.len());
+        assert!(locks.contains_key("ns/held"), "a held lock is kept");
+    }
+    drop(held);
+    for i in 0..3 * PRUNE_ABOVE {
+        let key = format!("ns/b{i}");
+        w.exec.take_window(true, [(&key, 10), ("ns", 100_000)]);
+        tokio::time::advance(Duration::from_secs(2)).await;
+    }
+    assert!(w.exec.budget.lock().unwrap().len() <= 2 * PRUNE_ABOVE);
+}
