@@ -279,6 +279,109 @@ impl Default for Config {
     }
 }
 
+/// How much a finding of [`Config::findings`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth a look.
+    Low,
+    /// Something an alert sender could use.
+    Medium,
+    /// quench refuses to start with it.
+    High,
+}
+
+/// One thing about a configuration that weakens it, and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// How much it matters.
+    pub severity: Severity,
+    /// What is wrong.
+    pub what: String,
+    /// What to change.
+    pub fix: String,
+}
+
+impl Config {
+    /// What weakens this configuration, worst first (`quench config
+    /// check`; `quench serve` logs the same at start-up). A configuration
+    /// that does not validate is one high finding.
+    pub fn findings(&self) -> Vec<Finding> {
+        let f = |severity, what: &str, fix: &str| Finding {
+            severity,
+            what: what.to_string(),
+            fix: fix.to_string(),
+        };
+        let mut out = Vec::new();
+        if let Err(e) = self.validate() {
+            out.push(f(
+                Severity::High,
+                &e.to_string(),
+                "change the configuration as the message says",
+            ));
+        }
+        if self.hooks.alertmanager.bearer_token.is_none() {
+            out.push(f(
+                Severity::Medium,
+                "the Alertmanager hook takes alerts from anyone who can reach quench, and alerts start remediation",
+                "set hooks.alertmanager.bearer_token (or bearer_token_file) and give Alertmanager the same",
+            ));
+        }
+        if self.executor.allowed_hosts.is_none() {
+            out.push(f(
+                Severity::Medium,
+                "no executor.allowed_hosts: a step may call any host an alert's labels name",
+                "list the hosts and networks steps may reach in executor.allowed_hosts",
+            ));
+        }
+        if self.api_tokens.is_empty() {
+            out.push(f(
+                Severity::Medium,
+                "no api_tokens: the API is open to every local user and process",
+                "add api_tokens (SHA-256 of each token) with the least role each person needs",
+            ));
+        }
+        if self.kubernetes.allow_namespaces.is_empty() {
+            out.push(f(
+                Severity::Low,
+                "no kubernetes.allow_namespaces: steps may act in every namespace but the denied ones",
+                "list the namespaces quench may act in under kubernetes.allow_namespaces",
+            ));
+        }
+        if self.chaos.schedule {
+            out.push(f(
+                Severity::Low,
+                "chaos.schedule is on: experiments inject faults at their scheduled times",
+                "keep it on only where that is wanted; `quench chaos list` shows the next runs",
+            ));
+        }
+        if self
+            .hooks
+            .pagerduty
+            .max_event_age_seconds
+            .is_some_and(|a| a > 86_400)
+        {
+            out.push(f(
+                Severity::Low,
+                "hooks.pagerduty.max_event_age_seconds is over a day: a captured delivery can be replayed for that long",
+                "keep it at an hour or less",
+            ));
+        }
+        out.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        out
+    }
+
+    /// Parses YAML text without checking it: for `quench config check`,
+    /// which reports what is wrong instead of stopping at it.
+    pub fn from_yaml_unchecked(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -613,5 +716,23 @@ mod tests {
         let c = Config::from_yaml(&path, &body).unwrap_or_else(|e| panic!("{e}\n{body}"));
         assert!(!c.listen.ip().is_loopback());
         assert_eq!(c.hooks.alertmanager.bearer_token.as_deref(), Some("t0ken"));
+    }
+
+    /// The findings say what weakens a configuration, worst first.
+    #[test]
+    fn findings_name_what_weakens_a_configuration() {
+        let c = Config::default();
+        let f = c.findings();
+        assert!(f.iter().all(|x| x.severity < Severity::High), "{f:#?}");
+        assert!(
+            f.iter().any(|x| x.what.contains("Alertmanager hook")),
+            "{f:#?}"
+        );
+        assert!(f.iter().any(|x| x.what.contains("allowed_hosts")), "{f:#?}");
+        let open: Config =
+            Config::from_yaml_unchecked(Path::new("q.yaml"), "listen: 0.0.0.0:9797\n").unwrap();
+        let f = open.findings();
+        assert_eq!(f[0].severity, Severity::High, "{f:#?}");
+        assert!(f[0].what.contains("not loopback"), "{f:#?}");
     }
 }

@@ -262,16 +262,9 @@ pub async fn serve(
             warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
         }
     }
-    if config.executor.allowed_hosts.is_none() {
-        warn!(
-            "no executor.allowed_hosts configured: steps may fetch any URL that a runbook builds from alert labels"
-        );
-    }
-    if config.api_tokens.is_empty() {
-        warn!(
-            "no api_tokens configured: the HTTP API is open to anyone who can reach {}",
-            config.listen
-        );
+    // The same findings as `quench config check`.
+    for f in config.findings() {
+        warn!(severity = ?f.severity, fix = %f.fix, "{}", f.what);
     }
     match &config.git {
         Some(g) => {

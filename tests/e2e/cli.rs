@@ -266,3 +266,46 @@ async fn chaos_list_shows_schedules_as_off_when_they_are() {
         "{out}"
     );
 }
+
+/// `quench config check` names what weakens a configuration, worst first,
+/// and exits 1 on what quench would refuse to start with.
+#[test]
+fn config_check_names_the_weak_points_and_fails_on_a_high_one() {
+    let (ok, out, err) = quench(&["config", "check"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("MEDIUM"), "{out}");
+    assert!(
+        out.contains("fix: set hooks.alertmanager.bearer_token"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.yaml");
+    std::fs::write(&open, "listen: 0.0.0.0:9797\n").unwrap();
+    let (ok, out, err) = quench(
+        &["config", "check", "--config", open.to_str().unwrap()],
+        &[],
+    );
+    assert!(!ok);
+    assert!(out.starts_with("HIGH"), "{out}");
+    assert!(err.contains("high finding"), "{err}");
+    let example = quench_tests::repo_root().join("quench.example.yaml");
+    let (ok, out, err) = quench(
+        &[
+            "config",
+            "check",
+            "--json",
+            "--config",
+            example.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] != "high"),
+        "{v:#}"
+    );
+}

@@ -179,6 +179,12 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The configuration's weak points, worst first, each with its fix;
+    /// exits 1 on a high one.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// What the server is doing: version, kill switch, runbook set, lags.
     Status {
         /// Print JSON.
@@ -286,6 +292,54 @@ impl Remote {
     pub fn client(&self) -> Client {
         Client::new(&client::with_scheme(&self.server)).with_token(self.token.clone())
     }
+}
+
+/// `quench config ...`.
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration (the embedded defaults without --config).
+    Check {
+        /// The configuration file.
+        #[arg(long, env = "QUENCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `quench config check`.
+fn config_check(path: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+    let cfg = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            Config::from_yaml_unchecked(p, &text)?
+        }
+        None => Config::default(),
+    };
+    let findings = cfg.findings();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else if findings.is_empty() {
+        println!("no findings");
+    } else {
+        for f in &findings {
+            let level = match f.severity {
+                quench_engine::config::Severity::High => "HIGH  ",
+                quench_engine::config::Severity::Medium => "MEDIUM",
+                quench_engine::config::Severity::Low => "LOW   ",
+            };
+            println!("{level} {}\n       fix: {}", f.what, f.fix);
+        }
+    }
+    if findings
+        .iter()
+        .any(|f| f.severity == quench_engine::config::Severity::High)
+    {
+        anyhow::bail!("the configuration has a high finding");
+    }
+    Ok(())
 }
 
 /// `quench audit verify`.
@@ -518,6 +572,9 @@ pub async fn run() -> anyhow::Result<()> {
             remote,
         } => knowledge::audit(incident.as_deref(), limit, json, &remote).await?,
         Command::Status { json, remote } => status(json, &remote).await?,
+        Command::Config {
+            command: ConfigCommand::Check { config, json },
+        } => config_check(config.as_deref(), json)?,
         Command::Incidents {
             command,
             remote,
