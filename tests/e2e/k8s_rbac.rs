@@ -61,7 +61,12 @@ async fn install_rbac(cluster: &Cluster, bound: &str, unbound: &str) -> (String,
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("{e}"),
     }
-    for m in manifests("rbac.yaml") {
+    // The node rights are a file of their own, applied only by those
+    // whose runbooks cordon or drain; this test runs every step type.
+    for m in manifests("rbac.yaml")
+        .into_iter()
+        .chain(manifests("rbac-nodes.yaml"))
+    {
         apply(cluster, &m).await;
     }
     let ns = cluster.namespace(bound).await;
