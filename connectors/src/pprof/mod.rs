@@ -100,8 +100,11 @@ impl Family {
     }
 }
 
-/// The most a profile may take once decompressed (a gzip bomb stops here).
-pub const MAX_DECOMPRESSED: usize = 256 << 20;
+/// The most a profile may take once decompressed (a gzip bomb stops here),
+/// plain protobuf included. Decoding can grow it up to eight times (a
+/// packed varint of one byte becomes a 64-bit value), so this bounds a
+/// decoded profile near 256 MiB; Go's own profiles are a few MiB.
+pub const MAX_DECOMPRESSED: usize = 32 << 20;
 
 /// Decodes a profile as Go serves it: gzip-compressed protobuf (plain
 /// protobuf is accepted too).
@@ -117,6 +120,8 @@ pub fn decode(bytes: &[u8]) -> Result<proto::Profile, ProfileError> {
             return Err(ProfileError::TooLarge(MAX_DECOMPRESSED));
         }
         out
+    } else if bytes.len() > MAX_DECOMPRESSED {
+        return Err(ProfileError::TooLarge(MAX_DECOMPRESSED));
     } else {
         bytes.to_vec()
     };
@@ -168,5 +173,22 @@ mod tests {
                 let _ = top::top(&p, 0);
             }
         }
+    }
+
+    /// A profile larger than the bound once decompressed, gzip'd or plain,
+    /// is refused before it is decoded.
+    #[test]
+    fn oversized_profiles_are_refused_before_decoding() {
+        let plain = vec![0u8; MAX_DECOMPRESSED + 1];
+        assert!(matches!(decode(&plain), Err(ProfileError::TooLarge(_))));
+        let mut gz = Vec::new();
+        {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+            e.write_all(&plain).unwrap();
+            e.finish().unwrap();
+        }
+        assert!(gz.len() < 1 << 20, "a bomb: small in, large out");
+        assert!(matches!(decode(&gz), Err(ProfileError::TooLarge(_))));
     }
 }
