@@ -31,6 +31,9 @@ pub struct Config {
     pub max_artifact_bytes: usize,
     /// The most artifact bytes one incident keeps.
     pub max_incident_artifact_bytes: u64,
+    /// The most artifact bytes all incidents and baselines keep together
+    /// (10 GiB): whoever sends alerts cannot fill the disk with captures.
+    pub max_artifact_bytes_total: u64,
     /// The most memory sled's page cache may hold, in bytes (16 MiB: the
     /// records are read from the kernel's page cache beyond it, and a small
     /// host keeps its memory).
@@ -271,6 +274,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_artifact_bytes: 64 << 20,
             max_incident_artifact_bytes: 512 << 20,
+            max_artifact_bytes_total: quench_knowledge::artifacts::DEFAULT_TOTAL_LIMIT,
             store_cache_bytes: 16 << 20,
             dedup_window: "7d".into(),
             alert_retention: "30d".into(),

@@ -193,7 +193,8 @@ pub async fn serve(
         &config.data_dir.join("artifacts"),
         config.max_artifact_bytes,
         config.max_incident_artifact_bytes,
-    )?;
+    )?
+    .with_total_limit(config.max_artifact_bytes_total);
     if control.is_paused() {
         warn!(
             "automation is paused (kill switch): no destructive step will run until `quench resume`"

@@ -112,6 +112,16 @@ pub enum ArtifactError {
         /// Its limit.
         limit: u64,
     },
+    /// All artifacts together would exceed the store's budget.
+    #[error(
+        "the artifact store would hold {total} bytes, over its budget of {limit} (max_artifact_bytes_total)"
+    )]
+    StoreFull {
+        /// What it would hold.
+        total: u64,
+        /// The budget.
+        limit: u64,
+    },
     /// Over the size limit.
     #[error("artifact of {size} bytes exceeds the limit of {limit}")]
     TooLarge {
@@ -141,7 +151,20 @@ pub struct ArtifactStore {
     writer: Writer,
     limit: usize,
     per_incident: u64,
+    /// All artifact bytes together at most (each content counted once).
+    total_limit: u64,
 }
+
+/// Where the store's total is counted, beside the incidents' (whose keys
+/// are `inc-N`).
+const TOTAL_KEY: &[u8] = b"\xfftotal";
+
+/// Baselines at most (one per service and kind): service names can come
+/// from alert labels.
+pub const MAX_BASELINES: usize = 1000;
+
+/// The store's budget unless configured.
+pub const DEFAULT_TOTAL_LIMIT: u64 = 10 << 30;
 
 /// Writes `bytes` to `path` durably: a temporary file, fdatasync, rename,
 /// then an fsync of the directory.
@@ -176,7 +199,16 @@ impl ArtifactStore {
             writer,
             limit,
             per_incident,
+            total_limit: DEFAULT_TOTAL_LIMIT,
         })
+    }
+
+    /// The same store with a budget for all artifacts together.
+    pub fn with_total_limit(self, total_limit: u64) -> ArtifactStore {
+        ArtifactStore {
+            total_limit,
+            ..self
+        }
     }
 
     fn path_of(&self, id: &str) -> Option<PathBuf> {
@@ -273,33 +305,59 @@ impl ArtifactStore {
     /// Counts the artifact against its incident and records its metadata
     /// (the first capture's, for bytes seen before). Writer thread only.
     fn record(&self, meta: ArtifactMeta) -> Result<String, ArtifactError> {
-        let size = meta.size;
-        if let Some(inc) = meta.incident.as_deref() {
-            let used = self
+        let size = meta.size as u64;
+        let counter = |key: &[u8]| -> Result<u64, ArtifactError> {
+            Ok(self
                 .usage
-                .get(inc.as_bytes())
+                .get(key)
                 .map_err(StoreError::from)?
                 .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
                 .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            let total = used + size as u64;
-            if total > self.per_incident {
-                return Err(ArtifactError::IncidentFull {
-                    incident: inc.to_string(),
-                    total,
-                    limit: self.per_incident,
-                });
+                .unwrap_or(0))
+        };
+        let fresh = !self
+            .meta
+            .contains_key(meta.id.as_bytes())
+            .map_err(StoreError::from)?;
+        // Both limits are checked before either count moves: a refused
+        // artifact counts nowhere.
+        let store_total = counter(TOTAL_KEY)? + size;
+        if fresh && store_total > self.total_limit {
+            // Its file was written first; nothing refers to it.
+            if let Some(path) = self.path_of(&meta.id) {
+                let _ = std::fs::remove_file(path);
             }
+            return Err(ArtifactError::StoreFull {
+                total: store_total,
+                limit: self.total_limit,
+            });
+        }
+        let incident_total = match meta.incident.as_deref() {
+            Some(inc) => {
+                let total = counter(inc.as_bytes())? + size;
+                if total > self.per_incident {
+                    return Err(ArtifactError::IncidentFull {
+                        incident: inc.to_string(),
+                        total,
+                        limit: self.per_incident,
+                    });
+                }
+                Some((inc, total))
+            }
+            None => None,
+        };
+        if fresh {
+            self.usage
+                .insert(TOTAL_KEY, &store_total.to_be_bytes())
+                .map_err(StoreError::from)?;
+        }
+        if let Some((inc, total)) = incident_total {
             self.usage
                 .insert(inc.as_bytes(), &total.to_be_bytes())
                 .map_err(StoreError::from)?;
         }
         let id = meta.id.clone();
-        if !self
-            .meta
-            .contains_key(id.as_bytes())
-            .map_err(StoreError::from)?
-        {
+        if fresh {
             // The file is already durable: a meta entry always has bytes.
             self.meta
                 .insert(
@@ -374,6 +432,17 @@ impl ArtifactStore {
     ) -> Result<Baseline, ArtifactError> {
         check_baseline_key("service", service)?;
         check_baseline_key("kind", kind)?;
+        let key = format!("{service}\0{kind}");
+        if !self
+            .baselines
+            .contains_key(key.as_bytes())
+            .map_err(StoreError::from)?
+            && self.baselines.len() >= MAX_BASELINES
+        {
+            return Err(ArtifactError::Invalid(format!(
+                "{MAX_BASELINES} baselines are kept at most; {service}/{kind} would be one more"
+            )));
+        }
         if self.meta(artifact)?.is_none() {
             return Err(ArtifactError::Invalid(format!(
                 "no stored artifact {artifact}"
@@ -583,5 +652,56 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.artifact, id);
+    }
+
+    /// All artifacts together stay within the store's budget (each
+    /// content counted once); a refused one leaves no file and no count.
+    #[test]
+    fn the_store_keeps_to_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let w = Writer::inline(db.clone());
+        let files = dir.path().join("files");
+        let s = ArtifactStore::open(&db, w, &files, 1 << 20, 1 << 20)
+            .unwrap()
+            .with_total_limit(20);
+        let a = s.put_for("a", "b", &[1; 8], &inc("inc-1", None)).unwrap();
+        // The same bytes again cost nothing more.
+        assert_eq!(
+            s.put_for("a", "b", &[1; 8], &inc("inc-2", None)).unwrap(),
+            a
+        );
+        s.put_for("a", "b", &[2; 8], &inc("inc-3", None)).unwrap();
+        let e = s
+            .put_for("a", "b", &[3; 8], &inc("inc-4", None))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ArtifactError::StoreFull {
+                    total: 24,
+                    limit: 20
+                }
+            ),
+            "{e}"
+        );
+        let count = walkdir_count(&files);
+        assert_eq!(count, 2, "the refused file is gone");
+    }
+
+    fn walkdir_count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walkdir_count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 }

@@ -113,6 +113,14 @@ pub(super) async fn put_baseline(
                 Value::Null,
             );
         }
+        Err(e @ quench_knowledge::ArtifactError::StoreFull { .. }) => {
+            return error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                e.to_string(),
+                Value::Null,
+            );
+        }
         Err(e) => return internal(e),
     };
     let set = s
@@ -143,6 +151,12 @@ pub(super) async fn put_baseline(
             .await;
             axum::Json(json!({ "baseline": b })).into_response()
         }
+        Err(e @ quench_knowledge::ArtifactError::Invalid(_)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+            e.to_string(),
+            Value::Null,
+        ),
         Err(e) => internal(e),
     }
 }
