@@ -91,6 +91,7 @@ impl Config {
     pub fn step_defaults(&self) -> quench_connectors::steps::StepDefaults {
         quench_connectors::steps::StepDefaults {
             prometheus_url: self.prometheus.url.clone(),
+            perf_image: self.executor.perf_image.clone(),
         }
     }
 }
@@ -123,6 +124,9 @@ pub struct ExecutorConfig {
     /// Runbook runs in progress at most (512); new incidents wait for a
     /// slot, and the pipeline's lag shows it.
     pub max_concurrent_runs: usize,
+    /// The image of `perf.record`'s privileged Job (it needs `perf` and
+    /// `sh`); when set, runbooks cannot name another.
+    pub perf_image: Option<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -134,6 +138,7 @@ impl Default for ExecutorConfig {
             env_allowlist: Vec::new(),
             allowed_hosts: None,
             max_concurrent_runs: 512,
+            perf_image: None,
         }
     }
 }

@@ -259,6 +259,7 @@ fn run_case(
                 &mut given,
                 &quench_connectors::steps::StepDefaults {
                     prometheus_url: Some("http://prometheus".into()),
+                    ..Default::default()
                 },
             );
             if let Err(e) = kind.check(&Value::Object(given)) {

@@ -96,6 +96,7 @@ fn check_param_values(w: &WithAt<'_>, out: &mut Vec<Diagnostic>) {
         &mut probe,
         &quench_connectors::steps::StepDefaults {
             prometheus_url: Some("http://prometheus".into()),
+            ..Default::default()
         },
     );
     // serde stops at the first problem: take the field out (or give it a

@@ -208,6 +208,10 @@ macro_rules! registry {
                 {
                     with.insert("url".into(), Value::String(url.clone()));
                 }
+                let perf = match self { $( StepType::$variant => <$step as Step>::IMAGE_IS_PERF, )* };
+                if perf && let Some(image) = &d.perf_image {
+                    with.insert("image".into(), Value::String(image.clone()));
+                }
             }
 
             /// Checks parameters (rendered, or as written with templates
@@ -421,6 +425,7 @@ mod tests {
         assert!(e.to_string().contains("prometheus.url"), "{e}");
         let defaults = StepDefaults {
             prometheus_url: Some("http://prometheus:9090".into()),
+            ..Default::default()
         };
         let mut with = serde_json::Map::new();
         with.insert("query".into(), "up".into());
@@ -499,5 +504,27 @@ mod tests {
                 Err(StepError::Params(m)) if m.contains("give url, or pod")
             ));
         }
+    }
+
+    /// A privileged Job's image is the operator's: `executor.perf_image`
+    /// replaces what a runbook names.
+    #[test]
+    fn the_perf_image_comes_from_the_configuration() {
+        let mut with = serde_json::Map::new();
+        with.insert("image".into(), "attacker/anything:latest".into());
+        StepType::PerfRecord.fill_defaults(&mut with, &StepDefaults::default());
+        assert_eq!(
+            with["image"], "attacker/anything:latest",
+            "not configured: kept"
+        );
+        let d = StepDefaults {
+            perf_image: Some("registry.example/perf:6.1".into()),
+            ..Default::default()
+        };
+        StepType::PerfRecord.fill_defaults(&mut with, &d);
+        assert_eq!(with["image"], "registry.example/perf:6.1");
+        let mut other = serde_json::Map::new();
+        StepType::PprofCapture.fill_defaults(&mut other, &d);
+        assert!(!other.contains_key("image"));
     }
 }

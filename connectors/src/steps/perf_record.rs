@@ -55,7 +55,8 @@ pub struct Params {
     /// The pod's container (needed when it has several).
     #[serde(default)]
     pub container: Option<String>,
-    /// For a pod: the image of the Job (it needs `perf` and `sh`).
+    /// For a pod: the image of the Job (it needs `perf` and `sh`);
+    /// `executor.perf_image`, when configured, replaces it.
     #[serde(default)]
     pub image: Option<String>,
     /// For a pod: where the Job runs (default: the pod's namespace).
@@ -342,6 +343,7 @@ impl Step for PerfRecord {
     /// It runs a privileged Job (or perf on this host): the executor's
     /// guards apply, as to anything that changes the cluster.
     const DESTRUCTIVE: bool = true;
+    const IMAGE_IS_PERF: bool = true;
     type Params = Params;
 
     fn target(p: &Params) -> Acts {

@@ -29,6 +29,8 @@ pub trait Step {
     const OUTPUT: &'static str = "";
     /// Whether a missing `url` is the configuration's `prometheus.url`.
     const URL_IS_PROMETHEUS: bool = false;
+    /// Whether `image` is the configuration's `executor.perf_image`.
+    const IMAGE_IS_PERF: bool = false;
     /// Its `with:`, as a struct that refuses unknown fields.
     type Params: DeserializeOwned + schemars::JsonSchema + Send + 'static;
 
@@ -64,6 +66,10 @@ pub trait Step {
 pub struct StepDefaults {
     /// `prometheus.url`: the `url` of the PromQL steps.
     pub prometheus_url: Option<String>,
+    /// `executor.perf_image`: the image of `perf.record`'s Job. When set,
+    /// it replaces whatever a runbook names (a privileged Job's image is
+    /// the operator's choice, not a runbook's).
+    pub perf_image: Option<String>,
 }
 
 /// Why a step's parameters do not fit its type, and which one (the
