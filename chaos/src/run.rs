@@ -115,8 +115,12 @@ pub struct Env<'a> {
     pub kube: &'a dyn Kube,
     /// For PromQL and HTTP probes.
     pub http: &'a reqwest::Client,
-    /// Ordinary steps (`wait`, `http.request`, `k8s.*`).
+    /// Ordinary steps of the method (`wait`, `http.request`, `k8s.*`),
+    /// under the engine's guards.
     pub steps: &'a dyn StepRunner,
+    /// The rollback and escalation steps: they always run (a kill switch
+    /// or a spent budget must not leave a fault in place).
+    pub rollback_steps: &'a dyn StepRunner,
     /// The fault ledger.
     pub ledger: &'a dyn Ledger,
     /// Whether the kill switch is on (`quench pause`): looked at before
@@ -635,14 +639,14 @@ pub async fn cleanup(
     Ok(ledger.remove(&entry.id).await?)
 }
 
-async fn run_step(step: &ChaosStep, env: &Env<'_>) -> StepResult {
+async fn run_step(step: &ChaosStep, runner: &dyn StepRunner) -> StepResult {
     let with = step
         .with
         .as_ref()
         .map(|w| Value::Object(w.value.clone()))
         .unwrap_or(json!({}));
     let result = match StepType::from_name(&step.uses.value) {
-        Some(t) => env.steps.run(t, Call::default(), &with).await,
+        Some(t) => runner.run(t, Call::default(), &with).await,
         None => Err(StepError::Params(format!(
             "unknown step type {}",
             step.uses.value
@@ -804,7 +808,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
                             output: json!({"error": e.to_string()}),
                         },
                     },
-                    None => run_step(step, env).await,
+                    None => run_step(step, env.steps).await,
                 };
                 let failed = !r.ok;
                 method_results.push(r);
@@ -865,7 +869,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
         }
     }
     for step in &exp.file.rollbacks {
-        let r = run_step(step, env).await;
+        let r = run_step(step, env.rollback_steps).await;
         if !r.ok {
             v.rollback_failed = true;
         }
@@ -874,7 +878,7 @@ pub async fn run(exp: &Experiment, env: &Env<'_>, opts: RunOptions) -> Verdict {
     if v.rollback_failed {
         tracing::error!(experiment = %exp.name, run = %opts.run, "a chaos rollback failed; escalating");
         for step in &exp.file.escalate {
-            v.escalated.push(run_step(step, env).await);
+            v.escalated.push(run_step(step, env.rollback_steps).await);
         }
     }
     v.after = probes(&exp.file.steady_state.probes, env).await;

@@ -81,6 +81,8 @@ pub struct ChaosService {
     /// `executor.dry_run`: every run is a dry run.
     dry_run_only: bool,
     steps: Arc<dyn StepRunner>,
+    /// Rollbacks and escalations: unguarded, they always run.
+    rollback_steps: Arc<dyn StepRunner>,
     runbooks: Arc<Runbooks>,
     incidents: IncidentStore,
     audit: AuditLog,
@@ -107,6 +109,7 @@ impl ChaosService {
             hosts: None,
             control: None,
             dry_run_only: false,
+            rollback_steps: steps.clone(),
             steps,
             runbooks,
             incidents,
@@ -123,6 +126,15 @@ impl ChaosService {
         ChaosService {
             http: quench_connectors::hosts::client(hosts.clone()),
             hosts,
+            ..self
+        }
+    }
+
+    /// The same service running its method steps through `guarded` (the
+    /// executor's guards); rollbacks keep the plain runner.
+    pub fn with_method_runner(self, guarded: Arc<dyn StepRunner>) -> Self {
+        ChaosService {
+            steps: guarded,
             ..self
         }
     }
@@ -262,6 +274,7 @@ impl ChaosService {
                 kube: me.kube.as_ref(),
                 http: &me.http,
                 steps: me.steps.as_ref(),
+                rollback_steps: me.rollback_steps.as_ref(),
                 ledger: &me.ledger,
                 paused: &paused,
             };

@@ -308,6 +308,8 @@ pub async fn serve(
             incidents.clone(),
             AuditLog::open(&storage.db, writer.clone())?,
         )
+        // Method steps under the executor's guards; rollbacks always run.
+        .with_method_runner(Arc::new(executor::Guarded::new(executor.clone(), "chaos")))
         .with_hosts(allowed_hosts.clone())
         .with_guards(executor.control.clone(), config.executor.dry_run),
     );

@@ -51,6 +51,7 @@ impl Parts {
             kube: &self.kube,
             http: &self.http,
             steps: &self.steps,
+            rollback_steps: &self.steps,
             ledger: &self.ledger,
             paused: &|| false,
         }

@@ -665,3 +665,103 @@ fn skip_pending(r: &mut IncidentRecord, from: usize, to: usize, reason: &str) {
         }
     }
 }
+
+/// The executor's guards around steps that run outside a runbook (chaos
+/// experiments' method and rollback steps): a destructive step is refused
+/// while the kill switch is on, only reported under `executor.dry_run`,
+/// spends the namespace's budget and the target's rate like any runbook
+/// step, holds the target's lock, and is audited durably before it runs.
+pub struct Guarded {
+    exec: Arc<Executor>,
+    /// Who the audit log names (`chaos`).
+    actor: &'static str,
+}
+
+impl Guarded {
+    /// `exec`'s guards around its own step runner.
+    pub fn new(exec: Arc<Executor>, actor: &'static str) -> Guarded {
+        Guarded { exec, actor }
+    }
+}
+
+impl quench_connectors::steps::StepRunner for Guarded {
+    fn run<'a>(
+        &'a self,
+        step: quench_connectors::steps::StepType,
+        call: quench_connectors::steps::Call<'a>,
+        with: &'a Value,
+    ) -> quench_connectors::steps::StepFuture<'a> {
+        use quench_connectors::steps::StepError;
+        Box::pin(async move {
+            let exec = &self.exec;
+            if !step.is_destructive() {
+                return exec.runner.run(step, call, with).await;
+            }
+            let checked = exec.runner.check(step, with)?;
+            let target = checked.target.key();
+            let namespace = checked
+                .target
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "-".into());
+            if exec.control.is_paused() {
+                return Err(StepError::Refused(format!(
+                    "{step} on {target}: the kill switch is on (quench pause)"
+                )));
+            }
+            if exec.config.dry_run {
+                return Ok(serde_json::json!({
+                    "dry_run": true,
+                    "would_run": step.name(),
+                    "target": target,
+                }));
+            }
+            let refused = exec.take_window(
+                true,
+                [
+                    (
+                        &format!("ns\u{1f}{namespace}"),
+                        exec.config.budget_per_namespace_per_hour,
+                    ),
+                    (
+                        &format!("target\u{1f}{target}"),
+                        exec.config.max_actions_per_target_per_hour,
+                    ),
+                ],
+            );
+            if let Some(which) = refused {
+                return Err(StepError::Refused(if which == 0 {
+                    format!("blast-radius budget spent in namespace {namespace} within the hour")
+                } else {
+                    format!("rate limit: too many actions on {target} within the hour")
+                }));
+            }
+            let entry = AuditEntry {
+                seq: 0,
+                at: exec.clock.now(),
+                actor: self.actor.to_string(),
+                action: AuditAction::StepStart,
+                incident: None,
+                step: Some(call.step.to_string()),
+                target: Some(target.clone()),
+                detail: format!("{step} for a chaos experiment"),
+                prev: None,
+            };
+            exec.audit
+                .append(entry)
+                .await
+                .map_err(|e| StepError::Failed(format!("not audited, so not run: {e}")))?;
+            let lock = exec.lock_for(&target);
+            let _held = lock.lock().await;
+            exec.runner.run(step, call, with).await
+        })
+    }
+
+    fn check(
+        &self,
+        step: quench_connectors::steps::StepType,
+        with: &Value,
+    ) -> Result<quench_connectors::steps::Checked, quench_connectors::steps::StepError> {
+        self.exec.runner.check(step, with)
+    }
+}

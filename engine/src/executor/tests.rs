@@ -1192,3 +1192,56 @@ async fn per_target_maps_stay_bounded() {
     }
     assert!(w.exec.budget.lock().unwrap().len() <= 2 * PRUNE_ABOVE);
 }
+
+/// Chaos method steps go through the executor's guards: the kill switch,
+/// dry-run, the budget, and a durable audit line before they act.
+#[tokio::test(start_paused = true)]
+async fn steps_outside_a_runbook_meet_the_same_guards() {
+    use quench_connectors::steps::StepRunner;
+    let with = json!({"namespace": "shop", "name": "web"});
+    let w = world(ExecConfig {
+        budget_per_namespace_per_hour: 1,
+        ..Default::default()
+    });
+    let g = Guarded::new(w.exec.clone(), "chaos");
+    // Reading is not guarded.
+    g.run(StepType::K8sWait, Call::default(), &with)
+        .await
+        .unwrap();
+    w.exec.control.set(true, "alice", "freeze").await.unwrap();
+    let e = g
+        .run(StepType::K8sRolloutRestart, Call::default(), &with)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("kill switch"), "{e}");
+    assert_eq!(w.fake.calls.load(Ordering::SeqCst), 1, "nothing ran");
+    w.exec.control.set(false, "alice", "thaw").await.unwrap();
+    g.run(StepType::K8sRolloutRestart, Call::default(), &with)
+        .await
+        .unwrap();
+    let e = g
+        .run(StepType::K8sRolloutRestart, Call::default(), &with)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("budget"), "{e}");
+    assert_eq!(w.fake.calls.load(Ordering::SeqCst), 2);
+    let audit = w.exec.audit.list(10, None).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == "chaos" && a.action == AuditAction::StepStart),
+        "{audit:#?}"
+    );
+    // Under executor.dry_run it only reports.
+    let dry = world(ExecConfig {
+        dry_run: true,
+        ..Default::default()
+    });
+    let g = Guarded::new(dry.exec.clone(), "chaos");
+    let out = g
+        .run(StepType::K8sRolloutRestart, Call::default(), &with)
+        .await
+        .unwrap();
+    assert_eq!(out["dry_run"], true);
+    assert_eq!(dry.fake.calls.load(Ordering::SeqCst), 0);
+}
