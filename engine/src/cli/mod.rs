@@ -428,17 +428,19 @@ fn init_logging(json: bool) {
     } else {
         // Alert labels and sender errors reach the log: a value with a
         // line break must not forge a log line of its own.
+        use tracing_subscriber::field::MakeExt;
         builder
-            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
-                |w, field, value| {
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
                     let text = escape_control(&format!("{value:?}"));
                     if field.name() == "message" {
                         write!(w, "{text}")
                     } else {
                         write!(w, "{field}={text}")
                     }
-                },
-            ))
+                })
+                .delimited(" "),
+            )
             .init();
     }
 }
