@@ -138,7 +138,10 @@ async fn every_kind_of_bad_input_has_its_status_and_message() {
     assert_eq!(status, 422);
     let log = q.log_text();
     assert!(log.contains("forged"), "the refusal is logged: {log}");
-    assert!(log.contains("webhook refused source="), "fields apart: {log}");
+    assert!(
+        log.contains("webhook refused source="),
+        "fields apart: {log}"
+    );
     assert!(
         !log.lines().any(|l| l
             .trim_start()

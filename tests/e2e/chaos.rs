@@ -554,47 +554,28 @@ blast_radius:
     );
     // The kill switch stops experiments too: a run is refused (a dry run
     // is not), then allowed again after resume.
-    let r = http
-        .post(format!("{}/api/v1/control/pause", q.url))
-        .json(&json!({"reason": "freeze"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http
-        .post(format!("{}/api/v1/chaos/web-pod-kill/run", q.url))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let post = |path: &str| {
+        let req = http.post(format!("{}{path}", q.url)).json(&json!({}));
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(post("/api/v1/control/pause").await.0, 200);
+    let (status, v) = post("/api/v1/chaos/web-pod-kill/run").await;
+    assert_eq!(status, 409);
     assert_eq!(v["error"]["code"], "paused", "{v}");
-    let r = http
-        .post(format!(
-            "{}/api/v1/chaos/web-pod-kill/run?dry_run=true",
-            q.url
-        ))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let r = http
-        .post(format!("{}/api/v1/control/resume", q.url))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        post("/api/v1/chaos/web-pod-kill/run?dry_run=true").await.0,
+        202
+    );
+    assert_eq!(post("/api/v1/control/resume").await.0, 200);
     // A start of an unknown experiment is a clear 404.
-    let r = http
-        .post(format!("{}/api/v1/chaos/nope/run", q.url))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(post("/api/v1/chaos/nope/run").await.0, 404);
 }
 
 /// kill -9 while a fault is applied; the restarted server removes it.
