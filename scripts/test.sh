@@ -21,3 +21,8 @@ QUENCH_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/quench"
 export QUENCH_BIN
 CARGO_NET_OFFLINE=true ip netns exec "$QUENCH_TEST_NETNS" \
   cargo nextest run --workspace --no-fail-fast "$@"
+# Every parser that takes outside input, fuzzed for 30 s each on its
+# committed corpus (a whole run of the suite only: arguments select tests).
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh --seconds "${QUENCH_FUZZ_SECONDS:-30}"
+fi

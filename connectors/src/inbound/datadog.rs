@@ -80,8 +80,13 @@ fn parse_date(s: &str) -> Result<Option<DateTime<Utc>>, IntakeError> {
     }
     if let Ok(n) = s.parse::<i64>() {
         // Datadog's $DATE is epoch milliseconds; accept seconds too.
-        let ms = if n < 100_000_000_000 { n * 1000 } else { n };
-        return DateTime::from_timestamp_millis(ms)
+        let ms = if n.unsigned_abs() < 100_000_000_000 {
+            n.checked_mul(1000)
+        } else {
+            Some(n)
+        };
+        return ms
+            .and_then(DateTime::from_timestamp_millis)
             .map(Some)
             .ok_or_else(|| IntakeError::shape("date", format!("epoch out of range: {s}")));
     }
@@ -251,6 +256,22 @@ mod tests {
             Err(IntakeError::Shape { path, .. }) => assert_eq!(path, "transition"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Found by `fuzz/` (target `datadog`): a large negative epoch in
+    /// seconds overflowed when turned into milliseconds.
+    #[test]
+    fn far_epochs_are_a_shape_error_not_an_overflow() {
+        for d in ["-1635860014055385923", "-99999999999999999", "9223372036854775807"] {
+            let body = serde_json::json!({"id": "1", "transition": "Triggered", "title": "x", "date": d});
+            match parse(&cfg(), &auth(), body.to_string().as_bytes()) {
+                Err(IntakeError::Shape { path, .. }) => assert_eq!(path, "date", "{d}"),
+                other => panic!("{d}: {other:?}"),
+            }
+        }
+        let body = serde_json::json!({"id": "1", "transition": "Triggered", "title": "x", "date": "-60"});
+        let p = parse(&cfg(), &auth(), body.to_string().as_bytes()).unwrap();
+        assert_eq!(p.alerts[0].starts_at.map(|t| t.timestamp()), Some(-60));
     }
 
     proptest::proptest! {
