@@ -73,7 +73,16 @@ pub struct IncidentList {
 pub struct SearchResponse {
     /// The query as given.
     pub query: String,
-    /// Best first.
+    /// How many incidents match in all.
+    #[serde(default)]
+    pub total: usize,
+    /// How many matches this page skipped.
+    #[serde(default)]
+    pub offset: usize,
+    /// The page size asked for.
+    #[serde(default)]
+    pub limit: usize,
+    /// This page, best first.
     pub hits: Vec<Hit>,
 }
 

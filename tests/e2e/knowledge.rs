@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use quench_tests::{Quench, http, quench_bin};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_annotate_and_stats() {
@@ -447,12 +447,74 @@ incidents:
     );
     let cart = q.get_json("/api/v1/search?q=service:cart").await;
     assert_eq!(cart["hits"].as_array().unwrap().len(), 2, "{cart}");
+    assert_eq!(cart["total"], 2, "{cart}");
     let r = client
         .get(format!("{}/api/v1/search?q=commit:xyz", q.url))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The query language over HTTP: OR, NOT, fields, date ranges, a total
+    // and pages.
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["title"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let get = |query: &str| {
+        let url = format!("/api/v1/search?{}", query_pair("q", query));
+        let q = &q;
+        async move { q.get_json(&url).await }
+    };
+    assert_eq!(
+        ids(&get("sentinel OR rotated").await),
+        ["DiskFull", "RedisDown"]
+    );
+    assert_eq!(
+        ids(&get("service:cart NOT sentinel").await),
+        ["HighLatency"]
+    );
+    assert_eq!(
+        ids(&get("service:cart -root_cause:sentinel").await),
+        ["HighLatency"]
+    );
+    assert_eq!(ids(&get("resolution:timeout").await), ["RedisDown"]);
+    assert_eq!(
+        ids(&get("service:cart after:2026-10-02 before:2026-11-01").await),
+        ["HighLatency"]
+    );
+    let page = q
+        .get_json("/api/v1/search?q=NOT+nothing&limit=2&offset=2")
+        .await;
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["hits"].as_array().unwrap().len()
+        ),
+        (Some(3), 1),
+        "{page}"
+    );
+    assert_eq!(
+        (page["offset"].as_u64(), page["limit"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let r = client
+        .get(format!("{}/api/v1/search?q=redis+OR", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["column"], 7, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("OR needs"),
+        "{e}"
+    );
 
     // A new alert like PD-1: its incident gets PD-1 as the first suggestion.
     let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
@@ -730,4 +792,18 @@ async fn a_fixed_runbook_reloads_and_reruns_for_the_open_incident() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// `key=value`, percent-encoded for a query string.
+fn query_pair(key: &str, value: &str) -> String {
+    let enc: String = value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{key}={enc}")
 }

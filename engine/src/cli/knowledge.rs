@@ -54,19 +54,43 @@ pub async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
 }
 
 /// `quench search`: incidents by words, phrases and filters.
-pub async fn search(query: &str, limit: usize, json: bool, remote: &Remote) -> anyhow::Result<()> {
+pub async fn search(
+    query: &str,
+    limit: usize,
+    offset: usize,
+    json: bool,
+    remote: &Remote,
+) -> anyhow::Result<()> {
     let found: api::SearchResponse = remote
         .client()
         .get_json(&client::api_path(
             &["search"],
-            &[("q", query), ("limit", &limit.to_string())],
+            &[
+                ("q", query),
+                ("limit", &limit.to_string()),
+                ("offset", &offset.to_string()),
+            ],
         ))
         .await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&found)?);
-    } else if found.hits.is_empty() {
+    } else if found.total == 0 {
         println!("no incident matches {query:?}");
+    } else if found.hits.is_empty() {
+        println!(
+            "{} incidents match {query:?}; none after the first {offset}",
+            found.total
+        );
     } else {
+        let shown = (offset + 1, offset + found.hits.len());
+        println!(
+            "{} incident{} match{}; {}-{} shown",
+            found.total,
+            if found.total == 1 { "" } else { "s" },
+            if found.total == 1 { "es" } else { "" },
+            shown.0,
+            shown.1
+        );
         for h in &found.hits {
             println!(
                 "{:<8} {:>6.2}  {:<10} {:<28} {}",

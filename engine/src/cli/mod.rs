@@ -160,14 +160,20 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Search past incidents: words, "phrases", prefix*, and filters
-    /// service: runbook: status: label:k=v tag: since:7d commit:SHA.
+    /// Search past incidents: words, "phrases", prefix*, OR, NOT, -word,
+    /// (groups), fields title: root_cause: resolution: labels:
+    /// annotations: evidence:, filters service: runbook: status:
+    /// label:k=v tag: chaos: commit:SHA since:7d after:DATE before:DATE
+    /// (docs/KNOWLEDGE.md).
     Search {
         /// The query.
         query: String,
         /// At most this many (1 or more).
         #[arg(long, default_value_t = 10, value_parser = at_least_one)]
         limit: usize,
+        /// Skip this many matches (the next page: --offset 10).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -529,9 +535,10 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Search {
             query,
             limit,
+            offset,
             json,
             remote,
-        } => knowledge::search(&query, limit, json, &remote).await?,
+        } => knowledge::search(&query, limit, offset, json, &remote).await?,
         Command::Reindex { remote } => knowledge::reindex(&remote).await?,
         Command::Ack { incident, remote } => incidents::ack(&incident, &remote).await?,
         Command::Annotate {

@@ -87,22 +87,54 @@ pub(super) struct SearchQuery {
     #[serde(default)]
     q: String,
     limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-/// `GET /api/v1/search?q=...[&limit=N]`: incidents by words, phrases,
-/// prefixes and filters (docs/KNOWLEDGE.md), best first, with snippets.
+/// The deepest page a search serves (`offset`): paging further means
+/// ranking that many hits, and nobody reads past it.
+pub const MAX_SEARCH_OFFSET: usize = 10_000;
+
+/// `GET /api/v1/search?q=...[&limit=N][&offset=M]`: incidents by the
+/// query language of docs/KNOWLEDGE.md, best first, with snippets, the
+/// total and a page.
 pub(super) async fn search(
     State(s): State<AppState>,
     _caller: Caller<Viewer>,
     Query(q): Query<SearchQuery>,
 ) -> Response {
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
+    let offset = q.offset.unwrap_or(0);
+    if offset > MAX_SEARCH_OFFSET {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_offset",
+            format!(
+                "offset {offset} is past the deepest page ({MAX_SEARCH_OFFSET}); narrow the query"
+            ),
+            Value::Null,
+        );
+    }
     let index = s.search.clone();
     let query = q.q.clone();
-    let result =
-        tokio::task::spawn_blocking(move || index.search(&query, limit, s.clock.now())).await;
+    let result = tokio::task::spawn_blocking(move || {
+        index.search_page(&query, offset, limit, s.clock.now())
+    })
+    .await;
     match result {
-        Ok(Ok(hits)) => axum::Json(crate::api::SearchResponse { query: q.q, hits }).into_response(),
+        Ok(Ok(page)) => axum::Json(crate::api::SearchResponse {
+            query: q.q,
+            total: page.total,
+            offset,
+            limit,
+            hits: page.hits,
+        })
+        .into_response(),
+        Ok(Err(quench_knowledge::search::SearchError::Syntax(e))) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            e.to_string(),
+            serde_json::json!({"column": e.column}),
+        ),
         Ok(Err(quench_knowledge::search::SearchError::Query(m))) => {
             error(StatusCode::BAD_REQUEST, "invalid_query", m, Value::Null)
         }

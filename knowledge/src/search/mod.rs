@@ -18,13 +18,14 @@
 //! The sled records are the truth; the index can always be rebuilt from
 //! them (`rebuild`), and is, when it is missing or does not open.
 
+pub mod grammar;
 mod query;
 mod schema;
 mod similar;
 
 pub use crate::record::Similar;
-pub use query::Hit;
-use schema::{Fields, body_text, schema};
+pub use query::{Hit, Page};
+use schema::{Fields, annotation_text, body_text, evidence_text, label_text, schema};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
@@ -44,6 +45,9 @@ use crate::record::IncidentRecord;
 /// Why a search failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
+    /// The query does not parse, or asks for something impossible.
+    #[error("query: {0}")]
+    Syntax(#[from] grammar::QueryError),
     /// The query does not parse.
     #[error("query: {0}")]
     Query(String),
@@ -123,6 +127,9 @@ impl SearchIndex {
             f.id => r.id.clone(),
             f.title => r.title.clone(),
             f.body => body_text(r),
+            f.label_words => label_text(r),
+            f.annotations => annotation_text(r),
+            f.evidence => evidence_text(r),
             f.service => r.service(),
             f.status => r.status.as_str(),
             f.opened => r.opened_at.timestamp(),
@@ -507,6 +514,83 @@ mod tests {
         assert!(q("nothing-like-this").is_empty());
         assert!(idx.search("commit:abc", 10, now()).is_err());
         assert!(idx.search("since:soon", 10, now()).is_err());
+    }
+
+    #[test]
+    fn or_not_groups_fields_and_dates() {
+        let (_d, idx) = index(&corpus());
+        let q = |s: &str| {
+            let mut v = ids(&idx.search(s, 10, now()).unwrap());
+            v.sort();
+            v
+        };
+        assert_eq!(q("redis OR disk"), ["inc-1", "inc-2", "inc-5"]);
+        assert_eq!(q("redis NOT evicted"), ["inc-1"]);
+        assert_eq!(q("redis -evicted"), ["inc-1"]);
+        assert_eq!(q("NOT redis"), ["inc-3", "inc-4", "inc-5", "inc-6"]);
+        assert_eq!(q("(redis OR disk) service:search"), ["inc-5"]);
+        assert_eq!(q("redis OR (disk AND NOT rotated)"), ["inc-1", "inc-2"]);
+        // Scoped words: only in that field.
+        assert_eq!(q("sentinel"), ["inc-1", "inc-6"]);
+        assert!(q("title:sentinel").is_empty());
+        assert_eq!(q("root_cause:sentinel"), ["inc-1"]);
+        assert_eq!(q("annotations:sentinel"), ["inc-6"]);
+        assert_eq!(q("title:latencyhigh"), ["inc-6"]);
+        assert_eq!(q("labels:critical"), ["inc-1", "inc-5"]);
+        assert_eq!(q("resolution:anything"), Vec::<String>::new());
+        // A function name is cut into words and matched as a phrase.
+        assert_eq!(q("evidence:runtime.mallocgc"), ["inc-3"]);
+        assert_eq!(q("evidence:\"main.burnCPU\""), ["inc-3"]);
+        assert_eq!(q("evidence:mallo*"), ["inc-3"]);
+        assert!(q("evidence:leakyworker").is_empty());
+        assert_eq!(q("annotations:leakyworker"), ["inc-4"]);
+        // Absolute ranges: `after` includes its instant, `before` does not.
+        assert_eq!(q("after:2026-11-23"), ["inc-2", "inc-3", "inc-4", "inc-6"]);
+        assert_eq!(q("before:2026-11-23"), ["inc-1", "inc-5"]);
+        assert_eq!(q("after:2026-11-23T12:00:01Z"), ["inc-2", "inc-4", "inc-6"]);
+        assert_eq!(
+            q("service:search after:2026-11-01 before:2026-11-20"),
+            ["inc-5"]
+        );
+    }
+
+    #[test]
+    fn totals_pages_and_order() {
+        let (_d, idx) = index(&corpus());
+        let all = idx.search_page("NOT nothingatall", 0, 100, now()).unwrap();
+        assert_eq!(all.total, 6);
+        let mut seen = Vec::new();
+        for offset in [0, 2, 4, 6] {
+            let page = idx
+                .search_page("NOT nothingatall", offset, 2, now())
+                .unwrap();
+            assert_eq!(page.total, 6);
+            assert_eq!(page.hits.len(), if offset < 6 { 2 } else { 0 });
+            seen.extend(ids(&page.hits));
+        }
+        assert_eq!(seen, ids(&all.hits), "pages are the whole list, in order");
+        // Equal scores (filters only): the newer incident first.
+        assert_eq!(
+            ids(&idx.search("service:search", 10, now()).unwrap()),
+            ["inc-6", "inc-5"]
+        );
+        let p = idx.search_page("redis", 0, 1, now()).unwrap();
+        assert_eq!((p.total, p.hits.len()), (2, 1));
+    }
+
+    #[test]
+    fn impossible_queries_name_the_column() {
+        let (_d, idx) = index(&corpus());
+        let col = |s: &str| match idx.search(s, 10, now()) {
+            Err(SearchError::Syntax(e)) => e.column,
+            other => panic!("{s}: {other:?}"),
+        };
+        // Too far back for a date: an error, not a panic.
+        assert_eq!(col("x since:99999999999999w"), 3);
+        assert_eq!(col("x since:9223372036854775807m"), 3);
+        assert_eq!(col("after:yesterday"), 1);
+        assert_eq!(col("redis OR"), 7);
+        assert_eq!(col("redis commit:abc"), 7);
     }
 
     #[test]

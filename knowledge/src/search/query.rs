@@ -1,6 +1,10 @@
-//! The query language (words, phrases, prefixes, filters) and its hits.
+//! The query language's tree (`grammar.rs`) turned into tantivy queries,
+//! and its hits.
 
+use super::grammar::{self, Node, Scope, Value};
 use super::*;
+use tantivy::collector::Count;
+use tantivy::query::{AllQuery, ConstScoreQuery, PhraseQuery};
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -25,135 +29,340 @@ pub struct Hit {
     pub link: String,
 }
 
-impl SearchIndex {
-    fn text_query(&self, text: &str) -> Result<Option<Box<dyn Query>>, SearchError> {
-        if text.trim().is_empty() {
-            return Ok(None);
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Page {
+    /// How many incidents match in all.
+    pub total: usize,
+    /// This page's hits, best first.
+    pub hits: Vec<Hit>,
+}
+
+/// The fields unscoped words search, with their boosts.
+fn any_fields(f: &Fields) -> [(Field, f32); 4] {
+    [
+        (f.title, 2.0),
+        (f.body, 1.0),
+        (f.root_cause, 1.5),
+        (f.resolution, 1.0),
+    ]
+}
+
+/// Turns the parsed tree into a tantivy query, collecting the positive
+/// text terms for the snippets.
+struct Compiler<'a> {
+    index: &'a SearchIndex,
+    now: DateTime<Utc>,
+    highlight: Vec<Box<dyn Query>>,
+}
+
+fn at(column: usize, message: String) -> SearchError {
+    SearchError::Syntax(grammar::QueryError { column, message })
+}
+
+impl Compiler<'_> {
+    /// `None`: the node holds no words at all (`-` alone, punctuation), and
+    /// constrains nothing.
+    fn node(&mut self, n: &Node, positive: bool) -> Result<Option<Box<dyn Query>>, SearchError> {
+        match n {
+            Node::Term(t) => self.term(t, positive),
+            Node::Not(inner) => {
+                let Some(q) = self.node(inner, !positive)? else {
+                    return Ok(None);
+                };
+                Ok(Some(Box::new(BooleanQuery::new(vec![
+                    (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                    (Occur::MustNot, q),
+                ]))))
+            }
+            Node::And(items) => {
+                let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for item in items {
+                    match item {
+                        Node::Not(inner) => {
+                            if let Some(q) = self.node(inner, !positive)? {
+                                clauses.push((Occur::MustNot, q));
+                            }
+                        }
+                        other => {
+                            if let Some(q) = self.node(other, positive)? {
+                                clauses.push((Occur::Must, q));
+                            }
+                        }
+                    }
+                }
+                if clauses.is_empty() {
+                    return Ok(None);
+                }
+                if clauses.iter().all(|(o, _)| *o == Occur::MustNot) {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                }
+                Ok(Some(Box::new(BooleanQuery::new(clauses))))
+            }
+            Node::Or(items) => {
+                let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for item in items {
+                    if let Some(q) = self.node(item, positive)? {
+                        clauses.push((Occur::Should, q));
+                    }
+                }
+                if clauses.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(Box::new(BooleanQuery::new(clauses))))
+            }
         }
-        let f = self.f;
-        let mut parser = QueryParser::for_index(
-            &self.index,
-            vec![f.title, f.body, f.root_cause, f.resolution],
-        );
-        parser.set_conjunction_by_default();
-        parser.set_field_boost(f.title, 2.0);
-        parser.set_field_boost(f.root_cause, 1.5);
-        parser
-            .parse_query(text)
-            .map(Some)
-            .map_err(|e| SearchError::Query(e.to_string()))
     }
 
-    /// Searches: words, phrases, `prefix*` and filters (see the module).
+    /// The words of `text` as `field`'s tokenizer cuts them.
+    fn tokens(&self, field: Field, text: &str) -> Result<Vec<String>, SearchError> {
+        let mut analyzer = self.index.index.tokenizer_for_field(field)?;
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        stream.process(&mut |t| out.push(t.text.clone()));
+        Ok(out)
+    }
+
+    /// A word or phrase in one text field: a term, or a phrase when the
+    /// tokenizer cuts it in several (`runtime.mallocgc`).
+    fn words_in(&self, field: Field, text: &str) -> Result<Option<Box<dyn Query>>, SearchError> {
+        let words = self.tokens(field, text)?;
+        Ok(match words.len() {
+            0 => None,
+            1 => Some(Box::new(TermQuery::new(
+                Term::from_field_text(field, &words[0]),
+                IndexRecordOption::WithFreqs,
+            ))),
+            _ => Some(Box::new(PhraseQuery::new(
+                words
+                    .iter()
+                    .map(|w| Term::from_field_text(field, w))
+                    .collect(),
+            ))),
+        })
+    }
+
+    fn text(
+        &mut self,
+        fields: &[(Field, f32)],
+        value: &Value,
+        positive: bool,
+    ) -> Result<Option<Box<dyn Query>>, SearchError> {
+        let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for &(field, boost) in fields {
+            let q: Option<Box<dyn Query>> = match value {
+                Value::Word(w) | Value::Phrase(w) => self.words_in(field, w)?,
+                Value::Prefix(p) => Some(Box::new(RegexQuery::from_pattern(
+                    &format!("{}.*", regex_escape(p)),
+                    field,
+                )?)),
+            };
+            if let Some(q) = q {
+                let q: Box<dyn Query> = if boost == 1.0 {
+                    q
+                } else {
+                    Box::new(BoostQuery::new(q, boost))
+                };
+                any.push((Occur::Should, q));
+            }
+        }
+        if any.is_empty() {
+            return Ok(None);
+        }
+        let q: Box<dyn Query> = if any.len() == 1 {
+            any.pop().expect("one").1
+        } else {
+            Box::new(BooleanQuery::new(any))
+        };
+        if positive {
+            self.highlight.push(q.box_clone());
+        }
+        Ok(Some(q))
+    }
+
+    fn term(
+        &mut self,
+        t: &grammar::Term,
+        positive: bool,
+    ) -> Result<Option<Box<dyn Query>>, SearchError> {
+        let f = self.index.f;
+        let exact = |field: Field, v: &str| -> Option<Box<dyn Query>> {
+            Some(Box::new(ConstScoreQuery::new(
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, v),
+                    IndexRecordOption::Basic,
+                )),
+                0.0,
+            )))
+        };
+        let opened = |from: Bound<i64>, to: Bound<i64>| -> Option<Box<dyn Query>> {
+            let term = |b: Bound<i64>| b.map(|t| Term::from_field_i64(f.opened, t));
+            Some(Box::new(ConstScoreQuery::new(
+                Box::new(RangeQuery::new(term(from), term(to))),
+                0.0,
+            )))
+        };
+        let (Value::Word(v) | Value::Phrase(v) | Value::Prefix(v)) = &t.value;
+        let name = grammar::Scope::NAMES
+            .iter()
+            .find(|(_, s)| *s == t.scope)
+            .map_or("", |(n, _)| *n);
+        Ok(match t.scope {
+            Scope::Any => return self.text(&any_fields(&f), &t.value, positive),
+            Scope::Title => return self.text(&[(f.title, 1.0)], &t.value, positive),
+            Scope::RootCause => return self.text(&[(f.root_cause, 1.0)], &t.value, positive),
+            Scope::Resolution => return self.text(&[(f.resolution, 1.0)], &t.value, positive),
+            Scope::Labels => return self.text(&[(f.label_words, 1.0)], &t.value, positive),
+            Scope::Annotations => return self.text(&[(f.annotations, 1.0)], &t.value, positive),
+            Scope::Evidence => return self.text(&[(f.evidence, 1.0)], &t.value, positive),
+            Scope::Service => exact(f.service, v),
+            Scope::Runbook => exact(f.runbook, v),
+            Scope::Status => exact(f.status, v),
+            Scope::Label => exact(f.labels, v),
+            Scope::Tag => exact(f.tags, v),
+            Scope::Chaos => exact(f.chaos, v),
+            Scope::Commit => {
+                let v = v.to_ascii_lowercase();
+                if v.len() < 7 || v.len() > 40 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(at(t.column, format!("commit:{v}: give 7 to 40 hex digits")));
+                }
+                Some(Box::new(ConstScoreQuery::new(
+                    Box::new(RegexQuery::from_pattern(
+                        &format!("{v}[0-9a-f]*"),
+                        f.commits,
+                    )?),
+                    0.0,
+                )))
+            }
+            Scope::Since => {
+                let from = duration(v)
+                    .and_then(|d| self.now.checked_sub_signed(d))
+                    .ok_or_else(|| {
+                        at(
+                            t.column,
+                            format!("since:{v}: a duration such as 30m, 12h, 7d or 2w"),
+                        )
+                    })?;
+                opened(Bound::Included(from.timestamp()), Bound::Unbounded)
+            }
+            Scope::After | Scope::Before => {
+                let when = instant(v).ok_or_else(|| {
+                    at(
+                        t.column,
+                        format!(
+                            "{name}:{v}: a date (2025-04-01) or an RFC 3339 time (2025-04-01T12:00:00Z)"
+                        ),
+                    )
+                })?;
+                if t.scope == Scope::After {
+                    opened(Bound::Included(when), Bound::Unbounded)
+                } else {
+                    opened(Bound::Unbounded, Bound::Excluded(when))
+                }
+            }
+        })
+    }
+}
+
+/// `2025-04-01` (its midnight, UTC) or an RFC 3339 time, as epoch seconds.
+fn instant(s: &str) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp());
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp())
+}
+
+/// Prefixes are letters and digits (the grammar checks), but a letter of
+/// another script may still mean something to the regex engine.
+fn regex_escape(p: &str) -> String {
+    p.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\x{{{:x}}}", c as u32)
+            }
+        })
+        .collect()
+}
+
+impl SearchIndex {
+    /// Searches (see docs/KNOWLEDGE.md for the language): the first
+    /// `limit` hits, best first.
     pub fn search(
         &self,
         q: &str,
         limit: usize,
         now: DateTime<Utc>,
     ) -> Result<Vec<Hit>, SearchError> {
+        Ok(self.search_page(q, 0, limit, now)?.hits)
+    }
+
+    /// One page of a search: `limit` hits after the first `offset`, and
+    /// how many match in all.
+    pub fn search_page(
+        &self,
+        q: &str,
+        offset: usize,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Page, SearchError> {
         let f = self.f;
-        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        let mut words = Vec::new();
-        for token in split(q) {
-            let filter = token.split_once(':').filter(|(k, _)| {
-                matches!(
-                    *k,
-                    "service"
-                        | "runbook"
-                        | "status"
-                        | "label"
-                        | "since"
-                        | "commit"
-                        | "tag"
-                        | "chaos"
-                )
+        let Some(tree) = grammar::parse(q)? else {
+            return Ok(Page {
+                total: 0,
+                hits: Vec::new(),
             });
-            if let Some((key, value)) = filter {
-                let term = |field: Field, v: &str| -> Box<dyn Query> {
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(field, v),
-                        IndexRecordOption::Basic,
-                    ))
-                };
-                let q: Box<dyn Query> = match key {
-                    "service" => term(f.service, value),
-                    "runbook" => term(f.runbook, value),
-                    "status" => term(f.status, value),
-                    "label" => term(f.labels, value),
-                    "tag" => term(f.tags, value),
-                    "chaos" => term(f.chaos, value),
-                    "commit" => {
-                        let v = value.to_ascii_lowercase();
-                        if v.len() < 7 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                            return Err(SearchError::Query(format!(
-                                "commit:{value}: give at least 7 hex digits"
-                            )));
-                        }
-                        Box::new(RegexQuery::from_pattern(
-                            &format!("{v}[0-9a-f]*"),
-                            f.commits,
-                        )?)
-                    }
-                    "since" => {
-                        let d = duration(value).ok_or_else(|| {
-                            SearchError::Query(format!(
-                                "since:{value}: a duration such as 7d or 12h"
-                            ))
-                        })?;
-                        let from = (now - d).timestamp();
-                        Box::new(RangeQuery::new(
-                            Bound::Included(Term::from_field_i64(f.opened, from)),
-                            Bound::Unbounded,
-                        ))
-                    }
-                    _ => unreachable!("filtered above"),
-                };
-                must.push((Occur::Must, q));
-            } else if let Some(prefix) = token.strip_suffix('*').filter(|p| !p.starts_with('"')) {
-                let p = prefix.to_lowercase();
-                if p.is_empty() || !p.chars().all(|c| c.is_alphanumeric()) {
-                    return Err(SearchError::Query(format!(
-                        "{token}: a prefix is letters and digits followed by *"
-                    )));
-                }
-                let any: Vec<(Occur, Box<dyn Query>)> =
-                    [f.title, f.body, f.root_cause, f.resolution]
-                        .into_iter()
-                        .map(|field| -> Result<(Occur, Box<dyn Query>), SearchError> {
-                            Ok((
-                                Occur::Should,
-                                Box::new(RegexQuery::from_pattern(&format!("{p}.*"), field)?),
-                            ))
-                        })
-                        .collect::<Result<_, _>>()?;
-                must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
-            } else {
-                words.push(token);
-            }
-        }
-        let text = words.join(" ");
-        let text_query = self.text_query(&text)?;
-        if let Some(t) = &text_query {
-            must.push((Occur::Must, t.box_clone()));
-        }
-        if must.is_empty() {
-            return Ok(Vec::new());
-        }
-        let query = BooleanQuery::new(must);
+        };
+        let mut c = Compiler {
+            index: self,
+            now,
+            highlight: Vec::new(),
+        };
+        let Some(query) = c.node(&tree, true)? else {
+            return Ok(Page {
+                total: 0,
+                hits: Vec::new(),
+            });
+        };
+        let highlight: Option<Box<dyn Query>> = match c.highlight.len() {
+            0 => None,
+            _ => Some(Box::new(BooleanQuery::new(
+                c.highlight
+                    .into_iter()
+                    .map(|q| (Occur::Should, q))
+                    .collect(),
+            ))),
+        };
         let searcher = self.reader.searcher();
-        let top = searcher.search(
-            &query,
-            &TopDocs::with_limit(limit.max(1) * 4).order_by_score(),
-        )?;
-        let snippets = match &text_query {
+        let limit = limit.max(1);
+        // A few more than the page, so that equal scores can go to the
+        // newer incident across the page's edge.
+        let want = offset.saturating_add(limit).saturating_add(limit * 3);
+        let (top, total) =
+            searcher.search(&query, &(TopDocs::with_limit(want).order_by_score(), Count))?;
+        let snippets = match &highlight {
             Some(t) => Some((
                 SnippetGenerator::create(&searcher, &**t, f.body)?,
                 SnippetGenerator::create(&searcher, &**t, f.root_cause)?,
             )),
             None => None,
         };
-        let mut hits = Vec::new();
+        let mut found = Vec::with_capacity(top.len());
         for (score, addr) in top {
+            let opened = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .i64("opened")
+                .ok()
+                .and_then(|col| col.first(addr.doc_id));
+            found.push((score, opened, addr));
+        }
+        // BM25 first; equal scores to the newer incident.
+        found.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+        let mut hits = Vec::new();
+        for (score, opened, addr) in found.into_iter().skip(offset).take(limit) {
             let d: TantivyDocument = searcher.doc(addr)?;
             let text = |field: Field| {
                 d.get_first(field)
@@ -161,7 +370,6 @@ impl SearchIndex {
                     .unwrap_or("")
                     .to_string()
             };
-            let opened = d.get_first(f.opened).and_then(|v| v.as_i64());
             let snippet = match &snippets {
                 Some((body, rc)) => {
                     let s = body.snippet_from_doc(&d).to_html();
@@ -189,41 +397,8 @@ impl SearchIndex {
                 snippet,
             });
         }
-        // BM25 first; equal scores to the newer incident.
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| b.opened_at.cmp(&a.opened_at))
-        });
-        hits.truncate(limit);
-        Ok(hits)
+        Ok(Page { total, hits })
     }
-}
-
-/// Splits a query into words, keeping `"quoted phrases"` (and
-/// `key:"quoted value"`) whole.
-pub(super) fn split(q: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in q.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            c if c.is_whitespace() && !quoted => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 /// `30m`, `12h`, `7d`, `2w`.
@@ -231,10 +406,12 @@ pub(super) fn duration(s: &str) -> Option<chrono::Duration> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: i64 = n.parse().ok()?;
     match unit {
-        "m" => Some(chrono::Duration::minutes(n)),
-        "h" => Some(chrono::Duration::hours(n)),
-        "d" => Some(chrono::Duration::days(n)),
-        "w" => Some(chrono::Duration::weeks(n)),
+        // A number too large for a duration is no duration (the plain
+        // constructors panic on it).
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        "w" => chrono::Duration::try_weeks(n),
         _ => None,
     }
 }

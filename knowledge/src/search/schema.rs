@@ -9,6 +9,9 @@ pub(super) struct Fields {
     pub(super) body: Field,
     pub(super) root_cause: Field,
     pub(super) resolution: Field,
+    pub(super) label_words: Field,
+    pub(super) annotations: Field,
+    pub(super) evidence: Field,
     pub(super) service: Field,
     pub(super) runbook: Field,
     pub(super) runbook_path: Field,
@@ -28,6 +31,11 @@ pub(super) fn schema() -> (Schema, Fields) {
         body: b.add_text_field("body", TEXT | STORED),
         root_cause: b.add_text_field("root_cause", TEXT | STORED),
         resolution: b.add_text_field("resolution", TEXT | STORED),
+        // The scoped text fields `labels:`, `annotations:`, `evidence:`
+        // (the same words are in the body too, for unscoped words).
+        label_words: b.add_text_field("label_words", TEXT),
+        annotations: b.add_text_field("annotations", TEXT),
+        evidence: b.add_text_field("evidence", TEXT),
         service: b.add_text_field("service", STRING | STORED),
         runbook: b.add_text_field("runbook", STRING),
         runbook_path: b.add_text_field("runbook_path", STORED),
@@ -44,31 +52,54 @@ pub(super) fn schema() -> (Schema, Fields) {
     (b.build(), f)
 }
 
-/// The words of an incident that search reads, besides its own fields.
-pub(super) fn body_text(r: &IncidentRecord) -> String {
-    let mut parts: Vec<String> = Vec::new();
+/// The words of the alerts' labels (`key=value value`).
+pub(super) fn label_text(r: &IncidentRecord) -> String {
+    let mut parts = Vec::new();
     for a in &r.alerts {
         for (k, v) in &a.labels {
             parts.push(format!("{k}={v} {v}"));
         }
-        for v in a.annotations.values() {
-            parts.push(v.clone());
-        }
     }
+    parts.join("\n")
+}
+
+/// The alerts' annotation values.
+pub(super) fn annotation_text(r: &IncidentRecord) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for a in &r.alerts {
+        parts.extend(a.annotations.values().map(String::as_str));
+    }
+    parts.join("\n")
+}
+
+/// The evidence summaries: each profile's five hottest functions and the
+/// summary lines (goroutine groups, Kubernetes events, PromQL answers).
+pub(super) fn evidence_text(r: &IncidentRecord) -> String {
+    let mut parts: Vec<&str> = Vec::new();
     for s in &r.steps {
-        parts.push(format!("{} {}", s.id, s.uses));
         let o = &s.output;
         for row in o["top"].as_array().into_iter().flatten().take(5) {
             if let Some(f) = row["function"].as_str() {
-                parts.push(f.to_string());
+                parts.push(f);
             }
         }
         for line in o["summary"].as_array().into_iter().flatten() {
             if let Some(l) = line.as_str() {
-                parts.push(l.to_string());
+                parts.push(l);
             }
         }
     }
+    parts.join("\n")
+}
+
+/// The words of an incident that unscoped words search, besides its own
+/// fields: labels, annotations, steps, evidence, tags, chaos, external id.
+pub(super) fn body_text(r: &IncidentRecord) -> String {
+    let mut parts: Vec<String> = vec![label_text(r), annotation_text(r)];
+    for s in &r.steps {
+        parts.push(format!("{} {}", s.id, s.uses));
+    }
+    parts.push(evidence_text(r));
     parts.extend(r.notes.tags.iter().cloned());
     parts.extend(r.chaos.iter().map(|c| format!("chaos {}", c.experiment)));
     // Its id elsewhere (`PD-4521`): searching for it finds it.
