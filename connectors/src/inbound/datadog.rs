@@ -262,14 +262,20 @@ mod tests {
     /// seconds overflowed when turned into milliseconds.
     #[test]
     fn far_epochs_are_a_shape_error_not_an_overflow() {
-        for d in ["-1635860014055385923", "-99999999999999999", "9223372036854775807"] {
-            let body = serde_json::json!({"id": "1", "transition": "Triggered", "title": "x", "date": d});
+        for d in [
+            "-1635860014055385923",
+            "-99999999999999999",
+            "9223372036854775807",
+        ] {
+            let body =
+                serde_json::json!({"id": "1", "transition": "Triggered", "title": "x", "date": d});
             match parse(&cfg(), &auth(), body.to_string().as_bytes()) {
                 Err(IntakeError::Shape { path, .. }) => assert_eq!(path, "date", "{d}"),
                 other => panic!("{d}: {other:?}"),
             }
         }
-        let body = serde_json::json!({"id": "1", "transition": "Triggered", "title": "x", "date": "-60"});
+        let body =
+            serde_json::json!({"id": "1", "transition": "Triggered", "title": "x", "date": "-60"});
         let p = parse(&cfg(), &auth(), body.to_string().as_bytes()).unwrap();
         assert_eq!(p.alerts[0].starts_at.map(|t| t.timestamp()), Some(-60));
     }

@@ -606,6 +606,25 @@ mod tests {
         assert_eq!(parse("   ").unwrap(), None);
     }
 
+    /// Every query docs/KNOWLEDGE.md shows parses, and the error it quotes
+    /// is the one given.
+    #[test]
+    fn the_documented_queries_parse() {
+        let doc = include_str!("../../../docs/KNOWLEDGE.md");
+        let block = doc
+            .split("```query\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/KNOWLEDGE.md has a ```query block");
+        let mut n = 0;
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(parse(line).unwrap().is_some(), "{line}");
+            n += 1;
+        }
+        assert!(n >= 15, "{n} documented queries");
+        assert!(doc.contains(&format!("`redis OR` → `{}`", e("redis OR"))));
+    }
+
     proptest::proptest! {
         /// Whatever is typed, the parser answers (a tree or an error at a
         /// column inside the query or just past it) and never panics.
