@@ -175,12 +175,45 @@ pub struct RerunAnswer {
 pub struct ImportAnswer {
     /// How many incidents were stored.
     pub imported: usize,
-    /// Their ids, in the file's order.
+    /// Their ids, in the file's order (the first 1,000).
     pub ids: Vec<String>,
+    /// Whether `ids` stops short of `imported`.
+    #[serde(default)]
+    pub ids_truncated: bool,
+    /// The first new incident.
+    #[serde(default)]
+    pub first: Option<String>,
+    /// The last new incident.
+    #[serde(default)]
+    pub last: Option<String>,
     /// Records an incident already holds (by external id): not imported
-    /// again.
+    /// again (the first 1,000).
     #[serde(default)]
     pub already: Vec<AlreadyImported>,
+    /// How many records were already held.
+    #[serde(default)]
+    pub already_count: usize,
+    /// With `batch=N`: each batch of lines, written or not.
+    #[serde(default)]
+    pub batches: Vec<ImportBatch>,
+    /// With `batch=N`: problems in all batches.
+    #[serde(default)]
+    pub problem_count: usize,
+}
+
+/// One batch (N incidents) of a JSON Lines import with `batch=N`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportBatch {
+    /// Its first line (1-based).
+    pub first_line: u64,
+    /// Its last line.
+    pub last_line: u64,
+    /// Whether it was written (every line good).
+    pub written: bool,
+    /// New incidents it added.
+    pub imported: usize,
+    /// Its problems (the first 100 of the import in all).
+    pub problems: Vec<String>,
 }
 
 /// A record of an import file that an incident already holds.

@@ -88,6 +88,8 @@ pub fn with_scheme(server: &str) -> String {
 enum Body {
     Json(serde_json::Value),
     Text(String),
+    /// A streamed body and its content type.
+    Stream(reqwest::Body, &'static str),
 }
 
 /// Talks to one quench server.
@@ -146,6 +148,22 @@ impl Client {
             .await
     }
 
+    /// POSTs a streamed body (a JSON Lines import); the answer may take up
+    /// to an hour.
+    pub async fn post_stream<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        content_type: &'static str,
+    ) -> Result<T, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(Body::Stream(body, content_type)),
+        )
+        .await
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -162,6 +180,11 @@ impl Client {
             Some(Body::Text(t)) => req
                 .header(reqwest::header::CONTENT_TYPE, "application/yaml")
                 .body(t),
+            // An import of a large history takes as long as it takes.
+            Some(Body::Stream(b, ct)) => req
+                .header(reqwest::header::CONTENT_TYPE, ct)
+                .timeout(std::time::Duration::from_secs(3600))
+                .body(b),
             None => req,
         };
         let resp = req.send().await.map_err(|e| unreachable(&url, &e))?;

@@ -295,22 +295,72 @@ fn record(r: &ImportRecord) -> Result<IncidentRecord, Vec<Problem>> {
     })
 }
 
+/// The largest YAML or JSON import file (the request body); JSON Lines
+/// have no limit but [`MAX_LINE_BYTES`] per record.
+pub const MAX_FILE_BYTES: usize = 64 << 20;
+
+/// The longest line of a JSON Lines import (one incident).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Parses and checks one line (line number `line`, 1-based) of a JSON
+/// Lines import named `name`: one incident, the same fields as a record
+/// of a YAML file. Problems come back as `name:line:column: ...` (the
+/// column when the JSON parser knows it).
+pub fn parse_line(name: &str, line: u64, text: &str) -> Result<IncidentRecord, Vec<String>> {
+    let r: ImportRecord = serde_json::from_str(text)
+        .map_err(|e| vec![format!("{name}:{line}:{}: {e}", e.column())])?;
+    record(&r).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|(_, e)| format!("{name}:{line}: {e}"))
+            .collect()
+    })
+}
+
+/// Whether an import named `name` (or sent as `content_type`) is JSON
+/// Lines.
+pub fn is_json_lines(name: &str, content_type: Option<&str>) -> bool {
+    let ct = content_type.unwrap_or("").to_ascii_lowercase();
+    name.ends_with(".jsonl")
+        || name.ends_with(".ndjson")
+        || ct.starts_with("application/x-ndjson")
+        || ct.starts_with("application/jsonl")
+        || ct.starts_with("application/json-lines")
+}
+
 /// Parses and checks a whole import file named `name`: every record, or
 /// every problem as `name:line:col: record N: ...`, each at the field it is
 /// about. A record whose shape is wrong (a field of the wrong type, an
 /// unknown field) does not hide the others: each record is read on its own
 /// when the whole file does not read.
 pub fn parse(name: &str, text: &str) -> Result<Vec<IncidentRecord>, Vec<String>> {
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // A whole file is at most MAX_FILE_BYTES: its YAML may have as many
+    // nodes as that allows (the parser's own default stops at 250,000,
+    // about 10,000 incidents).
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_FILE_BYTES / 4,
+            max_events: MAX_FILE_BYTES / 2,
+            max_total_scalar_bytes: MAX_FILE_BYTES,
+        },
+    };
     let say = |e: &serde_saphyr::Error, line_offset: u64, prefix: &str| {
         let at = e
             .location()
             .map(|l| format!("{name}:{}:{}", l.line() + line_offset, l.column()))
             .unwrap_or_else(|| name.to_string());
-        format!(
-            "{at}: {prefix}{}",
-            serde_saphyr::DefaultMessageFormatter.format_message(e.without_snippet())
-        )
+        let why = match e.without_snippet() {
+            serde_saphyr::Error::Budget { breach, .. } => format!(
+                "the file is over the import limit for one YAML or JSON file ({breach:?}); \
+                 write it as JSON Lines (one incident per line, `jq -c '.incidents[]' FILE > FILE.jsonl`), \
+                 which has no size limit"
+            ),
+            other => serde_saphyr::DefaultMessageFormatter
+                .format_message(other)
+                .into_owned(),
+        };
+        format!("{at}: {prefix}{why}")
     };
     let file: ImportFile = match serde_saphyr::from_str_with_options(text, options) {
         Ok(f) => f,
@@ -422,6 +472,35 @@ mod tests {
             ));
         }
         s
+    }
+
+    /// The YAML parser's default budget (250,000 nodes) stopped a JSON
+    /// file of 10,000 incidents; a file up to MAX_FILE_BYTES now reads.
+    #[test]
+    fn a_file_over_the_parsers_default_node_budget_reads() {
+        let rec = r#"{"id": "PD-N", "title": "Redis failover", "service": "cart", "status": "resolved", "first_alert_at": "2025-03-02T10:00:00Z", "opened_at": "2025-03-02T10:01:00Z", "resolved_at": "2025-03-02T10:40:00Z", "alerts": [{"labels": {"alertname": "RedisDown", "service": "cart"}, "annotations": {"summary": "down"}}], "root_cause": "sentinel", "commits": ["a7f3b9c"], "tags": ["redis", "failover"]}"#;
+        let n = 12_000;
+        let body: Vec<String> = (0..n)
+            .map(|i| rec.replace("PD-N", &format!("PD-{i}")))
+            .collect();
+        let text = format!("{{\"version\": 1, \"incidents\": [{}]}}", body.join(",\n"));
+        let records = parse("big.json", &text).unwrap();
+        assert_eq!(records.len(), n);
+    }
+
+    #[test]
+    fn json_lines_records_and_their_problems() {
+        let ok = r#"{"id": "PD-1", "title": "x", "status": "failed", "first_alert_at": "2025-01-01T00:00:00Z", "opened_at": "2025-01-01T00:00:00Z"}"#;
+        let r = parse_line("h.jsonl", 3, ok).unwrap();
+        assert_eq!(r.external_id.as_deref(), Some("PD-1"));
+        let e = parse_line("h.jsonl", 4, r#"{"title": 5}"#).unwrap_err();
+        assert!(e[0].starts_with("h.jsonl:4:"), "{e:?}");
+        let late = ok.replace("\"failed\"", "\"resolved\"");
+        let e = parse_line("h.jsonl", 9, &late).unwrap_err();
+        assert_eq!(e, ["h.jsonl:9: a resolved incident needs resolved_at"]);
+        assert!(is_json_lines("x.jsonl", None));
+        assert!(is_json_lines("x", Some("application/x-ndjson")));
+        assert!(!is_json_lines("x.json", Some("application/json")));
     }
 
     #[test]

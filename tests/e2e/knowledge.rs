@@ -378,6 +378,140 @@ async fn import_is_all_or_nothing() {
     assert_eq!(found["hits"][0]["id"], "inc-7", "{found:#}");
 }
 
+/// JSON Lines through the binary: streamed, all or nothing by default
+/// (a bad line names its line and nothing is written), `--batch N` writes
+/// the good batches and says which were not, a line over the limit names
+/// the limit, and a second import of the same lines adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_import_streams_and_batches() {
+    let rb = tempfile::tempdir().unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let dir = tempfile::tempdir().unwrap();
+    let line = |i: usize, resolved: &str| {
+        json!({"id": format!("JL-{i}"), "title": format!("Queue backlog {i}"), "service": "orders",
+               "status": "resolved", "first_alert_at": "2026-11-01T10:00:00Z",
+               "opened_at": "2026-11-01T10:01:00Z", "resolved_at": resolved,
+               "root_cause": "consumer stuck on a poison message", "tags": ["kafka"]})
+        .to_string()
+    };
+    let file = |n: usize, bad: &[usize]| {
+        let mut s = String::new();
+        for i in 1..=n {
+            let resolved = if bad.contains(&i) {
+                "2026-11-01T09:00:00Z"
+            } else {
+                "2026-11-01T10:31:00Z"
+            };
+            s.push_str(&line(i, resolved));
+            s.push('\n');
+            if i == 3 {
+                s.push('\n'); // blank lines are skipped, and still counted
+            }
+        }
+        s
+    };
+    let run = |path: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(quench_bin())
+            .args(["import", "--server", &q.url])
+            .args(extra)
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let count = || async {
+        q.get_json("/api/v1/incidents?limit=1000").await["incidents"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // One bad record: its line is named (line 8: record 7, after the blank
+    // line), and nothing is written.
+    let bad = dir.path().join("history.jsonl");
+    std::fs::write(&bad, file(10, &[7])).unwrap();
+    let (ok, _, err) = run(&bad, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("history.jsonl:8: resolved_at is before opened_at"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert_eq!(count().await, 0);
+    // A line that is not JSON: line and column.
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        format!("{}\n{{\"id\": \n", line(1, "2026-11-01T10:31:00Z")),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&broken, &[]);
+    assert!(!ok);
+    assert!(err.contains("broken.jsonl:2:"), "{err}");
+    assert_eq!(count().await, 0);
+
+    // --batch 4 (incidents; lines are the file's): records 1-4 (lines
+    // 1-5, with the blank one) and 9-10 written; 5-8, with the bad one, not.
+    let (ok, out, err) = run(&bad, &["--batch", "4"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("lines 1-5: written, 4 new incidents"), "{out}");
+    assert!(
+        out.contains("lines 6-9: NOT written, 1 problem(s):"),
+        "{out}"
+    );
+    assert!(
+        out.contains("history.jsonl:8: resolved_at is before opened_at"),
+        "{out}"
+    );
+    assert!(
+        out.contains("lines 10-11: written, 2 new incidents"),
+        "{out}"
+    );
+    assert_eq!(count().await, 6);
+
+    // All good now: only the four that were missing are new.
+    std::fs::write(&bad, file(10, &[])).unwrap();
+    let (ok, out, err) = run(&bad, &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("imported 4 incidents"), "{out}");
+    assert!(out.contains("6 already imported"), "{out}");
+    assert_eq!(count().await, 10);
+    let found = q
+        .wait_for(
+            "/api/v1/search?q=poison+service:orders",
+            Duration::from_secs(30),
+            |v| (v["total"] == 10).then(|| v.clone()),
+        )
+        .await;
+    assert_eq!(found["total"], 10, "{found}");
+
+    // A line over 1 MiB: the limit is named, nothing is written.
+    let huge = dir.path().join("huge.jsonl");
+    let long = json!({"id": "JL-big", "title": "x".repeat(1_100_000)}).to_string();
+    std::fs::write(
+        &huge,
+        format!("{}\n{long}\n", line(50, "2026-11-01T10:31:00Z")),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&huge, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("huge.jsonl:2: a line is over 1 MiB (MAX_LINE_BYTES)"),
+        "{err}"
+    );
+    assert_eq!(count().await, 10);
+    // --batch with a YAML file is refused by the CLI, saying why.
+    let yaml = dir.path().join("h.yaml");
+    std::fs::write(&yaml, "version: 1\nincidents: []\n").unwrap();
+    let (ok, _, err) = run(&yaml, &["--batch", "2"]);
+    assert!(!ok);
+    assert!(err.contains("--batch works with JSON Lines"), "{err}");
+}
+
 /// Search and similar incidents through the binary: an imported history is
 /// searchable at once (every write path is indexed), a new alert gets the
 /// past incident it resembles with its root cause, annotations become

@@ -1,21 +1,40 @@
 //! `quench import`, `search`, `reindex`, `stats` and `audit`: the
 //! knowledge store, through the API.
 
+use std::io::IsTerminal;
 use std::path::Path;
+use std::time::Instant;
 
 use quench_engine::{api, client};
 
 use super::Remote;
 
-/// `quench import`: a file of past incidents, all or nothing.
-pub async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+/// `quench import`: a file of past incidents, all or nothing (or, for
+/// JSON Lines with `--batch N`, every N lines on their own).
+pub async fn import(file: &Path, batch: Option<usize>, remote: &Remote) -> anyhow::Result<()> {
     let name = file.display().to_string();
-    let answer: Result<api::ImportAnswer, _> = remote
-        .client()
-        .post_text(&client::api_path(&["import"], &[("name", &name)]), text)
-        .await;
+    let lines = quench_engine::import::is_json_lines(&name, None);
+    if batch.is_some() && !lines {
+        anyhow::bail!("--batch works with JSON Lines files (*.jsonl, one incident per line)");
+    }
+    let mut query = vec![("name", name.clone())];
+    query.extend(batch.map(|n| ("batch", n.to_string())));
+    let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let path = client::api_path(&["import"], &query);
+    let answer: Result<api::ImportAnswer, _> = if lines {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        let size = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        remote
+            .client()
+            .post_stream(&path, progress_body(f, size), "application/x-ndjson")
+            .await
+    } else {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        remote.client().post_text(&path, text).await
+    };
     let done = match answer {
         Ok(done) => done,
         Err(client::ClientError::Status {
@@ -28,20 +47,38 @@ pub async fn import(file: &Path, remote: &Remote) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    for b in &done.batches {
+        if b.written {
+            println!(
+                "lines {}-{}: written, {} new incidents",
+                b.first_line, b.last_line, b.imported
+            );
+        } else {
+            println!(
+                "lines {}-{}: NOT written, {} problem(s):",
+                b.first_line,
+                b.last_line,
+                b.problems.len()
+            );
+            for p in &b.problems {
+                println!("  {p}");
+            }
+        }
+    }
     if done.imported > 0 {
         println!(
             "imported {} incidents: {} to {}",
             done.imported,
-            done.ids.first().map(String::as_str).unwrap_or("-"),
-            done.ids.last().map(String::as_str).unwrap_or("-")
+            done.first.as_deref().unwrap_or("-"),
+            done.last.as_deref().unwrap_or("-")
         );
     } else {
         println!("imported nothing new");
     }
-    if !done.already.is_empty() {
+    if done.already_count > 0 {
         println!(
             "{} already imported (same external id), left as they are: {}",
-            done.already.len(),
+            done.already_count,
             done.already
                 .iter()
                 .take(5)
@@ -226,4 +263,70 @@ pub async fn verify_audit(remote: &Remote) -> anyhow::Result<()> {
             check.entries
         ),
     }
+}
+
+/// The file as a streamed body; on a terminal, a progress line on stderr
+/// (bytes and lines sent, rate) that ends when the server has the whole
+/// file and is writing.
+fn progress_body(file: tokio::fs::File, size: u64) -> reqwest::Body {
+    use tokio::io::AsyncReadExt;
+    struct State {
+        file: tokio::fs::File,
+        sent: u64,
+        lines: u64,
+        size: u64,
+        started: Instant,
+        shown: Instant,
+        tty: bool,
+    }
+    let state = State {
+        file,
+        sent: 0,
+        lines: 0,
+        size,
+        started: Instant::now(),
+        shown: Instant::now(),
+        tty: std::io::stderr().is_terminal(),
+    };
+    let show = |s: &State, last: bool| {
+        if !s.tty {
+            return;
+        }
+        let secs = s.started.elapsed().as_secs_f64().max(0.001);
+        let pct = (s.sent * 100).checked_div(s.size).unwrap_or(100);
+        eprint!(
+            "\r{pct:>3}% {:.1}/{:.1} MB, {} incidents sent, {:.0}/s{}",
+            s.sent as f64 / 1e6,
+            s.size as f64 / 1e6,
+            s.lines,
+            s.lines as f64 / secs,
+            if last {
+                "; the server is writing them...\n"
+            } else {
+                "   "
+            }
+        );
+    };
+    let stream = futures_util::stream::unfold(Some(state), move |state| async move {
+        let mut s = state?;
+        let mut buf = vec![0u8; 256 << 10];
+        match s.file.read(&mut buf).await {
+            Ok(0) => {
+                show(&s, true);
+                None
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                s.sent += n as u64;
+                s.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+                if s.shown.elapsed().as_millis() >= 200 {
+                    show(&s, false);
+                    s.shown = Instant::now();
+                }
+                Some((Ok::<_, std::io::Error>(buf), Some(s)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
 }

@@ -152,11 +152,16 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Import historical incidents (YAML or JSON; see docs/KNOWLEDGE.md).
-    /// All or nothing (admin).
+    /// Import historical incidents (YAML, JSON, or JSON Lines: one
+    /// incident per line, any size; see docs/KNOWLEDGE.md). All or nothing
+    /// (admin).
     Import {
-        /// The file.
+        /// The file (*.jsonl or *.ndjson: JSON Lines, streamed).
         file: PathBuf,
+        /// JSON Lines: check and write every N incidents on their own, and
+        /// say which lines were written.
+        #[arg(long, value_parser = at_least_one)]
+        batch: Option<usize>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -531,7 +536,11 @@ pub async fn run() -> anyhow::Result<()> {
             template,
             remote,
         } => incidents::postmortem(&incident, template.as_deref(), &remote).await?,
-        Command::Import { file, remote } => knowledge::import(&file, &remote).await?,
+        Command::Import {
+            file,
+            batch,
+            remote,
+        } => knowledge::import(&file, batch, &remote).await?,
         Command::Search {
             query,
             limit,

@@ -37,6 +37,7 @@ use crate::runbook_source::Runbooks;
 
 mod chaos;
 mod evidence;
+mod import;
 mod incidents;
 mod intake;
 mod knowledge;
@@ -156,7 +157,7 @@ routes! {
     GET "/api/v1/stats" => knowledge::stats;
     GET "/api/v1/search" => knowledge::search;
     POST "/api/v1/reindex" => knowledge::reindex;
-    POST "/api/v1/import" => knowledge::import_incidents;
+    POST "/api/v1/import" => import::import_incidents;
     GET "/api/v1/audit" => knowledge::list_audit;
     GET "/api/v1/audit/verify" => knowledge::verify_audit;
     GET "/api/v1/artifacts/{id}" => evidence::get_artifact;
@@ -245,7 +246,7 @@ async fn browser_guard(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content_type",
                 format!(
-                    "a write to the API needs Content-Type: application/json (or application/octet-stream for a profile, application/yaml for an import), not {:?}",
+                    "a write to the API needs Content-Type: application/json (or application/octet-stream for a profile, application/yaml or application/x-ndjson for an import), not {:?}",
                     if ct.is_empty() { "none" } else { ct.as_str() }
                 ),
                 Value::Null,
