@@ -19,13 +19,16 @@
 //! them (`rebuild`), and is, when it is missing or does not open.
 
 pub mod grammar;
+pub mod graph;
 mod query;
 mod schema;
 mod similar;
 
 pub use crate::record::Similar;
 pub use query::{Hit, Page};
-use schema::{Fields, annotation_text, body_text, evidence_text, label_text, schema};
+use schema::{
+    Fields, annotation_text, body_text, evidence_text, hot_functions, key_text, label_text, schema,
+};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
@@ -36,7 +39,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::{
     BooleanQuery, BoostQuery, Occur, Query, QueryParser, RangeQuery, RegexQuery, TermQuery,
 };
-use tantivy::schema::{Field, IndexRecordOption, STORED, STRING, Schema, TEXT, Value as _};
+use tantivy::schema::{FAST, Field, IndexRecordOption, STORED, STRING, Schema, TEXT, Value as _};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument, Term, doc};
 
@@ -157,6 +160,34 @@ impl SearchIndex {
         }
         for c in &r.chaos {
             d.add_text(f.chaos, &c.experiment);
+        }
+        if let Some(rc) = r.notes.root_cause.as_deref().map(key_text)
+            && !rc.is_empty()
+        {
+            d.add_text(f.cause, rc);
+        }
+        if let Some(fix) = r.notes.resolution.as_deref().map(key_text)
+            && !fix.is_empty()
+        {
+            d.add_text(f.fix, fix);
+        }
+        for func in hot_functions(r) {
+            d.add_text(f.functions, func);
+        }
+        let outcome = match &r.run {
+            Some(run) => run.outcome.as_str(),
+            None => r.status.as_str(),
+        };
+        d.add_text(f.outcome, outcome);
+        for c in &r.notes.commits {
+            match &c.repo {
+                Some(repo) => d.add_text(f.commit_refs, format!("{}@{repo}", c.sha)),
+                None => d.add_text(f.commit_refs, &c.sha),
+            }
+        }
+        d.add_u64(f.human, u64::from(r.first_human_at().is_some()));
+        if let Some(done) = r.resolved_at {
+            d.add_i64(f.ttr, (done - r.first_alert_at).num_seconds().max(0));
         }
         d
     }
@@ -591,6 +622,78 @@ mod tests {
         assert_eq!(col("after:yesterday"), 1);
         assert_eq!(col("redis OR"), 7);
         assert_eq!(col("redis commit:abc"), 7);
+    }
+
+    #[test]
+    fn the_graph_links_services_causes_functions_and_runbooks() {
+        let mut records = corpus();
+        // inc-2 was resolved 30 minutes after its first alert, by a human.
+        records[1].resolved_at = Some(records[1].first_alert_at + chrono::Duration::minutes(30));
+        records[1].notes.resolution = Some("Raised  maxmemory.".into());
+        records[1].acknowledged = Some(Acknowledgement {
+            at: records[1].opened_at,
+            by: "ana".into(),
+        });
+        let (_d, idx) = index(&records);
+        use graph::Node;
+        let cart = idx.graph(&Node::Service("cart".into())).unwrap();
+        assert_eq!(cart.incidents, 2);
+        let causes: Vec<&str> = cart.causes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            causes,
+            [
+                "redis memory full, keys evicted",
+                "redis sentinel failover took 40s"
+            ]
+        );
+        assert_eq!(cart.resolutions.len(), 1);
+        assert_eq!(cart.resolutions[0].name, "raised maxmemory");
+        assert_eq!(cart.runbooks.len(), 1);
+        let rb = &cart.runbooks[0];
+        assert_eq!(
+            (rb.name.as_str(), rb.runs, rb.judged, rb.succeeded),
+            ("redis-down", 2, 2, 2)
+        );
+        assert_eq!(rb.median_ttr_seconds, Some(1800));
+        assert_eq!(cart.commits[0].name, "a7f3b9c1d2");
+        assert_eq!(
+            cart.by_month,
+            [graph::Count {
+                name: "2026-11".into(),
+                incidents: 2
+            }]
+        );
+        assert_eq!(ids_of(&cart.recent), ["inc-2", "inc-1"], "newest first");
+        assert_eq!(cart.human_count, 1);
+        assert_eq!(ids_of(&cart.human), ["inc-2"]);
+
+        let f = idx
+            .graph(&Node::Function("runtime.mallocgc".into()))
+            .unwrap();
+        assert_eq!(
+            (f.incidents, ids_of(&f.recent)),
+            (1, vec!["inc-3".to_string()])
+        );
+        assert_eq!(f.services[0].name, "checkout");
+        let funcs: Vec<&str> = f.functions.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(funcs, ["main.burnCPU", "runtime.mallocgc"]);
+
+        // A cause is words of the root cause, in order.
+        let c = idx.graph(&Node::Cause("sentinel failover".into())).unwrap();
+        assert_eq!(ids_of(&c.recent), ["inc-1"]);
+        assert_eq!(c.services[0].name, "cart");
+        let c = idx.graph(&Node::Cause("redis".into())).unwrap();
+        assert_eq!(c.incidents, 2);
+        assert_eq!(c.resolutions[0].name, "raised maxmemory");
+
+        let r = idx.graph(&Node::Runbook("cpu-profile".into())).unwrap();
+        assert_eq!((r.incidents, r.runbooks[0].runs), (1, 1));
+        let none = idx.graph(&Node::Service("nosuch".into())).unwrap();
+        assert_eq!((none.incidents, none.recent.len()), (0, 0));
+    }
+
+    fn ids_of(v: &[graph::Linked]) -> Vec<String> {
+        v.iter().map(|l| l.id.clone()).collect()
     }
 
     #[test]

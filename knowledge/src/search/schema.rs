@@ -21,6 +21,13 @@ pub(super) struct Fields {
     pub(super) commits: Field,
     pub(super) chaos: Field,
     pub(super) opened: Field,
+    pub(super) cause: Field,
+    pub(super) fix: Field,
+    pub(super) functions: Field,
+    pub(super) outcome: Field,
+    pub(super) commit_refs: Field,
+    pub(super) human: Field,
+    pub(super) ttr: Field,
 }
 
 pub(super) fn schema() -> (Schema, Fields) {
@@ -36,8 +43,8 @@ pub(super) fn schema() -> (Schema, Fields) {
         label_words: b.add_text_field("label_words", TEXT),
         annotations: b.add_text_field("annotations", TEXT),
         evidence: b.add_text_field("evidence", TEXT),
-        service: b.add_text_field("service", STRING | STORED),
-        runbook: b.add_text_field("runbook", STRING),
+        service: b.add_text_field("service", STRING | STORED | FAST),
+        runbook: b.add_text_field("runbook", STRING | FAST),
         runbook_path: b.add_text_field("runbook_path", STORED),
         status: b.add_text_field("status", STRING | STORED),
         labels: b.add_text_field("labels", STRING),
@@ -48,8 +55,50 @@ pub(super) fn schema() -> (Schema, Fields) {
             "opened",
             tantivy::schema::INDEXED | tantivy::schema::FAST | STORED,
         ),
+        // The knowledge graph's columns (`graph.rs`): exact values read
+        // per matching incident without touching the stored documents.
+        cause: b.add_text_field("cause", STRING | FAST),
+        fix: b.add_text_field("fix", FAST),
+        functions: b.add_text_field("functions", STRING | FAST),
+        outcome: b.add_text_field("outcome", FAST),
+        commit_refs: b.add_text_field("commit_refs", FAST),
+        human: b.add_u64_field("human", FAST),
+        ttr: b.add_i64_field("ttr", FAST),
     };
     (b.build(), f)
+}
+
+/// A root cause or resolution as a graph key: lower case, spaces
+/// collapsed, at most 200 characters.
+pub(super) fn key_text(s: &str) -> String {
+    let mut out = String::new();
+    for w in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&w.to_lowercase());
+    }
+    let mut end = out.len().min(200);
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    out.trim_end_matches(['.', ' ']).to_string()
+}
+
+/// The five hottest functions of each captured profile.
+pub(super) fn hot_functions(r: &IncidentRecord) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in &r.steps {
+        for row in s.output["top"].as_array().into_iter().flatten().take(5) {
+            if let Some(f) = row["function"].as_str()
+                && !out.contains(&f)
+            {
+                out.push(f);
+            }
+        }
+    }
+    out
 }
 
 /// The words of the alerts' labels (`key=value value`).
