@@ -650,6 +650,49 @@ incidents:
         "{e}"
     );
 
+    // The graph, over HTTP and through the CLI.
+    let cart = q.get_json("/api/v1/graph/service/cart").await;
+    assert_eq!(cart["incidents"], 2, "{cart:#}");
+    let causes: Vec<&str> = cart["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        causes.contains(&"redis sentinel failover took 40s"),
+        "{cart:#}"
+    );
+    assert_eq!(
+        cart["resolutions"][0]["name"],
+        "raised the sentinel failover timeout"
+    );
+    let out = Command::new(quench_bin())
+        .args(["graph", "cause:sentinel failover", "--server", &q.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cause sentinel failover: 1 incident, 0 with a human step"),
+        "{text}"
+    );
+    assert!(text.contains("cart"), "{text}");
+    assert!(
+        text.contains("raised the sentinel failover timeout"),
+        "{text}"
+    );
+    let r = client
+        .get(format!("{}/api/v1/graph/team/core", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
     // A new alert like PD-1: its incident gets PD-1 as the first suggestion.
     let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
         "alerts": [{"status": "firing", "labels": {"alertname": "RedisDown", "service": "cart"},

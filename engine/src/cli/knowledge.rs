@@ -145,6 +145,96 @@ pub async fn search(
     Ok(())
 }
 
+/// `quench graph service:cart`: the knowledge graph from one node.
+pub async fn graph(node: &str, json: bool, remote: &Remote) -> anyhow::Result<()> {
+    let (kind, name) = node.split_once(':').ok_or_else(|| {
+        anyhow::anyhow!(
+            "{node:?}: walk from service:NAME, cause:WORDS, function:NAME or runbook:NAME"
+        )
+    })?;
+    let name = name.trim().trim_matches('"');
+    let view: quench_knowledge::search::graph::View = remote
+        .client()
+        .get_json(&client::api_path(&["graph", kind, name], &[]))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    println!(
+        "{} {}: {} incident{}, {} with a human step",
+        view.kind,
+        view.name,
+        view.incidents,
+        if view.incidents == 1 { "" } else { "s" },
+        view.human_count
+    );
+    if view.incidents == 0 {
+        return Ok(());
+    }
+    let months: Vec<String> = view
+        .by_month
+        .iter()
+        .rev()
+        .take(12)
+        .rev()
+        .map(|c| format!("{} {}", c.name, c.incidents))
+        .collect();
+    println!("by month (last 12): {}", months.join(", "));
+    let list = |title: &str, items: &[quench_knowledge::search::graph::Count]| {
+        if items.is_empty() {
+            return;
+        }
+        println!("{title}:");
+        for c in items {
+            println!("  {:>6}  {}", c.incidents, c.name);
+        }
+    };
+    if view.kind != "service" {
+        list("services", &view.services);
+    }
+    list("root causes", &view.causes);
+    list("resolutions that worked", &view.resolutions);
+    list("hot functions", &view.functions);
+    if !view.runbooks.is_empty() {
+        println!("runbooks:");
+        for r in &view.runbooks {
+            let rate = r
+                .success_rate
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .unwrap_or_else(|| "-".into());
+            let ttr = r
+                .median_ttr_seconds
+                .map(|t| format!("{}m{:02}s", t / 60, t % 60))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "  {:>6} runs  {rate:>5} succeeded  median TTR {ttr:>8}  {}",
+                r.runs, r.name
+            );
+        }
+    }
+    list("commits", &view.commits);
+    let incidents = |title: &str, items: &[quench_knowledge::search::graph::Linked]| {
+        if items.is_empty() {
+            return;
+        }
+        println!("{title}:");
+        for l in items {
+            let at = l
+                .opened_at
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default();
+            println!(
+                "  {:<10} {at}  {:<10} {:<10} {}",
+                l.id, l.status, l.service, l.title
+            );
+        }
+    };
+    incidents("recent incidents", &view.recent);
+    incidents("where a human stepped in", &view.human);
+    Ok(())
+}
+
 /// `quench reindex`: the search index rebuilt from the records.
 pub async fn reindex(remote: &Remote) -> anyhow::Result<()> {
     let done: api::ReindexAnswer = remote

@@ -165,6 +165,19 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Walk the knowledge graph from service:NAME, cause:WORDS,
+    /// function:NAME or runbook:NAME: incidents over time, root causes,
+    /// resolutions, hot functions, runbooks with success rate and TTR,
+    /// commits, recent incidents and where a human stepped in.
+    Graph {
+        /// The start, such as service:cart or function:runtime.mallocgc.
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Search past incidents: words, "phrases", prefix*, OR, NOT, -word,
     /// (groups), fields title: root_cause: resolution: labels:
     /// annotations: evidence:, filters service: runbook: status:
@@ -549,6 +562,7 @@ pub async fn run() -> anyhow::Result<()> {
             remote,
         } => knowledge::search(&query, limit, offset, json, &remote).await?,
         Command::Reindex { remote } => knowledge::reindex(&remote).await?,
+        Command::Graph { node, json, remote } => knowledge::graph(&node, json, &remote).await?,
         Command::Ack { incident, remote } => incidents::ack(&incident, &remote).await?,
         Command::Annotate {
             incident,

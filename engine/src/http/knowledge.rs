@@ -64,6 +64,36 @@ pub(super) async fn search(
     }
 }
 
+/// `GET /api/v1/graph/{kind}/{name}` (`service`, `cause`, `function`,
+/// `runbook`): the knowledge graph walked from one node (docs/KNOWLEDGE.md).
+pub(super) async fn graph(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Response {
+    use quench_knowledge::search::graph::Node;
+    let node = match Node::parse(&format!("{kind}:{name}")) {
+        Ok(n) => n,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_node",
+                e.to_string(),
+                Value::Null,
+            );
+        }
+    };
+    let index = s.search.clone();
+    match tokio::task::spawn_blocking(move || index.graph(&node)).await {
+        Ok(Ok(view)) => axum::Json(view).into_response(),
+        Ok(Err(quench_knowledge::search::SearchError::Query(m))) => {
+            error(StatusCode::BAD_REQUEST, "invalid_node", m, Value::Null)
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
 /// `POST /api/v1/reindex`: rebuilds the search index from the records
 /// (admin).
 pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) -> Response {

@@ -156,6 +156,7 @@ routes! {
     POST "/api/v1/incidents/{id}/annotations" => incidents::annotate;
     GET "/api/v1/stats" => knowledge::stats;
     GET "/api/v1/search" => knowledge::search;
+    GET "/api/v1/graph/{kind}/{name}" => knowledge::graph;
     POST "/api/v1/reindex" => knowledge::reindex;
     POST "/api/v1/import" => import::import_incidents;
     GET "/api/v1/audit" => knowledge::list_audit;
