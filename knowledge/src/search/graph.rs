@@ -416,7 +416,7 @@ impl SearchIndex {
         let searcher = self.reader.searcher();
         let agg = searcher.search(&*query, &GraphCollector)?;
         let linked = |mut docs: Vec<(i64, DocAddress)>| -> Result<Vec<Linked>, SearchError> {
-            docs.sort_by(|a, b| b.0.cmp(&a.0));
+            docs.sort_by_key(|d| std::cmp::Reverse(d.0));
             let mut out = Vec::new();
             for (opened, addr) in docs {
                 let d: TantivyDocument = searcher.doc(addr)?;
