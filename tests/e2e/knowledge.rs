@@ -722,6 +722,35 @@ incidents:
         matched.contains(&"alertname") && matched.contains(&"service"),
         "{matched:?}"
     );
+    // Its likely root cause is PD-1's, with PD-1's fix; the CLI shows it.
+    let h = q.get_json("/api/v1/incidents/inc-4/hypotheses").await;
+    assert_eq!(
+        h["hypotheses"][0]["cause"], "redis sentinel failover took 40s",
+        "{h:#}"
+    );
+    assert_eq!(h["hypotheses"][0]["support"][0], "inc-1", "{h:#}");
+    assert_eq!(
+        h["hypotheses"][0]["resolution"],
+        "raised the sentinel failover timeout"
+    );
+    let out = Command::new(quench_bin())
+        .args(["incidents", "show", "inc-4", "--server", &q.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("likely root causes (from similar past incidents):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("redis sentinel failover took 40s  (like inc-1)"),
+        "{text}"
+    );
 
     // Annotations are indexed as they are written.
     client

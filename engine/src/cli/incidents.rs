@@ -52,6 +52,31 @@ pub async fn run(command: IncidentsCommand, remote: &Remote, json: bool) -> anyh
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", client::format_incident(&r));
+                if r.notes.root_cause.is_none() {
+                    let h: serde_json::Value = c
+                        .get_json(&client::api_path(&["incidents", &id, "hypotheses"], &[]))
+                        .await?;
+                    let list = h["hypotheses"].as_array().cloned().unwrap_or_default();
+                    if !list.is_empty() {
+                        println!("likely root causes (from similar past incidents):");
+                        for x in list {
+                            let support: Vec<&str> = x["support"]
+                                .as_array()
+                                .map(|v| v.iter().filter_map(|s| s.as_str()).collect())
+                                .unwrap_or_default();
+                            println!(
+                                "  {:>6.1}  {}  (like {}){}",
+                                x["score"].as_f64().unwrap_or(0.0),
+                                x["cause"].as_str().unwrap_or(""),
+                                support.join(", "),
+                                x["resolution"]
+                                    .as_str()
+                                    .map(|r| format!("; fixed by: {r}"))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                }
             }
         }
         IncidentsCommand::Rerun { id, reason } => {

@@ -60,6 +60,26 @@ pub(super) async fn show_incident(
     }
 }
 
+/// `GET /api/v1/incidents/{id}/hypotheses`: likely root causes, from the
+/// root causes of the most similar past incidents (docs/KNOWLEDGE.md).
+pub(super) async fn hypotheses(
+    State(s): State<AppState>,
+    _caller: Caller<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    let r = match s.incidents.fetch(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return missing(format!("incident {id:?}")),
+        Err(e) => return internal(e),
+    };
+    let index = s.search.clone();
+    match tokio::task::spawn_blocking(move || index.hypotheses(&r, 3)).await {
+        Ok(Ok(h)) => axum::Json(json!({ "incident": id, "hypotheses": h })).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct AlertsQuery {
     limit: Option<usize>,

@@ -147,6 +147,7 @@ routes! {
     GET "/api/v1/incidents" => incidents::list_incidents;
     GET "/api/v1/incidents/{id}" => incidents::show_incident;
     GET "/api/v1/incidents/{id}/timeline" => incidents::incident_timeline;
+    GET "/api/v1/incidents/{id}/hypotheses" => incidents::hypotheses;
     GET "/api/v1/alerts" => incidents::list_alerts;
     GET "/api/v1/runbooks" => ops::list_runbooks;
     POST "/api/v1/incidents/{id}/rerun" => incidents::rerun;

@@ -26,9 +26,11 @@ mod similar;
 
 pub use crate::record::Similar;
 pub use query::{Hit, Page};
+pub use schema::key_text;
 use schema::{
-    Fields, annotation_text, body_text, evidence_text, hot_functions, key_text, label_text, schema,
+    Fields, annotation_text, body_text, evidence_text, hot_functions, label_text, schema,
 };
+pub use similar::Hypothesis;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;

@@ -70,7 +70,7 @@ pub(super) fn schema() -> (Schema, Fields) {
 
 /// A root cause or resolution as a graph key: lower case, spaces
 /// collapsed, at most 200 characters.
-pub(super) fn key_text(s: &str) -> String {
+pub fn key_text(s: &str) -> String {
     let mut out = String::new();
     for w in s.split_whitespace() {
         if !out.is_empty() {

@@ -119,4 +119,60 @@ impl SearchIndex {
         }
         Ok(out)
     }
+
+    /// Likely root causes of `r`, best first: the root causes of the
+    /// incidents most like it, each scored by the sum of their similarity,
+    /// with the incidents that support it and the resolution of the best
+    /// of them.
+    pub fn hypotheses(
+        &self,
+        r: &IncidentRecord,
+        limit: usize,
+    ) -> Result<Vec<Hypothesis>, SearchError> {
+        let mut by_cause: Vec<Hypothesis> = Vec::new();
+        for s in self.similar(r, HYPOTHESIS_NEIGHBOURS)? {
+            let Some(cause) = s.root_cause.as_deref().map(key_text) else {
+                continue;
+            };
+            if cause.is_empty() {
+                continue;
+            }
+            match by_cause.iter_mut().find(|h| h.cause == cause) {
+                Some(h) => {
+                    h.score += s.score;
+                    if h.support.len() < 5 {
+                        h.support.push(s.id);
+                    }
+                    if h.resolution.is_none() {
+                        h.resolution = s.resolution;
+                    }
+                }
+                None => by_cause.push(Hypothesis {
+                    cause,
+                    score: s.score,
+                    support: vec![s.id],
+                    resolution: s.resolution,
+                }),
+            }
+        }
+        by_cause.sort_by(|a, b| b.score.total_cmp(&a.score));
+        by_cause.truncate(limit);
+        Ok(by_cause)
+    }
+}
+
+/// How many similar incidents vote on the hypotheses.
+const HYPOTHESIS_NEIGHBOURS: usize = 25;
+
+/// A likely root cause.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Hypothesis {
+    /// The root cause, in lower case with spaces collapsed.
+    pub cause: String,
+    /// The summed similarity of the incidents that had it.
+    pub score: f32,
+    /// Those incidents (the five most similar).
+    pub support: Vec<String>,
+    /// How the most similar of them was resolved.
+    pub resolution: Option<String>,
 }
