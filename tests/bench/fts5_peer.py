@@ -29,7 +29,12 @@ def fts_expr(q):
         parts.append('"%s"' % q["phrase"])
     if q.get("prefix"):
         parts.append("%s*" % q["prefix"])
-    return " AND ".join(parts)
+    if q.get("any"):
+        parts.append("(%s)" % " OR ".join('"%s"' % w for w in q["any"]))
+    expr = " AND ".join(parts)
+    for w in q.get("not", []):
+        expr = '%s NOT "%s"' % (expr, w)
+    return expr
 
 times = []
 counts = 0
