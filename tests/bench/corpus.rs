@@ -298,4 +298,3 @@ pub fn queries(n: usize, rng: &mut Lcg, now: DateTime<Utc>) -> Vec<Q> {
         })
         .collect()
 }
-

@@ -41,7 +41,8 @@ fn main() {
     let path = dir.path().join("history.jsonl");
     let t = Instant::now();
     {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+        let mut w =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
         let mut rng = Lcg(42);
         for i in 0..n {
             let r = generate(i, &mut rng, now).record;
@@ -109,7 +110,10 @@ fn main() {
             if v["total"].as_u64() == Some(n as u64) {
                 break t.elapsed().as_secs_f64();
             }
-            assert!(t.elapsed() < Duration::from_secs(1800), "not searchable after 30 min: {v}");
+            assert!(
+                t.elapsed() < Duration::from_secs(1800),
+                "not searchable after 30 min: {v}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -121,7 +125,9 @@ fn main() {
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect()
@@ -144,7 +150,12 @@ fn main() {
     let mut walks: Vec<String> = SERVICES.iter().map(|s| format!("service/{s}")).collect();
     walks.extend(CAUSES.iter().take(6).map(|c| format!("cause/{}", enc(c))));
     walks.extend(["cause/redis", "cause/disk"].map(String::from));
-    walks.extend(ALERTS.iter().take(8).map(|a| format!("runbook/{}", a.to_lowercase())));
+    walks.extend(
+        ALERTS
+            .iter()
+            .take(8)
+            .map(|a| format!("runbook/{}", a.to_lowercase())),
+    );
     let gtimes = rt.block_on(async {
         for w in &walks {
             get(format!("/api/v1/graph/{w}")).await;
@@ -161,9 +172,15 @@ fn main() {
     });
     let (qp50, qp99) = (pct(qtimes.clone(), 0.5), pct(qtimes, 0.99));
     let (gp50, gp99) = (pct(gtimes.clone(), 0.5), pct(gtimes.clone(), 0.99));
-    println!("\n{n} incidents ({:.0} MB of JSON Lines) into a fresh quench serve, on this machine:", bytes as f64 / 1e6);
+    println!(
+        "\n{n} incidents ({:.0} MB of JSON Lines) into a fresh quench serve, on this machine:",
+        bytes as f64 / 1e6
+    );
     println!("  import answered (checked, written)  {imported:>8.1} s");
-    println!("  every incident searchable           {searchable:>8.1} s   (target < 60 s: {})", if searchable < 60.0 { "met" } else { "NOT met" });
+    println!(
+        "  every incident searchable           {searchable:>8.1} s   (target < 60 s: {})",
+        if searchable < 60.0 { "met" } else { "NOT met" }
+    );
     println!("  server RSS: {rss_before:.0} MB before, peak {peak:.0} MB, {after:.0} MB after");
     println!(
         "  query mix over HTTP ({m} queries, top 10; {hits} hits): p50 {qp50:.2} ms, p99 {qp99:.2} ms   (target p99 < 20 ms: {})",

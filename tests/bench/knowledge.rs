@@ -124,6 +124,20 @@ fn main() {
     drop(index);
     drop(store);
     drop(db);
+    // The writer thread lets go of the database as it stops: wait for the
+    // lock to be free before the query phase takes it.
+    let t = Instant::now();
+    while sled::Config::new()
+        .path(dir.path().join("db"))
+        .open()
+        .is_err()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the database stays locked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The queries run in a fresh process that opens the store and the index
     // the way `quench serve` does, so its RSS is what a server answering

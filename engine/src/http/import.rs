@@ -18,7 +18,7 @@ use quench_knowledge::{AuditAction, IncidentRecord};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// Incidents written per transaction when importing JSON Lines.
-const CHUNK: usize = 5_000;
+const CHUNK: usize = 1_000;
 /// Lines checked per trip to the blocking pool.
 const CHECK: usize = 2_000;
 /// Problems listed in an answer; the rest are counted.
