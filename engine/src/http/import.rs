@@ -497,6 +497,8 @@ async fn all_or_nothing(s: AppState, actor: String, name: String, body: Body) ->
     let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file).lines();
     let mut tally = Tally::default();
     let mut n = 0u64;
+    // The next chunk is parsed while this one is written.
+    let mut next = None;
     loop {
         let mut group = Vec::with_capacity(CHUNK);
         while group.len() < CHUNK {
@@ -509,12 +511,22 @@ async fn all_or_nothing(s: AppState, actor: String, name: String, body: Body) ->
                 Err(e) => return internal(format!("reading {}: {e}", spool.0.display())),
             }
         }
-        if group.is_empty() {
-            break;
-        }
-        let records = match check(&name, group).await {
-            Ok((records, p)) if p.is_empty() => records,
-            Ok((_, p)) => return internal(format!("the spooled import changed: {}", p.join("; "))),
+        let parsing = (!group.is_empty()).then(|| {
+            let name = name.clone();
+            tokio::spawn(async move { check(&name, group).await })
+        });
+        let Some(current) = std::mem::replace(&mut next, parsing) else {
+            if next.is_none() {
+                break;
+            }
+            continue;
+        };
+        let records = match current.await {
+            Ok(Ok((records, p))) if p.is_empty() => records,
+            Ok(Ok((_, p))) => {
+                return internal(format!("the spooled import changed: {}", p.join("; ")));
+            }
+            Ok(Err(e)) => return internal(e),
             Err(e) => return internal(e),
         };
         if let Err(e) = tally.write(&s, records).await {
