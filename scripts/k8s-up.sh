@@ -133,11 +133,33 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --use-service-account-credentials=true
 start kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig "$STATE/admin.kubeconfig" --secure-port 0 --port 0 --leader-elect=false
-start kubemark "$BIN/kubemark" --morph kubelet --name localhost \
+# Each simulated node gets a /tmp of its own: kubemark's fake container
+# runtime listens on /tmp/kubelet_remote.sock, and two nodes sharing that
+# path race (one removes the other's socket as it starts: "dial unix
+# /tmp/kubelet_remote.sock: no such file", and the node never registers).
+# $STATE stays visible at its path inside it.
+start_node() { # name kubemark-arguments...
+  local name=$1
+  shift
+  local own="$STATE/tmp-$name"
+  mkdir -p "$own"
+  start "$name" unshare --mount --propagation private sh -c '
+    own=$1 state=$2
+    shift 2
+    case "$state" in
+      /tmp/*)
+        mkdir -p "$own/${state#/tmp/}"
+        mount --bind "$state" "$own/${state#/tmp/}"
+        ;;
+    esac
+    mount --rbind "$own" /tmp
+    exec "$@"' sh "$own" "$STATE" "$BIN/kubemark" "$@"
+}
+start_node kubemark --morph kubelet --name localhost \
   --kubeconfig "$STATE/admin.kubeconfig" --kubelet-port 10250 --kubelet-read-only-port 0
 # A second node for the tests that cordon and drain: tainted, so only pods
 # that tolerate the taint land there, and draining it disturbs no one else.
-start kubemark-drain "$BIN/kubemark" --morph kubelet --name drain-node \
+start_node kubemark-drain --morph kubelet --name drain-node \
   --node-labels quench.dev/pool=drain \
   --kubeconfig "$STATE/admin.kubeconfig" --kubelet-port 10251 --kubelet-read-only-port 0
 

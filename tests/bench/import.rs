@@ -5,7 +5,8 @@
 //! operators included) and the knowledge graph's walks over HTTP against
 //! that server, and its peak RSS.
 //!
-//! Run it with `scripts/bench-import.sh [--incidents N] [--queries N]`.
+//! Run it with `scripts/bench-import.sh [--incidents N] [--queries N]
+//! [--config YAML]`.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -74,7 +75,14 @@ fn main() {
     );
 
     let rb = tempfile::tempdir().expect("tempdir");
-    let q = Quench::start("{}\n", rb.path());
+    // `--config YAML`: the server's configuration (default: its defaults).
+    let config = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "{}".into());
+    let q = Quench::start(&format!("{config}\n"), rb.path());
     let rss_before = q.memory_mb("VmRSS").unwrap_or(0.0);
     let t = Instant::now();
     let out = std::process::Command::new(quench_bin())
