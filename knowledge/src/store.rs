@@ -233,7 +233,10 @@ struct Core {
 }
 
 fn encode(r: &IncidentRecord) -> Vec<u8> {
-    serde_json::to_vec(r).expect("incident records always serialise")
+    // Most records take a kilobyte or two: one allocation, not a series.
+    let mut out = Vec::with_capacity(2048);
+    serde_json::to_writer(&mut out, r).expect("incident records always serialise");
+    out
 }
 
 fn decode(key: &[u8], bytes: &[u8]) -> Result<IncidentRecord, StoreError> {
@@ -646,8 +649,7 @@ impl IncidentStore {
             out.push((n.to_be_bytes(), r));
         }
         groups.push(Group::Set(NEXT_ID.to_vec(), n.to_be_bytes()));
-        let refs: Vec<([u8; 8], &IncidentRecord)> = out.iter().map(|(k, r)| (*k, r)).collect();
-        self.write(&refs, &groups)?;
+        self.stage(out, &groups);
         Ok(done)
     }
 
@@ -697,14 +699,24 @@ impl IncidentStore {
         records: &[([u8; 8], &IncidentRecord)],
         groups: &[Group],
     ) -> Result<(), StoreError> {
+        self.stage(
+            records.iter().map(|(k, r)| (*k, (*r).clone())).collect(),
+            groups,
+        );
+        Ok(())
+    }
+
+    /// [`IncidentStore::write`] of records the caller gives away (an
+    /// import: no copy).
+    fn stage(&self, records: Vec<([u8; 8], IncidentRecord)>, groups: &[Group]) {
         let mut staged = self.core.staged.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.core.feed.next.load(Ordering::Acquire);
         for (key, r) in records {
-            if staged.records.insert(*key, (*r).clone()).is_none() {
-                staged.order.push(*key);
-            }
             staged.changes.push((next, r.id.clone()));
             next += 1;
+            if staged.records.insert(key, r).is_none() {
+                staged.order.push(key);
+            }
         }
         for g in groups {
             match g {
@@ -713,7 +725,6 @@ impl IncidentStore {
             };
         }
         self.core.feed.next.store(next, Ordering::Release);
-        Ok(())
     }
 
     /// Registers a follower's position (the last change it has): the feed
