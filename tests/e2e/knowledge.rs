@@ -504,6 +504,18 @@ async fn json_lines_import_streams_and_batches() {
         "{err}"
     );
     assert_eq!(count().await, 10);
+    // A line that is not UTF-8: named, nothing written.
+    let latin = dir.path().join("latin.jsonl");
+    let mut bytes = format!("{}\n", line(60, "2026-11-01T10:31:00Z")).into_bytes();
+    bytes.extend_from_slice(b"{\"id\": \"JL-\xe9\"}\n");
+    std::fs::write(&latin, bytes).unwrap();
+    let (ok, _, err) = run(&latin, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("latin.jsonl:2: the line is not UTF-8"),
+        "{err}"
+    );
+    assert_eq!(count().await, 10);
     // --batch with a YAML file is refused by the CLI, saying why.
     let yaml = dir.path().join("h.yaml");
     std::fs::write(&yaml, "version: 1\nincidents: []\n").unwrap();

@@ -206,11 +206,11 @@ struct Lines {
     scanned: usize,
     done: bool,
     line: u64,
-    bytes: u64,
 }
 
 enum LinesError {
     TooLong(u64),
+    NotUtf8(u64),
     Body(String),
 }
 
@@ -223,7 +223,6 @@ impl Lines {
             scanned: 0,
             done: false,
             line: 0,
-            bytes: 0,
         }
     }
 
@@ -248,7 +247,9 @@ impl Lines {
                 }
                 let raw = &self.buf[self.start..end];
                 let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-                let text = String::from_utf8_lossy(raw).into_owned();
+                let Ok(text) = String::from_utf8(raw.to_vec()) else {
+                    return Err(LinesError::NotUtf8(self.line));
+                };
                 self.start = next;
                 self.scanned = next;
                 if text.trim().is_empty() {
@@ -270,7 +271,6 @@ impl Lines {
             match self.body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.bytes += data.len() as u64;
                         self.buf.extend_from_slice(&data);
                     }
                 }
@@ -311,6 +311,14 @@ fn line_error(name: &str, e: LinesError) -> Response {
                 MAX_LINE_BYTES >> 20
             ),
             json!({"line": n, "limit": MAX_LINE_BYTES}),
+        ),
+        LinesError::NotUtf8(n) => error(
+            StatusCode::BAD_REQUEST,
+            "not_utf8",
+            format!(
+                "{name}:{n}: the line is not UTF-8; nothing was imported (with batch=, the batches before it were)"
+            ),
+            json!({"line": n}),
         ),
         LinesError::Body(m) => error(
             StatusCode::BAD_REQUEST,
@@ -430,6 +438,15 @@ async fn all_or_nothing(s: AppState, actor: String, name: String, body: Body) ->
     let dir = s.config.data_dir.join("import-spool");
     if let Err(e) = tokio::fs::create_dir_all(&dir).await {
         return internal(format!("creating {}: {e}", dir.display()));
+    }
+    // Spools an earlier process left behind (it stopped mid-import) go.
+    let mine = format!("{}-", std::process::id());
+    if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            if !e.file_name().to_string_lossy().starts_with(&mine) {
+                let _ = tokio::fs::remove_file(e.path()).await;
+            }
+        }
     }
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let spool = Spool(dir.join(format!(
