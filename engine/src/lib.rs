@@ -345,6 +345,7 @@ pub async fn serve(
         },
         kpis,
         clock: quench_knowledge::clock::system(),
+        console: Arc::new(http::console::Console::new()),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -6,6 +6,7 @@ mod argocd;
 mod bad_input;
 mod chaos;
 mod cli;
+mod console;
 mod crash;
 mod crash_resume;
 mod executor;

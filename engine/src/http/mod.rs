@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::runbook_source::Runbooks;
 
 mod chaos;
+pub mod console;
 mod evidence;
 mod import;
 mod incidents;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub kpis: Arc<KpiCache>,
     /// The wall clock: KPI windows, search recency, audit times.
     pub clock: Arc<dyn quench_knowledge::Clock>,
+    /// The console's templates and sessions.
+    pub console: Arc<console::Console>,
 }
 
 /// Where the readers of the stores are, for `/readyz` and `/metrics`.
@@ -119,6 +122,7 @@ macro_rules! routes {
             let open = state.config.api_tokens.is_empty();
             Router::new()
                 $( .route($path, routes!(@method $verb $handler)) )*
+                .merge(console::routes())
                 .fallback(not_found)
                 .layer(axum::middleware::from_fn(move |req, next| {
                     browser_guard(open, req, next)

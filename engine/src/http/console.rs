@@ -1,0 +1,692 @@
+//! The on-call console: HTML pages served at `/`, rendered on the server
+//! (handlebars, every value HTML-escaped), no script at all.
+//!
+//! Sign-in takes an API token once and keeps a session in an `HttpOnly`,
+//! `SameSite=Strict` cookie that expires after [`SESSION_TTL`]; the role is
+//! the token's, as in the API. With no `api_tokens` (loopback only) the
+//! console is open as the API is: a visitor gets an anonymous session with
+//! every role. Every form carries the session's CSRF token, checked on
+//! every POST; every page sends a `Content-Security-Policy` that allows no
+//! script, and `X-Frame-Options: DENY`.
+//!
+//! Built so far: incidents (list, filter and pages in the URL), the
+//! incident page (alerts, steps with their evidence, approve and reject
+//! on a waiting step, acknowledge, timeline, similar incidents), the
+//! approvals queue, the kill switch's state on every page. Not built yet:
+//! search, runbooks, chaos and stats pages, live refresh, Slack approvals.
+
+use super::*;
+use crate::config::Role;
+use axum::extract::Form;
+use axum::response::Redirect;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a session lives after sign-in.
+pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// Sessions kept at most (the oldest go first).
+const MAX_SESSIONS: usize = 10_000;
+/// Incidents per page.
+const PAGE: usize = 50;
+const COOKIE: &str = "quench_session";
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+struct Session {
+    name: String,
+    role: Role,
+    csrf: String,
+    expires: Instant,
+}
+
+/// The console's templates and sessions.
+pub struct Console {
+    hb: handlebars::Handlebars<'static>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console::new()
+    }
+}
+
+impl Console {
+    /// The templates, compiled once.
+    pub fn new() -> Console {
+        let mut hb = handlebars::Handlebars::new();
+        hb.set_strict_mode(false);
+        for (name, text) in [
+            ("layout", include_str!("../../templates/console/layout.hbs")),
+            ("login", include_str!("../../templates/console/login.hbs")),
+            (
+                "incidents",
+                include_str!("../../templates/console/incidents.hbs"),
+            ),
+            (
+                "incident",
+                include_str!("../../templates/console/incident.hbs"),
+            ),
+            (
+                "approvals",
+                include_str!("../../templates/console/approvals.hbs"),
+            ),
+        ] {
+            hb.register_template_string(name, text)
+                .expect("the console's templates compile");
+        }
+        Console {
+            hb,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session: its id and CSRF token. Without randomness there is
+    /// no safe session, and none is made.
+    #[allow(clippy::result_large_err)] // the refusal is the answer, as elsewhere in http
+    fn create(&self, name: String, role: Role) -> Result<(String, String), Response> {
+        let (id, csrf) = match (random_hex(), random_hex()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(internal(format!("reading /dev/urandom: {e}")));
+            }
+        };
+        let mut all = self.sessions();
+        let now = Instant::now();
+        all.retain(|_, s| s.expires > now);
+        if all.len() >= MAX_SESSIONS
+            && let Some(oldest) = all
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            all.remove(&oldest);
+        }
+        all.insert(
+            id.clone(),
+            Session {
+                name,
+                role,
+                csrf: csrf.clone(),
+                expires: now + SESSION_TTL,
+            },
+        );
+        Ok((id, csrf))
+    }
+}
+
+/// 32 random bytes from the kernel, as hex.
+fn random_hex() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Who is looking, from the session cookie.
+struct Visitor {
+    id: String,
+    name: String,
+    role: Role,
+    csrf: String,
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn set_cookie(id: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    ))
+    .expect("a cookie of hex digits is a header value")
+}
+
+/// The session's viewer; with no tokens configured, a new anonymous
+/// session (and its cookie) when there is none.
+#[allow(clippy::result_large_err)] // the refusal is the answer, as elsewhere in http
+fn viewer(s: &AppState, headers: &HeaderMap) -> Result<(Visitor, Option<HeaderValue>), Response> {
+    if let Some(id) = cookie_value(headers) {
+        let now = Instant::now();
+        let mut all = s.console.sessions();
+        match all.get(&id) {
+            Some(sess) if sess.expires > now => {
+                return Ok((
+                    Visitor {
+                        id,
+                        name: sess.name.clone(),
+                        role: sess.role,
+                        csrf: sess.csrf.clone(),
+                    },
+                    None,
+                ));
+            }
+            Some(_) => {
+                all.remove(&id);
+            }
+            None => {}
+        }
+    }
+    if s.config.api_tokens.is_empty() {
+        let (id, csrf) = s.console.create("anonymous".into(), Role::Admin)?;
+        let cookie = set_cookie(&id, SESSION_TTL.as_secs());
+        return Ok((
+            Visitor {
+                id,
+                name: "anonymous".into(),
+                role: Role::Admin,
+                csrf,
+            },
+            Some(cookie),
+        ));
+    }
+    Err(Redirect::to("/login").into_response())
+}
+
+fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Renders `page` inside the layout.
+async fn page(
+    s: &AppState,
+    v: Option<&Visitor>,
+    status: StatusCode,
+    title: &str,
+    page: &str,
+    ctx: Value,
+    flash: Option<String>,
+) -> Response {
+    let body = match s.console.hb.render(page, &ctx) {
+        Ok(b) => b,
+        Err(e) => return internal(e),
+    };
+    let control = s.executor.control.clone();
+    let pause = blocking(move || control.state()).await.ok().flatten();
+    let layout = json!({
+        "title": title,
+        "body": body,
+        "user": v.map(|v| v.name.clone()),
+        "role": v.map(|v| format!("{:?}", v.role).to_lowercase()),
+        "csrf": v.map(|v| v.csrf.clone()),
+        "paused": s.executor.control.is_paused(),
+        "paused_by": pause.as_ref().map(|p| p.by.clone()),
+        "paused_reason": pause.as_ref().map(|p| p.reason.clone()).filter(|r| !r.is_empty()),
+        "flash": flash,
+    });
+    match s.console.hb.render("layout", &layout) {
+        Ok(html) => secure(
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                html,
+            )
+                .into_response(),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+fn with_cookie(mut r: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// A POST from a console form: the session, its role, its CSRF token.
+#[allow(clippy::result_large_err)] // the refusal is the answer, as elsewhere in http
+fn check_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+    need: Role,
+) -> Result<Visitor, Response> {
+    let forbidden = |m: &str| {
+        secure(
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                m.to_string(),
+            )
+                .into_response(),
+        )
+    };
+    let Some(id) = cookie_value(headers) else {
+        return Err(forbidden("no session: log in again"));
+    };
+    let now = Instant::now();
+    let all = s.console.sessions();
+    let Some(sess) = all.get(&id).filter(|x| x.expires > now) else {
+        return Err(forbidden("the session expired: log in again"));
+    };
+    if !constant_time_eq(sess.csrf.as_bytes(), csrf.as_bytes()) {
+        return Err(forbidden(
+            "the form's CSRF token is missing or wrong: reload the page",
+        ));
+    }
+    if sess.role < need {
+        return Err(forbidden(&format!(
+            "{} has role {:?}; this needs {:?}",
+            sess.name, sess.role, need
+        )));
+    }
+    Ok(Visitor {
+        id,
+        name: sess.name.clone(),
+        role: sess.role,
+        csrf: sess.csrf.clone(),
+    })
+}
+
+/// The console's routes.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/incidents") }))
+        .route("/console.css", get(css))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/incidents", get(incidents_page))
+        .route("/incidents/{id}", get(incident_page))
+        .route("/incidents/{id}/ack", post(ack))
+        .route("/incidents/{id}/approve", post(approve))
+        .route("/approvals", get(approvals_page))
+}
+
+async fn css() -> Response {
+    secure(
+        (
+            [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+            include_str!("../../templates/console/console.css"),
+        )
+            .into_response(),
+    )
+}
+
+async fn login_page(State(s): State<AppState>) -> Response {
+    page(&s, None, StatusCode::OK, "Log in", "login", json!({}), None).await
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+async fn login(State(s): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+    let hash = hex_sha256(f.token.as_bytes());
+    let found = s
+        .config
+        .api_tokens
+        .iter()
+        .find(|t| constant_time_eq(t.sha256.to_ascii_lowercase().as_bytes(), hash.as_bytes()));
+    let Some(t) = found else {
+        return page(
+            &s,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "Log in",
+            "login",
+            json!({"error": "unknown token"}),
+            None,
+        )
+        .await;
+    };
+    let (id, _) = match s.console.create(t.name.clone(), t.role) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    with_cookie(
+        secure(Redirect::to("/incidents").into_response()),
+        Some(set_cookie(&id, SESSION_TTL.as_secs())),
+    )
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let v = match check_form(&s, &headers, &f.csrf, Role::Viewer) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    s.console.sessions().remove(&v.id);
+    with_cookie(
+        secure(Redirect::to("/login").into_response()),
+        Some(set_cookie("", 0)),
+    )
+}
+
+fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn outcome(r: &quench_knowledge::IncidentRecord) -> String {
+    r.run
+        .as_ref()
+        .map(|x| x.outcome.as_str().to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    page: Option<usize>,
+}
+
+async fn incidents_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let (v, cookie) = match viewer(&s, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let status = q.status.clone().filter(|x| !x.is_empty());
+    let parsed = match status.as_deref() {
+        None | Some("all") => None,
+        Some(st) => match IncidentStatus::parse(st) {
+            Some(x) => Some(x),
+            None => {
+                return with_cookie(
+                    page(
+                        &s,
+                        Some(&v),
+                        StatusCode::BAD_REQUEST,
+                        "Incidents",
+                        "incidents",
+                        json!({"incidents": []}),
+                        Some(format!("unknown status {st:?}")),
+                    )
+                    .await,
+                    cookie,
+                );
+            }
+        },
+    };
+    let pg = q.page.unwrap_or(0).min(1000);
+    let filter = IncidentFilter {
+        open_only: false,
+        status: parsed,
+        limit: Some((pg + 1) * PAGE + 1),
+    };
+    let list = match s.incidents.query(filter).await {
+        Ok(l) => l,
+        Err(e) => return internal(e),
+    };
+    let more = list.len() > (pg + 1) * PAGE;
+    let rows: Vec<Value> = list
+        .iter()
+        .skip(pg * PAGE)
+        .take(PAGE)
+        .map(|r| {
+            json!({"id": r.id, "title": r.title, "status": r.status.as_str(), "service": r.service(),
+                   "runbook": r.runbook.as_ref().map(|b| b.name.clone()).unwrap_or_default(),
+                   "opened": time(Some(r.opened_at)), "outcome": outcome(r)})
+        })
+        .collect();
+    let st = status.clone().unwrap_or_else(|| "all".into());
+    let statuses: Vec<Value> = [
+        "all",
+        "open",
+        "verifying",
+        "resolved",
+        "escalated",
+        "failed",
+        "cancelled",
+    ]
+    .iter()
+    .map(|x| json!({"value": x, "label": x, "selected": *x == st}))
+    .collect();
+    let link = |p: usize| format!("/incidents?status={st}&page={p}");
+    let ctx = json!({
+        "incidents": rows,
+        "statuses": statuses,
+        "prev": (pg > 0).then(|| link(pg - 1)),
+        "next": more.then(|| link(pg + 1)),
+    });
+    with_cookie(
+        page(
+            &s,
+            Some(&v),
+            StatusCode::OK,
+            "Incidents",
+            "incidents",
+            ctx,
+            None,
+        )
+        .await,
+        cookie,
+    )
+}
+
+async fn incident_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let (v, cookie) = match viewer(&s, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = match s.incidents.fetch(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return with_cookie(
+                page(
+                    &s,
+                    Some(&v),
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "incidents",
+                    json!({"incidents": []}),
+                    Some(format!("no incident {id:?}")),
+                )
+                .await,
+                cookie,
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let steps: Vec<Value> = r
+        .steps
+        .iter()
+        .map(|st| {
+            let top: Vec<Value> = st.output["top"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(10)
+                .map(|row| json!({"function": row["function"], "flat": row["flat_pct"].as_f64().map(|x| format!("{x:.1}")).unwrap_or_default()}))
+                .collect();
+            json!({"id": st.id, "uses": st.uses, "state": format!("{:?}", st.state).to_lowercase(),
+                   "reason": st.reason, "top": top, "summary": st.output["summary"],
+                   "waiting": st.state == quench_knowledge::StepState::AwaitingApproval})
+        })
+        .collect();
+    let alerts: Vec<Value> = r
+        .alerts
+        .iter()
+        .map(|a| json!({"state": format!("{:?}", a.state).to_lowercase(), "labels": a.labels, "annotations": a.annotations}))
+        .collect();
+    let timeline: Vec<Value> = r
+        .timeline
+        .iter()
+        .map(|e| json!({"at": time(Some(e.at)), "kind": format!("{:?}", e.kind), "detail": e.detail}))
+        .collect();
+    let similar = r.similar.clone().unwrap_or_default();
+    let ctx = json!({
+        "r": {"id": r.id, "title": r.title, "status": r.status.as_str()},
+        "service": r.service(),
+        "runbook": r.runbook.as_ref().map(|b| format!("{} ({})", b.name, b.commit.as_deref().unwrap_or("not from git"))).unwrap_or_default(),
+        "opened": time(Some(r.opened_at)),
+        "outcome": outcome(&r),
+        "alerts": alerts,
+        "steps": steps,
+        "timeline": timeline,
+        "similar": similar,
+        "can_respond": v.role >= Role::Responder,
+        "csrf": v.csrf,
+    });
+    let title = format!("{} {}", r.id, r.title);
+    with_cookie(
+        page(&s, Some(&v), StatusCode::OK, &title, "incident", ctx, None).await,
+        cookie,
+    )
+}
+
+/// Calls an API handler for a console form, as the session's user.
+fn caller<N>(v: &Visitor) -> Caller<N> {
+    Caller {
+        name: v.name.clone(),
+        need: std::marker::PhantomData,
+    }
+}
+
+/// After a form: back to the incident, or the API's error as a page.
+async fn after(s: &AppState, v: &Visitor, id: &str, answer: Response) -> Response {
+    if answer.status().is_success() {
+        return secure(Redirect::to(&format!("/incidents/{id}")).into_response());
+    }
+    let status = answer.status();
+    let body = axum::body::to_bytes(answer.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| status.to_string());
+    page(
+        s,
+        Some(v),
+        status,
+        "Refused",
+        "incidents",
+        json!({"incidents": []}),
+        Some(message),
+    )
+    .await
+}
+
+async fn ack(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let v = match check_form(&s, &headers, &f.csrf, Role::Responder) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let answer = incidents::acknowledge(State(s.clone()), caller(&v), Path(id.clone())).await;
+    after(&s, &v, &id, answer).await
+}
+
+#[derive(Deserialize)]
+struct ApproveForm {
+    #[serde(default)]
+    csrf: String,
+    step: String,
+    decision: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<ApproveForm>,
+) -> Response {
+    let v = match check_form(&s, &headers, &f.csrf, Role::Responder) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = json!({"step": f.step, "decision": f.decision, "reason": f.reason});
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let answer = incidents::approve(
+        State(s.clone()),
+        caller(&v),
+        Path(id.clone()),
+        h,
+        Body::from(body.to_string()),
+    )
+    .await;
+    after(&s, &v, &id, answer).await
+}
+
+async fn approvals_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let (v, cookie) = match viewer(&s, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let filter = IncidentFilter {
+        open_only: true,
+        status: None,
+        limit: Some(MAX_LIST),
+    };
+    let list = match s.incidents.query(filter).await {
+        Ok(l) => l,
+        Err(e) => return internal(e),
+    };
+    let mut waiting: Vec<(chrono::DateTime<chrono::Utc>, Value)> = Vec::new();
+    for r in &list {
+        for st in &r.steps {
+            if st.state == quench_knowledge::StepState::AwaitingApproval {
+                waiting.push((
+                    r.opened_at,
+                    json!({"incident": r.id, "title": r.title, "step": st.id, "uses": st.uses,
+                           "service": r.service(), "opened": time(Some(r.opened_at))}),
+                ));
+            }
+        }
+    }
+    waiting.sort_by_key(|(t, _)| *t);
+    let rows: Vec<Value> = waiting.into_iter().map(|(_, v)| v).collect();
+    with_cookie(
+        page(
+            &s,
+            Some(&v),
+            StatusCode::OK,
+            "Approvals",
+            "approvals",
+            json!({"waiting": rows}),
+            None,
+        )
+        .await,
+        cookie,
+    )
+}

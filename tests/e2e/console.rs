@@ -1,0 +1,358 @@
+//! The console over HTTP, against the real binary: sign-in and sessions,
+//! roles, CSRF on every form, the security headers, escaping of what came
+//! from outside, and an approval given from a page reaching the executor.
+
+use std::time::Duration;
+
+use quench_tests::{Quench, init_tls};
+use serde_json::json;
+
+use crate::executor::sha256_hex;
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    init_tls();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A form body, as a browser encodes it.
+fn form(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The session cookie a sign-in sets, as `name=value`.
+fn session(r: &reqwest::Response) -> String {
+    let c = r
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(c.contains("HttpOnly"), "{c}");
+    assert!(c.contains("SameSite=Strict"), "{c}");
+    assert!(c.contains("Max-Age=28800"), "{c}");
+    c.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token of a page's forms.
+fn csrf(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..at + 64].to_string()
+}
+
+/// Polls an API document (as the viewer) until `done` holds; 20 s at most.
+async fn api_wait(
+    q: &Quench,
+    path: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = quench_tests::http()
+            .get(format!("{}{path}", q.url))
+            .bearer_auth("viewer-token")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never got there: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn login(q: &Quench, c: &reqwest::Client, token: &str) -> String {
+    let r = c
+        .post(format!("{}/login", q.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", token)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "sign-in with {token}");
+    assert_eq!(r.headers()["location"], "/incidents");
+    session(&r)
+}
+
+async fn get(
+    q: &Quench,
+    c: &reqwest::Client,
+    cookie: &str,
+    path: &str,
+) -> (u16, String, reqwest::header::HeaderMap) {
+    let r = c
+        .get(format!("{}{path}", q.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    (status, r.text().await.unwrap(), headers)
+}
+
+async fn post(
+    q: &Quench,
+    c: &reqwest::Client,
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let r = c
+        .post(format!("{}{path}", q.url))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(fields))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_roles_csrf_escaping_and_an_approval() {
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("cart.yaml"),
+        "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
+    )
+    .unwrap();
+    let config = format!(
+        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\n",
+        sha256_hex("viewer-token"),
+        sha256_hex("responder-token"),
+    );
+    let q = Quench::start(&config, rb.path());
+    let c = client();
+    // An alert whose labels and annotations try to run a script.
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing",
+                    "labels": {"alertname": "CartDown", "service": "<script>alert(1)</script>"},
+                    "annotations": {"summary": "<img src=x onerror=alert(2)>"},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "cart-1"}]});
+    let r = quench_tests::http()
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][0]["state"] == "awaiting_approval"
+    })
+    .await;
+
+    // Without a session: to the sign-in page. A wrong token: 401.
+    let r = c.get(format!("{}/incidents", q.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    let (status, html, headers) = get(&q, &c, "quench_session=not-a-session", "/incidents").await;
+    assert_eq!(status, 303, "an unknown session signs in again: {html}");
+    assert_eq!(headers["location"], "/login");
+    let r = c
+        .post(format!("{}/login", q.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", "wrong")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("unknown token"));
+
+    // A viewer sees the incident, escaped, with the security headers.
+    let viewer = login(&q, &c, "viewer-token").await;
+    let (status, html, headers) = get(&q, &c, &viewer, "/incidents").await;
+    assert_eq!(status, 200, "{html}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(html.contains("href=\"/incidents/inc-1\""), "{html}");
+    assert!(
+        html.contains("Running: destructive steps are allowed."),
+        "{html}"
+    );
+    let (status, page, _) = get(&q, &c, &viewer, "/incidents/inc-1").await;
+    assert_eq!(status, 200);
+    assert!(
+        !page.contains("<script>alert(1)</script>"),
+        "a label became markup: {page}"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<img src=x"), "{page}");
+    assert!(
+        page.contains("&lt;img src&#x3D;x onerror&#x3D;alert(2)&gt;"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("value=\"approve\""),
+        "a viewer gets no approve button"
+    );
+    assert!(
+        !page.contains("<script"),
+        "the console sends no script at all"
+    );
+    let (status, queue, _) = get(&q, &c, &viewer, "/approvals").await;
+    assert_eq!(status, 200);
+    assert!(
+        queue.contains("restart") && queue.contains("k8s.rollout_restart"),
+        "{queue}"
+    );
+    // The viewer's own CSRF token does not make it a responder.
+    let token = csrf(&page);
+    let (status, text) = post(
+        &q,
+        &c,
+        &viewer,
+        "/incidents/inc-1/approve",
+        &[
+            ("csrf", &token),
+            ("step", "restart"),
+            ("decision", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("vera has role Viewer; this needs Responder"),
+        "{text}"
+    );
+
+    // A responder: no CSRF token, or another session's, is refused.
+    let responder = login(&q, &c, "responder-token").await;
+    let (_, page, _) = get(&q, &c, &responder, "/incidents/inc-1").await;
+    assert!(page.contains("value=\"approve\""), "{page}");
+    let (status, text) = post(&q, &c, &responder, "/incidents/inc-1/ack", &[]).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("CSRF"), "{text}");
+    let (status, _) = post(
+        &q,
+        &c,
+        &responder,
+        "/incidents/inc-1/ack",
+        &[("csrf", &token)],
+    )
+    .await;
+    assert_eq!(status, 403, "the viewer's token is not the responder's");
+    let mine = csrf(&page);
+    let (status, text) = post(
+        &q,
+        &c,
+        &responder,
+        "/incidents/inc-1/ack",
+        &[("csrf", &mine)],
+    )
+    .await;
+    assert_eq!(status, 303, "{text}");
+    // Approve from the page: the executor goes on (and fails at the
+    // missing cluster), the audit log names rosa.
+    let (status, text) = post(
+        &q,
+        &c,
+        &responder,
+        "/incidents/inc-1/approve",
+        &[
+            ("csrf", &mine),
+            ("step", "restart"),
+            ("decision", "approve"),
+            ("reason", "looks right"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303, "{text}");
+    let inc = api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][0]["state"] != "awaiting_approval"
+    })
+    .await;
+    assert_eq!(inc["acknowledged"]["by"], "rosa", "{inc:#}");
+    let audit = quench_tests::http()
+        .get(format!("{}/api/v1/audit?incident=inc-1", q.url))
+        .bearer_auth("responder-token")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let approved = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "approval.approved" && e["actor"] == "rosa");
+    assert!(approved, "{audit:#}");
+    let (_, queue, _) = get(&q, &c, &responder, "/approvals").await;
+    assert!(queue.contains("Nothing is waiting."), "{queue}");
+
+    // Signing out ends the session.
+    let (_, page, _) = get(&q, &c, &responder, "/incidents").await;
+    let (status, _) = post(&q, &c, &responder, "/logout", &[("csrf", &csrf(&page))]).await;
+    assert_eq!(status, 303);
+    let (status, _, headers) = get(&q, &c, &responder, "/incidents").await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/login");
+}
+
+/// With no tokens (loopback only), the console is open as the API is: a
+/// visitor gets a session (for the CSRF token) without signing in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_console_on_loopback() {
+    let rb = tempfile::tempdir().unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let c = client();
+    let r = c.get(format!("{}/incidents", q.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = session(&r);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("anonymous (admin)"), "{html}");
+    assert!(html.contains("No incident."), "{html}");
+    let (status, _, _) = get(&q, &c, &cookie, "/incidents?status=nonsense").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = get(&q, &c, &cookie, "/incidents/inc-404").await;
+    assert_eq!(status, 404);
+    let r = c
+        .get(format!("{}/console.css", q.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+}
