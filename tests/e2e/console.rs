@@ -317,6 +317,33 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
     let (_, queue, _) = get(&q, &c, &responder, "/approvals").await;
     assert!(queue.contains("Nothing is waiting."), "{queue}");
 
+    // Search, as the search API: totals, hits linked, a bad query said.
+    let (status, html, _) = get(&q, &c, &responder, "/search?q=CartDown+OR+nothing").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("1 incident matches; 1–1 shown."), "{html}");
+    assert!(html.contains("href=\"/incidents/inc-1\""), "{html}");
+    let (status, html, _) = get(&q, &c, &responder, "/search?q=redis+OR").await;
+    assert_eq!(status, 400);
+    assert!(
+        html.contains("column 7: OR needs a term after it"),
+        "{html}"
+    );
+    // The kill switch takes the admin role.
+    let (_, page, _) = get(&q, &c, &responder, "/incidents").await;
+    assert!(
+        !page.contains("Pause automation"),
+        "a responder gets no kill switch form"
+    );
+    let (status, _) = post(
+        &q,
+        &c,
+        &responder,
+        "/control/pause",
+        &[("csrf", &csrf(&page)), ("reason", "x"), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(status, 403);
+
     // Signing out ends the session.
     let (_, page, _) = get(&q, &c, &responder, "/incidents").await;
     let (status, _) = post(&q, &c, &responder, "/logout", &[("csrf", &csrf(&page))]).await;
@@ -343,6 +370,59 @@ async fn an_open_console_on_loopback() {
     assert_eq!(status, 400);
     let (status, _, _) = get(&q, &c, &cookie, "/incidents/inc-404").await;
     assert_eq!(status, 404);
+    // Pausing needs a reason and a confirmation, then shows on every page.
+    let (_, page, _) = get(&q, &c, &cookie, "/incidents").await;
+    let token = csrf(&page);
+    let (status, text) = post(
+        &q,
+        &c,
+        &cookie,
+        "/control/pause",
+        &[("csrf", &token), ("reason", "bad deploy")],
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let (status, _) = post(
+        &q,
+        &c,
+        &cookie,
+        "/control/pause",
+        &[
+            ("csrf", &token),
+            ("reason", "bad <deploy>"),
+            ("confirm", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, page, _) = get(&q, &c, &cookie, "/approvals").await;
+    assert!(
+        page.contains("Kill switch ON: paused by anonymous (bad &lt;deploy&gt;)"),
+        "{page}"
+    );
+    let api = quench_tests::http()
+        .get(format!("{}/api/v1/control", q.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(api["paused"], true, "{api}");
+    let (status, _) = post(
+        &q,
+        &c,
+        &cookie,
+        "/control/resume",
+        &[("csrf", &token), ("reason", "fixed"), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, page, _) = get(&q, &c, &cookie, "/incidents").await;
+    assert!(
+        page.contains("Running: destructive steps are allowed."),
+        "{page}"
+    );
     let r = c
         .get(format!("{}/console.css", q.url))
         .send()

@@ -12,8 +12,10 @@
 //! Built so far: incidents (list, filter and pages in the URL), the
 //! incident page (alerts, steps with their evidence, approve and reject
 //! on a waiting step, acknowledge, timeline, similar incidents), the
-//! approvals queue, the kill switch's state on every page. Not built yet:
-//! search, runbooks, chaos and stats pages, live refresh, Slack approvals.
+//! approvals queue, search (the query language, totals and pages), the
+//! kill switch's state on every page and pausing or resuming it (admin, with
+//! a reason and a confirmation). Not built yet: runbooks, chaos and stats
+//! pages, inline flame graphs, live refresh, Slack approvals.
 
 use super::*;
 use crate::config::Role;
@@ -71,6 +73,7 @@ impl Console {
                 "approvals",
                 include_str!("../../templates/console/approvals.hbs"),
             ),
+            ("search", include_str!("../../templates/console/search.hbs")),
         ] {
             hb.register_template_string(name, text)
                 .expect("the console's templates compile");
@@ -229,6 +232,7 @@ async fn page(
         "user": v.map(|v| v.name.clone()),
         "role": v.map(|v| format!("{:?}", v.role).to_lowercase()),
         "csrf": v.map(|v| v.csrf.clone()),
+        "is_admin": v.is_some_and(|v| v.role >= Role::Admin),
         "paused": s.executor.control.is_paused(),
         "paused_by": pause.as_ref().map(|p| p.by.clone()),
         "paused_reason": pause.as_ref().map(|p| p.reason.clone()).filter(|r| !r.is_empty()),
@@ -311,6 +315,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/incidents/{id}/ack", post(ack))
         .route("/incidents/{id}/approve", post(approve))
         .route("/approvals", get(approvals_page))
+        .route("/search", get(search_page))
+        .route("/control/pause", post(pause))
+        .route("/control/resume", post(resume))
 }
 
 async fn css() -> Response {
@@ -689,4 +696,175 @@ async fn approvals_page(State(s): State<AppState>, headers: HeaderMap) -> Respon
         .await,
         cookie,
     )
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    page: Option<usize>,
+}
+
+/// tantivy's snippet HTML: its text is escaped and its only tags are the
+/// highlights. Anything else is escaped whole (never trusted as markup).
+fn safe_snippet(html: &str) -> String {
+    let bare = html.replace("<b>", "").replace("</b>", "");
+    if bare.contains('<') || bare.contains('>') {
+        return handlebars::html_escape(html);
+    }
+    html.to_string()
+}
+
+async fn search_page(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<SearchQuery>,
+) -> Response {
+    let (v, cookie) = match viewer(&s, &headers) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    const HITS: usize = 20;
+    let pg = q
+        .page
+        .unwrap_or(0)
+        .min(super::knowledge::MAX_SEARCH_OFFSET / HITS);
+    let mut ctx = json!({"q": q.q, "searched": false});
+    let mut status = StatusCode::OK;
+    if !q.q.trim().is_empty() {
+        let (index, text, now) = (s.search.clone(), q.q.clone(), s.clock.now());
+        match tokio::task::spawn_blocking(move || index.search_page(&text, pg * HITS, HITS, now))
+            .await
+        {
+            Ok(Ok(p)) => {
+                let hits: Vec<Value> = p
+                    .hits
+                    .iter()
+                    .map(|h| json!({"id": h.id, "title": h.title, "status": h.status, "service": h.service,
+                                    "opened": time(h.opened_at), "snippet": safe_snippet(&h.snippet)}))
+                    .collect();
+                let link = |p: usize| format!("/search?q={}&page={p}", url_encode(&q.q));
+                ctx = json!({
+                    "q": q.q, "searched": true, "total": p.total, "one": p.total == 1,
+                    "first": pg * HITS + 1, "last": pg * HITS + hits.len(), "hits": hits,
+                    "prev": (pg > 0).then(|| link(pg - 1)),
+                    "next": ((pg + 1) * HITS < p.total).then(|| link(pg + 1)),
+                });
+            }
+            Ok(Err(e)) => {
+                status = StatusCode::BAD_REQUEST;
+                ctx = json!({"q": q.q, "searched": false, "error": e.to_string()});
+            }
+            Err(e) => return internal(e),
+        }
+    }
+    with_cookie(
+        page(&s, Some(&v), status, "Search", "search", ctx, None).await,
+        cookie,
+    )
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct SwitchForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn switch(s: AppState, headers: HeaderMap, f: SwitchForm, pause: bool) -> Response {
+    let v = match check_form(&s, &headers, &f.csrf, Role::Admin) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if f.confirm != "yes" || f.reason.trim().is_empty() {
+        return page(
+            &s,
+            Some(&v),
+            StatusCode::BAD_REQUEST,
+            "Refused",
+            "incidents",
+            json!({"incidents": []}),
+            Some("give a reason and tick \"I am sure\"".into()),
+        )
+        .await;
+    }
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = Body::from(json!({"reason": f.reason}).to_string());
+    let answer = if pause {
+        ops::pause(State(s.clone()), caller(&v), h, body).await
+    } else {
+        ops::resume(State(s.clone()), caller(&v), h, body).await
+    };
+    if answer.status().is_success() {
+        return secure(Redirect::to("/incidents").into_response());
+    }
+    after(&s, &v, "", answer).await
+}
+
+async fn pause(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<SwitchForm>,
+) -> Response {
+    switch(s, headers, f, true).await
+}
+
+async fn resume(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<SwitchForm>,
+) -> Response {
+    switch(s, headers, f, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template file that is not registered fails only when its page is
+    /// asked for: every one is registered.
+    #[test]
+    fn every_template_file_is_registered() {
+        let c = Console::new();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates/console");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".hbs") {
+                assert!(c.hb.has_template(stem), "{name} is not registered");
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} templates");
+    }
+
+    #[test]
+    fn snippets_keep_only_their_highlights() {
+        assert_eq!(
+            safe_snippet("a <b>redis</b> &lt;x&gt;"),
+            "a <b>redis</b> &lt;x&gt;"
+        );
+        assert_eq!(
+            safe_snippet("<b>x</b><script>"),
+            "&lt;b&gt;x&lt;/b&gt;&lt;script&gt;"
+        );
+    }
 }
