@@ -436,3 +436,123 @@ async fn an_open_console_on_loopback() {
             .starts_with("text/css")
     );
 }
+
+/// Where the browser tests leave a screenshot of every page they visit.
+fn shots() -> std::path::PathBuf {
+    quench_tests::repo_root().join("target/console-screenshots")
+}
+
+/// In a real headless Chromium: sign in, open an incident a real alert
+/// opened (its `<script>` label shows as text and never runs), approve its
+/// waiting step and see the executor go on, search for it, and keep a
+/// screenshot of every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_real_browser() {
+    use quench_tests::browser::Browser;
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("cart.yaml"),
+        "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
+    )
+    .unwrap();
+    let config = format!(
+        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\n",
+        sha256_hex("viewer-token"),
+        sha256_hex("responder-token"),
+    );
+    let q = Quench::start(&config, rb.path());
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing",
+                    "labels": {"alertname": "CartDown", "service": "<script>alert(1)</script>"},
+                    "annotations": {"summary": "cart pods crash <img src=x onerror=alert(2)>"},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "cart-b"}]});
+    let r = quench_tests::http()
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][1]["state"] == "awaiting_approval"
+    })
+    .await;
+
+    let b = Browser::start().await;
+    let dir = shots();
+    b.goto(&format!("{}/incidents", q.url)).await;
+    assert!(b.url().await.ends_with("/login"), "{}", b.url().await);
+    b.screenshot(&dir.join("login.png")).await;
+    b.type_into("#token", "responder-token").await;
+    b.click("form[action='/login'] button").await;
+    assert!(b.url().await.ends_with("/incidents"), "{}", b.url().await);
+    let text = b.text().await;
+    assert!(
+        text.contains("inc-1") && text.contains("rosa (responder)"),
+        "{text}"
+    );
+    b.screenshot(&dir.join("incidents.png")).await;
+
+    b.click("a[href='/incidents/inc-1']").await;
+    let text = b.text().await;
+    // The label is shown as the text it is, and nothing ran.
+    assert!(text.contains("service=<script>alert(1)</script>"), "{text}");
+    assert!(
+        text.contains("cart pods crash <img src=x onerror=alert(2)>"),
+        "{text}"
+    );
+    assert!(!b.dialog_open().await, "a script from a label ran");
+    assert!(
+        text.contains("Timeline (UTC)") && text.contains("restart"),
+        "{text}"
+    );
+    b.screenshot(&dir.join("incident.png")).await;
+
+    b.goto(&format!("{}/approvals", q.url)).await;
+    assert!(b.text().await.contains("k8s.rollout_restart"));
+    b.screenshot(&dir.join("approvals.png")).await;
+
+    // Approve from the page; the executor goes on with the step.
+    b.goto(&format!("{}/incidents/inc-1", q.url)).await;
+    b.type_into("#reason-restart", "checked the dashboards")
+        .await;
+    b.click("form.approve button[value='approve']").await;
+    assert!(
+        b.url().await.ends_with("/incidents/inc-1"),
+        "{}",
+        b.url().await
+    );
+    let inc = api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][1]["state"] != "awaiting_approval"
+    })
+    .await;
+    assert_ne!(inc["steps"][1]["state"], "awaiting_approval", "{inc:#}");
+    b.goto(&format!("{}/incidents/inc-1", q.url)).await;
+    b.screenshot(&dir.join("incident-approved.png")).await;
+
+    b.goto(&format!("{}/search", q.url)).await;
+    b.type_into("#q", "CartDown").await;
+    b.click("form[role='search'] button").await;
+    let text = b.text().await;
+    assert!(
+        text.contains("1 incident matches") && text.contains("inc-1"),
+        "{text}"
+    );
+    b.screenshot(&dir.join("search.png")).await;
+    assert!(!b.dialog_open().await);
+    b.close().await;
+    for page in [
+        "login",
+        "incidents",
+        "incident",
+        "approvals",
+        "incident-approved",
+        "search",
+    ] {
+        let png = std::fs::read(dir.join(format!("{page}.png"))).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 2000,
+            "{page}.png is no screenshot"
+        );
+    }
+}

@@ -391,6 +391,15 @@ async fn logout(
     )
 }
 
+/// A state or kind as the records write it (`awaiting_approval`), with
+/// spaces for underscores.
+fn words<T: serde::Serialize>(x: &T) -> String {
+    serde_json::to_value(x)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default()
+}
+
 fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
@@ -535,7 +544,7 @@ async fn incident_page(
                 .take(10)
                 .map(|row| json!({"function": row["function"], "flat": row["flat_pct"].as_f64().map(|x| format!("{x:.1}")).unwrap_or_default()}))
                 .collect();
-            json!({"id": st.id, "uses": st.uses, "state": format!("{:?}", st.state).to_lowercase(),
+            json!({"id": st.id, "uses": st.uses, "state": words(&st.state),
                    "reason": st.reason, "top": top, "summary": st.output["summary"],
                    "waiting": st.state == quench_knowledge::StepState::AwaitingApproval})
         })
@@ -543,12 +552,14 @@ async fn incident_page(
     let alerts: Vec<Value> = r
         .alerts
         .iter()
-        .map(|a| json!({"state": format!("{:?}", a.state).to_lowercase(), "labels": a.labels, "annotations": a.annotations}))
+        .map(
+            |a| json!({"state": words(&a.state), "labels": a.labels, "annotations": a.annotations}),
+        )
         .collect();
     let timeline: Vec<Value> = r
         .timeline
         .iter()
-        .map(|e| json!({"at": time(Some(e.at)), "kind": format!("{:?}", e.kind), "detail": e.detail}))
+        .map(|e| json!({"at": time(Some(e.at)), "kind": words(&e.kind), "detail": e.detail}))
         .collect();
     let similar = r.similar.clone().unwrap_or_default();
     let ctx = json!({
