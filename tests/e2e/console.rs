@@ -318,8 +318,17 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
     assert!(queue.contains("Nothing is waiting."), "{queue}");
 
     // Search, as the search API: totals, hits linked, a bad query said.
-    let (status, html, _) = get(&q, &c, &responder, "/search?q=CartDown+OR+nothing").await;
-    assert_eq!(status, 200, "{html}");
+    // (The index follows the records within a second or so.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let html = loop {
+        let (status, html, _) = get(&q, &c, &responder, "/search?q=CartDown+OR+nothing").await;
+        assert_eq!(status, 200, "{html}");
+        if html.contains("1 incident matches; 1–1 shown.") || std::time::Instant::now() > deadline
+        {
+            break html;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(html.contains("1 incident matches; 1–1 shown."), "{html}");
     assert!(html.contains("href=\"/incidents/inc-1\""), "{html}");
     let (status, html, _) = get(&q, &c, &responder, "/search?q=redis+OR").await;
@@ -481,35 +490,29 @@ async fn in_a_real_browser() {
     let b = Browser::start().await;
     let dir = shots();
     b.goto(&format!("{}/incidents", q.url)).await;
-    assert!(b.url().await.ends_with("/login"), "{}", b.url().await);
+    b.wait_url("/login").await;
     b.screenshot(&dir.join("login.png")).await;
     b.type_into("#token", "responder-token").await;
     b.click("form[action='/login'] button").await;
-    assert!(b.url().await.ends_with("/incidents"), "{}", b.url().await);
-    let text = b.text().await;
-    assert!(
-        text.contains("inc-1") && text.contains("rosa (responder)"),
-        "{text}"
-    );
+    b.wait_url("/incidents").await;
+    let text = b.wait_text("rosa (responder)").await;
+    assert!(text.contains("inc-1"), "{text}");
     b.screenshot(&dir.join("incidents.png")).await;
 
     b.click("a[href='/incidents/inc-1']").await;
-    let text = b.text().await;
     // The label is shown as the text it is, and nothing ran.
+    let text = b.wait_text("Timeline (UTC)").await;
     assert!(text.contains("service=<script>alert(1)</script>"), "{text}");
     assert!(
         text.contains("cart pods crash <img src=x onerror=alert(2)>"),
         "{text}"
     );
+    assert!(text.contains("restart"), "{text}");
     assert!(!b.dialog_open().await, "a script from a label ran");
-    assert!(
-        text.contains("Timeline (UTC)") && text.contains("restart"),
-        "{text}"
-    );
     b.screenshot(&dir.join("incident.png")).await;
 
     b.goto(&format!("{}/approvals", q.url)).await;
-    assert!(b.text().await.contains("k8s.rollout_restart"));
+    b.wait_text("k8s.rollout_restart").await;
     b.screenshot(&dir.join("approvals.png")).await;
 
     // Approve from the page; the executor goes on with the step.
@@ -517,27 +520,22 @@ async fn in_a_real_browser() {
     b.type_into("#reason-restart", "checked the dashboards")
         .await;
     b.click("form.approve button[value='approve']").await;
-    assert!(
-        b.url().await.ends_with("/incidents/inc-1"),
-        "{}",
-        b.url().await
-    );
     let inc = api_wait(&q, "/api/v1/incidents/inc-1", |d| {
         d["steps"][1]["state"] != "awaiting_approval"
     })
     .await;
     assert_ne!(inc["steps"][1]["state"], "awaiting_approval", "{inc:#}");
+    b.wait_url("/incidents/inc-1").await;
     b.goto(&format!("{}/incidents/inc-1", q.url)).await;
+    b.wait_text("Timeline (UTC)").await;
     b.screenshot(&dir.join("incident-approved.png")).await;
 
+    api_wait(&q, "/api/v1/search?q=CartDown", |v| v["total"] == 1).await;
     b.goto(&format!("{}/search", q.url)).await;
     b.type_into("#q", "CartDown").await;
     b.click("form[role='search'] button").await;
-    let text = b.text().await;
-    assert!(
-        text.contains("1 incident matches") && text.contains("inc-1"),
-        "{text}"
-    );
+    let text = b.wait_text("1 incident matches").await;
+    assert!(text.contains("inc-1"), "{text}");
     b.screenshot(&dir.join("search.png")).await;
     assert!(!b.dialog_open().await);
     b.close().await;

@@ -162,6 +162,55 @@ impl Browser {
             .to_string()
     }
 
+    /// The page's text once it contains `needle` (a click's navigation
+    /// finishes after the click returns); panics after 10 s with the text.
+    pub async fn wait_text(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            // The body may be replaced while it is read: then read again.
+            let found = self
+                .call(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({"using": "css selector", "value": "body"})),
+                )
+                .await;
+            let text = match found["value"][ELEMENT].as_str() {
+                Some(el) => self
+                    .call(reqwest::Method::GET, &format!("/element/{el}/text"), None)
+                    .await["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the page never showed {needle:?}; it shows:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (10 s at most) until the URL ends with `suffix`.
+    pub async fn wait_url(&self, suffix: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url.ends_with(suffix) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "at {url}, never at *{suffix}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The first element matching a CSS selector.
     pub async fn find(&self, css: &str) -> String {
         let v = self

@@ -671,26 +671,26 @@ async fn approvals_page(State(s): State<AppState>, headers: HeaderMap) -> Respon
         Ok(x) => x,
         Err(r) => return r,
     };
-    let filter = IncidentFilter {
-        open_only: true,
-        status: None,
-        limit: Some(MAX_LIST),
-    };
-    let list = match s.incidents.query(filter).await {
-        Ok(l) => l,
-        Err(e) => return internal(e),
-    };
+    // The gates waiting now, as the executor holds them: a few incidents
+    // read, however many the store has.
     let mut waiting: Vec<(chrono::DateTime<chrono::Utc>, Value)> = Vec::new();
-    for r in &list {
-        for st in &r.steps {
-            if st.state == quench_knowledge::StepState::AwaitingApproval {
-                waiting.push((
-                    r.opened_at,
-                    json!({"incident": r.id, "title": r.title, "step": st.id, "uses": st.uses,
-                           "service": r.service(), "opened": time(Some(r.opened_at))}),
-                ));
-            }
-        }
+    for (incident, step) in s.executor.approvals.pending() {
+        let r = match s.incidents.fetch(&incident).await {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => return internal(e),
+        };
+        let uses = r
+            .steps
+            .iter()
+            .find(|st| st.id == step)
+            .map(|st| st.uses.clone())
+            .unwrap_or_default();
+        waiting.push((
+            r.opened_at,
+            json!({"incident": r.id, "title": r.title, "step": step, "uses": uses,
+                   "service": r.service(), "opened": time(Some(r.opened_at))}),
+        ));
     }
     waiting.sort_by_key(|(t, _)| *t);
     let rows: Vec<Value> = waiting.into_iter().map(|(_, v)| v).collect();
