@@ -261,6 +261,32 @@ pub struct Hooks {
     pub datadog: datadog::Config,
     /// `POST /hooks/generic/{name}`, one mapping per name.
     pub generic: BTreeMap<String, generic::Mapping>,
+    /// `POST /hooks/slack/interactive`: approvals from Slack's buttons.
+    pub slack: SlackHook,
+}
+
+/// Approvals from Slack: the app's signing secret and who may approve.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackHook {
+    /// The Slack app's signing secret. Without one, every click is refused.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
+    /// Or: a file holding it (a mounted Secret), read at start.
+    #[serde(default)]
+    pub signing_secret_file: Option<PathBuf>,
+    /// Slack user id (`U012AB3CD`) to the approver's name in quench (the
+    /// audit log). Anyone else is refused and told so.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, String>,
+    /// Where `response_url`s must point (Slack's own host); a click whose
+    /// `response_url` is elsewhere gets no answer there.
+    #[serde(default = "default_slack_responses")]
+    pub response_url_prefix: String,
+}
+
+fn default_slack_responses() -> String {
+    "https://hooks.slack.com/".into()
 }
 
 impl Default for Config {
@@ -449,6 +475,21 @@ impl Config {
             })?;
             am.bearer_token = Some(token.trim_end().to_string());
         }
+        let slack = &mut cfg.hooks.slack;
+        if let Some(file) = slack.signing_secret_file.take() {
+            if slack.signing_secret.is_some() {
+                return Err(ConfigError::Invalid(
+                    "hooks.slack: give signing_secret or signing_secret_file, not both".into(),
+                ));
+            }
+            let secret = std::fs::read_to_string(&file).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "hooks.slack.signing_secret_file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            slack.signing_secret = Some(secret.trim_end().to_string());
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -539,6 +580,15 @@ impl Config {
             .is_some_and(|t| t.trim().is_empty())
         {
             return empty("hooks.datadog.secret");
+        }
+        if self
+            .hooks
+            .slack
+            .signing_secret
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return empty("hooks.slack.signing_secret");
         }
         if !self.listen.ip().is_loopback() {
             let why = |what: &str| {

@@ -346,6 +346,7 @@ pub async fn serve(
         kpis,
         clock: quench_knowledge::clock::system(),
         console: Arc::new(http::console::Console::new()),
+        slack_seen: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -81,6 +81,9 @@ named! {
         ApprovalRejected = "approval.rejected",
         /// Nobody answered in time.
         ApprovalTimeout = "approval.timeout",
+        /// An approval button clicked in Slack (whoever clicked, whatever
+        /// came of it).
+        SlackClick = "slack.click",
         /// The check after the steps held.
         VerifyPassed = "verify.passed",
         /// The check after the steps did not hold in time.

@@ -554,3 +554,235 @@ async fn in_a_real_browser() {
         );
     }
 }
+
+/// Slack's side, standing in: signs as Slack documents (the signature
+/// computed by `openssl`), and a `response_url` receiver that keeps what
+/// quench posts back.
+mod slack {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `v0=` HMAC-SHA256 of `v0:{ts}:{body}`, by `openssl dgst`.
+    pub fn sign(secret: &str, ts: i64, body: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "printf '%s' \"$MSG\" | openssl dgst -sha256 -hmac \"$KEY\" -hex",
+            ])
+            .env("MSG", format!("v0:{ts}:{body}"))
+            .env("KEY", secret)
+            .output()
+            .expect("openssl (apt-get install openssl)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text.rsplit(' ').next().unwrap().trim();
+        assert_eq!(hex.len(), 64, "openssl said {text:?}");
+        format!("v0={hex}")
+    }
+
+    /// An HTTP receiver on loopback; every request's body, in order.
+    pub async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let keep = got.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = c.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                let body = &buf[end + 4..end + 4 + len];
+                                keep.lock()
+                                    .unwrap()
+                                    .push(serde_json::from_slice(body).unwrap_or_default());
+                                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, got)
+    }
+}
+
+/// Approvals from Slack, against a stand-in that signs like Slack: a
+/// forged signature, a stale timestamp and a replay are refused; a user
+/// not on the list is told so and nothing happens; an approver's click
+/// answers the gate once (a second click finds nothing waiting), the
+/// executor goes on, the buttons are replaced through `response_url`, and
+/// every click is audited with the Slack user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_from_slack() {
+    let (responses, got) = slack::receiver().await;
+    let secret = "slack-signing-secret";
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("cart.yaml"),
+        "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
+    )
+    .unwrap();
+    let config = format!(
+        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\nhooks:\n  slack:\n    signing_secret: {secret}\n    approvers: {{U0ROSA: rosa}}\n    response_url_prefix: {responses}\n",
+        sha256_hex("viewer-token"),
+    );
+    let q = Quench::start(&config, rb.path());
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "CartDown"},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "cart-s"}]});
+    let http = quench_tests::http();
+    let r = http
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][0]["state"] == "awaiting_approval"
+    })
+    .await;
+
+    let click = |user: &str, action: &str| {
+        let payload = json!({"type": "block_actions", "user": {"id": user, "username": user},
+            "response_url": format!("{responses}actions/T0/1/xyz"),
+            "actions": [{"action_id": action, "block_id": "quench_approval", "value": "inc-1:restart", "type": "button"}]});
+        form(&[("payload", &payload.to_string())])
+    };
+    let post = |body: String, ts: i64, sig: String| {
+        let (http, url) = (http.clone(), format!("{}/hooks/slack/interactive", q.url));
+        async move {
+            let t = std::time::Instant::now();
+            let r = http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-slack-request-timestamp", ts.to_string())
+                .header("x-slack-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), t.elapsed(), r.text().await.unwrap())
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+
+    // Forged, stale: refused, nothing answered.
+    let body = click("U0ROSA", "quench_approve");
+    let (status, _, text) =
+        post(body.clone(), now, slack::sign("not-the-secret", now, &body)).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("does not match"), "{text}");
+    let old = now - 600;
+    let (status, _, text) = post(body.clone(), old, slack::sign(secret, old, &body)).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("from now"), "{text}");
+
+    // Someone not on the list: told so, the gate still waits.
+    let stranger = click("U0EVE", "quench_approve");
+    let (status, _, _) = post(stranger.clone(), now, slack::sign(secret, now, &stranger)).await;
+    assert_eq!(status, 200);
+    let inc = api_wait(&q, "/api/v1/incidents/inc-1", |_| true).await;
+    assert_eq!(inc["steps"][0]["state"], "awaiting_approval");
+
+    // The approver: answered within 3 s, the gate opens, the executor goes on.
+    let sig = slack::sign(secret, now, &body);
+    let (status, took, text) = post(body.clone(), now, sig.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "Slack waited {took:?}"
+    );
+    api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][0]["state"] != "awaiting_approval"
+    })
+    .await;
+    // The same request again: a replay.
+    let (status, _, text) = post(body.clone(), now, sig).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("replay"), "{text}");
+    // A new click on the same (answered) gate does nothing.
+    let later = now + 1;
+    let reject = click("U0ROSA", "quench_reject");
+    let (status, _, _) = post(reject.clone(), later, slack::sign(secret, later, &reject)).await;
+    assert_eq!(status, 200);
+
+    // What Slack was told, through response_url.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = got.lock().unwrap().clone();
+    assert_eq!(said.len(), 3, "{said:#?}");
+    let texts: Vec<String> = said
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("You (U0EVE) are not on quench's approver list")),
+        "{texts:?}"
+    );
+    let approved = said
+        .iter()
+        .find(|v| {
+            v["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("approved by rosa (Slack U0ROSA)")
+        })
+        .expect("the outcome");
+    assert_eq!(approved["replace_original"], true, "{approved}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("nothing waits for an answer")),
+        "{texts:?}"
+    );
+
+    // Every click audited, with the Slack user.
+    let audit: serde_json::Value = http
+        .get(format!("{}/api/v1/audit?incident=inc-1", q.url))
+        .bearer_auth("viewer-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["audit"].as_array().unwrap();
+    let clicks: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "slack.click")
+        .collect();
+    assert_eq!(clicks.len(), 3, "{audit:#}");
+    assert!(
+        clicks.iter().any(|e| e["actor"] == "slack:U0EVE"),
+        "{audit:#}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "approval.approved" && e["actor"] == "rosa (Slack U0ROSA)"),
+        "{audit:#}"
+    );
+}

@@ -37,6 +37,12 @@ pub struct Params {
     /// Key labels, shown as fields (Slack shows at most 10).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// A later step of this run with an approval gate: the message gets
+    /// Approve and Reject buttons for it, answered through
+    /// `POST /hooks/slack/interactive` by the users in
+    /// `hooks.slack.approvers`.
+    #[serde(default)]
+    pub approve_step: Option<String>,
 }
 
 /// Slack's documented limits: a header's text is at most 150 characters, a
@@ -60,8 +66,9 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The message body, built apart from sending it so its shape can be tested.
-pub fn message(p: &Params) -> Value {
+/// The message body, built apart from sending it so its shape can be
+/// tested; `incident` goes into the buttons' values.
+pub fn message(p: &Params, incident: &str) -> Value {
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": clip(&p.title, 150)}}),
     ];
@@ -92,14 +99,29 @@ pub fn message(p: &Params) -> Value {
     if !line.is_empty() {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&line.join(" · "), 3000)}}));
     }
+    if let Some(step) = p.approve_step.as_deref().filter(|_| !incident.is_empty()) {
+        // Slack's limits: a button's value at most 2000 characters, its
+        // text 75.
+        let value = clip(&format!("{incident}:{step}"), 2000);
+        blocks.push(json!({"type": "actions", "block_id": "quench_approval", "elements": [
+            {"type": "button", "action_id": "quench_approve", "style": "primary", "value": value,
+             "text": {"type": "plain_text", "text": clip(&format!("Approve {step}"), 75)}},
+            {"type": "button", "action_id": "quench_reject", "style": "danger", "value": value,
+             "text": {"type": "plain_text", "text": clip(&format!("Reject {step}"), 75)}}
+        ]}));
+    }
     // `text` is the fallback for notifications and old clients.
     json!({"text": clip(&p.title, 3000), "blocks": blocks})
 }
 
 /// Posts the message.
-pub async fn run(http: &reqwest::Client, p: Params) -> Result<Value, StepError> {
+pub async fn run(http: &reqwest::Client, p: Params, incident: &str) -> Result<Value, StepError> {
     let url = p.webhook.read()?;
-    send(http.post(&url).json(&message(&p)), "slack webhook").await?;
+    send(
+        http.post(&url).json(&message(&p, incident)),
+        "slack webhook",
+    )
+    .await?;
     Ok(json!({"posted": true}))
 }
 
@@ -113,7 +135,7 @@ impl Step for NotifySlack {
     type Params = Params;
 
     async fn run(ctx: &StepCtx<'_>, p: Params) -> Result<Value, StepError> {
-        run(ctx.http, p).await
+        run(ctx.http, p, ctx.incident).await
     }
 }
 
@@ -122,7 +144,7 @@ mod tests {
     use super::*;
 
     async fn run_json(http: &reqwest::Client, with: &Value) -> Result<Value, StepError> {
-        run(http, crate::steps::params(with)?).await
+        run(http, crate::steps::params(with)?, "inc-1").await
     }
     use crate::steps::receiver;
 
@@ -166,6 +188,32 @@ mod tests {
         );
     }
 
+    /// With `approve_step`, Approve and Reject buttons in Slack's
+    /// documented shape, their value naming the incident and the step.
+    #[test]
+    fn approval_buttons() {
+        let p: Params = serde_json::from_value(json!({
+            "webhook": {"env": "X"}, "title": "t", "approve_step": "restart"
+        }))
+        .unwrap();
+        let m = message(&p, "inc-7");
+        let actions = m["blocks"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(actions["type"], "actions");
+        let b = actions["elements"].as_array().unwrap();
+        assert_eq!(
+            (b[0]["action_id"].as_str(), b[0]["value"].as_str()),
+            (Some("quench_approve"), Some("inc-7:restart"))
+        );
+        assert_eq!(
+            (b[1]["action_id"].as_str(), b[1]["style"].as_str()),
+            (Some("quench_reject"), Some("danger"))
+        );
+        assert_eq!(b[0]["text"]["type"], "plain_text");
+        let plain: Params =
+            serde_json::from_value(json!({"webhook": {"env": "X"}, "title": "t"})).unwrap();
+        assert!(!message(&plain, "inc-7").to_string().contains("actions"));
+    }
+
     /// Label values cannot add links or mentions to the message.
     #[test]
     fn label_values_are_escaped_for_mrkdwn() {
@@ -175,7 +223,7 @@ mod tests {
             "fields": {"service": "<https://evil.example|click here>"}
         }))
         .unwrap();
-        let m = message(&p).to_string();
+        let m = message(&p, "inc-1").to_string();
         assert!(
             !m.contains("<!channel>") && m.contains("&lt;!channel&gt;"),
             "{m}"
@@ -196,7 +244,7 @@ mod tests {
         std::fs::write(f.path(), "http://127.0.0.1:1/services/T0/B0/SECRETPART").unwrap();
         let p: Params =
             serde_json::from_value(json!({"webhook": {"file": f.path()}, "title": "t"})).unwrap();
-        let e = run(&crate::hosts::client(None), p)
+        let e = run(&crate::hosts::client(None), p, "inc-1")
             .await
             .unwrap_err()
             .to_string();

@@ -43,6 +43,7 @@ mod incidents;
 mod intake;
 mod knowledge;
 mod ops;
+mod slack;
 
 pub use incidents::with_similar;
 pub use ops::KpiCache;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub clock: Arc<dyn quench_knowledge::Clock>,
     /// The console's templates and sessions.
     pub console: Arc<console::Console>,
+    /// Slack interaction signatures seen lately (replays are refused).
+    pub slack_seen: Arc<slack::Seen>,
 }
 
 /// Where the readers of the stores are, for `/readyz` and `/metrics`.
@@ -148,6 +151,7 @@ routes! {
     POST "/hooks/pagerduty" => intake::hook_pagerduty;
     POST "/hooks/datadog" => intake::hook_datadog;
     POST "/hooks/generic/{name}" => intake::hook_generic;
+    POST "/hooks/slack/interactive" => slack::interactive;
     GET "/api/v1/incidents" => incidents::list_incidents;
     GET "/api/v1/incidents/{id}" => incidents::show_incident;
     GET "/api/v1/incidents/{id}/timeline" => incidents::incident_timeline;
