@@ -186,6 +186,7 @@ fn main() {
         format!("/incidents/inc-{}", n / 2),
         "/approvals".to_string(),
         "/search?q=redis+OR+kafka+service%3Acart".to_string(),
+        "/stats?since=30d&by=service".to_string(),
     ];
     let ptimes: Vec<(String, f64, f64)> = rt.block_on(async {
         let mut out = Vec::new();

@@ -337,6 +337,20 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
         html.contains("column 7: OR needs a term after it"),
         "{html}"
     );
+    // Stats: the KPIs per service as a table and SVG bars; the service
+    // name (a label) escaped in both.
+    let (status, html, _) = get(&q, &c, &responder, "/stats?since=3650d&by=service").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<svg class=\"chart\""), "{html}");
+    assert_eq!(
+        html.matches("&lt;script&gt;alert(1)&lt;/script&gt;")
+            .count(),
+        3,
+        "{html}"
+    );
+    assert!(!html.contains("<script>"), "{html}");
+    let (status, _, _) = get(&q, &c, &responder, "/stats?since=soon").await;
+    assert_eq!(status, 400);
     // The kill switch takes the admin role.
     let (_, page, _) = get(&q, &c, &responder, "/incidents").await;
     assert!(

@@ -163,9 +163,11 @@ pub(super) async fn stats(
         }
     };
     let since = s.clock.now() - chrono::Duration::from_std(span).unwrap_or_default();
+    // Every record is read: off the async workers.
     match s
         .incidents
-        .list(&quench_knowledge::IncidentFilter::default())
+        .query(quench_knowledge::IncidentFilter::default())
+        .await
     {
         Ok(all) => axum::Json(crate::api::StatsResponse {
             since,
