@@ -95,6 +95,11 @@ pub struct StatsResponse {
     pub by: String,
     /// The KPIs of each group.
     pub groups: BTreeMap<String, Kpis>,
+    /// Record changes the figures do not include yet: 0 unless the search
+    /// index (they are summed from its columns) was still behind the
+    /// records 2 s after the request.
+    #[serde(default)]
+    pub index_lag_changes: u64,
 }
 
 /// `GET /api/v1/audit`.

@@ -55,75 +55,176 @@ pub struct Kpis {
     pub escalations: usize,
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / n as f64)
+/// What the KPIs need of one incident: a few numbers, so that they can be
+/// kept in the search index's columns and summed over 100,000 incidents
+/// without reading a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fact {
+    /// The first alert's start to opened, milliseconds, never negative.
+    pub detect_ms: i64,
+    /// Opened to the first acknowledgement, approval or action.
+    pub ack_ms: Option<i64>,
+    /// The first alert's start to resolved.
+    pub resolve_ms: Option<i64>,
+    /// Resolved or cancelled.
+    pub closed: bool,
+    /// Resolved after its run succeeded, with no human step before.
+    pub auto: bool,
+    /// A human stepped in.
+    pub human: bool,
+    /// Its run went to an end a runbook can be judged by.
+    pub judged: bool,
+    /// Its run succeeded.
+    pub succeeded: bool,
+    /// Its run's `on_failure` reached someone.
+    pub escalated: bool,
 }
 
-fn secs(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
-    (b - a).num_milliseconds() as f64 / 1000.0
+fn ms(a: DateTime<Utc>, b: DateTime<Utc>) -> i64 {
+    (b - a).num_milliseconds()
+}
+
+impl Fact {
+    /// The fact of one record.
+    pub fn of(r: &IncidentRecord) -> Fact {
+        let run = r.run.as_ref().map(|run| run.outcome);
+        Fact {
+            detect_ms: ms(r.first_alert_at, r.opened_at).max(0),
+            ack_ms: r.acknowledged_or_acted_at().map(|t| ms(r.opened_at, t)),
+            resolve_ms: r.resolved_at.map(|t| ms(r.first_alert_at, t)),
+            closed: r.status.is_closed(),
+            auto: r.outcome() == Outcome::AutoResolved,
+            human: r.first_human_at().is_some(),
+            judged: run.is_some_and(RunOutcome::counts_for_success),
+            succeeded: run == Some(RunOutcome::Succeeded),
+            escalated: run == Some(RunOutcome::Escalated),
+        }
+    }
+
+    /// The run's three flags in one number (for an index column).
+    pub fn run_bits(&self) -> u64 {
+        u64::from(self.judged) | u64::from(self.succeeded) << 1 | u64::from(self.escalated) << 2
+    }
+
+    /// Closed, auto-closed and touched by a human in one number.
+    pub fn flag_bits(&self) -> u64 {
+        u64::from(self.closed) | u64::from(self.auto) << 1 | u64::from(self.human) << 2
+    }
+
+    /// Back from the two numbers.
+    pub fn set_bits(&mut self, run: u64, flags: u64) {
+        self.judged = run & 1 != 0;
+        self.succeeded = run & 2 != 0;
+        self.escalated = run & 4 != 0;
+        self.closed = flags & 1 != 0;
+        self.auto = flags & 2 != 0;
+        self.human = flags & 4 != 0;
+    }
+}
+
+/// Sums facts into [`Kpis`].
+#[derive(Debug, Clone, Default)]
+pub struct Sum {
+    incidents: usize,
+    closed: usize,
+    detect: (i64, usize),
+    ack: (i64, usize),
+    resolve: (i64, usize),
+    auto: usize,
+    human: usize,
+    judged: usize,
+    succeeded: usize,
+    escalations: usize,
+}
+
+fn mean((total, n): (i64, usize)) -> Option<f64> {
+    (n > 0).then(|| total as f64 / 1000.0 / n as f64)
 }
 
 fn ratio(num: usize, den: usize) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
 }
 
+impl Sum {
+    /// Counts one incident.
+    pub fn add(&mut self, f: &Fact) {
+        let add = |into: &mut (i64, usize), v: i64| {
+            into.0 = into.0.saturating_add(v);
+            into.1 += 1;
+        };
+        self.incidents += 1;
+        self.closed += usize::from(f.closed);
+        add(&mut self.detect, f.detect_ms);
+        if let Some(a) = f.ack_ms {
+            add(&mut self.ack, a);
+        }
+        if let Some(r) = f.resolve_ms {
+            add(&mut self.resolve, r);
+        }
+        self.auto += usize::from(f.auto);
+        self.human += usize::from(f.human);
+        self.judged += usize::from(f.judged);
+        self.succeeded += usize::from(f.judged && f.succeeded);
+        self.escalations += usize::from(f.escalated);
+    }
+
+    /// Adds another sum.
+    pub fn merge(&mut self, o: &Sum) {
+        let add = |a: &mut (i64, usize), b: (i64, usize)| {
+            a.0 = a.0.saturating_add(b.0);
+            a.1 += b.1;
+        };
+        self.incidents += o.incidents;
+        self.closed += o.closed;
+        add(&mut self.detect, o.detect);
+        add(&mut self.ack, o.ack);
+        add(&mut self.resolve, o.resolve);
+        self.auto += o.auto;
+        self.human += o.human;
+        self.judged += o.judged;
+        self.succeeded += o.succeeded;
+        self.escalations += o.escalations;
+    }
+
+    /// The KPIs.
+    pub fn kpis(&self) -> Kpis {
+        Kpis {
+            incidents: self.incidents,
+            closed: self.closed,
+            mttd_seconds: mean(self.detect),
+            mtta_seconds: mean(self.ack),
+            mttr_seconds: mean(self.resolve),
+            auto_closure_rate: ratio(self.auto, self.incidents),
+            human_intervention_rate: ratio(self.human, self.incidents),
+            runbook_success_rate: ratio(self.succeeded, self.judged),
+            runs: self.judged,
+            escalations: self.escalations,
+        }
+    }
+}
+
 /// The KPIs of `records`.
 pub fn compute(records: &[&IncidentRecord]) -> Kpis {
-    let closed = records.iter().filter(|r| r.status.is_closed()).count();
-    let outcomes: Vec<RunOutcome> = records
-        .iter()
-        .filter_map(|r| r.run.as_ref().map(|run| run.outcome))
-        .collect();
-    let judged: Vec<RunOutcome> = outcomes
-        .iter()
-        .copied()
-        .filter(|o| o.counts_for_success())
-        .collect();
-    Kpis {
-        incidents: records.len(),
-        closed,
-        mttd_seconds: mean(
-            records
-                .iter()
-                .map(|r| secs(r.first_alert_at, r.opened_at).max(0.0)),
-        ),
-        mtta_seconds: mean(
-            records
-                .iter()
-                .filter_map(|r| r.acknowledged_or_acted_at().map(|t| secs(r.opened_at, t))),
-        ),
-        mttr_seconds: mean(
-            records
-                .iter()
-                .filter_map(|r| r.resolved_at.map(|t| secs(r.first_alert_at, t))),
-        ),
-        auto_closure_rate: ratio(
-            records
-                .iter()
-                .filter(|r| r.outcome() == Outcome::AutoResolved)
-                .count(),
-            records.len(),
-        ),
-        human_intervention_rate: ratio(
-            records
-                .iter()
-                .filter(|r| r.first_human_at().is_some())
-                .count(),
-            records.len(),
-        ),
-        runbook_success_rate: ratio(
-            judged
-                .iter()
-                .filter(|o| **o == RunOutcome::Succeeded)
-                .count(),
-            judged.len(),
-        ),
-        runs: judged.len(),
-        escalations: outcomes
-            .iter()
-            .filter(|o| **o == RunOutcome::Escalated)
-            .count(),
+    let mut sum = Sum::default();
+    for r in records {
+        sum.add(&Fact::of(r));
+    }
+    sum.kpis()
+}
+
+/// The group an incident counts in: its service or runbook (`-` for none).
+pub fn group_name(by: By, service: &str, runbook: Option<&str>) -> String {
+    let named = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    match by {
+        By::Overall => "all".into(),
+        By::Service => named(service),
+        By::Runbook => named(runbook.unwrap_or("")),
     }
 }
 
@@ -140,23 +241,16 @@ pub enum By {
 
 /// The KPIs of incidents opened since `since`, split by `by`.
 pub fn stats(records: &[IncidentRecord], since: DateTime<Utc>, by: By) -> BTreeMap<String, Kpis> {
-    let mut groups: BTreeMap<String, Vec<&IncidentRecord>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Sum> = BTreeMap::new();
     for r in records.iter().filter(|r| r.opened_at >= since) {
-        let key = match by {
-            By::Overall => "all".to_string(),
-            By::Service => {
-                let s = r.service();
-                if s.is_empty() { "-".into() } else { s }
-            }
-            By::Runbook => r
-                .runbook
-                .as_ref()
-                .map(|b| b.name.clone())
-                .unwrap_or_else(|| "-".into()),
-        };
-        groups.entry(key).or_default().push(r);
+        let key = group_name(
+            by,
+            &r.service(),
+            r.runbook.as_ref().map(|b| b.name.as_str()),
+        );
+        groups.entry(key).or_default().add(&Fact::of(r));
     }
-    groups.into_iter().map(|(k, v)| (k, compute(&v))).collect()
+    groups.into_iter().map(|(k, v)| (k, v.kpis())).collect()
 }
 
 #[cfg(test)]
@@ -386,5 +480,26 @@ mod tests {
         assert_eq!(by_id("inc-3"), Outcome::Escalated);
         assert_eq!(by_id("inc-7"), Outcome::Failed);
         assert_eq!(by_id("inc-6"), Outcome::Open);
+    }
+
+    /// The index's columns give the same KPIs as the records, per window
+    /// and split, so the console's and the API's figures are the records'.
+    #[test]
+    fn the_index_columns_give_the_records_kpis() {
+        let records = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = crate::search::SearchIndex::open(dir.path()).unwrap();
+        index.upsert(&records).unwrap();
+        for since in ["00:00:00", "09:00:00", "12:00:00", "18:00:10", "19:00:00"] {
+            for by in [By::Overall, By::Service, By::Runbook] {
+                let want = stats(&records, t(since), by);
+                assert_eq!(
+                    index.kpis(t(since), by).unwrap(),
+                    want,
+                    "since {since}, {by:?}"
+                );
+            }
+        }
+        assert_eq!(stats(&records, t("09:00:00"), By::Runbook).len(), 4);
     }
 }

@@ -969,11 +969,10 @@ async fn stats_page(
         );
     };
     let since = s.clock.now() - chrono::Duration::from_std(span).unwrap_or_default();
-    let all = match s.incidents.query(IncidentFilter::default()).await {
-        Ok(a) => a,
+    let (groups, lag) = match super::knowledge::kpis(&s, since, by).await {
+        Ok(x) => x,
         Err(e) => return internal(e),
     };
-    let groups = quench_knowledge::kpi::stats(&all, since, by);
     let max_mttr = groups
         .iter()
         .filter_map(|(_, k)| k.mttr_seconds)
@@ -994,7 +993,8 @@ async fn stats_page(
                    "x_success": 206 + success_width})
         })
         .collect();
-    let ctx = json!({"since": since_text, "by": by_text, "bys": bys, "chart_height": 8 + rows.len() * 20, "rows": rows});
+    let ctx = json!({"since": since_text, "by": by_text, "bys": bys, "chart_height": 8 + rows.len() * 20,
+                     "rows": rows, "lag": lag});
     with_cookie(
         page(&s, Some(&v), StatusCode::OK, "Stats", "stats", ctx, None).await,
         cookie,

@@ -20,6 +20,7 @@
 
 pub mod grammar;
 pub mod graph;
+mod kpis;
 mod query;
 mod schema;
 mod similar;
@@ -191,6 +192,16 @@ impl SearchIndex {
         if let Some(done) = r.resolved_at {
             d.add_i64(f.ttr, (done - r.first_alert_at).num_seconds().max(0));
         }
+        let fact = crate::kpi::Fact::of(r);
+        d.add_i64(f.detect_ms, fact.detect_ms);
+        if let Some(a) = fact.ack_ms {
+            d.add_i64(f.ack_ms, a);
+        }
+        if let Some(x) = fact.resolve_ms {
+            d.add_i64(f.resolve_ms, x);
+        }
+        d.add_u64(f.run_bits, fact.run_bits());
+        d.add_u64(f.flags, fact.flag_bits());
         d
     }
 

@@ -28,6 +28,11 @@ pub(super) struct Fields {
     pub(super) commit_refs: Field,
     pub(super) human: Field,
     pub(super) ttr: Field,
+    pub(super) detect_ms: Field,
+    pub(super) ack_ms: Field,
+    pub(super) resolve_ms: Field,
+    pub(super) run_bits: Field,
+    pub(super) flags: Field,
 }
 
 pub(super) fn schema() -> (Schema, Fields) {
@@ -64,6 +69,12 @@ pub(super) fn schema() -> (Schema, Fields) {
         commit_refs: b.add_text_field("commit_refs", FAST),
         human: b.add_u64_field("human", FAST),
         ttr: b.add_i64_field("ttr", FAST),
+        // The response KPIs' columns (`kpis.rs`, [`crate::kpi::Fact`]).
+        detect_ms: b.add_i64_field("detect_ms", FAST),
+        ack_ms: b.add_i64_field("ack_ms", FAST),
+        resolve_ms: b.add_i64_field("resolve_ms", FAST),
+        run_bits: b.add_u64_field("run_bits", FAST),
+        flags: b.add_u64_field("flags", FAST),
     };
     (b.build(), f)
 }
