@@ -974,8 +974,8 @@ async fn stats_page(
         Err(e) => return internal(e),
     };
     let max_mttr = groups
-        .iter()
-        .filter_map(|(_, k)| k.mttr_seconds)
+        .values()
+        .filter_map(|k| k.mttr_seconds)
         .fold(0.0f64, f64::max)
         .max(1.0);
     let rows: Vec<Value> = groups
