@@ -314,6 +314,45 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
         .iter()
         .any(|e| e["action"] == "approval.approved" && e["actor"] == "rosa");
     assert!(approved, "{audit:#}");
+    // Notes from the annotate form: the responder's CSRF token and role,
+    // checked and audited as the API does; shown escaped.
+    let notes = [
+        ("root_cause", "pool <b>exhausted</b>"),
+        ("resolution", "raised the pool size"),
+        ("commits", "abc1234@shop/cart"),
+        ("tags", "db, pool"),
+    ];
+    let (status, _) = post(&q, &c, &responder, "/incidents/inc-1/annotate", &notes).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let mut with_viewer = vec![("csrf", token.as_str())];
+    with_viewer.extend(notes);
+    let (status, _) = post(&q, &c, &viewer, "/incidents/inc-1/annotate", &with_viewer).await;
+    assert_eq!(status, 403, "a viewer cannot annotate");
+    let mut fields = vec![("csrf", mine.as_str())];
+    fields.extend(notes);
+    let (status, text) = post(&q, &c, &responder, "/incidents/inc-1/annotate", &fields).await;
+    assert_eq!(status, 303, "{text}");
+    let (_, page, _) = get(&q, &c, &responder, "/incidents/inc-1").await;
+    assert!(page.contains("pool &lt;b&gt;exhausted&lt;/b&gt;"), "{page}");
+    assert!(
+        page.contains("<code>abc1234@shop/cart</code>") && page.contains("<code>pool</code>"),
+        "{page}"
+    );
+    assert!(page.contains("rosa,"), "the last edit is named: {page}");
+    api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["notes"]["resolution"] == "raised the pool size"
+    })
+    .await;
+    let (status, text) = post(
+        &q,
+        &c,
+        &responder,
+        "/incidents/inc-1/annotate",
+        &[("csrf", &mine), ("tags", "no spaces allowed here!")],
+    )
+    .await;
+    assert_eq!(status, 422, "the API's check, as a page: {text}");
+    assert!(text.contains("tag"), "{text}");
     let (_, queue, _) = get(&q, &c, &responder, "/approvals").await;
     assert!(queue.contains("Nothing is waiting."), "{queue}");
 
@@ -472,22 +511,53 @@ fn shots() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_real_browser() {
     use quench_tests::browser::Browser;
+    let (svc, prom) = (
+        quench_tests::GoService::start(),
+        quench_tests::Prometheus::start().await,
+    );
     let rb = tempfile::tempdir().unwrap();
     std::fs::write(
         rb.path().join("cart.yaml"),
-        "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
+        "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: look\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: cpu, seconds: 1, top: 5}\n  - id: series\n    uses: promql.range\n    with: {query: 'go_goroutines', seconds: 120, step: 1}\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
     )
     .unwrap();
     let config = format!(
-        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\n",
+        "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\nprometheus: {{url: '{}'}}\n",
         sha256_hex("viewer-token"),
         sha256_hex("responder-token"),
+        prom.url,
     );
+    // Prometheus has scraped itself at least once: a series to chart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = quench_tests::http()
+            .get(format!("{}/api/v1/query?query=go_goroutines", prom.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never scraped itself: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let q = Quench::start(&config, rb.path());
+    // Something to see in the profile.
+    let burn = format!("{}/burn?ms=3000", svc.url);
+    tokio::spawn(async move { quench_tests::http().get(burn).send().await });
     let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
         "alerts": [{"status": "firing",
                     "labels": {"alertname": "CartDown", "service": "<script>alert(1)</script>"},
-                    "annotations": {"summary": "cart pods crash <img src=x onerror=alert(2)>"},
+                    "annotations": {"summary": "cart pods crash <img src=x onerror=alert(2)>", "pprof": svc.url},
                     "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "cart-b"}]});
     let r = quench_tests::http()
         .post(format!("{}/hooks/alertmanager", q.url))
@@ -496,10 +566,12 @@ async fn in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    api_wait(&q, "/api/v1/incidents/inc-1", |d| {
-        d["steps"][1]["state"] == "awaiting_approval"
+    let inc = api_wait(&q, "/api/v1/incidents/inc-1", |d| {
+        d["steps"][2]["state"] == "awaiting_approval"
     })
     .await;
+    assert_eq!(inc["steps"][0]["state"], "succeeded", "{inc:#}");
+    assert_eq!(inc["steps"][1]["state"], "succeeded", "{inc:#}");
 
     let b = Browser::start().await;
     let dir = shots();
@@ -522,8 +594,46 @@ async fn in_a_real_browser() {
         "{text}"
     );
     assert!(text.contains("restart"), "{text}");
+    assert!(
+        text.contains("main.burnCPU"),
+        "the profile's top table: {text}"
+    );
+    assert!(
+        text.contains("step series (promql.range) ran"),
+        "a step's span on the time axis: {text}"
+    );
+    // The flame graph is an image the browser loaded and drew; the PromQL
+    // series a chart with a line in it.
+    let mut flame = serde_json::Value::Null;
+    for _ in 0..50 {
+        flame = b
+            .eval("const i = document.querySelector('.flame img'); return i && i.complete ? i.naturalWidth : -1;")
+            .await;
+        if flame.as_f64().unwrap_or(-1.0) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        flame.as_f64().unwrap_or(-1.0) > 100.0,
+        "flame graph not drawn: {flame}"
+    );
+    let chart = b
+        .eval("const l = document.querySelector('figure.chart polyline'); return l ? l.getAttribute('points').split(' ').length : 0;")
+        .await;
+    assert!(
+        chart.as_u64().unwrap_or(0) >= 1,
+        "no PromQL line: {chart}; the step: {:#}",
+        inc["steps"][1]
+    );
+    assert!(
+        text.contains("go_goroutines"),
+        "the series is named: {text}"
+    );
     assert!(!b.dialog_open().await, "a script from a label ran");
+    b.resize(1280, 2600).await;
     b.screenshot(&dir.join("incident.png")).await;
+    b.resize(1280, 800).await;
 
     b.goto(&format!("{}/approvals", q.url)).await;
     b.wait_text("k8s.rollout_restart").await;
@@ -535,10 +645,10 @@ async fn in_a_real_browser() {
         .await;
     b.click("form.approve button[value='approve']").await;
     let inc = api_wait(&q, "/api/v1/incidents/inc-1", |d| {
-        d["steps"][1]["state"] != "awaiting_approval"
+        d["steps"][2]["state"] != "awaiting_approval"
     })
     .await;
-    assert_ne!(inc["steps"][1]["state"], "awaiting_approval", "{inc:#}");
+    assert_ne!(inc["steps"][2]["state"], "awaiting_approval", "{inc:#}");
     b.wait_url("/incidents/inc-1").await;
     b.goto(&format!("{}/incidents/inc-1", q.url)).await;
     b.wait_text("Timeline (UTC)").await;

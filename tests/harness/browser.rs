@@ -248,6 +248,29 @@ impl Browser {
         .await;
     }
 
+    /// Runs `script` (a function body) in the page through WebDriver and
+    /// returns what it returns: for what only the browser knows, such as
+    /// whether an image loaded. The page's own policy allows no script; a
+    /// driver's script is the browser's, not the page's.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.ok(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// Resizes the window (a screenshot shows the viewport only).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.ok(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     /// Whether a JavaScript dialog (`alert(...)`) is open: a script ran.
     pub async fn dialog_open(&self) -> bool {
         let v = self.call(reqwest::Method::GET, "/alert/text", None).await;

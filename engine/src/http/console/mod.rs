@@ -19,6 +19,9 @@
 //! inline flame graphs and PromQL charts, live refresh.
 
 use super::*;
+
+mod evidence;
+mod stats;
 use crate::config::Role;
 use axum::extract::Form;
 use axum::response::Redirect;
@@ -60,22 +63,34 @@ impl Console {
         let mut hb = handlebars::Handlebars::new();
         hb.set_strict_mode(false);
         for (name, text) in [
-            ("layout", include_str!("../../templates/console/layout.hbs")),
-            ("login", include_str!("../../templates/console/login.hbs")),
+            (
+                "layout",
+                include_str!("../../../templates/console/layout.hbs"),
+            ),
+            (
+                "login",
+                include_str!("../../../templates/console/login.hbs"),
+            ),
             (
                 "incidents",
-                include_str!("../../templates/console/incidents.hbs"),
+                include_str!("../../../templates/console/incidents.hbs"),
             ),
             (
                 "incident",
-                include_str!("../../templates/console/incident.hbs"),
+                include_str!("../../../templates/console/incident.hbs"),
             ),
             (
                 "approvals",
-                include_str!("../../templates/console/approvals.hbs"),
+                include_str!("../../../templates/console/approvals.hbs"),
             ),
-            ("search", include_str!("../../templates/console/search.hbs")),
-            ("stats", include_str!("../../templates/console/stats.hbs")),
+            (
+                "search",
+                include_str!("../../../templates/console/search.hbs"),
+            ),
+            (
+                "stats",
+                include_str!("../../../templates/console/stats.hbs"),
+            ),
         ] {
             hb.register_template_string(name, text)
                 .expect("the console's templates compile");
@@ -316,9 +331,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/incidents/{id}", get(incident_page))
         .route("/incidents/{id}/ack", post(ack))
         .route("/incidents/{id}/approve", post(approve))
+        .route("/incidents/{id}/annotate", post(annotate))
+        .route("/artifacts/{id}", get(evidence::artifact))
         .route("/approvals", get(approvals_page))
         .route("/search", get(search_page))
-        .route("/stats", get(stats_page))
+        .route("/stats", get(stats::stats_page))
         .route("/control/pause", post(pause))
         .route("/control/resume", post(resume))
 }
@@ -327,7 +344,7 @@ async fn css() -> Response {
     secure(
         (
             [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-            include_str!("../../templates/console/console.css"),
+            include_str!("../../../templates/console/console.css"),
         )
             .into_response(),
     )
@@ -540,15 +557,8 @@ async fn incident_page(
         .steps
         .iter()
         .map(|st| {
-            let top: Vec<Value> = st.output["top"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(10)
-                .map(|row| json!({"function": row["function"], "flat": row["flat_pct"].as_f64().map(|x| format!("{x:.1}")).unwrap_or_default()}))
-                .collect();
             json!({"id": st.id, "uses": st.uses, "state": words(&st.state),
-                   "reason": st.reason, "top": top, "summary": st.output["summary"],
+                   "reason": st.reason, "evidence": evidence::of_step(st),
                    "waiting": st.state == quench_knowledge::StepState::AwaitingApproval})
         })
         .collect();
@@ -559,10 +569,21 @@ async fn incident_page(
             |a| json!({"state": words(&a.state), "labels": a.labels, "annotations": a.annotations}),
         )
         .collect();
-    let timeline: Vec<Value> = r
+    // One time axis: the record's events, each step's span and the
+    // Kubernetes events its evidence brought.
+    let mut events: Vec<(chrono::DateTime<chrono::Utc>, Value)> = r
         .timeline
         .iter()
-        .map(|e| json!({"at": time(Some(e.at)), "kind": words(&e.kind), "detail": e.detail}))
+        .map(|e| (e.at, json!({"kind": words(&e.kind), "detail": e.detail})))
+        .collect();
+    events.extend(evidence::timeline_extras(&r.steps));
+    events.sort_by_key(|(at, _)| *at);
+    let timeline: Vec<Value> = events
+        .into_iter()
+        .map(|(at, mut e)| {
+            e["at"] = json!(time(Some(at)));
+            e
+        })
         .collect();
     let similar = r.similar.clone().unwrap_or_default();
     let ctx = json!({
@@ -575,6 +596,10 @@ async fn incident_page(
         "steps": steps,
         "timeline": timeline,
         "similar": similar,
+        "notes": {"root_cause": r.notes.root_cause, "resolution": r.notes.resolution,
+                  "tags": r.notes.tags, "commits": r.notes.commits.iter().map(|c| match &c.repo {
+                      Some(repo) => format!("{}@{repo}", c.sha), None => c.sha.clone() }).collect::<Vec<_>>(),
+                  "edited_by": r.notes.edited_by, "edited_at": time(r.notes.edited_at)},
         "can_respond": v.role >= Role::Responder,
         "csrf": v.csrf,
     });
@@ -664,6 +689,63 @@ async fn approve(
         Path(id.clone()),
         h,
         Body::from(body.to_string()),
+    )
+    .await;
+    after(&s, &v, &id, answer).await
+}
+
+#[derive(Deserialize)]
+struct AnnotateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    root_cause: String,
+    #[serde(default)]
+    resolution: String,
+    /// Space- or comma-separated.
+    #[serde(default)]
+    commits: String,
+    #[serde(default)]
+    tags: String,
+}
+
+/// The annotate form: what is filled in replaces the last note, commits
+/// and tags are added; checked and audited by the API's handler.
+async fn annotate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<AnnotateForm>,
+) -> Response {
+    let v = match check_form(&s, &headers, &f.csrf, Role::Responder) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let text = |t: &str| Some(t.trim().to_string()).filter(|t| !t.is_empty());
+    let list = |t: &str| -> Vec<String> {
+        t.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let req = crate::api::AnnotationRequest {
+        root_cause: text(&f.root_cause),
+        resolution: text(&f.resolution),
+        commits: list(&f.commits),
+        tags: list(&f.tags),
+    };
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::to_string(&req).unwrap_or_default();
+    let answer = incidents::annotate(
+        State(s.clone()),
+        caller(&v),
+        Path(id.clone()),
+        h,
+        Body::from(body),
     )
     .await;
     after(&s, &v, &id, answer).await
@@ -881,122 +963,4 @@ mod tests {
             "&lt;b&gt;x&lt;/b&gt;&lt;script&gt;"
         );
     }
-}
-
-#[derive(Deserialize)]
-struct StatsPageQuery {
-    since: Option<String>,
-    by: Option<String>,
-}
-
-/// `1h02m`, `45s`: a duration as people read it.
-fn human_secs(s: Option<f64>) -> String {
-    let Some(s) = s else {
-        return "-".into();
-    };
-    let s = s.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn percent(r: Option<f64>) -> String {
-    r.map(|x| format!("{:.0}%", x * 100.0))
-        .unwrap_or_else(|| "-".into())
-}
-
-async fn stats_page(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<StatsPageQuery>,
-) -> Response {
-    let (v, cookie) = match viewer(&s, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let since_text = q
-        .since
-        .clone()
-        .filter(|x| !x.is_empty())
-        .unwrap_or_else(|| "30d".into());
-    let by_text =
-        q.by.clone()
-            .filter(|x| !x.is_empty())
-            .unwrap_or_else(|| "service".into());
-    let bys: Vec<Value> = ["all", "service", "runbook"]
-        .iter()
-        .map(|b| json!({"value": b, "selected": *b == by_text}))
-        .collect();
-    let bad =
-        |m: String| json!({"since": since_text, "by": by_text, "bys": bys, "rows": [], "error": m});
-    let by = match by_text.as_str() {
-        "all" => quench_knowledge::kpi::By::Overall,
-        "service" => quench_knowledge::kpi::By::Service,
-        "runbook" => quench_knowledge::kpi::By::Runbook,
-        other => {
-            let ctx = bad(format!("by {other:?}: all, service or runbook"));
-            return with_cookie(
-                page(
-                    &s,
-                    Some(&v),
-                    StatusCode::BAD_REQUEST,
-                    "Stats",
-                    "stats",
-                    ctx,
-                    None,
-                )
-                .await,
-                cookie,
-            );
-        }
-    };
-    let Ok(span) = quench_runbooks::duration::parse(&since_text) else {
-        let ctx = bad(format!("{since_text:?} is not a duration (7d, 24h, 30m)"));
-        return with_cookie(
-            page(
-                &s,
-                Some(&v),
-                StatusCode::BAD_REQUEST,
-                "Stats",
-                "stats",
-                ctx,
-                None,
-            )
-            .await,
-            cookie,
-        );
-    };
-    let since = s.clock.now() - chrono::Duration::from_std(span).unwrap_or_default();
-    let (groups, lag) = match super::knowledge::kpis(&s, since, by).await {
-        Ok(x) => x,
-        Err(e) => return internal(e),
-    };
-    let max_mttr = groups
-        .values()
-        .filter_map(|k| k.mttr_seconds)
-        .fold(0.0f64, f64::max)
-        .max(1.0);
-    let rows: Vec<Value> = groups
-        .iter()
-        .enumerate()
-        .map(|(i, (name, k))| {
-            let y = 4 + i * 20;
-            let mttr_width = (k.mttr_seconds.unwrap_or(0.0) / max_mttr * 360.0).round() as u64;
-            let success_width = (k.runbook_success_rate.unwrap_or(0.0) * 360.0).round() as u64;
-            json!({"name": name, "incidents": k.incidents, "mttd": human_secs(k.mttd_seconds),
-                   "mtta": human_secs(k.mtta_seconds), "mttr": human_secs(k.mttr_seconds),
-                   "auto": percent(k.auto_closure_rate), "success": percent(k.runbook_success_rate),
-                   "runs": k.runs, "y": y, "y_text": y + 12, "mttr_width": mttr_width,
-                   "success_width": success_width, "x_label": 206 + mttr_width,
-                   "x_success": 206 + success_width})
-        })
-        .collect();
-    let ctx = json!({"since": since_text, "by": by_text, "bys": bys, "chart_height": 8 + rows.len() * 20,
-                     "rows": rows, "lag": lag});
-    with_cookie(
-        page(&s, Some(&v), StatusCode::OK, "Stats", "stats", ctx, None).await,
-        cookie,
-    )
 }
