@@ -499,6 +499,100 @@ async fn an_open_console_on_loopback() {
     );
 }
 
+/// The runbooks pages (the set, one runbook, the explain form) and the
+/// chaos page (the calendar from a schedule, no run yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbooks_explain_and_chaos_pages() {
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("cart.yaml"),
+        "version: 1\nname: restart-cart\ndescription: restarts the cart\nmatch:\n  matchers: ['alertname=\"CartDown\"', 'namespace=~\"shop|shop-eu\"']\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true}\n    with: {namespace: '{{alert.labels.namespace}}', name: cart}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rb.path().join("db.yaml"),
+        "version: 1\nname: db-failover\nmatch:\n  matchers: ['alertname=\"DbDown\"']\nsteps:\n  - id: wait\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rb.path().join("cart-kill.chaos.yaml"),
+        "version: 1\ntitle: cart loses a pod\nmethod:\n  - id: kill\n    uses: chaos.pod_kill\n    with: {grace_seconds: 0}\nduration: 1m\nblast_radius:\n  namespaces: [shop]\n  selector: app=cart\n  mode: one\n  max_pods: 1\nschedule:\n  cron: '0 3 * * MON'\n  timezone: Europe/Paris\n",
+    )
+    .unwrap();
+    let q = Quench::start("{}\n", rb.path());
+    let c = client();
+    let r = c.get(format!("{}/runbooks", q.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = session(&r);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("href=\"/runbooks/restart-cart\""), "{html}");
+    assert!(html.contains("restarts the cart"), "{html}");
+    assert!(
+        html.contains("<code>namespace&#x3D;~&quot;shop|shop-eu&quot;</code>"),
+        "{html}"
+    );
+    assert!(html.contains("1 (1 destructive)"), "{html}");
+    assert!(html.contains("not from git"), "{html}");
+    let token = csrf(&html);
+
+    // Explain: which runbook runs, why the other does not, and the step
+    // rendered for this alert; a label shown as text.
+    let alert = r#"{"labels": {"alertname": "CartDown", "namespace": "shop", "pod": "<b>x</b>"}}"#;
+    let (status, text) = post(
+        &q,
+        &c,
+        &cookie,
+        "/runbooks/explain",
+        &[("csrf", &token), ("alert", alert)],
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("Runs: <a href=\"/runbooks/restart-cart\">restart-cart</a>"),
+        "{text}"
+    );
+    assert!(text.contains("db-failover (db.yaml): skipped"), "{text}");
+    assert!(
+        text.contains("&quot;namespace&quot;:&quot;shop&quot;"),
+        "the rendered parameters: {text}"
+    );
+    assert!(
+        text.contains("&lt;b&gt;x&lt;/b&gt;") && !text.contains("<b>x</b>"),
+        "{text}"
+    );
+    let (status, text) = post(
+        &q,
+        &c,
+        &cookie,
+        "/runbooks/explain",
+        &[("csrf", &token), ("alert", "{nope")],
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("not JSON"), "{text}");
+    let (status, _) = post(&q, &c, &cookie, "/runbooks/explain", &[("alert", alert)]).await;
+    assert_eq!(status, 403, "a form without its CSRF token");
+
+    let (status, html, _) = get(&q, &c, &cookie, "/runbooks/restart-cart").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("destructive, needs approval"), "{html}");
+    assert!(html.contains("k8s.rollout_restart"), "{html}");
+    assert!(html.contains("No run yet."), "{html}");
+    let (status, _, _) = get(&q, &c, &cookie, "/runbooks/nope").await;
+    assert_eq!(status, 404);
+
+    // Chaos: the next three Monday 03:00 Paris runs (02:00 UTC in winter).
+    let (status, html, _) = get(&q, &c, &cookie, "/chaos").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Scheduled runs are off"), "{html}");
+    assert_eq!(
+        html.matches("02:00:00</time> cart-kill").count(),
+        3,
+        "{html}"
+    );
+    assert!(html.contains("No run yet."), "{html}");
+}
+
 /// Where the browser tests leave a screenshot of every page they visit.
 fn shots() -> std::path::PathBuf {
     quench_tests::repo_root().join("target/console-screenshots")

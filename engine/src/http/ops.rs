@@ -13,14 +13,18 @@ const KPI_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 impl KpiCache {
     /// The gauges, worked out again (off the async workers) when the last
     /// rendering is older than [`KPI_TTL`].
-    async fn get(&self, incidents: &IncidentStore, now: chrono::DateTime<chrono::Utc>) -> String {
+    async fn get(
+        &self,
+        index: &Arc<quench_knowledge::search::SearchIndex>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> String {
         if let Some((at, text)) = &*self.0.lock().unwrap_or_else(|e| e.into_inner())
             && at.elapsed() < KPI_TTL
         {
             return text.clone();
         }
-        let inc = incidents.clone();
-        let text = tokio::task::spawn_blocking(move || kpi_gauges(&inc, now))
+        let index = index.clone();
+        let text = tokio::task::spawn_blocking(move || kpi_gauges(&index, now))
             .await
             .unwrap_or_default();
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -147,15 +151,18 @@ pub(super) async fn list_runbooks(State(s): State<AppState>, _caller: Caller<Vie
     .into_response()
 }
 
-/// The response KPIs of the last 30 days, as gauges.
-pub(super) fn kpi_gauges(incidents: &IncidentStore, now: chrono::DateTime<chrono::Utc>) -> String {
+/// The response KPIs of the last 30 days, as gauges: summed from the
+/// search index's columns, never by reading the records.
+pub(super) fn kpi_gauges(
+    index: &quench_knowledge::search::SearchIndex,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
     use std::fmt::Write;
     let since = now - chrono::Duration::days(30);
-    let all = incidents
-        .list(&quench_knowledge::IncidentFilter::default())
-        .unwrap_or_default();
-    let k =
-        quench_knowledge::kpi::stats(&all, since, quench_knowledge::kpi::By::Overall).remove("all");
+    let k = index
+        .kpis(since, quench_knowledge::kpi::By::Overall)
+        .ok()
+        .and_then(|mut g| g.remove("all"));
     let mut out = String::new();
     let gauges = [
         (
@@ -201,7 +208,7 @@ pub(super) fn kpi_gauges(incidents: &IncidentStore, now: chrono::DateTime<chrono
 pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     use std::fmt::Write;
     let mut text = s.metrics.render();
-    text.push_str(&s.kpis.get(&s.incidents, s.clock.now()).await);
+    text.push_str(&s.kpis.get(&s.search, s.clock.now()).await);
     let gauges = [
         (
             "quench_pipeline_lag_alerts",

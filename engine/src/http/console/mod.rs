@@ -20,7 +20,9 @@
 
 use super::*;
 
+mod chaos;
 mod evidence;
+mod runbooks;
 mod stats;
 use crate::config::Role;
 use axum::extract::Form;
@@ -90,6 +92,18 @@ impl Console {
             (
                 "stats",
                 include_str!("../../../templates/console/stats.hbs"),
+            ),
+            (
+                "runbooks",
+                include_str!("../../../templates/console/runbooks.hbs"),
+            ),
+            (
+                "runbook",
+                include_str!("../../../templates/console/runbook.hbs"),
+            ),
+            (
+                "chaos",
+                include_str!("../../../templates/console/chaos.hbs"),
             ),
         ] {
             hb.register_template_string(name, text)
@@ -336,6 +350,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/approvals", get(approvals_page))
         .route("/search", get(search_page))
         .route("/stats", get(stats::stats_page))
+        .route("/runbooks", get(runbooks::runbooks_page))
+        .route("/chaos", get(chaos::chaos_page))
+        .route("/runbooks/explain", post(runbooks::explain))
+        .route("/runbooks/{name}", get(runbooks::runbook_page))
         .route("/control/pause", post(pause))
         .route("/control/resume", post(resume))
 }

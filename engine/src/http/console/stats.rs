@@ -10,7 +10,7 @@ pub(super) struct StatsPageQuery {
 }
 
 /// `1h02m`, `45s`: a duration as people read it.
-fn human_secs(s: Option<f64>) -> String {
+pub(super) fn human_secs(s: Option<f64>) -> String {
     let Some(s) = s else {
         return "-".into();
     };
