@@ -175,6 +175,14 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
     let r = c.get(format!("{}/incidents", q.url)).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/login");
+    let r = c.get(format!("{}/events", q.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303, "no session, no live stream");
+    let r = c
+        .get(format!("{}/artifacts/sha256:{}", q.url, "0".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "no session, no artifact");
     let (status, html, headers) = get(&q, &c, "quench_session=not-a-session", "/incidents").await;
     assert_eq!(status, 303, "an unknown session signs in again: {html}");
     assert_eq!(headers["location"], "/login");
@@ -194,7 +202,9 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
     assert_eq!(status, 200, "{html}");
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(
-        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        csp.contains("default-src 'none'")
+            && csp.contains("script-src 'self'")
+            && !csp.contains("unsafe"),
         "{csp}"
     );
     assert_eq!(headers["x-frame-options"], "DENY");
@@ -222,9 +232,15 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
         !page.contains("value=\"approve\""),
         "a viewer gets no approve button"
     );
+    assert_eq!(
+        page.matches("<script").count(),
+        1,
+        "one script, the console's own file, and none inline: {page}"
+    );
+    assert!(page.contains("<script src=\"/console.js\" defer></script>"));
     assert!(
-        !page.contains("<script"),
-        "the console sends no script at all"
+        page.contains("data-live=\"yes\""),
+        "the incident page is live"
     );
     let (status, queue, _) = get(&q, &c, &viewer, "/approvals").await;
     assert_eq!(status, 200);
@@ -420,6 +436,11 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_console_on_loopback() {
     let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("live.yaml"),
+        "version: 1\nname: live\nmatch:\n  matchers: ['alertname=\"Live\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
     let q = Quench::start("{}\n", rb.path());
     let c = client();
     let r = c.get(format!("{}/incidents", q.url)).send().await.unwrap();
@@ -432,6 +453,53 @@ async fn an_open_console_on_loopback() {
     assert_eq!(status, 400);
     let (status, _, _) = get(&q, &c, &cookie, "/incidents/inc-404").await;
     assert_eq!(status, 404);
+    // Live refresh: the event stream says `change` when an alert opens an
+    // incident.
+    let mut events = c
+        .get(format!("{}/events", q.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let alert = json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Live"},
+                    "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "live-1"}]});
+    let r = quench_tests::http()
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("event: change") {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("no change event within 10 s");
+    assert!(got.contains("event: change\ndata: "), "{got:?}");
+    drop(events);
+    let js = c.get(format!("{}/console.js", q.url)).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.text()
+            .await
+            .unwrap()
+            .contains("new EventSource(\"/events\")")
+    );
     // Pausing needs a reason and a confirmation, then shows on every page.
     let (_, page, _) = get(&q, &c, &cookie, "/incidents").await;
     let token = csrf(&page);
@@ -615,6 +683,11 @@ async fn in_a_real_browser() {
         "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: look\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: cpu, seconds: 1, top: 5}\n  - id: series\n    uses: promql.range\n    with: {query: 'go_goroutines', seconds: 120, step: 1}\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
     )
     .unwrap();
+    std::fs::write(
+        rb.path().join("disk.yaml"),
+        "version: 1\nname: disk\nmatch:\n  matchers: ['alertname=\"DiskFull\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
     let config = format!(
         "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\nprometheus: {{url: '{}'}}\n",
         sha256_hex("viewer-token"),
@@ -756,6 +829,36 @@ async fn in_a_real_browser() {
     assert!(text.contains("inc-1"), "{text}");
     b.screenshot(&dir.join("search.png")).await;
     assert!(!b.dialog_open().await);
+
+    // Live refresh: the incidents list shows a new incident by itself.
+    b.goto(&format!("{}/incidents", q.url)).await;
+    let text = b.wait_text("inc-1").await;
+    assert!(!text.contains("inc-2"), "{text}");
+    let other = json!({"version": "4", "groupKey": "g2", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "DiskFull", "service": "db"},
+                    "startsAt": "2026-11-27T10:05:00Z", "fingerprint": "disk-1"}]});
+    let r = quench_tests::http()
+        .post(format!("{}/hooks/alertmanager", q.url))
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = b.wait_text("inc-2").await;
+    assert!(text.contains("DiskFull") || text.contains("db"), "{text}");
+
+    // The other pages, for their screenshots.
+    for (path, needle, shot) in [
+        ("/runbooks", "restart-cart", "runbooks"),
+        ("/runbooks/restart-cart", "Latest incidents", "runbook"),
+        ("/chaos", "Next runs", "chaos"),
+        ("/stats?since=3650d&by=runbook", "MTTR", "stats"),
+    ] {
+        b.goto(&format!("{}{path}", q.url)).await;
+        b.wait_text(needle).await;
+        b.screenshot(&dir.join(format!("{shot}.png"))).await;
+    }
+    assert!(!b.dialog_open().await);
     b.close().await;
     for page in [
         "login",
@@ -764,6 +867,10 @@ async fn in_a_real_browser() {
         "approvals",
         "incident-approved",
         "search",
+        "runbooks",
+        "runbook",
+        "chaos",
+        "stats",
     ] {
         let png = std::fs::read(dir.join(format!("{page}.png"))).unwrap();
         assert!(

@@ -22,6 +22,7 @@ use super::*;
 
 mod chaos;
 mod evidence;
+mod live;
 mod runbooks;
 mod stats;
 use crate::config::Role;
@@ -38,7 +39,9 @@ const MAX_SESSIONS: usize = 10_000;
 /// Incidents per page.
 const PAGE: usize = 50;
 const COOKIE: &str = "quench_session";
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Pages that reload themselves when something changes (`console.js`).
+const LIVE: &[&str] = &["incidents", "incident", "approvals", "chaos"];
 
 struct Session {
     name: String,
@@ -268,6 +271,7 @@ async fn page(
         "paused_by": pause.as_ref().map(|p| p.by.clone()),
         "paused_reason": pause.as_ref().map(|p| p.reason.clone()).filter(|r| !r.is_empty()),
         "flash": flash,
+        "live": v.is_some() && LIVE.contains(&page),
     });
     match s.console.hb.render("layout", &layout) {
         Ok(html) => secure(
@@ -339,6 +343,8 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/incidents") }))
         .route("/console.css", get(css))
+        .route("/console.js", get(live::script))
+        .route("/events", get(live::events))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/incidents", get(incidents_page))
