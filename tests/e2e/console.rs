@@ -248,6 +248,11 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
         queue.contains("restart") && queue.contains("k8s.rollout_restart"),
         "{queue}"
     );
+    assert!(
+        queue.contains("&quot;name&quot;:&quot;cart&quot;")
+            && queue.contains("&quot;namespace&quot;:&quot;shop&quot;"),
+        "what it will do, to what: {queue}"
+    );
     // The viewer's own CSRF token does not make it a responder.
     let token = csrf(&page);
     let (status, text) = post(

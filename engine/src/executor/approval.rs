@@ -75,8 +75,14 @@ impl Executor {
         let timeout = approval
             .timeout
             .unwrap_or(self.config.default_approval_timeout);
-        self.set_step(p.incident, p.idx, |s| s.state = StepState::AwaitingApproval)
-            .await;
+        // The approver sees what the step will get: its parameters as
+        // rendered for this alert.
+        let rendered = p.rendered.clone();
+        self.set_step(p.incident, p.idx, |s| {
+            s.state = StepState::AwaitingApproval;
+            s.rendered = rendered;
+        })
+        .await;
         let _ = self
             .audit(
                 p.incident,

@@ -583,6 +583,7 @@ async fn incident_page(
         .map(|st| {
             json!({"id": st.id, "uses": st.uses, "state": words(&st.state),
                    "reason": st.reason, "evidence": evidence::of_step(st),
+                   "params": (!st.rendered.is_null()).then(|| st.rendered.to_string()),
                    "waiting": st.state == quench_knowledge::StepState::AwaitingApproval})
         })
         .collect();
@@ -789,15 +790,22 @@ async fn approvals_page(State(s): State<AppState>, headers: HeaderMap) -> Respon
             Ok(None) => continue,
             Err(e) => return internal(e),
         };
-        let uses = r
-            .steps
-            .iter()
-            .find(|st| st.id == step)
-            .map(|st| st.uses.clone())
-            .unwrap_or_default();
+        let st = r.steps.iter().find(|st| st.id == step);
+        let uses = st.map(|st| st.uses.clone()).unwrap_or_default();
+        // What it will do, to what: its rendered parameters; and what a
+        // dry run answered, when one ran before the gate.
+        let params = st
+            .map(|st| &st.rendered)
+            .filter(|p| !p.is_null())
+            .map(|p| p.to_string());
+        let dry_run = st
+            .map(|st| &st.output)
+            .filter(|o| o["dry_run"] == json!(true))
+            .map(|o| o.to_string());
         waiting.push((
             r.opened_at,
             json!({"incident": r.id, "title": r.title, "step": step, "uses": uses,
+                   "params": params, "dry_run": dry_run,
                    "service": r.service(), "opened": time(Some(r.opened_at))}),
         ));
     }
