@@ -75,6 +75,12 @@ fn main() {
     );
 
     let rb = tempfile::tempdir().expect("tempdir");
+    // One runbook named as the corpus' RedisDown runs are, for its page.
+    std::fs::write(
+        rb.path().join("redisdown.yaml"),
+        "version: 1\nname: redisdown\nmatch:\n  matchers: ['alertname=\"RedisDown\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .expect("runbook");
     // `--config YAML`: the server's configuration (default: its defaults).
     let config = args
         .iter()
@@ -187,6 +193,10 @@ fn main() {
         "/approvals".to_string(),
         "/search?q=redis+OR+kafka+service%3Acart".to_string(),
         "/stats?since=30d&by=service".to_string(),
+        "/stats?since=3650d&by=runbook".to_string(),
+        "/runbooks".to_string(),
+        "/runbooks/redisdown".to_string(),
+        "/chaos".to_string(),
     ];
     let ptimes: Vec<(String, f64, f64)> = rt.block_on(async {
         let mut out = Vec::new();
