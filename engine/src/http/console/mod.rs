@@ -1,22 +1,21 @@
 //! The on-call console: HTML pages served at `/`, rendered on the server
-//! (handlebars, every value HTML-escaped), no script at all.
+//! (handlebars, every value HTML-escaped), working without script.
 //!
 //! Sign-in takes an API token once and keeps a session in an `HttpOnly`,
 //! `SameSite=Strict` cookie that expires after [`SESSION_TTL`]; the role is
 //! the token's, as in the API. With no `api_tokens` (loopback only) the
 //! console is open as the API is: a visitor gets an anonymous session with
 //! every role. Every form carries the session's CSRF token, checked on
-//! every POST; every page sends a `Content-Security-Policy` that allows no
-//! script, and `X-Frame-Options: DENY`.
+//! every POST; every page sends a `Content-Security-Policy` that allows only
+//! quench's own script file (no inline script), and `X-Frame-Options: DENY`.
 //!
-//! Built so far: incidents (list, filter and pages in the URL), the
-//! incident page (alerts, steps with their evidence, approve and reject
-//! on a waiting step, acknowledge, timeline, similar incidents), the
-//! approvals queue, search (the query language, totals and pages), stats
-//! (the KPIs per service or runbook, as a table and SVG bars), the
-//! kill switch's state on every page and pausing or resuming it (admin, with
-//! a reason and a confirmation). Not built yet: runbooks and chaos pages,
-//! inline flame graphs and PromQL charts, live refresh.
+//! Pages: incidents (list, filter and pages in the URL), the incident page
+//! (alerts, steps with their evidence inline, see [`evidence`]; one time
+//! axis; notes and the annotate form; acknowledge; approve and reject),
+//! the approvals queue, search, runbooks (the set, one runbook, the explain
+//! form), chaos (calendar and verdicts), stats (KPIs as tables and SVG
+//! bars), and the kill switch on every page (admin, reason, confirmation).
+//! Live pages reload on [`live`]'s server-sent events.
 
 use super::*;
 
