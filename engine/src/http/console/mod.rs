@@ -153,6 +153,24 @@ impl Console {
         );
         Ok((id, csrf))
     }
+
+    /// The live session `id` at `now`; an expired one is forgotten.
+    fn lookup(&self, id: &str, now: Instant) -> Option<Visitor> {
+        let mut all = self.sessions();
+        match all.get(id) {
+            Some(sess) if sess.expires > now => Some(Visitor {
+                id: id.to_string(),
+                name: sess.name.clone(),
+                role: sess.role,
+                csrf: sess.csrf.clone(),
+            }),
+            Some(_) => {
+                all.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
 }
 
 /// 32 random bytes from the kernel, as hex.
@@ -193,26 +211,8 @@ fn set_cookie(id: &str, max_age: u64) -> HeaderValue {
 /// session (and its cookie) when there is none.
 #[allow(clippy::result_large_err)] // the refusal is the answer, as elsewhere in http
 fn viewer(s: &AppState, headers: &HeaderMap) -> Result<(Visitor, Option<HeaderValue>), Response> {
-    if let Some(id) = cookie_value(headers) {
-        let now = Instant::now();
-        let mut all = s.console.sessions();
-        match all.get(&id) {
-            Some(sess) if sess.expires > now => {
-                return Ok((
-                    Visitor {
-                        id,
-                        name: sess.name.clone(),
-                        role: sess.role,
-                        csrf: sess.csrf.clone(),
-                    },
-                    None,
-                ));
-            }
-            Some(_) => {
-                all.remove(&id);
-            }
-            None => {}
-        }
+    if let Some(v) = cookie_value(headers).and_then(|id| s.console.lookup(&id, Instant::now())) {
+        return Ok((v, None));
     }
     if s.config.api_tokens.is_empty() {
         let (id, csrf) = s.console.create("anonymous".into(), Role::Admin)?;
@@ -313,28 +313,21 @@ fn check_form(
     let Some(id) = cookie_value(headers) else {
         return Err(forbidden("no session: log in again"));
     };
-    let now = Instant::now();
-    let all = s.console.sessions();
-    let Some(sess) = all.get(&id).filter(|x| x.expires > now) else {
+    let Some(v) = s.console.lookup(&id, Instant::now()) else {
         return Err(forbidden("the session expired: log in again"));
     };
-    if !constant_time_eq(sess.csrf.as_bytes(), csrf.as_bytes()) {
+    if !constant_time_eq(v.csrf.as_bytes(), csrf.as_bytes()) {
         return Err(forbidden(
             "the form's CSRF token is missing or wrong: reload the page",
         ));
     }
-    if sess.role < need {
+    if v.role < need {
         return Err(forbidden(&format!(
             "{} has role {:?}; this needs {:?}",
-            sess.name, sess.role, need
+            v.name, v.role, need
         )));
     }
-    Ok(Visitor {
-        id,
-        name: sess.name.clone(),
-        role: sess.role,
-        csrf: sess.csrf.clone(),
-    })
+    Ok(v)
 }
 
 /// The console's routes.
@@ -968,6 +961,27 @@ mod tests {
 
     /// A template file that is not registered fails only when its page is
     /// asked for: every one is registered.
+    #[test]
+    fn a_session_ends_after_its_lifetime() {
+        let c = Console::new();
+        let (id, csrf) = c.create("rosa".into(), Role::Responder).unwrap();
+        let now = Instant::now();
+        let v = c.lookup(&id, now).expect("a fresh session");
+        assert_eq!(
+            (v.name.as_str(), v.role, v.csrf),
+            ("rosa", Role::Responder, csrf)
+        );
+        assert!(
+            c.lookup(&id, now + SESSION_TTL + Duration::from_secs(1))
+                .is_none()
+        );
+        assert!(
+            c.lookup(&id, now).is_none(),
+            "an expired session is forgotten"
+        );
+        assert!(c.lookup("not-a-session", now).is_none());
+    }
+
     #[test]
     fn every_template_file_is_registered() {
         let c = Console::new();
