@@ -104,6 +104,36 @@ pub struct StoredAlert {
     pub alert: Alert,
 }
 
+/// One delivery as the log holds it: what a standby copies.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Delivery {
+    /// The sequence number of its first alert.
+    pub first_seq: u64,
+    /// When the leader received it.
+    pub received_at: DateTime<Utc>,
+    /// The body as it arrived.
+    #[serde(with = "base64_bytes")]
+    pub raw: Vec<u8>,
+    /// Its alerts, in sequence order.
+    pub alerts: Vec<Alert>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The outcome for one alert of an append.
 #[derive(Debug, Clone, Serialize)]
 pub struct Appended {
@@ -633,6 +663,39 @@ impl AlertLog {
                     });
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Whole deliveries after `seq` (the first one starting at `seq + 1`),
+    /// up to about `limit` alerts: each with its raw payload, for a standby
+    /// that appends them in the same order and so gets the same sequence
+    /// numbers. File reads: call from a thread or `spawn_blocking`.
+    pub fn deliveries_after(&self, seq: u64, limit: usize) -> Result<Vec<Delivery>, LogError> {
+        let (mut out, mut open) = (Vec::new(), None);
+        for (path, pos) in self.positions_from(seq + 1, limit) {
+            if pos.first_seq <= seq {
+                // The follower's position is inside a delivery: it did not
+                // come from this log.
+                return Err(LogError::Corrupt {
+                    seq: pos.first_seq,
+                    why: format!(
+                        "position {seq} is inside the delivery that starts at {}",
+                        pos.first_seq
+                    ),
+                });
+            }
+            let buf = Self::read_frame(&mut open, &path, pos)?;
+            let (received_at, alerts) = Self::read_record(&mut open, &path, pos)?;
+            let raw = parse_payload(&buf[HEADER..])
+                .map(|p| p.raw.to_vec())
+                .unwrap_or_default();
+            out.push(Delivery {
+                first_seq: pos.first_seq,
+                received_at,
+                raw,
+                alerts,
+            });
         }
         Ok(out)
     }

@@ -211,6 +211,7 @@ impl ChaosService {
             target: Some(target.to_string()),
             detail,
             prev: None,
+            lease_epoch: None,
         };
         let audit = self.audit.clone();
         tokio::spawn(async move {

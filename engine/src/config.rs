@@ -63,6 +63,74 @@ pub struct Config {
     /// Without a kubeconfig: `KUBECONFIG`, `~/.kube/config`, then the pod's
     /// service account, read when a step first needs them.
     pub kubernetes: quench_connectors::k8s::KubeSource,
+    /// Two replicas with a Kubernetes Lease (off: one replica, no Lease).
+    pub ha: HaConfig,
+}
+
+/// High availability: two replicas, one leader by a `coordination.k8s.io`
+/// Lease; the standby follows the leader's write-ahead log and records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// Run as one of two replicas.
+    pub enabled: bool,
+    /// The Lease's namespace (the one quench runs in).
+    pub namespace: String,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// This replica's name in the Lease (default: the host name, which in
+    /// a StatefulSet is the pod's name).
+    pub identity: Option<String>,
+    /// The URL the other replica reaches this one at (published in the
+    /// Lease; the standby forwards writes there and follows it).
+    pub advertise_url: String,
+    /// The token the replicas present to each other on the internal
+    /// endpoints (or `peer_token_file`).
+    pub peer_token: Option<String>,
+    /// A file holding the peer token.
+    pub peer_token_file: Option<PathBuf>,
+    /// How long a Lease holds without renewal (15 s).
+    pub lease_duration_seconds: u64,
+    /// The leader stops acting when it has not renewed for this long (10 s,
+    /// below the duration: it stops before a standby may take over).
+    pub renew_deadline_seconds: u64,
+    /// How often the Lease is tried or renewed (2 s).
+    pub retry_period_seconds: u64,
+    /// `sync` (a webhook is answered once the standby has the alert on
+    /// disk) or `async`.
+    pub replication: ReplicationMode,
+    /// How long the leader waits for the standby in sync mode before it
+    /// answers anyway and says it is degraded (1000 ms).
+    pub replication_timeout_ms: u64,
+}
+
+/// How the leader waits for its standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// Answer a webhook once the standby has fdatasync'd it.
+    Sync,
+    /// Answer once this replica has; the standby follows.
+    Async,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            enabled: false,
+            namespace: "quench".into(),
+            lease_name: "quench".into(),
+            identity: None,
+            advertise_url: String::new(),
+            peer_token: None,
+            peer_token_file: None,
+            lease_duration_seconds: 15,
+            renew_deadline_seconds: 10,
+            retry_period_seconds: 2,
+            replication: ReplicationMode::Sync,
+            replication_timeout_ms: 1000,
+        }
+    }
 }
 
 /// Where Prometheus is.
@@ -300,6 +368,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             api_tokens: Vec::new(),
             kubernetes: Default::default(),
+            ha: Default::default(),
             prometheus: Default::default(),
             chaos: Default::default(),
             max_body_bytes: 1 << 20,
@@ -475,6 +544,18 @@ impl Config {
             })?;
             am.bearer_token = Some(token.trim_end().to_string());
         }
+        let ha = &mut cfg.ha;
+        if let Some(file) = ha.peer_token_file.take() {
+            if ha.peer_token.is_some() {
+                return Err(ConfigError::Invalid(
+                    "ha: give peer_token or peer_token_file, not both".into(),
+                ));
+            }
+            let token = std::fs::read_to_string(&file).map_err(|e| {
+                ConfigError::Invalid(format!("ha.peer_token_file {}: {e}", file.display()))
+            })?;
+            ha.peer_token = Some(token.trim_end().to_string());
+        }
         let slack = &mut cfg.hooks.slack;
         if let Some(file) = slack.signing_secret_file.take() {
             if slack.signing_secret.is_some() {
@@ -522,6 +603,31 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ha.enabled {
+            let ha = &self.ha;
+            if ha.peer_token.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError::Invalid(
+                    "ha.enabled needs ha.peer_token (or peer_token_file): the replicas' internal endpoints carry every alert".into(),
+                ));
+            }
+            if !(ha.advertise_url.starts_with("http://")
+                || ha.advertise_url.starts_with("https://"))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "ha.advertise_url {:?}: the http(s) URL the other replica reaches this one at",
+                    ha.advertise_url
+                )));
+            }
+            if !(ha.retry_period_seconds >= 1
+                && ha.retry_period_seconds < ha.renew_deadline_seconds
+                && ha.renew_deadline_seconds < ha.lease_duration_seconds)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "ha: need 1 <= retry_period ({}) < renew_deadline ({}) < lease_duration ({}) seconds",
+                    ha.retry_period_seconds, ha.renew_deadline_seconds, ha.lease_duration_seconds
+                )));
+            }
+        }
         self.dedup_window()?;
         self.alert_retention()?;
         if self.store_cache_bytes < 1 << 20 {

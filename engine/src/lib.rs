@@ -25,12 +25,14 @@ pub mod client;
 pub mod config;
 pub mod executor;
 pub mod explain;
+pub mod ha;
 pub mod http;
 pub mod import;
 pub mod indexer;
 pub mod metrics;
 pub mod pipeline;
 pub mod postmortem;
+pub mod replication;
 pub mod runbook_source;
 pub mod steps_doc;
 pub mod store;
@@ -148,41 +150,6 @@ pub async fn serve(
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
     let pipeline_position = Arc::new(std::sync::atomic::AtomicU64::new(log.cursor()?));
-    {
-        // Hourly: forget idempotency keys older than the window, and delete
-        // log segments older than the retention that the pipeline is done
-        // with.
-        let (log, window, retention, done) = (
-            log.clone(),
-            config.dedup_window()?,
-            config.alert_retention()?,
-            pipeline_position.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                let now = chrono::Utc::now();
-                let ago = |d: std::time::Duration| {
-                    now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(7))
-                };
-                let (keys, retire) = (ago(window), ago(retention));
-                let cursor = done.load(std::sync::atomic::Ordering::Acquire);
-                let log = log.clone();
-                match tokio::task::spawn_blocking(move || log.maintain(keys, retire, cursor)).await
-                {
-                    Ok(Ok((0, 0))) => {}
-                    Ok(Ok((keys, segments))) => info!(
-                        keys,
-                        segments,
-                        "alert log maintenance: keys past the dedup window forgotten, segments past the retention deleted"
-                    ),
-                    Ok(Err(e)) => warn!(error = %e, "alert log maintenance failed"),
-                    Err(e) => warn!(error = %e, "alert log maintenance panicked"),
-                }
-            }
-        });
-    }
     let writer = storage.writer()?;
     let incidents = IncidentStore::open(&storage.db, writer.clone())?;
     let metrics = Arc::new(Metrics::default());
@@ -233,6 +200,8 @@ pub async fn serve(
         },
     );
     executor.metrics = metrics.clone();
+    let ha = config.ha.enabled.then(|| ha::Ha::new(config.ha.clone()));
+    executor.ha = ha.clone();
     executor.env = config
         .executor
         .env_allowlist
@@ -253,16 +222,6 @@ pub async fn serve(
             .enable_all()
             .build()?,
     ));
-    {
-        let (exec, loaded) = (executor.clone(), runbooks.current());
-        let recovered = background
-            .spawn(async move { exec.recover(&loaded.set, loaded.commit.as_deref()).await })
-            .await
-            .unwrap_or_default();
-        for (id, what) in recovered {
-            warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
-        }
-    }
     // The same findings as `quench config check`.
     for f in config.findings() {
         warn!(severity = ?f.severity, fix = %f.fix, "{}", f.what);
@@ -277,18 +236,6 @@ pub async fn serve(
     }
     tokio::spawn(reload_on_hangup(runbooks.clone()));
 
-    let pipeline = Pipeline {
-        log: log.clone(),
-        incidents: incidents.clone(),
-        runbooks: runbooks.clone(),
-        metrics: metrics.clone(),
-        firing: Default::default(),
-        clock: quench_knowledge::clock::system(),
-        executor: Some(executor.clone()),
-        position: pipeline_position.clone(),
-    };
-    let pipeline_task = background.spawn(pipeline.run());
-
     let opened = {
         let (dir, inc) = (config.data_dir.join("index"), incidents.clone());
         tokio::task::spawn_blocking(move || indexer::open(&dir, &inc))
@@ -302,7 +249,7 @@ pub async fn serve(
     let chaos = Arc::new(
         chaos::ChaosService::new(
             quench_knowledge::ChaosStore::open(&storage.db, writer.clone())?,
-            kube,
+            kube.clone(),
             steps,
             runbooks.clone(),
             incidents.clone(),
@@ -313,21 +260,153 @@ pub async fn serve(
         .with_hosts(allowed_hosts.clone())
         .with_guards(executor.control.clone(), config.executor.dry_run),
     );
-    // Faults a crash left in place are removed before anything else runs.
+    // What only the leader does: recover unfinished runs, follow the log
+    // (the pipeline and the runs), chaos, log maintenance. Without high
+    // availability this replica leads from the start.
+    let replication = ha.as_ref().map(|h| {
+        replication::Replication::new(
+            h.config.replication,
+            std::time::Duration::from_millis(h.config.replication_timeout_ms),
+        )
+    });
+    let follower = ha
+        .as_ref()
+        .map(|_| replication::Follower::open(&config.data_dir));
+    let pipeline_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let (dedup_window, alert_retention) = (config.dedup_window()?, config.alert_retention()?);
     {
-        let c = chaos.clone();
-        let scheduled = config.chaos.schedule;
-        if !scheduled {
-            info!("chaos schedules are off (chaos.schedule: false); experiments run when started");
-        }
+        let (ha, follower, log) = (ha.clone(), follower.clone(), log.clone());
+        let (executor, runbooks, incidents) =
+            (executor.clone(), runbooks.clone(), incidents.clone());
+        let (metrics, pipeline_position, chaos) =
+            (metrics.clone(), pipeline_position.clone(), chaos.clone());
+        let (config, handle, task) = (
+            config.clone(),
+            background.handle().clone(),
+            pipeline_task.clone(),
+        );
+        let kube_for_lease = kube.clone();
+        let control = executor.control.clone();
         tokio::spawn(async move {
-            c.reconcile().await;
-            if scheduled {
-                c.scheduler().await;
+            if let (Some(ha), Some(follower)) = (&ha, &follower) {
+                let client = match kube_for_lease.client().await {
+                    Ok(c) => c.clone(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "high availability needs the Kubernetes API for its Lease; this replica stays a standby");
+                        return;
+                    }
+                };
+                let lease = ha.clone();
+                tokio::spawn(async move {
+                    lease.run(client).await;
+                    // Leadership lost: stop at once, before a standby acts.
+                    tracing::error!("exiting: the lease is lost");
+                    std::process::exit(75);
+                });
+                let token = config.ha.peer_token.clone().unwrap_or_default();
+                tokio::spawn(follower.clone().run(
+                    ha.clone(),
+                    log.clone(),
+                    incidents.clone(),
+                    control,
+                    token,
+                ));
+                ha.wait_leader().await;
+                // Start where the old leader's pipeline was, as far as
+                // this replica has its alerts and records.
+                let at = follower
+                    .pipeline
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    .min(log.len())
+                    .max(log.cursor().unwrap_or(0).min(log.len()));
+                if let Err(e) = log.set_cursor(at) {
+                    warn!(error = %e, "takeover: cannot write the pipeline cursor");
+                }
+                pipeline_position.store(at, std::sync::atomic::Ordering::Release);
+                info!(
+                    epoch = ha.epoch(),
+                    pipeline = at,
+                    alerts = log.len(),
+                    "takeover: this replica leads; recovering unfinished runs"
+                );
+            }
+            {
+                let (exec, loaded) = (executor.clone(), runbooks.current());
+                let recovered = handle
+                    .spawn(async move { exec.recover(&loaded.set, loaded.commit.as_deref()).await })
+                    .await
+                    .unwrap_or_default();
+                for (id, what) in recovered {
+                    warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
+                }
+            }
+            {
+                // Hourly: forget idempotency keys older than the window, and delete
+                // log segments older than the retention that the pipeline is done
+                // with.
+                let (log, window, retention, done) = (
+                    log.clone(),
+                    dedup_window,
+                    alert_retention,
+                    pipeline_position.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+                    loop {
+                        tick.tick().await;
+                        let now = chrono::Utc::now();
+                        let ago = |d: std::time::Duration| {
+                            now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(7))
+                        };
+                        let (keys, retire) = (ago(window), ago(retention));
+                        let cursor = done.load(std::sync::atomic::Ordering::Acquire);
+                        let log = log.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            log.maintain(keys, retire, cursor)
+                        })
+                        .await
+                        {
+                            Ok(Ok((0, 0))) => {}
+                            Ok(Ok((keys, segments))) => info!(
+                                keys,
+                                segments,
+                                "alert log maintenance: keys past the dedup window forgotten, segments past the retention deleted"
+                            ),
+                            Ok(Err(e)) => warn!(error = %e, "alert log maintenance failed"),
+                            Err(e) => warn!(error = %e, "alert log maintenance panicked"),
+                        }
+                    }
+                });
+            }
+            let pipeline = Pipeline {
+                log: log.clone(),
+                incidents: incidents.clone(),
+                runbooks: runbooks.clone(),
+                metrics: metrics.clone(),
+                firing: Default::default(),
+                clock: quench_knowledge::clock::system(),
+                executor: Some(executor.clone()),
+                position: pipeline_position.clone(),
+            };
+            *task.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.spawn(pipeline.run()));
+            // Faults a crash left in place are removed before anything else runs.
+            {
+                let c = chaos.clone();
+                let scheduled = config.chaos.schedule;
+                if !scheduled {
+                    info!(
+                        "chaos schedules are off (chaos.schedule: false); experiments run when started"
+                    );
+                }
+                tokio::spawn(async move {
+                    c.reconcile().await;
+                    if scheduled {
+                        c.scheduler().await;
+                    }
+                });
             }
         });
     }
-
     let state = AppState {
         config: Arc::new(config.clone()),
         log,
@@ -347,6 +426,14 @@ pub async fn serve(
         clock: quench_knowledge::clock::system(),
         console: Arc::new(http::console::Console::new()),
         slack_seen: Arc::default(),
+        ha: ha.clone(),
+        replication: replication.clone(),
+        follower: follower.clone(),
+        forwarder: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(600))
+            .build()
+            .map_err(std::io::Error::other)?,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -368,7 +455,13 @@ pub async fn serve(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    pipeline_task.abort();
+    if let Some(t) = pipeline_task
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        t.abort();
+    }
     drop(background);
     storage.db.flush().map_err(std::io::Error::other)?;
     storage.sync()?;

@@ -40,6 +40,10 @@ pub struct AuditEntry {
     /// written before the chain existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev: Option<String>,
+    /// The lease epoch (`leaseTransitions`) of the replica that acted,
+    /// with high availability on: which leader did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_epoch: Option<u64>,
 }
 
 /// What [`AuditLog::verify`] found.
@@ -232,6 +236,7 @@ mod tests {
                     target: None,
                     detail: format!("n{i}"),
                     prev: None,
+                    lease_epoch: None,
                 })
                 .unwrap();
             assert!(seq > i as u64);
@@ -264,6 +269,7 @@ mod tests {
                 target: None,
                 detail: format!("run {i}"),
                 prev: None,
+                lease_epoch: None,
             })
             .unwrap();
         }

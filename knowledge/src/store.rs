@@ -451,6 +451,45 @@ impl IncidentStore {
         self.writer.run(true, move || me.import_now(records)).await
     }
 
+    /// Writes records copied from a leader, as they are (a standby
+    /// following the leader's change feed): each replaces the record with
+    /// its id, and the open-group, external-id and next-id entries follow,
+    /// so that after a takeover a new alert joins the incident it would
+    /// have joined on the leader. Returns once durable.
+    pub async fn replicate(&self, records: Vec<IncidentRecord>) -> Result<(), StoreError> {
+        let me = self.clone();
+        self.writer
+            .run(true, move || me.replicate_now(records))
+            .await
+    }
+
+    fn replicate_now(&self, records: Vec<IncidentRecord>) -> Result<(), StoreError> {
+        let mut n = self.group(NEXT_ID)?.map(|v| be(&v)).unwrap_or(0);
+        let (mut out, mut groups) = (Vec::with_capacity(records.len()), Vec::new());
+        for r in records {
+            let Some(key) = key_of(&r.id) else {
+                continue;
+            };
+            n = n.max(be(&key));
+            if !r.status.is_closed() {
+                groups.push(Group::Set(r.group_key.as_bytes().to_vec(), key));
+            } else if self.group(r.group_key.as_bytes())? == Some(key)
+                || groups.iter().any(
+                    |g| matches!(g, Group::Set(k, v) if k == r.group_key.as_bytes() && *v == key),
+                )
+            {
+                groups.push(Group::Remove(r.group_key.as_bytes().to_vec()));
+            }
+            if let Some(ext) = &r.external_id {
+                groups.push(Group::Set(external_key(ext), key));
+            }
+            out.push((key, r));
+        }
+        groups.push(Group::Set(NEXT_ID.to_vec(), n.to_be_bytes()));
+        self.stage(out, &groups);
+        Ok(())
+    }
+
     /// [`IncidentStore::import`] for a plain thread.
     pub fn import_blocking(&self, records: Vec<IncidentRecord>) -> Result<Imported, StoreError> {
         let me = self.clone();

@@ -116,11 +116,14 @@ pub(super) enum Guard {
     DryRun,
     /// One action per target at a time.
     Lock,
+    /// With high availability: this replica still holds the Lease within
+    /// its renew deadline, checked last, right before the step acts.
+    Fence,
 }
 
 /// The order every step goes through. The destructive-only guards do
 /// nothing for steps that only read.
-pub(super) const GUARDS: [Guard; 7] = [
+pub(super) const GUARDS: [Guard; 8] = [
     Guard::When,
     Guard::Render,
     Guard::Preflight,
@@ -128,6 +131,7 @@ pub(super) const GUARDS: [Guard; 7] = [
     Guard::Budget,
     Guard::DryRun,
     Guard::Lock,
+    Guard::Fence,
 ];
 
 impl Guard {
@@ -157,6 +161,24 @@ impl Executor {
                 let lock = self.lock_for(&p.target);
                 p.lock = Some(lock.lock_owned().await);
                 Flow::Next
+            }
+            Guard::Fence => {
+                let Some(ha) = &self.ha else {
+                    return Flow::Next;
+                };
+                match ha.may_act() {
+                    Ok(_) => Flow::Next,
+                    Err(why) => Flow::Done(Err(self
+                        .block(
+                            p.incident,
+                            p.idx,
+                            p.id(),
+                            &p.target,
+                            format!("fenced: {why}; the next leader decides"),
+                            false,
+                        )
+                        .await)),
+                }
             }
         }
     }

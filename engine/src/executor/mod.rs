@@ -117,6 +117,9 @@ pub struct Executor {
     /// When each runbook last ran for a group, and its cooldown.
     cooldowns: Mutex<HashMap<String, (Instant, Duration)>>,
     templates: Templates,
+    /// With high availability: the Lease this replica acts under (fencing
+    /// and the epoch every audit entry records).
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 /// How a run ended.
@@ -157,6 +160,7 @@ impl Executor {
             locks: Mutex::new(HashMap::new()),
             cooldowns: Mutex::new(HashMap::new()),
             templates: Templates::new(),
+            ha: None,
         }
     }
 
@@ -200,6 +204,7 @@ impl Executor {
             target: target.map(str::to_string),
             detail,
             prev: None,
+            lease_epoch: self.ha.as_ref().map(|h| h.epoch()),
         };
         let appended = if durable {
             self.audit.append(entry).await
@@ -746,6 +751,7 @@ impl quench_connectors::steps::StepRunner for Guarded {
                 target: Some(target.clone()),
                 detail: format!("{step} for a chaos experiment"),
                 prev: None,
+                lease_epoch: None,
             };
             exec.audit
                 .append(entry)

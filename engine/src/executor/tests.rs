@@ -101,6 +101,10 @@ fn t0() -> chrono::DateTime<Utc> {
 }
 
 fn world(config: ExecConfig) -> World {
+    world_with(config, None)
+}
+
+fn world_with(config: ExecConfig, ha: Option<Arc<crate::ha::Ha>>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let fake = Arc::new(Fake::default());
@@ -115,6 +119,7 @@ fn world(config: ExecConfig) -> World {
     );
     let clock = quench_knowledge::ManualClock::at(t0());
     exec.clock = Arc::new(clock.clone());
+    exec.ha = ha;
     World {
         _dir: dir,
         exec: Arc::new(exec),
@@ -896,7 +901,8 @@ async fn the_guards_run_in_order_and_only_destructive_steps_meet_the_last_five()
             Guard::Approval,
             Guard::Budget,
             Guard::DryRun,
-            Guard::Lock
+            Guard::Lock,
+            Guard::Fence
         ]
     );
     // No budget at all, and the kill switch on: an evidence step passes
@@ -916,6 +922,41 @@ async fn the_guards_run_in_order_and_only_destructive_steps_meet_the_last_five()
         assert!(matches!(w.exec.guard(g, &mut p).await, Flow::Next), "{g:?}");
     }
     assert!(p.lock.is_none(), "evidence takes no lock");
+}
+
+/// The fence: a replica that does not hold the Lease (a standby, or a
+/// leader past its renew deadline) starts no destructive step, says why,
+/// and an evidence step is not concerned.
+#[tokio::test(start_paused = true)]
+async fn the_fence_refuses_a_replica_that_does_not_lead() {
+    use super::guards::{Flow, Guard, Pending};
+    let ha = crate::ha::Ha::new(crate::config::HaConfig::default());
+    let w = world_with(ExecConfig::default(), Some(ha));
+    let rb = runbook(DESTRUCTIVE);
+    let a = alert("cart");
+    let id = open_incident(&w, &a, 1);
+    let outputs = serde_json::Map::new();
+    let mut p = Pending::new(&w.exec, &id, &rb, &a, 0, &rb.steps[0], &outputs);
+    assert!(
+        matches!(w.exec.guard(Guard::Fence, &mut p).await, Flow::Next),
+        "evidence"
+    );
+    let mut p = Pending::new(&w.exec, &id, &rb, &a, 1, &rb.steps[1], &outputs);
+    assert!(matches!(
+        w.exec.guard(Guard::Render, &mut p).await,
+        Flow::Next
+    ));
+    let Flow::Done(Err(stop)) = w.exec.guard(Guard::Fence, &mut p).await else {
+        panic!("the fence let a standby act");
+    };
+    let super::Stop::Failed(said) = stop else {
+        panic!("a fenced step fails, it is not cancelled");
+    };
+    assert!(
+        said.contains("fenced: this replica is not the leader"),
+        "{said}"
+    );
+    assert_eq!(w.fake.calls.load(Ordering::SeqCst), 0, "nothing ran");
 }
 
 /// The budget guard alone: it lets the first action through and refuses

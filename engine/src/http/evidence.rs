@@ -146,6 +146,7 @@ pub(super) async fn put_baseline(
                     target: Some(format!("{service}/{kind}")),
                     detail: id.clone(),
                     prev: None,
+                    lease_epoch: None,
                 },
             )
             .await;

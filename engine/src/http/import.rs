@@ -177,6 +177,7 @@ impl Tally {
                     }
                 ),
                 prev: None,
+                lease_epoch: None,
             },
         )
         .await;

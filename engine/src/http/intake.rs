@@ -183,6 +183,18 @@ pub(super) async fn intake_inner(
         .add("quench_alerts_received_total", &[("source", source)], count);
     match s.log.append(bytes, parsed.alerts).await {
         Ok(appended) => {
+            // High availability, sync mode: answered once the standby has
+            // these alerts on its disk too (or the wait times out).
+            if let (Some(rep), Some(last)) = (
+                &s.replication,
+                appended
+                    .iter()
+                    .filter(|a| !a.duplicate)
+                    .map(|a| a.seq)
+                    .max(),
+            ) {
+                rep.wait_synced(last).await;
+            }
             let dups = appended.iter().filter(|a| a.duplicate).count() as u64;
             s.metrics.add(
                 "quench_alerts_accepted_total",

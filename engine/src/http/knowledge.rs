@@ -119,6 +119,7 @@ pub(super) async fn reindex(State(s): State<AppState>, caller: Caller<Admin>) ->
                     target: None,
                     detail: format!("{n} incidents"),
                     prev: None,
+                    lease_epoch: None,
                 },
             )
             .await;

@@ -43,6 +43,7 @@ mod incidents;
 mod intake;
 mod knowledge;
 mod ops;
+mod replica;
 mod slack;
 
 pub use incidents::with_similar;
@@ -82,6 +83,14 @@ pub struct AppState {
     pub console: Arc<console::Console>,
     /// Slack interaction signatures seen lately (replays are refused).
     pub slack_seen: Arc<slack::Seen>,
+    /// High availability: the Lease as this replica sees it.
+    pub ha: Option<Arc<crate::ha::Ha>>,
+    /// High availability, on the leader: what the standby acknowledged.
+    pub replication: Option<Arc<crate::replication::Replication>>,
+    /// High availability, on a standby: how far it has copied.
+    pub follower: Option<Arc<crate::replication::Follower>>,
+    /// The client a standby forwards writes with.
+    pub forwarder: reqwest::Client,
 }
 
 /// Where the readers of the stores are, for `/readyz` and `/metrics`.
@@ -126,10 +135,15 @@ macro_rules! routes {
             Router::new()
                 $( .route($path, routes!(@method $verb $handler)) )*
                 .merge(console::routes())
+                .route("/internal/v1/replicate", get(replica::replicate))
                 .fallback(not_found)
                 .layer(axum::middleware::from_fn(move |req, next| {
                     browser_guard(open, req, next)
                 }))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    replica::standby_forward,
+                ))
                 .with_state(state)
         }
     };
@@ -479,6 +493,7 @@ async fn audit_incident(
             target: None,
             detail,
             prev: None,
+            lease_epoch: None,
         },
     )
     .await;

@@ -47,10 +47,60 @@ pub(super) async fn healthz(State(s): State<AppState>) -> Response {
 /// Readiness: answers at once from counters, and says `degraded` (still
 /// 200: intake keeps acknowledging durable alerts) with the lags when the
 /// pipeline or the search index has fallen behind.
-pub(super) async fn readyz(State(s): State<AppState>) -> Response {
-    let pipeline = s.lag.pipeline_lag(&s.log);
-    let index = s.lag.index_lag(&s.incidents);
+/// What `/readyz` says of high availability, and why it is degraded.
+pub(super) fn ha_state(s: &AppState) -> (Value, Vec<String>) {
+    let Some(ha) = &s.ha else {
+        return (Value::Null, Vec::new());
+    };
     let mut reasons = Vec::new();
+    let v = if ha.is_leader() {
+        let rep = s.replication.as_ref();
+        let degraded = rep.is_some_and(|r| r.degraded());
+        if degraded {
+            reasons.push(
+                "replication degraded to async: the standby does not confirm in time".to_string(),
+            );
+        }
+        json!({
+            "role": "leader", "identity": ha.identity, "epoch": ha.epoch(),
+            "replication": rep.map(|r| json!({
+                "mode": r.mode, "degraded": degraded,
+                "standby_acked_alerts": r.acked(),
+                "standby_lag_alerts": s.log.len().saturating_sub(r.acked()),
+                "standby_acked_changes": r.acked_changes(),
+                "standby_silent_seconds": r.standby_silent_seconds(),
+            })),
+        })
+    } else {
+        let f = s.follower.as_ref();
+        let broken = f.and_then(|f| f.broken());
+        if let Some(b) = &broken {
+            reasons.push(format!("replication stopped: {b}"));
+        }
+        let leader_log = f.map_or(0, |f| {
+            f.leader_log.load(std::sync::atomic::Ordering::Acquire)
+        });
+        json!({
+            "role": "standby", "identity": ha.identity, "leader": ha.leader_url(),
+            "lag_alerts": leader_log.saturating_sub(s.log.len()),
+            "lag_changes": f.map_or(0, |f| f.leader_changes.load(std::sync::atomic::Ordering::Acquire)
+                .saturating_sub(f.changes.load(std::sync::atomic::Ordering::Acquire))),
+            "broken": broken,
+        })
+    };
+    (v, reasons)
+}
+
+pub(super) async fn readyz(State(s): State<AppState>) -> Response {
+    // A standby runs no pipeline: it has no pipeline lag.
+    let acting = s.ha.as_ref().is_none_or(|h| h.is_leader());
+    let pipeline = if acting {
+        s.lag.pipeline_lag(&s.log)
+    } else {
+        0
+    };
+    let index = s.lag.index_lag(&s.incidents);
+    let (ha, mut reasons) = ha_state(&s);
     if pipeline > PIPELINE_LAG_DEGRADED {
         reasons.push(format!("the pipeline is {pipeline} alerts behind the log"));
     }
@@ -67,6 +117,7 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
         "store_writer_queue": s.lag.writer.stats().queued.load(std::sync::atomic::Ordering::Relaxed),
         "runs_active": s.metrics.runs_active.load(std::sync::atomic::Ordering::Relaxed),
         "index_docs": s.search.count(),
+        "ha": ha,
     }))
     .into_response()
 }
@@ -236,6 +287,38 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
         );
     }
+    if let Some(ha) = &s.ha {
+        let mut ha_gauges = vec![
+            (
+                "quench_ha_leader",
+                "1 while this replica holds the Lease.",
+                u64::from(ha.is_leader()),
+            ),
+            (
+                "quench_ha_lease_epoch",
+                "The Lease's transitions when this replica took it.",
+                ha.epoch(),
+            ),
+        ];
+        if let (true, Some(r)) = (ha.is_leader(), &s.replication) {
+            ha_gauges.push((
+                "quench_replication_degraded",
+                "1 while sync replication answers without the standby.",
+                u64::from(r.degraded()),
+            ));
+            ha_gauges.push((
+                "quench_replication_lag_alerts",
+                "Alerts the standby has not confirmed.",
+                s.log.len().saturating_sub(r.acked()),
+            ));
+        }
+        for (name, help, v) in ha_gauges {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
+            );
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -288,6 +371,7 @@ pub(super) async fn set_paused(
                     target: None,
                     detail: reason.reason.clone(),
                     prev: None,
+                    lease_epoch: None,
                 },
             )
             .await;

@@ -262,6 +262,7 @@ async fn audit_slack(s: &AppState, actor: &str, incident: &str, step: &str, deta
             target: None,
             detail,
             prev: None,
+            lease_epoch: None,
         },
     )
     .await;

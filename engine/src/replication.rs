@@ -1,0 +1,346 @@
+//! Replication between the two replicas, over the change feeds quench
+//! owns: the write-ahead log of alerts (whole deliveries, in order, so the
+//! standby's sequence numbers are the leader's) and the records' change
+//! numbers (each changed record copied whole), with the kill switch.
+//!
+//! The standby asks the leader's `GET /internal/v1/replicate` for what
+//! follows its own position, and its position is its acknowledgement: it
+//! asks for `log=N` only once everything up to `N` is fdatasync'd. In sync
+//! mode the leader answers a webhook once the standby's acknowledgement
+//! covers the webhook's alerts; when the standby does not get there within
+//! `ha.replication_timeout_ms`, the leader answers anyway, degrades to
+//! async (said in `/readyz`, `/metrics` and the log), and goes back to
+//! sync once the standby has caught up with its log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use quench_knowledge::{Control, IncidentRecord, IncidentStore, PauseState};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::alert_log::{AlertLog, Delivery};
+use crate::config::ReplicationMode;
+use crate::ha::Ha;
+
+/// Deliveries (about this many alerts) and records per answer.
+pub const BATCH: usize = 1000;
+/// How long the leader holds a request that has nothing new yet.
+pub const LONG_POLL: Duration = Duration::from_secs(2);
+
+/// The leader's side: what the standby has acknowledged.
+pub struct Replication {
+    /// Sync or async, as configured.
+    pub mode: ReplicationMode,
+    timeout: Duration,
+    /// Sync mode gave up waiting: answering without the standby.
+    degraded: AtomicBool,
+    /// The standby's durable log position, as it last said.
+    acked: AtomicU64,
+    /// The standby's position in the records' change feed.
+    acked_changes: AtomicU64,
+    moved: tokio::sync::Notify,
+    /// When the standby last asked (ms since `start`), 0 never.
+    last_seen_ms: AtomicU64,
+    start: Instant,
+}
+
+/// What the leader answers a standby.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Batch {
+    /// The leader's lease epoch.
+    pub epoch: u64,
+    /// The leader's log length.
+    pub log_head: u64,
+    /// How far the leader's pipeline got (the standby starts there when it
+    /// takes over).
+    pub pipeline: u64,
+    /// Deliveries after the standby's position.
+    pub deliveries: Vec<Delivery>,
+    /// The records changed after the standby's feed position, each once.
+    pub records: Vec<IncidentRecord>,
+    /// The feed position these records bring the standby to.
+    pub changes_to: u64,
+    /// The leader's last change.
+    pub change_head: u64,
+    /// The feed no longer holds the standby's position.
+    #[serde(default)]
+    pub gap: bool,
+    /// The kill switch.
+    pub control: Option<PauseState>,
+}
+
+impl Replication {
+    /// As configured.
+    pub fn new(mode: ReplicationMode, timeout: Duration) -> Arc<Replication> {
+        Arc::new(Replication {
+            mode,
+            timeout,
+            degraded: AtomicBool::new(false),
+            acked: AtomicU64::new(0),
+            acked_changes: AtomicU64::new(0),
+            moved: tokio::sync::Notify::new(),
+            last_seen_ms: AtomicU64::new(0),
+            start: Instant::now(),
+        })
+    }
+
+    /// The standby asked with these positions; `head` is this log's length.
+    pub fn report(&self, log: u64, changes: u64, head: u64) {
+        self.acked.fetch_max(log, Ordering::AcqRel);
+        self.acked_changes.fetch_max(changes, Ordering::AcqRel);
+        self.last_seen_ms.store(
+            self.start.elapsed().as_millis() as u64 + 1,
+            Ordering::Release,
+        );
+        if log >= head && self.degraded.swap(false, Ordering::AcqRel) {
+            info!(
+                position = log,
+                "replication: the standby caught up; back to sync"
+            );
+        }
+        self.moved.notify_waiters();
+    }
+
+    /// Sync mode: waits until the standby holds `seq` on disk, or the
+    /// timeout (then degrades). Async, or degraded: returns at once.
+    pub async fn wait_synced(&self, seq: u64) {
+        if self.mode != ReplicationMode::Sync || self.degraded.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let moved = self.moved.notified();
+            if self.acked.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                if !self.degraded.swap(true, Ordering::AcqRel) {
+                    warn!(
+                        seq,
+                        standby = self.acked.load(Ordering::Acquire),
+                        timeout_ms = self.timeout.as_millis() as u64,
+                        "replication: the standby did not confirm in time; degraded to async until it catches up"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    /// Whether sync mode is answering without the standby.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// The standby's acknowledged log position.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
+    }
+
+    /// The standby's acknowledged change-feed position.
+    pub fn acked_changes(&self) -> u64 {
+        self.acked_changes.load(Ordering::Acquire)
+    }
+
+    /// Seconds since the standby last asked; None if it never did.
+    pub fn standby_silent_seconds(&self) -> Option<f64> {
+        match self.last_seen_ms.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(
+                (self.start.elapsed().as_millis() as u64).saturating_sub(at - 1) as f64 / 1000.0,
+            ),
+        }
+    }
+}
+
+/// The standby's side: where it is, and how far it has copied.
+pub struct Follower {
+    /// The records' change-feed position copied so far (kept in a file).
+    pub changes: AtomicU64,
+    /// The leader's pipeline position at the last copy.
+    pub pipeline: AtomicU64,
+    /// The leader's log length at the last answer.
+    pub leader_log: AtomicU64,
+    /// The leader's last change at the last answer.
+    pub leader_changes: AtomicU64,
+    /// Why following stopped, if it did.
+    pub broken: std::sync::Mutex<Option<String>>,
+    file: PathBuf,
+}
+
+impl Follower {
+    /// Reads the position kept in `data_dir`.
+    pub fn open(data_dir: &std::path::Path) -> Arc<Follower> {
+        let file = data_dir.join("replica-changes");
+        let changes = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        Arc::new(Follower {
+            changes: AtomicU64::new(changes),
+            pipeline: AtomicU64::new(0),
+            leader_log: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+            broken: std::sync::Mutex::new(None),
+            file,
+        })
+    }
+
+    fn keep(&self, changes: u64) {
+        self.changes.store(changes, Ordering::Release);
+        // Losing this only means copying some records again.
+        let tmp = self.file.with_extension("tmp");
+        if std::fs::write(&tmp, changes.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.file);
+        }
+    }
+
+    fn stop(&self, why: String) {
+        error!(
+            why,
+            "replication stopped: this standby no longer follows the leader"
+        );
+        *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// Why following stopped, if it did.
+    pub fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Follows the leader until this replica leads (or the copy diverges).
+    pub async fn run(
+        self: Arc<Self>,
+        ha: Arc<Ha>,
+        log: AlertLog,
+        incidents: IncidentStore,
+        control: Control,
+        token: String,
+    ) {
+        let http = reqwest::Client::builder()
+            .timeout(LONG_POLL + Duration::from_secs(8))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client");
+        let mut said_waiting = false;
+        loop {
+            if ha.is_leader() {
+                return;
+            }
+            let Some(url) = ha.leader_url() else {
+                if !said_waiting {
+                    info!("standby: no leader yet; waiting for the Lease to name one");
+                    said_waiting = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            said_waiting = false;
+            let (at, changes) = (log.len(), self.changes.load(Ordering::Acquire));
+            let asked = http
+                .get(format!(
+                    "{}/internal/v1/replicate?log={at}&changes={changes}&wait_ms={}",
+                    url.trim_end_matches('/'),
+                    LONG_POLL.as_millis()
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await;
+            let batch: Batch = match asked {
+                Ok(r) if r.status().is_success() => match r.json().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(error = %e, "standby: the leader's answer does not decode");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
+                Ok(r) => {
+                    warn!(status = %r.status(), %url, "standby: the leader refused to replicate");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, %url, "standby: the leader does not answer");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if ha.is_leader() {
+                return;
+            }
+            if let Err(why) = self.apply(&batch, &log, &incidents, &control).await {
+                self.stop(why);
+                return;
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        b: &Batch,
+        log: &AlertLog,
+        incidents: &IncidentStore,
+        control: &Control,
+    ) -> Result<(), String> {
+        for d in &b.deliveries {
+            let expected = log.len() + 1;
+            if d.first_seq != expected {
+                return Err(format!(
+                    "the leader sent delivery {} where this log expects {expected}",
+                    d.first_seq
+                ));
+            }
+            let appended = log
+                .append(d.raw.clone(), d.alerts.clone())
+                .await
+                .map_err(|e| format!("appending delivery {}: {e}", d.first_seq))?;
+            for (i, a) in appended.iter().enumerate() {
+                if a.duplicate || a.seq != d.first_seq + i as u64 {
+                    return Err(format!(
+                        "the copy of delivery {} got sequence {} for its alert {i} (duplicate: {}): the logs diverged",
+                        d.first_seq, a.seq, a.duplicate
+                    ));
+                }
+            }
+        }
+        if b.gap {
+            return Err(format!(
+                "the leader's change feed no longer holds position {}: a full copy of the records is needed (copy the data directory)",
+                self.changes.load(Ordering::Acquire)
+            ));
+        }
+        if !b.records.is_empty() {
+            incidents
+                .replicate(b.records.clone())
+                .await
+                .map_err(|e| format!("copying records: {e}"))?;
+        }
+        if b.changes_to > self.changes.load(Ordering::Acquire) {
+            self.keep(b.changes_to);
+        }
+        if let Some(want) = &b.control
+            && control.is_paused() != want.paused
+            && let Err(e) = control.set(want.paused, &want.by, &want.reason).await
+        {
+            warn!(error = %e, "standby: could not copy the kill switch");
+        }
+        // The leader read its pipeline's position before its last change,
+        // so once every change up to that one is here, every record the
+        // pipeline wrote for those alerts is too; until then the older
+        // position stands (going over an alert twice is harmless: it is
+        // already attached).
+        if b.changes_to >= b.change_head {
+            self.pipeline.store(b.pipeline, Ordering::Release);
+        }
+        self.leader_log.store(b.log_head, Ordering::Release);
+        self.leader_changes.store(b.change_head, Ordering::Release);
+        Ok(())
+    }
+}
