@@ -21,8 +21,34 @@ fn index() -> &'static SearchIndex {
     })
 }
 
+thread_local! {
+    /// Inside `search`, which turns a panic of the search library into the
+    /// query's error (see `knowledge/src/search/query.rs`).
+    static SEARCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// libFuzzer's hook aborts at any panic, before `search` can catch it.
+/// Panics inside `search` are left to `search`; any other still aborts.
+fn hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !SEARCHING.with(|s| s.get()) {
+                abort(info);
+            }
+        }));
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    hook();
     let Ok(q) = std::str::from_utf8(data) else { return };
     let now = chrono::DateTime::from_timestamp(1_750_000_000, 0).expect("a valid time");
-    let _ = index().search(q, 10, now);
+    let index = index();
+    SEARCHING.with(|s| s.set(true));
+    let answer = std::panic::catch_unwind(|| index.search(q, 10, now));
+    SEARCHING.with(|s| s.set(false));
+    // `search` itself must not let a panic out.
+    assert!(answer.is_ok(), "search let a panic out for {q:?}");
 });

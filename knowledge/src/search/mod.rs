@@ -526,6 +526,38 @@ mod tests {
         hits.iter().map(|h| h.id.clone()).collect()
     }
 
+    /// Found by fuzzing (`fuzz/artifacts`, search_query): a negated
+    /// phrase over a small index trips a debug assertion inside tantivy
+    /// 0.27. The answer is right without the assertion; with it, the query
+    /// gets an error and nothing panics.
+    #[test]
+    fn a_negated_phrase_never_panics() {
+        let all = corpus();
+        for n in 1..=all.len() {
+            let (_d, idx) = index(&all[..n]);
+            for q in [
+                "-\"sentinel failover\"",
+                "-1\u{0}1",
+                "redis -\"sentinel failover\"",
+            ] {
+                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    idx.search(q, 10, now())
+                }))
+                .unwrap_or_else(|_| panic!("{q:?} over {n} incidents panicked"));
+                match answer {
+                    Ok(hits) => assert!(
+                        hits.iter().all(|h| h.id != "inc-1") || q.starts_with("-1"),
+                        "{q:?} over {n}: inc-1 has the phrase and must be excluded"
+                    ),
+                    Err(e) => assert!(
+                        cfg!(debug_assertions) && e.to_string().contains("rephrase"),
+                        "{q:?} over {n}: {e}"
+                    ),
+                }
+            }
+        }
+    }
+
     #[test]
     fn words_filters_phrases_and_prefixes() {
         let (_d, idx) = index(&corpus());
