@@ -12,6 +12,7 @@ mod crash_resume;
 mod executor;
 mod gitops;
 mod go_evidence;
+mod ha;
 mod k8s_evidence;
 mod k8s_exec;
 mod k8s_rbac;

@@ -1,0 +1,371 @@
+//! High availability against the real API server: two real `quench serve`
+//! processes, one Lease. The leader is killed with SIGKILL during a stream
+//! of alerts; the standby takes over with every acknowledged alert; the old
+//! leader comes back as a standby and catches up; a standby forwards
+//! writes to the leader, and answers 503 with `Retry-After` when there is
+//! none.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use quench_tests::kube::Cluster;
+use quench_tests::{Quench, free_port, http};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "peer-token-for-the-ha-test";
+/// Short Lease times, so a takeover takes seconds (the defaults: 15/10/2).
+const DURATION: u64 = 6;
+
+struct Replica {
+    name: &'static str,
+    port: u16,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+fn replica(dir: &Path, name: &'static str, ns: &str, kubeconfig: &Path) -> Replica {
+    let port = free_port();
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "kubernetes: {{kubeconfig: '{}'}}\nha:\n  enabled: true\n  namespace: {ns}\n  lease_name: quench\n  identity: {name}\n  advertise_url: http://127.0.0.1:{port}\n  peer_token: {TOKEN}\n  lease_duration_seconds: {DURATION}\n  renew_deadline_seconds: 4\n  retry_period_seconds: 1\n  replication: sync\n  replication_timeout_ms: 3000\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    Replica {
+        name,
+        port,
+        config,
+        data: dir.join(format!("{name}-data")),
+    }
+}
+
+fn start(r: &Replica, runbooks: &Path) -> Quench {
+    Quench::spawn(&r.config, &r.data, runbooks, Some(r.port))
+}
+
+async fn readyz(url: &str) -> Value {
+    match http().get(format!("{url}/readyz")).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
+async fn wait_role(q: &Quench, role: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = readyz(&q.url).await;
+        if v["ha"]["role"] == role {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never became {role}: {v:#}\nlog:\n{}",
+            q.url,
+            q.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn alert(fp: &str) -> Value {
+    json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Storm", "instance": fp},
+                    "startsAt": "2026-12-01T10:00:00Z", "fingerprint": fp}]})
+}
+
+async fn post_alert(url: &str, fp: &str) -> reqwest::Result<reqwest::Response> {
+    http()
+        .post(format!("{url}/hooks/alertmanager"))
+        .json(&alert(fp))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+}
+
+async fn fingerprints(url: &str) -> BTreeSet<String> {
+    let v: Value = http()
+        .get(format!("{url}/api/v1/alerts?limit=100000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"]["fingerprint"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_with_every_acknowledged_alert() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("ha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(
+        rb.join("storm.yaml"),
+        "version: 1\nname: storm\ngroup_by: [instance]\nmatch:\n  matchers: ['alertname=\"Storm\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
+    let (ra, rb_) = (
+        replica(dir.path(), "a", &ns, &cluster.kubeconfig),
+        replica(dir.path(), "b", &ns, &cluster.kubeconfig),
+    );
+    let mut a = start(&ra, &rb);
+    let leader = wait_role(&a, "leader", Duration::from_secs(20)).await;
+    assert_eq!(leader["ha"]["identity"], "a");
+    let b = start(&rb_, &rb);
+    let standby = wait_role(&b, "standby", Duration::from_secs(20)).await;
+    assert_eq!(
+        standby["ha"]["leader"],
+        format!("http://127.0.0.1:{}", ra.port),
+        "{standby:#}"
+    );
+
+    // A webhook and an API write sent to the standby reach the leader.
+    let r = post_alert(&b.url, "via-standby").await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(
+        fingerprints(&a.url).await.contains("via-standby"),
+        "forwarded to the leader"
+    );
+    let r = http()
+        .post(format!("{}/api/v1/control/pause", b.url))
+        .json(&json!({"reason": "ha test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let paused: Value = http()
+        .get(format!("{}/api/v1/control", a.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["paused"], true, "{paused}");
+    // The kill switch comes back to the standby by replication.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = http()
+            .get(format!("{}/api/v1/control", b.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["paused"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never copied the pause: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = http()
+        .post(format!("{}/api/v1/control/resume", b.url))
+        .json(&json!({"reason": "ha test done"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Sync mode: each answer waited for the standby.
+    let v = readyz(&a.url).await;
+    assert_eq!(v["ha"]["replication"]["mode"], "sync", "{v:#}");
+    assert_eq!(v["ha"]["replication"]["degraded"], false, "{v:#}");
+
+    // The standby stops answering (SIGSTOP): the leader waits for it up
+    // to the replication timeout, answers, says it is degraded, answers
+    // the next webhook at once, and goes back to sync once the standby
+    // has caught up.
+    let signal = |sig: &str, q: &Quench| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &q.pid().expect("running").to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP", &b);
+    let t = Instant::now();
+    let r = post_alert(&a.url, "standby-stopped-1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900),
+        "sync mode did not wait for the standby: {waited:?}"
+    );
+    let v = readyz(&a.url).await;
+    assert_eq!(v["status"], "degraded", "{v:#}");
+    assert_eq!(v["ha"]["replication"]["degraded"], true, "{v:#}");
+    let metrics = http()
+        .get(format!("{}/metrics", a.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("quench_replication_degraded 1"),
+        "{metrics}"
+    );
+    let t = Instant::now();
+    let r = post_alert(&a.url, "standby-stopped-2").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "degraded: no more waiting"
+    );
+    signal("-CONT", &b);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = readyz(&a.url).await;
+        if v["ha"]["replication"]["degraded"] == false && v["status"] == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never back to sync: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for fp in ["standby-stopped-1", "standby-stopped-2"] {
+        assert!(
+            fingerprints(&b.url).await.contains(fp),
+            "{fp} reached the standby after it came back"
+        );
+    }
+
+    // A stream of alerts to the leader; SIGKILL it in the middle; go on
+    // sending to the standby (503 until it leads).
+    let mut acked: BTreeSet<String> = ["via-standby", "standby-stopped-1", "standby-stopped-2"]
+        .map(String::from)
+        .into();
+    let mut sent = 0;
+    let mut killed_at = None;
+    let mut led_at = None;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        let target = if killed_at.is_none() { &a.url } else { &b.url };
+        let fp = format!("alert-{sent}");
+        sent += 1;
+        if let Ok(r) = post_alert(target, &fp).await {
+            if r.status() == 200 {
+                acked.insert(fp);
+                if killed_at.is_some() && led_at.is_none() {
+                    led_at = Some(Instant::now());
+                }
+            } else {
+                assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
+                assert!(r.headers().contains_key("retry-after"));
+            }
+        }
+        if killed_at.is_none() && started.elapsed() > Duration::from_millis(1500) {
+            a.kill9();
+            killed_at = Some(Instant::now());
+        }
+        if let Some(t) = led_at
+            && t.elapsed() > Duration::from_secs(1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = killed_at.expect("the leader was killed");
+    let v = wait_role(&b, "leader", Duration::from_secs(1)).await;
+    let takeover = led_at
+        .expect("the standby never took an alert")
+        .duration_since(killed_at);
+    assert!(
+        takeover < Duration::from_secs(DURATION + 5),
+        "the standby led after {takeover:?}"
+    );
+    assert!(
+        v["ha"]["epoch"].as_u64().unwrap() >= 1,
+        "a takeover is a new epoch: {v:#}"
+    );
+    // Every acknowledged alert is on the new leader.
+    let on_b = fingerprints(&b.url).await;
+    let lost: Vec<&String> = acked.difference(&on_b).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged alerts lost: {lost:?}\nlog:\n{}",
+        lost.len(),
+        b.log_text()
+    );
+    assert!(acked.len() > 20, "a stream: {} acknowledged", acked.len());
+    eprintln!(
+        "takeover in {takeover:?}; {} alerts acknowledged, {} sent",
+        acked.len(),
+        sent
+    );
+    // The new leader's pipeline went on: every alert is in an incident.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = readyz(&b.url).await;
+        if v["pipeline_lag_alerts"] == 0 && v["index_lag_changes"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader's pipeline is stuck: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The old leader comes back as a standby and catches up: the same
+    // alerts, the same incidents in the same states.
+    let a = start(&ra, &rb);
+    wait_role(&a, "standby", Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (fa, fb) = (fingerprints(&a.url).await, fingerprints(&b.url).await);
+        let (ia, ib) = (incident_ids(&a.url).await, incident_ids(&b.url).await);
+        if fa == fb && ia == ib && !ia.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never converged: alerts {} vs {}, incidents {} vs {}",
+            fa.len(),
+            fb.len(),
+            ia.len(),
+            ib.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
+    // The leader is gone and its Lease has not expired: no replica may
+    // take the write, so the standby answers 503 with Retry-After.
+    let r = post_alert(&a.url, "nobody-leads").await.unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
+    let _ = rb_.name;
+}
+
+async fn incident_ids(url: &str) -> BTreeSet<String> {
+    let v: Value = http()
+        .get(format!("{url}/api/v1/incidents?limit=100000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["incidents"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|i| format!("{}:{}", i["id"], i["status"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
