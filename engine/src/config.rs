@@ -82,7 +82,8 @@ pub struct HaConfig {
     /// a StatefulSet is the pod's name).
     pub identity: Option<String>,
     /// The URL the other replica reaches this one at (published in the
-    /// Lease; the standby forwards writes there and follows it).
+    /// Lease; the standby forwards writes there and follows it). Empty:
+    /// `QUENCH_HA_ADVERTISE_URL` from the environment.
     pub advertise_url: String,
     /// The token the replicas present to each other on the internal
     /// endpoints (or `peer_token_file`).
@@ -545,6 +546,13 @@ impl Config {
             am.bearer_token = Some(token.trim_end().to_string());
         }
         let ha = &mut cfg.ha;
+        // Each replica of a StatefulSet reads the same file: its own URL
+        // comes from its environment (built from the pod's name).
+        if ha.advertise_url.is_empty()
+            && let Ok(url) = std::env::var("QUENCH_HA_ADVERTISE_URL")
+        {
+            ha.advertise_url = url;
+        }
         if let Some(file) = ha.peer_token_file.take() {
             if ha.peer_token.is_some() {
                 return Err(ConfigError::Invalid(

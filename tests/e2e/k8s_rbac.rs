@@ -19,6 +19,13 @@ fn path_of(m: &Value) -> String {
         "ClusterRole" => ("/apis/rbac.authorization.k8s.io/v1", "clusterroles"),
         "ClusterRoleBinding" => ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings"),
         "RoleBinding" => ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+        "Role" => ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+        "Namespace" => ("/api/v1", "namespaces"),
+        "ConfigMap" => ("/api/v1", "configmaps"),
+        "Secret" => ("/api/v1", "secrets"),
+        "Service" => ("/api/v1", "services"),
+        "StatefulSet" => ("/apis/apps/v1", "statefulsets"),
+        "NetworkPolicy" => ("/apis/networking.k8s.io/v1", "networkpolicies"),
         other => panic!("no path for {other}"),
     };
     match ns {
@@ -78,9 +85,9 @@ async fn install_rbac(cluster: &Cluster, bound: &str, unbound: &str) -> (String,
     (ns, other)
 }
 
-/// quench's steps with the ServiceAccount's token, and no namespace scope
-/// of quench's own: whatever is refused, the API server refuses.
-async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
+/// A kubeconfig that authenticates as the `quench` ServiceAccount of
+/// quench-system (its token, as the token controller writes it).
+async fn quench_kubeconfig(cluster: &Cluster, dir: &std::path::Path) -> std::path::PathBuf {
     // The token controller writes the ServiceAccount's token secret.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let token = loop {
@@ -123,6 +130,13 @@ async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
         ),
     )
     .unwrap();
+    kubeconfig
+}
+
+/// quench's steps with the ServiceAccount's token, and no namespace scope
+/// of quench's own: whatever is refused, the API server refuses.
+async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
+    let kubeconfig = quench_kubeconfig(cluster, dir).await;
     Builtin::default().with_kube(std::sync::Arc::new(KubeClient::new(KubeSource {
         kubeconfig: Some(kubeconfig),
         deny_namespaces: Vec::new(),
@@ -326,4 +340,106 @@ async fn quench_runs_with_the_service_accounts_token() {
     };
     assert_eq!(replicas(&ns).await, 2);
     assert_eq!(replicas(&other).await, 1);
+}
+
+/// deploy/quench-ha.yaml is accepted by the API server (server-side dry
+/// run; its PodDisruptionBudget is policy/v1, newer than the test
+/// server), and deploy/rbac-ha.yaml lets the quench ServiceAccount make
+/// exactly the Lease calls: its Lease in its namespace, nothing in
+/// another. A real quench with that account's token then leads.
+#[tokio::test]
+async fn the_ha_manifests_apply_and_let_exactly_the_lease_calls_through() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = Cluster::get().await;
+    let (_ns, other) = install_rbac(&cluster, "ha-rbac", "ha-other").await;
+    for m in manifests("rbac-ha.yaml") {
+        apply(&cluster, &m).await;
+    }
+    for m in manifests("quench-ha.yaml") {
+        if m["kind"] == "PodDisruptionBudget" {
+            assert_eq!(m["apiVersion"], "policy/v1");
+            continue;
+        }
+        cluster
+            .send(
+                "PATCH",
+                &format!(
+                    "{}?fieldManager=quench-test&force=true&dryRun=All",
+                    path_of(&m)
+                ),
+                m.clone(),
+                "application/apply-patch+yaml",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{} does not apply: {e}", path_of(&m)));
+    }
+    let admin: kube::Api<Lease> = kube::Api::namespaced(cluster.client.clone(), "quench-system");
+    let _ = admin.delete("quench", &Default::default()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = quench_kubeconfig(&cluster, dir.path()).await;
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let me = kube::Client::try_from(config).unwrap();
+    let mine: kube::Api<Lease> = kube::Api::namespaced(me.clone(), "quench-system");
+    let lease = |name: &str| -> Lease {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"holderIdentity": "t"}}))
+            .unwrap()
+    };
+    let created = mine
+        .create(&Default::default(), &lease("quench"))
+        .await
+        .expect("create its Lease");
+    mine.get("quench").await.expect("get its Lease");
+    mine.replace("quench", &Default::default(), &created)
+        .await
+        .expect("update its Lease");
+    let refused = |r: Result<Lease, kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{what}: {e:?}"),
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    refused(mine.get("someone-else").await, "another Lease's name");
+    let theirs: kube::Api<Lease> = kube::Api::namespaced(me.clone(), &other);
+    refused(
+        theirs.create(&Default::default(), &lease("quench")).await,
+        "a Lease in another namespace",
+    );
+    refused(theirs.get("quench").await, "a Lease in another namespace");
+    admin.delete("quench", &Default::default()).await.unwrap();
+
+    // A real replica with only these rights takes the Lease.
+    let rb = tempfile::tempdir().unwrap();
+    let port = quench_tests::free_port();
+    let cfg = dir.path().join("quench.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kubernetes: {{kubeconfig: '{}'}}\nha:\n  enabled: true\n  namespace: quench-system\n  identity: quench-0\n  advertise_url: http://127.0.0.1:{port}\n  peer_token: t0ken\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let q = quench_tests::Quench::spawn(&cfg, &dir.path().join("data"), rb.path(), Some(port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = q.get_json("/readyz").await;
+        if v["ha"]["role"] == "leader" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never led: {v:#}\n{}",
+            q.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let held = admin.get("quench").await.unwrap();
+    assert_eq!(
+        held.spec.unwrap().holder_identity.as_deref(),
+        Some("quench-0")
+    );
+    drop(q);
+    admin.delete("quench", &Default::default()).await.unwrap();
 }
