@@ -202,6 +202,13 @@ pub async fn serve(
     executor.metrics = metrics.clone();
     let ha = config.ha.enabled.then(|| ha::Ha::new(config.ha.clone()));
     executor.ha = ha.clone();
+    let replication = ha.as_ref().map(|h| {
+        replication::Replication::new(
+            h.config.replication,
+            std::time::Duration::from_millis(h.config.replication_timeout_ms),
+        )
+    });
+    executor.replication = replication.clone();
     executor.env = config
         .executor
         .env_allowlist
@@ -263,12 +270,6 @@ pub async fn serve(
     // What only the leader does: recover unfinished runs, follow the log
     // (the pipeline and the runs), chaos, log maintenance. Without high
     // availability this replica leads from the start.
-    let replication = ha.as_ref().map(|h| {
-        replication::Replication::new(
-            h.config.replication,
-            std::time::Duration::from_millis(h.config.replication_timeout_ms),
-        )
-    });
     let follower = ha
         .as_ref()
         .map(|_| replication::Follower::open(&config.data_dir));

@@ -130,6 +130,31 @@ impl Replication {
         }
     }
 
+    /// Sync mode: waits until the standby holds the records' change `seq`
+    /// on disk, or the timeout (then degrades), as [`Replication::wait_synced`].
+    pub async fn wait_changes(&self, seq: u64) {
+        if self.mode != ReplicationMode::Sync || self.degraded.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let moved = self.moved.notified();
+            if self.acked_changes.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, moved).await.is_err() {
+                if !self.degraded.swap(true, Ordering::AcqRel) {
+                    warn!(
+                        seq,
+                        standby = self.acked_changes.load(Ordering::Acquire),
+                        "replication: the standby did not confirm a step's start in time; degraded to async until it catches up"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
     /// Whether sync mode is answering without the standby.
     pub fn degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)

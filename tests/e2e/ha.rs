@@ -369,3 +369,138 @@ async fn incident_ids(url: &str) -> BTreeSet<String> {
         })
         .unwrap_or_default()
 }
+
+/// A receiver that counts the requests it gets and never answers: a
+/// destructive step against it is "running" for as long as the test likes.
+/// At its first request it SIGKILLs the process `kill` names: the leader
+/// dies at the very moment its step acts.
+async fn hanging_receiver(
+    kill: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            if let Ok(n) = conn.read(&mut buf).await
+                && buf[..n].starts_with(b"POST /act")
+                && c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+            {
+                let pid = kill.load(std::sync::atomic::Ordering::SeqCst);
+                if pid != 0 {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+            held.push(conn);
+        }
+    });
+    (url, calls)
+}
+
+/// SIGKILL of the leader while a destructive step is running: the new
+/// leader does not run it again, and the incident says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("ha-act").await;
+    let leader_pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (receiver, calls) = hanging_receiver(leader_pid.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(
+        rb.join("act.yaml"),
+        format!(
+            "version: 1\nname: act\nmatch:\n  matchers: ['alertname=\"Act\"']\nsteps:\n  - id: act\n    uses: http.request\n    timeout: 10m\n    with: {{method: POST, url: '{receiver}/act', body: {{go: true}}}}\n"
+        ),
+    )
+    .unwrap();
+    let (ra, rb_) = (
+        replica(dir.path(), "a", &ns, &cluster.kubeconfig),
+        replica(dir.path(), "b", &ns, &cluster.kubeconfig),
+    );
+    let mut a = start(&ra, &rb);
+    wait_role(&a, "leader", Duration::from_secs(20)).await;
+    let b = start(&rb_, &rb);
+    wait_role(&b, "standby", Duration::from_secs(20)).await;
+    leader_pid.store(a.pid().unwrap(), std::sync::atomic::Ordering::SeqCst);
+    let r = http()
+        .post(format!("{}/hooks/alertmanager", a.url))
+        .json(
+            &json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+            "alerts": [{"status": "firing", "labels": {"alertname": "Act"},
+                        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": "act-1"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the step never acted\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The receiver killed the leader as the step acted; the standby had
+    // the step's "running" record before that (sync mode).
+    a.kill9();
+    let v = wait_role(&b, "leader", Duration::from_secs(DURATION + 5)).await;
+    assert!(v["ha"]["epoch"].as_u64().unwrap() >= 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let inc = loop {
+        let inc: Value = http()
+            .get(format!("{}/api/v1/incidents/inc-1", b.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if inc["status"] == "interrupted" {
+            break inc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never interrupted: {inc:#}\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let said = inc.to_string();
+    assert!(said.contains("may have"), "the reason is given: {inc:#}");
+    // Give a second run every chance to happen: it must not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the destructive step ran twice"
+    );
+    // What the new leader audits carries its lease epoch.
+    let audit: Value = http()
+        .get(format!("{}/api/v1/audit?incident=inc-1", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let epochs: Vec<&Value> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["lease_epoch"])
+        .collect();
+    assert!(
+        !epochs.is_empty() && epochs.iter().all(|e| **e == v["ha"]["epoch"]),
+        "{audit:#}"
+    );
+}

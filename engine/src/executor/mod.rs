@@ -120,6 +120,9 @@ pub struct Executor {
     /// With high availability: the Lease this replica acts under (fencing
     /// and the epoch every audit entry records).
     pub ha: Option<Arc<crate::ha::Ha>>,
+    /// With high availability: the standby's acknowledgements, waited for
+    /// before a destructive step acts.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 /// How a run ended.
@@ -161,6 +164,7 @@ impl Executor {
             cooldowns: Mutex::new(HashMap::new()),
             templates: Templates::new(),
             ha: None,
+            replication: None,
         }
     }
 
