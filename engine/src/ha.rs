@@ -126,10 +126,15 @@ impl Ha {
         let deadline = Duration::from_secs(self.config.renew_deadline_seconds);
         let mut seen: Option<Observed> = None;
         loop {
-            match self.try_once(&api, &mut seen, duration).await {
-                Ok(()) => {}
-                Err(e) => {
+            // An API server that does not answer must not hold the loop
+            // past the renew deadline: each try has the retry period.
+            match tokio::time::timeout(retry, self.try_once(&api, &mut seen, duration)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
                     warn!(error = %e, lease = %self.config.lease_name, "lease: could not read or write")
+                }
+                Err(_) => {
+                    warn!(lease = %self.config.lease_name, "lease: the API server did not answer within the retry period")
                 }
             }
             if self.is_leader()

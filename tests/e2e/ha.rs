@@ -504,3 +504,97 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
         "{audit:#}"
     );
 }
+
+/// The leader loses the API server (a TCP proxy in front of it, stopped):
+/// it stops acting and exits before its Lease can expire, the standby
+/// takes over, and an alert's destructive step then runs once, on the new
+/// leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_leads() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("ha-cut").await;
+    let proxy = quench_tests::kube::ApiProxy::start("127.0.0.1:6443").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxied = proxy.kubeconfig(&cluster.kubeconfig, dir.path());
+    let (url, seen) = quench_tests::stub(|_| (200, json!({"ok": true}))).await;
+    let rb = dir.path().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(
+        rb.join("act.yaml"),
+        format!(
+            "version: 1\nname: act\nmatch:\n  matchers: ['alertname=\"Act\"']\nsteps:\n  - id: act\n    uses: http.request\n    with: {{method: POST, url: '{url}/act', body: {{go: true}}}}\n"
+        ),
+    )
+    .unwrap();
+    let (ra, rb_) = (
+        replica(dir.path(), "a", &ns, &proxied),
+        replica(dir.path(), "b", &ns, &cluster.kubeconfig),
+    );
+    let a = start(&ra, &rb);
+    wait_role(&a, "leader", Duration::from_secs(20)).await;
+    let b = start(&rb_, &rb);
+    wait_role(&b, "standby", Duration::from_secs(20)).await;
+    let mut child_of_a = a;
+    proxy.stop();
+    let cut = Instant::now();
+    // The old leader exits (its renew deadline is 4 s), and only then may
+    // the standby lead (the Lease lasts 6 s from its last renewal).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exited = loop {
+        if readyz(&child_of_a.url).await.is_null() {
+            break cut.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off leader never stopped\n{}",
+            child_of_a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        child_of_a.log_text().contains("lease lost"),
+        "it says why it stopped:\n{}",
+        child_of_a.log_text()
+    );
+    let standby_state = readyz(&b.url).await;
+    assert_eq!(
+        standby_state["ha"]["role"], "standby",
+        "nobody may lead before the old leader has stopped: {standby_state:#}"
+    );
+    wait_role(&b, "leader", Duration::from_secs(DURATION + 5)).await;
+    let led = cut.elapsed();
+    assert!(
+        exited < led,
+        "stopped after {exited:?}, the standby led after {led:?}"
+    );
+    child_of_a.kill9();
+    let r = post_alert_named(&b.url, "Act", "act-after-cut").await;
+    assert_eq!(r, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never acted\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seen.lock().unwrap().len(), 1, "one alert, one action");
+    eprintln!("cut off: the leader stopped after {exited:?}, the standby led after {led:?}");
+}
+
+async fn post_alert_named(url: &str, name: &str, fp: &str) -> u16 {
+    http()
+        .post(format!("{url}/hooks/alertmanager"))
+        .json(
+            &json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+            "alerts": [{"status": "firing", "labels": {"alertname": name, "fp": fp},
+                        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": fp}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
