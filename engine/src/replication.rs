@@ -42,6 +42,9 @@ pub struct Replication {
     /// The standby's position in the records' change feed.
     acked_changes: AtomicU64,
     moved: tokio::sync::Notify,
+    /// Told when this leader's log grows: a standby's long poll answers at
+    /// once.
+    grown: tokio::sync::Notify,
     /// When the standby last asked (ms since `start`), 0 never.
     last_seen_ms: AtomicU64,
     start: Instant,
@@ -82,6 +85,7 @@ impl Replication {
             acked: AtomicU64::new(0),
             acked_changes: AtomicU64::new(0),
             moved: tokio::sync::Notify::new(),
+            grown: tokio::sync::Notify::new(),
             last_seen_ms: AtomicU64::new(0),
             start: Instant::now(),
         })
@@ -102,6 +106,16 @@ impl Replication {
             );
         }
         self.moved.notify_waiters();
+    }
+
+    /// The log grew (an intake answered by this leader).
+    pub fn grew(&self) {
+        self.grown.notify_waiters();
+    }
+
+    /// Waits until the log grows or `d` passes.
+    pub async fn wait_growth(&self, d: Duration) {
+        let _ = tokio::time::timeout(d, self.grown.notified()).await;
     }
 
     /// Sync mode: waits until the standby holds `seq` on disk, or the
@@ -314,18 +328,26 @@ impl Follower {
         incidents: &IncidentStore,
         control: &Control,
     ) -> Result<(), String> {
+        // Every delivery of the batch goes to the log's writer at once, in
+        // order: one group commit (one fdatasync) for the lot.
+        let mut expected = log.len() + 1;
         for d in &b.deliveries {
-            let expected = log.len() + 1;
             if d.first_seq != expected {
                 return Err(format!(
                     "the leader sent delivery {} where this log expects {expected}",
                     d.first_seq
                 ));
             }
-            let appended = log
-                .append(d.raw.clone(), d.alerts.clone())
-                .await
-                .map_err(|e| format!("appending delivery {}: {e}", d.first_seq))?;
+            expected += d.alerts.len() as u64;
+        }
+        let appends = b
+            .deliveries
+            .iter()
+            .map(|d| log.append(d.raw.clone(), d.alerts.clone()));
+        let results = futures_util::future::join_all(appends).await;
+        for (d, appended) in b.deliveries.iter().zip(results) {
+            let appended =
+                appended.map_err(|e| format!("appending delivery {}: {e}", d.first_seq))?;
             for (i, a) in appended.iter().enumerate() {
                 if a.duplicate || a.seq != d.first_seq + i as u64 {
                     return Err(format!(

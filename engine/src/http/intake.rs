@@ -193,6 +193,7 @@ pub(super) async fn intake_inner(
                     .map(|a| a.seq)
                     .max(),
             ) {
+                rep.grew();
                 rep.wait_synced(last).await;
             }
             let dups = appended.iter().filter(|a| a.duplicate).count() as u64;

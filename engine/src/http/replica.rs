@@ -67,7 +67,9 @@ pub(super) async fn replicate(
         && s.incidents.last_change() <= q.changes
         && tokio::time::Instant::now() < deadline
     {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // New alerts wake it at once; record changes are looked for
+        // every few milliseconds.
+        rep.wait_growth(Duration::from_millis(5)).await;
     }
     // The pipeline's position first, then the last change: every record
     // the pipeline wrote for alerts up to that position is in the feed by
