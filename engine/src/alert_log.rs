@@ -700,6 +700,27 @@ impl AlertLog {
         Ok(out)
     }
 
+    /// The delivery whose last alert is `seq`: its first sequence number
+    /// and a digest of its alerts' idempotency keys (what makes two logs'
+    /// deliveries the same); None when no delivery ends there. A standby
+    /// compares its own with the leader's before it appends more.
+    pub fn delivery_ending_at(&self, seq: u64) -> Result<Option<(u64, u32)>, LogError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        let Some((path, pos)) = self.positions_from(seq, 1).into_iter().next() else {
+            return Ok(None);
+        };
+        if pos.first_seq + u64::from(pos.count) - 1 != seq {
+            return Ok(None);
+        }
+        let buf = Self::read_frame(&mut None, &path, pos)?;
+        let keys = parse_payload(&buf[HEADER..])
+            .map(|p| p.keys.concat())
+            .unwrap_or_default();
+        Ok(Some((pos.first_seq, crc32c(&keys))))
+    }
+
     /// Every alert received since `cutoff`, oldest first.
     pub fn received_since(&self, cutoff: DateTime<Utc>) -> Result<Vec<StoredAlert>, LogError> {
         let first = {
@@ -1133,6 +1154,64 @@ mod tests {
     /// directory is still letting go (it exits once every handle drops).
     fn reopen(dir: &Path) -> AlertLog {
         AlertLog::open(dir).unwrap()
+    }
+
+    /// What a standby copies: whole deliveries with their payloads, the
+    /// same numbers when appended in order; and the digest that tells two
+    /// logs' deliveries apart.
+    #[tokio::test]
+    async fn deliveries_copy_with_their_numbers_and_digests_tell_logs_apart() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, standby) = (reopen(d1.path()), reopen(d2.path()));
+        leader
+            .append(b"one".to_vec(), vec![alert("a"), alert("b")])
+            .await
+            .unwrap();
+        leader
+            .append(b"two".to_vec(), vec![alert("c")])
+            .await
+            .unwrap();
+        let all = leader.deliveries_after(0, 100).unwrap();
+        assert_eq!(all.iter().map(|d| d.first_seq).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(all[0].raw, b"one");
+        for d in &all {
+            let got = standby
+                .append(d.raw.clone(), d.alerts.clone())
+                .await
+                .unwrap();
+            assert_eq!(got[0].seq, d.first_seq);
+        }
+        assert_eq!(
+            leader.delivery_ending_at(2).unwrap(),
+            standby.delivery_ending_at(2).unwrap()
+        );
+        assert_eq!(
+            leader.delivery_ending_at(3).unwrap(),
+            standby.delivery_ending_at(3).unwrap()
+        );
+        assert_eq!(
+            leader.delivery_ending_at(1).unwrap(),
+            None,
+            "1 is inside a delivery"
+        );
+        assert!(
+            leader.deliveries_after(1, 100).is_err(),
+            "a position inside a delivery"
+        );
+        assert!(leader.deliveries_after(3, 100).unwrap().is_empty());
+        // The same numbers, other alerts: told apart.
+        standby
+            .append(b"x".to_vec(), vec![alert("other")])
+            .await
+            .unwrap();
+        leader
+            .append(b"y".to_vec(), vec![alert("d")])
+            .await
+            .unwrap();
+        assert_ne!(
+            leader.delivery_ending_at(4).unwrap(),
+            standby.delivery_ending_at(4).unwrap()
+        );
     }
 
     #[test]

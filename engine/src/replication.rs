@@ -73,6 +73,12 @@ pub struct Batch {
     pub gap: bool,
     /// The kill switch.
     pub control: Option<PauseState>,
+    /// The leader's delivery that ends at the standby's position (its
+    /// first sequence number and key digest), for the standby to check its
+    /// own against: a replica that led before may hold alerts the new
+    /// leader never had.
+    #[serde(default)]
+    pub at_position: Option<(u64, u32)>,
 }
 
 impl Replication {
@@ -328,6 +334,23 @@ impl Follower {
         incidents: &IncidentStore,
         control: &Control,
     ) -> Result<(), String> {
+        // The log this replica holds must be the leader's up to here: a
+        // replica that led before may have appended alerts (never
+        // acknowledged in sync mode) that the new leader never received.
+        let mine = {
+            let log = log.clone();
+            let at = log.len();
+            tokio::task::spawn_blocking(move || log.delivery_ending_at(at))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        };
+        if log.len() > 0 && mine != b.at_position {
+            return Err(format!(
+                "this log diverged from the leader's at or before alert {} (this replica led before and kept alerts the leader never got, or the leader lost some): move this replica's data directory away and start it again to copy the leader afresh",
+                log.len()
+            ));
+        }
         // Every delivery of the batch goes to the log's writer at once, in
         // order: one group commit (one fdatasync) for the lot.
         let mut expected = log.len() + 1;

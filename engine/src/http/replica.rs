@@ -82,9 +82,14 @@ pub(super) async fn replicate(
         s.executor.control.clone(),
     );
     let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let deliveries = log
-            .deliveries_after(q.log, BATCH)
-            .map_err(|e| e.to_string())?;
+        // A position inside one of this log's deliveries is no position
+        // of this log: the standby learns it from `at_position`.
+        let deliveries = match log.deliveries_after(q.log, BATCH) {
+            Ok(d) => d,
+            Err(crate::alert_log::LogError::Corrupt { .. }) => Vec::new(),
+            Err(e) => return Err(e.to_string()),
+        };
+        let at_position = log.delivery_ending_at(q.log).map_err(|e| e.to_string())?;
         let (mut records, mut changes_to, mut gap) = (Vec::new(), q.changes, false);
         match incidents
             .changes_after(q.changes, BATCH)
@@ -107,11 +112,11 @@ pub(super) async fn replicate(
             }
         }
         let control = control.state().map_err(|e| e.to_string())?;
-        Ok((deliveries, records, changes_to, gap, control))
+        Ok((deliveries, records, changes_to, gap, control, at_position))
     })
     .await;
     match read {
-        Ok(Ok((deliveries, records, changes_to, gap, control))) => axum::Json(Batch {
+        Ok(Ok((deliveries, records, changes_to, gap, control, at_position))) => axum::Json(Batch {
             epoch: ha.epoch(),
             log_head: s.log.len(),
             pipeline,
@@ -121,6 +126,7 @@ pub(super) async fn replicate(
             change_head,
             gap,
             control,
+            at_position,
         })
         .into_response(),
         Ok(Err(e)) => internal(e),
