@@ -345,7 +345,7 @@ impl Follower {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
         };
-        if log.len() > 0 && mine != b.at_position {
+        if !log.is_empty() && mine != b.at_position {
             return Err(format!(
                 "this log diverged from the leader's at or before alert {} (this replica led before and kept alerts the leader never got, or the leader lost some): move this replica's data directory away and start it again to copy the leader afresh",
                 log.len()
