@@ -14,6 +14,9 @@
 //! - [`store`]: opens the one sled database every tree lives in.
 //! - [`client`]: the CLI side of the HTTP API (`quench incidents ...`).
 //! - [`explain`]: reading alerts from a file for `quench explain`.
+//! - [`ha`]: which of two replicas leads (a Kubernetes Lease), fencing.
+//! - [`replication`]: the standby copying the leader's log and records;
+//!   sync mode's waits.
 //!
 //! `docs/ARCHITECTURE.md` walks one alert through these files.
 #![warn(missing_docs)]
