@@ -258,8 +258,9 @@ fn main() {
         let lost = acked.difference(&on_leader).count();
         times.sort_by(f64::total_cmp);
         println!(
-            "Lease {lease} s (renew deadline {} s, retry 1 s): a takeover waits out the Lease's duration after the last renewal it saw, so the floor is about {lease} s.",
-            (lease * 2 / 3).max(2)
+            "Lease {lease} s (renew deadline {} s, retry 1 s): a standby takes over once the last renewal it saw is {lease} s old on its clock; it saw it up to one retry after it was made, so the floor is {} to {lease} s after the kill.",
+            (lease * 2 / 3).max(2),
+            lease.saturating_sub(1)
         );
         println!(
             "failover: {runs} runs, new leader p50 {:.2} s p99 {:.2} s, acknowledged {}, lost {lost}, sync throughput {ratio:.2} x single",
