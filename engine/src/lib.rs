@@ -313,6 +313,7 @@ pub async fn serve(
                     log.clone(),
                     incidents.clone(),
                     control,
+                    executor.audit.clone(),
                     token,
                 ));
                 ha.wait_leader().await;

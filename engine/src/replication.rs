@@ -79,6 +79,30 @@ pub struct Batch {
     /// leader never had.
     #[serde(default)]
     pub at_position: Option<(u64, u32)>,
+    /// The audit entries after the standby's audit position, as stored
+    /// (JSON text), with their numbers.
+    #[serde(default)]
+    pub audit: Vec<(u64, String)>,
+    /// SHA-256 of the leader's entries just up to the standby's audit
+    /// position: where the two chains agree.
+    #[serde(default)]
+    pub audit_hashes: Vec<(u64, String)>,
+    /// The leader's last audit entry.
+    #[serde(default)]
+    pub audit_last: u64,
+}
+
+/// Audit entries a standby compares at its position, looking for where
+/// its chain and the leader's agree.
+pub const AUDIT_WINDOW: u64 = 64;
+
+/// SHA-256 (hex) of stored bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Replication {
@@ -211,6 +235,12 @@ pub struct Follower {
     pub leader_log: AtomicU64,
     /// The leader's last change at the last answer.
     pub leader_changes: AtomicU64,
+    /// The audit position asked for: this log's last entry, or lower while
+    /// looking for where it agrees with the leader's.
+    pub audit: AtomicU64,
+    /// Entries this replica set aside (it led before and wrote them after
+    /// the standby's last copy).
+    pub audit_set_aside: AtomicU64,
     /// Why following stopped, if it did.
     pub broken: std::sync::Mutex<Option<String>>,
     file: PathBuf,
@@ -229,6 +259,8 @@ impl Follower {
             pipeline: AtomicU64::new(0),
             leader_log: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
+            audit: AtomicU64::new(u64::MAX),
+            audit_set_aside: AtomicU64::new(0),
             broken: std::sync::Mutex::new(None),
             file,
         })
@@ -266,8 +298,12 @@ impl Follower {
         log: AlertLog,
         incidents: IncidentStore,
         control: Control,
+        audit: quench_knowledge::AuditLog,
         token: String,
     ) {
+        if self.audit.load(Ordering::Acquire) == u64::MAX {
+            self.audit.store(audit.last_seq(), Ordering::Release);
+        }
         let http = reqwest::Client::builder()
             .timeout(LONG_POLL + Duration::from_secs(8))
             .redirect(reqwest::redirect::Policy::none())
@@ -288,9 +324,10 @@ impl Follower {
             };
             said_waiting = false;
             let (at, changes) = (log.len(), self.changes.load(Ordering::Acquire));
+            let audit_at = self.audit.load(Ordering::Acquire);
             let asked = http
                 .get(format!(
-                    "{}/internal/v1/replicate?log={at}&changes={changes}&wait_ms={}",
+                    "{}/internal/v1/replicate?log={at}&changes={changes}&audit={audit_at}&wait_ms={}",
                     url.trim_end_matches('/'),
                     LONG_POLL.as_millis()
                 ))
@@ -320,11 +357,84 @@ impl Follower {
             if ha.is_leader() {
                 return;
             }
+            if let Err(why) = self.apply_audit(&batch, audit_at, &audit).await {
+                self.stop(why);
+                return;
+            }
             if let Err(why) = self.apply(&batch, &log, &incidents, &control).await {
                 self.stop(why);
                 return;
             }
         }
+    }
+
+    /// Copies the leader's audit entries, once this log agrees with the
+    /// leader's up to the position asked for; while it does not, moves the
+    /// position back to where they agree (the entries after it are set
+    /// aside when the copy starts there).
+    async fn apply_audit(
+        &self,
+        b: &Batch,
+        asked: u64,
+        audit: &quench_knowledge::AuditLog,
+    ) -> Result<(), String> {
+        if asked > b.audit_last {
+            // This log is longer than the leader's: compare from there.
+            self.audit.store(b.audit_last, Ordering::Release);
+            return Ok(());
+        }
+        let agree = {
+            let (audit, hashes) = (audit.clone(), b.audit_hashes.clone());
+            tokio::task::spawn_blocking(move || -> Result<Option<u64>, String> {
+                let mut best = None;
+                for (seq, hash) in hashes {
+                    let mine = audit.stored(seq).map_err(|e| e.to_string())?;
+                    if mine.as_deref().map(digest).as_deref() == Some(hash.as_str()) {
+                        best = Some(seq);
+                    }
+                }
+                Ok(best)
+            })
+            .await
+            .map_err(|e| e.to_string())??
+        };
+        let window_start = asked.saturating_sub(AUDIT_WINDOW - 1).max(1);
+        let agreed = match agree {
+            _ if asked == 0 => 0,
+            Some(s) => s,
+            // No agreement in the window: look further back.
+            None => {
+                self.audit
+                    .store(window_start.saturating_sub(1), Ordering::Release);
+                return Ok(());
+            }
+        };
+        if agreed < asked {
+            self.audit.store(agreed, Ordering::Release);
+            return Ok(());
+        }
+        let entries: Vec<(u64, Vec<u8>)> = b
+            .audit
+            .iter()
+            .map(|(seq, text)| (*seq, text.clone().into_bytes()))
+            .collect();
+        let last = entries.last().map(|e| e.0);
+        let set_aside = audit
+            .replicate(asked + 1, entries)
+            .await
+            .map_err(|e| format!("copying the audit log: {e}"))?;
+        if set_aside > 0 {
+            warn!(
+                set_aside,
+                from = asked + 1,
+                "standby: this replica's audit entries the leader never had are set aside (knowledge/audit-set-aside), not lost"
+            );
+            self.audit_set_aside
+                .fetch_add(set_aside as u64, Ordering::AcqRel);
+        }
+        self.audit
+            .store(last.unwrap_or(asked).max(asked), Ordering::Release);
+        Ok(())
     }
 
     async fn apply(

@@ -69,6 +69,8 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Clone)]
 pub struct AuditLog {
     tree: sled::Tree,
+    /// Entries a standby set aside (see [`AuditLog::replicate`]).
+    aside: sled::Tree,
     writer: Writer,
     next: Arc<AtomicU64>,
     /// The hash of the last entry as stored: the next entry's `prev`.
@@ -87,6 +89,7 @@ impl AuditLog {
             None => (0, None),
         };
         Ok(AuditLog {
+            aside: db.open_tree("knowledge/audit-set-aside")?,
             tree,
             writer,
             next: Arc::new(AtomicU64::new(last + 1)),
@@ -130,6 +133,88 @@ impl AuditLog {
         *last = Some(hash);
         self.next.store(seq + 1, Ordering::Release);
         Ok(seq)
+    }
+
+    /// The last entry's number (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.next.load(Ordering::Acquire).saturating_sub(1)
+    }
+
+    /// Entries after `after`, as stored (for a standby), at most `limit`.
+    pub fn stored_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.range((after + 1).to_be_bytes()..).take(limit) {
+            let (k, v) = item?;
+            out.push((
+                u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                v.to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The stored bytes of entry `seq`.
+    pub fn stored(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(seq.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a leader's entries as they are stored there (a standby), so
+    /// both chains are the same bytes. Entries this log holds from `from`
+    /// on that the leader does not (a replica that led before and wrote
+    /// them after the standby's last copy) are set aside, not deleted:
+    /// moved to the `knowledge/audit-set-aside` tree with their numbers,
+    /// and the count returned. Returns once durable.
+    pub async fn replicate(
+        &self,
+        from: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+    ) -> Result<usize, StoreError> {
+        let me = self.clone();
+        self.writer
+            .run(true, move || me.replicate_now(from, entries))
+            .await
+    }
+
+    fn replicate_now(&self, from: u64, entries: Vec<(u64, Vec<u8>)>) -> Result<usize, StoreError> {
+        let mut set_aside = 0;
+        if self.next.load(Ordering::Acquire) > from {
+            let aside = &self.aside;
+            for item in self.tree.range(from.to_be_bytes()..) {
+                let (k, v) = item?;
+                aside.insert(k.clone(), v)?;
+                self.tree.remove(k)?;
+                set_aside += 1;
+            }
+            let (last, hash) = match self.tree.last()? {
+                Some((k, v)) => (
+                    u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                    Some(sha256_hex(&v)),
+                ),
+                None => (0, None),
+            };
+            self.next.store(last + 1, Ordering::Release);
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = hash;
+        }
+        for (seq, bytes) in entries {
+            if seq != self.next.load(Ordering::Acquire) {
+                return Err(StoreError::Corrupt {
+                    key: format!("audit-{seq}"),
+                    source: <serde_json::Error as serde::de::Error>::custom(format!(
+                        "the leader's entry {seq} does not follow this log's {}",
+                        self.last_seq()
+                    )),
+                });
+            }
+            let hash = sha256_hex(&bytes);
+            self.tree.insert(seq.to_be_bytes(), bytes)?;
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(hash);
+            self.next.store(seq + 1, Ordering::Release);
+        }
+        Ok(set_aside)
     }
 
     /// Walks the whole log in order and checks the chain: every entry's
@@ -298,5 +383,75 @@ mod tests {
         let c = log.verify().unwrap();
         assert_eq!(c.broken.as_ref().map(|b| b.0), Some(3), "{c:?}");
         assert!(c.broken.unwrap().1.contains("missing"));
+    }
+
+    /// A standby's copy: the leader's stored bytes, the same chain; its own
+    /// entries past where the leader's differ are set aside, not lost.
+    #[tokio::test]
+    async fn a_copy_is_the_same_chain_and_a_divergent_tail_is_set_aside() {
+        let entry = |d: &str| AuditEntry {
+            seq: 0,
+            at: Utc::now(),
+            actor: "quench".into(),
+            action: AuditAction::StepRun,
+            incident: None,
+            step: None,
+            target: None,
+            detail: d.into(),
+            prev: None,
+            lease_epoch: Some(1),
+        };
+        let open = |dir: &std::path::Path| {
+            let db = sled::open(dir).unwrap();
+            AuditLog::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap()
+        };
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, standby) = (open(d1.path()), open(d2.path()));
+        for d in ["a", "b", "c"] {
+            leader.append(entry(d)).await.unwrap();
+        }
+        standby
+            .replicate(1, leader.stored_after(0, 10).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            standby.stored_after(0, 10).unwrap(),
+            leader.stored_after(0, 10).unwrap()
+        );
+        assert_eq!(standby.verify().unwrap().broken, None);
+        // The standby writes one of its own (it led for a moment); the
+        // leader writes two more.
+        standby.append(entry("mine")).await.unwrap();
+        leader.append(entry("d")).await.unwrap();
+        leader.append(entry("e")).await.unwrap();
+        let aside = standby
+            .replicate(4, leader.stored_after(3, 10).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(aside, 1);
+        assert_eq!(
+            standby.stored_after(0, 10).unwrap(),
+            leader.stored_after(0, 10).unwrap()
+        );
+        assert_eq!(
+            standby.verify().unwrap(),
+            ChainCheck {
+                entries: 5,
+                broken: None
+            }
+        );
+        let kept: Vec<_> = standby
+            .aside
+            .iter()
+            .map(|x| x.unwrap().1.to_vec())
+            .collect();
+        assert!(String::from_utf8_lossy(&kept[0]).contains("mine"));
+        // Out of order is refused.
+        assert!(
+            standby
+                .replicate(9, vec![(9, b"{}".to_vec())])
+                .await
+                .is_err()
+        );
     }
 }

@@ -330,16 +330,19 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
     loop {
         let (fa, fb) = (fingerprints(&a.url).await, fingerprints(&b.url).await);
         let (ia, ib) = (incident_ids(&a.url).await, incident_ids(&b.url).await);
-        if fa == fb && ia == ib && !ia.is_empty() {
+        let (aa, ab) = (audit_lines(&a.url).await, audit_lines(&b.url).await);
+        if fa == fb && ia == ib && !ia.is_empty() && aa == ab {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the replicas never converged: alerts {} vs {}, incidents {} vs {}",
+            "the replicas never converged: alerts {} vs {}, incidents {} vs {}, audit {} vs {}",
             fa.len(),
             fb.len(),
             ia.len(),
-            ib.len()
+            ib.len(),
+            aa.len(),
+            ab.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -349,6 +352,40 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
     let r = post_alert(&a.url, "nobody-leads").await.unwrap();
     assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
     let _ = rb_.name;
+}
+
+/// The audit log as `seq action detail epoch` lines, and its chain checked.
+async fn audit_lines(url: &str) -> Vec<String> {
+    let v: Value = http()
+        .get(format!("{url}/api/v1/audit?limit=100000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let verify: Value = http()
+        .get(format!("{url}/api/v1/audit/verify"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(verify["broken"].is_null(), "{url}: {verify}");
+    v["audit"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|e| {
+                    format!(
+                        "{} {} {} {}",
+                        e["seq"], e["action"], e["detail"], e["lease_epoch"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn incident_ids(url: &str) -> BTreeSet<String> {
@@ -484,7 +521,8 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
         1,
         "the destructive step ran twice"
     );
-    // What the new leader audits carries its lease epoch.
+    // The audit log came along: the step's start, by the old leader in its
+    // epoch, then the interruption, by the new one in the next.
     let audit: Value = http()
         .get(format!("{}/api/v1/audit?incident=inc-1", b.url))
         .send()
@@ -493,14 +531,19 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
         .json()
         .await
         .unwrap();
-    let epochs: Vec<&Value> = audit["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["lease_epoch"])
-        .collect();
+    let epoch_of = |action: &str| {
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == action)
+            .map(|e| e["lease_epoch"].clone())
+            .unwrap_or_else(|| panic!("no {action} entry: {audit:#}"))
+    };
+    let started = epoch_of("step.start");
+    assert_eq!(epoch_of("run.interrupted"), v["ha"]["epoch"], "{audit:#}");
     assert!(
-        !epochs.is_empty() && epochs.iter().all(|e| **e == v["ha"]["epoch"]),
+        started.as_u64().unwrap() < v["ha"]["epoch"].as_u64().unwrap(),
         "{audit:#}"
     );
 }

@@ -86,6 +86,7 @@ pub(super) fn ha_state(s: &AppState) -> (Value, Vec<String>) {
             "lag_changes": f.map_or(0, |f| f.leader_changes.load(std::sync::atomic::Ordering::Acquire)
                 .saturating_sub(f.changes.load(std::sync::atomic::Ordering::Acquire))),
             "broken": broken,
+            "audit_set_aside": f.map_or(0, |f| f.audit_set_aside.load(std::sync::atomic::Ordering::Acquire)),
         })
     };
     (v, reasons)

@@ -16,6 +16,8 @@ pub(super) struct ReplicateQuery {
     log: u64,
     changes: u64,
     #[serde(default)]
+    audit: u64,
+    #[serde(default)]
     wait_ms: u64,
 }
 
@@ -76,10 +78,11 @@ pub(super) async fn replicate(
     // then (see `Follower::apply`).
     let pipeline = s.lag.pipeline.load(std::sync::atomic::Ordering::Acquire);
     let change_head = s.incidents.last_change();
-    let (log, incidents, control) = (
+    let (log, incidents, control, audit) = (
         s.log.clone(),
         s.incidents.clone(),
         s.executor.control.clone(),
+        s.executor.audit.clone(),
     );
     let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
         // A position inside one of this log's deliveries is no position
@@ -112,11 +115,45 @@ pub(super) async fn replicate(
             }
         }
         let control = control.state().map_err(|e| e.to_string())?;
-        Ok((deliveries, records, changes_to, gap, control, at_position))
+        let entries = audit
+            .stored_after(q.audit, BATCH)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(seq, bytes)| (seq, String::from_utf8_lossy(&bytes).into_owned()))
+            .collect();
+        let from = q
+            .audit
+            .saturating_sub(crate::replication::AUDIT_WINDOW - 1)
+            .max(1);
+        let hashes = audit
+            .stored_after(from - 1, crate::replication::AUDIT_WINDOW as usize)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(seq, _)| *seq <= q.audit)
+            .map(|(seq, bytes)| (seq, crate::replication::digest(&bytes)))
+            .collect();
+        let audit_last = audit.last_seq();
+        Ok((
+            deliveries,
+            records,
+            changes_to,
+            gap,
+            control,
+            at_position,
+            (entries, hashes, audit_last),
+        ))
     })
     .await;
     match read {
-        Ok(Ok((deliveries, records, changes_to, gap, control, at_position))) => axum::Json(Batch {
+        Ok(Ok((
+            deliveries,
+            records,
+            changes_to,
+            gap,
+            control,
+            at_position,
+            (audit, audit_hashes, audit_last),
+        ))) => axum::Json(Batch {
             epoch: ha.epoch(),
             log_head: s.log.len(),
             pipeline,
@@ -127,6 +164,9 @@ pub(super) async fn replicate(
             gap,
             control,
             at_position,
+            audit,
+            audit_hashes,
+            audit_last,
         })
         .into_response(),
         Ok(Err(e)) => internal(e),
