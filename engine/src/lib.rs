@@ -290,6 +290,7 @@ pub async fn serve(
             pipeline_task.clone(),
         );
         let kube_for_lease = kube.clone();
+        let artifacts = artifacts.clone();
         let control = executor.control.clone();
         tokio::spawn(async move {
             if let (Some(ha), Some(follower)) = (&ha, &follower) {
@@ -314,6 +315,7 @@ pub async fn serve(
                     incidents.clone(),
                     control,
                     executor.audit.clone(),
+                    artifacts.clone(),
                     token,
                 ));
                 ha.wait_leader().await;

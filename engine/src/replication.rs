@@ -96,6 +96,21 @@ pub struct Batch {
 /// its chain and the leader's agree.
 pub const AUDIT_WINDOW: u64 = 64;
 
+/// Every `sha256:` artifact id in a step's output.
+fn artifact_ids(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s)
+            if s.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) =>
+        {
+            out.push(s.clone());
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| artifact_ids(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| artifact_ids(x, out)),
+        _ => {}
+    }
+}
+
 /// SHA-256 (hex) of stored bytes.
 pub fn digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -243,6 +258,11 @@ pub struct Follower {
     pub audit_set_aside: AtomicU64,
     /// Why following stopped, if it did.
     pub broken: std::sync::Mutex<Option<String>>,
+    /// Artifacts the copied records name that are not here yet (tried
+    /// again each round).
+    missing: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Artifacts copied.
+    pub artifacts_copied: AtomicU64,
     file: PathBuf,
 }
 
@@ -262,6 +282,8 @@ impl Follower {
             audit: AtomicU64::new(u64::MAX),
             audit_set_aside: AtomicU64::new(0),
             broken: std::sync::Mutex::new(None),
+            missing: Default::default(),
+            artifacts_copied: AtomicU64::new(0),
             file,
         })
     }
@@ -299,6 +321,7 @@ impl Follower {
         incidents: IncidentStore,
         control: Control,
         audit: quench_knowledge::AuditLog,
+        artifacts: quench_knowledge::ArtifactStore,
         token: String,
     ) {
         if self.audit.load(Ordering::Acquire) == u64::MAX {
@@ -365,6 +388,8 @@ impl Follower {
                 self.stop(why);
                 return;
             }
+            self.copy_artifacts(&batch.records, &artifacts, &http, &url, &token)
+                .await;
         }
     }
 
@@ -435,6 +460,92 @@ impl Follower {
         self.audit
             .store(last.unwrap_or(asked).max(asked), Ordering::Release);
         Ok(())
+    }
+
+    /// Copies the artifacts the records name (profiles, flame graphs,
+    /// traces: `sha256:` ids in their steps' output) that this replica
+    /// lacks; what fails is tried again next round.
+    async fn copy_artifacts(
+        &self,
+        records: &[IncidentRecord],
+        store: &quench_knowledge::ArtifactStore,
+        http: &reqwest::Client,
+        leader: &str,
+        token: &str,
+    ) {
+        let mut want: Vec<String> = self
+            .missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for r in records {
+            for st in &r.steps {
+                artifact_ids(&st.output, &mut want);
+            }
+        }
+        want.sort();
+        want.dedup();
+        for id in want {
+            let (s, i) = (store.clone(), id.clone());
+            let here = tokio::task::spawn_blocking(move || s.meta(&i))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .is_some();
+            if here {
+                self.missing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                continue;
+            }
+            let got = async {
+                let r = http
+                    .get(format!(
+                        "{}/internal/v1/artifacts/{id}",
+                        leader.trim_end_matches('/')
+                    ))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!("the leader answered {}", r.status()));
+                }
+                let header = |k: &str| {
+                    r.headers()
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let (media, kind) = (header("content-type"), header("x-quench-kind"));
+                let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+                store
+                    .store(&kind, &media, bytes.to_vec(), Default::default())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+            match got {
+                Ok(stored) if stored == id => {
+                    missing.remove(&id);
+                    self.artifacts_copied.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(other) => {
+                    warn!(%id, %other, "standby: a copied artifact has another digest; not kept");
+                    missing.remove(&id);
+                }
+                Err(e) => {
+                    warn!(%id, error = %e, "standby: could not copy an artifact; trying again");
+                    missing.insert(id);
+                }
+            }
+        }
     }
 
     async fn apply(

@@ -115,6 +115,12 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
         "version: 1\nname: storm\ngroup_by: [instance]\nmatch:\n  matchers: ['alertname=\"Storm\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
     )
     .unwrap();
+    std::fs::write(
+        rb.join("profile.yaml"),
+        "version: 1\nname: profile\nmatch:\n  matchers: ['alertname=\"Slow\"']\nsteps:\n  - id: cpu\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: heap}\n",
+    )
+    .unwrap();
+    let svc = quench_tests::GoService::start();
     let (ra, rb_) = (
         replica(dir.path(), "a", &ns, &cluster.kubeconfig),
         replica(dir.path(), "b", &ns, &cluster.kubeconfig),
@@ -185,6 +191,57 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
     assert_eq!(v["ha"]["replication"]["mode"], "sync", "{v:#}");
     assert_eq!(v["ha"]["replication"]["degraded"], false, "{v:#}");
 
+    // Evidence captured on the leader (a heap profile of a real Go
+    // service, its flame graph) is copied to the standby.
+    let r = http()
+        .post(format!("{}/hooks/alertmanager", a.url))
+        .json(&json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
+            "alerts": [{"status": "firing", "labels": {"alertname": "Slow"}, "annotations": {"pprof": svc.url},
+                        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": "slow-1"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let flame = loop {
+        let v: Value = http()
+            .get(format!("{}/api/v1/incidents?limit=100", a.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = v["incidents"].as_array().unwrap().iter().find_map(|i| {
+            i["steps"][0]["output"]["artifacts"]["flamegraph"]
+                .as_str()
+                .map(str::to_string)
+        });
+        if let Some(id) = id {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no profile captured: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http()
+            .get(format!("{}/api/v1/artifacts/{flame}", b.url))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.headers()["content-type"], "image/svg+xml");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flame graph never reached the standby: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The standby stops answering (SIGSTOP): the leader waits for it up
     // to the replication timeout, answers, says it is degraded, answers
     // the next webhook at once, and goes back to sync once the standby
@@ -247,9 +304,14 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
 
     // A stream of alerts to the leader; SIGKILL it in the middle; go on
     // sending to the standby (503 until it leads).
-    let mut acked: BTreeSet<String> = ["via-standby", "standby-stopped-1", "standby-stopped-2"]
-        .map(String::from)
-        .into();
+    let mut acked: BTreeSet<String> = [
+        "slow-1",
+        "via-standby",
+        "standby-stopped-1",
+        "standby-stopped-2",
+    ]
+    .map(String::from)
+    .into();
     let mut sent = 0;
     let mut killed_at = None;
     let mut led_at = None;

@@ -136,6 +136,7 @@ macro_rules! routes {
                 $( .route($path, routes!(@method $verb $handler)) )*
                 .merge(console::routes())
                 .route("/internal/v1/replicate", get(replica::replicate))
+                .route("/internal/v1/artifacts/{id}", get(replica::artifact))
                 .fallback(not_found)
                 .layer(axum::middleware::from_fn(move |req, next| {
                     browser_guard(open, req, next)

@@ -87,6 +87,7 @@ pub(super) fn ha_state(s: &AppState) -> (Value, Vec<String>) {
                 .saturating_sub(f.changes.load(std::sync::atomic::Ordering::Acquire))),
             "broken": broken,
             "audit_set_aside": f.map_or(0, |f| f.audit_set_aside.load(std::sync::atomic::Ordering::Acquire)),
+            "artifacts_copied": f.map_or(0, |f| f.artifacts_copied.load(std::sync::atomic::Ordering::Acquire)),
         })
     };
     (v, reasons)

@@ -174,6 +174,45 @@ pub(super) async fn replicate(
     }
 }
 
+/// `GET /internal/v1/artifacts/{id}` (peer token): an artifact's bytes,
+/// its media type and kind, for a standby that copies what its records
+/// name.
+pub(super) async fn artifact(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if s.ha.is_none() {
+        return not_found().await;
+    }
+    if !peer_ok(&s, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the internal endpoints take the replicas' peer token",
+            Value::Null,
+        );
+    }
+    let store = s.artifacts.clone();
+    match blocking(move || store.get(&id)).await {
+        Ok(Some((meta, bytes))) => {
+            let mut r = bytes.into_response();
+            let h = r.headers_mut();
+            for (k, v) in [
+                ("content-type", meta.media_type),
+                ("x-quench-kind", meta.kind),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(k, v);
+                }
+            }
+            r
+        }
+        Ok(None) => not_found().await,
+        Err(e) => internal(e),
+    }
+}
+
 /// On a standby: writes go to the leader (webhooks and API writes, bodies
 /// streamed both ways); with no leader known or reachable, 503 and
 /// `Retry-After` (Alertmanager, PagerDuty and Datadog retry). Reads are
