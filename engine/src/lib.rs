@@ -311,11 +311,13 @@ pub async fn serve(
                 let token = config.ha.peer_token.clone().unwrap_or_default();
                 tokio::spawn(follower.clone().run(
                     ha.clone(),
-                    log.clone(),
-                    incidents.clone(),
-                    control,
-                    executor.audit.clone(),
-                    artifacts.clone(),
+                    replication::Stores {
+                        log: log.clone(),
+                        incidents: incidents.clone(),
+                        control,
+                        audit: executor.audit.clone(),
+                        artifacts: artifacts.clone(),
+                    },
                     token,
                 ));
                 ha.wait_leader().await;

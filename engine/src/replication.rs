@@ -240,6 +240,20 @@ impl Replication {
     }
 }
 
+/// The stores a standby copies into.
+pub struct Stores {
+    /// The alert log.
+    pub log: AlertLog,
+    /// The incident records.
+    pub incidents: IncidentStore,
+    /// The kill switch.
+    pub control: Control,
+    /// The audit log.
+    pub audit: quench_knowledge::AuditLog,
+    /// Evidence.
+    pub artifacts: quench_knowledge::ArtifactStore,
+}
+
 /// The standby's side: where it is, and how far it has copied.
 pub struct Follower {
     /// The records' change-feed position copied so far (kept in a file).
@@ -314,16 +328,14 @@ impl Follower {
     }
 
     /// Follows the leader until this replica leads (or the copy diverges).
-    pub async fn run(
-        self: Arc<Self>,
-        ha: Arc<Ha>,
-        log: AlertLog,
-        incidents: IncidentStore,
-        control: Control,
-        audit: quench_knowledge::AuditLog,
-        artifacts: quench_knowledge::ArtifactStore,
-        token: String,
-    ) {
+    pub async fn run(self: Arc<Self>, ha: Arc<Ha>, stores: Stores, token: String) {
+        let Stores {
+            log,
+            incidents,
+            control,
+            audit,
+            artifacts,
+        } = stores;
         if self.audit.load(Ordering::Acquire) == u64::MAX {
             self.audit.store(audit.last_seq(), Ordering::Release);
         }
