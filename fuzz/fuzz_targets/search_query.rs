@@ -47,7 +47,8 @@ fuzz_target!(|data: &[u8]| {
     let now = chrono::DateTime::from_timestamp(1_750_000_000, 0).expect("a valid time");
     let index = index();
     SEARCHING.with(|s| s.set(true));
-    let answer = std::panic::catch_unwind(|| index.search(q, 10, now));
+    let answer =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| index.search(q, 10, now)));
     SEARCHING.with(|s| s.set(false));
     // `search` itself must not let a panic out.
     assert!(answer.is_ok(), "search let a panic out for {q:?}");
