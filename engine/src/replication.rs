@@ -41,6 +41,8 @@ pub struct Replication {
     acked: AtomicU64,
     /// The standby's position in the records' change feed.
     acked_changes: AtomicU64,
+    /// The standby's audit position.
+    acked_audit: AtomicU64,
     moved: tokio::sync::Notify,
     /// Told when this leader's log grows: a standby's long poll answers at
     /// once.
@@ -129,6 +131,7 @@ impl Replication {
             degraded: AtomicBool::new(false),
             acked: AtomicU64::new(0),
             acked_changes: AtomicU64::new(0),
+            acked_audit: AtomicU64::new(0),
             moved: tokio::sync::Notify::new(),
             grown: tokio::sync::Notify::new(),
             last_seen_ms: AtomicU64::new(0),
@@ -137,9 +140,10 @@ impl Replication {
     }
 
     /// The standby asked with these positions; `head` is this log's length.
-    pub fn report(&self, log: u64, changes: u64, head: u64) {
+    pub fn report(&self, log: u64, changes: u64, audit: u64, head: u64) {
         self.acked.fetch_max(log, Ordering::AcqRel);
         self.acked_changes.fetch_max(changes, Ordering::AcqRel);
+        self.acked_audit.store(audit, Ordering::Release);
         self.last_seen_ms.store(
             self.start.elapsed().as_millis() as u64 + 1,
             Ordering::Release,
@@ -190,15 +194,18 @@ impl Replication {
     }
 
     /// Sync mode: waits until the standby holds the records' change `seq`
-    /// on disk, or the timeout (then degrades), as [`Replication::wait_synced`].
-    pub async fn wait_changes(&self, seq: u64) {
+    /// and the audit log's entry `audit` on disk, or the timeout (then
+    /// degrades), as [`Replication::wait_synced`].
+    pub async fn wait_changes(&self, seq: u64, audit: u64) {
         if self.mode != ReplicationMode::Sync || self.degraded.load(Ordering::Acquire) {
             return;
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let moved = self.moved.notified();
-            if self.acked_changes.load(Ordering::Acquire) >= seq {
+            if self.acked_changes.load(Ordering::Acquire) >= seq
+                && self.acked_audit.load(Ordering::Acquire) >= audit
+            {
                 return;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
@@ -360,9 +367,19 @@ impl Follower {
             said_waiting = false;
             let (at, changes) = (log.len(), self.changes.load(Ordering::Acquire));
             let audit_at = self.audit.load(Ordering::Acquire);
+            let tail = {
+                let log = log.clone();
+                tokio::task::spawn_blocking(move || log.delivery_ending_at(at))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+                    .map(|(first, digest)| format!("&tail={first}-{digest}"))
+                    .unwrap_or_default()
+            };
             let asked = http
                 .get(format!(
-                    "{}/internal/v1/replicate?log={at}&changes={changes}&audit={audit_at}&wait_ms={}",
+                    "{}/internal/v1/replicate?log={at}&changes={changes}&audit={audit_at}&wait_ms={}{tail}",
                     url.trim_end_matches('/'),
                     LONG_POLL.as_millis()
                 ))

@@ -88,11 +88,13 @@ impl Executor {
                         )
                         .await);
                 }
-                // With a standby: it holds the "running" record before the
-                // step acts, so a takeover never runs it again (sync mode;
-                // a standby that does not confirm in time degrades it).
+                // With a standby: it holds the "running" record and the
+                // audit line before the step acts, so a takeover never runs
+                // it again (sync mode; a standby that does not confirm in
+                // time degrades it).
                 if let Some(rep) = &self.replication {
-                    rep.wait_changes(self.incidents.last_change()).await;
+                    rep.wait_changes(self.incidents.last_change(), self.audit.last_seq())
+                        .await;
                 }
             } else {
                 self.set_step(incident, idx, running).await;

@@ -19,6 +19,9 @@ pub(super) struct ReplicateQuery {
     audit: u64,
     #[serde(default)]
     wait_ms: u64,
+    /// The standby's delivery ending at `log`: `FIRST-DIGEST`, or absent.
+    #[serde(default)]
+    tail: Option<String>,
 }
 
 fn peer_ok(s: &AppState, headers: &HeaderMap) -> bool {
@@ -63,7 +66,20 @@ pub(super) async fn replicate(
             json!({"leader": ha.leader_url()}),
         );
     }
-    rep.report(q.log, q.changes, s.log.len());
+    // A position counts as an acknowledgement only when the standby's log
+    // is this one's up to it (a replica that led before may hold others).
+    let ours = {
+        let (log, at) = (s.log.clone(), q.log);
+        tokio::task::spawn_blocking(move || log.delivery_ending_at(at))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .map(|(first, digest)| format!("{first}-{digest}"))
+    };
+    if ours == q.tail {
+        rep.report(q.log, q.changes, q.audit, s.log.len());
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms).min(LONG_POLL);
     while s.log.len() <= q.log
         && s.incidents.last_change() <= q.changes
