@@ -108,9 +108,10 @@ impl SearchIndex {
         };
         // One indexing thread with a 30 MB budget: the index follows the
         // records in batches and a small host keeps its memory. Measured on
-        // 1,000,000 imported incidents (bench-import): 15 MB made them
-        // searchable in 67.7 s (peak RSS 323 MB), 30 MB in 59.5 s (359 MB),
-        // 60 MB in 62.0 s (563 MB).
+        // 1,000,000 imported incidents (bench-import) with the second core
+        // busy: 15 MB made them searchable in 67.7 s (peak RSS 323 MB),
+        // 30 MB in 59.5 s (359 MB), 60 MB in 62.0 s (563 MB); quiet, 30 MB
+        // takes 47 s (docs/KNOWLEDGE.md).
         let writer = index.writer_with_num_threads(1, 30_000_000)?;
         // Hits are read from the doc store once per result page: a small
         // block cache per segment is plenty, and keeps a large index's
