@@ -44,7 +44,8 @@ pub fn folded(p: &Profile, index: usize) -> Result<Vec<String>, ProfileError> {
                 frames.push(f.replace(';', ":"));
             }
         }
-        *stacks.entry(frames.join(";")).or_default() += v;
+        let sum = stacks.entry(frames.join(";")).or_default();
+        *sum = sum.saturating_add(v);
     }
     Ok(stacks
         .into_iter()

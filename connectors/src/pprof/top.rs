@@ -130,7 +130,9 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
         if v == 0 {
             continue;
         }
-        total += v.abs();
+        // Sums saturate: a profile is outside input, and values near
+        // i64::MAX must not wrap (or panic where overflow is checked).
+        total = total.saturating_add(v.saturating_abs());
         let generation = k as u32 + 1;
         let mut leaf = true;
         for loc_id in &sample.location_id {
@@ -140,12 +142,12 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
             for &f in frames {
                 let f = f as usize;
                 if leaf {
-                    flat[f] += v;
+                    flat[f] = flat[f].saturating_add(v);
                     leaf = false;
                 }
                 if stamp[f] != generation {
                     stamp[f] = generation;
-                    cum[f] += v;
+                    cum[f] = cum[f].saturating_add(v);
                     touched[f] = true;
                 }
             }
@@ -169,10 +171,10 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
     // pprof's order for -top: flat, then name, then cum.
     rows.sort_by(|a, b| {
         b.flat
-            .abs()
-            .cmp(&a.flat.abs())
+            .unsigned_abs()
+            .cmp(&a.flat.unsigned_abs())
             .then_with(|| a.function.cmp(&b.function))
-            .then(b.cum.abs().cmp(&a.cum.abs()))
+            .then(b.cum.unsigned_abs().cmp(&a.cum.unsigned_abs()))
     });
     Ok(Top {
         sample_type: s(vt.r#type)?.to_string(),
@@ -331,6 +333,28 @@ mod tests {
                 },
             ],
             ..Default::default()
+        }
+    }
+
+    /// Found by the pprof fuzz target in CI's 30 s run: sample values near
+    /// i64::MAX (and i64::MIN) overflowed the sums (a panic where overflow
+    /// is checked, wrong figures where it is not). They saturate now.
+    #[test]
+    fn extreme_sample_values_saturate() {
+        let mut p = profile();
+        for s in &mut p.sample {
+            s.value = vec![i64::MAX, i64::MIN];
+        }
+        for index in [0, 1] {
+            let t = top(&p, index).unwrap();
+            assert_eq!(t.total, i64::MAX, "index {index}");
+            let main = t.rows.iter().find(|r| r.function == "main.main").unwrap();
+            assert!(main.cum == i64::MAX || main.cum == i64::MIN, "{main:?}");
+            let text = render(&t, &p, 20);
+            assert!(text.contains("main.main"), "{text}");
+            let folded = crate::pprof::flame::folded(&p, index).unwrap();
+            assert!(!folded.is_empty());
+            let _ = crate::pprof::flame::diff(&t, &t);
         }
     }
 
@@ -597,9 +621,13 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
             .unwrap_or("")
     };
     // Nodes below the cum cutoff go first, then the top N of the rest.
-    let flat_sum: i64 = t.rows.iter().map(|r| r.flat).sum();
-    let cutoff = ((flat_sum as f64 * NODE_FRACTION) as i64).abs();
-    let kept: Vec<&Row> = t.rows.iter().filter(|r| r.cum.abs() >= cutoff).collect();
+    let flat_sum: i64 = t.rows.iter().fold(0i64, |s, r| s.saturating_add(r.flat));
+    let cutoff = ((flat_sum as f64 * NODE_FRACTION) as i64).unsigned_abs();
+    let kept: Vec<&Row> = t
+        .rows
+        .iter()
+        .filter(|r| r.cum.unsigned_abs() >= cutoff)
+        .collect();
     let dropped = t.rows.len() - kept.len();
     let shown: &[&Row] = if nodecount > 0 && nodecount < kept.len() {
         &kept[..nodecount]
@@ -620,9 +648,9 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     let mut min = 0i64;
     for r in shown {
         let v = if r.flat != 0 {
-            r.flat.abs()
+            r.flat.saturating_abs()
         } else {
-            r.cum.abs()
+            r.cum.saturating_abs()
         };
         if v > 0 && (min == 0 || v < min) {
             min = v;
@@ -680,7 +708,7 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
             fmt(t.total)
         );
     }
-    let shown_flat: i64 = shown.iter().map(|r| r.flat).sum();
+    let shown_flat: i64 = shown.iter().fold(0i64, |s, r| s.saturating_add(r.flat));
     let _ = writeln!(
         out,
         "Showing nodes accounting for {}, {} of {} total",
@@ -694,7 +722,7 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
                 out,
                 "Dropped {dropped} node{} (cum <= {})",
                 if dropped > 1 { "s" } else { "" },
-                fmt(((t.total as f64 * NODE_FRACTION) as i64).abs())
+                fmt(((t.total as f64 * NODE_FRACTION) as i64).saturating_abs())
             );
         }
         if !shown.is_empty() && shown.len() < kept.len() {
@@ -713,7 +741,7 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     );
     let mut sum = 0;
     for r in shown {
-        sum += r.flat;
+        sum = r.flat.saturating_add(sum);
         let mark = match &marks {
             Some(m) => m.get(r.function.as_str()).copied().unwrap_or(""),
             None => r.inline,
