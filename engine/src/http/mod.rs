@@ -132,7 +132,7 @@ macro_rules! routes {
         /// Builds the router.
         pub fn router(state: AppState) -> Router {
             let open = state.config.api_tokens.is_empty();
-            Router::new()
+            let router = Router::new()
                 $( .route($path, routes!(@method $verb $handler)) )*
                 .merge(console::routes())
                 .route("/internal/v1/replicate", get(replica::replicate))
@@ -140,12 +140,17 @@ macro_rules! routes {
                 .fallback(not_found)
                 .layer(axum::middleware::from_fn(move |req, next| {
                     browser_guard(open, req, next)
-                }))
-                .layer(axum::middleware::from_fn_with_state(
+                }));
+            // Only a replica of two forwards; one alone pays nothing.
+            let router = if state.ha.is_some() {
+                router.layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     replica::standby_forward,
                 ))
-                .with_state(state)
+            } else {
+                router
+            };
+            router.with_state(state)
         }
     };
     (@method GET $h:path) => { get($h) };
