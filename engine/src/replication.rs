@@ -98,6 +98,18 @@ pub struct Batch {
 /// its chain and the leader's agree.
 pub const AUDIT_WINDOW: u64 = 64;
 
+/// The delivery of `log` that ends at `at`, as `FIRST-DIGEST`: what the
+/// standby sends with its position and the leader checks it against.
+pub async fn tail_at(log: &AlertLog, at: u64) -> Option<String> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || log.delivery_ending_at(at))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .map(|(first, digest)| format!("{first}-{digest}"))
+}
+
 /// Every `sha256:` artifact id in a step's output.
 fn artifact_ids(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
@@ -167,53 +179,44 @@ impl Replication {
         let _ = tokio::time::timeout(d, self.grown.notified()).await;
     }
 
-    /// Sync mode: waits until the standby holds `seq` on disk, or the
-    /// timeout (then degrades). Async, or degraded: returns at once.
+    /// Sync mode: waits until the standby holds the alert `seq` on disk,
+    /// or the timeout (then degrades). Async, or degraded: returns at once.
     pub async fn wait_synced(&self, seq: u64) {
-        if self.mode != ReplicationMode::Sync || self.degraded.load(Ordering::Acquire) {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            let moved = self.moved.notified();
-            if self.acked.load(Ordering::Acquire) >= seq {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, moved).await.is_err() {
-                if !self.degraded.swap(true, Ordering::AcqRel) {
-                    warn!(
-                        seq,
-                        standby = self.acked.load(Ordering::Acquire),
-                        timeout_ms = self.timeout.as_millis() as u64,
-                        "replication: the standby did not confirm in time; degraded to async until it catches up"
-                    );
-                }
-                return;
-            }
-        }
+        self.wait_for("an alert", || self.acked.load(Ordering::Acquire) >= seq)
+            .await;
     }
 
     /// Sync mode: waits until the standby holds the records' change `seq`
-    /// and the audit log's entry `audit` on disk, or the timeout (then
-    /// degrades), as [`Replication::wait_synced`].
+    /// and the audit log's entry `audit` on disk, as
+    /// [`Replication::wait_synced`].
     pub async fn wait_changes(&self, seq: u64, audit: u64) {
+        self.wait_for("a step's start", || {
+            self.acked_changes.load(Ordering::Acquire) >= seq
+                && self.acked_audit.load(Ordering::Acquire) >= audit
+        })
+        .await;
+    }
+
+    /// Waits, in sync mode, until `held` (re-checked at each of the
+    /// standby's reports) or the timeout, after which it degrades.
+    async fn wait_for(&self, what: &str, held: impl Fn() -> bool) {
         if self.mode != ReplicationMode::Sync || self.degraded.load(Ordering::Acquire) {
             return;
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let moved = self.moved.notified();
-            if self.acked_changes.load(Ordering::Acquire) >= seq
-                && self.acked_audit.load(Ordering::Acquire) >= audit
-            {
+            if held() {
                 return;
             }
             if tokio::time::timeout_at(deadline, moved).await.is_err() {
                 if !self.degraded.swap(true, Ordering::AcqRel) {
                     warn!(
-                        seq,
-                        standby = self.acked_changes.load(Ordering::Acquire),
-                        "replication: the standby did not confirm a step's start in time; degraded to async until it catches up"
+                        what,
+                        standby_alerts = self.acked.load(Ordering::Acquire),
+                        standby_changes = self.acked_changes.load(Ordering::Acquire),
+                        timeout_ms = self.timeout.as_millis() as u64,
+                        "replication: the standby did not confirm in time; degraded to async until it catches up"
                     );
                 }
                 return;
@@ -367,16 +370,10 @@ impl Follower {
             said_waiting = false;
             let (at, changes) = (log.len(), self.changes.load(Ordering::Acquire));
             let audit_at = self.audit.load(Ordering::Acquire);
-            let tail = {
-                let log = log.clone();
-                tokio::task::spawn_blocking(move || log.delivery_ending_at(at))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten()
-                    .map(|(first, digest)| format!("&tail={first}-{digest}"))
-                    .unwrap_or_default()
-            };
+            let tail = tail_at(&log, at)
+                .await
+                .map(|t| format!("&tail={t}"))
+                .unwrap_or_default();
             let asked = http
                 .get(format!(
                     "{}/internal/v1/replicate?log={at}&changes={changes}&audit={audit_at}&wait_ms={}{tail}",

@@ -441,11 +441,7 @@ async fn sessions_roles_csrf_escaping_and_an_approval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_console_on_loopback() {
     let rb = tempfile::tempdir().unwrap();
-    std::fs::write(
-        rb.path().join("live.yaml"),
-        "version: 1\nname: live\nmatch:\n  matchers: ['alertname=\"Live\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
-    )
-    .unwrap();
+    waiting_runbook(rb.path(), "live", "Live");
     let q = Quench::start("{}\n", rb.path());
     let c = client();
     let r = c.get(format!("{}/incidents", q.url)).send().await.unwrap();
@@ -582,11 +578,7 @@ async fn runbooks_explain_and_chaos_pages() {
         "version: 1\nname: restart-cart\ndescription: restarts the cart\nmatch:\n  matchers: ['alertname=\"CartDown\"', 'namespace=~\"shop|shop-eu\"']\nsteps:\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true}\n    with: {namespace: '{{alert.labels.namespace}}', name: cart}\n",
     )
     .unwrap();
-    std::fs::write(
-        rb.path().join("db.yaml"),
-        "version: 1\nname: db-failover\nmatch:\n  matchers: ['alertname=\"DbDown\"']\nsteps:\n  - id: wait\n    uses: wait\n    with: {seconds: 0}\n",
-    )
-    .unwrap();
+    waiting_runbook(rb.path(), "db-failover", "DbDown");
     std::fs::write(
         rb.path().join("cart-kill.chaos.yaml"),
         "version: 1\ntitle: cart loses a pod\nmethod:\n  - id: kill\n    uses: chaos.pod_kill\n    with: {grace_seconds: 0}\nduration: 1m\nblast_radius:\n  namespaces: [shop]\n  selector: app=cart\n  mode: one\n  max_pods: 1\nschedule:\n  cron: '0 3 * * MON'\n  timezone: Europe/Paris\n",
@@ -624,7 +616,10 @@ async fn runbooks_explain_and_chaos_pages() {
         text.contains("Runs: <a href=\"/runbooks/restart-cart\">restart-cart</a>"),
         "{text}"
     );
-    assert!(text.contains("db-failover (db.yaml): skipped"), "{text}");
+    assert!(
+        text.contains("db-failover (db-failover.yaml): skipped"),
+        "{text}"
+    );
     assert!(
         text.contains("&quot;namespace&quot;:&quot;shop&quot;"),
         "the rendered parameters: {text}"
@@ -666,6 +661,18 @@ async fn runbooks_explain_and_chaos_pages() {
     assert!(html.contains("No run yet."), "{html}");
 }
 
+/// A runbook `name` that opens an incident for alert `alertname` and
+/// waits no time: an incident with a run, nothing more.
+fn waiting_runbook(dir: &std::path::Path, name: &str, alertname: &str) {
+    std::fs::write(
+        dir.join(format!("{name}.yaml")),
+        format!(
+            "version: 1\nname: {name}\nmatch:\n  matchers: ['alertname=\"{alertname}\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {{seconds: 0}}\n"
+        ),
+    )
+    .unwrap();
+}
+
 /// Where the browser tests leave a screenshot of every page they visit.
 fn shots() -> std::path::PathBuf {
     quench_tests::repo_root().join("target/console-screenshots")
@@ -688,11 +695,7 @@ async fn in_a_real_browser() {
         "version: 1\nname: restart-cart\nmatch:\n  matchers: ['alertname=\"CartDown\"']\nsteps:\n  - id: look\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: cpu, seconds: 1, top: 5}\n  - id: series\n    uses: promql.range\n    with: {query: 'go_goroutines', seconds: 120, step: 1}\n  - id: restart\n    uses: k8s.rollout_restart\n    approval: {required: true, timeout: 10m}\n    with: {namespace: shop, name: cart}\n",
     )
     .unwrap();
-    std::fs::write(
-        rb.path().join("disk.yaml"),
-        "version: 1\nname: disk\nmatch:\n  matchers: ['alertname=\"DiskFull\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
-    )
-    .unwrap();
+    waiting_runbook(rb.path(), "disk", "DiskFull");
     let config = format!(
         "api_tokens:\n  - {{name: vera, role: viewer, sha256: {}}}\n  - {{name: rosa, role: responder, sha256: {}}}\nkubernetes: {{kubeconfig: /nonexistent/quench/kubeconfig}}\nprometheus: {{url: '{}'}}\n",
         sha256_hex("viewer-token"),

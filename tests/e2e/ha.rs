@@ -71,30 +71,41 @@ async fn wait_role(q: &Quench, role: &str, within: Duration) -> Value {
     }
 }
 
-fn alert(fp: &str) -> Value {
+/// An Alertmanager delivery of one firing alert `name` for `instance`.
+fn alert(name: &str, instance: &str) -> Value {
     json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
-        "alerts": [{"status": "firing", "labels": {"alertname": "Storm", "instance": fp},
-                    "startsAt": "2026-12-01T10:00:00Z", "fingerprint": fp}]})
+        "alerts": [{"status": "firing", "labels": {"alertname": name, "instance": instance},
+                    "startsAt": "2026-12-01T10:00:00Z", "fingerprint": instance}]})
 }
 
-async fn post_alert(url: &str, fp: &str) -> reqwest::Result<reqwest::Response> {
+async fn deliver(url: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
     http()
         .post(format!("{url}/hooks/alertmanager"))
-        .json(&alert(fp))
+        .json(body)
         .timeout(Duration::from_secs(10))
         .send()
         .await
 }
 
-async fn fingerprints(url: &str) -> BTreeSet<String> {
-    let v: Value = http()
-        .get(format!("{url}/api/v1/alerts?limit=100000"))
+/// One alert of the stream.
+async fn post_alert(url: &str, fp: &str) -> reqwest::Result<reqwest::Response> {
+    deliver(url, &alert("Storm", fp)).await
+}
+
+/// GET a JSON answer.
+async fn json_at(url: &str) -> Value {
+    http()
+        .get(url)
         .send()
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+async fn fingerprints(url: &str) -> BTreeSet<String> {
+    let v: Value = json_at(&format!("{url}/api/v1/alerts?limit=100000")).await;
     v["alerts"]
         .as_array()
         .unwrap()
@@ -150,26 +161,12 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let paused: Value = http()
-        .get(format!("{}/api/v1/control", a.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused: Value = json_at(&format!("{}/api/v1/control", a.url)).await;
     assert_eq!(paused["paused"], true, "{paused}");
     // The kill switch comes back to the standby by replication.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = http()
-            .get(format!("{}/api/v1/control", b.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = json_at(&format!("{}/api/v1/control", b.url)).await;
         if v["paused"] == true {
             break;
         }
@@ -193,25 +190,13 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
 
     // Evidence captured on the leader (a heap profile of a real Go
     // service, its flame graph) is copied to the standby.
-    let r = http()
-        .post(format!("{}/hooks/alertmanager", a.url))
-        .json(&json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
-            "alerts": [{"status": "firing", "labels": {"alertname": "Slow"}, "annotations": {"pprof": svc.url},
-                        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": "slow-1"}]}))
-        .send()
-        .await
-        .unwrap();
+    let mut slow = alert("Slow", "slow-1");
+    slow["alerts"][0]["annotations"] = json!({"pprof": svc.url});
+    let r = deliver(&a.url, &slow).await.unwrap();
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     let flame = loop {
-        let v: Value = http()
-            .get(format!("{}/api/v1/incidents?limit=100", a.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = json_at(&format!("{}/api/v1/incidents?limit=100", a.url)).await;
         let id = v["incidents"].as_array().unwrap().iter().find_map(|i| {
             i["steps"][0]["output"]["artifacts"]["flamegraph"]
                 .as_str()
@@ -418,22 +403,8 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
 
 /// The audit log as `seq action detail epoch` lines, and its chain checked.
 async fn audit_lines(url: &str) -> Vec<String> {
-    let v: Value = http()
-        .get(format!("{url}/api/v1/audit?limit=100000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let verify: Value = http()
-        .get(format!("{url}/api/v1/audit/verify"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_at(&format!("{url}/api/v1/audit?limit=100000")).await;
+    let verify: Value = json_at(&format!("{url}/api/v1/audit/verify")).await;
     assert!(verify["broken"].is_null(), "{url}: {verify}");
     v["audit"]
         .as_array()
@@ -451,14 +422,7 @@ async fn audit_lines(url: &str) -> Vec<String> {
 }
 
 async fn incident_ids(url: &str) -> BTreeSet<String> {
-    let v: Value = http()
-        .get(format!("{url}/api/v1/incidents?limit=100000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_at(&format!("{url}/api/v1/incidents?limit=100000")).await;
     v["incidents"]
         .as_array()
         .map(|l| {
@@ -529,16 +493,7 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
     let b = start(&rb_, &rb);
     wait_role(&b, "standby", Duration::from_secs(20)).await;
     leader_pid.store(a.pid().unwrap(), std::sync::atomic::Ordering::SeqCst);
-    let r = http()
-        .post(format!("{}/hooks/alertmanager", a.url))
-        .json(
-            &json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
-            "alerts": [{"status": "firing", "labels": {"alertname": "Act"},
-                        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": "act-1"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = deliver(&a.url, &alert("Act", "act-1")).await.unwrap();
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -556,14 +511,7 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
     assert!(v["ha"]["epoch"].as_u64().unwrap() >= 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     let inc = loop {
-        let inc: Value = http()
-            .get(format!("{}/api/v1/incidents/inc-1", b.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let inc: Value = json_at(&format!("{}/api/v1/incidents/inc-1", b.url)).await;
         if inc["status"] == "interrupted" {
             break inc;
         }
@@ -585,14 +533,7 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
     );
     // The audit log came along: the step's start, by the old leader in its
     // epoch, then the interruption, by the new one in the next.
-    let audit: Value = http()
-        .get(format!("{}/api/v1/audit?incident=inc-1", b.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = json_at(&format!("{}/api/v1/audit?incident=inc-1", b.url)).await;
     let epoch_of = |action: &str| {
         audit["audit"]
             .as_array()
@@ -673,8 +614,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_leads() {
         "stopped after {exited:?}, the standby led after {led:?}"
     );
     child_of_a.kill9();
-    let r = post_alert_named(&b.url, "Act", "act-after-cut").await;
-    assert_eq!(r, 200);
+    let r = deliver(&b.url, &alert("Act", "act-after-cut"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.lock().unwrap().is_empty() {
         assert!(
@@ -687,19 +630,4 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_leads() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(seen.lock().unwrap().len(), 1, "one alert, one action");
     eprintln!("cut off: the leader stopped after {exited:?}, the standby led after {led:?}");
-}
-
-async fn post_alert_named(url: &str, name: &str, fp: &str) -> u16 {
-    http()
-        .post(format!("{url}/hooks/alertmanager"))
-        .json(
-            &json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
-            "alerts": [{"status": "firing", "labels": {"alertname": name, "fp": fp},
-                        "startsAt": "2026-12-01T10:00:00Z", "fingerprint": fp}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }

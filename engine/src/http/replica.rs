@@ -24,15 +24,31 @@ pub(super) struct ReplicateQuery {
     tail: Option<String>,
 }
 
-fn peer_ok(s: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = s.config.ha.peer_token.as_deref().filter(|t| !t.is_empty()) else {
-        return false;
-    };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|got| constant_time_eq(got.as_bytes(), token.as_bytes()))
+/// The peer token, or the 401 that refuses its absence.
+#[allow(clippy::result_large_err)] // the refusal is the answer, as elsewhere in http
+fn peer(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let ok = s
+        .config
+        .ha
+        .peer_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .is_some_and(|token| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|got| constant_time_eq(got.as_bytes(), token.as_bytes()))
+        });
+    if ok {
+        return Ok(());
+    }
+    Err(error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "the internal endpoints take the replicas' peer token",
+        Value::Null,
+    ))
 }
 
 /// `GET /internal/v1/replicate?log=N&changes=C&wait_ms=W` (peer token):
@@ -46,13 +62,8 @@ pub(super) async fn replicate(
     let (Some(ha), Some(rep)) = (&s.ha, &s.replication) else {
         return not_found().await;
     };
-    if !peer_ok(&s, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the internal endpoints take the replicas' peer token",
-            Value::Null,
-        );
+    if let Err(r) = peer(&s, &headers) {
+        return r;
     }
     let Query(q) = match q {
         Ok(q) => q,
@@ -68,16 +79,7 @@ pub(super) async fn replicate(
     }
     // A position counts as an acknowledgement only when the standby's log
     // is this one's up to it (a replica that led before may hold others).
-    let ours = {
-        let (log, at) = (s.log.clone(), q.log);
-        tokio::task::spawn_blocking(move || log.delivery_ending_at(at))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .map(|(first, digest)| format!("{first}-{digest}"))
-    };
-    if ours == q.tail {
+    if crate::replication::tail_at(&s.log, q.log).await == q.tail {
         rep.report(q.log, q.changes, q.audit, s.log.len());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms).min(LONG_POLL);
@@ -201,13 +203,8 @@ pub(super) async fn artifact(
     if s.ha.is_none() {
         return not_found().await;
     }
-    if !peer_ok(&s, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the internal endpoints take the replicas' peer token",
-            Value::Null,
-        );
+    if let Err(r) = peer(&s, &headers) {
+        return r;
     }
     let store = s.artifacts.clone();
     match blocking(move || store.get(&id)).await {

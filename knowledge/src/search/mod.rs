@@ -192,11 +192,11 @@ impl SearchIndex {
                 None => d.add_text(f.commit_refs, &c.sha),
             }
         }
-        d.add_u64(f.human, u64::from(r.first_human_at().is_some()));
+        let fact = crate::kpi::Fact::of(r);
+        d.add_u64(f.human, u64::from(fact.human));
         if let Some(done) = r.resolved_at {
             d.add_i64(f.ttr, (done - r.first_alert_at).num_seconds().max(0));
         }
-        let fact = crate::kpi::Fact::of(r);
         d.add_i64(f.detect_ms, fact.detect_ms);
         if let Some(a) = fact.ack_ms {
             d.add_i64(f.ack_ms, a);

@@ -49,14 +49,19 @@ pub(super) async fn stats_page(
         .iter()
         .map(|b| json!({"value": b, "selected": *b == by_text}))
         .collect();
-    let bad =
-        |m: String| json!({"since": since_text, "by": by_text, "bys": bys, "rows": [], "error": m});
     let by = match by_text.as_str() {
-        "all" => quench_knowledge::kpi::By::Overall,
-        "service" => quench_knowledge::kpi::By::Service,
-        "runbook" => quench_knowledge::kpi::By::Runbook,
-        other => {
-            let ctx = bad(format!("by {other:?}: all, service or runbook"));
+        "all" => Ok(quench_knowledge::kpi::By::Overall),
+        "service" => Ok(quench_knowledge::kpi::By::Service),
+        "runbook" => Ok(quench_knowledge::kpi::By::Runbook),
+        other => Err(format!("by {other:?}: all, service or runbook")),
+    };
+    let span = quench_runbooks::duration::parse(&since_text)
+        .map_err(|_| format!("{since_text:?} is not a duration (7d, 24h, 30m)"));
+    let (by, span) = match (by, span) {
+        (Ok(by), Ok(span)) => (by, span),
+        (Err(m), _) | (_, Err(m)) => {
+            let ctx =
+                json!({"since": since_text, "by": by_text, "bys": bys, "rows": [], "error": m});
             return with_cookie(
                 page(
                     &s,
@@ -71,22 +76,6 @@ pub(super) async fn stats_page(
                 cookie,
             );
         }
-    };
-    let Ok(span) = quench_runbooks::duration::parse(&since_text) else {
-        let ctx = bad(format!("{since_text:?} is not a duration (7d, 24h, 30m)"));
-        return with_cookie(
-            page(
-                &s,
-                Some(&v),
-                StatusCode::BAD_REQUEST,
-                "Stats",
-                "stats",
-                ctx,
-                None,
-            )
-            .await,
-            cookie,
-        );
     };
     let since = s.clock.now() - chrono::Duration::from_std(span).unwrap_or_default();
     let (groups, lag) = match super::knowledge::kpis(&s, since, by).await {
