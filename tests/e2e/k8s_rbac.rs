@@ -147,9 +147,13 @@ async fn steps_as_quench(cluster: &Cluster, dir: &std::path::Path) -> Builtin {
 #[tokio::test]
 async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_refuses_the_rest() {
     let cluster = Cluster::get().await;
+    cluster.clear_drain_node().await;
     let (ns, other) = install_rbac(&cluster, "rbac-ok", "rbac-other").await;
     cluster.deployment(&ns, "web", 1, 8080).await;
     cluster.deployment(&other, "web", 1, 8080).await;
+    // A drain empties the node of every namespace's pods: one of a
+    // namespace quench is not bound in sits on the drain node.
+    let pinned = cluster.deployment_on_drain_node(&other, "pinned", 1).await;
     let dir = tempfile::tempdir().unwrap();
     let steps = steps_as_quench(&cluster, dir.path()).await;
     let run = |t: StepType, w: Value| {
@@ -182,7 +186,10 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
                 "patch": {"metadata": {"annotations": {"quench.dev/rbac": "2"}}}}),
             StepType::K8sRevert => json!({"revert": outputs[&StepType::K8sScale]["revert"]}),
             StepType::K8sDeletePod => json!({"pod": pods[0], "namespace": ns}),
-            StepType::K8sCordon | StepType::K8sUncordon | StepType::K8sDrain => {
+            StepType::K8sDrain => {
+                json!({"node": cluster.drain_node(), "dry_run": true, "timeout_seconds": 20})
+            }
+            StepType::K8sCordon | StepType::K8sUncordon => {
                 json!({"node": cluster.drain_node(), "dry_run": true})
             }
             StepType::K8sLogs => json!({"pod": pods[0], "namespace": ns}),
@@ -228,6 +235,13 @@ async fn the_shipped_rbac_allows_every_step_in_its_namespace_and_the_api_server_
         ran.push(t);
     }
     assert_eq!(ran.len(), 14, "{ran:?}");
+    let drained = &outputs[&StepType::K8sDrain];
+    assert!(
+        drained["evicted"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!(format!("{other}/{}", pinned[0])))),
+        "the drain evicts (dry-run) a pod of a namespace quench is not bound in: {drained}"
+    );
 
     // Elsewhere the API server says no, although quench itself would allow it.
     for (t, w) in [

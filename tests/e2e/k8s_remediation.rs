@@ -324,45 +324,7 @@ async fn rollback_after_an_image_change_returns_to_the_previous_image() {
 async fn cordon_and_drain_honour_budgets_and_dry_run() {
     let cluster = Cluster::get().await;
     let node = cluster.drain_node();
-    // A run that failed half-way may have left the node cordoned.
-    cluster
-        .send(
-            "PATCH",
-            &format!("/api/v1/nodes/{node}"),
-            json!({"spec": {"unschedulable": null}}),
-            "application/merge-patch+json",
-        )
-        .await
-        .unwrap();
-    // Namespaces of earlier runs (a failed run keeps its pods, even a
-    // budget) go first: the node must hold this run's pods only.
-    let all = cluster.get_json("/api/v1/namespaces").await;
-    for old in all["items"].as_array().unwrap() {
-        let name = old["metadata"]["name"].as_str().unwrap();
-        if name.starts_with("drain-") {
-            let _ = cluster
-                .send(
-                    "DELETE",
-                    &format!("/api/v1/namespaces/{name}"),
-                    json!({}),
-                    "application/json",
-                )
-                .await;
-        }
-    }
-    quench_tests::kube::wait_until(
-        std::time::Duration::from_secs(60),
-        "the drain node empty",
-        || async {
-            let pods = cluster
-                .get_json(&format!(
-                    "/api/v1/pods?fieldSelector=spec.nodeName%3D{node}"
-                ))
-                .await;
-            pods["items"].as_array().unwrap().is_empty()
-        },
-    )
-    .await;
+    cluster.clear_drain_node().await;
     let ns = cluster.namespace("drain").await;
     let pods = cluster.deployment_on_drain_node(&ns, "web", 2).await;
     cluster

@@ -191,6 +191,57 @@ impl Cluster {
             .await
     }
 
+    /// Empties the drain node for a test that counts what a drain evicts:
+    /// uncordons it (a failed run may have left it cordoned), deletes the
+    /// namespace of every pod on it (earlier runs' pods, even a budget) and
+    /// waits until none is left. The tests that use the node run one at a
+    /// time (the `drain-node` group of .config/nextest.toml).
+    pub async fn clear_drain_node(&self) {
+        let node = self.drain_node();
+        self.send(
+            "PATCH",
+            &format!("/api/v1/nodes/{node}"),
+            json!({"spec": {"unschedulable": null}}),
+            "application/merge-patch+json",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("uncordon {node}: {e}"));
+        let on_node = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}");
+        let pods = self.get_json(&on_node).await;
+        let mut namespaces: Vec<&str> = pods["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|p| p["metadata"]["namespace"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        for ns in namespaces {
+            assert!(
+                !ns.starts_with("kube-") && ns != "default",
+                "{ns} has a pod on the drain node: only tests put pods there"
+            );
+            let _ = self
+                .send(
+                    "DELETE",
+                    &format!("/api/v1/namespaces/{ns}"),
+                    json!({}),
+                    "application/json",
+                )
+                .await;
+        }
+        wait_until(Duration::from_secs(60), "the drain node empty", || async {
+            let pods = self.get_json(&on_node).await;
+            pods["items"]
+                .as_array()
+                .is_some_and(|items| items.is_empty())
+        })
+        .await;
+    }
+
     /// A Deployment (as [`Cluster::deployment`]) whose pods run on the drain
     /// node only.
     pub async fn deployment_on_drain_node(
