@@ -217,6 +217,20 @@ struct Shared {
     dir: PathBuf,
     segments: RwLock<Vec<Segment>>,
     next_seq: AtomicU64,
+    stats: CommitStats,
+}
+
+/// What the writer's group commits cost, for `/metrics`: how many there
+/// were, how many requests they answered, and the time spent in their
+/// write and fdatasync.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Group commits that wrote something.
+    pub commits: AtomicU64,
+    /// Append requests those commits answered.
+    pub requests: AtomicU64,
+    /// Nanoseconds inside `write` and `fdatasync`.
+    pub sync_nanos: AtomicU64,
 }
 
 /// The handle the HTTP handlers and the pipeline share.
@@ -485,6 +499,7 @@ impl AlertLog {
             dir: dir.to_path_buf(),
             segments: RwLock::new(segments),
             next_seq: AtomicU64::new(next_seq),
+            stats: CommitStats::default(),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (live_tx, live_rx) = mpsc::channel(LIVE_DEPTH);
@@ -818,6 +833,11 @@ impl AlertLog {
         Ok(())
     }
 
+    /// What the group commits cost so far.
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.shared.stats
+    }
+
     /// The number of stored alerts (the last sequence number).
     pub fn len(&self) -> u64 {
         self.shared.next_seq.load(Ordering::Acquire) - 1
@@ -980,9 +1000,21 @@ impl Writer {
         let written = if buf.is_empty() {
             Ok(())
         } else {
-            self.make_room(buf.len() as u64)
+            let started = std::time::Instant::now();
+            let written = self
+                .make_room(buf.len() as u64)
                 .and_then(|()| self.file.write_all_at(&buf, self.size))
-                .and_then(|()| self.file.sync_data())
+                .and_then(|()| self.file.sync_data());
+            let stats = &self.shared.stats;
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .requests
+                .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+            stats.sync_nanos.fetch_add(
+                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            written
         };
         if let Err(e) = written {
             // Nothing of this batch is acknowledged; take it back out so

@@ -51,7 +51,6 @@ use tracing::{info, warn};
 use crate::alert_log::AlertLog;
 use crate::config::Config;
 use crate::executor::{ExecConfig, Executor};
-use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::runbook_source::{Origin, Runbooks};
@@ -416,7 +415,7 @@ pub async fn serve(
             }
         });
     }
-    let state = AppState {
+    let state = Arc::new(http::Services {
         config: Arc::new(config.clone()),
         log,
         incidents,
@@ -443,7 +442,7 @@ pub async fn serve(
             .timeout(std::time::Duration::from_secs(600))
             .build()
             .map_err(std::io::Error::other)?,
-    };
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {

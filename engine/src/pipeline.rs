@@ -21,8 +21,15 @@ use crate::alert_log::{AlertLog, StoredAlert};
 use crate::metrics::Metrics;
 use crate::runbook_source::Runbooks;
 
-/// Entries processed between cursor writes.
+/// Entries read from the log at a time while catching up.
 const CHUNK: usize = 256;
+
+/// Entries processed between cursor writes (or a second, whichever comes
+/// first): a restart replays at most this many, idempotently.
+const PERSIST_EVERY: u64 = 4096;
+
+/// The shortest time between two wake-ups on the live feed under load.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// A firing alert whose sender has said nothing for this long no longer
 /// inhibits anything: senders repeat firing alerts (Alertmanager every
@@ -108,6 +115,7 @@ impl Pipeline {
         let mut behind = true;
         let mut persisted_at = cursor;
         let mut persisted_when = std::time::Instant::now();
+        let mut last_wake = std::time::Instant::now() - COALESCE;
         loop {
             let step = if behind {
                 self.catch_up(&mut cursor).await.map(|n| {
@@ -120,6 +128,18 @@ impl Pipeline {
                     Err(_) => Ok(()),
                     Ok(None) => return,
                     Ok(Some(mut batch)) => {
+                        // In a storm the writer sends a batch per group
+                        // commit, thousands a second, and waking for each
+                        // costs more than its matching. Woken again within
+                        // COALESCE, the loop waits out the rest of it, so
+                        // it wakes at most once per COALESCE and takes
+                        // what came meanwhile; an alert after a quiet spell
+                        // is processed at once.
+                        let since = last_wake.elapsed();
+                        last_wake = std::time::Instant::now();
+                        if since < COALESCE && batch.len() < CHUNK {
+                            tokio::time::sleep(COALESCE - since).await;
+                        }
                         // Take every batch already waiting: one attach
                         // request to the writer for all of them.
                         while batch.len() < CHUNK * 4 {
@@ -137,12 +157,12 @@ impl Pipeline {
             self.position
                 .store(cursor, std::sync::atomic::Ordering::Release);
             // The cursor is a hint for after a restart (replaying is
-            // idempotent), so it is written every CHUNK alerts or second,
-            // not after every alert.
+            // idempotent), so it is written every PERSIST_EVERY alerts or
+            // second, not after every alert.
             let persisted = step.and_then(|()| {
                 if cursor != persisted_at
                     && (behind
-                        || cursor - persisted_at >= CHUNK as u64
+                        || cursor - persisted_at >= PERSIST_EVERY
                         || persisted_when.elapsed() >= Duration::from_secs(1))
                 {
                     self.log.set_cursor(cursor)?;

@@ -52,9 +52,13 @@ pub use ops::KpiCache;
 /// The most entries one list request returns.
 const MAX_LIST: usize = 100_000;
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares, behind one `Arc`: axum clones the state for
+/// each extractor and layer of every request, and a clone is then one
+/// atomic increment instead of one per service.
+pub type AppState = Arc<Services>;
+
+/// The services behind [`AppState`].
+pub struct Services {
     /// The configuration in force.
     pub config: Arc<Config>,
     /// The durable alert log.

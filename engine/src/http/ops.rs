@@ -289,6 +289,31 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
         );
     }
+    let commits = s.log.commit_stats();
+    let counters = [
+        (
+            "quench_log_commits_total",
+            "Group commits of the alert log (one write and one fdatasync each).",
+            commits.commits.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "quench_log_commit_requests_total",
+            "Webhook deliveries those group commits answered.",
+            commits.requests.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP quench_log_sync_seconds_total Time the alert log spent writing and in fdatasync.\n\
+         # TYPE quench_log_sync_seconds_total counter\nquench_log_sync_seconds_total {}",
+        commits.sync_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
+    );
     if let Some(ha) = &s.ha {
         let mut ha_gauges = vec![
             (
