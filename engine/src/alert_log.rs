@@ -921,21 +921,23 @@ impl Writer {
             let first = next;
             let mut out = Vec::with_capacity(items.len());
             let mut new: Vec<Item> = Vec::with_capacity(items.len());
+            // A key is taken as soon as it is seen, so a repeat later in
+            // the same delivery (or batch) finds it; `added` gives them back
+            // if the batch is refused.
+            let keys_before = added.len();
             for item in items {
-                let earlier = self.keys.get(&item.key).map(|(s, _)| *s).or_else(|| {
-                    new.iter()
-                        .position(|n| n.key == item.key)
-                        .map(|i| first + i as u64)
-                });
-                match earlier {
-                    Some(seq) => out.push(Appended {
+                match self.keys.get(&item.key) {
+                    Some(&(seq, _)) => out.push(Appended {
                         seq,
                         fingerprint: item.alert.fingerprint.clone(),
                         duplicate: true,
                     }),
                     None => {
+                        let seq = first + new.len() as u64;
+                        self.keys.insert(item.key, (seq, now_nanos));
+                        added.push(item.key);
                         out.push(Appended {
-                            seq: first + new.len() as u64,
+                            seq,
                             fingerprint: item.alert.fingerprint.clone(),
                             duplicate: false,
                         });
@@ -944,49 +946,49 @@ impl Writer {
                 }
             }
             if !new.is_empty() {
-                let mut payload = Vec::with_capacity(
-                    FIXED
-                        + 20 * new.len()
-                        + raw.len()
-                        + new.iter().map(|i| i.json.len() + 1).sum::<usize>()
-                        + 2,
-                );
-                payload.extend_from_slice(&first.to_le_bytes());
-                payload.extend_from_slice(&now_nanos.to_le_bytes());
-                payload.extend_from_slice(&(new.len() as u32).to_le_bytes());
+                // The record goes straight into the batch's buffer: length
+                // and checksum first (filled in once the payload is there),
+                // then the payload.
+                let start = buf.len();
+                buf.extend_from_slice(&[0u8; HEADER]);
+                buf.extend_from_slice(&first.to_le_bytes());
+                buf.extend_from_slice(&now_nanos.to_le_bytes());
+                buf.extend_from_slice(&(new.len() as u32).to_le_bytes());
                 for i in &new {
-                    payload.extend_from_slice(&i.key);
+                    buf.extend_from_slice(&i.key);
                 }
-                payload.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-                payload.extend_from_slice(&raw);
-                payload.push(b'[');
+                buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&raw);
+                buf.push(b'[');
                 for (n, i) in new.iter().enumerate() {
                     if n > 0 {
-                        payload.push(b',');
+                        buf.push(b',');
                     }
-                    payload.extend_from_slice(&i.json);
+                    buf.extend_from_slice(&i.json);
                 }
-                payload.push(b']');
-                if payload.len() > MAX_RECORD {
+                buf.push(b']');
+                let payload_len = buf.len() - start - HEADER;
+                if payload_len > MAX_RECORD {
+                    buf.truncate(start);
+                    for k in added.drain(keys_before..) {
+                        self.keys.remove(&k);
+                    }
                     let _ = reply.send(Err(LogError::Io(std::io::Error::other(format!(
-                        "a delivery of {} bytes is over the log's record limit of {MAX_RECORD}",
-                        payload.len()
+                        "a delivery of {payload_len} bytes is over the log's record limit of {MAX_RECORD}"
                     )))));
                     continue;
                 }
+                let crc = crc32c(&buf[start + HEADER..]);
+                buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+                buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
                 positions.push(Pos {
                     first_seq: first,
                     count: new.len() as u32,
-                    offset: self.size + buf.len() as u64,
-                    len: (HEADER + payload.len()) as u32,
+                    offset: self.size + start as u64,
+                    len: (HEADER + payload_len) as u32,
                     received_nanos: now_nanos,
                 });
-                buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                buf.extend_from_slice(&crc32c(&payload).to_le_bytes());
-                buf.extend_from_slice(&payload);
                 for (i, item) in new.into_iter().enumerate() {
-                    self.keys.insert(item.key, (first + i as u64, now_nanos));
-                    added.push(item.key);
                     fresh.push(StoredAlert {
                         seq: first + i as u64,
                         received_at: now,

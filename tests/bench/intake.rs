@@ -161,10 +161,7 @@ async fn measure(
                 let b = body(peer, run, first, batch, &now);
                 let t = Instant::now();
                 let status = conn.post(&b).await;
-                assert!(
-                    (200..300).contains(&status),
-                    "{endpoint} answered {status}"
-                );
+                assert!((200..300).contains(&status), "{endpoint} answered {status}");
                 lat.push(t.elapsed());
             }
             lat

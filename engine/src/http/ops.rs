@@ -312,7 +312,10 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         text,
         "# HELP quench_log_sync_seconds_total Time the alert log spent writing and in fdatasync.\n\
          # TYPE quench_log_sync_seconds_total counter\nquench_log_sync_seconds_total {}",
-        commits.sync_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
+        commits
+            .sync_nanos
+            .load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1e9
     );
     if let Some(ha) = &s.ha {
         let mut ha_gauges = vec![
