@@ -111,19 +111,30 @@ impl Histogram {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A label value as the exposition format quotes it; borrowed when there
+/// is nothing to escape (every value but a rare runbook name).
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    std::borrow::Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
+/// The label set as rendered, built before the registry's lock is taken.
 fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{k}=\"{}\"", escape(v));
+        s.push_str(k);
+        s.push_str("=\"");
+        s.push_str(&escape(v));
+        s.push('"');
     }
     s
 }
@@ -138,18 +149,22 @@ impl Metrics {
         if n == 0 {
             return;
         }
+        let key = (name, labels(pairs));
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *inner.counters.entry((name, labels(pairs))).or_default() += n;
+        *inner.counters.entry(key).or_default() += n;
     }
 
     /// Records how long one delivery took, from first byte to response.
     pub fn observe_intake(&self, source: &str, d: Duration) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .latency
-            .entry(source.to_string())
-            .or_default()
-            .observe(d);
+        match inner.latency.get_mut(source) {
+            Some(h) => h.observe(d),
+            None => inner
+                .latency
+                .entry(source.to_string())
+                .or_default()
+                .observe(d),
+        }
     }
 
     /// Records one step that ended: its duration and its state.

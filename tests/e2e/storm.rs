@@ -179,6 +179,24 @@ async fn healthz_answers_within_2s_through_a_storm_of_new_incidents() {
         metrics.contains("quench_steps_total{type=\"wait\",state=\"succeeded\"}"),
         "{metrics}"
     );
+    // Every acknowledged delivery was answered by a group commit, and a
+    // commit answers one delivery or more, each after a write and a sync.
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    let (commits, answered) = (
+        counter("quench_log_commits_total"),
+        counter("quench_log_commit_requests_total"),
+    );
+    assert!(
+        answered >= (acked.len() / BATCH) as f64,
+        "{answered} answered"
+    );
+    assert!(commits >= 1.0 && commits <= answered, "{commits} commits");
+    assert!(counter("quench_log_sync_seconds_total") > 0.0);
     eprintln!(
         "storm: {} alerts acknowledged in 10 s, worst /healthz {worst} ms",
         acked.len()
