@@ -6,7 +6,8 @@
 //!
 //! Run it with `scripts/bench-storm.sh` (a release build). Arguments:
 //! `--seconds N` for the main phase (default 120), `--rate N` to skip the
-//! probe, `--probe-seconds N` (default 20).
+//! probe (and the retries 500 alerts/s lower when the main phase falls
+//! short), `--probe-seconds N` (default 20).
 //!
 //! A rate is sustained when every delivery got a 2xx and, half a second
 //! after the senders stopped, the pipeline had caught up (every stored
@@ -271,10 +272,31 @@ async fn main() {
             best.max(500)
         }
     };
-    println!(
-        "storm: {rate} alerts/s for {seconds} s, one incident per alert, with searches, annotations and listings"
-    );
-    let o = run(rb.path(), rate, seconds, true).await;
+    // The probes run without people; with their searches and listings on
+    // top, the main phase may fall short at the probed rate. Then it is
+    // run again 500 alerts/s lower (twice at most), so the figure printed
+    // is a rate sustained for the whole phase.
+    let given = arg("--rate").is_some();
+    let mut rate = rate;
+    let mut tries = 0;
+    let o = loop {
+        println!(
+            "storm: {rate} alerts/s for {seconds} s, one incident per alert, with searches, annotations and listings"
+        );
+        let o = run(rb.path(), rate, seconds, true).await;
+        tries += 1;
+        if sustained(&o) || given || tries == 3 || rate <= 500 {
+            break o;
+        }
+        println!(
+            "  not sustained ({} failed, caught up after {}): again 500 alerts/s lower",
+            o.failed,
+            o.caught_up_after_s
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_else(|| "never (60 s)".into())
+        );
+        rate -= 500;
+    };
     println!(
         "rate                  {:.0} alerts/s ({} acknowledged, {} failed deliveries): {}",
         o.acked as f64 / seconds as f64,
