@@ -115,7 +115,7 @@ impl Pipeline {
         let mut behind = true;
         let mut persisted_at = cursor;
         let mut persisted_when = std::time::Instant::now();
-        let mut last_wake = std::time::Instant::now() - COALESCE;
+        let mut last_wake: Option<std::time::Instant> = None;
         loop {
             let step = if behind {
                 self.catch_up(&mut cursor).await.map(|n| {
@@ -135,9 +135,12 @@ impl Pipeline {
                         // it wakes at most once per COALESCE and takes
                         // what came meanwhile; an alert after a quiet spell
                         // is processed at once.
-                        let since = last_wake.elapsed();
-                        last_wake = std::time::Instant::now();
-                        if since < COALESCE && batch.len() < CHUNK {
+                        let since = last_wake.map(|t| t.elapsed());
+                        last_wake = Some(std::time::Instant::now());
+                        if let Some(since) = since
+                            && since < COALESCE
+                            && batch.len() < CHUNK
+                        {
                             tokio::time::sleep(COALESCE - since).await;
                         }
                         // Take every batch already waiting: one attach
