@@ -1141,8 +1141,13 @@ impl Writer {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let mut retired = 0;
-        // Whole segments from the oldest, never the one being written.
+        // Whole segments from the oldest, never the one being written, and
+        // never the newest one with records: the sequence continues from
+        // its last record after a reopen.
         while segs.len() > 1 {
+            if segs[1..].iter().all(|s| s.records.is_empty()) {
+                break;
+            }
             let s = &segs[0];
             let done = s.last_seq().is_none_or(|l| l <= cursor);
             let old = s.newest().is_none_or(|n| n < r);
@@ -1266,6 +1271,33 @@ mod tests {
             }
         }
         assert_eq!(crc32c(&long), !bytewise);
+    }
+
+    /// A quiet month: the only records are older than the retention and
+    /// the pipeline is past them, and the segment being written is empty
+    /// (quench restarted since). Retiring must leave the sequence where it
+    /// was, or the next restart would number alerts from 1 again, under
+    /// the pipeline's cursor, and the pipeline would skip them.
+    #[tokio::test]
+    async fn retiring_every_old_record_keeps_the_sequence_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AlertLog::open(dir.path()).unwrap();
+        log.append(b"one".to_vec(), vec![alert("a"), alert("b")])
+            .await
+            .unwrap();
+        drop(log);
+        let log = reopen(dir.path());
+        let l = log.clone();
+        let future = Utc::now() + chrono::Duration::hours(1);
+        std::thread::spawn(move || l.maintain(future, future, 2))
+            .join()
+            .unwrap()
+            .unwrap();
+        drop(log);
+        let log = reopen(dir.path());
+        assert_eq!(log.len(), 2, "the sequence survives");
+        let r = log.append(b"two".to_vec(), vec![alert("c")]).await.unwrap();
+        assert_eq!(r[0].seq, 3);
     }
 
     #[tokio::test]
