@@ -171,6 +171,12 @@ enum Request {
         items: Vec<Item>,
         reply: oneshot::Sender<Reply>,
     },
+    /// Number the first alert of an empty log `seq` (a standby joining a
+    /// leader whose oldest segments are retired).
+    StartAt {
+        seq: u64,
+        reply: std::sync::mpsc::SyncSender<Result<(), LogError>>,
+    },
     /// Forget keys received before the cutoff; delete segments wholly
     /// before both `retire_before` and the pipeline cursor.
     Maintain {
@@ -833,6 +839,19 @@ impl AlertLog {
         Ok(())
     }
 
+    /// Makes an empty log number its first alert `seq` instead of 1: a
+    /// standby copying a leader whose log no longer holds its first alerts
+    /// (retired by retention) starts where the leader's log starts. Not
+    /// persisted by itself: the first append is. Waits for the writer:
+    /// call from a plain thread or `spawn_blocking`.
+    pub fn start_at(&self, seq: u64) -> Result<(), LogError> {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .blocking_send(Request::StartAt { seq, reply })
+            .map_err(|_| LogError::Stopped)?;
+        rx.recv().map_err(|_| LogError::Stopped)?
+    }
+
     /// What the group commits cost so far.
     pub fn commit_stats(&self) -> &CommitStats {
         &self.shared.stats
@@ -895,6 +914,21 @@ impl Writer {
                         reply,
                     } => {
                         let _ = reply.send(self.maintain(keys_before, retire_before, cursor));
+                    }
+                    Request::StartAt { seq, reply } => {
+                        // Appends queued before it in this batch are
+                        // numbered already; it only applies to a log that
+                        // holds nothing and has nothing pending.
+                        let empty =
+                            appends.is_empty() && self.shared.next_seq.load(Ordering::Acquire) == 1;
+                        let _ = reply.send(if empty {
+                            self.shared.next_seq.store(seq.max(1), Ordering::Release);
+                            Ok(())
+                        } else {
+                            Err(LogError::Io(std::io::Error::other(
+                                "the log already holds alerts; it cannot start elsewhere",
+                            )))
+                        });
                     }
                 }
             }
@@ -1271,6 +1305,32 @@ mod tests {
             }
         }
         assert_eq!(crc32c(&long), !bytewise);
+    }
+
+    #[tokio::test]
+    async fn an_empty_log_can_start_where_a_leaders_log_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AlertLog::open(dir.path()).unwrap();
+        let l = log.clone();
+        tokio::task::spawn_blocking(move || l.start_at(41))
+            .await
+            .unwrap()
+            .unwrap();
+        let r = log
+            .append(b"one".to_vec(), vec![alert("a"), alert("b")])
+            .await
+            .unwrap();
+        assert_eq!(r.iter().map(|a| a.seq).collect::<Vec<_>>(), [41, 42]);
+        let l = log.clone();
+        let again = tokio::task::spawn_blocking(move || l.start_at(7))
+            .await
+            .unwrap();
+        assert!(again.is_err(), "a log with alerts keeps its numbers");
+        drop(log);
+        let log = reopen(dir.path());
+        assert_eq!(log.len(), 42);
+        assert_eq!(log.deliveries_after(0, 10).unwrap()[0].first_seq, 41);
+        assert_eq!(log.read_after(0, 10).unwrap()[0].seq, 41);
     }
 
     /// A quiet month: the only records are older than the retention and

@@ -73,6 +73,10 @@ pub struct Batch {
     /// The feed no longer holds the standby's position.
     #[serde(default)]
     pub gap: bool,
+    /// Asked for a page of a full copy (`full_after`): `records` is the
+    /// page, in id order, and this says it was the last.
+    #[serde(default)]
+    pub full_done: bool,
     /// The kill switch.
     pub control: Option<PauseState>,
     /// The leader's delivery that ends at the standby's position (its
@@ -287,6 +291,10 @@ pub struct Follower {
     missing: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Artifacts copied.
     pub artifacts_copied: AtomicU64,
+    /// A full copy of the records in progress: the last id copied (empty
+    /// before the first page) and the leader's last change when it began,
+    /// where the change feed takes over once the copy is done.
+    full: std::sync::Mutex<Option<(String, u64)>>,
     file: PathBuf,
 }
 
@@ -308,8 +316,18 @@ impl Follower {
             broken: std::sync::Mutex::new(None),
             missing: Default::default(),
             artifacts_copied: AtomicU64::new(0),
+            full: std::sync::Mutex::new(None),
             file,
         })
+    }
+
+    /// The full copy in progress, if one is.
+    fn copying(&self) -> Option<(String, u64)> {
+        self.full.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_copying(&self, to: Option<(String, u64)>) {
+        *self.full.lock().unwrap_or_else(|e| e.into_inner()) = to;
     }
 
     fn keep(&self, changes: u64) {
@@ -374,9 +392,13 @@ impl Follower {
                 .await
                 .map(|t| format!("&tail={t}"))
                 .unwrap_or_default();
+            let full = self
+                .copying()
+                .map(|(after, _)| format!("&full_after={after}"))
+                .unwrap_or_default();
             let asked = http
                 .get(format!(
-                    "{}/internal/v1/replicate?log={at}&changes={changes}&audit={audit_at}&wait_ms={}{tail}",
+                    "{}/internal/v1/replicate?log={at}&changes={changes}&audit={audit_at}&wait_ms={}{tail}{full}",
                     url.trim_end_matches('/'),
                     LONG_POLL.as_millis()
                 ))
@@ -598,6 +620,22 @@ impl Follower {
                 log.len()
             ));
         }
+        // An empty log starts where the leader's does: retention may have
+        // retired the leader's first segments.
+        if log.is_empty()
+            && let Some(first) = b.deliveries.first().map(|d| d.first_seq)
+            && first > 1
+        {
+            let l = log.clone();
+            tokio::task::spawn_blocking(move || l.start_at(first))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("starting the log at alert {first}: {e}"))?;
+            info!(
+                first,
+                "standby: the leader's log starts at this alert; so does this one"
+            );
+        }
         // Every delivery of the batch goes to the log's writer at once, in
         // order: one group commit (one fdatasync) for the lot.
         let mut expected = log.len() + 1;
@@ -627,20 +665,48 @@ impl Follower {
                 }
             }
         }
-        if b.gap {
-            return Err(format!(
-                "the leader's change feed no longer holds position {}: a full copy of the records is needed (copy the data directory)",
-                self.changes.load(Ordering::Acquire)
-            ));
-        }
-        if !b.records.is_empty() {
-            incidents
-                .replicate(b.records.clone())
-                .await
-                .map_err(|e| format!("copying records: {e}"))?;
-        }
-        if b.changes_to > self.changes.load(Ordering::Acquire) {
-            self.keep(b.changes_to);
+        let position = self.changes.load(Ordering::Acquire);
+        if let Some((_, from)) = self.copying() {
+            // A page of the full copy, in id order.
+            if !b.records.is_empty() {
+                incidents
+                    .replicate(b.records.clone())
+                    .await
+                    .map_err(|e| format!("copying records: {e}"))?;
+            }
+            if b.full_done {
+                // Every record is here as it was at change `from` or
+                // later; the feed brings what changed since.
+                info!(
+                    from,
+                    "standby: full copy of the records done; following the change feed"
+                );
+                self.keep(from);
+                self.set_copying(None);
+            } else if let Some(last) = b.records.last() {
+                self.set_copying(Some((last.id.clone(), from)));
+            }
+        } else if b.gap || (position == 0 && b.change_head > 0) {
+            // The feed no longer holds this position (or this replica is
+            // new): copy every record page by page instead, then follow
+            // the feed from the leader's last change as of now (read
+            // before any page, so each page is at least that new).
+            info!(
+                position,
+                leader = b.change_head,
+                "standby: copying every record (the change feed does not reach back to this position)"
+            );
+            self.set_copying(Some((String::new(), b.change_head)));
+        } else {
+            if !b.records.is_empty() {
+                incidents
+                    .replicate(b.records.clone())
+                    .await
+                    .map_err(|e| format!("copying records: {e}"))?;
+            }
+            if b.changes_to > position {
+                self.keep(b.changes_to);
+            }
         }
         if let Some(want) = &b.control
             && control.is_paused() != want.paused

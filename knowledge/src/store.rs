@@ -853,6 +853,34 @@ impl IncidentStore {
         })
     }
 
+    /// Up to `limit` incidents in id order, after the one named `after`
+    /// (from the first when `None`): a full copy, page by page, for a
+    /// standby the change feed can no longer bring up to date. Sled reads:
+    /// from a thread or `spawn_blocking`.
+    pub fn page_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<IncidentRecord>, StoreError> {
+        let from = match after.map(key_of) {
+            None => std::ops::Bound::Unbounded,
+            Some(Some(key)) => std::ops::Bound::Excluded(key),
+            // Not an id of this store: nothing sorts after it.
+            Some(None) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for item in self
+            .core
+            .incidents
+            .range::<[u8; 8], _>((from, std::ops::Bound::Unbounded))
+            .take(limit)
+        {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
     /// Incidents, newest first. A sled read: from a thread or
     /// `spawn_blocking` (async code: [`IncidentStore::query`]).
     pub fn list(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
@@ -1081,6 +1109,41 @@ mod tests {
             s.get("inc-8"),
             Err(StoreError::FutureSchema { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn pages_in_id_order_for_a_full_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        let now = Utc::now();
+        // Ten incidents: ids past 9 must not sort as text ("inc-10" < "inc-2").
+        for n in 1..=10u64 {
+            s.attach_blocking(
+                &format!("g{n}"),
+                &op(),
+                alert(n, &format!("f{n}"), AlertState::Firing),
+                now,
+            )
+            .unwrap();
+        }
+        let ids = |v: Vec<IncidentRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.page_after(None, 2).unwrap()), ["inc-1", "inc-2"]);
+        assert_eq!(
+            ids(s.page_after(Some("inc-8"), 5).unwrap()),
+            ["inc-9", "inc-10"]
+        );
+        assert!(s.page_after(Some("inc-10"), 5).unwrap().is_empty());
+        assert!(s.page_after(Some("nonsense"), 5).unwrap().is_empty());
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = s.page_after(after.as_deref(), 3).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            all.extend(ids(page));
+        }
+        assert_eq!(all.len(), 10);
     }
 
     #[test]

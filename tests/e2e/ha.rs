@@ -631,3 +631,86 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_leads() {
     assert_eq!(seen.lock().unwrap().len(), 1, "one alert, one action");
     eprintln!("cut off: the leader stopped after {exited:?}, the standby led after {led:?}");
 }
+
+/// A standby that joins a leader with a history (a replaced node, a new
+/// volume) copies every record page by page, then follows the change feed
+/// from where the copy began: the replicas converge, and later changes
+/// arrive by the feed. The same copy serves a standby the feed no longer
+/// reaches back to (more than a million changes behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_standby_copies_every_record_then_follows_the_feed() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("ha-join").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(
+        rb.join("storm.yaml"),
+        "version: 1\nname: storm\ngroup_by: [instance]\nmatch:\n  matchers: ['alertname=\"Storm\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
+    )
+    .unwrap();
+    let (ra, rb_) = (
+        replica(dir.path(), "a", &ns, &cluster.kubeconfig),
+        replica(dir.path(), "b", &ns, &cluster.kubeconfig),
+    );
+    let a = start(&ra, &rb);
+    wait_role(&a, "leader", Duration::from_secs(20)).await;
+    // Alone, sync mode waits for no one after its first timeout.
+    for i in 0..40 {
+        let r = post_alert(&a.url, &format!("before-{i}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let settled = |url: String, n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ids = incident_ids(&url).await;
+            if ids.len() == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url}: {} incidents, not {n}",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    settled(a.url.clone(), 40).await;
+    let b = start(&rb_, &rb);
+    wait_role(&b, "standby", Duration::from_secs(20)).await;
+    let converged = |more: usize| {
+        let (a, b) = (a.url.clone(), b.url.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (ia, ib) = (incident_ids(&a).await, incident_ids(&b).await);
+                if ia.len() == 40 + more && ia == ib {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never converged: {} incidents on the leader, {} on the standby",
+                    ia.len(),
+                    ib.len()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    converged(0).await;
+    let log = b.log_text();
+    assert!(log.contains("copying every record"), "{log}");
+    assert!(log.contains("full copy of the records done"), "{log}");
+    // After the copy, the feed: new incidents and their steps arrive.
+    for i in 0..5 {
+        let r = post_alert(&a.url, &format!("after-{i}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    converged(5).await;
+    assert_eq!(fingerprints(&a.url).await, fingerprints(&b.url).await);
+    assert_eq!(
+        b.log_text().matches("copying every record").count(),
+        1,
+        "one copy, then the feed"
+    );
+}

@@ -22,6 +22,10 @@ pub(super) struct ReplicateQuery {
     /// The standby's delivery ending at `log`: `FIRST-DIGEST`, or absent.
     #[serde(default)]
     tail: Option<String>,
+    /// A full copy of the records in progress: the page after this id
+    /// (empty: from the first) instead of the change feed.
+    #[serde(default)]
+    full_after: Option<String>,
 }
 
 /// The peer token, or the 401 that refuses its absence.
@@ -112,12 +116,26 @@ pub(super) async fn replicate(
         };
         let at_position = log.delivery_ending_at(q.log).map_err(|e| e.to_string())?;
         let (mut records, mut changes_to, mut gap) = (Vec::new(), q.changes, false);
-        match incidents
-            .changes_after(q.changes, BATCH)
-            .map_err(|e| e.to_string())?
-        {
-            quench_knowledge::Changes::Gap { .. } => gap = true,
-            quench_knowledge::Changes::Next(changes) => {
+        let mut full_done = false;
+        let feed = match &q.full_after {
+            Some(after) => {
+                let after = Some(after.as_str()).filter(|a| !a.is_empty());
+                records = incidents
+                    .page_after(after, BATCH)
+                    .map_err(|e| e.to_string())?;
+                full_done = records.len() < BATCH;
+                None
+            }
+            None => Some(
+                incidents
+                    .changes_after(q.changes, BATCH)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        match feed {
+            None => {}
+            Some(quench_knowledge::Changes::Gap { .. }) => gap = true,
+            Some(quench_knowledge::Changes::Next(changes)) => {
                 let mut seen = std::collections::HashSet::new();
                 for c in changes.iter().rev() {
                     if seen.insert(c.id.clone())
@@ -154,7 +172,7 @@ pub(super) async fn replicate(
         Ok((
             deliveries,
             records,
-            changes_to,
+            (changes_to, full_done),
             gap,
             control,
             at_position,
@@ -166,7 +184,7 @@ pub(super) async fn replicate(
         Ok(Ok((
             deliveries,
             records,
-            changes_to,
+            (changes_to, full_done),
             gap,
             control,
             at_position,
@@ -180,6 +198,7 @@ pub(super) async fn replicate(
             changes_to,
             change_head,
             gap,
+            full_done,
             control,
             at_position,
             audit,
