@@ -322,11 +322,14 @@ pub async fn serve(
                 ha.wait_leader().await;
                 // Start where the old leader's pipeline was, as far as
                 // this replica has its alerts and records.
-                let at = follower
-                    .pipeline
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    .min(log.len())
-                    .max(log.cursor().unwrap_or(0).min(log.len()));
+                let (copied, own) = (follower.copied_pipeline(), log.cursor().unwrap_or(0));
+                let at = replication::takeover_start(copied, own, log.len());
+                if copied.is_none() && own == 0 && at > 0 {
+                    warn!(
+                        from = at,
+                        "takeover before this replica ever caught up with a leader: where the old leader's pipeline was is unknown, so the alerts already in the log are not matched again; new ones are"
+                    );
+                }
                 if let Err(e) = log.set_cursor(at) {
                     warn!(error = %e, "takeover: cannot write the pipeline cursor");
                 }

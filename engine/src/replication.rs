@@ -114,6 +114,22 @@ pub async fn tail_at(log: &AlertLog, at: u64) -> Option<String> {
         .map(|(first, digest)| format!("{first}-{digest}"))
 }
 
+/// Where a replica that just took the Lease starts its pipeline, given
+/// where the old leader's was as far as it copied (`copied`: none if it
+/// never caught up with a leader), its own cursor (from when it led
+/// before, or 0) and its log's length. Without a copied position and a
+/// cursor of its own, where the old leader had got to is unknown:
+/// starting at 0 would match a month of history again and run its
+/// runbooks a second time, so it starts at the log's end and processes
+/// what comes next.
+pub fn takeover_start(copied: Option<u64>, own_cursor: u64, log_len: u64) -> u64 {
+    match copied {
+        Some(p) => p.min(log_len).max(own_cursor.min(log_len)),
+        None if own_cursor == 0 => log_len,
+        None => own_cursor.min(log_len),
+    }
+}
+
 /// Every `sha256:` artifact id in a step's output.
 fn artifact_ids(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
@@ -272,8 +288,12 @@ pub struct Stores {
 pub struct Follower {
     /// The records' change-feed position copied so far (kept in a file).
     pub changes: AtomicU64,
-    /// The leader's pipeline position at the last copy.
+    /// The leader's pipeline position at the last copy (kept in the same
+    /// file).
     pub pipeline: AtomicU64,
+    /// This replica has caught up with a leader's records at least once,
+    /// so `pipeline` says where a leader's pipeline was.
+    synced: std::sync::atomic::AtomicBool,
     /// The leader's log length at the last answer.
     pub leader_log: AtomicU64,
     /// The leader's last change at the last answer.
@@ -302,13 +322,15 @@ impl Follower {
     /// Reads the position kept in `data_dir`.
     pub fn open(data_dir: &std::path::Path) -> Arc<Follower> {
         let file = data_dir.join("replica-changes");
-        let changes = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
+        // `CHANGES PIPELINE` (older files: `CHANGES` alone).
+        let kept = std::fs::read_to_string(&file).unwrap_or_default();
+        let mut kept = kept.split_whitespace().map(|t| t.parse::<u64>().ok());
+        let changes = kept.next().flatten().unwrap_or(0);
+        let pipeline = kept.next().flatten();
         Arc::new(Follower {
             changes: AtomicU64::new(changes),
-            pipeline: AtomicU64::new(0),
+            pipeline: AtomicU64::new(pipeline.unwrap_or(0)),
+            synced: std::sync::atomic::AtomicBool::new(pipeline.is_some()),
             leader_log: AtomicU64::new(0),
             leader_changes: AtomicU64::new(0),
             audit: AtomicU64::new(u64::MAX),
@@ -332,11 +354,31 @@ impl Follower {
 
     fn keep(&self, changes: u64) {
         self.changes.store(changes, Ordering::Release);
-        // Losing this only means copying some records again.
+        self.persist();
+    }
+
+    /// Writes the feed position, and the leader's pipeline position once
+    /// known. Losing this only means copying some records again (and, for
+    /// a replica that never caught up, taking over at the log's end).
+    fn persist(&self) {
+        let changes = self.changes.load(Ordering::Acquire);
+        let text = if self.synced.load(Ordering::Acquire) {
+            format!("{changes} {}", self.pipeline.load(Ordering::Acquire))
+        } else {
+            changes.to_string()
+        };
         let tmp = self.file.with_extension("tmp");
-        if std::fs::write(&tmp, changes.to_string()).is_ok() {
+        if std::fs::write(&tmp, text).is_ok() {
             let _ = std::fs::rename(&tmp, &self.file);
         }
+    }
+
+    /// Where the leader's pipeline was, as far as this replica knows: none
+    /// until it has caught up with a leader once.
+    pub fn copied_pipeline(&self) -> Option<u64> {
+        self.synced
+            .load(Ordering::Acquire)
+            .then(|| self.pipeline.load(Ordering::Acquire))
     }
 
     fn stop(&self, why: String) {
@@ -719,11 +761,52 @@ impl Follower {
         // pipeline wrote for those alerts is too; until then the older
         // position stands (going over an alert twice is harmless: it is
         // already attached).
-        if b.changes_to >= b.change_head {
+        if b.changes_to >= b.change_head && self.copying().is_none() {
+            let before = self.copied_pipeline();
             self.pipeline.store(b.pipeline, Ordering::Release);
+            self.synced.store(true, Ordering::Release);
+            if before != Some(b.pipeline) {
+                self.persist();
+            }
         }
         self.leader_log.store(b.log_head, Ordering::Release);
         self.leader_changes.store(b.change_head, Ordering::Release);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_takeover_never_replays_history_it_cannot_place() {
+        // Caught up with the old leader: its position, within this log.
+        assert_eq!(takeover_start(Some(70), 0, 100), 70);
+        assert_eq!(takeover_start(Some(170), 0, 100), 100);
+        // Led before and got further itself: its own cursor.
+        assert_eq!(takeover_start(Some(70), 90, 100), 90);
+        assert_eq!(takeover_start(None, 90, 100), 90);
+        // Never caught up, never led: the log's end, not 0.
+        assert_eq!(takeover_start(None, 0, 100), 100);
+        assert_eq!(takeover_start(None, 0, 0), 0);
+    }
+
+    #[test]
+    fn the_copied_pipeline_position_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file from before the pipeline position was kept.
+        std::fs::write(dir.path().join("replica-changes"), "12").unwrap();
+        let f = Follower::open(dir.path());
+        assert_eq!(f.changes.load(Ordering::Acquire), 12);
+        assert_eq!(f.copied_pipeline(), None);
+        f.keep(15);
+        assert_eq!(Follower::open(dir.path()).copied_pipeline(), None);
+        f.pipeline.store(40, Ordering::Release);
+        f.synced.store(true, Ordering::Release);
+        f.keep(20);
+        let again = Follower::open(dir.path());
+        assert_eq!(again.changes.load(Ordering::Acquire), 20);
+        assert_eq!(again.copied_pipeline(), Some(40));
     }
 }
