@@ -169,6 +169,8 @@ enum Request {
     Append {
         raw: Vec<u8>,
         items: Vec<Item>,
+        /// A copy of the leader's delivery: no key makes a duplicate.
+        copy: bool,
         reply: oneshot::Sender<Reply>,
     },
     /// Number the first alert of an empty log `seq` (a standby joining a
@@ -189,6 +191,10 @@ enum Request {
 
 /// What an append request is answered with.
 type Reply = Result<Vec<Appended>, LogError>;
+
+/// An append waiting for the batch's commit: the raw delivery, its alerts,
+/// whether it is a copy of the leader's, and where the answer goes.
+type Pending = (Vec<u8>, Vec<Item>, bool, oneshot::Sender<Reply>);
 
 /// Where one delivery is.
 #[derive(Debug, Clone, Copy)]
@@ -564,6 +570,27 @@ impl AlertLog {
         raw: Vec<u8>,
         alerts: Vec<Alert>,
     ) -> Result<Vec<Appended>, LogError> {
+        self.append_as(raw, alerts, false).await
+    }
+
+    /// Appends a delivery copied from the leader's log as it is there:
+    /// every alert is stored, none is taken for a duplicate of one this log
+    /// remembers (the leader decided; its window of remembered keys may
+    /// have let go of a key this one still holds).
+    pub async fn append_copy(
+        &self,
+        raw: Vec<u8>,
+        alerts: Vec<Alert>,
+    ) -> Result<Vec<Appended>, LogError> {
+        self.append_as(raw, alerts, true).await
+    }
+
+    async fn append_as(
+        &self,
+        raw: Vec<u8>,
+        alerts: Vec<Alert>,
+        copy: bool,
+    ) -> Result<Vec<Appended>, LogError> {
         let raw_ref = content_address(&raw);
         let items = alerts
             .into_iter()
@@ -578,7 +605,12 @@ impl AlertLog {
             .collect();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Append { raw, items, reply })
+            .send(Request::Append {
+                raw,
+                items,
+                copy,
+                reply,
+            })
             .await
             .map_err(|_| LogError::Stopped)?;
         rx.await.map_err(|_| LogError::Stopped)?
@@ -906,7 +938,12 @@ impl Writer {
             let mut appends = Vec::with_capacity(batch.len());
             for r in batch.drain(..) {
                 match r {
-                    Request::Append { raw, items, reply } => appends.push((raw, items, reply)),
+                    Request::Append {
+                        raw,
+                        items,
+                        copy,
+                        reply,
+                    } => appends.push((raw, items, copy, reply)),
                     Request::Maintain {
                         keys_before,
                         retire_before,
@@ -941,7 +978,7 @@ impl Writer {
         let _ = self.file.sync_all();
     }
 
-    fn append_batch(&mut self, appends: Vec<(Vec<u8>, Vec<Item>, oneshot::Sender<Reply>)>) {
+    fn append_batch(&mut self, appends: Vec<Pending>) {
         let first_of_batch = self.shared.next_seq.load(Ordering::Acquire);
         let mut next = first_of_batch;
         let now = Utc::now();
@@ -951,7 +988,7 @@ impl Writer {
         let mut fresh = Vec::new();
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut added: Vec<[u8; 16]> = Vec::new();
-        for (raw, items, reply) in appends {
+        for (raw, items, copy, reply) in appends {
             let first = next;
             let mut out = Vec::with_capacity(items.len());
             let mut new: Vec<Item> = Vec::with_capacity(items.len());
@@ -960,7 +997,8 @@ impl Writer {
             // if the batch is refused.
             let keys_before = added.len();
             for item in items {
-                match self.keys.get(&item.key) {
+                let known = if copy { None } else { self.keys.get(&item.key) };
+                match known {
                     Some(&(seq, _)) => out.push(Appended {
                         seq,
                         fingerprint: item.alert.fingerprint.clone(),
@@ -1305,6 +1343,39 @@ mod tests {
             }
         }
         assert_eq!(crc32c(&long), !bytewise);
+    }
+
+    /// The leader forgets a key after its dedup window and stores the
+    /// alert again; the standby, which may still remember the key, copies
+    /// it all the same (otherwise the copy would differ and replication
+    /// would stop at the first alert that fires for longer than the window).
+    #[tokio::test]
+    async fn a_copied_delivery_is_stored_even_when_its_key_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AlertLog::open(dir.path()).unwrap();
+        log.append(b"one".to_vec(), vec![alert("a")]).await.unwrap();
+        let plain = log
+            .append(b"again".to_vec(), vec![alert("a")])
+            .await
+            .unwrap();
+        assert!(
+            plain[0].duplicate,
+            "an ordinary append takes it for a duplicate"
+        );
+        let copied = log
+            .append_copy(b"again".to_vec(), vec![alert("a"), alert("b")])
+            .await
+            .unwrap();
+        assert_eq!(
+            copied
+                .iter()
+                .map(|a| (a.seq, a.duplicate))
+                .collect::<Vec<_>>(),
+            [(2, false), (3, false)]
+        );
+        // The key now points at the copy, as on the leader.
+        let r = log.append(b"x".to_vec(), vec![alert("a")]).await.unwrap();
+        assert_eq!((r[0].seq, r[0].duplicate), (2, true));
     }
 
     #[tokio::test]

@@ -270,13 +270,54 @@ pub async fn serve(
         .with_guards(executor.control.clone(), config.executor.dry_run),
     );
     // What only the leader does: recover unfinished runs, follow the log
-    // (the pipeline and the runs), chaos, log maintenance. Without high
+    // (the pipeline and the runs), chaos. Without high
     // availability this replica leads from the start.
     let follower = ha
         .as_ref()
         .map(|_| replication::Follower::open(&config.data_dir));
     let pipeline_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> = Arc::default();
     let (dedup_window, alert_retention) = (config.dedup_window()?, config.alert_retention()?);
+    {
+        // Hourly, on every replica: forget idempotency keys older than the
+        // window, and delete log segments older than the retention that
+        // the pipeline is done with (on a standby: the leader's pipeline,
+        // as copied). A standby that skipped this kept every key in memory
+        // and every segment on disk for as long as it followed.
+        let (log, window, retention, done) = (
+            log.clone(),
+            dedup_window,
+            alert_retention,
+            pipeline_position.clone(),
+        );
+        let (ha, follower) = (ha.clone(), follower.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let now = chrono::Utc::now();
+                let ago = |d: std::time::Duration| {
+                    now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(7))
+                };
+                let (keys, retire) = (ago(window), ago(retention));
+                let cursor = match (&ha, &follower) {
+                    (Some(ha), Some(f)) if !ha.is_leader() => f.copied_pipeline().unwrap_or(0),
+                    _ => done.load(std::sync::atomic::Ordering::Acquire),
+                };
+                let log = log.clone();
+                match tokio::task::spawn_blocking(move || log.maintain(keys, retire, cursor)).await
+                {
+                    Ok(Ok((0, 0))) => {}
+                    Ok(Ok((keys, segments))) => info!(
+                        keys,
+                        segments,
+                        "alert log maintenance: keys past the dedup window forgotten, segments past the retention deleted"
+                    ),
+                    Ok(Err(e)) => warn!(error = %e, "alert log maintenance failed"),
+                    Err(e) => warn!(error = %e, "alert log maintenance panicked"),
+                }
+            }
+        });
+    }
     {
         let (ha, follower, log) = (ha.clone(), follower.clone(), log.clone());
         let (executor, runbooks, incidents) =
@@ -350,44 +391,6 @@ pub async fn serve(
                 for (id, what) in recovered {
                     warn!(incident_id = %id, recovery = ?what, "unfinished run after a restart");
                 }
-            }
-            {
-                // Hourly: forget idempotency keys older than the window, and delete
-                // log segments older than the retention that the pipeline is done
-                // with.
-                let (log, window, retention, done) = (
-                    log.clone(),
-                    dedup_window,
-                    alert_retention,
-                    pipeline_position.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-                    loop {
-                        tick.tick().await;
-                        let now = chrono::Utc::now();
-                        let ago = |d: std::time::Duration| {
-                            now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(7))
-                        };
-                        let (keys, retire) = (ago(window), ago(retention));
-                        let cursor = done.load(std::sync::atomic::Ordering::Acquire);
-                        let log = log.clone();
-                        match tokio::task::spawn_blocking(move || {
-                            log.maintain(keys, retire, cursor)
-                        })
-                        .await
-                        {
-                            Ok(Ok((0, 0))) => {}
-                            Ok(Ok((keys, segments))) => info!(
-                                keys,
-                                segments,
-                                "alert log maintenance: keys past the dedup window forgotten, segments past the retention deleted"
-                            ),
-                            Ok(Err(e)) => warn!(error = %e, "alert log maintenance failed"),
-                            Err(e) => warn!(error = %e, "alert log maintenance panicked"),
-                        }
-                    }
-                });
             }
             let pipeline = Pipeline {
                 log: log.clone(),

@@ -693,7 +693,7 @@ impl Follower {
         let appends = b
             .deliveries
             .iter()
-            .map(|d| log.append(d.raw.clone(), d.alerts.clone()));
+            .map(|d| log.append_copy(d.raw.clone(), d.alerts.clone()));
         let results = futures_util::future::join_all(appends).await;
         for (d, appended) in b.deliveries.iter().zip(results) {
             let appended =
