@@ -114,6 +114,23 @@ pub async fn tail_at(log: &AlertLog, at: u64) -> Option<String> {
         .map(|(first, digest)| format!("{first}-{digest}"))
 }
 
+/// Why one round of following failed.
+#[derive(Debug)]
+enum Halt {
+    /// The copies differ: going on would make it worse, so following stops
+    /// and says why.
+    Diverged(String),
+    /// Storage or the runtime failed this round (a full disk, an I/O
+    /// error); the next round may not, so it is tried again.
+    Retry(String),
+}
+
+impl From<String> for Halt {
+    fn from(why: String) -> Halt {
+        Halt::Retry(why)
+    }
+}
+
 /// Where a replica that just took the Lease starts its pipeline, given
 /// where the old leader's was as far as it copied (`copied`: none if it
 /// never caught up with a leader), its own cursor (from when it led
@@ -470,13 +487,23 @@ impl Follower {
             if ha.is_leader() {
                 return;
             }
-            if let Err(why) = self.apply_audit(&batch, audit_at, &audit).await {
-                self.stop(why);
-                return;
-            }
-            if let Err(why) = self.apply(&batch, &log, &incidents, &control).await {
-                self.stop(why);
-                return;
+            let applied = match self.apply_audit(&batch, audit_at, &audit).await {
+                Ok(()) => self.apply(&batch, &log, &incidents, &control).await,
+                Err(e) => Err(e),
+            };
+            match applied {
+                Ok(()) => {}
+                Err(Halt::Diverged(why)) => {
+                    self.stop(why);
+                    return;
+                }
+                Err(Halt::Retry(why)) => {
+                    // Positions move only with what was kept, so the next
+                    // round asks again for the rest.
+                    warn!(error = %why, "standby: copying failed this round; trying again in 2 s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
             }
             self.copy_artifacts(&batch.records, &artifacts, &http, &url, &token)
                 .await;
@@ -492,7 +519,7 @@ impl Follower {
         b: &Batch,
         asked: u64,
         audit: &quench_knowledge::AuditLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), Halt> {
         if asked > b.audit_last {
             // This log is longer than the leader's: compare from there.
             self.audit.store(b.audit_last, Ordering::Release);
@@ -644,7 +671,7 @@ impl Follower {
         log: &AlertLog,
         incidents: &IncidentStore,
         control: &Control,
-    ) -> Result<(), String> {
+    ) -> Result<(), Halt> {
         // The log this replica holds must be the leader's up to here: a
         // replica that led before may have appended alerts (never
         // acknowledged in sync mode) that the new leader never received.
@@ -657,10 +684,10 @@ impl Follower {
                 .map_err(|e| e.to_string())?
         };
         if !log.is_empty() && mine != b.at_position {
-            return Err(format!(
+            return Err(Halt::Diverged(format!(
                 "this log diverged from the leader's at or before alert {} (this replica led before and kept alerts the leader never got, or the leader lost some): move this replica's data directory away and start it again to copy the leader afresh",
                 log.len()
-            ));
+            )));
         }
         // An empty log starts where the leader's does: retention may have
         // retired the leader's first segments.
@@ -683,10 +710,10 @@ impl Follower {
         let mut expected = log.len() + 1;
         for d in &b.deliveries {
             if d.first_seq != expected {
-                return Err(format!(
+                return Err(Halt::Diverged(format!(
                     "the leader sent delivery {} where this log expects {expected}",
                     d.first_seq
-                ));
+                )));
             }
             expected += d.alerts.len() as u64;
         }
@@ -700,10 +727,10 @@ impl Follower {
                 appended.map_err(|e| format!("appending delivery {}: {e}", d.first_seq))?;
             for (i, a) in appended.iter().enumerate() {
                 if a.duplicate || a.seq != d.first_seq + i as u64 {
-                    return Err(format!(
+                    return Err(Halt::Diverged(format!(
                         "the copy of delivery {} got sequence {} for its alert {i} (duplicate: {}): the logs diverged",
                         d.first_seq, a.seq, a.duplicate
-                    ));
+                    )));
                 }
             }
         }
