@@ -114,18 +114,25 @@ async fn fingerprints(url: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_standby_takes_over_with_every_acknowledged_alert() {
-    let cluster = Cluster::get().await;
-    let ns = cluster.namespace("ha").await;
-    let dir = tempfile::tempdir().unwrap();
-    let rb = dir.path().join("runbooks");
+/// A runbook directory under `dir` whose `storm` runbook opens an incident
+/// per `Storm` alert instance and runs a `wait 0s` step.
+fn storm_runbook(dir: &Path) -> std::path::PathBuf {
+    let rb = dir.join("runbooks");
     std::fs::create_dir_all(&rb).unwrap();
     std::fs::write(
         rb.join("storm.yaml"),
         "version: 1\nname: storm\ngroup_by: [instance]\nmatch:\n  matchers: ['alertname=\"Storm\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
     )
     .unwrap();
+    rb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_with_every_acknowledged_alert() {
+    let cluster = Cluster::get().await;
+    let ns = cluster.namespace("ha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rb = storm_runbook(dir.path());
     std::fs::write(
         rb.join("profile.yaml"),
         "version: 1\nname: profile\nmatch:\n  matchers: ['alertname=\"Slow\"']\nsteps:\n  - id: cpu\n    uses: pprof.capture\n    with: {url: '{{alert.annotations.pprof}}', kind: heap}\n",
@@ -642,13 +649,7 @@ async fn a_new_standby_copies_every_record_then_follows_the_feed() {
     let cluster = Cluster::get().await;
     let ns = cluster.namespace("ha-join").await;
     let dir = tempfile::tempdir().unwrap();
-    let rb = dir.path().join("runbooks");
-    std::fs::create_dir_all(&rb).unwrap();
-    std::fs::write(
-        rb.join("storm.yaml"),
-        "version: 1\nname: storm\ngroup_by: [instance]\nmatch:\n  matchers: ['alertname=\"Storm\"']\nsteps:\n  - id: look\n    uses: wait\n    with: {seconds: 0}\n",
-    )
-    .unwrap();
+    let rb = storm_runbook(dir.path());
     let (ra, rb_) = (
         replica(dir.path(), "a", &ns, &cluster.kubeconfig),
         replica(dir.path(), "b", &ns, &cluster.kubeconfig),
