@@ -788,7 +788,7 @@ impl Follower {
         // pipeline wrote for those alerts is too; until then the older
         // position stands (going over an alert twice is harmless: it is
         // already attached).
-        if b.changes_to >= b.change_head && self.copying().is_none() {
+        if b.changes_to >= b.change_head {
             let before = self.copied_pipeline();
             self.pipeline.store(b.pipeline, Ordering::Release);
             self.synced.store(true, Ordering::Release);

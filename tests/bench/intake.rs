@@ -192,12 +192,7 @@ struct Commits {
 
 impl Commits {
     fn of(metrics: &str) -> Commits {
-        let value = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(0.0)
-        };
+        let value = |name: &str| quench_tests::sample(metrics, name).unwrap_or(0.0);
         Commits {
             commits: value("quench_log_commits_total"),
             requests: value("quench_log_commit_requests_total"),

@@ -71,6 +71,20 @@ async fn wait_role(q: &Quench, role: &str, within: Duration) -> Value {
     }
 }
 
+/// Starts `first` and waits until it leads, then `second` until it
+/// follows.
+async fn leader_then_standby(
+    first: &Replica,
+    second: &Replica,
+    runbooks: &Path,
+) -> (Quench, Quench) {
+    let a = start(first, runbooks);
+    wait_role(&a, "leader", Duration::from_secs(20)).await;
+    let b = start(second, runbooks);
+    wait_role(&b, "standby", Duration::from_secs(20)).await;
+    (a, b)
+}
+
 /// An Alertmanager delivery of one firing alert `name` for `instance`.
 fn alert(name: &str, instance: &str) -> Value {
     json!({"version": "4", "groupKey": "g", "status": "firing", "receiver": "quench",
@@ -258,14 +272,7 @@ async fn the_standby_takes_over_with_every_acknowledged_alert() {
     let v = readyz(&a.url).await;
     assert_eq!(v["status"], "degraded", "{v:#}");
     assert_eq!(v["ha"]["replication"]["degraded"], true, "{v:#}");
-    let metrics = http()
-        .get(format!("{}/metrics", a.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.get_text("/metrics").await;
     assert!(
         metrics.contains("quench_replication_degraded 1"),
         "{metrics}"
@@ -495,10 +502,7 @@ async fn a_destructive_step_running_at_the_leaders_death_is_not_run_again() {
         replica(dir.path(), "a", &ns, &cluster.kubeconfig),
         replica(dir.path(), "b", &ns, &cluster.kubeconfig),
     );
-    let mut a = start(&ra, &rb);
-    wait_role(&a, "leader", Duration::from_secs(20)).await;
-    let b = start(&rb_, &rb);
-    wait_role(&b, "standby", Duration::from_secs(20)).await;
+    let (mut a, b) = leader_then_standby(&ra, &rb_, &rb).await;
     leader_pid.store(a.pid().unwrap(), std::sync::atomic::Ordering::SeqCst);
     let r = deliver(&a.url, &alert("Act", "act-1")).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -583,10 +587,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_the_standby_leads() {
         replica(dir.path(), "a", &ns, &proxied),
         replica(dir.path(), "b", &ns, &cluster.kubeconfig),
     );
-    let a = start(&ra, &rb);
-    wait_role(&a, "leader", Duration::from_secs(20)).await;
-    let b = start(&rb_, &rb);
-    wait_role(&b, "standby", Duration::from_secs(20)).await;
+    let (a, b) = leader_then_standby(&ra, &rb_, &rb).await;
     let mut child_of_a = a;
     proxy.stop();
     let cut = Instant::now();

@@ -182,10 +182,7 @@ async fn healthz_answers_within_2s_through_a_storm_of_new_incidents() {
     // Every acknowledged delivery was answered by a group commit, and a
     // commit answers one delivery or more, each after a write and a sync.
     let counter = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        quench_tests::sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
     };
     let (commits, answered) = (
         counter("quench_log_commits_total"),

@@ -138,6 +138,14 @@ pub fn require(program: &str, package: &str) -> PathBuf {
     );
 }
 
+/// The value of an unlabelled sample `name` in a Prometheus text
+/// exposition, if it has one.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A free loopback port (bind to 0, read it, let go).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -100,6 +100,7 @@ pub(super) async fn replicate(
     // then (see `Follower::apply`).
     let pipeline = s.lag.pipeline.load(std::sync::atomic::Ordering::Acquire);
     let change_head = s.incidents.last_change();
+    let epoch = ha.epoch();
     let (log, incidents, control, audit) = (
         s.log.clone(),
         s.incidents.clone(),
@@ -168,30 +169,9 @@ pub(super) async fn replicate(
             .filter(|(seq, _)| *seq <= q.audit)
             .map(|(seq, bytes)| (seq, crate::replication::digest(&bytes)))
             .collect();
-        let audit_last = audit.last_seq();
-        Ok((
-            deliveries,
-            records,
-            (changes_to, full_done),
-            gap,
-            control,
-            at_position,
-            (entries, hashes, audit_last),
-        ))
-    })
-    .await;
-    match read {
-        Ok(Ok((
-            deliveries,
-            records,
-            (changes_to, full_done),
-            gap,
-            control,
-            at_position,
-            (audit, audit_hashes, audit_last),
-        ))) => axum::Json(Batch {
-            epoch: ha.epoch(),
-            log_head: s.log.len(),
+        Ok(Batch {
+            epoch,
+            log_head: log.len(),
             pipeline,
             deliveries,
             records,
@@ -201,11 +181,14 @@ pub(super) async fn replicate(
             full_done,
             control,
             at_position,
-            audit,
-            audit_hashes,
-            audit_last,
+            audit: entries,
+            audit_hashes: hashes,
+            audit_last: audit.last_seq(),
         })
-        .into_response(),
+    })
+    .await;
+    match read {
+        Ok(Ok(batch)) => axum::Json(batch).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }
