@@ -31,11 +31,31 @@ const PERSIST_EVERY: u64 = 4096;
 /// The shortest time between two wake-ups on the live feed under load.
 const COALESCE: Duration = Duration::from_millis(1);
 
+/// Under load means: this many wake-ups in a row each came less than half
+/// of [`COALESCE`] after the one before (over 2,000 a second). A steady
+/// stream slower than that, such as one alert a millisecond, is processed
+/// as it comes, without the wait (tokio's timer rounds it up to the next
+/// millisecond, which was most of such an alert's latency).
+const COALESCE_AFTER: u32 = 3;
+
 /// A firing alert whose sender has said nothing for this long no longer
 /// inhibits anything: senders repeat firing alerts (Alertmanager every
 /// `repeat_interval`, 4 h by default), so silence this long means the
 /// sender lost it.
 const FIRING_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+/// The live feed's wake-up rule: from the time since the last wake-up
+/// ended and how many quick ones came in a row before this one, the new
+/// count and how long to wait before taking what the feed holds.
+fn coalesce(since: Option<Duration>, quick_wakes: u32) -> (u32, Option<Duration>) {
+    match since {
+        Some(since) if since < COALESCE / 2 => {
+            let quick = quick_wakes.saturating_add(1);
+            (quick, (quick >= COALESCE_AFTER).then(|| COALESCE - since))
+        }
+        _ => (0, None),
+    }
+}
 
 /// Follows the alert log.
 pub struct Pipeline {
@@ -116,6 +136,7 @@ impl Pipeline {
         let mut persisted_at = cursor;
         let mut persisted_when = std::time::Instant::now();
         let mut last_wake: Option<std::time::Instant> = None;
+        let mut quick_wakes = 0u32;
         loop {
             let step = if behind {
                 self.catch_up(&mut cursor).await.map(|n| {
@@ -130,19 +151,22 @@ impl Pipeline {
                     Ok(Some(mut batch)) => {
                         // In a storm the writer sends a batch per group
                         // commit, thousands a second, and waking for each
-                        // costs more than its matching. Woken again within
-                        // COALESCE, the loop waits out the rest of it, so
-                        // it wakes at most once per COALESCE and takes
-                        // what came meanwhile; an alert after a quiet spell
-                        // is processed at once.
-                        let since = last_wake.map(|t| t.elapsed());
-                        last_wake = Some(std::time::Instant::now());
-                        if let Some(since) = since
-                            && since < COALESCE
+                        // costs more than its matching. Once wake-ups come
+                        // that fast (COALESCE_AFTER in a row, each within
+                        // half of COALESCE of the last one's end), the
+                        // loop waits out the rest of COALESCE, so it wakes
+                        // at most once per COALESCE and takes what came
+                        // meanwhile; an alert after a quiet spell, or in a
+                        // slower stream, is processed at once.
+                        let wait;
+                        (quick_wakes, wait) =
+                            coalesce(last_wake.map(|t| t.elapsed()), quick_wakes);
+                        if let Some(wait) = wait
                             && batch.len() < CHUNK
                         {
-                            tokio::time::sleep(COALESCE - since).await;
+                            tokio::time::sleep(wait).await;
                         }
+                        last_wake = Some(std::time::Instant::now());
                         // Take every batch already waiting: one attach
                         // request to the writer for all of them.
                         while batch.len() < CHUNK * 4 {
@@ -665,6 +689,31 @@ mod tests {
     }
 
     /// Friday 2026-11-27 11:00 UTC: inside business hours, outside maintenance.
+    /// One alert a millisecond is processed as it comes; wake-ups faster
+    /// than 2,000 a second wait, once three came in a row, for the rest of
+    /// the millisecond, and keep waiting while the storm lasts.
+    #[test]
+    fn the_feed_waits_only_in_a_storm() {
+        let us = |n: u64| Some(Duration::from_micros(n));
+        let mut quick = 0;
+        for _ in 0..100 {
+            let (q, wait) = coalesce(us(900), quick);
+            assert_eq!(wait, None, "a steady stream of one a millisecond never waits");
+            quick = q;
+        }
+        assert_eq!(coalesce(None, 7), (0, None), "the first wake-up does not wait");
+        let (q1, w1) = coalesce(us(100), 0);
+        let (q2, w2) = coalesce(us(100), q1);
+        assert_eq!((w1, w2), (None, None), "two quick wake-ups may be a burst");
+        let (q3, w3) = coalesce(us(100), q2);
+        assert_eq!(w3, us(900), "the third waits out the millisecond");
+        // Measured from the end of that wait, the next batch is there at
+        // once: the storm goes on, and so does the waiting.
+        assert_eq!(coalesce(us(50), q3).1, us(950));
+        // A pause of half a millisecond ends it.
+        assert_eq!(coalesce(us(600), q3), (0, None));
+    }
+
     fn friday_noon() -> chrono::DateTime<Utc> {
         use chrono::TimeZone;
         Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap()
