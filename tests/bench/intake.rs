@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use quench_tests::{Alertmanager, Quench};
+use quench_tests::{Alertmanager, Quench, cpu_time};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Peer {
@@ -236,6 +236,16 @@ fn fdatasync_floor() -> (Duration, Duration) {
     (median(false), median(true))
 }
 
+/// Microseconds of CPU per request between two readings, or `?`.
+fn cpu_per_request(before: Option<Duration>, after: Option<Duration>, requests: usize) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if requests > 0 => {
+            format!("{:.0}", (a - b).as_secs_f64() * 1e6 / requests as f64)
+        }
+        _ => "?".to_string(),
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -281,10 +291,12 @@ async fn main() {
         "At concurrency 1 a server that syncs before answering can at best answer in Alertmanager's\n\
          time plus one fdatasync: `floor a/s` is that rate, `of floor` how close quench gets to it.\n\
          `req/cmt`: the webhook requests each of quench's group commits answered; `sync ms`: the\n\
-         mean time of a commit's write and fdatasync (both from quench's /metrics, warm-up included).\n"
+         mean time of a commit's write and fdatasync (both from quench's /metrics, warm-up included).\n\
+         `q cpu`, `AM cpu`: the CPU time each server used per request (µs, user and system, all\n\
+         threads, from /proc), over the measured seconds only.\n"
     );
     println!(
-        "{:>5} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6} | {:>10} {:>8} | {:>7} {:>7}",
+        "{:>5} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6} | {:>10} {:>8} | {:>7} {:>7} | {:>6} {:>6}",
         "batch",
         "conc",
         "quench a/s",
@@ -297,7 +309,9 @@ async fn main() {
         "floor a/s",
         "of floor",
         "req/cmt",
-        "sync ms"
+        "sync ms",
+        "q cpu",
+        "AM cpu"
     );
     let (batches, concs): (Vec<usize>, Vec<usize>) = match (cell, quick) {
         (Some((b, c)), _) => (vec![b], vec![c]),
@@ -312,7 +326,10 @@ async fn main() {
         for &conc in &concs {
             let q = Quench::start("{}\n", &examples);
             measure(Peer::Quench, &q.url, 0, 10, 4, 0.3).await; // warm-up
+            let pid = q.pid().expect("quench runs");
+            let before = cpu_time(pid);
             let qc = measure(Peer::Quench, &q.url, 1, batch, conc, secs).await;
+            let q_cpu = cpu_per_request(before, cpu_time(pid), qc.requests);
             let stored = q.get_json("/healthz").await["alerts_stored"]
                 .as_u64()
                 .unwrap_or(0);
@@ -320,7 +337,9 @@ async fn main() {
             drop(q);
             let am = Alertmanager::start_silent().await;
             measure(Peer::Alertmanager, &am.url, 0, 10, 4, 0.3).await;
+            let before = cpu_time(am.pid());
             let ac = measure(Peer::Alertmanager, &am.url, 1, batch, conc, secs).await;
+            let am_cpu = cpu_per_request(before, cpu_time(am.pid()), ac.requests);
             drop(am);
             let ratio = qc.alerts_per_sec / ac.alerts_per_sec;
             ratios.push((conc, ratio));
@@ -335,7 +354,7 @@ async fn main() {
                 ("-".to_string(), "-".to_string())
             };
             println!(
-                "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x | {floor_rate:>10} {of_floor:>8} | {:>7.1} {:>7.3}   ({} / {} requests, quench stored {stored})",
+                "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x | {floor_rate:>10} {of_floor:>8} | {:>7.1} {:>7.3} | {q_cpu:>6} {am_cpu:>6}   ({} / {} requests, quench stored {stored})",
                 qc.alerts_per_sec,
                 ms(qc.p50),
                 ms(qc.p99),

@@ -385,6 +385,20 @@ async fn wait_ready(what: &str, url: &str, log: &Path, seconds: u64) {
     }
 }
 
+/// The CPU time (user and system, every thread, ended ones included) a
+/// process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the
+    // fields after its last `)` are plain: the state (3) first, utime (14)
+    // and stime (15) twelve and thirteen places on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
+    ))
+}
+
 /// A real Prometheus Alertmanager whose only receiver is a quench webhook.
 pub struct Alertmanager {
     child: Child,
@@ -394,6 +408,11 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts Alertmanager delivering to `webhook_url` without credentials.
     pub async fn start(webhook_url: &str) -> Alertmanager {
         Alertmanager::launch(Some((webhook_url, None)), "").await
