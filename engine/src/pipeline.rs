@@ -183,21 +183,27 @@ impl Pipeline {
             };
             self.position
                 .store(cursor, std::sync::atomic::Ordering::Release);
-            // The cursor is a hint for after a restart (replaying is
+            // The cursor is where a restart replays from (replaying is
             // idempotent), so it is written every PERSIST_EVERY alerts or
-            // second, not after every alert.
-            let persisted = step.and_then(|()| {
-                if cursor != persisted_at
-                    && (behind
-                        || cursor - persisted_at >= PERSIST_EVERY
-                        || persisted_when.elapsed() >= Duration::from_secs(1))
-                {
-                    self.log.set_cursor(cursor)?;
+            // second, not after every alert. It may only pass alerts whose
+            // incidents are on the disk: the records' writer answers
+            // before its flush, and an alert the cursor passed whose
+            // incident a crash took is never matched again.
+            let due = cursor != persisted_at
+                && (behind
+                    || cursor - persisted_at >= PERSIST_EVERY
+                    || persisted_when.elapsed() >= Duration::from_secs(1));
+            let persisted = match step {
+                Ok(()) if due => match self.incidents.sync().await {
+                    Ok(()) => self.log.set_cursor(cursor).map_err(PipelineError::from),
+                    Err(e) => Err(e.into()),
+                }
+                .map(|()| {
                     persisted_at = cursor;
                     persisted_when = std::time::Instant::now();
-                }
-                Ok(())
-            });
+                }),
+                other => other,
+            };
             if let Err(e) = persisted {
                 error!(error = %e, cursor, "pipeline failed, retrying in 1s");
                 behind = true;
@@ -540,14 +546,22 @@ mod tests {
         rel: &str,
         triage: Option<&str>,
     ) -> (Pipeline, AlertLog, IncidentStore) {
+        let writer = quench_knowledge::Writer::start(db.clone(), None).unwrap();
+        pipeline_on(db, data, rel, triage, writer)
+    }
+
+    /// The same, writing the records through `writer`.
+    fn pipeline_on(
+        db: &sled::Db,
+        data: &Path,
+        rel: &str,
+        triage: Option<&str>,
+        writer: quench_knowledge::Writer,
+    ) -> (Pipeline, AlertLog, IncidentStore) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
         let set = quench_runbooks::load_dir(&dir, triage).unwrap();
         let log = AlertLog::open(&data.join("intake")).unwrap();
-        let incidents = IncidentStore::open(
-            db,
-            quench_knowledge::Writer::start(db.clone(), None).unwrap(),
-        )
-        .unwrap();
+        let incidents = IncidentStore::open(db, writer).unwrap();
         let p = Pipeline {
             log: log.clone(),
             incidents: incidents.clone(),
@@ -634,7 +648,9 @@ mod tests {
     async fn reads_the_backlog_then_follows_the_live_feed() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
-        let (p, log, incidents) = pipeline(&db, dir.path());
+        let writer = quench_knowledge::Writer::start(db.clone(), None).unwrap();
+        let (p, log, incidents) =
+            pipeline_on(&db, dir.path(), "../runbooks/examples", None, writer.clone());
         // A backlog written before the pipeline starts (as after a restart).
         log.append(
             b"1".to_vec(),
@@ -661,6 +677,13 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "cursor never written");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Not before the incidents it passed were flushed: the records'
+        // writer answers attaches before its flush, and a restart replays
+        // only from the cursor.
+        assert!(
+            writer.stats().flushes.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+            "the cursor was written before the records were flushed"
+        );
         task.abort();
         let _ = task.await;
     }

@@ -420,6 +420,12 @@ impl IncidentStore {
         self.writer.run(false, move || me.update_now(&id, f)).await
     }
 
+    /// Answers once every change written before it is flushed and
+    /// fdatasync'd.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.writer.run(true, || Ok(())).await
+    }
+
     /// [`IncidentStore::update`], answered only once the change is flushed
     /// and fdatasync'd: for a state that must survive a crash (a
     /// destructive step about to start).
