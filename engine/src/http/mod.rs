@@ -346,7 +346,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
         return Err(too_large());
     }
     match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b.to_vec()),
+        // Without a copy when the body came in one piece.
+        Ok(b) => Ok(Vec::from(b)),
         Err(e) => {
             let inner = e.into_inner();
             if inner.is::<http_body_util::LengthLimitError>() {
