@@ -159,8 +159,7 @@ impl Pipeline {
                         // meanwhile; an alert after a quiet spell, or in a
                         // slower stream, is processed at once.
                         let wait;
-                        (quick_wakes, wait) =
-                            coalesce(last_wake.map(|t| t.elapsed()), quick_wakes);
+                        (quick_wakes, wait) = coalesce(last_wake.map(|t| t.elapsed()), quick_wakes);
                         if let Some(wait) = wait
                             && batch.len() < CHUNK
                         {
@@ -649,8 +648,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let writer = quench_knowledge::Writer::start(db.clone(), None).unwrap();
-        let (p, log, incidents) =
-            pipeline_on(&db, dir.path(), "../runbooks/examples", None, writer.clone());
+        let (p, log, incidents) = pipeline_on(
+            &db,
+            dir.path(),
+            "../runbooks/examples",
+            None,
+            writer.clone(),
+        );
         // A backlog written before the pipeline starts (as after a restart).
         log.append(
             b"1".to_vec(),
@@ -681,7 +685,11 @@ mod tests {
         // writer answers attaches before its flush, and a restart replays
         // only from the cursor.
         assert!(
-            writer.stats().flushes.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+            writer
+                .stats()
+                .flushes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1,
             "the cursor was written before the records were flushed"
         );
         task.abort();
@@ -721,10 +729,17 @@ mod tests {
         let mut quick = 0;
         for _ in 0..100 {
             let (q, wait) = coalesce(us(900), quick);
-            assert_eq!(wait, None, "a steady stream of one a millisecond never waits");
+            assert_eq!(
+                wait, None,
+                "a steady stream of one a millisecond never waits"
+            );
             quick = q;
         }
-        assert_eq!(coalesce(None, 7), (0, None), "the first wake-up does not wait");
+        assert_eq!(
+            coalesce(None, 7),
+            (0, None),
+            "the first wake-up does not wait"
+        );
         let (q1, w1) = coalesce(us(100), 0);
         let (q2, w2) = coalesce(us(100), q1);
         assert_eq!((w1, w2), (None, None), "two quick wake-ups may be a burst");
