@@ -188,9 +188,10 @@ impl Pipeline {
             // incidents are on the disk: the records' writer answers
             // before its flush, and an alert the cursor passed whose
             // incident a crash took is never matched again.
+            // Not after every chunk read back from the log: a barrier per
+            // 256 alerts would slow the catching up it is there for.
             let due = cursor != persisted_at
-                && (behind
-                    || cursor - persisted_at >= PERSIST_EVERY
+                && (cursor - persisted_at >= PERSIST_EVERY
                     || persisted_when.elapsed() >= Duration::from_secs(1));
             let persisted = match step {
                 Ok(()) if due => match self.incidents.sync().await {
