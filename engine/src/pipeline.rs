@@ -183,13 +183,13 @@ impl Pipeline {
             self.position
                 .store(cursor, std::sync::atomic::Ordering::Release);
             // The cursor is where a restart replays from (replaying is
-            // idempotent), so it is written every PERSIST_EVERY alerts or
-            // second, not after every alert. It may only pass alerts whose
-            // incidents are on the disk: the records' writer answers
-            // before its flush, and an alert the cursor passed whose
-            // incident a crash took is never matched again.
-            // Not after every chunk read back from the log: a barrier per
-            // 256 alerts would slow the catching up it is there for.
+            // idempotent). It may only pass alerts whose incidents are on
+            // the disk: the records' writer answers before its flush, and
+            // an alert the cursor passed whose incident a crash took is
+            // never matched again. So a durable barrier goes first, and
+            // both happen every PERSIST_EVERY alerts or second, not after
+            // every alert or every chunk read back from the log (a barrier
+            // per 256 alerts would slow the catching up).
             let due = cursor != persisted_at
                 && (cursor - persisted_at >= PERSIST_EVERY
                     || persisted_when.elapsed() >= Duration::from_secs(1));
