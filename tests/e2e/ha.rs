@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quench_tests::kube::Cluster;
+use quench_tests::kube::{Cluster, wait_until};
 use quench_tests::{Quench, free_port, http};
 use serde_json::{Value, json};
 
@@ -662,42 +662,24 @@ async fn a_new_standby_copies_every_record_then_follows_the_feed() {
         let r = post_alert(&a.url, &format!("before-{i}")).await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    let settled = |url: String, n: usize| async move {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ids = incident_ids(&url).await;
-            if ids.len() == n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{url}: {} incidents, not {n}",
-                ids.len()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    settled(a.url.clone(), 40).await;
+    wait_until(
+        Duration::from_secs(60),
+        "40 incidents on the leader",
+        || async { incident_ids(&a.url).await.len() == 40 },
+    )
+    .await;
     let b = start(&rb_, &rb);
     wait_role(&b, "standby", Duration::from_secs(20)).await;
+    let (a_url, b_url) = (a.url.as_str(), b.url.as_str());
     let converged = |more: usize| {
-        let (a, b) = (a.url.clone(), b.url.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let (ia, ib) = (incident_ids(&a).await, incident_ids(&b).await);
-                if ia.len() == 40 + more && ia == ib {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "never converged: {} incidents on the leader, {} on the standby",
-                    ia.len(),
-                    ib.len()
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        wait_until(
+            Duration::from_secs(60),
+            "the same incidents on the standby as on the leader",
+            move || async move {
+                let (ia, ib) = (incident_ids(a_url).await, incident_ids(b_url).await);
+                ia.len() == 40 + more && ia == ib
+            },
+        )
     };
     converged(0).await;
     let log = b.log_text();
