@@ -720,7 +720,6 @@ mod tests {
         assert_eq!(incidents.list(&IncidentFilter::default()).unwrap().len(), 2);
     }
 
-    /// Friday 2026-11-27 11:00 UTC: inside business hours, outside maintenance.
     /// One alert a millisecond is processed as it comes; wake-ups faster
     /// than 2,000 a second wait, once three came in a row, for the rest of
     /// the millisecond, and keep waiting while the storm lasts.
@@ -753,6 +752,7 @@ mod tests {
         assert_eq!(coalesce(us(600), q3), (0, None));
     }
 
+    /// Friday 2026-11-27 11:00 UTC: inside business hours, outside maintenance.
     fn friday_noon() -> chrono::DateTime<Utc> {
         use chrono::TimeZone;
         Utc.with_ymd_and_hms(2026, 11, 27, 11, 0, 0).unwrap()

@@ -288,18 +288,13 @@ async fn serve_runs_with_small_host_allocator_settings_and_a_lower_priority_pipe
             String::from_utf8_lossy(want)
         );
     }
-    // Field 19 of /proc/PID/task/TID/stat is the nice value; the comm is
-    // in parentheses (field 2) and has no spaces for these threads.
+    // Field 19 of /proc/PID/task/TID/stat is the nice value.
     let mut nice_of = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-        let nice: i32 = after
-            .split_whitespace()
-            .nth(16)
-            .and_then(|n| n.parse().ok())
+        let nice: i32 = quench_tests::stat_fields(dir.join("stat"))
+            .and_then(|f| f.get(16)?.parse().ok())
             .unwrap_or(99);
         nice_of.insert(comm.trim().to_string(), nice);
     }

@@ -385,14 +385,21 @@ async fn wait_ready(what: &str, url: &str, log: &Path, seconds: u64) {
     }
 }
 
+/// The fields of a `/proc/PID/stat` or `/proc/PID/task/TID/stat` file
+/// from the third (the state) on: the command name (field 2) may hold
+/// spaces and parentheses, the fields after its last `)` are plain. Field
+/// N of proc(5) is at index N - 3.
+pub fn stat_fields(path: impl AsRef<Path>) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
 /// The CPU time (user and system, every thread, ended ones included) a
-/// process has used so far, from `/proc/PID/stat`.
+/// process has used so far, from `/proc/PID/stat` (utime and stime,
+/// fields 14 and 15).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; the
-    // fields after its last `)` are plain: the state (3) first, utime (14)
-    // and stime (15) twelve and thirteen places on.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = stat_fields(format!("/proc/{pid}/stat"))?;
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_secs_f64(
         ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
