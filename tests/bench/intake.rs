@@ -288,8 +288,9 @@ async fn main() {
         ms(floor)
     );
     println!(
-        "At concurrency 1 a server that syncs before answering can at best answer in Alertmanager's\n\
-         time plus one fdatasync: `floor a/s` is that rate, `of floor` how close quench gets to it.\n\
+        "At concurrency 1 every request of a server that syncs before answering pays one fdatasync:\n\
+         `floor a/s` is the rate of one that takes Alertmanager's time plus that sync, `of floor`\n\
+         quench's rate against it (over 100 % where quench's own time is shorter than Alertmanager's).\n\
          `req/cmt`: the webhook requests each of quench's group commits answered; `sync ms`: the\n\
          mean time of a commit's write and fdatasync (both from quench's /metrics, warm-up included).\n\
          `q cpu`, `AM cpu`: the CPU time each server used per request (µs, user and system, all\n\
