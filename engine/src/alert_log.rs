@@ -37,7 +37,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -258,6 +258,9 @@ struct Shared {
     stats: CommitStats,
     /// Append requests sent to the writer and not yet answered.
     waiting: AtomicUsize,
+    /// Whether the writer and a lone request stay awake briefly
+    /// ([`WRITER_SPIN`], [`ANSWER_SPIN`]) before they sleep.
+    spin: AtomicBool,
 }
 
 /// Counts one request in [`Shared::waiting`] for as long as it lives, so a
@@ -563,6 +566,7 @@ impl AlertLog {
             next_seq: AtomicU64::new(next_seq),
             stats: CommitStats::default(),
             waiting: AtomicUsize::new(0),
+            spin: AtomicBool::new(true),
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (live_tx, live_rx) = mpsc::channel(LIVE_DEPTH);
@@ -666,7 +670,7 @@ impl AlertLog {
             })
             .await
             .map_err(|_| LogError::Stopped)?;
-        if small && now == 1 {
+        if small && now == 1 && self.shared.spin.load(Ordering::Relaxed) {
             let start = Instant::now();
             while waiting.alone() && start.elapsed() < ANSWER_SPIN {
                 match rx.try_recv() {
@@ -682,6 +686,12 @@ impl AlertLog {
             }
         }
         rx.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// Whether the writer and a lone request stay awake briefly before they
+    /// sleep (on when opened; the `intake_spin` setting).
+    pub fn set_spin(&self, on: bool) {
+        self.shared.spin.store(on, Ordering::Relaxed);
     }
 
     /// Append requests the writer has not answered yet.
@@ -993,10 +1003,11 @@ struct Idle {
 }
 
 impl Idle {
-    /// The next request; `None` once every sender is gone.
-    fn next(&mut self, rx: &mut mpsc::Receiver<Request>) -> Option<Request> {
+    /// The next request; `None` once every sender is gone. `allowed`:
+    /// whether spinning is on at all.
+    fn next(&mut self, rx: &mut mpsc::Receiver<Request>, allowed: bool) -> Option<Request> {
         let start = Instant::now();
-        while self.spin && start.elapsed() < WRITER_SPIN {
+        while allowed && self.spin && start.elapsed() < WRITER_SPIN {
             match rx.try_recv() {
                 Ok(r) => return Some(r),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
@@ -1028,7 +1039,7 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut idle = Idle { spin: true };
-        while let Some(first) = idle.next(&mut rx) {
+        while let Some(first) = idle.next(&mut rx, self.shared.spin.load(Ordering::Relaxed)) {
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {

@@ -151,6 +151,7 @@ pub async fn serve(
             .await
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))??
     };
+    log.set_spin(config.intake_spin);
     let pipeline_position = Arc::new(std::sync::atomic::AtomicU64::new(log.cursor()?));
     let writer = storage.writer()?;
     let incidents = IncidentStore::open(&storage.db, writer.clone())?;
