@@ -660,6 +660,9 @@ func alloc(w http.ResponseWriter, r *http.Request) {
 	for i := 0; i < mb; i++ {
 		sink = append(sink, make([]byte, 1<<20))
 	}
+	// A heap profile shows the heap as of the last finished GC: without
+	// one here, part of what was just allocated may not be in it yet.
+	runtime.GC()
 	fmt.Fprintf(w, "allocated %d MiB\n", mb)
 }
 
