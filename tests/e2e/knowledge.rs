@@ -840,19 +840,12 @@ async fn kill_9_during_a_write_storm_leaves_the_index_consistent() {
     let _ = storm.await;
     let q2 = Quench::spawn(&q.config, &q.data, rb.path(), None);
     // The pipeline may still be opening incidents for alerts it had
-    // accepted; wait until the count settles, then compare.
-    let mut last = 0;
-    for _ in 0..50 {
-        let n = q2.get_json("/api/v1/incidents?limit=1000").await["incidents"]
-            .as_array()
-            .unwrap()
-            .len();
-        if n == last && n > 0 {
-            break;
-        }
-        last = n;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    // accepted: wait until it has caught up with the log (a count that
+    // stood still for 300 ms was not enough on a busy machine).
+    q2.wait_for("/readyz", Duration::from_secs(60), |v| {
+        (v["pipeline_lag_alerts"] == 0).then_some(())
+    })
+    .await;
     // The same incidents, by id, in the list and in the index.
     let ids = |v: &serde_json::Value, key: &str| -> std::collections::BTreeSet<String> {
         v[key]
@@ -866,7 +859,11 @@ async fn kill_9_during_a_write_storm_leaves_the_index_consistent() {
         &q2.get_json("/api/v1/incidents?limit=1000").await,
         "incidents",
     );
-    assert_eq!(listed.len(), last);
+    assert!(
+        listed.len() >= 40,
+        "{} incidents after the restart",
+        listed.len()
+    );
     let indexed = q2
         .wait_for(
             "/api/v1/search?q=service:storm&limit=200",
