@@ -268,12 +268,12 @@ struct Shared {
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    /// Counts one in; also returns how many wait now, this one included.
-    fn enter(count: &'a AtomicUsize) -> (Waiting<'a>, usize) {
-        let now = count.fetch_add(1, Ordering::AcqRel) + 1;
-        (Waiting(count), now)
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
     }
 
+    /// No other request waits.
     fn alone(&self) -> bool {
         self.0.load(Ordering::Acquire) == 1
     }
@@ -660,7 +660,7 @@ impl AlertLog {
             .collect();
         let small = raw.len() <= ANSWER_SPIN_BYTES;
         let (reply, mut rx) = oneshot::channel();
-        let (waiting, now) = Waiting::enter(&self.shared.waiting);
+        let waiting = Waiting::enter(&self.shared.waiting);
         self.tx
             .send(Request::Append {
                 raw,
@@ -670,7 +670,7 @@ impl AlertLog {
             })
             .await
             .map_err(|_| LogError::Stopped)?;
-        if small && now == 1 && self.shared.spin.load(Ordering::Relaxed) {
+        if small && self.shared.spin.load(Ordering::Relaxed) {
             let start = Instant::now();
             while waiting.alone() && start.elapsed() < ANSWER_SPIN {
                 match rx.try_recv() {
