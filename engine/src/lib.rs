@@ -425,7 +425,7 @@ pub async fn serve(
     let state = Arc::new(http::Services {
         config: Arc::new(config.clone()),
         log,
-        incidents,
+        incidents: incidents.clone(),
         runbooks,
         metrics,
         executor,
@@ -478,6 +478,11 @@ pub async fn serve(
         t.abort();
     }
     drop(background);
+    // Records answered but still staged (the writer commits them within a
+    // millisecond) go to sled before its last flush.
+    if let Err(e) = incidents.sync().await {
+        warn!(error = %e, "committing the last staged records failed");
+    }
     storage.db.flush().map_err(std::io::Error::other)?;
     storage.sync()?;
     info!("stopped");

@@ -194,9 +194,12 @@ struct Feed {
     moved: Condvar,
 }
 
-/// Writes of the writer's current batch, committed together at its end in
-/// one sled transaction: sled seals and syncs its log buffer for every
-/// transaction, so one per write would cost a disk round trip each.
+/// Writes staged by the writer's jobs, committed together in one sled
+/// transaction when a job needs it or [`crate::writer::COMMIT_EVERY`] after
+/// the first of them: sled seals its log buffer twice for every
+/// transaction, however little it holds. Readers look here before sled
+/// ([`IncidentStore::get`], [`IncidentStore::list`]), so a write is
+/// visible as soon as it is answered.
 #[derive(Default)]
 struct Staged {
     records: std::collections::HashMap<[u8; 8], IncidentRecord>,
@@ -204,6 +207,18 @@ struct Staged {
     order: Vec<[u8; 8]>,
     groups: std::collections::HashMap<Vec<u8>, Option<[u8; 8]>>,
     changes: Vec<(u64, String)>,
+    /// The records of the commit under way: out of `records`, not yet in
+    /// sled, still what readers must see.
+    committing: Option<Arc<std::collections::HashMap<[u8; 8], IncidentRecord>>>,
+}
+
+impl Staged {
+    /// The newest version of a record that is not in sled yet.
+    fn latest(&self, key: &[u8; 8]) -> Option<&IncidentRecord> {
+        self.records
+            .get(key)
+            .or_else(|| self.committing.as_ref()?.get(key))
+    }
 }
 
 /// The incident records, their open groups and their change feed.
@@ -281,28 +296,36 @@ enum Group {
 }
 
 impl Core {
-    /// Commits what the batch staged, in one transaction, and publishes
-    /// the new changes to followers. On failure nothing of it is kept.
+    /// Commits what the jobs staged, in one transaction, and publishes the
+    /// new changes to followers. On failure all of it is staged again, to
+    /// be tried with the next commit. Writer thread only.
     fn commit(&self) -> Result<(), StoreError> {
-        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
-        let Some(&(last, _)) = staged.changes.last() else {
-            return Ok(());
+        let (records, order, groups, changes) = {
+            let mut s = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+            if s.changes.is_empty() {
+                return Ok(());
+            }
+            let records = Arc::new(std::mem::take(&mut s.records));
+            s.committing = Some(records.clone());
+            (
+                records,
+                std::mem::take(&mut s.order),
+                std::mem::take(&mut s.groups),
+                std::mem::take(&mut s.changes),
+            )
         };
-        let first = staged.changes[0].0;
-        let encoded: Vec<([u8; 8], Vec<u8>)> = staged
-            .order
-            .iter()
-            .map(|k| (*k, encode(&staged.records[k])))
-            .collect();
+        let (first, last) = (changes[0].0, changes[changes.len() - 1].0);
+        let encoded: Vec<([u8; 8], Vec<u8>)> =
+            order.iter().map(|k| (*k, encode(&records[k]))).collect();
         let done =
             (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
                 for (key, bytes) in &encoded {
                     inc.insert(&key[..], bytes.as_slice())?;
                 }
-                for (seq, id) in &staged.changes {
+                for (seq, id) in &changes {
                     ch.insert(&seq.to_be_bytes()[..], id.as_bytes())?;
                 }
-                for (k, v) in &staged.groups {
+                for (k, v) in &groups {
                     match v {
                         Some(v) => {
                             open.insert(k.as_slice(), &v[..])?;
@@ -314,11 +337,18 @@ impl Core {
                 }
                 Ok::<(), ConflictableTransactionError<StoreError>>(())
             });
+        let mut s = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        s.committing = None;
         if let Err(e) = done {
-            // The numbers staged are not used: the next change is `first`.
-            self.feed.next.store(first, Ordering::Release);
+            // Staged again under the same change numbers: nothing was
+            // staged meanwhile (this runs on the writer thread).
+            s.records = Arc::unwrap_or_clone(records);
+            s.order = order;
+            s.groups = groups;
+            s.changes = changes;
             return Err(e.into());
         }
+        drop(s);
         // Trim what no follower needs any more, a slice at a time.
         if last / 4096 != first.saturating_sub(1) / 4096 {
             let below = self.trim_below(last).to_be_bytes();
@@ -436,6 +466,14 @@ impl IncidentStore {
     ) -> Result<Option<(IncidentRecord, T)>, StoreError> {
         let (me, id) = (self.clone(), id.to_string());
         self.writer.run(true, move || me.update_now(&id, f)).await
+    }
+
+    /// Waits (a plain thread) until every write answered so far is
+    /// committed to sled and on the change feed (not flushed): writes are
+    /// answered before their commit, which follows within
+    /// [`crate::writer::COMMIT_EVERY`].
+    pub fn commit_blocking(&self) -> Result<(), StoreError> {
+        self.writer.commit_blocking()
     }
 
     /// [`IncidentStore::update`] for a plain thread.
@@ -698,16 +736,15 @@ impl IncidentStore {
         Ok(done)
     }
 
-    /// The record under `key` as the writer sees it: staged in this batch,
-    /// else stored. Writer thread only.
+    /// The newest version of the record under `key`: staged (answered, not
+    /// yet committed), else stored.
     fn record(&self, key: [u8; 8]) -> Result<Option<IncidentRecord>, StoreError> {
         if let Some(r) = self
             .core
             .staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .records
-            .get(&key)
+            .latest(&key)
         {
             return Ok(Some(r.clone()));
         }
@@ -841,11 +878,8 @@ impl IncidentStore {
     /// One incident by id (`inc-<n>`). A sled read: from a thread or
     /// `spawn_blocking` (async code: [`IncidentStore::fetch`]).
     pub fn get(&self, id: &str) -> Result<Option<IncidentRecord>, StoreError> {
-        let Some(key) = key_of(id) else {
-            return Ok(None);
-        };
-        match self.core.incidents.get(key)? {
-            Some(bytes) => decode(&key, &bytes).map(Some),
+        match key_of(id) {
+            Some(key) => self.record(key),
             None => Ok(None),
         }
     }
@@ -890,18 +924,46 @@ impl IncidentStore {
     /// Incidents, newest first. A sled read: from a thread or
     /// `spawn_blocking` (async code: [`IncidentStore::query`]).
     pub fn list(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
+        // What is answered but not committed yet, newest version of each,
+        // merged into sled's order (newest id first).
+        let overlay: std::collections::BTreeMap<[u8; 8], IncidentRecord> = {
+            let s = self.core.staged.lock().unwrap_or_else(|e| e.into_inner());
+            let committing = s.committing.iter().flat_map(|c| c.iter());
+            committing
+                .chain(s.records.iter())
+                .map(|(k, r)| (*k, r.clone()))
+                .collect()
+        };
+        let mut overlay = overlay.into_iter().rev().peekable();
         let mut out = Vec::new();
+        // Keeps `r` if the filter lets it through; true once full.
+        let take = |out: &mut Vec<IncidentRecord>, r: IncidentRecord| {
+            if !(filter.open_only && r.status.is_closed())
+                && filter.status.is_none_or(|s| s == r.status)
+            {
+                out.push(r);
+            }
+            filter.limit.is_some_and(|l| out.len() >= l)
+        };
         for item in self.core.incidents.iter().rev() {
             let (k, v) = item?;
-            let r = decode(&k, &v)?;
-            if filter.open_only && r.status.is_closed() {
-                continue;
+            let key = <[u8; 8]>::try_from(k.as_ref()).ok();
+            // Staged incidents newer than this one (not in sled yet).
+            while let Some((_, r)) = overlay.next_if(|(o, _)| key.is_some_and(|k| *o > k)) {
+                if take(&mut out, r) {
+                    return Ok(out);
+                }
             }
-            if filter.status.is_some_and(|s| s != r.status) {
-                continue;
+            let r = match overlay.next_if(|(o, _)| Some(*o) == key) {
+                Some((_, staged)) => staged,
+                None => decode(&k, &v)?,
+            };
+            if take(&mut out, r) {
+                return Ok(out);
             }
-            out.push(r);
-            if filter.limit.is_some_and(|l| out.len() >= l) {
+        }
+        for (_, r) in overlay {
+            if take(&mut out, r) {
                 break;
             }
         }
@@ -1133,6 +1195,9 @@ mod tests {
             )
             .unwrap();
         }
+        // Pages read what is committed (a copy goes on from the feed's
+        // committed position).
+        s.commit_blocking().unwrap();
         let ids = |v: Vec<IncidentRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(s.page_after(None, 2).unwrap()), ["inc-1", "inc-2"]);
         assert_eq!(
@@ -1169,6 +1234,9 @@ mod tests {
         // a replay changes nothing, so it is no change
         s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), now)
             .unwrap();
+        // Answered, readable, but on the feed only once committed.
+        assert_eq!(s.get("inc-1").unwrap().unwrap().title, "x");
+        s.commit_blocking().unwrap();
         assert_eq!(s.last_change(), 3);
         let Changes::Next(all) = s.changes_after(0, 10).unwrap() else {
             panic!()
@@ -1192,11 +1260,13 @@ mod tests {
             .unwrap();
         assert_eq!(waiter.join().unwrap(), 4);
         // the numbers go on after a reopen
+        s.commit_blocking().unwrap();
         drop(s);
         let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         assert_eq!(s.last_change(), 4);
         s.update_blocking("inc-2", |r| r.title = "z".into())
             .unwrap();
+        s.commit_blocking().unwrap();
         assert_eq!(s.last_change(), 5);
     }
 
@@ -1261,8 +1331,57 @@ mod tests {
             .unwrap();
         s.update_blocking("inc-1", |r| r.title = "t".into())
             .unwrap();
+        s.commit_blocking().unwrap();
         s.core.changes.remove(1u64.to_be_bytes()).unwrap();
         assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Gap { oldest: 2 });
+    }
+
+    /// Writes nobody needs durable share a transaction (sled seals its log
+    /// buffer twice for each), yet each is readable once answered.
+    #[test]
+    fn answered_writes_are_read_back_at_once_and_committed_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let w = Writer::start(db.clone(), None).unwrap();
+        let s = IncidentStore::open(&db, w.clone()).unwrap();
+        let now = Utc::now();
+        s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), now)
+            .unwrap();
+        let before = w.stats().commits.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        for i in 0..300 {
+            s.update_blocking("inc-1", move |r| r.title = format!("t{i}"))
+                .unwrap();
+            // Read your writes, committed or still staged.
+            assert_eq!(s.get("inc-1").unwrap().unwrap().title, format!("t{i}"));
+            let listed = s.list(&IncidentFilter::default()).unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!(listed[0].title, format!("t{i}"));
+        }
+        let commits = w.stats().commits.load(Ordering::Relaxed) - before;
+        let bound = started.elapsed().as_micros() / crate::writer::COMMIT_EVERY.as_micros() + 2;
+        assert!(
+            u128::from(commits) <= bound,
+            "{commits} transactions for 300 writes in {:?}",
+            started.elapsed()
+        );
+        // Committed within COMMIT_EVERY with no one asking: the feed has
+        // all 301 changes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.last_change() < 301 {
+            assert!(std::time::Instant::now() < deadline, "never committed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A new incident still staged is listed in id order, newest first.
+        s.attach_blocking("h", &op(), alert(2, "b", AlertState::Firing), now)
+            .unwrap();
+        let ids: Vec<String> = s
+            .list(&IncidentFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["inc-2", "inc-1"]);
     }
 
     /// The commit the store registers with the writer must not keep the

@@ -6,12 +6,23 @@
 //! writes sled ever runs on an async worker, and nothing holds a store lock
 //! across an await.
 //!
-//! Group commit: the thread takes every job that is waiting, runs them, and
-//! when any of them asked to be durable, flushes sled and `fdatasync`s its
-//! log file once for the whole batch before answering any of them. A job
-//! that asked for durability is never answered before that, and is answered
-//! with the error if the flush fails (fail closed: an audit line that is not
-//! on disk stops the action it records).
+//! Group commit: the thread takes every job that is waiting and runs them.
+//! When any of them asked to be durable, it commits what the stores staged
+//! and hands the durable jobs' answers to the flusher thread, which flushes
+//! sled and `fdatasync`s its log file once for every answer it holds, then
+//! answers them; the writer goes on with the next jobs meanwhile. A job
+//! that asked for durability is never answered before a flush that started
+//! after its writes, and is answered with the error if that flush (or the
+//! commit) fails (fail closed: an audit line that is not on disk stops the
+//! action it records).
+//!
+//! A batch with no durable job is answered as soon as its jobs ran: the
+//! records it staged are visible to readers at once (the store reads its
+//! staging area first), and they are committed to sled at most
+//! [`COMMIT_EVERY`] later, together with whatever the next batches staged.
+//! Each sled transaction seals sled's log buffer twice and hands each to
+//! an I/O thread, whatever it holds; one per batch was a large part of the
+//! engine's CPU at 1,000 alerts/s (see docs/ARCHITECTURE.md).
 //!
 //! Because this thread is the only writer, read-modify-write sequences need
 //! no transaction retries and cannot conflict, and because quench follows
@@ -20,18 +31,25 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Instant;
 
 use crate::store::StoreError;
 
 /// The most jobs one flush covers.
 const MAX_BATCH: usize = 512;
 
+/// The longest a staged write waits for its commit when no job asks for
+/// one sooner (a durable job, or [`Writer::commit_blocking`]).
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+
 type Reply = Box<dyn FnOnce(Result<(), Arc<SettleError>>) + Send>;
 type Job = Box<dyn FnOnce() -> Reply + Send>;
 
 struct Request {
     durable: bool,
+    /// Commit what is staged before answering (a durable job implies it).
+    commit: bool,
     job: Job,
 }
 
@@ -40,6 +58,9 @@ struct Request {
 pub struct WriterStats {
     /// Flushes done (each covers one or more durable jobs).
     pub flushes: AtomicU64,
+    /// Commits run (each covers the batches since the last; one with
+    /// nothing staged writes nothing).
+    pub commits: AtomicU64,
     /// Jobs waiting right now.
     pub queued: AtomicU64,
 }
@@ -76,8 +97,32 @@ pub enum SettleError {
     Sync(#[source] std::io::Error),
 }
 
-/// The end of a batch, before any answer: the stores' commits, then, when
-/// a job asked for it, one flush and one fdatasync for the whole batch.
+/// Commits what the stores staged (their registered commits).
+fn commit(commits: &Commits, stats: &WriterStats) -> Result<(), Arc<SettleError>> {
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    for c in commits.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        c().map_err(|e| Arc::new(SettleError::Commit(Box::new(e))))?;
+    }
+    Ok(())
+}
+
+/// One flush of sled and one fdatasync of its log: everything written
+/// before it started is then on disk.
+fn flush(
+    db: &sled::Db,
+    syncer: Option<&Syncer>,
+    stats: &WriterStats,
+) -> Result<(), Arc<SettleError>> {
+    stats.flushes.fetch_add(1, Ordering::Relaxed);
+    db.flush().map_err(|e| Arc::new(SettleError::Flush(e)))?;
+    match syncer {
+        Some(s) => s.0.sync_data().map_err(|e| Arc::new(SettleError::Sync(e))),
+        None => Ok(()),
+    }
+}
+
+/// The end of a batch run inline: the stores' commits, then, when a job
+/// asked for it, one flush and one fdatasync.
 fn settle(
     db: &sled::Db,
     syncer: Option<&Syncer>,
@@ -85,18 +130,35 @@ fn settle(
     stats: &WriterStats,
     durable: bool,
 ) -> Result<(), Arc<SettleError>> {
-    for c in commits.read().unwrap_or_else(|e| e.into_inner()).iter() {
-        c().map_err(|e| Arc::new(SettleError::Commit(Box::new(e))))?;
+    commit(commits, stats)?;
+    if durable {
+        flush(db, syncer, stats)?;
     }
-    if !durable {
-        return Ok(());
+    Ok(())
+}
+
+/// The flusher thread: takes the answers of every durable job waiting,
+/// flushes and fdatasyncs once for all of them, then answers them. It runs
+/// beside the writer, so the writer goes on with the next jobs while the
+/// disk works (a flush of a second's writes took up to tens of
+/// milliseconds, and every write waited behind it). Returns the syncer for
+/// the writer's last flush.
+fn flush_loop(
+    db: sled::Db,
+    syncer: Option<Syncer>,
+    rx: mpsc::Receiver<Vec<Reply>>,
+    stats: Arc<WriterStats>,
+) -> Option<Syncer> {
+    while let Ok(mut replies) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            replies.extend(more);
+        }
+        let flushed = flush(&db, syncer.as_ref(), &stats);
+        for reply in replies {
+            reply(flushed.clone());
+        }
     }
-    stats.flushes.fetch_add(1, Ordering::Relaxed);
-    db.flush().map_err(|e| Arc::new(SettleError::Flush(e)))?;
-    match syncer {
-        Some(s) => s.0.sync_data().map_err(|e| Arc::new(SettleError::Sync(e))),
-        None => Ok(()),
-    }
+    syncer
 }
 
 /// Makes what sled flushed durable on the disk: `fdatasync` of its log file.
@@ -159,7 +221,7 @@ impl Writer {
 
     fn send<R: Send + 'static>(
         &self,
-        durable: bool,
+        (durable, commit): (bool, bool),
         f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
         done: impl FnOnce(Result<R, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
@@ -183,7 +245,13 @@ impl Writer {
             return Err(StoreError::Stopped);
         };
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        tx.send(Request { durable, job }).map_err(|_| {
+        let commit = commit || durable;
+        tx.send(Request {
+            durable,
+            commit,
+            job,
+        })
+        .map_err(|_| {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
             StoreError::Stopped
         })
@@ -198,7 +266,7 @@ impl Writer {
         f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(durable, f, move |r| {
+        self.send((durable, false), f, move |r| {
             let _ = tx.send(r);
         })?;
         rx.await.map_err(|_| StoreError::Stopped)?
@@ -211,8 +279,23 @@ impl Writer {
         durable: bool,
         f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.run_blocking_as((durable, false), f)
+    }
+
+    /// Waits (a plain thread) until everything staged so far is committed
+    /// to sled, not necessarily flushed: for a reader that walks sled's
+    /// trees and must see every write answered before it started.
+    pub fn commit_blocking(&self) -> Result<(), StoreError> {
+        self.run_blocking_as((false, true), || Ok(()))
+    }
+
+    fn run_blocking_as<R: Send + 'static>(
+        &self,
+        mode: (bool, bool),
+        f: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(durable, f, move |r| {
+        self.send(mode, f, move |r| {
             let _ = tx.send(r);
         })?;
         rx.recv().map_err(|_| StoreError::Stopped)?
@@ -226,10 +309,36 @@ fn run(
     stats: Arc<WriterStats>,
     commits: Commits,
 ) {
+    let (to_flusher, flusher_rx) = mpsc::channel::<Vec<Reply>>();
+    let flusher = {
+        let (db, stats) = (db.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("knowledge-flush".into())
+            .spawn(move || flush_loop(db, syncer, flusher_rx, stats))
+    };
+    let flusher = match flusher {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the knowledge store's flusher thread");
+            return;
+        }
+    };
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
+    let mut durable_replies: Vec<Reply> = Vec::new();
+    // When the oldest write not yet committed was staged.
+    let mut pending: Option<Instant> = None;
+    let mut failing = false;
+    loop {
+        let first = match pending {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(since) => rx.recv_timeout(COMMIT_EVERY.saturating_sub(since.elapsed())),
+        };
+        match first {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
@@ -237,17 +346,68 @@ fn run(
             }
         }
         let n = batch.len() as u64;
-        let durable = batch.iter().any(|r| r.durable);
+        let due = batch.iter().any(|r| r.commit)
+            || pending.is_some_and(|since| since.elapsed() >= COMMIT_EVERY);
         for r in batch.drain(..) {
-            replies.push((r.job)());
+            let reply = (r.job)();
+            if r.durable {
+                durable_replies.push(reply);
+            } else {
+                replies.push(reply);
+            }
         }
-        let flushed = settle(&db, syncer.as_ref(), &commits, &stats, durable);
+        let committed = if due {
+            let committed = commit(&commits, &stats);
+            // A failed commit keeps what it staged (the store puts it
+            // back), so it is tried again; a durable job fails closed.
+            pending = committed.is_err().then(Instant::now);
+            // Said once, not every millisecond it is tried again.
+            match (&committed, failing) {
+                (Err(e), false) => tracing::error!(
+                    error = %e,
+                    "committing the staged records failed; trying again every millisecond"
+                ),
+                (Ok(()), true) => tracing::info!("the staged records are committed again"),
+                _ => {}
+            }
+            failing = committed.is_err();
+            committed
+        } else {
+            pending.get_or_insert_with(Instant::now);
+            Ok(())
+        };
+        if !durable_replies.is_empty() {
+            // Committed above (a durable job is due): the flusher's next
+            // flush, which starts after this, covers it.
+            match &committed {
+                Ok(()) => {
+                    if let Err(mpsc::SendError(lost)) =
+                        to_flusher.send(std::mem::take(&mut durable_replies))
+                    {
+                        for reply in lost {
+                            reply(Err(Arc::new(SettleError::Sync(std::io::Error::other(
+                                "the flusher thread is gone",
+                            )))));
+                        }
+                    }
+                }
+                Err(_) => {
+                    for reply in durable_replies.drain(..) {
+                        reply(committed.clone());
+                    }
+                }
+            }
+        }
         for reply in replies.drain(..) {
-            reply(flushed.clone());
+            reply(committed.clone());
         }
         stats.queued.fetch_sub(n, Ordering::Relaxed);
     }
-    // Every handle is gone: make whatever is left durable.
+    // Every handle is gone: commit what is staged, let the flusher answer
+    // what it holds, then make everything durable.
+    let _ = commit(&commits, &stats);
+    drop(to_flusher);
+    let syncer = flusher.join().ok().flatten();
     let _ = db.flush();
     if let Some(s) = &syncer {
         let _ = s.0.sync_data();

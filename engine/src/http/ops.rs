@@ -301,6 +301,24 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
             "Webhook deliveries those group commits answered.",
             commits.requests.load(std::sync::atomic::Ordering::Relaxed),
         ),
+        (
+            "quench_store_commits_total",
+            "Commits of the knowledge store's writer (each writes the records staged since the last in one transaction, if any).",
+            s.lag
+                .writer
+                .stats()
+                .commits
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "quench_store_flushes_total",
+            "Flushes and fdatasyncs of the knowledge store (each covers the durable writes waiting).",
+            s.lag
+                .writer
+                .stats()
+                .flushes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(
