@@ -93,6 +93,8 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // What the knowledge store's writer did for it (warm-up included).
+    let metrics = q.get_text("/metrics").await;
     let sent = sent.lock().unwrap();
     let mut server = Vec::new();
     let mut client_side = Vec::new();
@@ -133,4 +135,10 @@ async fn main() {
         client_side[client_side.len() - 1]
     );
     println!("target: p99 under 5 ms");
+    let counter = |name: &str| quench_tests::sample(&metrics, name).unwrap_or(0.0);
+    println!(
+        "knowledge store: {:.0} commits and {:.0} flushes per second of load",
+        counter("quench_store_commits_total") / seconds,
+        counter("quench_store_flushes_total") / seconds
+    );
 }

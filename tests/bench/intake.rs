@@ -4,7 +4,8 @@
 //!
 //! Run it with `scripts/bench-intake.sh` (a release build). Arguments:
 //! `--seconds N` per cell (default 3), `--quick` (fewer cells), `--cell 1x8`
-//! (one batch size and concurrency only, e.g. to profile it).
+//! (one batch size and concurrency only, e.g. to profile it), `--repeat N`
+//! (the grid N times over; each cell's ratio is then its median).
 //!
 //! Every alert is distinct (its own labels and fingerprint), so neither side
 //! can take a de-duplication shortcut. quench runs with an empty runbook
@@ -260,6 +261,16 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let quick = args.iter().any(|a| a == "--quick");
+    // `--repeat N`: the whole grid N times over, the ratios' median per
+    // cell (a slow minute of the disk then hits one round of every cell,
+    // not every round of one).
+    let repeat: usize = args
+        .iter()
+        .position(|a| a == "--repeat")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     // `--cell 1x8`: only that batch and concurrency (to profile one cell).
     let cell: Option<(usize, usize)> = args
         .iter()
@@ -322,57 +333,92 @@ async fn main() {
     // No runbooks: the alerts open no incidents, so this measures intake.
     let no_runbooks = tempfile::tempdir().expect("tempdir");
     let examples = no_runbooks.path().to_path_buf();
-    let mut ratios = Vec::new();
-    for &batch in &batches {
-        for &conc in &concs {
-            let q = Quench::start("{}\n", &examples);
-            measure(Peer::Quench, &q.url, 0, 10, 4, 0.3).await; // warm-up
-            let pid = q.pid().expect("quench runs");
-            let before = cpu_time(pid);
-            let qc = measure(Peer::Quench, &q.url, 1, batch, conc, secs).await;
-            let q_cpu = cpu_per_request(before, cpu_time(pid), qc.requests);
-            let stored = q.get_json("/healthz").await["alerts_stored"]
-                .as_u64()
-                .unwrap_or(0);
-            let commits = Commits::of(&q.get_text("/metrics").await);
-            drop(q);
-            let am = Alertmanager::start_silent().await;
-            measure(Peer::Alertmanager, &am.url, 0, 10, 4, 0.3).await;
-            let before = cpu_time(am.pid());
-            let ac = measure(Peer::Alertmanager, &am.url, 1, batch, conc, secs).await;
-            let am_cpu = cpu_per_request(before, cpu_time(am.pid()), ac.requests);
-            drop(am);
-            let ratio = qc.alerts_per_sec / ac.alerts_per_sec;
-            ratios.push((conc, ratio));
-            // One request at a time: each pays Alertmanager's time plus a sync.
-            let (floor_rate, of_floor) = if conc == 1 {
-                let rate = batch as f64 / (ac.p50 + floor).as_secs_f64();
-                (
-                    format!("{rate:.0}"),
-                    format!("{:.0}%", 100.0 * qc.alerts_per_sec / rate),
-                )
+    // (batch, concurrency) -> the ratio of each round.
+    let mut rounds: Vec<((usize, usize), Vec<f64>)> = Vec::new();
+    for round in 0..repeat {
+        if repeat > 1 {
+            println!("round {} of {repeat}", round + 1);
+        }
+        for &batch in &batches {
+            for &conc in &concs {
+                let q = Quench::start("{}\n", &examples);
+                measure(Peer::Quench, &q.url, 0, 10, 4, 0.3).await; // warm-up
+                let pid = q.pid().expect("quench runs");
+                let before = cpu_time(pid);
+                let qc = measure(Peer::Quench, &q.url, 1, batch, conc, secs).await;
+                let q_cpu = cpu_per_request(before, cpu_time(pid), qc.requests);
+                let stored = q.get_json("/healthz").await["alerts_stored"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let commits = Commits::of(&q.get_text("/metrics").await);
+                drop(q);
+                let am = Alertmanager::start_silent().await;
+                measure(Peer::Alertmanager, &am.url, 0, 10, 4, 0.3).await;
+                let before = cpu_time(am.pid());
+                let ac = measure(Peer::Alertmanager, &am.url, 1, batch, conc, secs).await;
+                let am_cpu = cpu_per_request(before, cpu_time(am.pid()), ac.requests);
+                drop(am);
+                let ratio = qc.alerts_per_sec / ac.alerts_per_sec;
+                match rounds.iter_mut().find(|(k, _)| *k == (batch, conc)) {
+                    Some((_, rs)) => rs.push(ratio),
+                    None => rounds.push(((batch, conc), vec![ratio])),
+                }
+                // One request at a time: each pays Alertmanager's time plus a sync.
+                let (floor_rate, of_floor) = if conc == 1 {
+                    let rate = batch as f64 / (ac.p50 + floor).as_secs_f64();
+                    (
+                        format!("{rate:.0}"),
+                        format!("{:.0}%", 100.0 * qc.alerts_per_sec / rate),
+                    )
+                } else {
+                    ("-".to_string(), "-".to_string())
+                };
+                println!(
+                    "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x | {floor_rate:>10} {of_floor:>8} | {:>7.1} {:>7.3} | {q_cpu:>6} {am_cpu:>6}   ({} / {} requests, quench stored {stored})",
+                    qc.alerts_per_sec,
+                    ms(qc.p50),
+                    ms(qc.p99),
+                    ac.alerts_per_sec,
+                    ms(ac.p50),
+                    ms(ac.p99),
+                    ratio,
+                    commits.requests / commits.commits.max(1.0),
+                    1e3 * commits.seconds / commits.commits.max(1.0),
+                    qc.requests,
+                    ac.requests
+                );
+            }
+        }
+    }
+    // One ratio per cell: its median over the rounds.
+    let ratios: Vec<(usize, f64)> = rounds
+        .iter()
+        .map(|((_, conc), rs)| {
+            let mut rs = rs.clone();
+            rs.sort_by(f64::total_cmp);
+            let mid = rs.len() / 2;
+            let median = if rs.len() % 2 == 1 {
+                rs[mid]
             } else {
-                ("-".to_string(), "-".to_string())
+                (rs[mid - 1] + rs[mid]) / 2.0
             };
+            (*conc, median)
+        })
+        .collect();
+    if repeat > 1 {
+        println!("\nmedian ratio per cell over {repeat} rounds:");
+        for (((batch, conc), rs), (_, median)) in rounds.iter().zip(&ratios) {
+            let each: Vec<String> = rs.iter().map(|r| format!("{r:.2}")).collect();
             println!(
-                "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x | {floor_rate:>10} {of_floor:>8} | {:>7.1} {:>7.3} | {q_cpu:>6} {am_cpu:>6}   ({} / {} requests, quench stored {stored})",
-                qc.alerts_per_sec,
-                ms(qc.p50),
-                ms(qc.p99),
-                ac.alerts_per_sec,
-                ms(ac.p50),
-                ms(ac.p99),
-                ratio,
-                commits.requests / commits.commits.max(1.0),
-                1e3 * commits.seconds / commits.commits.max(1.0),
-                qc.requests,
-                ac.requests
+                "{batch:>5} {conc:>4} | {median:>5.2}x   (rounds: {})",
+                each.join(", ")
             );
         }
     }
     let geo = |rs: Vec<f64>| (rs.iter().map(|r| r.ln()).sum::<f64>() / rs.len() as f64).exp();
     println!(
-        "\ngeometric mean ratio quench/alertmanager: {:.2}x",
+        "\ngeometric mean ratio quench/alertmanager{}: {:.2}x",
+        if repeat > 1 { " (of the medians)" } else { "" },
         geo(ratios.iter().map(|(_, r)| *r).collect())
     );
     // At concurrency 1 every request waits for a sync of its own (the
