@@ -65,7 +65,7 @@ const PREALLOCATE: u64 = 1 << 20;
 const QUEUE_DEPTH: usize = 4096;
 
 /// Synced batches the live feed holds before the writer drops them.
-const LIVE_DEPTH: usize = 1024;
+pub(crate) const LIVE_DEPTH: usize = 1024;
 
 /// A record's frame: length and checksum.
 const HEADER: usize = 8;

@@ -144,9 +144,14 @@ impl Pipeline {
                 })
             } else {
                 // Wakes at least every second, so an idle pipeline still
-                // writes its cursor.
+                // writes its cursor, and sees alerts the feed dropped
+                // while it was full: when they were the last of a storm,
+                // no later batch shows the gap.
                 match tokio::time::timeout(Duration::from_secs(1), live.recv()).await {
-                    Err(_) => Ok(()),
+                    Err(_) => {
+                        behind = self.log.len() > cursor;
+                        Ok(())
+                    }
                     Ok(None) => return,
                     Ok(Some(mut batch)) => {
                         // In a storm the writer sends a batch per group
@@ -718,6 +723,56 @@ mod tests {
         // Entries already read from the log are skipped, not processed twice.
         assert!(!p.follow(&mut cursor, &all).await.unwrap());
         assert_eq!(incidents.list(&IncidentFilter::default()).unwrap().len(), 2);
+    }
+
+    /// The storm ends while the pipeline is behind: the live feed was full
+    /// and the writer dropped the last batches. Nothing will come after
+    /// them to show the gap, so the idle pipeline must notice on its own
+    /// that the log holds more than it did (the storm test once waited
+    /// two minutes on 184 such alerts).
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_pipeline_finds_what_the_full_feed_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let (p, log, incidents) = pipeline(&db, dir.path());
+        let task = tokio::spawn(p.run());
+        // Let it take the feed and wait on it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // This runtime has one thread: while it is blocked here the pipeline
+        // reads nothing, so the feed fills and the rest is dropped.
+        let total = crate::alert_log::LIVE_DEPTH + 50;
+        let writer_log = log.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                for i in 0..total {
+                    let a = alert(&format!("svc-{i}"), AlertStatus::Firing);
+                    writer_log
+                        .append(i.to_string().into_bytes(), vec![a])
+                        .await
+                        .unwrap();
+                }
+            });
+        })
+        .join()
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = incidents.list(&IncidentFilter::default()).unwrap().len();
+            if n == total {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} of {total} alerts opened their incidents"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
+        let _ = task.await;
     }
 
     /// One alert a millisecond is processed as it comes; wake-ups faster

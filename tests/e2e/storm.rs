@@ -136,9 +136,14 @@ async fn caught_up(q: &Quench, timeout: Duration, at_least: u64) -> (u64, u64) {
             .unwrap()
             .len() as u64;
         let docs = q.get_json("/readyz").await["index_docs"].as_u64().unwrap();
-        if (idle && incidents >= at_least && docs == incidents)
-            || std::time::Instant::now() > deadline
-        {
+        if idle && incidents >= at_least && docs == incidents {
+            return (incidents, docs);
+        }
+        if std::time::Instant::now() > deadline {
+            // What the caller's assertion will not say: where it stopped.
+            let log = q.log_text();
+            let tail = &log[log.len().saturating_sub(4000)..];
+            eprintln!("not caught up after {timeout:?}: {ready}\nthe log's end:\n{tail}");
             return (incidents, docs);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
