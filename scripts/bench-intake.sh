@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Durable ingest benchmark: quench vs Alertmanager, same machine, same run.
-# Usage: scripts/bench-intake.sh [--seconds N] [--quick]
+# Usage: scripts/bench-intake.sh [--seconds N] [--quick] [--cell 1x8] [--repeat N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
