@@ -422,34 +422,44 @@ impl Alertmanager {
 
     /// Starts Alertmanager delivering to `webhook_url` without credentials.
     pub async fn start(webhook_url: &str) -> Alertmanager {
-        Alertmanager::launch(Some((webhook_url, None)), "").await
+        Alertmanager::launch(Some((webhook_url, None)), "", "0s").await
     }
 
     /// Starts Alertmanager sending at most `max_alerts` alerts per
     /// notification, so it reports the rest in `truncatedAlerts`.
     pub async fn start_truncating(webhook_url: &str, max_alerts: u32) -> Alertmanager {
+        // group_wait 1s: with 0s Alertmanager may send the group after
+        // taking only the first alert of a post (nothing truncated), and
+        // the full group a second later repeats that alert, which quench
+        // de-duplicates, so the truncation count never shows.
         Alertmanager::launch(
             Some((webhook_url, None)),
             &format!("        max_alerts: {max_alerts}\n"),
+            "1s",
         )
         .await
     }
 
     /// Starts Alertmanager delivering to `webhook_url` with a bearer token.
     pub async fn start_with_token(webhook_url: &str, token: &str) -> Alertmanager {
-        Alertmanager::launch(Some((webhook_url, Some(token))), "").await
+        Alertmanager::launch(Some((webhook_url, Some(token))), "", "0s").await
     }
 
     /// Starts Alertmanager with a receiver that delivers nowhere (for
     /// measuring its own intake).
     pub async fn start_silent() -> Alertmanager {
-        Alertmanager::launch(None, "").await
+        Alertmanager::launch(None, "", "0s").await
     }
 
     /// Starts Alertmanager 0.25 on a free port, delivering to the webhook
     /// with `group_wait: 0s` so notifications arrive within about a second.
-    /// `extra` is appended to the webhook config (YAML, 8 spaces deep).
-    async fn launch(webhook: Option<(&str, Option<&str>)>, extra: &str) -> Alertmanager {
+    /// `extra` is appended to the webhook config (YAML, 8 spaces deep);
+    /// `group_wait` replaces the 0s.
+    async fn launch(
+        webhook: Option<(&str, Option<&str>)>,
+        extra: &str,
+        group_wait: &str,
+    ) -> Alertmanager {
         let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -465,7 +475,7 @@ impl Alertmanager {
             None => "  - name: quench\n".to_string(),
         };
         let cfg = format!(
-            "route:\n  receiver: quench\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
+            "route:\n  receiver: quench\n  group_by: [alertname]\n  group_wait: {group_wait}\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n{receiver}"
         );
         let cfg_path = tmp.path().join("am.yml");
         std::fs::write(&cfg_path, cfg).expect("write am.yml");
