@@ -478,8 +478,8 @@ pub async fn serve(
         t.abort();
     }
     drop(background);
-    // Records answered but still staged (the writer commits them within a
-    // millisecond) go to sled before its last flush.
+    // Records answered but still staged (the writer commits them within
+    // its COMMIT_EVERY) go to sled before its last flush.
     if let Err(e) = incidents.sync().await {
         warn!(error = %e, "committing the last staged records failed");
     }
