@@ -33,6 +33,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Alerts acknowledged but not stored again (same idempotency key), by source.",
     ),
     (
+        "quench_alerts_truncated_total",
+        "Alerts a sender said it left out of accepted deliveries (Alertmanager's truncatedAlerts, its max_alerts), by source.",
+    ),
+    (
         "quench_webhook_rejected_total",
         "Deliveries refused, by source and reason.",
     ),

@@ -233,4 +233,11 @@ async fn truncated_groups_are_recorded() {
         "{stored:#}"
     );
     assert_eq!(stored["alert"]["labels"]["alertname"], "GoroutineLeak");
+    // Counted, so a max_alerts set too low can be alerted on.
+    let metrics = q.get_text("/metrics").await;
+    let truncated = quench_tests::sample(
+        &metrics,
+        "quench_alerts_truncated_total{source=\"alertmanager\"}",
+    );
+    assert!(truncated >= Some(2.0), "{truncated:?} in\n{metrics}");
 }

@@ -190,6 +190,11 @@ pub(super) async fn intake_inner(
     let count = parsed.alerts.len() as u64;
     s.metrics
         .add("quench_alerts_received_total", &[("source", source)], count);
+    let truncated = parsed.alerts.first().and_then(|a| {
+        let n: u64 = a.meta.get("truncatedAlerts")?.parse().ok()?;
+        let group = a.meta.get("groupKey").cloned().unwrap_or_default();
+        (n > 0).then_some((group, n))
+    });
     match s.log.append(bytes, parsed.alerts).await {
         Ok(appended) => {
             // High availability, sync mode: answered once the standby has
@@ -213,6 +218,22 @@ pub(super) async fn intake_inner(
             );
             s.metrics
                 .add("quench_alerts_duplicate_total", &[("source", source)], dups);
+            // Counted per delivery, duplicates or not: a group re-sent with
+            // more alerts than max_alerts repeats alerts quench already has,
+            // and the count would otherwise go nowhere.
+            if let Some((group, truncated)) = truncated {
+                s.metrics.add(
+                    "quench_alerts_truncated_total",
+                    &[("source", source)],
+                    truncated,
+                );
+                warn!(
+                    source,
+                    group_key = %group,
+                    truncated,
+                    "the sender left alerts out of this delivery (Alertmanager's max_alerts); quench never sees them"
+                );
+            }
             debug!(
                 source,
                 accepted = count - dups,
