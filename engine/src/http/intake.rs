@@ -229,7 +229,7 @@ pub(super) async fn intake_inner(
                 );
                 warn!(
                     source,
-                    group_key = %group,
+                    group_key = ?group,
                     truncated,
                     "the sender left alerts out of this delivery (Alertmanager's max_alerts); quench never sees them"
                 );
