@@ -118,8 +118,6 @@ async fn stored(q: &Quench) -> BTreeSet<String> {
         .collect()
 }
 
-/// Waits until the pipeline and the index have caught up, then checks that
-/// the index holds every incident.
 /// Waits until the pipeline and the index report no lag, at least
 /// `at_least` incidents are stored and the index holds every one of them;
 /// returns (incidents, index documents) as last seen. "No lag" alone is
@@ -142,7 +140,11 @@ async fn caught_up(q: &Quench, timeout: Duration, at_least: u64) -> (u64, u64) {
         if std::time::Instant::now() > deadline {
             // What the caller's assertion will not say: where it stopped.
             let log = q.log_text();
-            let tail = &log[log.len().saturating_sub(4000)..];
+            let mut from = log.len().saturating_sub(4000);
+            while !log.is_char_boundary(from) {
+                from += 1;
+            }
+            let tail = &log[from..];
             eprintln!("not caught up after {timeout:?}: {ready}\nthe log's end:\n{tail}");
             return (incidents, docs);
         }

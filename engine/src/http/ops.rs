@@ -262,6 +262,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
     use std::fmt::Write;
     let mut text = s.metrics.render();
     text.push_str(&s.kpis.get(&s.search, s.clock.now()).await);
+    let store = s.lag.writer.stats();
     let gauges = [
         (
             "quench_pipeline_lag_alerts",
@@ -276,11 +277,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         (
             "quench_store_writer_queue",
             "Writes waiting for the knowledge store's writer thread.",
-            s.lag
-                .writer
-                .stats()
-                .queued
-                .load(std::sync::atomic::Ordering::Relaxed),
+            store.queued.load(std::sync::atomic::Ordering::Relaxed),
         ),
     ];
     for (name, help, v) in gauges {
@@ -304,20 +301,12 @@ pub(super) async fn metrics(State(s): State<AppState>) -> Response {
         (
             "quench_store_commits_total",
             "Commits of the knowledge store's writer (each writes the records staged since the last in one transaction, if any).",
-            s.lag
-                .writer
-                .stats()
-                .commits
-                .load(std::sync::atomic::Ordering::Relaxed),
+            store.commits.load(std::sync::atomic::Ordering::Relaxed),
         ),
         (
             "quench_store_flushes_total",
             "Flushes and fdatasyncs of the knowledge store (each covers the durable writes waiting).",
-            s.lag
-                .writer
-                .stats()
-                .flushes
-                .load(std::sync::atomic::Ordering::Relaxed),
+            store.flushes.load(std::sync::atomic::Ordering::Relaxed),
         ),
     ];
     for (name, help, v) in counters {
