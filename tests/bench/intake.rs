@@ -305,10 +305,11 @@ async fn main() {
          `req/cmt`: the webhook requests each of quench's group commits answered; `sync ms`: the\n\
          mean time of a commit's write and fdatasync (both from quench's /metrics, warm-up included).\n\
          `q cpu`, `AM cpu`: the CPU time each server used per request (µs, user and system, all\n\
-         threads, from /proc), over the measured seconds only.\n"
+         threads, from /proc), over the measured seconds only; `q gen`, `AM gen`: the same for this\n\
+         load generator while it drove each (it shares the two cores with the server).\n"
     );
     println!(
-        "{:>5} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6} | {:>10} {:>8} | {:>7} {:>7} | {:>6} {:>6}",
+        "{:>5} {:>4} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8} | {:>6} | {:>10} {:>8} | {:>7} {:>7} | {:>6} {:>6} | {:>6} {:>6}",
         "batch",
         "conc",
         "quench a/s",
@@ -323,7 +324,9 @@ async fn main() {
         "req/cmt",
         "sync ms",
         "q cpu",
-        "AM cpu"
+        "AM cpu",
+        "q gen",
+        "AM gen"
     );
     let (batches, concs): (Vec<usize>, Vec<usize>) = match (cell, quick) {
         (Some((b, c)), _) => (vec![b], vec![c]),
@@ -344,9 +347,10 @@ async fn main() {
                 let q = Quench::start("{}\n", &examples);
                 measure(Peer::Quench, &q.url, 0, 10, 4, 0.3).await; // warm-up
                 let pid = q.pid().expect("quench runs");
-                let before = cpu_time(pid);
+                let (before, me) = (cpu_time(pid), cpu_time(std::process::id()));
                 let qc = measure(Peer::Quench, &q.url, 1, batch, conc, secs).await;
                 let q_cpu = cpu_per_request(before, cpu_time(pid), qc.requests);
+                let q_load = cpu_per_request(me, cpu_time(std::process::id()), qc.requests);
                 let stored = q.get_json("/healthz").await["alerts_stored"]
                     .as_u64()
                     .unwrap_or(0);
@@ -354,9 +358,10 @@ async fn main() {
                 drop(q);
                 let am = Alertmanager::start_silent().await;
                 measure(Peer::Alertmanager, &am.url, 0, 10, 4, 0.3).await;
-                let before = cpu_time(am.pid());
+                let (before, me) = (cpu_time(am.pid()), cpu_time(std::process::id()));
                 let ac = measure(Peer::Alertmanager, &am.url, 1, batch, conc, secs).await;
                 let am_cpu = cpu_per_request(before, cpu_time(am.pid()), ac.requests);
+                let am_load = cpu_per_request(me, cpu_time(std::process::id()), ac.requests);
                 drop(am);
                 let ratio = qc.alerts_per_sec / ac.alerts_per_sec;
                 match rounds.iter_mut().find(|(k, _)| *k == (batch, conc)) {
@@ -374,7 +379,7 @@ async fn main() {
                     ("-".to_string(), "-".to_string())
                 };
                 println!(
-                    "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x | {floor_rate:>10} {of_floor:>8} | {:>7.1} {:>7.3} | {q_cpu:>6} {am_cpu:>6}   ({} / {} requests, quench stored {stored})",
+                    "{batch:>5} {conc:>4} | {:>12.0} {:>8} {:>8} | {:>12.0} {:>8} {:>8} | {:>5.2}x | {floor_rate:>10} {of_floor:>8} | {:>7.1} {:>7.3} | {q_cpu:>6} {am_cpu:>6} | {q_load:>6} {am_load:>6}   ({} / {} requests, quench stored {stored})",
                     qc.alerts_per_sec,
                     ms(qc.p50),
                     ms(qc.p99),
