@@ -161,11 +161,21 @@ const TRIM_PER_COMMIT: usize = 20_000;
 /// gets here; past it the oldest alert events go first.
 pub const MAX_TIMELINE: usize = 1000;
 
+/// The key in the feed's tree that holds its watermark (no change is
+/// numbered 0): every change from the watermark on is kept, save those a
+/// later change of the same incident in the same commit made redundant.
+const WATERMARK: [u8; 8] = 0u64.to_be_bytes();
+
 /// One entry of the change feed: incident `id` changed; its current record
 /// is what to read.
+///
+/// Every write gets the next number, but a commit keeps only the last
+/// change of each incident it writes (a reader reads the record as it is
+/// now, so the earlier ones would only make it read the same record
+/// again): the numbers the feed holds rise, with holes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
-    /// The change number: monotonic, gap-free, from 1.
+    /// The change number: monotonic, from 1.
     pub seq: u64,
     /// The incident that changed.
     pub id: String,
@@ -191,6 +201,13 @@ struct Feed {
     next: AtomicU64,
     /// The last committed change number, under a lock followers wait on.
     last: Mutex<u64>,
+    /// The oldest change number the feed answers for: a reader whose next
+    /// change is older gets [`Changes::Gap`]. Raised (and stored under
+    /// [`WATERMARK`]) before a trim deletes anything.
+    oldest: AtomicU64,
+    /// Whether [`WATERMARK`] is on disk (a feed written before it existed
+    /// has none, and had no holes: its first key was its watermark).
+    stored: std::sync::atomic::AtomicBool,
     moved: Condvar,
 }
 
@@ -210,14 +227,21 @@ struct Staged {
     /// The records of the commit under way: out of `records`, not yet in
     /// sled, still what readers must see.
     committing: Option<Arc<std::collections::HashMap<[u8; 8], IncidentRecord>>>,
+    /// The records of the last commit, as sled holds them (the commit is
+    /// the only writer of the incidents tree): the records a run updates
+    /// again a few milliseconds later and the indexer reads right after
+    /// the commit, handed out without decoding them again.
+    recent: Option<Arc<std::collections::HashMap<[u8; 8], IncidentRecord>>>,
 }
 
 impl Staged {
-    /// The newest version of a record that is not in sled yet.
+    /// The newest version of a record that is not in sled yet, or that the
+    /// last commit wrote.
     fn latest(&self, key: &[u8; 8]) -> Option<&IncidentRecord> {
         self.records
             .get(key)
             .or_else(|| self.committing.as_ref()?.get(key))
+            .or_else(|| self.recent.as_ref()?.get(key))
     }
 }
 
@@ -317,13 +341,30 @@ impl Core {
         let (first, last) = (changes[0].0, changes[changes.len() - 1].0);
         let encoded: Vec<([u8; 8], Vec<u8>)> =
             order.iter().map(|k| (*k, encode(&records[k]))).collect();
+        // Each incident's last change of the commit (the last change of
+        // all is one of them, so `last` stays on the feed).
+        let feed: Vec<&(u64, String)> = {
+            let mut seen = std::collections::HashSet::with_capacity(order.len());
+            let mut kept: Vec<_> = changes
+                .iter()
+                .rev()
+                .filter(|(_, id)| seen.insert(id.as_str()))
+                .collect();
+            kept.reverse();
+            kept
+        };
+        let watermark = (!self.feed.stored.load(Ordering::Acquire))
+            .then(|| self.feed.oldest.load(Ordering::Acquire).to_be_bytes());
         let done =
             (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
                 for (key, bytes) in &encoded {
                     inc.insert(&key[..], bytes.as_slice())?;
                 }
-                for (seq, id) in &changes {
+                for (seq, id) in &feed {
                     ch.insert(&seq.to_be_bytes()[..], id.as_bytes())?;
+                }
+                if let Some(w) = &watermark {
+                    ch.insert(&WATERMARK[..], &w[..])?;
                 }
                 for (k, v) in &groups {
                     match v {
@@ -339,6 +380,9 @@ impl Core {
             });
         let mut s = self.staged.lock().unwrap_or_else(|e| e.into_inner());
         s.committing = None;
+        if done.is_ok() {
+            s.recent = Some(records.clone());
+        }
         if let Err(e) = done {
             // Staged again under the same change numbers: nothing was
             // staged meanwhile (this runs on the writer thread).
@@ -349,15 +393,36 @@ impl Core {
             return Err(e.into());
         }
         drop(s);
+        if watermark.is_some() {
+            self.feed.stored.store(true, Ordering::Release);
+        }
         // Trim what no follower needs any more, a slice at a time.
         if last / 4096 != first.saturating_sub(1) / 4096 {
-            let below = self.trim_below(last).to_be_bytes();
-            for k in self.changes.range(..below).keys().take(TRIM_PER_COMMIT) {
-                self.changes.remove(k?)?;
-            }
+            self.trim(self.trim_below(last))?;
         }
         *self.feed.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
         self.feed.moved.notify_all();
+        Ok(())
+    }
+
+    /// Deletes up to [`TRIM_PER_COMMIT`] feed entries below `below`, once
+    /// the watermark says the feed answers from `below` on. Writer thread
+    /// only.
+    fn trim(&self, below: u64) -> Result<(), StoreError> {
+        if below > self.feed.oldest.load(Ordering::Acquire) {
+            self.changes.insert(WATERMARK, &below.to_be_bytes())?;
+            self.feed.oldest.store(below, Ordering::Release);
+            self.feed.stored.store(true, Ordering::Release);
+        }
+        let from = 1u64.to_be_bytes();
+        for k in self
+            .changes
+            .range(from..below.to_be_bytes())
+            .keys()
+            .take(TRIM_PER_COMMIT)
+        {
+            self.changes.remove(k?)?;
+        }
         Ok(())
     }
 
@@ -386,6 +451,16 @@ impl IncidentStore {
             Some((k, _)) => be(&k),
             None => 0,
         };
+        // A feed from before the watermark has none and no holes: its
+        // first change is where it answers from.
+        let watermark = changes.get(WATERMARK)?.map(|v| be(&v));
+        let oldest = match watermark {
+            Some(w) => w,
+            None => match changes.range(1u64.to_be_bytes()..).next() {
+                Some(item) => be(&item?.0),
+                None => 1,
+            },
+        };
         let core = Core {
             incidents: db.open_tree("knowledge/incidents")?,
             open_groups: db.open_tree("knowledge/open_groups")?,
@@ -394,6 +469,8 @@ impl IncidentStore {
                 next: AtomicU64::new(last + 1),
                 last: Mutex::new(last),
                 moved: Condvar::new(),
+                oldest: AtomicU64::new(oldest),
+                stored: watermark.is_some().into(),
             }),
             staged: Arc::default(),
             followers: Arc::default(),
@@ -833,13 +910,11 @@ impl IncidentStore {
     }
 
     /// Up to `limit` changes after change `after`, oldest first; or a gap
-    /// when the feed no longer holds the one right after it.
+    /// when the feed was trimmed past it.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Changes, StoreError> {
-        if let Some((k, _)) = self.core.changes.first()? {
-            let oldest = be(&k);
-            if after + 1 < oldest {
-                return Ok(Changes::Gap { oldest });
-            }
+        let oldest = self.core.feed.oldest.load(Ordering::Acquire);
+        if after + 1 < oldest {
+            return Ok(Changes::Gap { oldest });
         }
         let mut out = Vec::new();
         for item in self
@@ -853,6 +928,11 @@ impl IncidentStore {
                 seq: be(&k),
                 id: String::from_utf8_lossy(&v).into_owned(),
             });
+        }
+        // A trim that started meanwhile may have taken some of them.
+        let oldest = self.core.feed.oldest.load(Ordering::Acquire);
+        if after + 1 < oldest {
+            return Ok(Changes::Gap { oldest });
         }
         Ok(Changes::Next(out))
     }
@@ -926,13 +1006,14 @@ impl IncidentStore {
     pub fn list(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
         // What is answered but not committed yet, newest version of each,
         // merged into sled's order (newest id first).
-        let overlay: std::collections::BTreeMap<[u8; 8], IncidentRecord> = {
+        let (overlay, recent): (std::collections::BTreeMap<[u8; 8], IncidentRecord>, _) = {
             let s = self.core.staged.lock().unwrap_or_else(|e| e.into_inner());
             let committing = s.committing.iter().flat_map(|c| c.iter());
-            committing
+            let overlay = committing
                 .chain(s.records.iter())
                 .map(|(k, r)| (*k, r.clone()))
-                .collect()
+                .collect();
+            (overlay, s.recent.clone())
         };
         let mut overlay = overlay.into_iter().rev().peekable();
         let mut out = Vec::new();
@@ -956,7 +1037,11 @@ impl IncidentStore {
             }
             let r = match overlay.next_if(|(o, _)| Some(*o) == key) {
                 Some((_, staged)) => staged,
-                None => decode(&k, &v)?,
+                None => match key.and_then(|k| recent.as_ref()?.get(&k)) {
+                    // What sled holds, decoded already.
+                    Some(r) => r.clone(),
+                    None => decode(&k, &v)?,
+                },
             };
             if take(&mut out, r) {
                 return Ok(out);
@@ -1218,18 +1303,22 @@ mod tests {
     }
 
     #[test]
-    fn every_write_is_one_change_and_readers_resume_after_n() {
+    fn every_write_is_numbered_and_readers_resume_after_n() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         assert_eq!(s.last_change(), 0);
         assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Next(vec![]));
         let now = Utc::now();
-        s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), now)
-            .unwrap();
-        s.attach_blocking("h", &op(), alert(2, "b", AlertState::Firing), now)
-            .unwrap();
-        s.update_blocking("inc-1", |r| r.title = "x".into())
+        // One writer job: the three writes are staged before any commit.
+        let me = s.clone();
+        s.writer
+            .run_blocking(false, move || {
+                me.attach_now("g", &op(), alert(1, "a", AlertState::Firing), now)?;
+                me.attach_now("h", &op(), alert(2, "b", AlertState::Firing), now)?;
+                me.update_now("inc-1", |r| r.title = "x".into())?;
+                Ok(())
+            })
             .unwrap();
         // a replay changes nothing, so it is no change
         s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), now)
@@ -1238,14 +1327,17 @@ mod tests {
         assert_eq!(s.get("inc-1").unwrap().unwrap().title, "x");
         s.commit_blocking().unwrap();
         assert_eq!(s.last_change(), 3);
+        // One commit: inc-1's first change is made redundant by its last
+        // (a reader reads the record as it is now). The hole it leaves is
+        // no gap: a reader at 0 misses nothing.
         let Changes::Next(all) = s.changes_after(0, 10).unwrap() else {
-            panic!()
+            panic!("a reader at 0 was sent to a full copy")
         };
         assert_eq!(
             all.iter()
                 .map(|c| (c.seq, c.id.as_str()))
                 .collect::<Vec<_>>(),
-            [(1, "inc-1"), (2, "inc-2"), (3, "inc-1")]
+            [(2, "inc-2"), (3, "inc-1")]
         );
         let Changes::Next(rest) = s.changes_after(2, 10).unwrap() else {
             panic!()
@@ -1327,13 +1419,81 @@ mod tests {
         drop(slow);
         assert_eq!(s.core.trim_below(3 * FEED_KEEP), 2 * FEED_KEEP);
         // With a gap, a reader is told to start over.
-        s.attach_blocking("g", &op(), alert(1, "a", AlertState::Firing), Utc::now())
-            .unwrap();
-        s.update_blocking("inc-1", |r| r.title = "t".into())
+        let me = s.clone();
+        s.writer
+            .run_blocking(false, move || {
+                me.attach_now("g", &op(), alert(1, "a", AlertState::Firing), Utc::now())?;
+                me.update_now("inc-1", |r| r.title = "t".into())?;
+                Ok(())
+            })
             .unwrap();
         s.commit_blocking().unwrap();
-        s.core.changes.remove(1u64.to_be_bytes()).unwrap();
-        assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Gap { oldest: 2 });
+        s.update_blocking("inc-1", |r| r.title = "u".into())
+            .unwrap();
+        s.commit_blocking().unwrap();
+        assert_eq!(
+            s.changes_after(0, 10).unwrap(),
+            Changes::Next(vec![
+                Change {
+                    seq: 2,
+                    id: "inc-1".into()
+                },
+                Change {
+                    seq: 3,
+                    id: "inc-1".into()
+                },
+            ])
+        );
+        s.core.trim(3).unwrap();
+        assert_eq!(s.changes_after(0, 10).unwrap(), Changes::Gap { oldest: 3 });
+        assert_eq!(s.changes_after(1, 10).unwrap(), Changes::Gap { oldest: 3 });
+        assert_eq!(
+            s.changes_after(2, 10).unwrap(),
+            Changes::Next(vec![Change {
+                seq: 3,
+                id: "inc-1".into()
+            },])
+        );
+        // The watermark is kept across a reopen (the first key left, 3,
+        // would say the same here; after a hole it would not).
+        drop(s);
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        assert_eq!(s.changes_after(1, 10).unwrap(), Changes::Gap { oldest: 3 });
+        assert_eq!(s.last_change(), 3);
+    }
+
+    /// The watermark and the holes coalescing leaves: a reader is sent to
+    /// a full copy only when a trim took changes it had not read.
+    #[test]
+    fn holes_in_the_feed_are_not_gaps_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        let now = Utc::now();
+        // One writer job, so one commit: the feed's first key is 4.
+        let me = s.clone();
+        s.writer
+            .run_blocking(false, move || {
+                me.attach_now("g", &op(), alert(1, "a", AlertState::Firing), now)?;
+                for t in ["x", "y", "z"] {
+                    me.update_now("inc-1", move |r| r.title = t.into())?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        s.commit_blocking().unwrap();
+        assert_eq!(s.last_change(), 4);
+        drop(s);
+        let s = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
+        assert_eq!(s.last_change(), 4);
+        assert_eq!(
+            s.changes_after(0, 10).unwrap(),
+            Changes::Next(vec![Change {
+                seq: 4,
+                id: "inc-1".into()
+            },])
+        );
+        assert_eq!(s.get("inc-1").unwrap().unwrap().title, "z");
     }
 
     /// Writes nobody needs durable share a transaction (sled seals its log

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use quench_tests::{Quench, http};
+use quench_tests::{Quench, cpu_by_thread, http};
 use serde_json::{Value, json};
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -55,6 +55,8 @@ async fn main() {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(total);
+    let pid = q.pid().expect("quench runs");
+    let (cpu_before, load_started) = (cpu_by_thread(pid), std::time::Instant::now());
     for n in 0..total {
         tick.tick().await;
         let (client, url, sent) = (client.clone(), q.url.clone(), sent.clone());
@@ -72,6 +74,8 @@ async fn main() {
     for t in tasks {
         t.await.expect("sender");
     }
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let cpu_after = cpu_by_thread(pid);
     // Let the last runs start.
     let mut incidents: Vec<Value> = Vec::new();
     for _ in 0..100 {
@@ -140,5 +144,28 @@ async fn main() {
         "knowledge store: {:.0} commits and {:.0} flushes per second of load",
         counter("quench_store_commits_total") / seconds,
         counter("quench_store_flushes_total") / seconds
+    );
+    // Threads that ended during the load are left out (tokio's blocking
+    // pool): a lower bound.
+    let mut used: Vec<(String, f64)> = cpu_after
+        .iter()
+        .map(|(name, t)| {
+            let before = cpu_before.get(name).copied().unwrap_or_default();
+            (
+                name.clone(),
+                t.saturating_sub(before).as_secs_f64() / load_seconds,
+            )
+        })
+        .filter(|(_, c)| *c >= 0.005)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let all: f64 = used.iter().map(|(_, c)| c).sum();
+    let each: Vec<String> = used
+        .iter()
+        .map(|(name, c)| format!("{name} {:.0}%", c * 100.0))
+        .collect();
+    println!(
+        "quench's CPU while sending: {all:.2} cores ({})",
+        each.join(", ")
     );
 }

@@ -406,6 +406,33 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     ))
 }
 
+/// The CPU time each of a process's live threads has used so far, summed
+/// by thread name (`/proc/PID/task/*/comm` and `stat`): tokio's workers,
+/// for one, share a name.
+pub fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(name), Some(fields)) = (
+            std::fs::read_to_string(path.join("comm")),
+            stat_fields(path.join("stat")),
+        ) else {
+            continue;
+        };
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        *out.entry(name.trim().to_string()).or_default() +=
+            Duration::from_secs_f64(ticks as f64 / hz);
+    }
+    out
+}
+
 /// A real Prometheus Alertmanager whose only receiver is a quench webhook.
 pub struct Alertmanager {
     child: Child,
