@@ -161,6 +161,10 @@ const TRIM_PER_COMMIT: usize = 20_000;
 /// gets here; past it the oldest alert events go first.
 pub const MAX_TIMELINE: usize = 1000;
 
+/// The most records of one commit kept decoded after it (a storm commits
+/// tens every few milliseconds; an import commits all it brings at once).
+const RECENT_MAX: usize = 4096;
+
 /// The key in the feed's tree that holds its watermark (no change is
 /// numbered 0): every change from the watermark on is kept, save those a
 /// later change of the same incident in the same commit made redundant.
@@ -381,7 +385,8 @@ impl Core {
         let mut s = self.staged.lock().unwrap_or_else(|e| e.into_inner());
         s.committing = None;
         if done.is_ok() {
-            s.recent = Some(records.clone());
+            // Not an import's hundred thousand records, kept for good.
+            s.recent = (records.len() <= RECENT_MAX).then(|| records.clone());
         }
         if let Err(e) = done {
             // Staged again under the same change numbers: nothing was
@@ -1542,6 +1547,27 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, ["inc-2", "inc-1"]);
+        // Once committed, the last commit's records are kept decoded; an
+        // import too large for that is read back from sled.
+        s.commit_blocking().unwrap();
+        let kept = |s: &IncidentStore| {
+            s.core
+                .staged
+                .lock()
+                .unwrap()
+                .recent
+                .as_ref()
+                .map(|r| r.len())
+        };
+        assert!(kept(&s).is_some_and(|n| n >= 1));
+        let mut r = s.get("inc-1").unwrap().unwrap();
+        r.external_id = None;
+        let many = vec![r; RECENT_MAX + 1];
+        let done = s.import_blocking(many).unwrap();
+        assert_eq!(kept(&s), None);
+        let last = done.new.last().unwrap();
+        assert_eq!(s.get(last).unwrap().unwrap().id, *last);
+        assert_eq!(s.get("inc-1").unwrap().unwrap().title, "t299");
     }
 
     /// The commit the store registers with the writer must not keep the
