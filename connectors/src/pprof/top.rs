@@ -158,7 +158,8 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
         }
     }
     let every: std::collections::HashSet<&str> = names.iter().copied().collect();
-    let marks = inline_marks(p, index, &every)?;
+    let flat_sum = flat.iter().fold(0i64, |s, f| s.saturating_add(*f));
+    let marks = inline_marks(p, index, &every, flat_sum)?;
     let mut rows: Vec<Row> = (0..n)
         .filter(|&i| touched[i])
         .map(|i| Row {
@@ -191,12 +192,16 @@ pub fn top(p: &Profile, index: usize) -> Result<Top, ProfileError> {
 /// the edge caller -> callee is counted once per sample, skipping dropped
 /// functions and a function calling itself, and is inline when the callee
 /// is not the outermost frame of its location; an edge is inline only if
-/// it is in every sample that has it. A function is `(inline)` when all
-/// its incoming edges are inline, `(partial-inline)` when some are.
+/// it is in every sample that has it. Edges that carry less than
+/// [`EDGE_FRACTION`] of `total` (the sum of flat) are dropped first, as
+/// pprof trims its graph before it prints. A function is `(inline)` when
+/// all its remaining incoming edges are inline, `(partial-inline)` when
+/// some are.
 fn inline_marks<'a>(
     p: &'a Profile,
     index: usize,
     keep: &std::collections::HashSet<&str>,
+    total: i64,
 ) -> Result<HashMap<&'a str, &'static str>, ProfileError> {
     let name_of: HashMap<u64, &str> = p
         .function
@@ -222,10 +227,12 @@ fn inline_marks<'a>(
             (l.id, names)
         })
         .collect();
-    let mut edges: HashMap<(&str, &str), bool> = HashMap::new();
+    // Per edge: whether it is inline in every sample, and its weight.
+    let mut edges: HashMap<(&str, &str), (bool, i64)> = HashMap::new();
     let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     for sample in &p.sample {
-        if sample.value.get(index).copied().unwrap_or(0) == 0 {
+        let v = sample.value.get(index).copied().unwrap_or(0);
+        if v == 0 {
             continue;
         }
         seen.clear();
@@ -243,17 +250,20 @@ fn inline_marks<'a>(
                     && caller != name
                     && seen.insert((caller, name))
                 {
-                    edges
-                        .entry((caller, name))
-                        .and_modify(|e| *e &= inline)
-                        .or_insert(inline);
+                    let e = edges.entry((caller, name)).or_insert((true, 0));
+                    e.0 &= inline;
+                    e.1 = e.1.saturating_add(v);
                 }
                 parent = Some(name);
             }
         }
     }
+    let cutoff = ((total as f64 * EDGE_FRACTION) as i64).unsigned_abs();
     let mut marks: HashMap<&str, (bool, bool)> = HashMap::new();
-    for ((_, callee), inline) in edges {
+    for ((_, callee), (inline, weight)) in edges {
+        if weight.unsigned_abs() < cutoff {
+            continue;
+        }
         let m = marks.entry(callee).or_default();
         if inline {
             m.0 = true;
@@ -384,6 +394,23 @@ mod tests {
         assert!((t.flat_pct(&t.rows[0]) - 66.666).abs() < 0.01);
         let by_count = top(&p, 0).unwrap();
         assert_eq!(by_count.total, 5);
+    }
+
+    /// pprof drops call edges under 0.1 % of the total before it marks
+    /// inlining: a function reached through an inlined call that light is
+    /// not marked (seen in CI against a live Alertmanager's heap profile).
+    #[test]
+    fn light_inlined_calls_are_trimmed_before_marking() {
+        let p = profile();
+        let mark = |t: &Top, f: &str| t.rows.iter().find(|r| r.function == f).unwrap().inline;
+        assert_eq!(mark(&top(&p, 1).unwrap(), "main.hash"), "(inline)");
+        let mut p = profile();
+        // idle now carries almost everything: work -> hash (30) is under
+        // 0.1 % of the total.
+        p.sample[1].value = vec![1, 1_000_000];
+        let t = top(&p, 1).unwrap();
+        assert_eq!(mark(&t, "main.hash"), "");
+        assert!(!render(&t, &p, 2).contains("(inline)"));
     }
 
     #[test]
@@ -607,6 +634,11 @@ pub fn percentage(value: i64, total: i64) -> String {
 /// the total are dropped from the table.
 pub const NODE_FRACTION: f64 = 0.005;
 
+/// pprof's `-edgefraction` default: call edges that carry less than this
+/// share of the total are dropped from its graph (and so do not count for
+/// a function's `(inline)` mark).
+pub const EDGE_FRACTION: f64 = 0.001;
+
 /// The table in `go tool pprof -top` layout, line for line: the profile's
 /// header lines (`File:`, `Build ID:`, `Type:`, `Time:` in UTC,
 /// `Duration:`), `Showing nodes accounting for ...`, the dropped-node and
@@ -640,7 +672,7 @@ pub fn render(t: &Top, p: &Profile, nodecount: usize) -> String {
     let marks = if shown.len() == t.rows.len() {
         None
     } else {
-        inline_marks(p, t.index, &shown_names).ok()
+        inline_marks(p, t.index, &shown_names, flat_sum).ok()
     };
     // The output unit: that of the smallest value shown, moved up one
     // unit when the total is over a hundred times larger (pprof's
