@@ -855,9 +855,9 @@ impl IncidentStore {
             .map(|v| be(&v).to_be_bytes()))
     }
 
-    /// Stages records, their group changes and one change each; they are
-    /// committed, atomically, at the end of the writer's batch, before any
-    /// job of the batch is answered. Writer thread only.
+    /// Stages records, their group changes and one change number each;
+    /// readers see them at once, and the next commit writes them to sled
+    /// together, atomically (see [`Staged`]). Writer thread only.
     fn write(
         &self,
         records: &[([u8; 8], &IncidentRecord)],
