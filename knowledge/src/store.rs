@@ -209,9 +209,6 @@ struct Feed {
     /// change is older gets [`Changes::Gap`]. Raised (and stored under
     /// [`WATERMARK`]) before a trim deletes anything.
     oldest: AtomicU64,
-    /// Whether [`WATERMARK`] is on disk (a feed written before it existed
-    /// has none, and had no holes: its first key was its watermark).
-    stored: std::sync::atomic::AtomicBool,
     moved: Condvar,
 }
 
@@ -357,8 +354,6 @@ impl Core {
             kept.reverse();
             kept
         };
-        let watermark = (!self.feed.stored.load(Ordering::Acquire))
-            .then(|| self.feed.oldest.load(Ordering::Acquire).to_be_bytes());
         let done =
             (&self.incidents, &self.open_groups, &self.changes).transaction(|(inc, open, ch)| {
                 for (key, bytes) in &encoded {
@@ -366,9 +361,6 @@ impl Core {
                 }
                 for (seq, id) in &feed {
                     ch.insert(&seq.to_be_bytes()[..], id.as_bytes())?;
-                }
-                if let Some(w) = &watermark {
-                    ch.insert(&WATERMARK[..], &w[..])?;
                 }
                 for (k, v) in &groups {
                     match v {
@@ -398,9 +390,6 @@ impl Core {
             return Err(e.into());
         }
         drop(s);
-        if watermark.is_some() {
-            self.feed.stored.store(true, Ordering::Release);
-        }
         // Trim what no follower needs any more, a slice at a time.
         if last / 4096 != first.saturating_sub(1) / 4096 {
             self.trim(self.trim_below(last))?;
@@ -417,7 +406,6 @@ impl Core {
         if below > self.feed.oldest.load(Ordering::Acquire) {
             self.changes.insert(WATERMARK, &below.to_be_bytes())?;
             self.feed.oldest.store(below, Ordering::Release);
-            self.feed.stored.store(true, Ordering::Release);
         }
         let from = 1u64.to_be_bytes();
         for k in self
@@ -457,14 +445,18 @@ impl IncidentStore {
             None => 0,
         };
         // A feed from before the watermark has none and no holes: its
-        // first change is where it answers from.
-        let watermark = changes.get(WATERMARK)?.map(|v| be(&v));
-        let oldest = match watermark {
-            Some(w) => w,
-            None => match changes.range(1u64.to_be_bytes()..).next() {
-                Some(item) => be(&item?.0),
-                None => 1,
-            },
+        // first change is where it answers from. Stored before the first
+        // commit can leave holes (sled recovers a prefix of its writes).
+        let oldest = match changes.get(WATERMARK)? {
+            Some(w) => be(&w),
+            None => {
+                let oldest = match changes.range(1u64.to_be_bytes()..).next() {
+                    Some(item) => be(&item?.0),
+                    None => 1,
+                };
+                changes.insert(WATERMARK, &oldest.to_be_bytes())?;
+                oldest
+            }
         };
         let core = Core {
             incidents: db.open_tree("knowledge/incidents")?,
@@ -475,7 +467,6 @@ impl IncidentStore {
                 last: Mutex::new(last),
                 moved: Condvar::new(),
                 oldest: AtomicU64::new(oldest),
-                stored: watermark.is_some().into(),
             }),
             staged: Arc::default(),
             followers: Arc::default(),

@@ -399,7 +399,12 @@ pub fn stat_fields(path: impl AsRef<Path>) -> Option<Vec<String>> {
 /// process has used so far, from `/proc/PID/stat` (utime and stime,
 /// fields 14 and 15).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let fields = stat_fields(format!("/proc/{pid}/stat"))?;
+    stat_cpu(format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of a `stat` file (a process's or one thread's).
+fn stat_cpu(path: impl AsRef<Path>) -> Option<Duration> {
+    let fields = stat_fields(path)?;
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_secs_f64(
         ticks as f64 / rustix::param::clock_ticks_per_second() as f64,
@@ -414,21 +419,15 @@ pub fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, Duration> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
     };
-    let hz = rustix::param::clock_ticks_per_second() as f64;
     for task in tasks.flatten() {
         let path = task.path();
-        let (Ok(name), Some(fields)) = (
+        let (Ok(name), Some(used)) = (
             std::fs::read_to_string(path.join("comm")),
-            stat_fields(path.join("stat")),
+            stat_cpu(path.join("stat")),
         ) else {
             continue;
         };
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum();
-        *out.entry(name.trim().to_string()).or_default() +=
-            Duration::from_secs_f64(ticks as f64 / hz);
+        *out.entry(name.trim().to_string()).or_default() += used;
     }
     out
 }
@@ -479,9 +478,9 @@ impl Alertmanager {
     }
 
     /// Starts Alertmanager 0.25 on a free port, delivering to the webhook
-    /// with `group_wait: 0s` so notifications arrive within about a second.
-    /// `extra` is appended to the webhook config (YAML, 8 spaces deep);
-    /// `group_wait` replaces the 0s.
+    /// after `group_wait` (0s for most tests, so notifications arrive
+    /// within about a second). `extra` is appended to the webhook config
+    /// (YAML, 8 spaces deep).
     async fn launch(
         webhook: Option<(&str, Option<&str>)>,
         extra: &str,
