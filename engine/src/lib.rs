@@ -450,16 +450,22 @@ pub async fn serve(
             .build()
             .map_err(std::io::Error::other)?,
     });
+    // Bound here (tokio's backlog and SO_REUSEADDR), served from the front
+    // door's thread.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
+        .and_then(tokio::net::TcpListener::into_std)
         .map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
         })?;
     let addr = listener.local_addr()?;
+    let router = http::router(state);
+    // Probes are answered on a thread of their own; the rest comes here.
+    let front = http::front::FrontDoor::start(listener, router.clone())?;
     info!(%addr, data_dir = %config.data_dir.display(), "listening");
     on_listening(addr);
-    axum::serve(listener, http::router(state))
+    axum::serve(front, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     // Running experiments stop, and their rollbacks run, before we go.

@@ -38,6 +38,7 @@ use crate::runbook_source::Runbooks;
 mod chaos;
 pub mod console;
 mod evidence;
+pub mod front;
 mod import;
 mod incidents;
 mod intake;
