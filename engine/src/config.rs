@@ -48,10 +48,11 @@ pub struct Config {
     pub alert_retention: String,
     /// Whether the intake log's two hand-offs stay awake briefly before
     /// they sleep (on): the writer looks at its queue for 200 µs after a
-    /// commit, and a lone small delivery polls for its answer for 300 µs,
-    /// both yielding to any other thread. On a VM that halts idle vCPUs it
-    /// roughly doubles the rate of one sender at a time; off saves that
-    /// little CPU where wake-ups are cheap.
+    /// commit, a lone small delivery polls for its answer for 300 µs, and
+    /// a companion thread stays awake while a lone delivery's commit waits
+    /// for its fdatasync, all yielding to any other thread. On a VM that
+    /// halts idle vCPUs it more than doubles the rate of one sender at a
+    /// time; off saves that little CPU where wake-ups are cheap.
     pub intake_spin: bool,
     /// Per-sender authentication and mappings.
     pub hooks: Hooks,
