@@ -48,7 +48,8 @@ pub struct Config {
     pub alert_retention: String,
     /// Whether the intake log's two hand-offs stay awake briefly before
     /// they sleep (on): the writer looks at its queue for 200 µs after a
-    /// commit, a lone small delivery polls for its answer for 300 µs, and
+    /// commit, a small delivery polls for its answer for 300 µs while at
+    /// most 8 wait for the log, and
     /// a companion thread stays awake while a lone delivery's commit waits
     /// for its fdatasync, all yielding to any other thread. On a VM that
     /// halts idle vCPUs it more than doubles the rate of one sender at a
