@@ -37,7 +37,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -580,7 +580,7 @@ impl AlertLog {
         });
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (live_tx, live_rx) = mpsc::channel(LIVE_DEPTH);
-        let awake = Arc::new(AtomicBool::new(false));
+        let awake = Arc::new(AtomicU8::new(AWAKE_OFF));
         let companion = {
             let on = awake.clone();
             thread::Builder::new()
@@ -599,11 +599,10 @@ impl AlertLog {
             awake,
             companion,
         };
-        let companion = writer.companion.clone();
+        // Should this fail, the writer is dropped, and its companion ends.
         thread::Builder::new()
             .name("alert-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .inspect_err(|_| companion.unpark())?;
+            .spawn(move || writer.run(rx))?;
         Ok(AlertLog {
             tx,
             shared,
@@ -1057,10 +1056,23 @@ struct Writer {
     /// grows the file.
     room: u64,
     live: mpsc::Sender<Vec<StoredAlert>>,
-    /// Set while a lone request's commit syncs: the companion thread
-    /// ([`keep_awake`]) stays on a vCPU meanwhile.
-    awake: Arc<AtomicBool>,
+    /// [`AWAKE_ON`] while a lone request's commit syncs: the companion
+    /// thread ([`keep_awake`]) stays on a vCPU meanwhile.
+    awake: Arc<AtomicU8>,
     companion: thread::Thread,
+}
+
+/// The companion's states: parked, awake beside a sync, and told to end
+/// (the writer is gone).
+const AWAKE_OFF: u8 = 0;
+const AWAKE_ON: u8 = 1;
+const AWAKE_GONE: u8 = 2;
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.awake.store(AWAKE_GONE, Ordering::Release);
+        self.companion.unpark();
+    }
 }
 
 /// The writer's companion: while a commit that answers a single request
@@ -1070,16 +1082,16 @@ struct Writer {
 /// where the guest does not poll before halting). With one caller that is
 /// a quarter of a request's time; with several, the vCPUs are busy anyway
 /// and it does not run.
-fn keep_awake(on: &Arc<AtomicBool>) {
+fn keep_awake(state: &AtomicU8) {
     loop {
         thread::park();
-        if Arc::strong_count(on) == 1 {
-            // The writer is gone.
-            return;
-        }
         let start = Instant::now();
-        while on.load(Ordering::Acquire) && start.elapsed() < AWAKE_MAX {
-            thread::yield_now();
+        loop {
+            match state.load(Ordering::Acquire) {
+                AWAKE_GONE => return,
+                AWAKE_ON if start.elapsed() < AWAKE_MAX => thread::yield_now(),
+                _ => break,
+            }
         }
     }
 }
@@ -1137,9 +1149,6 @@ impl Writer {
         // Closed cleanly: the segment ends at its last record.
         let _ = self.file.set_len(self.size);
         let _ = self.file.sync_all();
-        let companion = self.companion.clone();
-        drop(self);
-        companion.unpark();
     }
 
     fn append_batch(&mut self, appends: Vec<Pending>) {
@@ -1241,14 +1250,14 @@ impl Writer {
             let started = std::time::Instant::now();
             let lone = outcomes.len() == 1 && self.shared.spin.load(Ordering::Relaxed);
             if lone {
-                self.awake.store(true, Ordering::Release);
+                self.awake.store(AWAKE_ON, Ordering::Release);
                 self.companion.unpark();
             }
             let written = self
                 .make_room(buf.len() as u64)
                 .and_then(|()| self.file.write_all_at(&buf, self.size))
                 .and_then(|()| self.file.sync_data());
-            self.awake.store(false, Ordering::Release);
+            self.awake.store(AWAKE_OFF, Ordering::Release);
             let stats = &self.shared.stats;
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
@@ -1510,19 +1519,24 @@ mod tests {
     async fn the_writers_companion_ends_with_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let before = threads_named("alert-log-awake");
+        // Until `n` companions run (a new thread names itself once it
+        // runs), or 10 s.
+        let until = async |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while threads_named("alert-log-awake") != n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            threads_named("alert-log-awake")
+        };
         let log = AlertLog::open(dir.path()).unwrap();
-        assert_eq!(threads_named("alert-log-awake"), before + 1);
+        assert_eq!(until(before + 1).await, before + 1);
         for i in 0..20 {
             log.append(format!("p{i}").into_bytes(), vec![alert(&format!("k{i}"))])
                 .await
                 .unwrap();
         }
         drop(log);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while threads_named("alert-log-awake") > before && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(threads_named("alert-log-awake"), before);
+        assert_eq!(until(before).await, before);
         assert_eq!(reopen(dir.path()).len(), 20);
     }
 

@@ -29,8 +29,8 @@ use tracing::{error, warn};
 /// ahead of its first request).
 const FIRST_BYTES_WAIT: Duration = Duration::from_millis(500);
 
-/// Accepted connections waiting for the server's runtime. Past this the
-/// front door stops accepting, and the kernel's backlog holds the rest.
+/// Accepted connections queued for the server's runtime. Past this, each
+/// further one waits in the front door until the server takes one.
 const HANDOFF_DEPTH: usize = 1024;
 
 /// The requests served on the front door's thread: a connection whose
@@ -44,7 +44,7 @@ const PROBES: &[&[u8]] = &[
 ];
 
 /// Whether a connection whose first bytes are `head` is a probe.
-pub(crate) fn is_probe(head: &[u8]) -> bool {
+fn is_probe(head: &[u8]) -> bool {
     PROBES.iter().any(|p| head.starts_with(p))
 }
 
