@@ -306,6 +306,9 @@ mod tests {
         let db = sled::open(dir.path().join("db")).unwrap();
         let store = IncidentStore::open(&db, Writer::start(db.clone(), None).unwrap()).unwrap();
         open_incident(&store, 1);
+        // A write is answered once staged; the rebuild reads what is
+        // committed (a staged one comes in through the feed later).
+        store.commit_blocking().unwrap();
         let opened = open(&dir.path().join("index"), &store).unwrap();
         let index = opened.index.clone();
         assert_eq!(index.count(), 1);

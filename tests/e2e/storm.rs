@@ -286,7 +286,7 @@ async fn serve_runs_with_small_host_allocator_settings_and_a_lower_priority_pipe
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     for want in [
-        &b"MIMALLOC_PURGE_DELAY=0"[..],
+        &b"MIMALLOC_PURGE_DELAY=10"[..],
         &b"MIMALLOC_ARENA_EAGER_COMMIT=0"[..],
     ] {
         assert!(
