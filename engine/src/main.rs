@@ -13,9 +13,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// and setting them from inside would take `unsafe`): commit an arena's
 /// memory when it is used rather than when it is reserved, and give freed
 /// memory back to the kernel 10 ms after it is freed. With 100,000
-/// incidents indexed and searched, RSS drops from 243 MB (mimalloc's
-/// defaults) to 131-170 MB (`scripts/bench-memory.sh`). A purge delay of 0
-/// (memory back at once) saved at most 12 MB more there, but under load it
+/// incidents indexed and searched, RSS was 243 MB with mimalloc's
+/// defaults, and 171-182 MB with these on 2 December 2026
+/// (`scripts/bench-memory.sh`). A purge delay of 0 (memory back at once)
+/// saved at most 12 MB more there (170 MB), but under load it
 /// unmapped and faulted in the same pages over and over: at 100 alerts per
 /// delivery, intake took 10-16 % more CPU per request. An operator's own
 /// value of either variable wins.
