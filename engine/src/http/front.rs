@@ -68,7 +68,7 @@ impl FrontDoor {
             .build()?;
         std::thread::Builder::new()
             .name("quench-front".into())
-            .spawn(move || runtime.block_on(accept_loop(listener, router, tx)))?;
+            .spawn(move || runtime.block_on(accept_loop(listener, local, router, tx)))?;
         Ok(Self { handed, local })
     }
 }
@@ -123,6 +123,7 @@ impl axum::serve::Listener for Probes {
 
 async fn accept_loop(
     listener: std::net::TcpListener,
+    local: SocketAddr,
     router: Router,
     handoff: mpsc::Sender<(std::net::TcpStream, SocketAddr)>,
 ) {
@@ -134,10 +135,7 @@ async fn accept_loop(
         }
     };
     let (probe_tx, conns) = mpsc::channel(64);
-    let probes = Probes {
-        conns,
-        local: listener.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()),
-    };
+    let probes = Probes { conns, local };
     let probes = tokio::spawn(async move { axum::serve(probes, router).await });
     loop {
         let accepted = tokio::select! {
